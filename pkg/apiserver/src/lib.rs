@@ -1,0 +1,1 @@
+//! the kubernetes-compatible api server: routing, handlers, watch, discovery, authn/authz

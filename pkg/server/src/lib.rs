@@ -1,0 +1,1 @@
+//! mini server: loads config, ensures pki, opens the store and runs the api server

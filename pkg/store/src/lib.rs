@@ -1,0 +1,90 @@
+//! The key-value store trait with revisions and watch, and its sled backend.
+//!
+//! INTERFACE FIXED BY THE INTEGRATOR: keep these public names and signatures.
+
+use async_trait::async_trait;
+
+/// One global, monotonic revision; it is the Kubernetes `resourceVersion`.
+pub type Revision = u64;
+
+/// A stored key with its value and revisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub create_revision: Revision,
+    pub mod_revision: Revision,
+}
+
+/// A deleted key: its last value and the revision of the deletion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deleted {
+    pub prev: KeyValue,
+    pub revision: Revision,
+}
+
+/// A change seen by a watcher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// Created (`prev` is `None`) or updated.
+    Put { kv: KeyValue, prev: Option<KeyValue> },
+    Delete(Deleted),
+}
+
+/// One page of a prefix listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListPage {
+    pub items: Vec<KeyValue>,
+    /// The store revision the page was read at.
+    pub revision: Revision,
+    /// More keys follow the last item.
+    pub more: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("key {key} not found")]
+    NotFound { key: String },
+    #[error("key {key} already exists")]
+    AlreadyExists { key: String },
+    #[error("key {key} was modified: expected revision {expected}, found {actual}")]
+    Conflict { key: String, expected: Revision, actual: Revision },
+    #[error("revision {requested} has been compacted; oldest retained is {oldest}")]
+    Compacted { requested: Revision, oldest: Revision },
+    #[error("store backend failed: {0}")]
+    Backend(String),
+}
+
+/// Events for one watcher, in revision order. The channel closes when the watcher falls too far
+/// behind or the store shuts down; the client then re-lists.
+pub type WatchReceiver = tokio::sync::mpsc::Receiver<WatchEvent>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
+    /// Keys starting with `prefix`, strictly after `start_after` when given, in key order,
+    /// at most `limit` items (`0` = no limit).
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, StoreError>;
+    /// Creates `key`; fails with `AlreadyExists` if present.
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue, StoreError>;
+    /// Replaces `key`; with `expected` the current mod revision must match (`Conflict` otherwise).
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Option<Revision>,
+    ) -> Result<KeyValue, StoreError>;
+    /// Deletes `key`; with `expected` the current mod revision must match.
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Deleted, StoreError>;
+    /// Events for keys under `prefix` with revision > `after`, replayed from history and then
+    /// live. `Compacted` when `after` is older than the retained history.
+    fn watch(&self, prefix: &str, after: Revision) -> Result<WatchReceiver, StoreError>;
+    fn current_revision(&self) -> Revision;
+    /// Drops history up to and including `revision`.
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError>;
+}
