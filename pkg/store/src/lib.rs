@@ -1,6 +1,13 @@
 //! The key-value store trait with revisions and watch, and its sled backend.
 //!
-//! INTERFACE FIXED BY THE INTEGRATOR: keep these public names and signatures.
+//! [`SledStore`] is the production backend: one global revision persisted with every write,
+//! group-committed fsyncs, and an in-memory event history that feeds watchers.
+
+mod flush;
+mod hub;
+mod sled_store;
+
+pub use sled_store::{SledStore, DEFAULT_HISTORY_EVENTS, WATCH_CHANNEL_CAPACITY};
 
 use async_trait::async_trait;
 
@@ -27,8 +34,29 @@ pub struct Deleted {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {
     /// Created (`prev` is `None`) or updated.
-    Put { kv: KeyValue, prev: Option<KeyValue> },
+    Put {
+        kv: KeyValue,
+        prev: Option<KeyValue>,
+    },
     Delete(Deleted),
+}
+
+impl WatchEvent {
+    /// The revision at which the change happened.
+    pub fn revision(&self) -> Revision {
+        match self {
+            WatchEvent::Put { kv, .. } => kv.mod_revision,
+            WatchEvent::Delete(deleted) => deleted.revision,
+        }
+    }
+
+    /// The key that changed.
+    pub fn key(&self) -> &str {
+        match self {
+            WatchEvent::Put { kv, .. } => &kv.key,
+            WatchEvent::Delete(deleted) => &deleted.prev.key,
+        }
+    }
 }
 
 /// One page of a prefix listing.
@@ -48,9 +76,16 @@ pub enum StoreError {
     #[error("key {key} already exists")]
     AlreadyExists { key: String },
     #[error("key {key} was modified: expected revision {expected}, found {actual}")]
-    Conflict { key: String, expected: Revision, actual: Revision },
+    Conflict {
+        key: String,
+        expected: Revision,
+        actual: Revision,
+    },
     #[error("revision {requested} has been compacted; oldest retained is {oldest}")]
-    Compacted { requested: Revision, oldest: Revision },
+    Compacted {
+        requested: Revision,
+        oldest: Revision,
+    },
     #[error("store backend failed: {0}")]
     Backend(String),
 }
