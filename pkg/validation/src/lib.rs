@@ -1,6 +1,13 @@
 //! Defaulting, validation and strict field checks for built-in kinds and CRDs.
-//!
-//! INTERFACE FIXED BY THE INTEGRATOR: keep these public names and signatures.
+
+mod builtin;
+mod defaults;
+mod dup;
+mod schema;
+mod validate;
+
+#[cfg(test)]
+mod tests;
 
 use serde_json::Value;
 
@@ -22,34 +29,65 @@ pub struct FieldError {
 pub struct DecodeError(pub String);
 
 /// True when this crate knows the built-in type for the GVK.
-pub fn is_builtin(group: &str, version: &str, kind: &str) -> bool { todo!() }
+pub fn is_builtin(group: &str, version: &str, kind: &str) -> bool {
+    builtin::known(group, version, kind)
+}
 
 /// Paths of fields the built-in type does not have (e.g. `spec.foo`,
 /// `spec.template.spec.containers[0].imagee`); a value of the wrong type is a DecodeError.
-pub fn unknown_fields(group: &str, version: &str, kind: &str, obj: &Value) -> Result<Vec<String>, DecodeError> { todo!() }
+pub fn unknown_fields(
+    group: &str,
+    version: &str,
+    kind: &str,
+    obj: &Value,
+) -> Result<Vec<String>, DecodeError> {
+    builtin::unknown_fields(group, version, kind, obj)
+}
 
 /// Paths of keys that appear twice in the raw JSON body (e.g. `metadata.name`).
-pub fn duplicate_fields(raw_json: &[u8]) -> Vec<String> { todo!() }
+pub fn duplicate_fields(raw_json: &[u8]) -> Vec<String> {
+    dup::duplicate_fields(raw_json)
+}
 
 /// Upstream defaulting for built-in kinds (pods, pod templates, deployments, services, ...).
-pub fn apply_defaults(group: &str, version: &str, kind: &str, obj: &mut Value) { todo!() }
+pub fn apply_defaults(group: &str, version: &str, kind: &str, obj: &mut Value) {
+    defaults::apply(group, version, kind, obj)
+}
 
 /// Validation of a new object of a built-in kind, metadata included.
-pub fn validate_create(group: &str, version: &str, kind: &str, obj: &Value) -> Vec<FieldError> { todo!() }
+pub fn validate_create(group: &str, version: &str, kind: &str, obj: &Value) -> Vec<FieldError> {
+    validate::create(group, version, kind, obj)
+}
 
 /// Validation of an update, including immutable fields.
-pub fn validate_update(group: &str, version: &str, kind: &str, obj: &Value, old: &Value) -> Vec<FieldError> { todo!() }
+pub fn validate_update(
+    group: &str,
+    version: &str,
+    kind: &str,
+    obj: &Value,
+    old: &Value,
+) -> Vec<FieldError> {
+    validate::update(group, version, kind, obj, old)
+}
 
 /// Custom resources: paths not allowed by the structural `openAPIV3Schema` (honours
 /// `x-kubernetes-preserve-unknown-fields`).
-pub fn schema_unknown_fields(schema: &Value, obj: &Value) -> Vec<String> { todo!() }
+pub fn schema_unknown_fields(schema: &Value, obj: &Value) -> Vec<String> {
+    schema::unknown_fields(schema, obj)
+}
 
 /// Custom resources: removes fields the schema does not allow (upstream pruning).
-pub fn prune(schema: &Value, obj: &mut Value) { todo!() }
+pub fn prune(schema: &Value, obj: &mut Value) {
+    schema::prune(schema, obj)
+}
 
 /// Custom resources: fills `default` values from the schema.
-pub fn apply_schema_defaults(schema: &Value, obj: &mut Value) { todo!() }
+pub fn apply_schema_defaults(schema: &Value, obj: &mut Value) {
+    schema::apply_defaults(schema, obj)
+}
 
 /// Custom resources: validates `obj` against the `openAPIV3Schema` (type, required, enum,
 /// minimum/maximum, minLength/maxLength, pattern, minItems/maxItems, format where simple).
-pub fn validate_against_schema(schema: &Value, obj: &Value) -> Vec<FieldError> { todo!() }
+pub fn validate_against_schema(schema: &Value, obj: &Value) -> Vec<FieldError> {
+    schema::validate(schema, obj)
+}
