@@ -527,7 +527,7 @@ fn node_cells(node: &Value, now: DateTime<Utc>) -> Vec<Value> {
     ]
 }
 
-const EVENT: &[Col] = &[
+pub(crate) const EVENT: &[Col] = &[
     col(
         "Last Seen",
         "string",
@@ -567,7 +567,7 @@ const EVENT: &[Col] = &[
     },
 ];
 
-fn event_cells(ev: &Value, now: DateTime<Utc>) -> Vec<Value> {
+pub(crate) fn event_cells(ev: &Value, now: DateTime<Utc>) -> Vec<Value> {
     let first_ts = str_at(ev, &["firstTimestamp"]);
     let first = if parse_time(first_ts).is_some() {
         since(first_ts, now)

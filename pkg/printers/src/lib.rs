@@ -300,6 +300,8 @@ pub(crate) const SUPPORTED: &[(&str, &str)] = &[
     ("flowcontrol.apiserver.k8s.io", "FlowSchema"),
     ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration"),
     ("apiregistration.k8s.io", "APIService"),
+    ("events.k8s.io", "Event"),
+    ("autoscaling", "Scale"),
 ];
 
 #[cfg(test)]

@@ -43,8 +43,36 @@ pub(crate) fn lookup(group: &str, kind: &str) -> Option<Printer> {
             p(PRIORITY_LEVEL, priority_level_cells)
         }
         ("apiregistration.k8s.io", "APIService") => p(API_SERVICE, api_service_cells),
+        ("events.k8s.io", "Event") => p(crate::core::EVENT, events_v1_cells),
         _ => None,
     }
+}
+
+/// events.k8s.io/v1 Events print like core Events once their fields are
+/// mapped back (upstream converts both to the same internal type).
+fn events_v1_cells(obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let mut core = serde_json::Map::new();
+    let renames = [
+        ("metadata", "metadata"),
+        ("regarding", "involvedObject"),
+        ("note", "message"),
+        ("reason", "reason"),
+        ("type", "type"),
+        ("eventTime", "eventTime"),
+        ("series", "series"),
+        ("deprecatedSource", "source"),
+        ("deprecatedFirstTimestamp", "firstTimestamp"),
+        ("deprecatedLastTimestamp", "lastTimestamp"),
+        ("deprecatedCount", "count"),
+        ("reportingController", "reportingComponent"),
+        ("reportingInstance", "reportingInstance"),
+    ];
+    for (from, to) in renames {
+        if let Some(v) = get(obj, &[from]) {
+            core.insert(to.to_string(), v.clone());
+        }
+    }
+    crate::core::event_cells(&Value::Object(core), now)
 }
 
 const LEASE: &[Col] = &[
@@ -704,6 +732,29 @@ mod tests {
 
     fn meta(name: &str) -> Value {
         json!({"name": name, "creationTimestamp": "2024-05-01T11:58:30Z"})
+    }
+
+    #[test]
+    fn events_v1_maps_to_core_event_row() {
+        let ev = json!({"metadata": meta("web.1"), "regarding": {"kind": "Deployment", "name": "web"},
+            "note": "Scaled up", "reason": "ScalingReplicaSet", "type": "Normal",
+            "eventTime": "2024-05-01T11:59:00.000000Z", "reportingController": "deployment-controller",
+            "reportingInstance": "server-1"});
+        assert_eq!(
+            crate::cells("events.k8s.io", "Event", &ev, now()),
+            vec![
+                json!("60s"),
+                json!("Normal"),
+                json!("ScalingReplicaSet"),
+                json!("deployment/web"),
+                json!(""),
+                json!("deployment-controller, server-1"),
+                json!("Scaled up"),
+                json!("60s"),
+                json!(1),
+                json!("web.1"),
+            ]
+        );
     }
 
     #[test]
