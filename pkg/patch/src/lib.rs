@@ -1,7 +1,11 @@
 //! JSON patch, JSON merge patch, strategic merge patch and server-side apply.
 
+mod fieldset;
+mod managed_fields;
 mod smp;
 mod strategy;
+
+pub use fieldset::{path_string, FieldSet, PathElement};
 
 pub use strategy::is_builtin;
 
@@ -122,7 +126,7 @@ pub fn server_side_apply(
     kind: &str,
     now: &str,
 ) -> Result<Value, PatchError> {
-    todo!()
+    managed_fields::apply(live, applied, manager, force, group, kind, now)
 }
 
 /// Records an ordinary write (create/update/patch, operation `Update`) by `manager` in
@@ -137,7 +141,7 @@ pub fn track_update(
     kind: &str,
     now: &str,
 ) {
-    todo!()
+    managed_fields::update(old, new, manager, subresource, group, kind, now)
 }
 
 #[cfg(test)]

@@ -182,20 +182,22 @@ pub(crate) fn map_is_atomic(group: &str, kind: &str, path: &[&str]) -> bool {
     if !is_builtin(group, kind) {
         return false;
     }
-    if let ["metadata", "ownerReferences"] = path {
-        return false;
-    }
-    match (group, kind, path) {
+    matches!(
+        (group, kind, path),
         (
             "apps" | "batch",
             "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job",
-            ["spec", "selector"],
-        ) => true,
-        (
-            _,
-            _,
-            [.., "valueFrom", "fieldRef" | "resourceFieldRef" | "secretKeyRef" | "configMapKeyRef"],
-        ) => true,
-        _ => false,
-    }
+            ["spec", "selector"]
+        ) | ("", "Service", ["spec", "selector"])
+            | ("policy", "PodDisruptionBudget", ["spec", "selector"])
+            | (
+                _,
+                _,
+                [
+                    ..,
+                    "valueFrom",
+                    "fieldRef" | "resourceFieldRef" | "secretKeyRef" | "configMapKeyRef"
+                ]
+            )
+    )
 }
