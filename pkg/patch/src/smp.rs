@@ -635,6 +635,16 @@ mod tests {
     }
 
     #[test]
+    fn delete_from_primitive_list_with_set_element_order_as_kubectl_apply_sends() {
+        let out = smp(
+            &deployment(),
+            json!({"metadata":{"$deleteFromPrimitiveList/finalizers":["a"],"$setElementOrder/finalizers":["b"]}}),
+        )
+        .unwrap();
+        assert_eq!(out["metadata"]["finalizers"], json!(["b"]));
+    }
+
+    #[test]
     fn finalizers_are_merged_as_a_set() {
         let out = smp(&deployment(), json!({"metadata":{"finalizers":["c","a"]}})).unwrap();
         let mut got: Vec<String> =

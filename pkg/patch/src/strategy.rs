@@ -113,7 +113,7 @@ fn pod_spec_list(rel: &[&str]) -> ListStrategy {
             "ports" => MergeByKey("containerPort"),
             "volumeMounts" => MergeByKey("mountPath"),
             "volumeDevices" => MergeByKey("devicePath"),
-            "resizePolicy" => MergeByKey("resourceName"),
+            // Upstream marks resizePolicy `listType=atomic` without a patch strategy.
             _ => Atomic,
         },
         _ => Atomic,
