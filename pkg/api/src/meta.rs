@@ -30,9 +30,7 @@ pub fn metadata_mut(obj: &mut Value) -> &mut Map<String, Value> {
 
 /// RFC 3339 UTC timestamp with second precision, as `metav1.Time`.
 pub fn now_rfc3339() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// RFC 3339 UTC timestamp with microseconds, as `metav1.MicroTime`.
@@ -143,7 +141,9 @@ mod tests {
         let back: Value = serde_json::from_slice(&spliced).unwrap();
         assert_eq!(back["metadata"]["resourceVersion"], "42");
         assert_eq!(back["metadata"]["name"], "a");
-        assert!(back["spec"]["x"]["metadata"].get("resourceVersion").is_none());
+        assert!(back["spec"]["x"]["metadata"]
+            .get("resourceVersion")
+            .is_none());
     }
 
     #[test]

@@ -315,9 +315,15 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
             .short(&["pv"])
             .status()
             .fields(&["status.phase"]),
-        def("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", true)
-            .short(&["pvc"])
-            .status(),
+        def(
+            "",
+            "v1",
+            "PersistentVolumeClaim",
+            "persistentvolumeclaims",
+            true,
+        )
+        .short(&["pvc"])
+        .status(),
         def("", "v1", "ResourceQuota", "resourcequotas", true)
             .short(&["quota"])
             .status(),
@@ -355,7 +361,13 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
             .short(&["ds"])
             .all()
             .status(),
-        def("apps", "v1", "ControllerRevision", "controllerrevisions", true),
+        def(
+            "apps",
+            "v1",
+            "ControllerRevision",
+            "controllerrevisions",
+            true,
+        ),
         // batch/v1
         def("batch", "v1", "Job", "jobs", true)
             .all()
@@ -377,9 +389,15 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
         .all()
         .status(),
         // policy/v1
-        def("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", true)
-            .short(&["pdb"])
-            .status(),
+        def(
+            "policy",
+            "v1",
+            "PodDisruptionBudget",
+            "poddisruptionbudgets",
+            true,
+        )
+        .short(&["pdb"])
+        .status(),
         // coordination.k8s.io/v1
         def("coordination.k8s.io", "v1", "Lease", "leases", true),
         // discovery.k8s.io/v1
@@ -394,7 +412,13 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
         def("networking.k8s.io", "v1", "Ingress", "ingresses", true)
             .short(&["ing"])
             .status(),
-        def("networking.k8s.io", "v1", "IngressClass", "ingressclasses", false),
+        def(
+            "networking.k8s.io",
+            "v1",
+            "IngressClass",
+            "ingressclasses",
+            false,
+        ),
         def(
             "networking.k8s.io",
             "v1",
@@ -427,7 +451,14 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
             false,
         ),
         // storage.k8s.io/v1
-        def("storage.k8s.io", "v1", "StorageClass", "storageclasses", false).short(&["sc"]),
+        def(
+            "storage.k8s.io",
+            "v1",
+            "StorageClass",
+            "storageclasses",
+            false,
+        )
+        .short(&["sc"]),
         // events.k8s.io/v1
         def("events.k8s.io", "v1", "Event", "events", true)
             .short(&["ev"])
@@ -706,7 +737,10 @@ mod tests {
         assert!(d.has_status());
         assert_eq!(d.subresource("scale").unwrap().kind, "Scale");
         assert_eq!(d.qualified_plural(), "deployments.apps");
-        assert_eq!(d.key(Some("ns1"), "web"), "/registry/apps/deployments/ns1/web");
+        assert_eq!(
+            d.key(Some("ns1"), "web"),
+            "/registry/apps/deployments/ns1/web"
+        );
     }
 
     #[test]

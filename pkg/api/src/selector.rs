@@ -320,7 +320,10 @@ mod tests {
         }
         let no = ["app=db", "env notin (prod)", "legacy", "!track", "x in (a)"];
         for s in no {
-            assert!(!LabelSelector::parse(s).unwrap().matches_object(&obj), "{s}");
+            assert!(
+                !LabelSelector::parse(s).unwrap().matches_object(&obj),
+                "{s}"
+            );
         }
     }
 
@@ -342,17 +345,34 @@ mod tests {
 
     #[test]
     fn field_selector_missing_field_reads_empty_and_negation_works() {
-        let pod = json!({"metadata":{"name":"p"},"spec":{"nodeName":"n1"},"status":{"phase":"Running"}});
+        let pod =
+            json!({"metadata":{"name":"p"},"spec":{"nodeName":"n1"},"status":{"phase":"Running"}});
         let sel = FieldSelector::parse("spec.nodeName=n1,status.phase!=Succeeded").unwrap();
         assert!(sel.matches(&pod));
-        assert!(FieldSelector::parse("spec.schedulerName=").unwrap().matches(&pod));
-        assert_eq!(FieldSelector::parse("metadata.name=p").unwrap().exact_name(), Some("p"));
+        assert!(FieldSelector::parse("spec.schedulerName=")
+            .unwrap()
+            .matches(&pod));
+        assert_eq!(
+            FieldSelector::parse("metadata.name=p")
+                .unwrap()
+                .exact_name(),
+            Some("p")
+        );
         assert!(FieldSelector::parse("nonsense").is_err());
     }
 
     #[test]
     fn field_value_unschedulable_defaults_false() {
-        assert_eq!(field_value(&json!({"spec":{}}), "spec.unschedulable"), "false");
-        assert_eq!(field_value(&json!({"spec":{"unschedulable":true}}), "spec.unschedulable"), "true");
+        assert_eq!(
+            field_value(&json!({"spec":{}}), "spec.unschedulable"),
+            "false"
+        );
+        assert_eq!(
+            field_value(
+                &json!({"spec":{"unschedulable":true}}),
+                "spec.unschedulable"
+            ),
+            "true"
+        );
     }
 }

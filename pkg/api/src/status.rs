@@ -103,6 +103,12 @@ impl ApiError {
         err
     }
 
+    /// The same error with another message.
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError::new(400, "BadRequest", message)
     }
@@ -250,6 +256,9 @@ mod tests {
             e.message,
             "Deployment.apps \"web\" is invalid: spec.replicas: Invalid value: -1: must be greater than or equal to 0"
         );
-        assert_eq!(e.to_status()["details"]["causes"][0]["field"], "spec.replicas");
+        assert_eq!(
+            e.to_status()["details"]["causes"][0]["field"],
+            "spec.replicas"
+        );
     }
 }

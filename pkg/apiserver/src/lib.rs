@@ -1,1 +1,193 @@
-//! the kubernetes-compatible api server: routing, handlers, watch, discovery, authn/authz
+//! The Kubernetes-compatible API server: routing, handlers, watch, discovery, authn/authz.
+//!
+//! `ApiServer::new` loads nothing from the network; `serve` takes a bound listener; the
+//! in-process `LocalService` lets controllers and tests use kube-rs without TCP or TLS.
+
+mod admission;
+mod auth;
+mod body;
+mod bootstrap;
+mod crd;
+mod discovery;
+mod handlers;
+mod metrics;
+mod request;
+mod reviews;
+mod table;
+mod transport;
+mod watch;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, RwLock};
+
+use mini_api::Registry;
+use mini_rbac::{PolicySnapshot, UserInfo};
+use mini_store::Store;
+
+pub use body::Body;
+pub use transport::{serve, LocalService};
+
+/// The Kubernetes version whose API types mini serves (k8s-openapi's `v1_33`).
+pub const KUBERNETES_VERSION: &str = "v1.33.0";
+
+/// An IPv4 CIDR such as `10.43.0.0/16`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Cidr {
+    pub network: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Ipv4Cidr {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (ip, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| format!("invalid cidr {s:?}: expected address/prefix"))?;
+        let ip: Ipv4Addr = ip
+            .parse()
+            .map_err(|_| format!("invalid cidr {s:?}: bad address"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| (8..=30).contains(p))
+            .ok_or_else(|| format!("invalid cidr {s:?}: prefix must be 8..30"))?;
+        let mask = u32::MAX << (32 - prefix);
+        Ok(Ipv4Cidr {
+            network: Ipv4Addr::from(u32::from(ip) & mask),
+            prefix,
+        })
+    }
+
+    pub fn size(&self) -> u32 {
+        1u32 << (32 - self.prefix)
+    }
+
+    /// The address at `offset` from the network address.
+    pub fn nth(&self, offset: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network) + offset)
+    }
+
+    /// The offset of `ip` inside the range, if inside.
+    pub fn offset_of(&self, ip: Ipv4Addr) -> Option<u32> {
+        let off = u32::from(ip).wrapping_sub(u32::from(self.network));
+        (u32::from(ip) >= u32::from(self.network) && off < self.size()).then_some(off)
+    }
+}
+
+impl std::fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+/// What the API server needs to know; built by `mini server` from its flags.
+#[derive(Debug, Clone)]
+pub struct ApiServerConfig {
+    pub service_cidr: Ipv4Cidr,
+    pub node_port_range: (u16, u16),
+    /// Where clients reach the API server (the `kubernetes` Service endpoints).
+    pub advertise_address: IpAddr,
+    pub advertise_port: u16,
+    /// The join token secret accepted as a bootstrap bearer token.
+    pub join_secret: Option<String>,
+    /// The cluster CA bundle served at `/cacerts`.
+    pub ca_pem: String,
+}
+
+impl ApiServerConfig {
+    /// A config for tests: service CIDR 10.43.0.0/16, loopback, no join token.
+    pub fn for_tests() -> Self {
+        ApiServerConfig {
+            service_cidr: Ipv4Cidr::parse("10.43.0.0/16").expect("valid literal"),
+            node_port_range: (30000, 32767),
+            advertise_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            advertise_port: 6443,
+            join_secret: None,
+            ca_pem: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiServerError {
+    #[error("store: {0}")]
+    Store(#[from] mini_store::StoreError),
+    #[error("bootstrapping cluster objects failed: {0}")]
+    Bootstrap(String),
+    #[error("serving failed: {0}")]
+    Serve(String),
+}
+
+pub(crate) struct Inner {
+    pub store: Arc<dyn Store>,
+    pub config: ApiServerConfig,
+    pub registry: RwLock<Arc<Registry>>,
+    /// Bumped whenever the registry changes, so cached discovery/OpenAPI are rebuilt.
+    pub registry_generation: AtomicU64,
+    pub rbac: RwLock<Arc<PolicySnapshot>>,
+    pub rbac_dirty: AtomicBool,
+    pub openapi_cache: std::sync::Mutex<Option<(u64, Arc<discovery::OpenApiDocs>)>>,
+    /// Serialises ClusterIP/NodePort allocation with the create that uses it.
+    pub allocation_lock: tokio::sync::Mutex<()>,
+    pub metrics: metrics::Metrics,
+}
+
+/// The API server. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiServer {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl ApiServer {
+    /// Builds the server over `store` and creates the cluster's bootstrap objects (default
+    /// namespaces, RBAC defaults, the `kubernetes` Service) when missing.
+    pub async fn new(
+        store: Arc<dyn Store>,
+        config: ApiServerConfig,
+    ) -> Result<Self, ApiServerError> {
+        let server = ApiServer {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                registry: RwLock::new(Arc::new(Registry::builtin())),
+                registry_generation: AtomicU64::new(0),
+                rbac: RwLock::new(Arc::new(PolicySnapshot::default())),
+                rbac_dirty: AtomicBool::new(true),
+                openapi_cache: std::sync::Mutex::new(None),
+                allocation_lock: tokio::sync::Mutex::new(()),
+                metrics: metrics::Metrics::new(),
+            }),
+        };
+        server.reload_crds().await?;
+        bootstrap::ensure_cluster_objects(&server).await?;
+        Ok(server)
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub(crate) fn registry(&self) -> Arc<Registry> {
+        self.inner
+            .registry
+            .read()
+            .expect("registry lock poisoned")
+            .clone()
+    }
+
+    /// A tower service answering requests in-process as `user` (no TCP, no TLS).
+    pub fn local_service(&self, user: UserInfo) -> LocalService {
+        LocalService::new(self.clone(), user)
+    }
+
+    /// The identity of the cluster admin (`system:admin` in `system:masters`).
+    pub fn admin_user() -> UserInfo {
+        UserInfo {
+            name: "system:admin".to_string(),
+            groups: vec![
+                "system:masters".to_string(),
+                "system:authenticated".to_string(),
+            ],
+        }
+    }
+}

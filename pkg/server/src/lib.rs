@@ -1,1 +1,229 @@
-//! mini server: loads config, ensures pki, opens the store and runs the api server
+//! `mini server`: reads its config, ensures the PKI and join token, opens the store, and runs
+//! the API server. The start order below is the order of this file's `run`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use mini_apiserver::{ApiServer, ApiServerConfig, Ipv4Cidr};
+use mini_certs::SubjectAltNames;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Everything `mini server` is told by its flags.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub bind_address: IpAddr,
+    /// 0 picks a free port (tests).
+    pub https_port: u16,
+    pub advertise_address: Option<IpAddr>,
+    pub tls_sans: Vec<String>,
+    pub cluster_cidr: String,
+    pub service_cidr: String,
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub write_kubeconfig: Option<PathBuf>,
+    pub write_kubeconfig_mode: u32,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: PathBuf) -> Self {
+        ServerConfig {
+            data_dir,
+            bind_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            https_port: 6443,
+            advertise_address: None,
+            tls_sans: Vec::new(),
+            cluster_cidr: "10.42.0.0/16".into(),
+            service_cidr: "10.43.0.0/16".into(),
+            token: None,
+            token_file: None,
+            write_kubeconfig: None,
+            write_kubeconfig_mode: 0o600,
+        }
+    }
+
+    /// Where the admin kubeconfig goes.
+    pub fn kubeconfig_path(&self) -> PathBuf {
+        self.write_kubeconfig
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("server").join("admin.kubeconfig"))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("certificates: {0}")]
+    Certs(#[from] mini_certs::CertError),
+    #[error("store: {0}")]
+    Store(#[from] mini_store::StoreError),
+    #[error("api server: {0}")]
+    ApiServer(#[from] mini_apiserver::ApiServerError),
+}
+
+/// What a started server tells its caller.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub address: SocketAddr,
+    pub kubeconfig: PathBuf,
+    /// `K10<ca hash>::server:<secret>`.
+    pub join_token: String,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
+    move |source| ServerError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// The first non-loopback IPv4 address of this host, as the default advertise address.
+fn default_advertise_address() -> IpAddr {
+    // a UDP "connect" picks the outbound interface without sending anything
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("10.255.255.255:1").map(|_| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// Starts the server; returns once it listens. The returned future serves until `shutdown`.
+pub async fn start(
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) -> Result<(Started, tokio::task::JoinHandle<Result<(), ServerError>>), ServerError> {
+    let service_cidr = Ipv4Cidr::parse(&config.service_cidr).map_err(ServerError::Config)?;
+    Ipv4Cidr::parse(&config.cluster_cidr).map_err(ServerError::Config)?;
+    let server_dir = config.data_dir.join("server");
+    std::fs::create_dir_all(&server_dir).map_err(io_err(&server_dir))?;
+
+    // 1. listener first, so the real port is known for the kubeconfig
+    let listener = TcpListener::bind((config.bind_address, config.https_port))
+        .await
+        .map_err(|e| ServerError::Io {
+            path: format!("{}:{}", config.bind_address, config.https_port),
+            source: e,
+        })?;
+    let address = listener.local_addr().map_err(io_err(&server_dir))?;
+    let advertise = config.advertise_address.unwrap_or_else(|| {
+        if config.bind_address.is_unspecified() {
+            default_advertise_address()
+        } else {
+            config.bind_address
+        }
+    });
+
+    // 2. PKI: CA, serving cert for every name clients use, admin cert
+    let mut sans = SubjectAltNames {
+        dns: vec![
+            hostname(),
+            "localhost".into(),
+            "kubernetes".into(),
+            "kubernetes.default".into(),
+            "kubernetes.default.svc".into(),
+            "kubernetes.default.svc.cluster.local".into(),
+        ],
+        ips: vec![
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V4(service_cidr.nth(1)),
+            advertise,
+        ],
+    };
+    if !config.bind_address.is_unspecified() {
+        sans.ips.push(config.bind_address);
+    }
+    for san in &config.tls_sans {
+        match san.parse::<IpAddr>() {
+            Ok(ip) => sans.ips.push(ip),
+            Err(_) => sans.dns.push(san.clone()),
+        }
+    }
+    sans.ips.dedup();
+    let pki = mini_certs::ensure_server_pki(&server_dir.join("tls"), &sans)?;
+
+    // 3. join token: the secret on disk, the full token (pinning the CA) beside it
+    let token_path = config
+        .token_file
+        .clone()
+        .unwrap_or_else(|| server_dir.join("token"));
+    let secret = mini_certs::ensure_token_file(&token_path, config.token.as_deref())?;
+    let join_token = mini_certs::JoinToken::format(pki.ca.cert_pem(), &secret);
+    let node_token = server_dir.join("node-token");
+    write_private(&node_token, &join_token)?;
+
+    // 4. store
+    let store = mini_store::SledStore::open(&server_dir.join("db"))?;
+
+    // 5. API server over the store
+    let api = ApiServer::new(
+        Arc::new(store),
+        ApiServerConfig {
+            service_cidr,
+            node_port_range: (30000, 32767),
+            advertise_address: advertise,
+            advertise_port: address.port(),
+            join_secret: Some(secret),
+            ca_pem: pki.ca.cert_pem().to_string(),
+        },
+    )
+    .await?;
+
+    // 6. admin kubeconfig
+    let kubeconfig = config.kubeconfig_path();
+    let host = if config.bind_address.is_unspecified() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        config.bind_address
+    };
+    let url = format!("https://{}", SocketAddr::new(host, address.port()));
+    mini_certs::write_kubeconfig(
+        &kubeconfig,
+        &url,
+        pki.ca.cert_pem(),
+        &pki.admin,
+        config.write_kubeconfig_mode,
+    )?;
+
+    // 7. serve
+    let tls = mini_certs::server_tls_config(&pki.serving, pki.ca.cert_pem())?;
+    let handle = tokio::spawn(async move {
+        mini_apiserver::serve(api, listener, tls, shutdown).await?;
+        Ok(())
+    });
+    Ok((
+        Started {
+            address,
+            kubeconfig,
+            join_token,
+        },
+        handle,
+    ))
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<(), ServerError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(path))?;
+    f.write_all(contents.as_bytes()).map_err(io_err(path))?;
+    f.sync_all().map_err(io_err(path))
+}

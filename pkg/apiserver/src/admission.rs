@@ -1,0 +1,496 @@
+//! What the server does to an object before storing it: server-owned metadata, per-kind
+//! status handling, defaulting hooks, pod QoS and default tolerations, Service IP and
+//! NodePort allocation.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+use mini_api::{meta, ApiError, Cause, ResourceInfo};
+use serde_json::{json, Map, Value};
+
+use crate::ApiServer;
+
+/// How a write reaches the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    Main,
+    Status,
+    /// `namespaces/x/finalize`: only `spec.finalizers` changes.
+    Finalize,
+    /// `certificatesigningrequests/x/approval`: only `status.conditions` changes.
+    Approval,
+}
+
+/// Kinds whose status is reset on create (users can't set it), as upstream strategies do.
+fn resets_status_on_create(res: &ResourceInfo) -> bool {
+    if res.custom.is_some() {
+        return res.has_status();
+    }
+    matches!(
+        (res.group.as_str(), res.kind.as_str()),
+        ("apps", _)
+            | ("batch", _)
+            | ("autoscaling", _)
+            | ("policy", "PodDisruptionBudget")
+            | ("networking.k8s.io", "Ingress")
+            | ("", "ReplicationController")
+            | ("certificates.k8s.io", _)
+            | ("apiextensions.k8s.io", _)
+    )
+}
+
+/// Whether the kind carries `metadata.generation` (objects with a spec, and custom resources).
+fn tracks_generation(res: &ResourceInfo, obj: &Value) -> bool {
+    res.custom.is_some() || obj.get("spec").is_some()
+}
+
+/// Server-owned metadata and per-kind status on create. Defaults run here too.
+pub fn prepare_create(res: &ResourceInfo, obj: &mut Value) {
+    if res.custom.is_none() {
+        mini_validation::apply_defaults(&res.group, &res.version, &res.kind, obj);
+    } else if let Some(schema) = res.custom.as_ref().and_then(|c| c.schema.as_ref()) {
+        mini_validation::apply_schema_defaults(schema, obj);
+    }
+    let has_generation = tracks_generation(res, obj);
+    {
+        let m = meta::metadata_mut(obj);
+        m.insert("uid".into(), json!(meta::new_uid()));
+        m.insert("creationTimestamp".into(), json!(meta::now_rfc3339()));
+        m.remove("resourceVersion");
+        m.remove("deletionTimestamp");
+        m.remove("deletionGracePeriodSeconds");
+        m.remove("selfLink");
+        if has_generation {
+            m.insert("generation".into(), json!(1));
+        } else {
+            m.remove("generation");
+        }
+    }
+    if resets_status_on_create(res) {
+        if let Some(map) = obj.as_object_mut() {
+            map.remove("status");
+        }
+    }
+    match (res.group.as_str(), res.kind.as_str()) {
+        ("", "Pod") => {
+            let qos = qos_class(&obj["spec"]);
+            obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+            add_default_tolerations(obj);
+        }
+        ("", "Namespace") => {
+            obj["status"] = json!({"phase": "Active"});
+        }
+        ("", "Service") => {
+            obj["status"] = json!({"loadBalancer": {}});
+        }
+        ("", "PersistentVolumeClaim") | ("", "PersistentVolume") => {
+            obj["status"] = json!({"phase": "Pending"});
+        }
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+            crate::crd::set_accepted_status(obj);
+        }
+        _ => {}
+    }
+}
+
+/// Builds the object to store from `old` and what the client sent, per write mode.
+pub fn prepare_update(res: &ResourceInfo, old: &Value, incoming: Value, mode: WriteMode) -> Value {
+    let mut new = match mode {
+        WriteMode::Main => {
+            let mut new = incoming;
+            if res.custom.is_none() {
+                mini_validation::apply_defaults(&res.group, &res.version, &res.kind, &mut new);
+            } else if let Some(schema) = res.custom.as_ref().and_then(|c| c.schema.as_ref()) {
+                mini_validation::apply_schema_defaults(schema, &mut new);
+            }
+            if res.has_status() || res.kind == "Pod" {
+                match old.get("status") {
+                    Some(s) => new["status"] = s.clone(),
+                    None => {
+                        if let Some(m) = new.as_object_mut() {
+                            m.remove("status");
+                        }
+                    }
+                }
+            }
+            new
+        }
+        WriteMode::Status => {
+            let mut new = old.clone();
+            match incoming.get("status") {
+                Some(s) => new["status"] = s.clone(),
+                None => {
+                    if let Some(m) = new.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+            // upstream status strategies keep metadata changes to labels/annotations out too
+            new
+        }
+        WriteMode::Finalize => {
+            let mut new = old.clone();
+            new["spec"]["finalizers"] = incoming["spec"]["finalizers"].clone();
+            new
+        }
+        WriteMode::Approval => {
+            let mut new = old.clone();
+            new["status"]["conditions"] = incoming["status"]["conditions"].clone();
+            new
+        }
+    };
+    // server-owned metadata always comes from the stored object
+    let old_meta = old["metadata"].as_object().cloned().unwrap_or_default();
+    let incoming_has_managed = new["metadata"].get("managedFields").is_some();
+    {
+        let m = meta::metadata_mut(&mut new);
+        for key in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "namespace",
+            "name",
+        ] {
+            match old_meta.get(key) {
+                Some(v) => {
+                    m.insert(key.to_string(), v.clone());
+                }
+                None => {
+                    m.remove(key);
+                }
+            }
+        }
+        if !incoming_has_managed {
+            if let Some(mf) = old_meta.get("managedFields") {
+                m.insert("managedFields".into(), mf.clone());
+            }
+        }
+        m.remove("resourceVersion");
+        m.remove("selfLink");
+    }
+    if mode == WriteMode::Main
+        && old["metadata"].get("generation").is_some()
+        && spec_changed(old, &new)
+    {
+        let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
+        new["metadata"]["generation"] = json!(g + 1);
+    }
+    if res.group.is_empty() && res.kind == "Service" {
+        keep_allocated_service_fields(old, &mut new);
+    }
+    new
+}
+
+/// Everything outside metadata and status.
+fn spec_changed(old: &Value, new: &Value) -> bool {
+    let strip = |v: &Value| -> Map<String, Value> {
+        v.as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, _)| {
+                        !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind")
+                    })
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    strip(old) != strip(new)
+}
+
+/// Upstream's QoS class: Guaranteed when every container has equal cpu and memory requests
+/// and limits, BestEffort when none has any, Burstable otherwise.
+pub fn qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["initContainers", "containers"]
+        .iter()
+        .flat_map(|k| spec[*k].as_array().into_iter().flatten())
+        .collect();
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in &containers {
+        let req = &c["resources"]["requests"];
+        let lim = &c["resources"]["limits"];
+        for r in ["cpu", "memory"] {
+            if req.get(r).is_some() || lim.get(r).is_some() {
+                any = true;
+            }
+            let l = lim.get(r);
+            let q = req.get(r).or(l);
+            if l.is_none() || q != l {
+                guaranteed = false;
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// Upstream's DefaultTolerationSeconds admission: tolerate not-ready/unreachable for 300 s.
+fn add_default_tolerations(pod: &mut Value) {
+    let spec = &mut pod["spec"];
+    if !spec.is_object() {
+        return;
+    }
+    let tolerations = spec
+        .as_object_mut()
+        .expect("checked above")
+        .entry("tolerations")
+        .or_insert_with(|| json!([]));
+    let Some(list) = tolerations.as_array_mut() else {
+        return;
+    };
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let covered = list.iter().any(|t| {
+            (t["key"].as_str() == Some(key)
+                || (t.get("key").is_none() && t["operator"] == "Exists"))
+                && (t.get("effect").is_none() || t["effect"] == "NoExecute")
+        });
+        if !covered {
+            list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+        }
+    }
+}
+
+/// On update, a Service keeps its allocated ClusterIP and node ports when the client omits them.
+fn keep_allocated_service_fields(old: &Value, new: &mut Value) {
+    let spec = &old["spec"];
+    for key in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+        if new["spec"].get(key).is_none() {
+            if let Some(v) = spec.get(key) {
+                new["spec"][key] = v.clone();
+            }
+        }
+    }
+    let old_ports = spec["ports"].as_array().cloned().unwrap_or_default();
+    if let Some(ports) = new["spec"]["ports"].as_array_mut() {
+        for p in ports {
+            if p.get("nodePort").is_none() {
+                if let Some(op) = old_ports
+                    .iter()
+                    .find(|op| op["port"] == p["port"] && op["protocol"] == p["protocol"])
+                {
+                    if let Some(np) = op.get("nodePort") {
+                        p["nodePort"] = np.clone();
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn invalid(name: &str, field: &str, message: String) -> ApiError {
+    ApiError::invalid(
+        "",
+        "Service",
+        name,
+        vec![Cause {
+            reason: "FieldValueInvalid".into(),
+            message,
+            field: field.into(),
+        }],
+    )
+}
+
+/// Allocates a ClusterIP and node ports for a Service being created or updated. Callers hold
+/// `allocation_lock` until the write is done, so two creates never pick the same address.
+pub async fn allocate_service(
+    server: &ApiServer,
+    svc: &mut Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    let name = meta::name(svc).to_string();
+    let svc_type = svc["spec"]["type"]
+        .as_str()
+        .unwrap_or("ClusterIP")
+        .to_string();
+    let (used_ips, used_ports) = used_allocations(server, old).await?;
+    let cidr = server.inner.config.service_cidr;
+    if svc_type != "ExternalName" {
+        let requested = svc["spec"]["clusterIP"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let keep = old
+            .and_then(|o| o["spec"]["clusterIP"].as_str())
+            .map(str::to_string);
+        if requested.is_empty() || requested == keep.clone().unwrap_or_default() {
+            if requested.is_empty() {
+                let ip = match keep {
+                    Some(ip) if !ip.is_empty() => ip,
+                    _ => {
+                        let ip = pick_ip(cidr, &used_ips).ok_or_else(|| {
+                            ApiError::internal("failed to allocate a service IP: range is full")
+                        })?;
+                        ip.to_string()
+                    }
+                };
+                svc["spec"]["clusterIP"] = json!(ip);
+            }
+        } else if requested != "None" {
+            let ip: Ipv4Addr = requested.parse().map_err(|_| {
+                invalid(
+                    &name,
+                    "spec.clusterIPs",
+                    format!(
+                        "Invalid value: []string{{\"{requested}\"}}: must be a valid IP address"
+                    ),
+                )
+            })?;
+            if cidr
+                .offset_of(ip)
+                .is_none_or(|o| o == 0 || o == cidr.size() - 1)
+            {
+                return Err(invalid(&name, "spec.clusterIPs", format!(
+                    "Invalid value: []string{{\"{requested}\"}}: failed to allocate IP {requested}: the provided IP ({requested}) is not in the valid range. The range of valid IPs is {cidr}"
+                )));
+            }
+            if used_ips.contains(&ip) {
+                return Err(invalid(&name, "spec.clusterIPs", format!(
+                    "Invalid value: []string{{\"{requested}\"}}: failed to allocate IP {requested}: provided IP is already allocated"
+                )));
+            }
+        }
+        let ip = svc["spec"]["clusterIP"].clone();
+        svc["spec"]["clusterIPs"] = json!([ip]);
+    }
+    if svc_type == "NodePort" || svc_type == "LoadBalancer" {
+        let (lo, hi) = server.inner.config.node_port_range;
+        let mut taken = used_ports;
+        if let Some(ports) = svc["spec"]["ports"].as_array_mut() {
+            for (i, p) in ports.iter_mut().enumerate() {
+                match p["nodePort"].as_u64() {
+                    Some(np) => {
+                        let np = np as u16;
+                        let own = old.is_some_and(|o| {
+                            o["spec"]["ports"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .any(|op| op["nodePort"].as_u64() == Some(np as u64))
+                        });
+                        if !own && !taken.insert(np) {
+                            return Err(invalid(
+                                &name,
+                                &format!("spec.ports[{i}].nodePort"),
+                                format!("Invalid value: {np}: provided port is already allocated"),
+                            ));
+                        }
+                        if np < lo || np > hi {
+                            return Err(invalid(&name, &format!("spec.ports[{i}].nodePort"), format!(
+                                "Invalid value: {np}: provided port is not in the valid range. The range of valid ports is {lo}-{hi}"
+                            )));
+                        }
+                    }
+                    None => {
+                        let np = pick_port(lo, hi, &taken).ok_or_else(|| {
+                            ApiError::internal("failed to allocate a node port: range is full")
+                        })?;
+                        taken.insert(np);
+                        p["nodePort"] = json!(np);
+                    }
+                }
+            }
+        }
+    } else if let Some(ports) = svc["spec"]["ports"].as_array_mut() {
+        for p in ports {
+            if let Some(m) = p.as_object_mut() {
+                m.remove("nodePort");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn used_allocations(
+    server: &ApiServer,
+    except: Option<&Value>,
+) -> Result<(HashSet<Ipv4Addr>, HashSet<u16>), ApiError> {
+    let except_uid = except.map(|o| o["metadata"]["uid"].clone());
+    let page = server
+        .inner
+        .store
+        .list("/registry/core/services/", None, 0)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut ips = HashSet::new();
+    let mut ports = HashSet::new();
+    for kv in page.items {
+        let Ok(svc) = serde_json::from_slice::<Value>(&kv.value) else {
+            continue;
+        };
+        if except_uid.as_ref() == Some(&svc["metadata"]["uid"]) {
+            continue;
+        }
+        if let Some(ip) = svc["spec"]["clusterIP"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+        {
+            ips.insert(ip);
+        }
+        for p in svc["spec"]["ports"].as_array().into_iter().flatten() {
+            if let Some(np) = p["nodePort"].as_u64() {
+                ports.insert(np as u16);
+            }
+        }
+    }
+    Ok((ips, ports))
+}
+
+/// A random free address above the low band kept for static assignment (like upstream,
+/// which prefers the upper range for dynamic allocation).
+fn pick_ip(cidr: crate::Ipv4Cidr, used: &HashSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+    let size = cidr.size();
+    let low = (size / 16).clamp(2, 256).min(size - 2);
+    let span = size - 1 - low;
+    let start = rand::random::<u32>() % span.max(1);
+    (0..span)
+        .map(|i| cidr.nth(low + (start + i) % span))
+        .find(|ip| !used.contains(ip))
+        .or_else(|| (1..low).map(|o| cidr.nth(o)).find(|ip| !used.contains(ip)))
+}
+
+fn pick_port(lo: u16, hi: u16, used: &HashSet<u16>) -> Option<u16> {
+    let span = (hi - lo) as u32 + 1;
+    let start = rand::random::<u32>() % span;
+    (0..span)
+        .map(|i| lo + ((start + i) % span) as u16)
+        .find(|p| !used.contains(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qos_class_matches_upstream_rules() {
+        assert_eq!(
+            qos_class(&json!({"containers":[{"name":"a"}]})),
+            "BestEffort"
+        );
+        assert_eq!(
+            qos_class(&json!({"containers":[{"resources":{"limits":{"cpu":"1","memory":"1Gi"}}}]})),
+            "Guaranteed"
+        );
+        assert_eq!(
+            qos_class(&json!({"containers":[{"resources":{"requests":{"cpu":"1"}}}]})),
+            "Burstable"
+        );
+    }
+
+    #[test]
+    fn pick_ip_skips_used_and_low_band() {
+        let cidr = crate::Ipv4Cidr::parse("10.43.0.0/28").unwrap();
+        let used: HashSet<Ipv4Addr> = (2..15).map(|o| cidr.nth(o)).collect();
+        assert_eq!(pick_ip(cidr, &used), Some(cidr.nth(1)));
+    }
+}

@@ -1,0 +1,130 @@
+//! Prometheus metrics: request counts and latency by verb/resource/code, watch counts.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    verb: String,
+    group: String,
+    resource: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LatencyLabels {
+    verb: String,
+    group: String,
+    resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WatchLabels {
+    resource: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(
+        [
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            60.0,
+        ]
+        .into_iter(),
+    )
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<LatencyLabels, Histogram, fn() -> Histogram>,
+    watches: Family<WatchLabels, Gauge>,
+}
+
+/// Decrements the watch gauge when the watch ends.
+pub struct WatchGuard(Gauge);
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<LatencyLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        let watches = Family::<WatchLabels, Gauge>::default();
+        registry.register(
+            "apiserver_request",
+            "Requests by verb, group, resource and HTTP code",
+            requests.clone(),
+        );
+        registry.register(
+            "apiserver_request_duration_seconds",
+            "Request latency by verb, group and resource (watches: time to first byte)",
+            latency.clone(),
+        );
+        registry.register(
+            "apiserver_registered_watchers",
+            "Open watches by resource",
+            watches.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            watches,
+        }
+    }
+
+    pub fn observe_request(
+        &self,
+        verb: &str,
+        group: &str,
+        resource: &str,
+        code: u16,
+        elapsed: Duration,
+    ) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                verb: verb.into(),
+                group: group.into(),
+                resource: resource.into(),
+                code: code.to_string(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&LatencyLabels {
+                verb: verb.into(),
+                group: group.into(),
+                resource: resource.into(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn watch_started(&self, resource: &str) -> WatchGuard {
+        let g = self
+            .watches
+            .get_or_create(&WatchLabels {
+                resource: resource.into(),
+            })
+            .clone();
+        g.inc();
+        WatchGuard(g)
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
