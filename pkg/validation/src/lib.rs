@@ -8,6 +8,10 @@ mod validate;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_schema;
+#[cfg(test)]
+mod tests_validation;
 
 use serde_json::Value;
 
