@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: installs what it needs, builds once (dev profile),
+# checks formatting and lints, runs unit and integration tests, then the end-to-end suites
+# against a real `mini server` with the installed kubectl and the official Python client.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+LOGS=${CARGO_TARGET_DIR:-$ROOT/target}/test-logs
+TOTAL_PASS=0
+TOTAL_FAIL=0
+
+log() { printf '\n=== %s\n' "$*"; }
+
+install_deps() {
+  log "dependencies"
+  local missing=()
+  for tool in curl openssl; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  fi
+  command -v kubectl >/dev/null 2>&1 || { echo "kubectl is required (installed on every mini machine)"; exit 1; }
+  python3 -c 'import kubernetes' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check kubernetes
+  mkdir -p "$LOGS"
+}
+
+# count_cargo LOG: adds the counts of every `test result:` line in a cargo test log.
+count_cargo() {
+  local p f
+  p=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$1" | awk '{s+=$4} END {print s+0}')
+  f=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$1" | awk '{s+=$6} END {print s+0}')
+  TOTAL_PASS=$((TOTAL_PASS + p))
+  TOTAL_FAIL=$((TOTAL_FAIL + f))
+}
+
+# count_plain LOG: adds the counts of a suite's closing `N passed, M failed` line.
+count_plain() {
+  local line
+  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$1" | tail -n 1 || true)
+  if [ -z "$line" ]; then
+    echo "no summary line in $1: counting the suite as one failure"
+    TOTAL_FAIL=$((TOTAL_FAIL + 1))
+    return
+  fi
+  TOTAL_PASS=$((TOTAL_PASS + $(echo "$line" | awk '{print $1}')))
+  TOTAL_FAIL=$((TOTAL_FAIL + $(echo "$line" | awk '{print $3}')))
+}
+
+build() {
+  log "build (dev profile, all targets)"
+  cargo build --workspace --all-targets --locked
+}
+
+lint() {
+  log "cargo fmt --check and clippy"
+  local rc=0
+  cargo fmt --all -- --check >"$LOGS/fmt.log" 2>&1 || rc=1
+  cargo clippy --workspace --all-targets --locked -- -D warnings >"$LOGS/clippy.log" 2>&1 || rc=$((rc + 2))
+  if [ $((rc & 1)) -ne 0 ]; then echo "not ok - fmt_check_clean"; head -40 "$LOGS/fmt.log"; TOTAL_FAIL=$((TOTAL_FAIL + 1)); else echo "ok - fmt_check_clean"; TOTAL_PASS=$((TOTAL_PASS + 1)); fi
+  if [ $((rc & 2)) -ne 0 ]; then echo "not ok - clippy_clean"; grep -E '^(error|warning)' -A 6 "$LOGS/clippy.log" | head -60; TOTAL_FAIL=$((TOTAL_FAIL + 1)); else echo "ok - clippy_clean"; TOTAL_PASS=$((TOTAL_PASS + 1)); fi
+}
+
+unit_and_integration() {
+  log "unit and integration tests"
+  cargo test --workspace --locked 2>&1 | tee "$LOGS/cargo-test.log" || true
+  count_cargo "$LOGS/cargo-test.log"
+}
+
+e2e() {
+  log "end-to-end: kubectl against mini server"
+  MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/kubectl_api.sh 2>&1 | tee "$LOGS/e2e-kubectl.log" || true
+  count_plain "$LOGS/e2e-kubectl.log"
+  if [ -f tests/e2e/python_client.py ]; then
+    log "end-to-end: official Python client against mini server"
+    MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" python3 tests/e2e/python_client.py 2>&1 | tee "$LOGS/e2e-python.log" || true
+    count_plain "$LOGS/e2e-python.log"
+  fi
+}
+
+install_deps
+build
+lint
+unit_and_integration
+e2e
+echo
+echo "all suites: $TOTAL_PASS passed, $TOTAL_FAIL failed"
+[ "$TOTAL_FAIL" -eq 0 ]
