@@ -661,6 +661,15 @@ fn job(o: &mut Obj) {
     }
     def(spec, "completionMode", json!("NonIndexed"));
     def(spec, "suspend", json!(false));
+    if let Some(pfp) = existing(spec, "podFailurePolicy") {
+        each_obj(pfp, "rules", |rule| {
+            each_obj(rule, "onPodConditions", |c| {
+                if str_of(c, "status").is_none_or(str::is_empty) {
+                    c.insert("status".into(), json!("True"));
+                }
+            });
+        });
+    }
     if unset(spec, "podReplacementPolicy") {
         let policy = if unset(spec, "podFailurePolicy") {
             "TerminatingOrFailed"

@@ -818,3 +818,26 @@ fn defaults_keep_given_values() {
         "Never"
     );
 }
+
+#[test]
+fn unknown_fields_empty_structs_round_trip() {
+    let obj = json!({"metadata": {"name": "d", "labels": {}, "annotations": {}}, "spec": {"selector": {}, "strategy": {},
+        "template": {"metadata": {}, "spec": {"securityContext": {}, "containers": [{"name": "c", "image": "i",
+            "resources": {}, "env": [], "ports": []}], "volumes": [{"name": "v", "emptyDir": {}}]}}}});
+    assert_eq!(
+        unknown_fields("apps", "v1", "Deployment", &obj).unwrap(),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn defaults_job_pod_failure_policy_condition_status() {
+    let mut job = json!({"spec": {"podFailurePolicy": {"rules": [{"action": "Ignore",
+        "onPodConditions": [{"type": "DisruptionTarget"}]}]}, "template": {"spec": {"containers": []}}}});
+    apply_defaults("batch", "v1", "Job", &mut job);
+    assert_eq!(
+        job["spec"]["podFailurePolicy"]["rules"][0]["onPodConditions"][0]["status"],
+        "True"
+    );
+    assert_eq!(job["spec"]["podReplacementPolicy"], "Failed");
+}

@@ -226,7 +226,7 @@ fn config_map_and_secret_keys_and_size() {
         create("", "ConfigMap", &big),
         vec![err(
             "FieldValueTooLong",
-            "",
+            "[]",
             "Too long: may not be more than 1048576 bytes"
         )]
     );

@@ -373,7 +373,8 @@ fn config_map(obj: &Value, e: &mut Errs) {
         size = size - encoded + encoded / 4 * 3;
     }
     if size > MAX_DATA_SIZE {
-        e.too_long("", MAX_DATA_SIZE);
+        // Upstream reports the whole object with an empty key path, printed as `[]`.
+        e.too_long("[]", MAX_DATA_SIZE);
     }
 }
 
