@@ -24,7 +24,7 @@ expect() {
   local name=$1 pattern=$2 out rc
   shift 2
   out=$("$@" 2>&1) && rc=0 || rc=$?
-  if [ "$rc" -eq 0 ] && printf '%s' "$out" | grep -Eq -- "$pattern"; then ok "$name"; else not_ok "$name" "rc=$rc want /$pattern/ got: $out"; fi
+  if [ "$rc" -eq 0 ] && grep -Eq -- "$pattern" <<<"$out"; then ok "$name"; else not_ok "$name" "rc=$rc want /$pattern/ got: $out"; fi
 }
 
 # expect_fail NAME PATTERN CMD...: CMD must exit non-zero and its output match PATTERN.
@@ -32,7 +32,7 @@ expect_fail() {
   local name=$1 pattern=$2 out rc
   shift 2
   out=$("$@" 2>&1) && rc=0 || rc=$?
-  if [ "$rc" -ne 0 ] && printf '%s' "$out" | grep -Eq -- "$pattern"; then ok "$name"; else not_ok "$name" "rc=$rc want failure /$pattern/ got: $out"; fi
+  if [ "$rc" -ne 0 ] && grep -Eq -- "$pattern" <<<"$out"; then ok "$name"; else not_ok "$name" "rc=$rc want failure /$pattern/ got: $out"; fi
 }
 
 # expect_eq NAME WANT CMD...: CMD's trimmed output must equal WANT.
