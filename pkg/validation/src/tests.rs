@@ -841,3 +841,19 @@ fn defaults_job_pod_failure_policy_condition_status() {
     );
     assert_eq!(job["spec"]["podReplacementPolicy"], "Failed");
 }
+
+#[test]
+fn realistic_samples_validate_without_errors_after_defaulting() {
+    for (g, v, k, mut obj) in samples() {
+        apply_defaults(g, v, k, &mut obj);
+        let errs = crate::validate_create(g, v, k, &obj);
+        assert!(errs.is_empty(), "{k}: {errs:?}");
+        let errs = crate::validate_update(g, v, k, &obj, &obj);
+        assert!(errs.is_empty(), "{k} (update): {errs:?}");
+        let unknown = unknown_fields(g, v, k, &obj).unwrap_or_else(|e| panic!("{k}: {e}"));
+        assert!(
+            unknown.is_empty(),
+            "{k}: defaults introduced unknown fields {unknown:?}"
+        );
+    }
+}

@@ -247,7 +247,7 @@ pub(crate) fn stateful_set(obj: &Value, e: &mut Errs) {
 
 pub(crate) fn daemon_set(obj: &Value, e: &mut Errs) {
     let Some(spec) = spec_of(obj, e) else { return };
-    selector_and_template(&spec, "daemonset", true, e);
+    selector_and_template(&spec, "daemonset", false, e);
     pod::template(spec.get("template"), "spec.template", e);
     if let Some(rp) = at(&spec, &["template", "spec", "restartPolicy"]) {
         if rp.as_str() != Some("Always") {
