@@ -857,3 +857,17 @@ fn realistic_samples_validate_without_errors_after_defaulting() {
         );
     }
 }
+
+#[test]
+fn unknown_fields_time_variants_decode() {
+    let obj = json!({"metadata": {"name": "p", "creationTimestamp": "2024-01-01T00:00:00.123Z",
+        "deletionTimestamp": "2024-01-01T02:00:00+02:00"},
+        "status": {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2024-01-01T00:00:00Z"}]}});
+    assert!(unknown_fields("", "v1", "Pod", &obj).unwrap().is_empty());
+    let lease = json!({"metadata": {"name": "l"}, "spec": {"renewTime": "2024-01-01T00:00:00.123456Z", "acquireTime": "2024-01-01T00:00:00Z"}});
+    assert!(unknown_fields("coordination.k8s.io", "v1", "Lease", &lease)
+        .unwrap()
+        .is_empty());
+    let bad = json!({"metadata": {"name": "p", "creationTimestamp": "yesterday"}});
+    assert!(unknown_fields("", "v1", "Pod", &bad).is_err());
+}

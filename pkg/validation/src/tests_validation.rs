@@ -486,3 +486,18 @@ fn rbac_crd_hpa_ingress_rules() {
         )]
     );
 }
+
+#[test]
+fn finalizer_names_standard_or_qualified_for_builtins_only() {
+    let cm = json!({"metadata": {"name": "c", "finalizers": ["kubernetes.io/pvc-protection", "orphan", "custom"]}});
+    assert_eq!(
+        create("", "ConfigMap", &cm),
+        vec![err(
+            "FieldValueInvalid",
+            "metadata.finalizers[2]",
+            "Invalid value: \"custom\": name is neither a standard finalizer name nor is it fully qualified"
+        )]
+    );
+    // Custom resources are validated with an empty GVK for their metadata.
+    assert_eq!(validate_create("", "", "", &cm), vec![]);
+}

@@ -80,12 +80,10 @@ pub(crate) fn object_meta(group: &str, kind: &str, obj: &Value, e: &mut Errs) {
         for msg in &msgs {
             e.invalid(&idx("metadata.finalizers", i), &quote(f), msg);
         }
-        if msgs.is_empty()
-            && !f.contains('/')
-            && f != "kubernetes"
-            && f != "orphan"
-            && f != "foregroundDeletion"
-        {
+        // Built-in kinds only accept the standard unqualified names; custom resources
+        // (called with an empty kind) only get a warning upstream.
+        let standard = matches!(f, "kubernetes" | "orphan" | "foregroundDeletion");
+        if msgs.is_empty() && !kind.is_empty() && !f.contains('/') && !standard {
             e.invalid(
                 &idx("metadata.finalizers", i),
                 &quote(f),
