@@ -1,4 +1,11 @@
 //! Defaulting, validation and strict field checks for built-in kinds and CRDs.
+//!
+//! Built-in kinds are checked by decoding into the k8s-openapi (v1_33) type and encoding
+//! back: whatever the round trip loses is an unknown field. Defaulting follows upstream's
+//! `SetDefaults_*` functions plus the admission defaults every pod gets (service account,
+//! priority, not-ready/unreachable tolerations). Validation reproduces upstream field paths,
+//! reasons and messages for the commonly hit rules; custom resources are handled against
+//! their structural `openAPIV3Schema`.
 
 mod builtin;
 mod defaults;
