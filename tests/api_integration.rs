@@ -541,7 +541,6 @@ async fn namespace_with_config_maps(
 }
 
 #[tokio::test]
-#[ignore = "server bug: a list page that ends exactly at the last item still carries a continue token"]
 async fn configmap_list_last_page_ending_exactly_at_end_has_no_continue_token() -> Result<()> {
     let h = harness().await?;
     let api = namespace_with_config_maps(&h.client, "exact", 4).await?;
@@ -561,7 +560,6 @@ async fn configmap_list_last_page_ending_exactly_at_end_has_no_continue_token() 
 }
 
 #[tokio::test]
-#[ignore = "server bug: limited lists without selectors omit metadata.remainingItemCount"]
 async fn configmap_list_with_limit_reports_remaining_item_count() -> Result<()> {
     let h = harness().await?;
     let api = namespace_with_config_maps(&h.client, "remaining", 5).await?;
@@ -628,7 +626,6 @@ async fn configmap_unknown_field_with_strict_validation_returns_400() -> Result<
 }
 
 #[tokio::test]
-#[ignore = "server bug: without fieldValidation=Strict unknown fields are stored (and tracked in managedFields) instead of dropped"]
 async fn configmap_unknown_field_without_strict_is_dropped() -> Result<()> {
     let h = harness().await?;
     let body = json!({"apiVersion": "v1", "kind": "ConfigMap",
@@ -1289,7 +1286,6 @@ async fn dry_run_delete_via_query_parameter_is_not_persisted() -> Result<()> {
 }
 
 #[tokio::test]
-#[ignore = "server bug: DELETE with body DeleteOptions {\"dryRun\":[\"All\"]} really deletes (only the ?dryRun query is honoured)"]
 async fn dry_run_delete_via_delete_options_body_is_not_persisted() -> Result<()> {
     let h = harness().await?;
     let api: Api<ConfigMap> = Api::namespaced(h.client.clone(), NS);

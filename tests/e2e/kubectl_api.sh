@@ -38,6 +38,7 @@ step_discovery() {
   expect_eq "anonymous_request_gets_401" "401" curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:$PORT/api/v1/namespaces"
   expect "cacerts_served_without_auth" "BEGIN CERTIFICATE" curl -sk "https://127.0.0.1:$PORT/cacerts"
   expect "metrics_count_requests" "apiserver_request_total" k get --raw /metrics
+  expect "metrics_store_latency" "store_operation_duration_seconds_bucket" k get --raw /metrics
 }
 
 step_create() {
@@ -131,6 +132,8 @@ step_get() {
   expect "get_all_namespaces_shows_namespace_column" "NAMESPACE +NAME" k get deploy -A
   expect "get_show_labels" "color=blue" k get deploy app -n dev --show-labels
   expect "get_all_category" "deployment.apps/web" k get all -n dev
+  expect "describe_deployment" "Replicas: +6 desired" k describe deploy app -n dev
+  expect "get_events_empty_ok" "No resources found|LAST SEEN" k get events -n dev
   expect "get_sort_by_uses_objects" "app" k get deploy -n dev --sort-by=.metadata.name
   expect_eq "list_chunking_limit_continue_sees_all" "$(k get cm -A -o name --chunk-size=0 | sort | tr '\n' ' ')" bash -c "kubectl get cm -A --chunk-size=1 -o name | sort | tr '\n' ' '"
   expect "list_limit_returns_continue_token" '"continue":"[A-Za-z0-9_-]+"' k get --raw '/api/v1/configmaps?limit=1'
@@ -216,7 +219,9 @@ spec:
   - name: v1
     served: true
     storage: true
-    subresources: {status: {}}
+    subresources:
+      status: {}
+      scale: {specReplicasPath: .spec.replicas, statusReplicasPath: .status.replicas}
     additionalPrinterColumns:
     - {name: Size, type: integer, jsonPath: .spec.size}
     schema:
@@ -228,6 +233,7 @@ spec:
             properties:
               size: {type: integer, minimum: 1}
               color: {type: string}
+              replicas: {type: integer}
 YAML
   cat >"$WORK/w1.yaml" <<'YAML'
 apiVersion: example.com/v1
@@ -242,6 +248,8 @@ YAML
   expect "cr_get_printer_columns" "NAME +SIZE" k get widgets -n dev
   expect "cr_patch_merge" "patched" k patch wd w1 -n dev --type merge -p '{"spec":{"size":5}}'
   expect_eq "cr_patch_applied" "5 red" k get wd w1 -n dev -o jsonpath='{.spec.size} {.spec.color}'
+  expect "cr_scale_subresource" "scaled" k scale wd w1 -n dev --replicas=4
+  expect_eq "cr_scale_wrote_spec_path" "4" k get wd w1 -n dev -o jsonpath='{.spec.replicas}'
   expect_fail "cr_schema_validation_minimum" "should be greater than or equal to 1" k patch wd w1 -n dev --type merge -p '{"spec":{"size":0}}'
   expect "cr_explain_uses_schema" "size" k explain widgets.spec
   expect "cr_delete" "deleted" k delete wd w1 -n dev

@@ -42,8 +42,17 @@ impl Ctx<'_> {
         self.res.key(self.namespace(), self.name())
     }
 
+    /// `?dryRun=All`, or `dryRun: ["All"]` in a DeleteOptions body.
     pub fn dry_run(&self) -> bool {
-        self.query.get("dryRun") == Some("All")
+        if self.query.get("dryRun") == Some("All") {
+            return true;
+        }
+        self.info.verb.starts_with("delete")
+            && serde_json::from_slice::<Value>(self.body)
+                .ok()
+                .and_then(|b| b.get("dryRun").cloned())
+                .and_then(|d| d.as_array().cloned())
+                .is_some_and(|d| d.iter().any(|v| v == "All"))
     }
 
     pub fn gzip(&self) -> bool {
@@ -161,9 +170,9 @@ async fn route(
     };
     if res.storage == Storage::Review {
         if info.verb != "create" {
-            return Err(ApiError::method_not_allowed(format!(
-                "the server does not allow this method on the requested resource"
-            )));
+            return Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ));
         }
         return reviews::create(&ctx).await;
     }
@@ -281,6 +290,8 @@ pub(crate) struct Listed {
     pub items: Vec<(KeyValue, Option<Value>)>,
     pub revision: u64,
     pub continue_token: Option<String>,
+    /// Items after this page, when the list was not filtered (`remainingItemCount`).
+    pub remaining: Option<usize>,
 }
 
 /// Lists with selectors, `limit` and `continue`. Parsed objects are kept when the filter
@@ -331,6 +342,7 @@ pub(crate) async fn list_matching(
                 items,
                 revision,
                 continue_token: None,
+                remaining: None,
             });
         }
     }
@@ -347,7 +359,10 @@ pub(crate) async fn list_matching(
         revision.get_or_insert(page.revision);
         let mut last_key = None;
         let mut hit_limit = false;
+        let page_len = page.items.len();
+        let mut consumed = 0;
         for kv in page.items {
+            consumed += 1;
             last_key = Some(kv.key.clone());
             if filtering {
                 let obj = meta::from_storage(&kv.value, kv.mod_revision)
@@ -363,14 +378,32 @@ pub(crate) async fn list_matching(
                 break;
             }
         }
-        let more = page.more || hit_limit;
+        let more = page.more || consumed < page_len;
         let revision = revision.unwrap_or_default();
         if hit_limit && more {
+            let remaining = if filtering {
+                None
+            } else {
+                let rest = store
+                    .list(&prefix, last_key.as_deref(), 0)
+                    .await
+                    .map_err(store_error)?;
+                Some(rest.items.len())
+            };
             let token = last_key.map(|k| encode_continue(revision, &k));
             return Ok(Listed {
                 items,
                 revision,
                 continue_token: token,
+                remaining,
+            });
+        }
+        if hit_limit {
+            return Ok(Listed {
+                items,
+                revision,
+                continue_token: None,
+                remaining: None,
             });
         }
         if !more || last_key.is_none() {
@@ -378,6 +411,7 @@ pub(crate) async fn list_matching(
                 items,
                 revision,
                 continue_token: None,
+                remaining: None,
             });
         }
         start_after = last_key;
@@ -402,6 +436,9 @@ async fn list(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
         if let Some(c) = listed.continue_token {
             t["metadata"]["continue"] = json!(c);
         }
+        if let Some(n) = listed.remaining {
+            t["metadata"]["remainingItemCount"] = json!(n);
+        }
         return Ok(body::json_bytes(
             StatusCode::OK,
             serde_json::to_vec(&t).unwrap_or_default(),
@@ -420,6 +457,9 @@ async fn list(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
     let mut list_meta = json!({"resourceVersion": rv});
     if let Some(c) = &listed.continue_token {
         list_meta["continue"] = json!(c);
+    }
+    if let Some(n) = listed.remaining {
+        list_meta["remainingItemCount"] = json!(n);
     }
     out.extend_from_slice(
         format!(
@@ -460,14 +500,21 @@ fn check_kind(ctx: &Ctx<'_>, obj: &mut Value) -> Result<(), ApiError> {
 /// in `Warning` headers, Ignore does neither. Returns the warnings.
 fn field_validation(
     ctx: &Ctx<'_>,
-    obj: &Value,
+    obj: &mut Value,
     raw_json: Option<&[u8]>,
 ) -> Result<Vec<String>, ApiError> {
     let mode = ctx.query.get("fieldValidation").unwrap_or("Warn");
+    let res = ctx.res;
     if mode == "Ignore" {
+        if res.custom.is_none() {
+            let unknown = mini_validation::unknown_fields(&res.group, &res.version, &res.kind, obj)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            for path in &unknown {
+                remove_path(obj, path);
+            }
+        }
         return Ok(Vec::new());
     }
-    let res = ctx.res;
     let mut problems: Vec<String> = Vec::new();
     if let Some(raw) = raw_json {
         problems.extend(
@@ -485,6 +532,11 @@ fn field_validation(
         None => mini_validation::unknown_fields(&res.group, &res.version, &res.kind, obj)
             .map_err(|e| ApiError::bad_request(e.to_string()))?,
     };
+    if res.custom.is_none() && mode != "Strict" {
+        for path in &unknown {
+            remove_path(obj, path);
+        }
+    }
     problems.extend(
         unknown
             .into_iter()
@@ -500,6 +552,45 @@ fn field_validation(
         )));
     }
     Ok(problems)
+}
+
+/// Removes the field at an upstream-notation path such as `spec.containers[0].imagee`.
+fn remove_path(obj: &mut Value, path: &str) {
+    let mut segments: Vec<Result<usize, &str>> = Vec::new();
+    for part in path.split('.') {
+        let (name, rest) = part.split_once('[').unwrap_or((part, ""));
+        if !name.is_empty() {
+            segments.push(Err(name));
+        }
+        for idx in rest.split('[').filter(|s| !s.is_empty()) {
+            if let Ok(i) = idx.trim_end_matches(']').parse::<usize>() {
+                segments.push(Ok(i));
+            }
+        }
+    }
+    let Some((last, parents)) = segments.split_last() else {
+        return;
+    };
+    let mut cur = obj;
+    for seg in parents {
+        let next = match seg {
+            Ok(i) => cur.get_mut(*i),
+            Err(k) => cur.get_mut(*k),
+        };
+        match next {
+            Some(v) => cur = v,
+            None => return,
+        }
+    }
+    match (last, cur) {
+        (Err(k), Value::Object(m)) => {
+            m.remove(*k);
+        }
+        (Ok(i), Value::Array(a)) if *i < a.len() => {
+            a.remove(*i);
+        }
+        _ => {}
+    }
 }
 
 fn with_warnings(mut resp: Response<Body>, warnings: &[String]) -> Response<Body> {
@@ -595,7 +686,7 @@ pub(crate) async fn create_object(
     apply: Option<(String, bool)>,
 ) -> Result<Response<Body>, ApiError> {
     check_kind(ctx, &mut obj)?;
-    let warnings = field_validation(ctx, &obj, raw_json)?;
+    let warnings = field_validation(ctx, &mut obj, raw_json)?;
     if let Some(c) = &ctx.res.custom {
         if let Some(schema) = &c.schema {
             mini_validation::prune(schema, &mut obj);
@@ -885,7 +976,7 @@ async fn update(ctx: &Ctx<'_>, mode: WriteMode) -> Result<Response<Body>, ApiErr
             ));
         }
     }
-    let warnings = field_validation(ctx, &incoming, raw)?;
+    let warnings = field_validation(ctx, &mut incoming, raw)?;
     if let Some(schema) = ctx.res.custom.as_ref().and_then(|c| c.schema.as_ref()) {
         mini_validation::prune(schema, &mut incoming);
     }
@@ -936,12 +1027,12 @@ pub(crate) fn patch_error(e: mini_patch::PatchError) -> ApiError {
 async fn patch(ctx: &Ctx<'_>, mode: WriteMode) -> Result<Response<Body>, ApiError> {
     let ct = body::content_type(ctx.headers);
     let is_apply = ct == "application/apply-patch+yaml";
-    let patch_doc = body::decode_patch(&ct, ctx.body)?;
+    let mut patch_doc = body::decode_patch(&ct, ctx.body)?;
     if ct == "application/strategic-merge-patch+json" && ctx.res.custom.is_some() {
         return Err(ApiError::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"),
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
         ));
     }
     if !matches!(
@@ -963,7 +1054,7 @@ async fn patch(ctx: &Ctx<'_>, mode: WriteMode) -> Result<Response<Body>, ApiErro
     }
     let mut warnings = Vec::new();
     if is_apply {
-        warnings = field_validation(ctx, &patch_doc, None)?;
+        warnings = field_validation(ctx, &mut patch_doc, None)?;
     }
     for _ in 0..MAX_RETRIES {
         let read_result = read(ctx).await;
@@ -980,7 +1071,7 @@ async fn patch(ctx: &Ctx<'_>, mode: WriteMode) -> Result<Response<Body>, ApiErro
             Err(e) => return Err(e),
         };
         let (g, k) = (&ctx.res.group, &ctx.res.kind);
-        let patched = match ct.as_str() {
+        let mut patched = match ct.as_str() {
             "application/json-patch+json" => {
                 mini_patch::json_patch(&old, &patch_doc).map_err(patch_error)?
             }
@@ -1013,9 +1104,8 @@ async fn patch(ctx: &Ctx<'_>, mode: WriteMode) -> Result<Response<Body>, ApiErro
             return Err(ctx.conflict());
         }
         if !is_apply && mode == WriteMode::Main {
-            warnings = field_validation(ctx, &patched, None)?;
+            warnings = field_validation(ctx, &mut patched, None)?;
         }
-        let mut patched = patched;
         if meta::name(&patched) != ctx.name() {
             return Err(ApiError::bad_request(
                 "metadata.name: Invalid value: the name cannot be changed by a patch",

@@ -3,6 +3,10 @@
 //! `ApiServer::new` loads nothing from the network; `serve` takes a bound listener; the
 //! in-process `LocalService` lets controllers and tests use kube-rs without TCP or TLS.
 
+// `ApiError` is the failed request's answer, built once per error; boxing it would only add
+// an allocation to every error path.
+#![allow(clippy::result_large_err)]
+
 mod admission;
 mod auth;
 mod body;
@@ -145,6 +149,8 @@ impl ApiServer {
         store: Arc<dyn Store>,
         config: ApiServerConfig,
     ) -> Result<Self, ApiServerError> {
+        let metrics = metrics::Metrics::new();
+        let store: Arc<dyn Store> = Arc::new(metrics::MeteredStore::new(store, &metrics));
         let server = ApiServer {
             inner: Arc::new(Inner {
                 store,
@@ -155,7 +161,7 @@ impl ApiServer {
                 rbac_dirty: AtomicBool::new(true),
                 openapi_cache: std::sync::Mutex::new(None),
                 allocation_lock: tokio::sync::Mutex::new(()),
-                metrics: metrics::Metrics::new(),
+                metrics,
             }),
         };
         server.reload_crds().await?;

@@ -1,6 +1,9 @@
 //! Prometheus metrics: request counts and latency by verb/resource/code, watch counts.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mini_store::{Deleted, KeyValue, ListPage, Revision, Store, StoreError, WatchReceiver};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -25,18 +28,19 @@ struct LatencyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WatchLabels {
     resource: String,
 }
 
 fn latency_histogram() -> Histogram {
-    Histogram::new(
-        [
-            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            60.0,
-        ]
-        .into_iter(),
-    )
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    ])
 }
 
 pub struct Metrics {
@@ -44,6 +48,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<LatencyLabels, Histogram, fn() -> Histogram>,
     watches: Family<WatchLabels, Gauge>,
+    store_latency: Family<StoreLabels, Histogram, fn() -> Histogram>,
 }
 
 /// Decrements the watch gauge when the watch ends.
@@ -78,11 +83,21 @@ impl Metrics {
             "Open watches by resource",
             watches.clone(),
         );
+        let store_latency =
+            Family::<StoreLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "store_operation_duration_seconds",
+            "Store operation latency by operation",
+            store_latency.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
             watches,
+            store_latency,
         }
     }
 
@@ -126,5 +141,84 @@ impl Metrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// A `Store` that records the latency of every operation.
+pub struct MeteredStore {
+    inner: Arc<dyn Store>,
+    latency: Family<StoreLabels, Histogram, fn() -> Histogram>,
+}
+
+impl MeteredStore {
+    pub fn new(inner: Arc<dyn Store>, metrics: &Metrics) -> Self {
+        MeteredStore {
+            inner,
+            latency: metrics.store_latency.clone(),
+        }
+    }
+
+    fn observe(&self, operation: &str, started: Instant) {
+        self.latency
+            .get_or_create(&StoreLabels {
+                operation: operation.into(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for MeteredStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.get(key).await;
+        self.observe("get", t);
+        r
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.list(prefix, start_after, limit).await;
+        self.observe("list", t);
+        r
+    }
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.create(key, value).await;
+        self.observe("create", t);
+        r
+    }
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Option<Revision>,
+    ) -> Result<KeyValue, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.update(key, value, expected).await;
+        self.observe("update", t);
+        r
+    }
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Deleted, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.delete(key, expected).await;
+        self.observe("delete", t);
+        r
+    }
+    fn watch(&self, prefix: &str, after: Revision) -> Result<WatchReceiver, StoreError> {
+        self.inner.watch(prefix, after)
+    }
+    fn current_revision(&self) -> Revision {
+        self.inner.current_revision()
+    }
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        let t = Instant::now();
+        let r = self.inner.compact(revision).await;
+        self.observe("compact", t);
+        r
     }
 }

@@ -150,10 +150,8 @@ pub async fn watch(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
                 return;
             }
         }
-        if initial_end && bookmarks {
-            if tx.send(encoder.bookmark(start_rv, true)).await.is_err() {
-                return;
-            }
+        if initial_end && bookmarks && tx.send(encoder.bookmark(start_rv, true)).await.is_err() {
+            return;
         }
         let Some(mut events) = events else { return };
         let deadline = tokio::time::sleep(Duration::from_secs(timeout));
