@@ -8,6 +8,11 @@ use serde_json::{json, Value};
 
 use crate::{ApiServer, ApiServerError};
 
+/// The identity of the in-process controllers.
+pub const CONTROLLERS_USER: &str = "system:kube-controller-manager";
+/// The identity of the in-process scheduler (bound to upstream's `system:kube-scheduler` role).
+pub const SCHEDULER_USER: &str = "system:kube-scheduler";
+
 const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 async fn create_if_missing(
@@ -68,6 +73,17 @@ pub async fn ensure_cluster_objects(server: &ApiServer) -> Result<(), ApiServerE
                "metadata": {"name": "mini:node-bootstrapper"},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:node-bootstrapper"},
                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:bootstrappers"}]}),
+    )
+    .await?;
+    // the in-process controllers act cluster-wide on every workload kind, as kube-controller-manager
+    // does with its per-controller service accounts; mini gives its one identity the admin role
+    create_if_missing(
+        server,
+        "/registry/rbac.authorization.k8s.io/clusterrolebindings/mini:controllers",
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+               "metadata": {"name": "mini:controllers"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+               "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": CONTROLLERS_USER}]}),
     )
     .await?;
     ensure_kubernetes_service(server).await?;

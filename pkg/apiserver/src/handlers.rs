@@ -654,7 +654,7 @@ fn validate_update(res: &ResourceInfo, obj: &Value, old: &Value) -> Result<(), A
 }
 
 /// Requires the object's namespace to exist and not be terminating.
-async fn check_namespace(ctx: &Ctx<'_>, ns: &str) -> Result<(), ApiError> {
+async fn check_namespace(ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<(), ApiError> {
     let kv = ctx
         .server
         .inner
@@ -670,7 +670,7 @@ async fn check_namespace(ctx: &Ctx<'_>, ns: &str) -> Result<(), ApiError> {
         let mut e = ApiError::forbidden(format!(
             "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
             ctx.res.qualified_plural(),
-            meta::name(&Value::Null)
+            name
         ));
         e.reason = "Forbidden".into();
         return Err(e);
@@ -736,7 +736,7 @@ pub(crate) async fn create_object(
         }
     }
     if ctx.res.namespaced {
-        check_namespace(ctx, meta::namespace(&obj)).await?;
+        check_namespace(ctx, meta::namespace(&obj), meta::name(&obj)).await?;
     }
     admission::prepare_create(ctx.res, &mut obj);
     validate_create(ctx.res, &obj)?;

@@ -186,6 +186,22 @@ impl ApiServer {
         LocalService::new(self.clone(), user)
     }
 
+    /// The identity the in-process controllers use.
+    pub fn controllers_user() -> UserInfo {
+        UserInfo {
+            name: bootstrap::CONTROLLERS_USER.to_string(),
+            groups: vec!["system:authenticated".to_string()],
+        }
+    }
+
+    /// The identity the in-process scheduler uses.
+    pub fn scheduler_user() -> UserInfo {
+        UserInfo {
+            name: bootstrap::SCHEDULER_USER.to_string(),
+            groups: vec!["system:authenticated".to_string()],
+        }
+    }
+
     /// The identity of the cluster admin (`system:admin` in `system:masters`).
     pub fn admin_user() -> UserInfo {
         UserInfo {
