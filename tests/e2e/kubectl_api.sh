@@ -206,6 +206,41 @@ step_rbac() {
   expect "auth_can_i_list_rules" "pods" env KUBECONFIG="$bob/kubeconfig" kubectl auth can-i --list -n dev
 }
 
+step_policy() {
+  k create ns policy >/dev/null
+  expect "quota_create" "created" k create quota q1 -n policy --hard=pods=1,configmaps=2,requests.cpu=1
+  expect_fail "quota_requires_constrained_requests" 'must specify requests.cpu' k run nocpu -n policy --image=busybox --restart=Never
+  local cpu='{"spec":{"containers":[{"name":"c","image":"busybox","resources":{"requests":{"cpu":"500m"}}}]}}'
+  expect "quota_allows_within_hard" "pod/p1 created" k run p1 -n policy --image=busybox --restart=Never --overrides="$cpu"
+  expect_fail "quota_rejects_over_hard" 'exceeded quota: q1, requested: pods=1, used: pods=1, limited: pods=1' k run p2 -n policy --image=busybox --restart=Never --overrides="$cpu"
+  k delete quota q1 -n policy >/dev/null
+  cat >"$WORK/lr.yaml" <<'YAML'
+apiVersion: v1
+kind: LimitRange
+metadata: {name: lr, namespace: policy}
+spec:
+  limits:
+  - type: Container
+    default: {cpu: 300m, memory: 64Mi}
+    defaultRequest: {cpu: 100m}
+    max: {cpu: "1"}
+YAML
+  k apply -f "$WORK/lr.yaml" >/dev/null
+  k run p3 -n policy --image=busybox --restart=Never >/dev/null
+  expect_eq "limitrange_defaults_applied" "300m 100m Burstable" k get pod p3 -n policy -o jsonpath='{.spec.containers[0].resources.limits.cpu} {.spec.containers[0].resources.requests.cpu} {.status.qosClass}'
+  expect_fail "limitrange_max_enforced" 'maximum cpu usage per Container is 1, but limit is 2' k run p4 -n policy --image=busybox --restart=Never --overrides='{"spec":{"containers":[{"name":"c","image":"busybox","resources":{"limits":{"cpu":"2"}}}]}}'
+  k create sa robot -n policy >/dev/null
+  local token
+  token=$(k create token robot -n policy)
+  expect_eq "serviceaccount_token_authenticates" "403" curl -sk -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "https://127.0.0.1:$PORT/api/v1/namespaces/policy/pods"
+  expect_eq "bad_token_is_401" "401" curl -sk -o /dev/null -w '%{http_code}' -H "Authorization: Bearer ${token}x" "https://127.0.0.1:$PORT/api/v1/namespaces/policy/pods"
+  k create rolebinding robot-view -n policy --clusterrole=view --serviceaccount=policy:robot >/dev/null
+  expect_eq "serviceaccount_token_rbac_allows" "200" curl -sk -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "https://127.0.0.1:$PORT/api/v1/namespaces/policy/pods"
+  expect "impersonation_as_serviceaccount" "^yes" k auth can-i list pods -n policy --as=system:serviceaccount:policy:robot
+  expect_fail "impersonation_as_serviceaccount_denied_create" "^no" k auth can-i create pods -n policy --as=system:serviceaccount:policy:robot
+  expect "impersonation_whoami_groups" "devs" k auth whoami --as=bob --as-group=devs
+}
+
 step_crd() {
   cat >"$WORK/crd.yaml" <<'YAML'
 apiVersion: apiextensions.k8s.io/v1
@@ -314,6 +349,7 @@ step_watch
 step_delete
 step_errors
 step_rbac
+step_policy
 step_crd
 step_namespace_delete
 step_restart

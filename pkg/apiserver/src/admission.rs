@@ -80,6 +80,7 @@ pub fn prepare_create(res: &ResourceInfo, obj: &mut Value) {
         ("", "Namespace") => {
             obj["status"] = json!({"phase": "Active"});
         }
+        ("batch", "Job") => generate_job_selector(obj),
         ("", "Service") => {
             obj["status"] = json!({"loadBalancer": {}});
         }
@@ -230,6 +231,41 @@ pub fn qos_class(spec: &Value) -> &'static str {
     } else {
         "Burstable"
     }
+}
+
+/// Upstream's Job strategy: unless `manualSelector`, the selector is generated from the Job's
+/// uid and the template gets the matching labels.
+fn generate_job_selector(job: &mut Value) {
+    if job["spec"]["manualSelector"].as_bool() == Some(true) {
+        return;
+    }
+    let uid = job["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let name = job["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if !job["spec"].is_object() {
+        return;
+    }
+    job["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+    let template = &mut job["spec"]["template"];
+    if !template.is_object() {
+        return;
+    }
+    if !template["metadata"].is_object() {
+        template["metadata"] = json!({});
+    }
+    if !template["metadata"]["labels"].is_object() {
+        template["metadata"]["labels"] = json!({});
+    }
+    let labels = &mut template["metadata"]["labels"];
+    labels["batch.kubernetes.io/controller-uid"] = json!(uid);
+    labels["batch.kubernetes.io/job-name"] = json!(name);
+    labels["controller-uid"] = json!(uid);
+    labels["job-name"] = json!(name);
 }
 
 /// Upstream's DefaultTolerationSeconds admission: tolerate not-ready/unreachable for 300 s.

@@ -139,7 +139,8 @@ async fn route(
         "/version" | "/version/" => return Ok(body::json(StatusCode::OK, &discovery::version())),
         _ => {}
     }
-    let user = auth::authenticate(server, req.headers(), peer_user)?;
+    let user = auth::authenticate(server, req.headers(), peer_user).await?;
+    let user = auth::impersonate(server, req.headers(), user).await?;
     if !info.resource_request {
         auth::authorize(server, &user, info, None).await?;
         return discovery::non_resource(server, req, query, path).await;
@@ -198,6 +199,7 @@ async fn route(
         }
         (Some("binding"), "create") => crate::reviews::bind_pod(&ctx).await,
         (Some("eviction"), "create") => crate::reviews::evict_pod(&ctx).await,
+        (Some("token"), "create") => crate::serviceaccount::token_request(&ctx).await,
         _ => Err(ApiError::method_not_allowed(
             "the server does not allow this method on the requested resource",
         )),
@@ -738,8 +740,10 @@ pub(crate) async fn create_object(
     if ctx.res.namespaced {
         check_namespace(ctx, meta::namespace(&obj), meta::name(&obj)).await?;
     }
+    crate::quota::apply_limit_ranges(ctx.server, ctx.res, &mut obj).await?;
     admission::prepare_create(ctx.res, &mut obj);
     validate_create(ctx.res, &obj)?;
+    let _quota_guard = crate::quota::check_quota(ctx.server, ctx.res, &obj).await?;
     crate::crd::check_crd_create(ctx, &obj).await?;
     let now = meta::now_rfc3339();
     match &apply {

@@ -15,8 +15,10 @@ mod crd;
 mod discovery;
 mod handlers;
 mod metrics;
+mod quota;
 mod request;
 mod reviews;
+mod serviceaccount;
 mod table;
 mod transport;
 mod watch;
@@ -96,6 +98,8 @@ pub struct ApiServerConfig {
     pub join_secret: Option<String>,
     /// The cluster CA bundle served at `/cacerts`.
     pub ca_pem: String,
+    /// The key that signs ServiceAccount tokens.
+    pub service_account_key: mini_certs::SigningKey,
 }
 
 impl ApiServerConfig {
@@ -108,6 +112,8 @@ impl ApiServerConfig {
             advertise_port: 6443,
             join_secret: None,
             ca_pem: String::new(),
+            service_account_key: mini_certs::generate_signing_key()
+                .expect("generating a signing key for tests"),
         }
     }
 }
@@ -133,7 +139,10 @@ pub(crate) struct Inner {
     pub openapi_cache: std::sync::Mutex<Option<(u64, Arc<discovery::OpenApiDocs>)>>,
     /// Serialises ClusterIP/NodePort allocation with the create that uses it.
     pub allocation_lock: tokio::sync::Mutex<()>,
+    /// Serialises quota-checked creates with their writes, so two creates can't both fit.
+    pub quota_lock: tokio::sync::Mutex<()>,
     pub metrics: metrics::Metrics,
+    pub tokens: serviceaccount::TokenSigner,
 }
 
 /// The API server. Cheap to clone.
@@ -150,6 +159,8 @@ impl ApiServer {
         config: ApiServerConfig,
     ) -> Result<Self, ApiServerError> {
         let metrics = metrics::Metrics::new();
+        let tokens = serviceaccount::TokenSigner::new(&config.service_account_key)
+            .map_err(ApiServerError::Bootstrap)?;
         let store: Arc<dyn Store> = Arc::new(metrics::MeteredStore::new(store, &metrics));
         let server = ApiServer {
             inner: Arc::new(Inner {
@@ -161,7 +172,9 @@ impl ApiServer {
                 rbac_dirty: AtomicBool::new(true),
                 openapi_cache: std::sync::Mutex::new(None),
                 allocation_lock: tokio::sync::Mutex::new(()),
+                quota_lock: tokio::sync::Mutex::new(()),
                 metrics,
+                tokens,
             }),
         };
         server.reload_crds().await?;

@@ -102,7 +102,7 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
             if let Ok(v) = format!("Bearer {token}").parse() {
                 headers.insert(http::header::AUTHORIZATION, v);
             }
-            match crate::auth::authenticate(ctx.server, &headers, None) {
+            match crate::auth::authenticate(ctx.server, &headers, None).await {
                 Ok(u) => {
                     json!({"authenticated": true, "user": {"username": u.name, "groups": u.groups}})
                 }
@@ -310,6 +310,7 @@ pub async fn evict_pod(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
     } else {
         body::decode_object(&ct, ctx.body)?
     };
+    check_disruption_budgets(ctx).await?;
     let opts = &eviction["deleteOptions"];
     let delete_body = if opts.is_object() {
         serde_json::to_vec(opts).unwrap_or_default()
@@ -333,4 +334,89 @@ pub async fn evict_pod(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
         StatusCode::CREATED,
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
     ))
+}
+
+/// An eviction may proceed only while every PodDisruptionBudget selecting the pod allows a
+/// disruption; the budget's `disruptionsAllowed` is taken (compare-and-swap) before the pod
+/// is deleted, as upstream does. Otherwise 429, and `kubectl drain` retries.
+async fn check_disruption_budgets(ctx: &Ctx<'_>) -> Result<(), ApiError> {
+    let (_, pod) = read(ctx).await?;
+    if matches!(
+        pod["status"]["phase"].as_str(),
+        Some("Succeeded") | Some("Failed") | Some("Pending")
+    ) {
+        return Ok(());
+    }
+    let ns = ctx.info.namespace.clone().unwrap_or_default();
+    let store = &ctx.server.inner.store;
+    let prefix = format!("/registry/policy/poddisruptionbudgets/{ns}/");
+    let page = store
+        .list(&prefix, None, 0)
+        .await
+        .map_err(crate::handlers::store_error)?;
+    let pod_ready = pod["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    });
+    for kv in page.items {
+        let Ok(pdb) = serde_json::from_slice::<Value>(&kv.value) else {
+            continue;
+        };
+        let Ok(selector) = LabelSelector::from_json(&pdb["spec"]["selector"]) else {
+            continue;
+        };
+        if pdb["spec"].get("selector").is_none()
+            || selector.is_empty()
+            || !selector.matches_object(&pod)
+        {
+            continue;
+        }
+        let name = pdb["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let status = &pdb["status"];
+        let current = status["currentHealthy"].as_i64().unwrap_or(0);
+        let desired = status["desiredHealthy"].as_i64().unwrap_or(0);
+        if !pod_ready && current >= desired {
+            continue;
+        }
+        let observed = status["observedGeneration"].as_i64().unwrap_or(0);
+        let generation = pdb["metadata"]["generation"].as_i64().unwrap_or(1);
+        let allowed = status["disruptionsAllowed"].as_i64().unwrap_or(0);
+        if observed < generation || allowed < 1 {
+            let mut e = ApiError::too_many_requests(
+                "Cannot evict pod as it would violate the pod's disruption budget.",
+                5,
+            );
+            e.causes.push(mini_api::Cause {
+                reason: "DisruptionBudget".into(),
+                message: format!("The disruption budget {name} needs {desired} healthy pods and has {current} currently"),
+                field: String::new(),
+            });
+            return Err(e);
+        }
+        let mut updated = pdb.clone();
+        updated["status"]["disruptionsAllowed"] = json!(allowed - 1);
+        let pod_name = ctx.name().to_string();
+        updated["status"]["disruptedPods"][pod_name] = json!(meta::now_rfc3339());
+        match store
+            .update(
+                &kv.key,
+                meta::to_storage_bytes(&updated),
+                Some(kv.mod_revision),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(mini_store::StoreError::Conflict { .. }) => {
+                return Err(ApiError::too_many_requests(
+                    "the disruption budget changed; retry the eviction",
+                    1,
+                ));
+            }
+            Err(e) => return Err(crate::handlers::store_error(e)),
+        }
+    }
+    Ok(())
 }

@@ -12,6 +12,7 @@ mod fsutil;
 mod identity;
 mod kubeconfig;
 mod pki;
+mod signing;
 mod tls;
 mod token;
 
@@ -23,6 +24,7 @@ pub use pki::{
     APISERVER_CLIENT_CERT_FILE, APISERVER_CLIENT_KEY_FILE, APISERVER_CLIENT_USER, CA_CERT_FILE,
     CA_KEY_FILE, MASTERS_GROUP, SERVING_CERT_FILE, SERVING_COMMON_NAME, SERVING_KEY_FILE,
 };
+pub use signing::{ensure_signing_key, generate_signing_key, SigningKey};
 pub use tls::server_tls_config;
 pub use token::{ca_bundle_hash, ensure_token_file, JoinToken, TOKEN_PREFIX, TOKEN_SERVER_USER};
 

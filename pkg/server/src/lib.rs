@@ -154,6 +154,8 @@ pub async fn start(
     }
     sans.ips.dedup();
     let pki = mini_certs::ensure_server_pki(&server_dir.join("tls"), &sans)?;
+    let service_account_key =
+        mini_certs::ensure_signing_key(&server_dir.join("tls").join("service-account.key"))?;
 
     // 3. join token: the secret on disk, the full token (pinning the CA) beside it
     let token_path = config
@@ -178,6 +180,7 @@ pub async fn start(
             advertise_port: address.port(),
             join_secret: Some(secret),
             ca_pem: pki.ca.cert_pem().to_string(),
+            service_account_key,
         },
     )
     .await?;
