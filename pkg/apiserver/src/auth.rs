@@ -129,14 +129,25 @@ pub async fn impersonate(
 
 /// The RBAC objects in force, reloaded from the store after RBAC writes.
 pub async fn policy(server: &ApiServer) -> Result<Arc<PolicySnapshot>, ApiError> {
-    if !server.inner.rbac_dirty.swap(false, Ordering::SeqCst) {
-        return Ok(server
-            .inner
-            .rbac
-            .read()
-            .expect("rbac lock poisoned")
-            .clone());
+    if server.inner.rbac_dirty.load(Ordering::SeqCst) {
+        // one reload at a time; callers arriving meanwhile wait for the fresh snapshot
+        let _reloading = server.inner.rbac_reload.lock().await;
+        if server.inner.rbac_dirty.swap(false, Ordering::SeqCst) {
+            if let Err(e) = reload_policy(server).await {
+                server.inner.rbac_dirty.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+        }
     }
+    Ok(server
+        .inner
+        .rbac
+        .read()
+        .expect("rbac lock poisoned")
+        .clone())
+}
+
+async fn reload_policy(server: &ApiServer) -> Result<(), ApiError> {
     let load = |prefix: &'static str| async move {
         let page = server
             .inner
@@ -158,8 +169,8 @@ pub async fn policy(server: &ApiServer) -> Result<Arc<PolicySnapshot>, ApiError>
         cluster_role_bindings: load("/registry/rbac.authorization.k8s.io/clusterrolebindings/")
             .await?,
     });
-    *server.inner.rbac.write().expect("rbac lock poisoned") = snapshot.clone();
-    Ok(snapshot)
+    *server.inner.rbac.write().expect("rbac lock poisoned") = snapshot;
+    Ok(())
 }
 
 /// The RBAC attributes of a request.

@@ -136,6 +136,7 @@ pub(crate) struct Inner {
     pub registry_generation: AtomicU64,
     pub rbac: RwLock<Arc<PolicySnapshot>>,
     pub rbac_dirty: AtomicBool,
+    pub rbac_reload: tokio::sync::Mutex<()>,
     pub openapi_cache: std::sync::Mutex<Option<(u64, Arc<discovery::OpenApiDocs>)>>,
     /// Serialises ClusterIP/NodePort allocation with the create that uses it.
     pub allocation_lock: tokio::sync::Mutex<()>,
@@ -170,6 +171,7 @@ impl ApiServer {
                 registry_generation: AtomicU64::new(0),
                 rbac: RwLock::new(Arc::new(PolicySnapshot::default())),
                 rbac_dirty: AtomicBool::new(true),
+                rbac_reload: tokio::sync::Mutex::new(()),
                 openapi_cache: std::sync::Mutex::new(None),
                 allocation_lock: tokio::sync::Mutex::new(()),
                 quota_lock: tokio::sync::Mutex::new(()),
