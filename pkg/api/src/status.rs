@@ -198,7 +198,7 @@ impl ApiError {
                 .collect();
             details.insert("causes".into(), Value::Array(causes));
         }
-        if let Some(s) = self.retry_after_seconds {
+        if let Some(s) = self.retry_after_seconds.filter(|s| *s > 0) {
             details.insert("retryAfterSeconds".into(), json!(s));
         }
         if !details.is_empty() {

@@ -58,7 +58,8 @@ pub(crate) fn error(err: &ApiError) -> Response<Body> {
         StatusCode::from_u16(err.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         &err.to_status(),
     );
-    if let Some(s) = err.retry_after_seconds {
+    // upstream sends Retry-After only for a positive delay; client-go retries by itself on it
+    if let Some(s) = err.retry_after_seconds.filter(|s| *s > 0) {
         if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
         }

@@ -387,7 +387,7 @@ async fn check_disruption_budgets(ctx: &Ctx<'_>) -> Result<(), ApiError> {
         if observed < generation || allowed < 1 {
             let mut e = ApiError::too_many_requests(
                 "Cannot evict pod as it would violate the pod's disruption budget.",
-                5,
+                0,
             );
             e.causes.push(mini_api::Cause {
                 reason: "DisruptionBudget".into(),
@@ -412,7 +412,7 @@ async fn check_disruption_budgets(ctx: &Ctx<'_>) -> Result<(), ApiError> {
             Err(mini_store::StoreError::Conflict { .. }) => {
                 return Err(ApiError::too_many_requests(
                     "the disruption budget changed; retry the eviction",
-                    1,
+                    0,
                 ));
             }
             Err(e) => return Err(crate::handlers::store_error(e)),
