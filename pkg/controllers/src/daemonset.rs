@@ -384,8 +384,15 @@ impl Sync<'_> {
     }
 
     async fn delete(&self, pod: &Pod) -> Result<(), ControllerError> {
+        self.delete_with(pod, None).await
+    }
+
+    /// Deletes `pod`; `grace` 0 forces it (no kubelet is left to finish a graceful deletion
+    /// on a node that is gone).
+    async fn delete_with(&self, pod: &Pod, grace: Option<u32>) -> Result<(), ControllerError> {
         let name = pod.name_any();
         let dp = DeleteParams {
+            grace_period_seconds: grace,
             preconditions: Some(Preconditions {
                 uid: pod.uid(),
                 resource_version: None,
@@ -686,16 +693,19 @@ async fn manage(
             }
         }
     }
-    // pods for nodes that no longer exist (or that name no node)
+    // pods for nodes that no longer exist (or that name no node): forced, since no kubelet
+    // will finish a graceful deletion (upstream leaves these to pod GC)
     for (node, on) in &grouped {
         if node_names.contains(node) {
             continue;
         }
-        for p in on
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-        {
-            sync.delete(p).await?;
+        for p in on.iter() {
+            if p.metadata.deletion_timestamp.is_some()
+                && p.metadata.deletion_grace_period_seconds == Some(0)
+            {
+                continue;
+            }
+            sync.delete_with(p, Some(0)).await?;
             changed = true;
         }
     }
@@ -1074,14 +1084,49 @@ mod tests {
             (nodes_of(&live_pods(&pods, "agent").await) == ["n1", "n2"]).then_some(())
         })
         .await;
+        // bind n1's pod as the scheduler would: its deletion can no longer be graceful
+        let on_n1 = live_pods(&pods, "agent")
+            .await
+            .into_iter()
+            .find(|p| target_node(p).as_deref() == Some("n1"))
+            .unwrap();
+        let binding = json!({
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": on_n1.name_any()},
+            "target": {"kind": "Node", "name": "n1"}
+        });
+        pods.create_subresource::<Value, Value>(
+            "binding",
+            &on_n1.name_any(),
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            pods.get(&on_n1.name_any())
+                .await
+                .unwrap()
+                .spec
+                .unwrap()
+                .node_name
+                .as_deref(),
+            Some("n1")
+        );
         Api::<Node>::all(admin.clone())
             .delete("n1", &DeleteParams::default())
             .await
             .unwrap();
         eventually("n1 pod gone", || async {
-            (nodes_of(&live_pods(&pods, "agent").await) == ["n2"]).then_some(())
+            pods.get_opt(&on_n1.name_any())
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
         })
         .await;
+        assert_eq!(nodes_of(&live_pods(&pods, "agent").await), ["n2"]);
         eventually("desired 1", || async {
             let s = sets.get("agent").await.unwrap().status?;
             (s.desired_number_scheduled == 1 && s.current_number_scheduled == 1).then_some(())
