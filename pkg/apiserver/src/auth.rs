@@ -129,25 +129,30 @@ pub async fn impersonate(
 
 /// The RBAC objects in force, reloaded from the store after RBAC writes.
 pub async fn policy(server: &ApiServer) -> Result<Arc<PolicySnapshot>, ApiError> {
-    if server.inner.rbac_dirty.load(Ordering::SeqCst) {
-        // one reload at a time; callers arriving meanwhile wait for the fresh snapshot
-        let _reloading = server.inner.rbac_reload.lock().await;
-        if server.inner.rbac_dirty.swap(false, Ordering::SeqCst) {
-            if let Err(e) = reload_policy(server).await {
-                server.inner.rbac_dirty.store(true, Ordering::SeqCst);
-                return Err(e);
-            }
+    let wanted = server.inner.rbac_generation.load(Ordering::SeqCst);
+    {
+        let (loaded, snapshot) = &*server.inner.rbac.read().expect("rbac lock poisoned");
+        if *loaded >= wanted {
+            return Ok(snapshot.clone());
         }
+    }
+    // one reload at a time; callers arriving meanwhile wait and then see the fresh snapshot
+    let _reloading = server.inner.rbac_reload.lock().await;
+    let wanted = server.inner.rbac_generation.load(Ordering::SeqCst);
+    if server.inner.rbac.read().expect("rbac lock poisoned").0 < wanted {
+        let snapshot = reload_policy(server).await?;
+        *server.inner.rbac.write().expect("rbac lock poisoned") = (wanted, snapshot);
     }
     Ok(server
         .inner
         .rbac
         .read()
         .expect("rbac lock poisoned")
+        .1
         .clone())
 }
 
-async fn reload_policy(server: &ApiServer) -> Result<(), ApiError> {
+async fn reload_policy(server: &ApiServer) -> Result<Arc<PolicySnapshot>, ApiError> {
     let load = |prefix: &'static str| async move {
         let page = server
             .inner
@@ -169,8 +174,7 @@ async fn reload_policy(server: &ApiServer) -> Result<(), ApiError> {
         cluster_role_bindings: load("/registry/rbac.authorization.k8s.io/clusterrolebindings/")
             .await?,
     });
-    *server.inner.rbac.write().expect("rbac lock poisoned") = snapshot;
-    Ok(())
+    Ok(snapshot)
 }
 
 /// The RBAC attributes of a request.

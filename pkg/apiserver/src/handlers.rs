@@ -844,8 +844,8 @@ pub(crate) async fn after_write(ctx: &Ctx<'_>, obj: &Value) {
     if ctx.res.group == "rbac.authorization.k8s.io" {
         ctx.server
             .inner
-            .rbac_dirty
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+            .rbac_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
     if ctx.res.group == "apiextensions.k8s.io" && ctx.res.kind == "CustomResourceDefinition" {
         if let Err(e) = ctx.server.reload_crds().await {

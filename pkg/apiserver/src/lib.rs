@@ -24,7 +24,7 @@ mod transport;
 mod watch;
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 
 use mini_api::Registry;
@@ -134,8 +134,10 @@ pub(crate) struct Inner {
     pub registry: RwLock<Arc<Registry>>,
     /// Bumped whenever the registry changes, so cached discovery/OpenAPI are rebuilt.
     pub registry_generation: AtomicU64,
-    pub rbac: RwLock<Arc<PolicySnapshot>>,
-    pub rbac_dirty: AtomicBool,
+    /// The RBAC snapshot and the `rbac_generation` it was loaded at.
+    pub rbac: RwLock<(u64, Arc<PolicySnapshot>)>,
+    /// Bumped by every RBAC write; a snapshot older than this is reloaded before use.
+    pub rbac_generation: AtomicU64,
     pub rbac_reload: tokio::sync::Mutex<()>,
     pub openapi_cache: std::sync::Mutex<Option<(u64, Arc<discovery::OpenApiDocs>)>>,
     /// Serialises ClusterIP/NodePort allocation with the create that uses it.
@@ -169,8 +171,8 @@ impl ApiServer {
                 config,
                 registry: RwLock::new(Arc::new(Registry::builtin())),
                 registry_generation: AtomicU64::new(0),
-                rbac: RwLock::new(Arc::new(PolicySnapshot::default())),
-                rbac_dirty: AtomicBool::new(true),
+                rbac: RwLock::new((0, Arc::new(PolicySnapshot::default()))),
+                rbac_generation: AtomicU64::new(1),
                 rbac_reload: tokio::sync::Mutex::new(()),
                 openapi_cache: std::sync::Mutex::new(None),
                 allocation_lock: tokio::sync::Mutex::new(()),
