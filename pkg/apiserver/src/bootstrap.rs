@@ -1,7 +1,5 @@
 //! Objects every cluster starts with (system namespaces, default RBAC, the `kubernetes`
-//! Service and its endpoints), and finishing namespace deletion.
-
-use std::time::Duration;
+//! Service and its endpoints).
 
 use mini_api::meta;
 use serde_json::{json, Value};
@@ -87,19 +85,6 @@ pub async fn ensure_cluster_objects(server: &ApiServer) -> Result<(), ApiServerE
     )
     .await?;
     ensure_kubernetes_service(server).await?;
-    // resume namespace deletions interrupted by a restart
-    let page = server
-        .inner
-        .store
-        .list("/registry/core/namespaces/", None, 0)
-        .await?;
-    for kv in page.items {
-        if let Ok(ns) = serde_json::from_slice::<Value>(&kv.value) {
-            if ns["metadata"].get("deletionTimestamp").is_some() {
-                finalize_namespace_later(server.clone(), meta::name(&ns).to_string());
-            }
-        }
-    }
     Ok(())
 }
 
@@ -157,74 +142,4 @@ async fn ensure_kubernetes_service(server: &ApiServer) -> Result<(), ApiServerEr
         }
     }
     Ok(())
-}
-
-/// Empties a terminating namespace, then removes it. Until the namespace controller exists
-/// this runs in the API server itself.
-pub fn finalize_namespace_later(server: ApiServer, namespace: String) {
-    tokio::spawn(async move {
-        for attempt in 0..60u64 {
-            match finalize_namespace(&server, &namespace).await {
-                Ok(true) => return,
-                Ok(false) => {}
-                Err(e) => tracing::warn!(namespace, error = %e, "namespace cleanup failed"),
-            }
-            tokio::time::sleep(Duration::from_millis(200 * (attempt + 1).min(10))).await;
-        }
-    });
-}
-
-/// One pass: deletes the namespace's objects; true once the namespace itself is gone.
-async fn finalize_namespace(server: &ApiServer, namespace: &str) -> Result<bool, ApiServerError> {
-    let store = &server.inner.store;
-    let registry = server.registry();
-    let mut remaining = 0usize;
-    for res in registry
-        .resources()
-        .iter()
-        .filter(|r| r.namespaced && r.storage == mini_api::Storage::Stored)
-    {
-        let prefix = res.namespace_prefix(Some(namespace));
-        let page = store.list(&prefix, None, 0).await?;
-        for kv in page.items {
-            let obj: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-            if !meta::finalizers(&obj).is_empty() {
-                remaining += 1;
-                if obj["metadata"].get("deletionTimestamp").is_none() {
-                    let mut o = obj.clone();
-                    meta::metadata_mut(&mut o)
-                        .insert("deletionTimestamp".into(), json!(meta::now_rfc3339()));
-                    let _ = store
-                        .update(&kv.key, meta::to_storage_bytes(&o), Some(kv.mod_revision))
-                        .await;
-                }
-                continue;
-            }
-            match store.delete(&kv.key, None).await {
-                Ok(_) | Err(mini_store::StoreError::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-    if remaining > 0 {
-        return Ok(false);
-    }
-    let key = format!("/registry/core/namespaces/{namespace}");
-    match store.get(&key).await? {
-        None => Ok(true),
-        Some(kv) => {
-            let ns: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-            if ns["metadata"].get("deletionTimestamp").is_none() {
-                return Ok(true);
-            }
-            if !meta::finalizers(&ns).is_empty() {
-                return Ok(false);
-            }
-            match store.delete(&key, Some(kv.mod_revision)).await {
-                Ok(_) | Err(mini_store::StoreError::NotFound { .. }) => Ok(true),
-                Err(mini_store::StoreError::Conflict { .. }) => Ok(false),
-                Err(e) => Err(e.into()),
-            }
-        }
-    }
 }

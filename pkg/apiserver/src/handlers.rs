@@ -1284,12 +1284,6 @@ pub(crate) async fn delete_object(
                         "resourceVersion".into(),
                         json!(stored.mod_revision.to_string()),
                     );
-                    if is_namespace {
-                        crate::bootstrap::finalize_namespace_later(
-                            ctx.server.clone(),
-                            ctx.name().to_string(),
-                        );
-                    }
                     let code = if opts.propagation.as_deref() == Some("Foreground") {
                         StatusCode::ACCEPTED
                     } else {
