@@ -72,6 +72,9 @@ e2e() {
   log "end-to-end: kubectl against mini server"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/kubectl_api.sh 2>&1 | tee "$LOGS/e2e-kubectl.log" || true
   count_plain "$LOGS/e2e-kubectl.log"
+  log "end-to-end: scheduler and controllers with simulated nodes"
+  MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/kubectl_workloads.sh 2>&1 | tee "$LOGS/e2e-workloads.log" || true
+  count_plain "$LOGS/e2e-workloads.log"
   if [ -f tests/e2e/python_client.py ]; then
     log "end-to-end: official Python client against mini server"
     MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" python3 tests/e2e/python_client.py 2>&1 | tee "$LOGS/e2e-python.log" || true

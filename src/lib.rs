@@ -20,8 +20,49 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the control plane: API server over the embedded store.
+    /// Run the control plane: API server over the embedded store, scheduler, controllers.
     Server(ServerArgs),
+    /// Load-testing tools.
+    #[command(subcommand)]
+    Sim(SimCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// Register simulated nodes (no containers run): they hold leases, report capacity and
+    /// mark pods bound to them Running with made-up IPs. For scale tests only.
+    Nodes(SimNodesArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimNodesArgs {
+    /// Kubeconfig of the cluster to join.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: PathBuf,
+    /// How many nodes.
+    #[arg(long, default_value_t = 3)]
+    pub count: usize,
+    /// Node names are <prefix><index>.
+    #[arg(long, default_value = "sim-node-")]
+    pub prefix: String,
+    /// First index (to run several groups side by side).
+    #[arg(long, default_value_t = 0)]
+    pub first_index: usize,
+    /// Allocatable CPU per node.
+    #[arg(long, default_value = "8")]
+    pub cpu: String,
+    /// Allocatable memory per node.
+    #[arg(long, default_value = "32Gi")]
+    pub memory: String,
+    /// Pods per node.
+    #[arg(long, default_value_t = 110)]
+    pub max_pods: u32,
+    /// Seconds between lease renewals.
+    #[arg(long, default_value_t = 10)]
+    pub lease_interval: u64,
+    /// Extra node labels, key=value (repeatable).
+    #[arg(long = "label", value_delimiter = ',')]
+    pub labels: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -59,6 +100,19 @@ pub struct ServerArgs {
     /// File mode of the kubeconfig, in octal.
     #[arg(long, env = "MINI_WRITE_KUBECONFIG_MODE", default_value = "600")]
     pub write_kubeconfig_mode: String,
+    /// Components not to run: `scheduler`, `controllers` (repeatable).
+    #[arg(long, env = "MINI_DISABLE", value_delimiter = ',')]
+    pub disable: Vec<String>,
+    /// Don't run the scheduler.
+    #[arg(long, env = "MINI_DISABLE_SCHEDULER")]
+    pub disable_scheduler: bool,
+    /// A controller not to run (repeatable), e.g. `deployment`, `garbagecollector`.
+    #[arg(
+        long = "disable-controller",
+        env = "MINI_DISABLE_CONTROLLER",
+        value_delimiter = ','
+    )]
+    pub disable_controller: Vec<String>,
 }
 
 fn run_server(args: ServerArgs) -> anyhow::Result<()> {
@@ -79,6 +133,17 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     config.token_file = args.token_file;
     config.write_kubeconfig = args.write_kubeconfig;
     config.write_kubeconfig_mode = mode;
+    for component in &args.disable {
+        match component.as_str() {
+            "scheduler" => config.disable_scheduler = true,
+            "controllers" => config.disable_controllers = true,
+            other => {
+                anyhow::bail!("--disable {other:?}: known components are scheduler, controllers")
+            }
+        }
+    }
+    config.disable_scheduler |= args.disable_scheduler;
+    config.disabled_controllers = args.disable_controller;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let shutdown = tokio_util::sync::CancellationToken::new();
@@ -89,16 +154,57 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         println!("join token: {}", started.join_token);
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
-            }
+            wait_for_signal().await;
             stop.cancel();
         });
         handle.await??;
         Ok(())
     })
+}
+
+fn run_sim_nodes(args: SimNodesArgs) -> anyhow::Result<()> {
+    let mut labels = std::collections::BTreeMap::new();
+    for l in &args.labels {
+        let (k, v) = l
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--label {l:?}: expected key=value"))?;
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let config = mini_simnode::SimConfig {
+        prefix: args.prefix,
+        first_index: args.first_index,
+        count: args.count,
+        cpu: args.cpu,
+        memory: args.memory,
+        max_pods: args.max_pods,
+        lease_interval: std::time::Duration::from_secs(args.lease_interval.max(1)),
+        labels,
+        ..Default::default()
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", args.kubeconfig.display()))?;
+        let client_config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+        let client = kube::Client::try_from(client_config)?;
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            stop.cancel();
+        });
+        mini_simnode::run(client, config, shutdown).await?;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+    }
 }
 
 /// Runs `mini` with the given arguments and returns the process exit code.
@@ -123,6 +229,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Server(args) => run_server(args),
+        Command::Sim(SimCommand::Nodes(args)) => run_sim_nodes(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -24,7 +26,11 @@ fn all_rust_files() -> Vec<PathBuf> {
     for dir in ["src", "pkg", "tests"] {
         rust_files(&root.join(dir), &mut files);
     }
-    assert!(files.len() > 20, "expected the workspace's Rust files, found {}", files.len());
+    assert!(
+        files.len() > 20,
+        "expected the workspace's Rust files, found {}",
+        files.len()
+    );
     files
 }
 
@@ -37,12 +43,19 @@ fn rust_files_start_with_a_module_doc_line() {
             !text.starts_with("//!")
         })
         .collect();
-    assert!(missing.is_empty(), "files without a leading //! line: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "files without a leading //! line: {missing:?}"
+    );
 }
 
 #[test]
 fn product_code_has_no_placeholders() {
-    let banned = [concat!("todo", "!("), concat!("unimplemented", "!("), concat!("dbg", "!(")];
+    let banned = [
+        concat!("todo", "!("),
+        concat!("unimplemented", "!("),
+        concat!("dbg", "!("),
+    ];
     let offenders: Vec<String> = all_rust_files()
         .into_iter()
         .filter(|p| !p.starts_with(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests")))

@@ -25,6 +25,12 @@ pub struct ServerConfig {
     pub token_file: Option<PathBuf>,
     pub write_kubeconfig: Option<PathBuf>,
     pub write_kubeconfig_mode: u32,
+    /// Don't run the scheduler.
+    pub disable_scheduler: bool,
+    /// Don't run any controller.
+    pub disable_controllers: bool,
+    /// Controllers (names from `mini_controllers::CONTROLLERS`) not to run.
+    pub disabled_controllers: Vec<String>,
 }
 
 impl ServerConfig {
@@ -41,6 +47,9 @@ impl ServerConfig {
             token_file: None,
             write_kubeconfig: None,
             write_kubeconfig_mode: 0o600,
+            disable_scheduler: false,
+            disable_controllers: false,
+            disabled_controllers: Vec::new(),
         }
     }
 
@@ -107,6 +116,14 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<(Started, tokio::task::JoinHandle<Result<(), ServerError>>), ServerError> {
     let service_cidr = Ipv4Cidr::parse(&config.service_cidr).map_err(ServerError::Config)?;
+    for name in &config.disabled_controllers {
+        if !mini_controllers::CONTROLLERS.contains(&name.as_str()) {
+            return Err(ServerError::Config(format!(
+                "unknown controller {name:?}; known: {}",
+                mini_controllers::CONTROLLERS.join(", ")
+            )));
+        }
+    }
     Ipv4Cidr::parse(&config.cluster_cidr).map_err(ServerError::Config)?;
     let server_dir = config.data_dir.join("server");
     std::fs::create_dir_all(&server_dir).map_err(io_err(&server_dir))?;
@@ -201,10 +218,47 @@ pub async fn start(
         config.write_kubeconfig_mode,
     )?;
 
-    // 7. serve
+    // 7. controllers and scheduler: in-process API clients (no TCP, no TLS), through RBAC
+    let mut background = tokio::task::JoinSet::new();
+    if !config.disable_controllers {
+        let client = kube::Client::new(api.local_service(ApiServer::controllers_user()), "default");
+        let controller_config = mini_controllers::ControllerConfig {
+            cluster_cidr: config.cluster_cidr.clone(),
+            disabled: config.disabled_controllers.clone(),
+            root_ca_pem: pki.ca.cert_pem().to_string(),
+            ..Default::default()
+        };
+        background.spawn(mini_controllers::run(
+            client,
+            controller_config,
+            shutdown.clone(),
+        ));
+    }
+    if !config.disable_scheduler {
+        let client = kube::Client::new(api.local_service(ApiServer::scheduler_user()), "default");
+        let stop = shutdown.clone();
+        background.spawn(async move {
+            // a failed scheduler asks the whole server to stop rather than limping on
+            if let Err(e) = mini_scheduler::run(
+                client,
+                mini_scheduler::SchedulerConfig::default(),
+                stop.clone(),
+            )
+            .await
+            {
+                tracing::error!(error = %e, "scheduler failed; shutting down");
+                stop.cancel();
+            }
+        });
+    }
+
+    // 8. serve
     let tls = mini_certs::server_tls_config(&pki.serving, pki.ca.cert_pem())?;
     let handle = tokio::spawn(async move {
-        mini_apiserver::serve(api, listener, tls, shutdown).await?;
+        let served = mini_apiserver::serve(api, listener, tls, shutdown.clone()).await;
+        shutdown.cancel();
+        while background.join_next().await.is_some() {}
+        served?;
         Ok(())
     });
     Ok((
