@@ -93,7 +93,10 @@ impl EventRecorder {
         if let Some((name, ns, count)) = repeat {
             let patch = serde_json::json!({"count": count, "lastTimestamp": now});
             let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
-            match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            match api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
                 Ok(_) => return Ok(()),
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(e) => return Err(e),
@@ -156,8 +159,12 @@ mod tests {
             api_version: Some("v1".into()),
             ..Default::default()
         };
-        rec.record(&regarding, EventType::Warning, "Failed", "it broke").await.unwrap();
-        rec.record(&regarding, EventType::Warning, "Failed", "it broke").await.unwrap();
+        rec.record(&regarding, EventType::Warning, "Failed", "it broke")
+            .await
+            .unwrap();
+        rec.record(&regarding, EventType::Warning, "Failed", "it broke")
+            .await
+            .unwrap();
         let api: Api<Event> = Api::namespaced(env.admin_client(), "default");
         let events = api
             .list(&ListParams::default().fields("involvedObject.name=p1"))
@@ -165,6 +172,14 @@ mod tests {
             .unwrap();
         assert_eq!(events.items.len(), 1);
         assert_eq!(events.items[0].count, Some(2));
-        assert_eq!(events.items[0].source.as_ref().unwrap().component.as_deref(), Some("test-controller"));
+        assert_eq!(
+            events.items[0]
+                .source
+                .as_ref()
+                .unwrap()
+                .component
+                .as_deref(),
+            Some("test-controller")
+        );
     }
 }

@@ -43,9 +43,18 @@ mod tests {
         d.metadata.name = Some("web".into());
         d.metadata.uid = Some("u1".into());
         let r = controller_ref(&d);
-        assert_eq!((r.api_version.as_str(), r.kind.as_str(), r.name.as_str()), ("apps/v1", "Deployment", "web"));
-        assert_eq!((r.controller, r.block_owner_deletion), (Some(true), Some(true)));
-        let meta = ObjectMeta { owner_references: Some(vec![r]), ..Default::default() };
+        assert_eq!(
+            (r.api_version.as_str(), r.kind.as_str(), r.name.as_str()),
+            ("apps/v1", "Deployment", "web")
+        );
+        assert_eq!(
+            (r.controller, r.block_owner_deletion),
+            (Some(true), Some(true))
+        );
+        let meta = ObjectMeta {
+            owner_references: Some(vec![r]),
+            ..Default::default()
+        };
         assert!(is_controlled_by(&meta, "u1"));
         assert!(!is_controlled_by(&meta, "u2"));
     }

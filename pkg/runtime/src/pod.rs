@@ -5,7 +5,8 @@ use k8s_openapi::api::core::v1::Pod;
 /// Not finished and not being deleted (upstream `IsPodActive`).
 pub fn is_active(pod: &Pod) -> bool {
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    !matches!(phase, Some("Succeeded") | Some("Failed")) && pod.metadata.deletion_timestamp.is_none()
+    !matches!(phase, Some("Succeeded") | Some("Failed"))
+        && pod.metadata.deletion_timestamp.is_none()
 }
 
 /// Succeeded or Failed.

@@ -25,17 +25,26 @@ impl TestEnv {
 
     /// A client acting as the cluster admin (`system:masters`).
     pub fn admin_client(&self) -> kube::Client {
-        kube::Client::new(self.server.local_service(ApiServer::admin_user()), "default")
+        kube::Client::new(
+            self.server.local_service(ApiServer::admin_user()),
+            "default",
+        )
     }
 
     /// A client acting as the in-process controllers do (`system:kube-controller-manager`).
     pub fn controllers_client(&self) -> kube::Client {
-        kube::Client::new(self.server.local_service(ApiServer::controllers_user()), "default")
+        kube::Client::new(
+            self.server.local_service(ApiServer::controllers_user()),
+            "default",
+        )
     }
 
     /// A client acting as the in-process scheduler does (`system:kube-scheduler`).
     pub fn scheduler_client(&self) -> kube::Client {
-        kube::Client::new(self.server.local_service(ApiServer::scheduler_user()), "default")
+        kube::Client::new(
+            self.server.local_service(ApiServer::scheduler_user()),
+            "default",
+        )
     }
 
     /// A client acting as `user` in `groups` (plus `system:authenticated`), subject to RBAC.
