@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions,
@@ -23,6 +24,7 @@ use kube::api::{
 use kube::discovery::{verbs, Discovery, Scope};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use mini_runtime::{EventRecorder, EventType};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -328,6 +330,7 @@ struct Gc {
     /// watched resources not yet through their initial list
     unsynced: Mutex<HashSet<ResKey>>,
     queue: Arc<WorkQueue<String>>,
+    events: EventRecorder,
     /// poked when CustomResourceDefinitions change, to run discovery again early
     rediscover: Notify,
 }
@@ -341,6 +344,8 @@ enum OwnerState {
     Dangling,
     /// The owner is being deleted in the foreground.
     Waiting,
+    /// A namespaced owner of a cluster-scoped object: can't exist, so treated as gone.
+    Invalid,
 }
 
 fn group_of(api_version: &str) -> &str {
@@ -401,7 +406,7 @@ impl Gc {
         if res.namespaced && namespace.is_none() {
             // a cluster-scoped object can't be owned by a namespaced one: the reference is
             // unresolvable, as upstream treats it
-            return Ok(OwnerState::Dangling);
+            return Ok(OwnerState::Invalid);
         }
         let owner = self.api(&res, namespace).get_opt(&r.name).await?;
         Ok(match owner {
@@ -466,6 +471,32 @@ impl Gc {
                 OwnerState::Dangling => {
                     gone.insert(r.uid.clone());
                 }
+                OwnerState::Invalid => {
+                    gone.insert(r.uid.clone());
+                    let regarding = ObjectReference {
+                        api_version: Some(node.res.ar.api_version.clone()),
+                        kind: Some(node.res.ar.kind.clone()),
+                        name: Some(node.name.clone()),
+                        uid: Some(uid.to_string()),
+                        ..ObjectReference::default()
+                    };
+                    let message = format!(
+                        "ownerRef [{}/{}, namespace: , name: {}, uid: {}] does not exist in namespace \"\"",
+                        r.api_version, r.kind, r.name, r.uid
+                    );
+                    if let Err(e) = self
+                        .events
+                        .record(
+                            &regarding,
+                            EventType::Warning,
+                            "OwnerRefInvalidNamespace",
+                            &message,
+                        )
+                        .await
+                    {
+                        tracing::debug!(error = %e, "recording an event failed");
+                    }
+                }
                 OwnerState::Waiting => {
                     waiting += 1;
                     gone.insert(r.uid.clone());
@@ -480,8 +511,13 @@ impl Gc {
             tracing::debug!(uid, name = node.name, "removing dangling owner references");
             return self.remove_owner_refs(&api, &node.name, uid, &gone).await;
         }
-        let has_dependents = !self.graph().dependents_of(uid).is_empty();
-        let policy = if waiting > 0 && has_dependents {
+        let dependents = self.graph().dependents_of(uid);
+        let policy = if waiting > 0 && !dependents.is_empty() {
+            if dependents.iter().any(|(_, d)| d.deleting_dependents()) {
+                // a dependent of ours waits for its dependents while an owner of ours waits
+                // for us: possibly a cycle. Stop blocking our owners so it can't deadlock.
+                self.unblock_owner_refs(&api, &live).await?;
+            }
             PropagationPolicy::Foreground
         } else if finalizers.iter().any(|f| f == ORPHAN) {
             PropagationPolicy::Orphan
@@ -552,6 +588,34 @@ impl Gc {
         Err(ControllerError::Other(format!(
             "conflicts removing owner references from {name}"
         )))
+    }
+
+    /// Sets `blockOwnerDeletion: false` on every ownerReference of `obj`.
+    async fn unblock_owner_refs(
+        &self,
+        api: &Api<DynamicObject>,
+        obj: &DynamicObject,
+    ) -> Result<(), ControllerError> {
+        let mut refs = obj.metadata.owner_references.clone().unwrap_or_default();
+        if !refs.iter().any(|r| r.block_owner_deletion == Some(true)) {
+            return Ok(());
+        }
+        for r in &mut refs {
+            r.block_owner_deletion = Some(false);
+        }
+        let name = obj.metadata.name.clone().unwrap_or_default();
+        let patch = json!({"metadata": {
+            "ownerReferences": refs,
+            "resourceVersion": obj.metadata.resource_version,
+        }});
+        match api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if status_code(&e) == Some(404) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Removes `finalizer` from the object read as `obj` (resourceVersion precondition).
@@ -823,6 +887,7 @@ pub(crate) async fn run(ctx: Arc<Context>) -> Result<(), ControllerError> {
         unsynced: Mutex::new(HashSet::new()),
         queue: WorkQueue::new(Duration::from_millis(50), Duration::from_secs(300)),
         rediscover: Notify::new(),
+        events: EventRecorder::new(ctx.client.clone(), "garbage-collector-controller"),
     });
     let mut watchers: HashMap<ResKey, JoinHandle<()>> = HashMap::new();
     // the first discovery must succeed before anything else makes sense
@@ -968,6 +1033,7 @@ mod tests {
             .await
             .expect("removing finalizers");
     }
+    use k8s_openapi::api::rbac::v1::ClusterRole;
 
     #[tokio::test]
     async fn background_owner_deleted_dependents_collected_and_shared_dependent_keeps_living_owner()
@@ -1217,5 +1283,61 @@ mod tests {
         );
         token.cancel();
         assert_eq!(q.next(&token).await, None);
+    }
+
+    #[tokio::test]
+    async fn foreground_ownership_cycle_does_not_deadlock() {
+        let r = start().await;
+        let api = configmaps(&r.env);
+        let a = create_cm(&r.env, "cycle-a", vec![], &[]).await;
+        let b = create_cm(&r.env, "cycle-b", vec![cm_ref(&a, true)], &[]).await;
+        let patch = json!({"metadata": {"ownerReferences": [cm_ref(&b, true)]}});
+        api.patch("cycle-a", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("closing the cycle");
+        api.delete("cycle-a", &DeleteParams::foreground())
+            .await
+            .expect("deleting a");
+        eventually("both gone", || async {
+            gone(&api, "cycle-a").await && gone(&api, "cycle-b").await
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn cluster_scoped_dependent_of_namespaced_owner_deleted_with_warning_event() {
+        let r = start().await;
+        let owner = create_cm(&r.env, "ns-owner", vec![], &[]).await;
+        let roles: Api<ClusterRole> = Api::all(r.env.admin_client());
+        let role: ClusterRole = serde_json::from_value(json!({
+            "metadata": {"name": "owned-role", "ownerReferences": [cm_ref(&owner, false)]},
+            "rules": [],
+        }))
+        .expect("clusterrole");
+        roles
+            .create(&PostParams::default(), &role)
+            .await
+            .expect("creating clusterrole");
+        eventually("cluster-scoped dependent deleted", || async {
+            roles.get_opt("owned-role").await.expect("get").is_none()
+        })
+        .await;
+        let events: Api<k8s_openapi::api::core::v1::Event> =
+            Api::namespaced(r.env.admin_client(), NS);
+        eventually("warning event recorded", || async {
+            events
+                .list(&Default::default())
+                .await
+                .expect("events")
+                .items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("OwnerRefInvalidNamespace"))
+        })
+        .await;
+        assert!(configmaps(&r.env)
+            .get_opt("ns-owner")
+            .await
+            .expect("get")
+            .is_some());
     }
 }

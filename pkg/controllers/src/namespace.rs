@@ -575,6 +575,7 @@ mod tests {
         create_ns(&nss, "busy", &[]).await;
         let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), "busy");
         create_cm(&cms, "held", &["example.com/hold"]).await;
+        create_cm(&cms, "plain", &[]).await;
         nss.delete("busy", &DeleteParams::default())
             .await
             .expect("deleting namespace");
@@ -591,6 +592,7 @@ mod tests {
         assert_eq!(spec_finalizers(&ns), vec![FINALIZER.to_string()]);
         let held = cms.get("held").await.expect("held configmap stays");
         assert!(held.metadata.deletion_timestamp.is_some());
+        assert!(cms.get_opt("plain").await.expect("get").is_none());
     }
 
     #[test]
