@@ -254,4 +254,31 @@ mod tests {
             .collect();
         assert!(picks.len() > 1);
     }
+
+    /// Decision throughput without the API: 1,000 nodes, 10,000 pods assumed one after another.
+    #[test]
+    #[ignore = "benchmark; run in release"]
+    fn schedule_decision_throughput_1000_nodes() {
+        let mut c = Cache::default();
+        for i in 0..1000 {
+            let mut n = node(&format!("n{i}"), 32_000, &[("kubernetes.io/hostname", "x")]);
+            n.allocatable.memory = 128 << 30;
+            c.set_node(n);
+        }
+        let mut alg = Algorithm::new(0, 3);
+        let t = std::time::Instant::now();
+        for i in 0..10_000 {
+            let mut p = pod(&format!("p{i}"), 100, &[("app", "web")]);
+            p.owner_uid = Some(format!("rs{}", i % 10));
+            let p = Arc::new(p);
+            let idx = alg.schedule(&c, &p).expect("fits");
+            let name = c.nodes[idx].spec.name.clone();
+            c.add_pod(p, &name, true);
+        }
+        let secs = t.elapsed().as_secs_f64();
+        eprintln!(
+            "10000 decisions on 1000 nodes: {secs:.3}s, {:.0} pods/s",
+            10_000.0 / secs
+        );
+    }
 }

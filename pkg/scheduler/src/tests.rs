@@ -397,3 +397,91 @@ async fn scheduler_unschedulable_pod_reports_then_fits_new_node() {
     h.node("roomy", "8", json!({}), json!([])).await;
     assert_eq!(h.wait_bound("wants-4").await, "roomy");
 }
+
+/// Throughput against the API server: 1,000 nodes, 10,000 pending pods, scheduler started after
+/// they exist. Prints pods/s. Run with
+/// `cargo test --release -p mini-scheduler -- --ignored --nocapture scheduler_throughput`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run in release"]
+async fn scheduler_throughput_1000_nodes_10000_pods() {
+    use futures::StreamExt;
+    let nodes: usize = std::env::var("SCHED_NODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let pods: usize = std::env::var("SCHED_PODS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let env = TestEnv::start().await;
+    let admin = env.admin_client();
+    let node_api: Api<Node> = Api::all(admin.clone());
+    let t = Instant::now();
+    futures::stream::iter(0..nodes)
+        .map(|i| {
+            let api = node_api.clone();
+            async move {
+                let name = format!("node-{i}");
+                let node: Node =
+                    serde_json::from_value(node_spec(&name, json!({}), json!([]))).expect("node");
+                api.create(&PostParams::default(), &node)
+                    .await
+                    .expect("create node");
+                let status = json!({"status": {
+                    "allocatable": {"cpu": "32", "memory": "128Gi", "pods": "110"},
+                    "conditions": [{"type": "Ready", "status": "True"}]}});
+                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                    .await
+                    .expect("node status");
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    let pod_api: Api<Pod> = Api::namespaced(admin.clone(), "default");
+    futures::stream::iter(0..pods)
+        .map(|i| {
+            let api = pod_api.clone();
+            async move {
+                let pod: Pod = serde_json::from_value(json!({
+                    "metadata": {"name": format!("p-{i}"), "labels": {"app": format!("a{}", i % 10)},
+                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("rs-{}", i % 10),
+                            "uid": format!("00000000-0000-0000-0000-00000000000{}", i % 10), "controller": true}]},
+                    "spec": {"containers": [{"name": "c", "image": "nginx",
+                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]}
+                }))
+                .expect("pod");
+                api.create(&PostParams::default(), &pod).await.expect("create pod");
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    eprintln!("setup: {nodes} nodes, {pods} pods in {:?}", t.elapsed());
+
+    let stop = CancellationToken::new();
+    let client = env.scheduler_client();
+    let token = stop.clone();
+    let start = Instant::now();
+    let handle = tokio::spawn(async move { run(client, SchedulerConfig::default(), token).await });
+    let unbound = ListParams::default().fields("spec.nodeName=").limit(1);
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let l = pod_api.list_metadata(&unbound).await.expect("list");
+        let left = l.items.len() as u64 + l.metadata.remaining_item_count.unwrap_or(0) as u64;
+        if left == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "{left} pods still pending"
+        );
+    }
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "scheduled {pods} pods on {nodes} nodes in {secs:.2}s: {:.0} pods/s (incl. initial list)",
+        pods as f64 / secs
+    );
+    stop.cancel();
+    handle.await.expect("join").expect("run");
+}
