@@ -906,7 +906,13 @@ pub(crate) async fn commit_update(
     let grace = new["metadata"]["deletionGracePeriodSeconds"]
         .as_i64()
         .unwrap_or(0);
-    if deleting && grace == 0 && meta::finalizers(&new).is_empty() {
+    // a namespace also waits for its spec.finalizers (the namespace controller's `kubernetes`)
+    let spec_finalizers_left = ctx.res.group.is_empty()
+        && ctx.res.kind == "Namespace"
+        && new["spec"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
+    if deleting && grace == 0 && meta::finalizers(&new).is_empty() && !spec_finalizers_left {
         return match ctx
             .server
             .inner

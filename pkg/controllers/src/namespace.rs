@@ -287,16 +287,7 @@ pub(crate) async fn reconcile(
                 .collect()
         })
         .unwrap_or_default();
-    // The API server finishes the deletion of a terminating namespace on ANY update once its
-    // metadata.finalizers are empty, ignoring spec.finalizers (handlers.rs commit_update): a
-    // status write would drop the namespace with its content still in it. Conditions are only
-    // written while a metadata finalizer keeps the namespace alive.
-    let status_writable = ns
-        .metadata
-        .finalizers
-        .as_ref()
-        .is_some_and(|f| !f.is_empty());
-    let changed = merge_conditions(&current, &desired).filter(|_| status_writable);
+    let changed = merge_conditions(&current, &desired);
     if let Some(conditions) = changed {
         let patch = json!({"status": {"conditions": conditions}});
         match namespaces
