@@ -36,6 +36,22 @@ run_api() {
         --mini "${ROOT}/target/release/mini" --out "${out}" "$@")
 }
 
+build_release_scheduler() {
+    echo "bench: building release binaries" >&2
+    (cd "${ROOT}" && cargo build --release -p mini -p mini-bench --bin mini --bin mini-bench-scheduler)
+}
+
+# scripts/bench.sh scheduler [--quick] [--nodes N] [--pods N] [--scale N] [--rss-pods N] ...
+# Scheduler throughput, Deployment scale-up and RSS over simulated nodes; writes
+# target/bench-results/scheduler-<timestamp>.json.
+run_scheduler() {
+    mkdir -p "${RESULTS_DIR}"
+    local out
+    out="${RESULTS_DIR}/scheduler-$(date -u +%Y%m%dT%H%M%SZ).json"
+    (cd "${ROOT}" && "${ROOT}/target/release/mini-bench-scheduler" \
+        --mini "${ROOT}/target/release/mini" --out "${out}" "$@")
+}
+
 main() {
     if [[ $# -lt 1 ]]; then
         usage
@@ -47,6 +63,10 @@ main() {
         api)
             build_release
             run_api "$@"
+            ;;
+        scheduler)
+            build_release_scheduler
+            run_scheduler "$@"
             ;;
         -h | --help)
             usage

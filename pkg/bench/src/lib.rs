@@ -5,6 +5,7 @@ mod api;
 mod objects;
 mod report;
 mod rest;
+pub mod scheduler;
 mod server;
 mod stats;
 
