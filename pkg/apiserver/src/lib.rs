@@ -13,6 +13,7 @@ mod body;
 mod bootstrap;
 mod crd;
 mod discovery;
+mod events_alias;
 mod handlers;
 mod metrics;
 mod quota;
@@ -165,6 +166,7 @@ impl ApiServer {
         let tokens = serviceaccount::TokenSigner::new(&config.service_account_key)
             .map_err(ApiServerError::Bootstrap)?;
         let store: Arc<dyn Store> = Arc::new(metrics::MeteredStore::new(store, &metrics));
+        let store: Arc<dyn Store> = Arc::new(events_alias::EventsAliasStore::new(store));
         let server = ApiServer {
             inner: Arc::new(Inner {
                 store,
