@@ -50,21 +50,21 @@ count_plain() {
 
 build() {
   log "build (dev profile, all targets)"
-  cargo build --workspace --all-targets --locked
+  cargo build --workspace --all-targets
 }
 
 lint() {
   log "cargo fmt --check and clippy"
   local rc=0
   cargo fmt --all -- --check >"$LOGS/fmt.log" 2>&1 || rc=1
-  cargo clippy --workspace --all-targets --locked -- -D warnings >"$LOGS/clippy.log" 2>&1 || rc=$((rc + 2))
+  cargo clippy --workspace --all-targets -- -D warnings >"$LOGS/clippy.log" 2>&1 || rc=$((rc + 2))
   if [ $((rc & 1)) -ne 0 ]; then echo "not ok - fmt_check_clean"; head -40 "$LOGS/fmt.log"; TOTAL_FAIL=$((TOTAL_FAIL + 1)); else echo "ok - fmt_check_clean"; TOTAL_PASS=$((TOTAL_PASS + 1)); fi
   if [ $((rc & 2)) -ne 0 ]; then echo "not ok - clippy_clean"; grep -E '^(error|warning)' -A 6 "$LOGS/clippy.log" | head -60; TOTAL_FAIL=$((TOTAL_FAIL + 1)); else echo "ok - clippy_clean"; TOTAL_PASS=$((TOTAL_PASS + 1)); fi
 }
 
 unit_and_integration() {
   log "unit and integration tests"
-  cargo test --workspace --locked 2>&1 | tee "$LOGS/cargo-test.log" || true
+  cargo test --workspace 2>&1 | tee "$LOGS/cargo-test.log" || true
   count_cargo "$LOGS/cargo-test.log"
 }
 
