@@ -57,45 +57,117 @@ pub fn generate_name_suffix() -> String {
 /// Puts `apiVersion`, `kind`, `metadata` first (the storage form `splice_resource_version`
 /// relies on) and drops `metadata.resourceVersion`.
 pub fn to_storage_bytes(obj: &Value) -> Vec<u8> {
-    let mut out = Map::new();
-    if let Some(map) = obj.as_object() {
-        for key in ["apiVersion", "kind", "metadata"] {
-            if let Some(v) = map.get(key) {
-                out.insert(key.to_string(), v.clone());
-            }
-        }
-        if let Some(Value::Object(meta)) = out.get_mut("metadata") {
-            meta.remove("resourceVersion");
-        }
-        for (k, v) in map {
-            if !matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
-                out.insert(k.clone(), v.clone());
-            }
-        }
+    let mut out = Vec::with_capacity(1024);
+    let written = match obj.as_object() {
+        Some(map) => serde_json::to_writer(&mut out, &StorageForm(map)),
+        None => serde_json::to_writer(&mut out, &Value::Object(Map::new())),
+    };
+    if written.is_err() {
+        out.clear();
     }
-    serde_json::to_vec(&Value::Object(out)).unwrap_or_default()
+    out
+}
+
+/// An object in storage order (`apiVersion`, `kind`, `metadata` without `resourceVersion`,
+/// then the rest as they come), serialised without copying it.
+struct StorageForm<'a>(&'a Map<String, Value>);
+
+/// `metadata` without `resourceVersion`, in the order `Map::remove` leaves.
+struct StoredMetadata<'a>(&'a Map<String, Value>);
+
+impl serde::Serialize for StorageForm<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        for key in ["apiVersion", "kind"] {
+            if let Some(v) = self.0.get(key) {
+                m.serialize_entry(key, v)?;
+            }
+        }
+        match self.0.get("metadata") {
+            Some(Value::Object(meta)) => m.serialize_entry("metadata", &StoredMetadata(meta))?,
+            Some(v) => m.serialize_entry("metadata", v)?,
+            None => {}
+        }
+        for (k, v) in self.0 {
+            if !matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.end()
+    }
+}
+
+impl serde::Serialize for StoredMetadata<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        // the order a swap-remove of `resourceVersion` leaves: the last entry takes its place
+        let mut m = s.serialize_map(None)?;
+        let rv = self.0.keys().position(|k| k == "resourceVersion");
+        let last = self.0.len().saturating_sub(1);
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            if Some(i) == rv {
+                if i != last {
+                    if let Some((lk, lv)) = self.0.iter().next_back() {
+                        m.serialize_entry(lk, lv)?;
+                    }
+                }
+            } else if rv.is_none() || i != last {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.end()
+    }
 }
 
 /// Inserts `"resourceVersion":"<rv>"` into the top-level metadata of stored JSON.
 /// Stored JSON always has `apiVersion`, `kind` (plain strings) then `metadata`, so the first
 /// `"metadata":{` is the top-level one (a JSON string can't contain an unescaped quote).
 pub fn splice_resource_version(stored: &[u8], rv: u64) -> Vec<u8> {
-    const NEEDLE: &[u8] = b"\"metadata\":{";
     let mut out = Vec::with_capacity(stored.len() + 32);
-    if let Some(pos) = stored.windows(NEEDLE.len()).position(|w| w == NEEDLE) {
-        let at = pos + NEEDLE.len();
-        out.extend_from_slice(&stored[..at]);
-        out.extend_from_slice(b"\"resourceVersion\":\"");
-        out.extend_from_slice(rv.to_string().as_bytes());
-        out.push(b'"');
-        if stored.get(at) != Some(&b'}') {
-            out.push(b',');
-        }
-        out.extend_from_slice(&stored[at..]);
-    } else {
-        out.extend_from_slice(stored);
-    }
+    splice_resource_version_into(&mut out, stored, rv);
     out
+}
+
+/// [`splice_resource_version`], appending to `out`.
+pub fn splice_resource_version_into(out: &mut Vec<u8>, stored: &[u8], rv: u64) {
+    const NEEDLE: &[u8] = b"\"metadata\":{";
+    match stored.windows(NEEDLE.len()).position(|w| w == NEEDLE) {
+        Some(pos) => {
+            let at = pos + NEEDLE.len();
+            out.extend_from_slice(&stored[..at]);
+            out.extend_from_slice(b"\"resourceVersion\":\"");
+            out.extend_from_slice(rv.to_string().as_bytes());
+            out.push(b'"');
+            if stored.get(at) != Some(&b'}') {
+                out.push(b',');
+            }
+            out.extend_from_slice(&stored[at..]);
+        }
+        None => out.extend_from_slice(stored),
+    }
+}
+
+/// The length of [`splice_resource_version`]'s output, without building it.
+pub fn spliced_len(stored: &[u8], rv: u64) -> usize {
+    const NEEDLE: &[u8] = b"\"metadata\":{";
+    match stored.windows(NEEDLE.len()).position(|w| w == NEEDLE) {
+        Some(pos) => {
+            let at = pos + NEEDLE.len();
+            let comma = usize::from(stored.get(at) != Some(&b'}'));
+            stored.len() + "\"resourceVersion\":\"".len() + decimal_len(rv) + 1 + comma
+        }
+        None => stored.len(),
+    }
+}
+
+fn decimal_len(mut n: u64) -> usize {
+    let mut len = 1;
+    while n >= 10 {
+        n /= 10;
+        len += 1;
+    }
+    len
 }
 
 /// Parses stored JSON and sets its resourceVersion.
@@ -133,6 +205,44 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The storage form built by copying, as before the borrowing serializer.
+    fn storage_by_copy(obj: &Value) -> Vec<u8> {
+        let mut out = Map::new();
+        if let Some(map) = obj.as_object() {
+            for key in ["apiVersion", "kind", "metadata"] {
+                if let Some(v) = map.get(key) {
+                    out.insert(key.to_string(), v.clone());
+                }
+            }
+            if let Some(Value::Object(meta)) = out.get_mut("metadata") {
+                meta.remove("resourceVersion");
+            }
+            for (k, v) in map {
+                if !matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                    out.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        serde_json::to_vec(&Value::Object(out)).unwrap()
+    }
+
+    #[test]
+    fn to_storage_bytes_matches_the_copying_form() {
+        for obj in [
+            json!({"spec": {"a": [1, {"b": null}]}, "metadata": {"resourceVersion": "3", "name": "x", "labels": {"a": "b"}}, "kind": "Pod", "status": {}, "apiVersion": "v1"}),
+            json!({"apiVersion": "v1", "kind": "X", "metadata": null, "data": "\u{1}\"q"}),
+            json!({"kind": "X"}),
+            json!({"metadata": {"name": "a", "resourceVersion": "1"}}),
+            json!({"metadata": {"resourceVersion": "1"}}),
+            json!({"metadata": {"a": 1, "b": 2, "c": 3}}),
+            json!({}),
+            json!([1, 2]),
+            json!("s"),
+        ] {
+            assert_eq!(to_storage_bytes(&obj), storage_by_copy(&obj), "{obj}");
+        }
+    }
+
     #[test]
     fn splice_resource_version_into_storage_form_parses_back() {
         let obj = json!({"kind":"Pod","metadata":{"name":"a","resourceVersion":"9"},"apiVersion":"v1","spec":{"x":{"metadata":{}}}});
@@ -144,6 +254,22 @@ mod tests {
         assert!(back["spec"]["x"]["metadata"]
             .get("resourceVersion")
             .is_none());
+    }
+
+    #[test]
+    fn spliced_len_is_the_length_of_the_splice() {
+        for stored in [
+            &b"{\"apiVersion\":\"v1\",\"kind\":\"X\",\"metadata\":{}}"[..],
+            b"{\"apiVersion\":\"v1\",\"kind\":\"X\",\"metadata\":{\"name\":\"a\"}}",
+            b"{\"kind\":\"X\"}",
+        ] {
+            for rv in [0, 9, 10, 99, 100, 12345, u64::MAX] {
+                assert_eq!(
+                    spliced_len(stored, rv),
+                    splice_resource_version(stored, rv).len()
+                );
+            }
+        }
     }
 
     #[test]

@@ -294,27 +294,32 @@ pub fn update(
         old.map(parse_entries).unwrap_or_default()
     };
 
-    let old_owned = old
-        .map(|o| ownable(o, scope))
-        .unwrap_or(Value::Object(Map::new()));
     let new_owned = ownable(new, scope);
-    let old_set = schema.to_set(&old_owned);
     let new_set = schema.to_set(&new_owned);
-    let removed = old_set.difference(&new_set);
-    let mut changed = new_set.difference(&old_set);
-    for path in new_set.members() {
-        if matches!(
-            path.last(),
-            Some(PathElement::Key(_) | PathElement::Value(_))
-        ) {
-            continue;
+    let (removed, changed) = match old {
+        // a create: nothing removed, every field changed
+        None => (FieldSet::default(), new_set),
+        Some(old) => {
+            let old_owned = ownable(old, scope);
+            let old_set = schema.to_set(&old_owned);
+            let removed = old_set.difference(&new_set);
+            let mut changed = new_set.difference(&old_set);
+            for path in new_set.members() {
+                if matches!(
+                    path.last(),
+                    Some(PathElement::Key(_) | PathElement::Value(_))
+                ) {
+                    continue;
+                }
+                if old_set.contains(&path)
+                    && schema.value_at(&old_owned, &path) != schema.value_at(&new_owned, &path)
+                {
+                    changed.insert(&path);
+                }
+            }
+            (removed, changed)
         }
-        if old_set.contains(&path)
-            && schema.value_at(&old_owned, &path) != schema.value_at(&new_owned, &path)
-        {
-            changed.insert(&path);
-        }
-    }
+    };
 
     let me = entries
         .iter()

@@ -26,6 +26,58 @@ fn round_trip<T: DeserializeOwned + Serialize>(input: &Value) -> Result<Value, F
     })
 }
 
+/// Upstream notation (`spec.containers[0].imagee`) of a path serde_ignored reports.
+fn ignored_path(path: &serde_ignored::Path<'_>, out: &mut String) {
+    match path {
+        serde_ignored::Path::Root => {}
+        serde_ignored::Path::Seq { parent, index } => {
+            ignored_path(parent, out);
+            out.push('[');
+            out.push_str(&index.to_string());
+            out.push(']');
+        }
+        serde_ignored::Path::Map { parent, key } => {
+            ignored_path(parent, out);
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(key);
+        }
+        serde_ignored::Path::Some { parent }
+        | serde_ignored::Path::NewtypeStruct { parent }
+        | serde_ignored::Path::NewtypeVariant { parent } => ignored_path(parent, out),
+    }
+}
+
+/// The fields the typed decode of `input` ignores, i.e. what the encode-and-diff round
+/// trip would report, without the copies and the encode. Top-level `apiVersion` and `kind`
+/// are skipped, as the round trip removes them.
+fn decode_ignored<T: DeserializeOwned>(input: &Map<String, Value>) -> Result<Vec<String>, ()> {
+    use serde::de::value::MapDeserializer;
+    let entries = input
+        .iter()
+        .filter(|(k, _)| k.as_str() != "apiVersion" && k.as_str() != "kind")
+        .map(|(k, v)| (k.as_str(), v));
+    let de = MapDeserializer::<_, serde_json::Error>::new(entries);
+    let mut ignored = Vec::new();
+    let decoded: Result<T, _> = serde_ignored::deserialize(de, |path| {
+        let mut p = String::new();
+        ignored_path(&path, &mut p);
+        ignored.push(p);
+    });
+    decoded.map(|_| ignored).map_err(|_| ())
+}
+
+/// True when a `null` appears anywhere in `v` (those need the copying path).
+fn has_null(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(m) => m.values().any(has_null),
+        Value::Array(a) => a.iter().any(has_null),
+        _ => false,
+    }
+}
+
 macro_rules! builtin_kinds {
     ($( ($g:literal, $v:literal, $k:literal) => $t:ty ),* $(,)?) => {
         /// True when the GVK has a k8s-openapi type here.
@@ -36,6 +88,21 @@ macro_rules! builtin_kinds {
         fn dispatch(group: &str, version: &str, kind: &str, input: &Value) -> Option<Result<Value, Failure>> {
             match (group, version, kind) {
                 $( ($g, $v, $k) => Some(round_trip::<$t>(input)), )*
+                _ => None,
+            }
+        }
+
+        /// Decodes `input` (the object without `apiVersion` and `kind`) without copying it,
+        /// reporting ignored fields; `None` for an unknown GVK, `Some(Err)` when it does
+        /// not decode as is.
+        fn dispatch_ignored(
+            group: &str,
+            version: &str,
+            kind: &str,
+            input: &Map<String, Value>,
+        ) -> Option<Result<Vec<String>, ()>> {
+            match (group, version, kind) {
+                $( ($g, $v, $k) => Some(decode_ignored::<$t>(input)), )*
                 _ => None,
             }
         }
@@ -321,6 +388,27 @@ fn placeholders() -> [Value; 5] {
 }
 
 pub(crate) fn unknown_fields(
+    group: &str,
+    version: &str,
+    kind: &str,
+    obj: &Value,
+) -> Result<Vec<String>, DecodeError> {
+    // Fast path: a null-free object that decodes as is. Anything else (nulls to strip,
+    // required fields to fill, decode errors to word like upstream) takes the round trip.
+    if let Value::Object(m) = obj {
+        if !has_null(obj) {
+            match dispatch_ignored(group, version, kind, m) {
+                None => return Ok(Vec::new()),
+                Some(Ok(ignored)) => return Ok(ignored),
+                Some(Err(())) => {}
+            }
+        }
+    }
+    round_trip_unknown_fields(group, version, kind, obj)
+}
+
+/// [`unknown_fields`] by decoding into the k8s-openapi type, encoding back and diffing.
+pub(crate) fn round_trip_unknown_fields(
     group: &str,
     version: &str,
     kind: &str,

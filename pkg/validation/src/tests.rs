@@ -871,3 +871,56 @@ fn unknown_fields_time_variants_decode() {
     let bad = json!({"metadata": {"name": "p", "creationTimestamp": "yesterday"}});
     assert!(unknown_fields("", "v1", "Pod", &bad).is_err());
 }
+
+/// Every JSON-pointer of an object node inside `v`.
+fn object_pointers(v: &Value, at: String, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            out.push(at.clone());
+            for (k, x) in m {
+                object_pointers(
+                    x,
+                    format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
+                    out,
+                );
+            }
+        }
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                object_pointers(x, format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn unknown_fields_fast_path_agrees_with_round_trip() {
+    for (g, v, k, obj) in samples() {
+        let mut pointers = Vec::new();
+        object_pointers(&obj, String::new(), &mut pointers);
+        for ptr in pointers {
+            let mut bad = obj.clone();
+            if let Some(Value::Object(m)) = bad.pointer_mut(&ptr) {
+                m.insert("zzUnknown".into(), json!({"x": 1}));
+            }
+            let fast = unknown_fields(g, v, k, &bad).map_err(|e| e.to_string());
+            let slow =
+                crate::builtin::round_trip_unknown_fields(g, v, k, &bad).map_err(|e| e.to_string());
+            assert_eq!(fast, slow, "{k} with an unknown field at {ptr:?}");
+        }
+    }
+}
+
+#[test]
+fn duplicate_fields_in_large_objects_and_escaped_keys_reported() {
+    let mut raw = String::from("{\"data\":{");
+    for i in 0..40 {
+        raw.push_str(&format!("\"k{i}\":\"v\","));
+    }
+    raw.push_str("\"k3\":\"again\",\"k\\u0033\":\"escaped\"},\"list\":[{\"a\":1,\"a\":2}]}");
+    assert_eq!(
+        duplicate_fields(raw.as_bytes()),
+        vec!["data.k3", "list[0].a"]
+    );
+}
