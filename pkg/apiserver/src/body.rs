@@ -122,3 +122,179 @@ pub(crate) fn decode_patch(content_type: &str, raw: &[u8]) -> Result<Value, ApiE
     serde_json::from_slice(raw)
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
 }
+
+/// Bytes per frame of a streamed list.
+const LIST_CHUNK: usize = 256 * 1024;
+
+/// A JSON list whose items are stored JSON spliced with their resourceVersion, produced
+/// frame by frame as the connection writes it (no copy of the whole list), with an exact
+/// length so the response keeps its `Content-Length`.
+pub(crate) struct ListBody {
+    prefix: Option<Vec<u8>>,
+    items: std::vec::IntoIter<(mini_store::KeyValue, Option<Value>)>,
+    first: bool,
+    done: bool,
+    remaining: u64,
+}
+
+impl ListBody {
+    /// `prefix` is everything up to and including `"items":[`.
+    pub(crate) fn new(
+        prefix: Vec<u8>,
+        items: Vec<(mini_store::KeyValue, Option<Value>)>,
+    ) -> ListBody {
+        let spliced: usize = items
+            .iter()
+            .map(|(kv, _)| mini_api::meta::spliced_len(&kv.value, kv.mod_revision))
+            .sum();
+        let commas = items.len().saturating_sub(1);
+        let total = prefix.len() + spliced + commas + 2;
+        ListBody {
+            prefix: Some(prefix),
+            items: items.into_iter(),
+            first: true,
+            done: false,
+            remaining: total as u64,
+        }
+    }
+
+    fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        let mut chunk = Vec::with_capacity(LIST_CHUNK + 8 * 1024);
+        if let Some(p) = self.prefix.take() {
+            chunk.extend_from_slice(&p);
+        }
+        while chunk.len() < LIST_CHUNK {
+            match self.items.next() {
+                Some((kv, _)) => {
+                    if !self.first {
+                        chunk.push(b',');
+                    }
+                    self.first = false;
+                    mini_api::meta::splice_resource_version_into(
+                        &mut chunk,
+                        &kv.value,
+                        kv.mod_revision,
+                    );
+                }
+                None => {
+                    chunk.extend_from_slice(b"]}");
+                    self.done = true;
+                    break;
+                }
+            }
+        }
+        self.remaining = self.remaining.saturating_sub(chunk.len() as u64);
+        Some(Bytes::from(chunk))
+    }
+}
+
+impl http_body::Body for ListBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        std::task::Poll::Ready(
+            self.get_mut()
+                .next_chunk()
+                .map(|b| Ok(http_body::Frame::data(b))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// A list response streamed from stored items; gzipped in one piece when the client
+/// accepts it and the list is large.
+pub(crate) fn list_response(
+    prefix: Vec<u8>,
+    items: Vec<(mini_store::KeyValue, Option<Value>)>,
+    gzip: bool,
+) -> Response<Body> {
+    let body = ListBody::new(prefix, items);
+    if gzip && body.remaining >= GZIP_THRESHOLD as u64 {
+        let mut body = body;
+        let mut all = Vec::with_capacity(usize::try_from(body.remaining).unwrap_or(0));
+        while let Some(chunk) = body.next_chunk() {
+            all.extend_from_slice(&chunk);
+        }
+        return json_bytes(StatusCode::OK, all, true);
+    }
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body.boxed_unsync())
+        .expect("valid response")
+}
+
+#[cfg(test)]
+mod list_body_tests {
+    use super::*;
+
+    fn kv(key: &str, value: &str, rv: u64) -> (mini_store::KeyValue, Option<Value>) {
+        (
+            mini_store::KeyValue {
+                key: key.into(),
+                value: value.as_bytes().to_vec(),
+                create_revision: rv,
+                mod_revision: rv,
+            },
+            None,
+        )
+    }
+
+    #[test]
+    fn list_body_is_the_spliced_list_with_an_exact_length() {
+        let big = format!(
+            "{{\"apiVersion\":\"v1\",\"kind\":\"X\",\"metadata\":{{\"name\":\"b\"}},\"data\":\"{}\"}}",
+            "x".repeat(LIST_CHUNK)
+        );
+        for items in [
+            vec![],
+            vec![kv(
+                "a",
+                r#"{"apiVersion":"v1","kind":"X","metadata":{}}"#,
+                7,
+            )],
+            vec![
+                kv(
+                    "a",
+                    r#"{"apiVersion":"v1","kind":"X","metadata":{"name":"a"}}"#,
+                    9,
+                ),
+                kv("b", &big, 10),
+                kv(
+                    "c",
+                    r#"{"apiVersion":"v1","kind":"X","metadata":{"name":"c"}}"#,
+                    1234,
+                ),
+            ],
+        ] {
+            let expected_items: Vec<Value> = items
+                .iter()
+                .map(|(kv, _)| mini_api::meta::from_storage(&kv.value, kv.mod_revision).unwrap())
+                .collect();
+            let mut body = ListBody::new(b"{\"items\":[".to_vec(), items);
+            let total = body.remaining;
+            let mut all = Vec::new();
+            while let Some(chunk) = body.next_chunk() {
+                all.extend_from_slice(&chunk);
+            }
+            assert_eq!(all.len() as u64, total);
+            assert_eq!(body.remaining, 0);
+            let parsed: Value = serde_json::from_slice(&all).unwrap();
+            assert_eq!(parsed["items"], Value::Array(expected_items));
+        }
+    }
+}

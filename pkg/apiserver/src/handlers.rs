@@ -447,15 +447,7 @@ async fn list(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
             ctx.gzip(),
         ));
     }
-    // splice stored JSON straight into the list: no parse, no re-serialise
-    let mut out = Vec::with_capacity(
-        listed
-            .items
-            .iter()
-            .map(|(kv, _)| kv.value.len() + 32)
-            .sum::<usize>()
-            + 256,
-    );
+    // splice stored JSON straight into the list: no parse, no re-serialise, streamed
     let mut list_meta = json!({"resourceVersion": rv});
     if let Some(c) = &listed.continue_token {
         list_meta["continue"] = json!(c);
@@ -463,23 +455,17 @@ async fn list(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
     if let Some(n) = listed.remaining {
         list_meta["remainingItemCount"] = json!(n);
     }
-    out.extend_from_slice(
-        format!(
-            "{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
-            ctx.res.list_kind(),
-            ctx.res.api_version(),
-            list_meta
-        )
-        .as_bytes(),
+    let prefix = format!(
+        "{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
+        ctx.res.list_kind(),
+        ctx.res.api_version(),
+        list_meta
     );
-    for (i, (kv, _)) in listed.items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(&meta::splice_resource_version(&kv.value, kv.mod_revision));
-    }
-    out.extend_from_slice(b"]}");
-    Ok(body::json_bytes(StatusCode::OK, out, ctx.gzip()))
+    Ok(body::list_response(
+        prefix.into_bytes(),
+        listed.items,
+        ctx.gzip(),
+    ))
 }
 
 /// Sets apiVersion/kind when absent; rejects a body of another kind.
