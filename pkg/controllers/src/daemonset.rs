@@ -486,13 +486,7 @@ async fn reconcile(cached: Arc<DaemonSet>, state: Arc<State>) -> Result<Action, 
         return Ok(Action::await_change());
     };
     let uid = ds.uid().unwrap_or_default();
-    let selector_json = serde_json::to_value(&spec.selector).unwrap_or_else(|_| json!({}));
-    let selector = mini_api::LabelSelector::from_json(&selector_json).map_err(|e| {
-        ControllerError::Invalid {
-            object: format!("daemonset {ns}/{name}"),
-            reason: format!("invalid selector: {e:?}"),
-        }
-    })?;
+    let selector = crate::label_selector(&spec.selector, &format!("daemonset {ns}/{name}"))?;
     if selector.is_empty() {
         return Ok(Action::await_change());
     }

@@ -232,14 +232,7 @@ async fn list_pods(api: &Api<Pod>, job: &Job, uid: &str) -> Result<Vec<Pod>, Con
     let selector = job.spec.as_ref().and_then(|s| s.selector.as_ref());
     let pods = match selector {
         Some(sel) => {
-            let value =
-                serde_json::to_value(sel).map_err(|e| ControllerError::Other(e.to_string()))?;
-            let sel = mini_api::LabelSelector::from_json(&value).map_err(|e| {
-                ControllerError::Invalid {
-                    object: format!("job {}", job.name_any()),
-                    reason: format!("invalid selector: {e}"),
-                }
-            })?;
+            let sel = crate::label_selector(sel, &format!("job {}", job.name_any()))?;
             api.list(&ListParams::default())
                 .await?
                 .items

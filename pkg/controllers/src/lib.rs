@@ -67,6 +67,19 @@ pub struct Context {
     pub shutdown: CancellationToken,
 }
 
+/// A workload's typed label selector as the matcher the controllers use; `what` names the
+/// owner (`"statefulset ns/web"`) in the error.
+pub(crate) fn label_selector(
+    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    what: &str,
+) -> Result<mini_api::LabelSelector, ControllerError> {
+    let json = serde_json::to_value(selector).map_err(|e| ControllerError::Other(e.to_string()))?;
+    mini_api::LabelSelector::from_json(&json).map_err(|e| ControllerError::Invalid {
+        object: what.to_string(),
+        reason: format!("invalid selector: {e}"),
+    })
+}
+
 type RunFn = fn(Arc<Context>) -> futures::future::BoxFuture<'static, Result<(), ControllerError>>;
 
 /// Every controller by the name `--disable-controller` takes.
