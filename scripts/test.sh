@@ -13,10 +13,13 @@ log() { printf '\n=== %s\n' "$*"; }
 
 install_deps() {
   log "dependencies"
-  local missing=()
-  for tool in curl openssl; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+  local missing=() pair
+  # tool:package -- protoc builds the CRI/containerd gRPC stubs; the rest run the node e2e suite
+  for pair in curl:curl openssl:openssl protoc:protobuf-compiler containerd:containerd runc:runc \
+    busybox:busybox-static nft:nftables iperf3:iperf3 ip:iproute2; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
   done
+  [ -x /usr/lib/cni/bridge ] || [ -x /opt/cni/bin/bridge ] || missing+=(containernetworking-plugins)
   if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"

@@ -1,0 +1,106 @@
+//! CRI client for the kubelet: the `Runtime` trait (runtime + image service calls the kubelet
+//! makes), its gRPC implementation over containerd's unix socket, an in-memory fake for unit
+//! tests, and the managed containerd process (config + supervision).
+
+pub use k8s_cri::v1 as proto;
+
+use async_trait::async_trait;
+use proto::{
+    AttachRequest, Container, ContainerFilter, ContainerStats, ContainerStatsFilter,
+    ContainerStatusResponse, CreateContainerRequest, ExecRequest, ExecSyncResponse, Image,
+    ImageSpec, PodSandbox, PodSandboxConfig, PodSandboxFilter, PodSandboxStatusResponse,
+    PortForwardRequest, RunPodSandboxRequest, StatusResponse, VersionResponse,
+};
+
+/// What a CRI call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum CriError {
+    /// The runtime socket could not be reached (containerd down or starting).
+    #[error("container runtime unreachable at {endpoint}: {message}")]
+    Unavailable { endpoint: String, message: String },
+    /// The object (sandbox, container, image) does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The runtime refused or failed the call; `code` is the gRPC status code name.
+    #[error("{method}: {code}: {message}")]
+    Rpc {
+        method: &'static str,
+        code: String,
+        message: String,
+    },
+}
+
+impl CriError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, CriError::NotFound(_))
+    }
+}
+
+/// The runtime and image service calls the kubelet needs, one method per CRI RPC.
+/// Ids are CRI sandbox/container ids; timeouts are seconds as in CRI.
+#[async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    async fn version(&self) -> Result<VersionResponse, CriError>;
+    async fn status(&self) -> Result<StatusResponse, CriError>;
+
+    async fn run_pod_sandbox(&self, request: RunPodSandboxRequest) -> Result<String, CriError>;
+    async fn stop_pod_sandbox(&self, sandbox_id: &str) -> Result<(), CriError>;
+    async fn remove_pod_sandbox(&self, sandbox_id: &str) -> Result<(), CriError>;
+    async fn pod_sandbox_status(
+        &self,
+        sandbox_id: &str,
+        verbose: bool,
+    ) -> Result<PodSandboxStatusResponse, CriError>;
+    async fn list_pod_sandbox(
+        &self,
+        filter: Option<PodSandboxFilter>,
+    ) -> Result<Vec<PodSandbox>, CriError>;
+
+    async fn create_container(&self, request: CreateContainerRequest) -> Result<String, CriError>;
+    async fn start_container(&self, container_id: &str) -> Result<(), CriError>;
+    async fn stop_container(
+        &self,
+        container_id: &str,
+        timeout_seconds: i64,
+    ) -> Result<(), CriError>;
+    async fn remove_container(&self, container_id: &str) -> Result<(), CriError>;
+    async fn list_containers(
+        &self,
+        filter: Option<ContainerFilter>,
+    ) -> Result<Vec<Container>, CriError>;
+    async fn container_status(
+        &self,
+        container_id: &str,
+        verbose: bool,
+    ) -> Result<ContainerStatusResponse, CriError>;
+
+    /// Runs a command to completion in a container (exec probes).
+    async fn exec_sync(
+        &self,
+        container_id: &str,
+        cmd: Vec<String>,
+        timeout_seconds: i64,
+    ) -> Result<ExecSyncResponse, CriError>;
+    /// Prepares a streaming exec; returns the URL of the runtime's streaming server.
+    async fn exec(&self, request: ExecRequest) -> Result<String, CriError>;
+    /// Prepares a streaming attach; returns the streaming URL.
+    async fn attach(&self, request: AttachRequest) -> Result<String, CriError>;
+    /// Prepares a port-forward into a sandbox; returns the streaming URL.
+    async fn port_forward(&self, request: PortForwardRequest) -> Result<String, CriError>;
+
+    async fn list_container_stats(
+        &self,
+        filter: Option<ContainerStatsFilter>,
+    ) -> Result<Vec<ContainerStats>, CriError>;
+
+    async fn list_images(&self) -> Result<Vec<Image>, CriError>;
+    /// `Ok(None)` when the image is not present.
+    async fn image_status(&self, image: &ImageSpec) -> Result<Option<Image>, CriError>;
+    /// Pulls an image; returns its image ref.
+    async fn pull_image(
+        &self,
+        image: &ImageSpec,
+        sandbox_config: Option<PodSandboxConfig>,
+    ) -> Result<String, CriError>;
+    async fn remove_image(&self, image: &ImageSpec) -> Result<(), CriError>;
+}
