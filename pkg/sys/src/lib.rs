@@ -3,7 +3,7 @@
 //! for unit tests that run without root).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -81,6 +81,26 @@ pub trait Host: Send + Sync + 'static {
     ) -> Result<std::net::TcpStream, SysError>;
     /// Writes a sysctl, `key` in dotted form (`net.ipv4.ip_forward`).
     fn set_sysctl(&self, key: &str, value: &str) -> Result<(), SysError>;
+    /// The local address the kernel would use as source to reach `destination` (the address of
+    /// the interface that routes there). No packet is sent.
+    fn route_source_ip(&self, destination: IpAddr) -> Result<IpAddr, SysError>;
+    /// The MTU of the interface holding `address`, `None` when no interface has it.
+    fn interface_mtu(&self, address: IpAddr) -> Result<Option<u32>, SysError>;
+    /// Identity of the installed OS and this boot (`/etc/os-release`, machine-id, boot_id).
+    fn os_identity(&self) -> Result<OsIdentity, SysError>;
+}
+
+/// What the OS says about itself; empty strings where a file is missing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OsIdentity {
+    /// `PRETTY_NAME` of `/etc/os-release`.
+    pub pretty_name: String,
+    /// `/etc/machine-id`.
+    pub machine_id: String,
+    /// `/sys/class/dmi/id/product_uuid` (readable by root only on most machines).
+    pub system_uuid: String,
+    /// `/proc/sys/kernel/random/boot_id`.
+    pub boot_id: String,
 }
 
 /// The real OS.
@@ -203,6 +223,89 @@ impl Host for LinuxHost {
         let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
         std::fs::write(&path, value).map_err(|e| os_err("write", path.display(), e))
     }
+
+    fn route_source_ip(&self, destination: IpAddr) -> Result<IpAddr, SysError> {
+        let bind: SocketAddr = match destination {
+            IpAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+            IpAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        // connect() on a UDP socket only asks the routing table; nothing is sent.
+        let socket = std::net::UdpSocket::bind(bind).map_err(|e| os_err("bind udp", bind, e))?;
+        socket
+            .connect((destination, 9))
+            .map_err(|e| os_err("route lookup", destination, e))?;
+        let local = socket
+            .local_addr()
+            .map_err(|e| os_err("getsockname", destination, e))?;
+        Ok(local.ip())
+    }
+
+    fn interface_mtu(&self, address: IpAddr) -> Result<Option<u32>, SysError> {
+        let addrs = nix::ifaddrs::getifaddrs().map_err(|e| os_err("getifaddrs", "", errno(e)))?;
+        for ifaddr in addrs {
+            let Some(storage) = ifaddr.address else {
+                continue;
+            };
+            let ip = if let Some(v4) = storage.as_sockaddr_in() {
+                IpAddr::V4(v4.ip())
+            } else if let Some(v6) = storage.as_sockaddr_in6() {
+                IpAddr::V6(v6.ip())
+            } else {
+                continue;
+            };
+            if ip != address {
+                continue;
+            }
+            let path = PathBuf::from("/sys/class/net")
+                .join(&ifaddr.interface_name)
+                .join("mtu");
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| os_err("read", path.display(), e))?;
+            return text.trim().parse().map(Some).map_err(|_| SysError::Parse {
+                path: path.display().to_string(),
+                message: format!("mtu {:?} is not a number", text.trim()),
+            });
+        }
+        Ok(None)
+    }
+
+    fn os_identity(&self) -> Result<OsIdentity, SysError> {
+        let read = |path: &str| -> Result<String, SysError> {
+            match std::fs::read_to_string(path) {
+                Ok(text) => Ok(text.trim().to_string()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                    ) =>
+                {
+                    Ok(String::new())
+                }
+                Err(e) => Err(os_err("read", path, e)),
+            }
+        };
+        Ok(OsIdentity {
+            pretty_name: parse_os_release_pretty_name(&read("/etc/os-release")?)
+                .unwrap_or_else(|| "Linux".to_string()),
+            machine_id: read("/etc/machine-id")?,
+            system_uuid: read("/sys/class/dmi/id/product_uuid")?,
+            boot_id: read("/proc/sys/kernel/random/boot_id")?,
+        })
+    }
+}
+
+/// `PRETTY_NAME` of an os-release file, unquoted.
+pub fn parse_os_release_pretty_name(text: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let value = line.trim().strip_prefix("PRETTY_NAME=")?;
+        let value = value.trim();
+        let unquoted = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+            .unwrap_or(value);
+        Some(unquoted.to_string())
+    })
 }
 
 fn clock_ticks_per_second() -> u64 {
@@ -265,6 +368,11 @@ pub struct FakeHost {
     pub memory: MemoryInfo,
     pub cpus: usize,
     pub cpu_usage_nanos: Mutex<u64>,
+    /// What `route_source_ip` answers for every destination.
+    pub node_ip: IpAddr,
+    /// MTU of the interface holding `node_ip`.
+    pub mtu: u32,
+    pub os: OsIdentity,
     pub calls: Mutex<Vec<FakeCall>>,
     mounted: Mutex<Vec<PathBuf>>,
 }
@@ -279,6 +387,14 @@ impl Default for FakeHost {
             },
             cpus: 4,
             cpu_usage_nanos: Mutex::new(0),
+            node_ip: IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 10)),
+            mtu: 1450,
+            os: OsIdentity {
+                pretty_name: "Fake Linux 1".into(),
+                machine_id: "fake-machine-id".into(),
+                system_uuid: "fake-system-uuid".into(),
+                boot_id: "fake-boot-id".into(),
+            },
             calls: Mutex::new(Vec::new()),
             mounted: Mutex::new(Vec::new()),
         }
@@ -369,6 +485,18 @@ impl Host for FakeHost {
         self.record(FakeCall::Sysctl(key.into(), value.into()));
         Ok(())
     }
+
+    fn route_source_ip(&self, _destination: IpAddr) -> Result<IpAddr, SysError> {
+        Ok(self.node_ip)
+    }
+
+    fn interface_mtu(&self, address: IpAddr) -> Result<Option<u32>, SysError> {
+        Ok((address == self.node_ip).then_some(self.mtu))
+    }
+
+    fn os_identity(&self) -> Result<OsIdentity, SysError> {
+        Ok(self.os.clone())
+    }
 }
 
 #[cfg(test)]
@@ -400,6 +528,25 @@ mod tests {
         host.unmount(p).expect("unmount");
         assert!(!host.is_mount_point(p).expect("check"));
         assert_eq!(host.calls().len(), 2);
+    }
+
+    #[test]
+    fn parse_os_release_quoted_pretty_name_is_unquoted() {
+        let text = "NAME=\"Debian GNU/Linux\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n";
+        assert_eq!(
+            parse_os_release_pretty_name(text).as_deref(),
+            Some("Debian GNU/Linux 12 (bookworm)")
+        );
+        assert_eq!(parse_os_release_pretty_name("NAME=x\n"), None);
+    }
+
+    #[test]
+    fn linux_host_loopback_route_source_and_mtu_are_found() {
+        let host = LinuxHost;
+        let lo = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+        assert_eq!(host.route_source_ip(lo).expect("route"), lo);
+        assert!(host.interface_mtu(lo).expect("mtu").is_some_and(|m| m > 0));
+        assert!(!host.os_identity().expect("os").pretty_name.is_empty());
     }
 
     #[test]
