@@ -3,6 +3,7 @@
 
 mod api;
 mod objects;
+pub mod podstart;
 mod report;
 mod rest;
 pub mod scheduler;
