@@ -83,6 +83,9 @@ e2e() {
     MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" python3 tests/e2e/python_client.py 2>&1 | tee "$LOGS/e2e-python.log" || true
     count_plain "$LOGS/e2e-python.log"
   fi
+  log "end-to-end: server + two agents with containerd in network namespaces"
+  MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/agent_pods.sh 2>&1 | tee "$LOGS/e2e-agent.log" || true
+  count_plain "$LOGS/e2e-agent.log"
 }
 
 install_deps
