@@ -232,48 +232,30 @@ impl CertAuthority {
         server: bool,
         validity_days: u32,
     ) -> Result<String, CertError> {
-        use x509_parser::certification_request::X509CertificationRequest;
-
-        if validity_days == 0 {
-            return Err(CertError::Generate(
-                "validity must be at least one day".to_string(),
-            ));
-        }
-        let mut reader = csr_pem.as_bytes();
-        let csr_der = loop {
-            match rustls_pemfile::read_one(&mut reader).map_err(|e| parse_err("csr", e))? {
-                Some(rustls_pemfile::Item::Csr(der)) => break der,
-                Some(_) => continue,
-                None => return Err(parse_err("csr", "no certificate request found in pem")),
-            }
-        };
-        let (rest, csr) =
-            X509CertificationRequest::from_der(&csr_der).map_err(|e| parse_err("csr", e))?;
-        if !rest.is_empty() {
-            return Err(parse_err("csr", "trailing data after certificate request"));
-        }
-        csr.verify_signature()
-            .map_err(|e| parse_err("csr", format!("invalid signature: {e}")))?;
-        let info = &csr.certification_request_info;
-        let public_key = SubjectPublicKeyInfo::from_der(info.subject_pki.raw)
-            .map_err(|e| parse_err("csr", format!("unsupported public key: {e}")))?;
-        let mut sans = Vec::new();
-        if server {
-            for ext in csr.requested_extensions().into_iter().flatten() {
-                if let ParsedExtension::SubjectAlternativeName(san) = ext {
-                    for name in &san.general_names {
-                        sans.push(san_from_general(name)?);
-                    }
-                }
-            }
-        }
+        check_validity(validity_days)?;
+        let csr = ParsedCsr::parse(csr_pem, server)?;
         self.sign(
-            &public_key,
-            info.subject.as_raw(),
-            sans,
+            &csr.public_key,
+            &csr.subject,
+            csr.sans,
             server,
             validity_days,
         )
+    }
+
+    /// Signs a PEM CSR as a client certificate for `user` in `groups` (CN and O), whatever
+    /// subject and extensions the CSR asks for; only its key and signature are used.
+    pub fn sign_csr_as_client(
+        &self,
+        csr_pem: &str,
+        user: &str,
+        groups: &[String],
+        validity_days: u32,
+    ) -> Result<String, CertError> {
+        check_validity(validity_days)?;
+        let csr = ParsedCsr::parse(csr_pem, false)?;
+        let subject = der::encode_name(user, groups);
+        self.sign(&csr.public_key, &subject, Vec::new(), false, validity_days)
     }
 
     /// Issues a leaf certificate for `public_key` with the exact DER `subject`.
@@ -317,6 +299,85 @@ impl CertAuthority {
         )?;
         Ok(pem_encode("CERTIFICATE", &der))
     }
+}
+
+fn check_validity(validity_days: u32) -> Result<(), CertError> {
+    if validity_days == 0 {
+        return Err(CertError::Generate(
+            "validity must be at least one day".to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// The parts of a verified CSR a certificate is built from.
+struct ParsedCsr {
+    public_key: SubjectPublicKeyInfo,
+    subject: Vec<u8>,
+    sans: Vec<SanType>,
+}
+
+impl ParsedCsr {
+    /// Parses the first CSR in `csr_pem` and verifies its signature; keeps the requested DNS
+    /// and IP names when `with_sans`.
+    fn parse(csr_pem: &str, with_sans: bool) -> Result<Self, CertError> {
+        use x509_parser::certification_request::X509CertificationRequest;
+
+        let mut reader = csr_pem.as_bytes();
+        let csr_der = loop {
+            match rustls_pemfile::read_one(&mut reader).map_err(|e| parse_err("csr", e))? {
+                Some(rustls_pemfile::Item::Csr(der)) => break der,
+                Some(_) => continue,
+                None => return Err(parse_err("csr", "no certificate request found in pem")),
+            }
+        };
+        let (rest, csr) =
+            X509CertificationRequest::from_der(&csr_der).map_err(|e| parse_err("csr", e))?;
+        if !rest.is_empty() {
+            return Err(parse_err("csr", "trailing data after certificate request"));
+        }
+        csr.verify_signature()
+            .map_err(|e| parse_err("csr", format!("invalid signature: {e}")))?;
+        let info = &csr.certification_request_info;
+        let public_key = SubjectPublicKeyInfo::from_der(info.subject_pki.raw)
+            .map_err(|e| parse_err("csr", format!("unsupported public key: {e}")))?;
+        let mut sans = Vec::new();
+        if with_sans {
+            for ext in csr.requested_extensions().into_iter().flatten() {
+                if let ParsedExtension::SubjectAlternativeName(san) = ext {
+                    for name in &san.general_names {
+                        sans.push(san_from_general(name)?);
+                    }
+                }
+            }
+        }
+        Ok(ParsedCsr {
+            public_key,
+            subject: info.subject.as_raw().to_vec(),
+            sans,
+        })
+    }
+}
+
+/// A new ECDSA P-256 key and a PEM CSR for it with subject CN `common_name` and the given
+/// subject alternative names: what a node agent sends to be signed. Returns `(csr, key)`.
+pub fn generate_csr(
+    common_name: &str,
+    sans: &SubjectAltNames,
+) -> Result<(String, String), CertError> {
+    let key = new_leaf_key()?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    params.subject_alt_names = san_types(sans)?;
+    let csr = params
+        .serialize_request(&key)
+        .map_err(generate_err("building certificate request"))?;
+    let pem = csr
+        .pem()
+        .map_err(generate_err("encoding certificate request"))?;
+    Ok((pem, key.serialize_pem()))
 }
 
 fn new_leaf_key() -> Result<KeyPair, CertError> {

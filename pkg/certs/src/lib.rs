@@ -16,16 +16,19 @@ mod signing;
 mod tls;
 mod token;
 
-pub use ca::{CertAuthority, IssuedCert, SubjectAltNames, CA_VALIDITY_DAYS, LEAF_VALIDITY_DAYS};
+pub use ca::{
+    generate_csr, CertAuthority, IssuedCert, SubjectAltNames, CA_VALIDITY_DAYS, LEAF_VALIDITY_DAYS,
+};
 pub use identity::{identity_from_der, ClientIdentity};
 pub use kubeconfig::{kubeconfig_yaml, write_kubeconfig};
 pub use pki::{
     ensure_server_pki, ServerPki, ADMIN_CERT_FILE, ADMIN_KEY_FILE, ADMIN_USER,
     APISERVER_CLIENT_CERT_FILE, APISERVER_CLIENT_KEY_FILE, APISERVER_CLIENT_USER, CA_CERT_FILE,
-    CA_KEY_FILE, MASTERS_GROUP, SERVING_CERT_FILE, SERVING_COMMON_NAME, SERVING_KEY_FILE,
+    CA_KEY_FILE, KUBELET_CLIENT_CN, MASTERS_GROUP, SERVING_CERT_FILE, SERVING_COMMON_NAME,
+    SERVING_KEY_FILE,
 };
 pub use signing::{ensure_signing_key, generate_signing_key, SigningKey};
-pub use tls::server_tls_config;
+pub use tls::{client_tls_config, kubelet_server_tls_config, server_tls_config};
 pub use token::{ca_bundle_hash, ensure_token_file, JoinToken, TOKEN_PREFIX, TOKEN_SERVER_USER};
 
 #[derive(Debug, thiserror::Error)]

@@ -23,8 +23,11 @@ pub const APISERVER_CLIENT_KEY_FILE: &str = "apiserver-kubelet-client.key";
 pub const SERVING_COMMON_NAME: &str = "kube-apiserver";
 /// The cluster-admin identity.
 pub const ADMIN_USER: &str = "system:admin";
-/// The identity the API server uses towards kubelets.
-pub const APISERVER_CLIENT_USER: &str = "system:apiserver";
+/// The identity the API server presents to node agents (port 10250); agents accept only
+/// client certificates signed by the cluster CA with exactly this common name.
+pub const KUBELET_CLIENT_CN: &str = "system:kube-apiserver-kubelet-client";
+/// The identity the API server uses towards kubelets (the same as [`KUBELET_CLIENT_CN`]).
+pub const APISERVER_CLIENT_USER: &str = KUBELET_CLIENT_CN;
 /// The group that bypasses authorization.
 pub const MASTERS_GROUP: &str = "system:masters";
 
@@ -42,7 +45,8 @@ pub struct ServerPki {
     pub serving: IssuedCert,
     /// CN `system:admin`, O `system:masters`.
     pub admin: IssuedCert,
-    /// CN `system:apiserver`, used by the API server towards kubelets.
+    /// CN [`KUBELET_CLIENT_CN`], O `system:masters`: the API server's client certificate
+    /// towards node agents (logs, exec, port-forward, stats).
     pub apiserver_client: IssuedCert,
 }
 

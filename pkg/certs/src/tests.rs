@@ -308,7 +308,7 @@ fn ensure_server_pki_issues_expected_identities() {
     assert_eq!(admin.user, "system:admin");
     assert_eq!(admin.groups, ["system:masters"]);
     let apiserver = identity_from_der(&der_of(&pki.apiserver_client.cert_pem)).unwrap();
-    assert_eq!(apiserver.user, "system:apiserver");
+    assert_eq!(apiserver.user, "system:kube-apiserver-kubelet-client");
     assert_eq!(apiserver.groups, ["system:masters"]);
     let serving_der = der_of(&pki.serving.cert_pem);
     let (_, serving) = X509Certificate::from_der(&serving_der).unwrap();
@@ -764,5 +764,74 @@ mod handshake {
             config.alpn_protocols,
             vec![b"h2".to_vec(), b"http/1.1".to_vec()]
         );
+    }
+    /// A handshake against the kubelet server config using the public client config; the
+    /// server's error when refused.
+    async fn kubelet_handshake(pki: &ServerPki, client: &IssuedCert) -> Result<(), String> {
+        let acceptor =
+            TlsAcceptor::from(kubelet_server_tls_config(&pki.serving, pki.ca.cert_pem()).unwrap());
+        let connector =
+            TlsConnector::from(client_tls_config(pki.ca.cert_pem(), Some(client)).unwrap());
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let server = async move {
+            let mut tls = acceptor
+                .accept(server_io)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 4];
+            tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(())
+        };
+        let client = async move {
+            let name = ServerName::try_from("localhost").unwrap();
+            if let Ok(mut tls) = connector.connect(name, client_io).await {
+                let _ = tls.write_all(b"ping").await;
+                let _ = tls.flush().await;
+                // stay connected until the server is done (it may still send tickets)
+                let mut rest = Vec::new();
+                let _ = tls.read_to_end(&mut rest).await;
+            }
+        };
+        let (server_result, ()) = tokio::join!(server, client);
+        server_result
+    }
+
+    #[tokio::test]
+    async fn kubelet_server_accepts_only_the_kubelet_client_cn() {
+        let (_tmp, pki) = pki();
+        kubelet_handshake(&pki, &pki.apiserver_client)
+            .await
+            .unwrap();
+        let err = kubelet_handshake(&pki, &pki.admin).await.unwrap_err();
+        assert!(err.contains("only"), "unexpected error: {err}");
+    }
+
+    #[test]
+    fn sign_csr_as_client_forces_the_subject_and_keeps_the_key() {
+        let (_tmp, pki) = pki();
+        let (csr, key) = generate_csr("system:admin", &SubjectAltNames::default()).unwrap();
+        let cert_pem = pki
+            .ca
+            .sign_csr_as_client(&csr, "system:node:n1", &["system:nodes".to_string()], 365)
+            .unwrap();
+        let der = der_of(&cert_pem);
+        let id = identity_from_der(&der).unwrap();
+        assert_eq!(id.user, "system:node:n1");
+        assert_eq!(id.groups, ["system:nodes"]);
+        let (_, cert) = X509Certificate::from_der(&der).unwrap();
+        let key = crate::ca::parse_key(&key, "key").unwrap();
+        assert!(crate::ca::key_matches_cert(&key, &cert));
+        assert!(pki.ca.signed(&der));
+    }
+
+    #[test]
+    fn generate_csr_sans_survive_server_signing() {
+        let (_tmp, pki) = pki();
+        let wanted = sans(&["node-1"], &[IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7))]);
+        let (csr, _key) = generate_csr("node-1", &wanted).unwrap();
+        let cert_pem = pki.ca.sign_csr(&csr, true, 365).unwrap();
+        let der = der_of(&cert_pem);
+        let (_, cert) = X509Certificate::from_der(&der).unwrap();
+        assert_eq!(cert_sans(&cert), wanted);
     }
 }
