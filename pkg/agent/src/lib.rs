@@ -3,6 +3,7 @@
 pub mod config;
 mod fsutil;
 pub mod join;
+pub mod node;
 
 #[cfg(test)]
 mod testutil;
