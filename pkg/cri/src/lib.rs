@@ -2,6 +2,13 @@
 //! makes), its gRPC implementation over containerd's unix socket, an in-memory fake for unit
 //! tests, and the managed containerd process (config + supervision).
 
+pub mod containerd;
+pub mod fake;
+pub mod grpc;
+
+pub use containerd::{ContainerdConfig, ContainerdError, Supervisor, SupervisorHandle};
+pub use fake::FakeRuntime;
+pub use grpc::GrpcRuntime;
 pub use k8s_cri::v1 as proto;
 
 use async_trait::async_trait;
@@ -103,4 +110,56 @@ pub trait Runtime: Send + Sync + 'static {
         sandbox_config: Option<PodSandboxConfig>,
     ) -> Result<String, CriError>;
     async fn remove_image(&self, image: &ImageSpec) -> Result<(), CriError>;
+}
+
+/// The fully qualified form of an image reference, as containerd's CRI plugin stores it:
+/// `busybox` -> `docker.io/library/busybox:latest`, `example.com/app` -> `example.com/app:latest`;
+/// references with a tag or digest keep them.
+pub fn normalize_image_ref(image: &str) -> String {
+    let (name, digest) = match image.split_once('@') {
+        Some((name, digest)) => (name, Some(digest)),
+        None => (image, None),
+    };
+    let qualified = match name.split_once('/') {
+        None => format!("docker.io/library/{name}"),
+        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            name.to_string()
+        }
+        Some(_) => format!("docker.io/{name}"),
+    };
+    let last = qualified.rsplit('/').next().unwrap_or_default();
+    match digest {
+        Some(digest) => format!("{qualified}@{digest}"),
+        None if last.contains(':') => qualified,
+        None => format!("{qualified}:latest"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_image_ref_short_names_get_registry_and_tag() {
+        assert_eq!(
+            normalize_image_ref("busybox"),
+            "docker.io/library/busybox:latest"
+        );
+        assert_eq!(
+            normalize_image_ref("library/busybox:1.36"),
+            "docker.io/library/busybox:1.36"
+        );
+        assert_eq!(
+            normalize_image_ref("localhost:5000/app"),
+            "localhost:5000/app:latest"
+        );
+        assert_eq!(
+            normalize_image_ref("mini.local/pause:1"),
+            "mini.local/pause:1"
+        );
+        assert_eq!(
+            normalize_image_ref("busybox@sha256:abc"),
+            "docker.io/library/busybox@sha256:abc"
+        );
+    }
 }
