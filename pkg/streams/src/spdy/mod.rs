@@ -158,6 +158,18 @@ struct SessionHandle {
     reader: tokio::task::AbortHandle,
 }
 
+impl SessionHandle {
+    /// Queues a frame behind the DATA frames already queued (the writer sends control frames first).
+    fn send_ordered(&self, frame: Frame) {
+        if let Err(mpsc::error::TrySendError::Full(frame)) = self.data_tx.try_send(frame) {
+            let tx = self.data_tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(frame).await;
+            });
+        }
+    }
+}
+
 impl Drop for SessionHandle {
     fn drop(&mut self) {
         self.reader.abort();
@@ -360,7 +372,8 @@ impl Stream {
                 s.wake();
             }
         }
-        shared.send(Frame::RstStream {
+        // Through the data queue, so the reset goes out after data already written on the stream.
+        self.handle.send_ordered(Frame::RstStream {
             stream_id: self.id,
             status,
         });
