@@ -1,9 +1,12 @@
 //! mini agent: join by token, register the node, run containerd and the kubelet, serve port 10250.
 
+pub mod cni;
 pub mod config;
 mod fsutil;
 pub mod join;
 pub mod node;
+pub mod server;
+pub mod stats;
 
 #[cfg(test)]
 mod testutil;

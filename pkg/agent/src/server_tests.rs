@@ -1,0 +1,213 @@
+//! Tests of the node API: client-certificate checks and routes over real TLS on loopback.
+
+use super::*;
+use mini_certs::{CertAuthority, SubjectAltNames};
+use serde_json::json;
+
+struct TestBackend;
+
+#[async_trait]
+impl NodeBackend for TestBackend {
+    async fn container_log_path(
+        &self,
+        _namespace: &str,
+        pod: &str,
+        _container: &str,
+        _previous: bool,
+    ) -> Result<PathBuf, BackendError> {
+        Err(BackendError::NotFound(format!("pod {pod:?} not found")))
+    }
+    async fn container_running(&self, _: &str, _: &str, _: &str) -> Result<bool, BackendError> {
+        Ok(false)
+    }
+    async fn exec_url(
+        &self,
+        _: &str,
+        pod: &str,
+        _: &str,
+        _: Vec<String>,
+        _: ExecOptions,
+    ) -> Result<String, BackendError> {
+        Err(BackendError::NotFound(format!("pod {pod:?} not found")))
+    }
+    async fn attach_url(
+        &self,
+        _: &str,
+        pod: &str,
+        _: &str,
+        _: ExecOptions,
+    ) -> Result<String, BackendError> {
+        Err(BackendError::NotFound(format!("pod {pod:?} not found")))
+    }
+    async fn pod_network(&self, _: &str, pod: &str) -> Result<PodNet, BackendError> {
+        Err(BackendError::NotFound(format!("pod {pod:?} not found")))
+    }
+    async fn stats_summary(&self) -> Result<Value, BackendError> {
+        Ok(json!({"node": {"nodeName": "n1"}, "pods": []}))
+    }
+    async fn pods(&self) -> Result<Value, BackendError> {
+        Ok(json!({"kind": "PodList", "apiVersion": "v1", "items": []}))
+    }
+    async fn read_log(
+        &self,
+        _: PathBuf,
+        _: LogQuery,
+        _: CancellationToken,
+    ) -> Result<Body, BackendError> {
+        Err(BackendError::Internal("unused".into()))
+    }
+}
+
+struct Fixture {
+    ca: CertAuthority,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn start() -> Fixture {
+    let ca = CertAuthority::generate("test-ca").expect("ca");
+    let serving = ca
+        .issue_server(
+            "node",
+            &SubjectAltNames {
+                dns: vec![],
+                ips: vec!["127.0.0.1".parse().expect("ip")],
+            },
+        )
+        .expect("serving");
+    let tls = tls_config(&serving, ca.cert_pem()).expect("tls");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(serve(
+        listener,
+        tls,
+        Arc::new(TestBackend),
+        Arc::new(mini_sys::FakeHost::default()),
+        shutdown.clone(),
+    ));
+    Fixture { ca, addr, shutdown }
+}
+
+/// GET `path` presenting `client` (if any); the status, or the connection error.
+async fn get(
+    f: &Fixture,
+    client: Option<&IssuedCert>,
+    path: &str,
+) -> Result<(StatusCode, String), String> {
+    let tls = mini_certs::client_tls_config(f.ca.cert_pem(), client).expect("client tls");
+    let tcp = tokio::net::TcpStream::connect(f.addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = Request::get(path)
+        .header("host", "node")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+#[tokio::test]
+async fn node_api_api_server_cert_is_served() {
+    let f = start().await;
+    let client =
+        f.ca.issue_client(API_SERVER_CLIENT_CN, &[])
+            .expect("client");
+    let (status, body) = get(&f, Some(&client), "/healthz").await.expect("get");
+    assert_eq!((status, body.trim()), (StatusCode::OK, "ok"));
+    let (status, body) = get(&f, Some(&client), "/stats/summary").await.expect("get");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("json")["node"]["nodeName"],
+        "n1"
+    );
+}
+
+#[tokio::test]
+async fn node_api_other_common_name_is_forbidden() {
+    let f = start().await;
+    let client =
+        f.ca.issue_client("system:node:other", &["system:nodes".to_string()])
+            .expect("client");
+    let (status, _) = get(&f, Some(&client), "/healthz").await.expect("get");
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn node_api_without_client_cert_fails_tls() {
+    let f = start().await;
+    assert!(get(&f, None, "/healthz").await.is_err());
+}
+
+#[tokio::test]
+async fn node_api_cert_from_another_ca_fails_tls() {
+    let f = start().await;
+    let other = CertAuthority::generate("other-ca").expect("ca");
+    let client = other
+        .issue_client(API_SERVER_CLIENT_CN, &[])
+        .expect("client");
+    assert!(get(&f, Some(&client), "/healthz").await.is_err());
+}
+
+#[tokio::test]
+async fn node_api_unknown_pod_is_404_and_bad_query_is_400() {
+    let f = start().await;
+    let client =
+        f.ca.issue_client(API_SERVER_CLIENT_CN, &[])
+            .expect("client");
+    let (status, _) = get(&f, Some(&client), "/containerLogs/default/nope/app")
+        .await
+        .expect("get");
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = get(
+        &f,
+        Some(&client),
+        "/containerLogs/default/nope/app?tailLines=x",
+    )
+    .await
+    .expect("get");
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = get(&f, Some(&client), "/exec/default/nope/app?command=sh")
+        .await
+        .expect("get");
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = get(&f, Some(&client), "/nowhere").await.expect("get");
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn parse_query_repeated_and_encoded_values_are_decoded() {
+    let q = parse_query(Some("command=sh&command=-c&command=echo%20hi+there&tty=1"));
+    assert_eq!(q["command"], ["sh", "-c", "echo hi there"]);
+    assert!(flag(&q, "tty").expect("flag"));
+    let logs = log_query(&parse_query(Some(
+        "follow=true&tailLines=10&sinceTime=2024-01-01T00:00:00Z",
+    )))
+    .expect("logs");
+    assert!(logs.follow);
+    assert_eq!(logs.tail_lines, Some(10));
+    assert!(log_query(&parse_query(Some("sinceTime=yesterday"))).is_err());
+}
