@@ -5,7 +5,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use containerd_client::services::v1::content_client::ContentClient;
@@ -50,6 +49,9 @@ const CHUNK: u64 = 1 << 20;
 const RETRY_FAILED_AFTER: Duration = Duration::from_secs(60);
 const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
+/// A file's size and mtime (ns).
+type Fingerprint = (u64, i128);
+
 /// What [`ImageImporter::import_dir`] did with each file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImportSummary {
@@ -68,7 +70,7 @@ pub struct ImageImporter {
     /// One import at a time: blob ingest refs and the state file are not shared between imports.
     lock: tokio::sync::Mutex<()>,
     /// Files that failed: their fingerprint and when, so watch_dir does not retry them every poll.
-    failures: std::sync::Mutex<HashMap<PathBuf, ((u64, i128), Instant)>>,
+    failures: std::sync::Mutex<HashMap<PathBuf, (Fingerprint, Instant)>>,
     /// Unchanged files whose images were checked to exist in containerd during this process's life.
     verified: std::sync::Mutex<HashSet<PathBuf>>,
 }
@@ -642,8 +644,6 @@ impl ImageImporter {
                     continue;
                 }
                 tracing::info!(path = %path.display(), "images of an unchanged tarball are gone from containerd, importing again");
-            } else if self.recently_failed(&path, (size, mtime_ns)) {
-                continue;
             }
             match self.import_file_locked(&path).await {
                 Ok(names) => {
@@ -682,7 +682,7 @@ impl ImageImporter {
         Ok(summary)
     }
 
-    fn recently_failed(&self, path: &Path, fingerprint: (u64, i128)) -> bool {
+    fn recently_failed(&self, path: &Path, fingerprint: Fingerprint) -> bool {
         self.failures
             .lock()
             .ok()
@@ -747,7 +747,6 @@ fn produce_chunks(
             }
         }
     };
-    let closed = || ImageError::Task("containerd closed the content write stream".into());
     let total = size as i64;
     while offset < size {
         let len = CHUNK.min(size - offset);
@@ -785,8 +784,7 @@ fn produce_chunks(
         data: Vec::new(),
         labels: HashMap::new(),
     };
-    tx.blocking_send(commit).map_err(|_| closed()).or(Ok(()))
+    // If the server already ended the stream, its status (read by the caller) says why.
+    let _ = tx.blocking_send(commit);
+    Ok(())
 }
-
-/// Shared handle type the agent can keep.
-pub type SharedImporter = Arc<ImageImporter>;

@@ -23,7 +23,7 @@ const PHNUM: u16 = 2;
 /// install: lea rsi,[rsp+8] ; xor edx,edx ; mov r10d,8 ; mov eax,13 ; syscall ; ret   ; rt_sigaction
 /// handler: xor edi,edi ; mov eax,60 ; syscall                        ; exit(0)
 /// ```
-#[cfg(not(target_arch = "aarch64"))]
+#[cfg_attr(target_arch = "aarch64", allow(dead_code))]
 pub(crate) const CODE_X86_64: &[u8] = &[
     0x48, 0x83, 0xec, 0x20, 0x48, 0x8d, 0x05, 0x4d, 0x00, 0x00, 0x00, 0x48, 0x89, 0x04, 0x24, 0x48,
     0xc7, 0x44, 0x24, 0x08, 0x00, 0x00, 0x00, 0x04, 0x48, 0x89, 0x44, 0x24, 0x10, 0x48, 0xc7, 0x44,
@@ -43,7 +43,7 @@ pub(crate) const CODE_X86_64: &[u8] = &[
 /// install: mov x1,sp ; mov x2,#0 ; mov x3,#8 ; mov x8,#134 ; svc #0 ; ret   ; rt_sigaction
 /// handler: mov x0,#0 ; mov x8,#93 ; svc #0                              ; exit(0)
 /// ```
-#[cfg(target_arch = "aarch64")]
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
 pub(crate) const CODE_AARCH64: &[u8] = &[
     0xff, 0x83, 0x00, 0xd1, 0xa9, 0x02, 0x00, 0x10, 0xe9, 0x7f, 0x00, 0xa9, 0xff, 0x7f, 0x01, 0xa9,
     0xe0, 0x01, 0x80, 0xd2, 0x0b, 0x00, 0x00, 0x94, 0x40, 0x00, 0x80, 0xd2, 0x09, 0x00, 0x00, 0x94,
@@ -55,7 +55,9 @@ pub(crate) const CODE_AARCH64: &[u8] = &[
 ];
 
 /// ELF `e_machine` values.
+#[cfg_attr(target_arch = "aarch64", allow(dead_code))]
 pub(crate) const EM_X86_64: u16 = 62;
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
 pub(crate) const EM_AARCH64: u16 = 183;
 
 /// Wraps position-independent machine code into a minimal static ELF64 executable: the ELF header, a
@@ -192,9 +194,9 @@ mod tests {
 
     #[test]
     fn pause_elf_x86_64_parses_with_right_machine() {
-        check_elf(&static_elf(EM_X86_64, &[0xc3]), EM_X86_64);
+        check_elf(&static_elf(EM_X86_64, CODE_X86_64), EM_X86_64);
         #[cfg(target_arch = "x86_64")]
-        check_elf(&pause_binary(), EM_X86_64);
+        assert_eq!(pause_binary(), static_elf(EM_X86_64, CODE_X86_64));
     }
 
     #[test]
