@@ -40,6 +40,8 @@ pub enum Storage {
     Stored,
     /// Create-only review objects answered on the spot (access reviews, token reviews).
     Review,
+    /// Read-only resource usage gathered from the node agents (`metrics.k8s.io`).
+    Metrics,
 }
 
 /// Everything the server needs to know about one resource.
@@ -209,6 +211,11 @@ impl Def {
     fn review(mut self) -> Self {
         self.info.storage = Storage::Review;
         self.info.verbs = vec!["create".to_string()];
+        self
+    }
+    fn resource_metrics(mut self) -> Self {
+        self.info.storage = Storage::Metrics;
+        self.info.verbs = vec!["get".to_string(), "list".to_string()];
         self
     }
     fn verbs(mut self, verbs: &[&str]) -> Self {
@@ -400,6 +407,9 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
         .status(),
         // coordination.k8s.io/v1
         def("coordination.k8s.io", "v1", "Lease", "leases", true),
+        // metrics.k8s.io: served from the node agents' stats, as metrics-server does
+        def("metrics.k8s.io", "v1beta1", "NodeMetrics", "nodes", false).resource_metrics(),
+        def("metrics.k8s.io", "v1beta1", "PodMetrics", "pods", true).resource_metrics(),
         // discovery.k8s.io/v1
         def(
             "discovery.k8s.io",

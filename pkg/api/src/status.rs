@@ -39,7 +39,8 @@ impl ApiError {
         }
     }
 
-    fn with_details(mut self, group: &str, kind: &str, name: &str) -> Self {
+    /// The same error naming the object it is about (`details.group|kind|name`).
+    pub fn with_details(mut self, group: &str, kind: &str, name: &str) -> Self {
         self.group = group.to_string();
         self.kind = kind.to_string();
         self.name = name.to_string();

@@ -73,6 +73,32 @@ pub async fn ensure_cluster_objects(server: &ApiServer) -> Result<(), ApiServerE
                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:bootstrappers"}]}),
     )
     .await?;
+    // node agents: upstream's system:node role (mini-rbac, bound to system:nodes there) plus
+    // what mini's agent reads beyond it: its namespaces (pod DNS search paths) and listing
+    // persistent volumes and claims for volume setup. There is no Node authorizer: every node
+    // may read every pod, secret and configmap (a known gap; upstream limits this per node).
+    create_if_missing(
+        server,
+        "/registry/rbac.authorization.k8s.io/clusterroles/mini:node",
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+               "metadata": {"name": "mini:node"},
+               "rules": [
+                   {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+                   {"apiGroups": [""], "resources": ["persistentvolumeclaims", "persistentvolumes"], "verbs": ["get", "list", "watch"]},
+                   {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "create", "update", "patch"]},
+                   {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update", "patch"]}
+               ]}),
+    )
+    .await?;
+    create_if_missing(
+        server,
+        "/registry/rbac.authorization.k8s.io/clusterrolebindings/mini:node",
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+               "metadata": {"name": "mini:node"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "mini:node"},
+               "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"}]}),
+    )
+    .await?;
     // the in-process controllers act cluster-wide on every workload kind, as kube-controller-manager
     // does with its per-controller service accounts; mini gives its one identity the admin role
     create_if_missing(

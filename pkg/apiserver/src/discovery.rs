@@ -195,7 +195,12 @@ fn build_openapi(registry: &Registry) -> OpenApiDocs {
                     plural: r.plural.clone(),
                     namespaced: r.namespaced,
                     subresources: r.subresources.iter().map(|s| s.name.clone()).collect(),
-                    crd_schema: r.custom.as_ref().map(|c| c.schema.clone().unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}))),
+                    crd_schema: match (&r.custom, &r.storage) {
+                        (Some(c), _) => Some(c.schema.clone().unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}))),
+                        // metrics.k8s.io kinds are not in k8s-openapi
+                        (None, mini_api::Storage::Metrics) => Some(json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})),
+                        (None, _) => None,
+                    },
                 })
                 .collect();
             let doc = mini_openapi::group_version_document(&group, &version, &docs);

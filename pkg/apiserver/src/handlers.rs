@@ -140,6 +140,10 @@ async fn route(
         _ => {}
     }
     let user = auth::authenticate(server, req.headers(), peer_user).await?;
+    if path == crate::join::JOIN_PATH {
+        // only the join token may join; no impersonation
+        return crate::join::handle(server, req, &user).await;
+    }
     let user = auth::impersonate(server, req.headers(), user).await?;
     if !info.resource_request {
         auth::authorize(server, &user, info, None).await?;
@@ -159,7 +163,24 @@ async fn route(
         // cluster-wide paths of namespaced resources only list and watch
         return Err(ApiError::no_route());
     }
-    auth::authorize(server, &user, info, Some(res)).await?;
+    if let Err(denied) = auth::authorize(server, &user, info, Some(res)).await {
+        // exec, attach and port-forward over a WebSocket arrive as GET; upstream (1.30+)
+        // authorizes them as `create`, older servers as `get`: either is enough here
+        let streaming = matches!(
+            info.subresource.as_deref(),
+            Some("exec" | "attach" | "portforward")
+        );
+        if !(streaming && info.verb == "get") {
+            return Err(denied);
+        }
+        let as_create = RequestInfo {
+            verb: "create".into(),
+            ..info.clone()
+        };
+        auth::authorize(server, &user, &as_create, Some(res))
+            .await
+            .map_err(|_| denied)?;
+    }
     let ctx = Ctx {
         server,
         res,
@@ -169,6 +190,9 @@ async fn route(
         body: req.body(),
         user: &user,
     };
+    if res.storage == Storage::Metrics {
+        return crate::resource_metrics::handle(&ctx).await;
+    }
     if res.storage == Storage::Review {
         if info.verb != "create" {
             return Err(ApiError::method_not_allowed(
@@ -200,6 +224,13 @@ async fn route(
         (Some("binding"), "create") => crate::reviews::bind_pod(&ctx).await,
         (Some("eviction"), "create") => crate::reviews::evict_pod(&ctx).await,
         (Some("token"), "create") => crate::serviceaccount::token_request(&ctx).await,
+        (Some("log"), "get") if res.kind == "Pod" => crate::nodeproxy::pod_log(&ctx, req).await,
+        (Some(sub @ ("exec" | "attach" | "portforward")), "get" | "create")
+            if res.kind == "Pod" =>
+        {
+            crate::nodeproxy::pod_stream(&ctx, req, sub).await
+        }
+        (Some("proxy"), _) if res.kind == "Node" => crate::nodeproxy::node_proxy(&ctx, req).await,
         _ => Err(ApiError::method_not_allowed(
             "the server does not allow this method on the requested resource",
         )),

@@ -15,9 +15,12 @@ mod crd;
 mod discovery;
 mod events_alias;
 mod handlers;
+mod join;
 mod metrics;
+mod nodeproxy;
 mod quota;
 mod request;
+mod resource_metrics;
 mod reviews;
 mod serviceaccount;
 mod table;
@@ -101,6 +104,13 @@ pub struct ApiServerConfig {
     pub ca_pem: String,
     /// The key that signs ServiceAccount tokens.
     pub service_account_key: mini_certs::SigningKey,
+    /// The cluster CA, which signs node certificates at `/v1-mini/node-join`; without it
+    /// joining is refused.
+    pub ca: Option<Arc<mini_certs::CertAuthority>>,
+    /// The client certificate presented to node agents (CN
+    /// [`mini_certs::KUBELET_CLIENT_CN`]); without it logs, exec, port-forward, node proxy
+    /// and resource metrics answer 503.
+    pub kubelet_client: Option<mini_certs::IssuedCert>,
 }
 
 impl ApiServerConfig {
@@ -115,6 +125,8 @@ impl ApiServerConfig {
             ca_pem: String::new(),
             service_account_key: mini_certs::generate_signing_key()
                 .expect("generating a signing key for tests"),
+            ca: None,
+            kubelet_client: None,
         }
     }
 }
@@ -147,6 +159,10 @@ pub(crate) struct Inner {
     pub quota_lock: tokio::sync::Mutex<()>,
     pub metrics: metrics::Metrics,
     pub tokens: serviceaccount::TokenSigner,
+    /// TLS towards node agents (cluster CA roots, kubelet client certificate).
+    pub node_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The last scrape of the agents' resource usage.
+    pub resource_metrics: resource_metrics::Cache,
 }
 
 /// The API server. Cheap to clone.
@@ -165,6 +181,13 @@ impl ApiServer {
         let metrics = metrics::Metrics::new();
         let tokens = serviceaccount::TokenSigner::new(&config.service_account_key)
             .map_err(ApiServerError::Bootstrap)?;
+        let node_tls = match &config.kubelet_client {
+            Some(client) if !config.ca_pem.is_empty() => Some(
+                mini_certs::client_tls_config(&config.ca_pem, Some(client))
+                    .map_err(|e| ApiServerError::Bootstrap(e.to_string()))?,
+            ),
+            _ => None,
+        };
         let store: Arc<dyn Store> = Arc::new(metrics::MeteredStore::new(store, &metrics));
         let store: Arc<dyn Store> = Arc::new(events_alias::EventsAliasStore::new(store));
         let server = ApiServer {
@@ -181,6 +204,8 @@ impl ApiServer {
                 quota_lock: tokio::sync::Mutex::new(()),
                 metrics,
                 tokens,
+                node_tls,
+                resource_metrics: resource_metrics::Cache::default(),
             }),
         };
         server.reload_crds().await?;
