@@ -11,6 +11,9 @@ pub mod remotecommand;
 pub mod spdy;
 pub mod wsstream;
 
+#[cfg(test)]
+mod kubectl_tests;
+
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
 use http_body_util::Full;

@@ -217,4 +217,4 @@ where
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

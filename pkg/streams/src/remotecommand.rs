@@ -331,6 +331,8 @@ async fn bridge_websocket(
                 return;
             }
         }
+        // kubectl treats only a 1000 (normal closure) close as the end of its streams.
+        let _ = sink.send(wsstream::normal_close()).await;
         let _ = sink.close().await;
     });
 
@@ -556,4 +558,4 @@ async fn bridge_spdy(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -14,7 +14,8 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -96,6 +97,14 @@ pub fn channel_message(channel: u8, data: &[u8]) -> Message {
     Message::Binary(v.into())
 }
 
+/// A Close message with code 1000 (normal closure): client-go reads only that as a clean end.
+pub fn normal_close() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }))
+}
+
 /// Splits a binary message into channel and payload; `None` for an empty message.
 pub fn split_channel(msg: &[u8]) -> Option<(u8, &[u8])> {
     msg.split_first().map(|(c, rest)| (*c, rest))
@@ -107,6 +116,7 @@ pub struct WsByteStream<S> {
     ws: WebSocketStream<S>,
     pending: Bytes,
     eof: bool,
+    close_sent: bool,
 }
 
 impl<S> WsByteStream<S> {
@@ -115,6 +125,7 @@ impl<S> WsByteStream<S> {
             ws,
             pending: Bytes::new(),
             eof: false,
+            close_sent: false,
         }
     }
 }
@@ -180,6 +191,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsByteStream<S> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.close_sent {
+            match ready!(Pin::new(&mut self.ws).poll_ready(cx)) {
+                Ok(()) => {
+                    // Best effort: a failure here shows up again in poll_close below.
+                    let _ = Pin::new(&mut self.ws).start_send(normal_close());
+                }
+                Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed) => {
+                    return Poll::Ready(Ok(()))
+                }
+                Err(e) => return Poll::Ready(Err(ws_err(e))),
+            }
+            self.close_sent = true;
+        }
         match ready!(Pin::new(&mut self.ws).poll_close(cx)) {
             Ok(()) => Poll::Ready(Ok(())),
             Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed) => Poll::Ready(Ok(())),

@@ -6,8 +6,8 @@ use crate::spdy::Headers;
 use crate::testutil::{serve_http, ws_connect};
 use std::net::SocketAddr;
 
-struct EchoDialer {
-    echo: SocketAddr,
+pub(crate) struct EchoDialer {
+    pub(crate) echo: SocketAddr,
 }
 
 #[async_trait::async_trait]
@@ -23,7 +23,7 @@ impl PortDialer for EchoDialer {
     }
 }
 
-async fn echo_server() -> SocketAddr {
+pub(crate) async fn echo_server() -> SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -10,7 +10,7 @@ const EXIT_3_STATUS: &str = r#"{"metadata":{},"status":"Failure","message":"comm
 /// A fake runtime: upper-cases stdin to stdout, writes "warn" to stderr, and after stdin EOF
 /// reports exit code 3 on the error stream, then tears the session down the way the kubelet's
 /// streaming server does (reset every stream, close the connection).
-async fn fake_runtime() -> SocketAddr {
+pub(crate) async fn fake_runtime() -> SocketAddr {
     serve_http(|mut req: Request<IncomingBody>| async move {
         assert!(header_has_token(
             req.headers(),
