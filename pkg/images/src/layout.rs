@@ -698,4 +698,71 @@ mod tests {
             vec!["docker.io/library/busybox:1".to_string()]
         );
     }
+
+    #[test]
+    fn oci_index_picks_host_platform_manifest() {
+        let other = if host_architecture() == "amd64" {
+            "arm64"
+        } else {
+            "amd64"
+        };
+        let mut b = tar::Builder::new(Vec::new());
+        let blob = |b: &mut tar::Builder<Vec<u8>>, data: &[u8]| {
+            add(
+                b,
+                &format!("blobs/sha256/{}", &sha256_digest(data)[7..]),
+                data,
+            );
+            sha256_digest(data)
+        };
+        let mut children = Vec::new();
+        for arch in [other, host_architecture()] {
+            let layer = layer_tar();
+            let layer_digest = blob(&mut b, &layer);
+            let config = serde_json::to_vec(&serde_json::json!({
+                "architecture": arch, "os": "linux",
+                "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+            }))
+            .unwrap();
+            let config_desc = Descriptor {
+                media_type: MEDIA_OCI_CONFIG.into(),
+                digest: blob(&mut b, &config),
+                size: config.len() as i64,
+                annotations: BTreeMap::new(),
+                platform: None,
+            };
+            let layer_desc = Descriptor {
+                media_type: MEDIA_OCI_LAYER.into(),
+                digest: layer_digest,
+                size: layer.len() as i64,
+                annotations: BTreeMap::new(),
+                platform: None,
+            };
+            let manifest = oci_manifest_json(&config_desc, std::iter::once(&layer_desc));
+            children.push(serde_json::json!({
+                "mediaType": MEDIA_OCI_MANIFEST, "digest": blob(&mut b, &manifest), "size": manifest.len(),
+                "platform": {"os": "linux", "architecture": arch},
+            }));
+        }
+        let inner =
+            serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": children}))
+                .unwrap();
+        let inner_digest = blob(&mut b, &inner);
+        let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [{
+            "mediaType": MEDIA_OCI_INDEX, "digest": inner_digest, "size": inner.len(),
+            "annotations": {ANNOTATION_CONTAINERD_NAME: "multi:1"}}]}))
+        .unwrap();
+        add(&mut b, "index.json", &index);
+        let p = plan_of(&b.into_inner().unwrap()).unwrap();
+        assert_eq!(p.images.len(), 1);
+        assert_eq!(
+            p.images[0].names,
+            vec!["docker.io/library/multi:1".to_string()]
+        );
+        assert_eq!(
+            p.images[0].manifest.desc.digest,
+            children[1]["digest"].as_str().unwrap()
+        );
+        assert_eq!(p.images[0].manifest.desc.media_type, MEDIA_OCI_MANIFEST);
+    }
 }
