@@ -198,6 +198,12 @@ pub async fn start(
             join_secret: Some(secret),
             ca_pem: pki.ca.cert_pem().to_string(),
             service_account_key,
+            // node certificates are signed at join; the kubelet client cert reaches agents
+            ca: Some(Arc::new(mini_certs::CertAuthority::from_pem(
+                pki.ca.cert_pem(),
+                &pki.ca.key_pem(),
+            )?)),
+            kubelet_client: Some(pki.apiserver_client.clone()),
         },
     )
     .await?;
