@@ -1,8 +1,15 @@
-//! Pod volumes on the node: the downward API values, and (in `manager`) the `VolumeManager` that
+//! Pod volumes on the node: the downward API values, atomic volume contents, and the `VolumeManager` that
 //! materialises emptyDir, hostPath, configMap, secret, downwardAPI, projected and
 //! PVC-backed volumes under `<pods_dir>/<uid>/volumes` and turns volumeMounts into CRI mounts.
 
+pub mod atomic;
 pub mod downward;
+mod manager;
+
+pub use manager::{
+    MountedVolume, PodVolumes, VolumeKind, VolumeManager, CONFIG_MAP, DOWNWARD_API, EMPTY_DIR,
+    PROJECTED, SECRET,
+};
 
 use std::path::PathBuf;
 
@@ -48,6 +55,8 @@ pub enum VolumeError {
     },
     #[error("{what}: {source}")]
     Api { what: String, source: kube::Error },
+    #[error("the TokenRequest for serviceaccount {service_account} returned no token")]
+    EmptyToken { service_account: String },
     #[error(transparent)]
     Sys(#[from] mini_sys::SysError),
 }
