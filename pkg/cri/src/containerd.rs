@@ -31,12 +31,12 @@ const TTRPC_SUFFIX: &str = ".ttrpc";
 pub const CNI_BIN_DIRS: &[&str] = &["/usr/lib/cni", "/opt/cni/bin"];
 
 /// Plugins the node never uses; disabling them keeps start-up fast and the log quiet.
+/// (`io.containerd.runtime.v1.linux` must stay: containerd 1.6's tasks service needs it.)
 pub const DISABLED_PLUGINS: &[&str] = &[
     "io.containerd.snapshotter.v1.aufs",
     "io.containerd.snapshotter.v1.btrfs",
     "io.containerd.snapshotter.v1.zfs",
     "io.containerd.snapshotter.v1.devmapper",
-    "io.containerd.runtime.v1.linux",
     "io.containerd.tracing.processor.v1.otlp",
     "io.containerd.internal.v1.tracing",
 ];
@@ -82,12 +82,15 @@ pub enum ContainerdError {
         log: PathBuf,
         tail: String,
     },
-    #[error("containerd did not answer CRI within {timeout:?} (see {log}): {source}")]
+    #[error(
+        "containerd did not answer CRI within {timeout:?}: {source}; last lines of {log}:\n{tail}"
+    )]
     NotReady {
         timeout: Duration,
         log: PathBuf,
+        tail: String,
         #[source]
-        source: CriError,
+        source: Box<CriError>,
     },
     #[error(
         "a containerd that is not ours answers on {socket} ({pid_file} names no live containerd \
@@ -534,7 +537,8 @@ impl Supervisor {
                         ContainerdError::NotReady {
                             timeout: config.ready_timeout,
                             log: config.log_path(),
-                            source,
+                            tail: log_tail(&config.log_path(), 20),
+                            source: Box::new(source),
                         }
                     }),
                 };

@@ -110,6 +110,11 @@ impl GrpcRuntime {
             let error = match tokio::time::timeout(left.min(Duration::from_secs(2)), attempt).await
             {
                 Ok(Ok(version)) => return Ok(version),
+                // The socket answers but has no CRI v1 service (CRI plugin disabled or failed
+                // to load): waiting will not change that.
+                Ok(Err(error @ CriError::Rpc { .. })) if is_unimplemented(&error) => {
+                    return Err(error)
+                }
                 Ok(Err(error)) => error,
                 Err(_) => CriError::Unavailable {
                     endpoint: self.endpoint.clone(),
@@ -151,6 +156,10 @@ impl GrpcRuntime {
             }),
         }
     }
+}
+
+fn is_unimplemented(error: &CriError) -> bool {
+    matches!(error, CriError::Rpc { code, .. } if code == "Unimplemented")
 }
 
 /// A tonic request carrying a gRPC deadline.
