@@ -1,5 +1,10 @@
 //! mini agent: join by token, register the node, run containerd and the kubelet, serve port 10250.
+//!
+//! [`start`] reads top to bottom as the start order: identity and join, containerd and images,
+//! Node registration and lease, CNI config once the server assigned a pod CIDR, the kubelet,
+//! the node API. [`RunningAgent::wait`] is the shutdown order.
 
+mod backend;
 pub mod cni;
 pub mod config;
 mod fsutil;
@@ -13,7 +18,12 @@ mod testutil;
 
 pub use config::{parse_node_labels, parse_node_taints, AgentConfig, ContainerRuntimeMode};
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use mini_sys::Host;
+use tokio_util::sync::CancellationToken;
 
 /// Why the agent could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -58,4 +68,319 @@ pub enum AgentError {
     Serve(String),
     #[error("container runtime: {0}")]
     Runtime(String),
+}
+
+/// A started agent: registered, kubelet running, node API serving.
+pub struct RunningAgent {
+    pub node_name: String,
+    pub node_ip: IpAddr,
+    /// Where the node API listens (the kubelet port; useful when 0 was asked).
+    pub node_api_address: SocketAddr,
+    /// A client with the node's identity.
+    pub client: kube::Client,
+    kubelet: Arc<mini_kubelet::Kubelet>,
+    containerd: Option<mini_cri::SupervisorHandle>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    drain_on_stop: bool,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for RunningAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningAgent")
+            .field("node_name", &self.node_name)
+            .field("node_ip", &self.node_ip)
+            .field("node_api_address", &self.node_api_address)
+            .finish()
+    }
+}
+
+/// Runs the agent until `shutdown` is cancelled (SIGTERM/SIGINT in `mini agent`).
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    let host: Arc<dyn Host> = Arc::new(mini_sys::LinuxHost);
+    start(config, host, shutdown).await?.wait().await
+}
+
+/// Starts everything and returns once the node is registered and the node API serves.
+pub async fn start(
+    config: AgentConfig,
+    host: Arc<dyn Host>,
+    shutdown: CancellationToken,
+) -> Result<RunningAgent, AgentError> {
+    // 1. who we are: node name (flag, else the one remembered, else the hostname) and IP
+    let hostname = host.hostname()?;
+    let node_name = match &config.node_name {
+        Some(n) => n.clone(),
+        None => join::NodeSecret::load(&config.password_file())?
+            .map(|s| s.node_name)
+            .unwrap_or_else(|| hostname.clone()),
+    };
+    let node_ip = match config.node_ip {
+        Some(ip) => ip,
+        None => host.route_source_ip(server_ip(&config.server_url).await?)?,
+    };
+    tracing::info!(node = node_name, %node_ip, server = config.server_url, "starting the agent");
+
+    // 2. join: CA pinned by the token, certificates signed by the server
+    let creds = join::join(&join::JoinRequestInfo {
+        server_url: &config.server_url,
+        token: &config.token,
+        tls_dir: &config.tls_dir(),
+        password_file: &config.password_file(),
+        node_name: &node_name,
+        hostname: &hostname,
+        node_ips: &[node_ip],
+    })
+    .await?;
+    let client = kube_client(&config, &creds).await?;
+
+    // 3. containerd (managed or external), then the pause image and the air-gap images
+    let (containerd, socket) = match &config.container_runtime {
+        ContainerRuntimeMode::Managed => {
+            let cd = mini_cri::ContainerdConfig::new(
+                config.containerd_dir(),
+                mini_images::PAUSE_IMAGE,
+                config.cni_conf_dir(),
+            );
+            std::fs::create_dir_all(config.cni_conf_dir())
+                .map_err(|e| fsutil::io_err(&config.cni_conf_dir(), e))?;
+            // its own token: containerd outlives the root shutdown until pods are drained
+            let handle = mini_cri::Supervisor::start(cd, CancellationToken::new())
+                .await
+                .map_err(|e| AgentError::Runtime(e.to_string()))?;
+            let socket = handle.socket().to_path_buf();
+            (Some(handle), socket)
+        }
+        ContainerRuntimeMode::External(socket) => (None, socket.clone()),
+    };
+    let runtime: Arc<dyn mini_cri::Runtime> = Arc::new(
+        mini_cri::GrpcRuntime::connect(&socket).map_err(|e| AgentError::Runtime(e.to_string()))?,
+    );
+    let importer = mini_images::ImageImporter::connect(&socket, &config.agent_dir())
+        .await
+        .map_err(|e| AgentError::Runtime(format!("connecting the image importer: {e}")))?;
+    importer
+        .ensure_pause_image()
+        .await
+        .map_err(|e| AgentError::Runtime(format!("importing the pause image: {e}")))?;
+    std::fs::create_dir_all(config.images_dir())
+        .map_err(|e| fsutil::io_err(&config.images_dir(), e))?;
+    let mut tasks = Vec::new();
+    {
+        let (dir, stop) = (config.images_dir(), shutdown.clone());
+        // watch_dir imports what is there now, then what appears
+        tasks.push(tokio::spawn(
+            async move { importer.watch_dir(dir, stop).await },
+        ));
+    }
+
+    // 4. the Node object, its status loop and its lease
+    let health: Arc<dyn node::HealthSource> = Arc::new(node::CriHealth(runtime.clone()));
+    let registration = node::NodeRegistration {
+        name: node_name.clone(),
+        hostname: hostname.clone(),
+        node_ip,
+        labels: config.node_labels.clone(),
+        taints: config.node_taints.clone(),
+        kubelet_port: config.kubelet_port,
+        data_dir: config.data_dir.clone(),
+        control_plane: config.control_plane,
+    };
+    node::register(
+        &client,
+        &registration,
+        host.as_ref(),
+        &health.health().await,
+    )
+    .await?;
+    tasks.push(tokio::spawn(node::run_lease_loop(
+        client.clone(),
+        node_name.clone(),
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(node::run_status_loop(
+        client.clone(),
+        registration,
+        host.clone(),
+        health,
+        shutdown.clone(),
+    )));
+
+    // 5. pod network: once node IPAM gave us a pod CIDR
+    let Some(pod_cidr) = cni::wait_for_pod_cidr(&client, &node_name, &shutdown).await else {
+        return Err(AgentError::Serve(
+            "shut down while waiting for a pod CIDR".into(),
+        ));
+    };
+    if let Err(e) = host.set_sysctl("net.ipv4.ip_forward", "1") {
+        tracing::warn!(error = %e, "enabling ip forwarding failed");
+    }
+    cni::write_conflist(
+        &config.cni_conf_dir(),
+        &cni::PodNetworkConfig {
+            pod_cidr,
+            mtu: cni::underlay_mtu(host.as_ref(), node_ip),
+        },
+    )?;
+
+    // 6. the kubelet
+    let kubelet = mini_kubelet::Kubelet::new(
+        client.clone(),
+        runtime.clone(),
+        host.clone(),
+        mini_kubelet::KubeletConfig {
+            node_name: node_name.clone(),
+            node_ip,
+            pods_dir: config.pods_dir(),
+            logs_dir: config.logs_dir(),
+            cluster_dns: vec![config.cluster_dns],
+            cluster_domain: config.cluster_domain.clone(),
+            resolv_conf: config.resolv_conf_path().to_path_buf(),
+        },
+    );
+    {
+        let (kubelet, stop) = (kubelet.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = kubelet.run(stop.clone()).await {
+                tracing::error!(error = %e, "the kubelet stopped; shutting the agent down");
+                stop.cancel();
+            }
+        }));
+    }
+
+    // 7. the node API on the kubelet port
+    let stats = stats::StatsSampler::new(runtime.clone(), host.clone(), node_name.clone());
+    tasks.push(tokio::spawn(stats.clone().run(shutdown.clone())));
+    let address = SocketAddr::from(([0, 0, 0, 0], config.kubelet_port));
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| AgentError::Serve(format!("binding {address}: {e}")))?;
+    let node_api_address = listener
+        .local_addr()
+        .map_err(|e| AgentError::Serve(format!("reading the bound address: {e}")))?;
+    let backend = Arc::new(backend::KubeletBackend {
+        kubelet: kubelet.clone(),
+        stats,
+        client: client.clone(),
+        node_name: node_name.clone(),
+    });
+    tasks.push(tokio::spawn(server::serve(
+        listener,
+        server::tls_config(&creds.serving, &creds.ca_pem)?,
+        backend,
+        host.clone(),
+        shutdown.clone(),
+    )));
+    tracing::info!(node = node_name, %node_api_address, "agent ready");
+    Ok(RunningAgent {
+        node_name,
+        node_ip,
+        node_api_address,
+        client,
+        kubelet,
+        containerd,
+        tasks,
+        drain_on_stop: config.drain_on_stop,
+        shutdown,
+    })
+}
+
+impl RunningAgent {
+    /// Waits for shutdown, then stops in order: (drain pods if asked), the loops and the node
+    /// API, then the managed containerd process -- its shims keep the containers running.
+    pub async fn wait(self) -> Result<(), AgentError> {
+        self.shutdown.cancelled().await;
+        if self.drain_on_stop {
+            tracing::info!("stopping every pod before exiting (--drain-on-stop)");
+            self.kubelet.stop_all_pods().await;
+        }
+        for task in self.tasks {
+            task.abort();
+            let _ = task.await;
+        }
+        if let Some(containerd) = self.containerd {
+            containerd.stop().await;
+        }
+        tracing::info!("agent stopped; pods keep running");
+        Ok(())
+    }
+}
+
+/// A client with the node's identity, trusting only the cluster CA; also written as
+/// `<data>/agent/kubelet.kubeconfig` for debugging.
+async fn kube_client(
+    config: &AgentConfig,
+    creds: &join::Credentials,
+) -> Result<kube::Client, AgentError> {
+    let yaml = mini_certs::kubeconfig_yaml(&config.server_url, &creds.ca_pem, &creds.client);
+    fsutil::write_private(&config.kubeconfig_file(), yaml.as_bytes())?;
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml)
+        .map_err(|e| AgentError::Join(format!("building the node kubeconfig: {e}")))?;
+    let client_config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .map_err(|e| AgentError::Join(format!("building the node client: {e}")))?;
+    kube::Client::try_from(client_config).map_err(|e| AgentError::Api {
+        what: "building the node client".into(),
+        source: Box::new(e),
+    })
+}
+
+/// The server's address (resolving its name), to find the interface that routes there.
+async fn server_ip(server_url: &str) -> Result<IpAddr, AgentError> {
+    let bad = |reason: String| AgentError::Config {
+        flag: "--server",
+        value: server_url.to_string(),
+        reason,
+    };
+    let uri: http::Uri = server_url
+        .parse()
+        .map_err(|e| bad(format!("not a URL: {e}")))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| bad("no host".into()))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    if let Ok(ip) = host.parse() {
+        return Ok(ip);
+    }
+    let port = uri.port_u16().unwrap_or(443);
+    let mut addresses = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|e| bad(format!("resolving {host}: {e}")))?;
+    addresses
+        .next()
+        .map(|a| a.ip())
+        .ok_or_else(|| bad(format!("{host} resolves to no address")))
+}
+
+/// `mini images import`: imports one image tarball into containerd (the agent's managed one
+/// under `data_dir` unless `containerd_socket` is given); returns the image names.
+pub async fn import_image_file(
+    file: &std::path::Path,
+    containerd_socket: Option<PathBuf>,
+    data_dir: &std::path::Path,
+) -> Result<Vec<String>, AgentError> {
+    let mut config = AgentConfig::new("", "");
+    config.data_dir = data_dir.to_path_buf();
+    let socket = containerd_socket.unwrap_or_else(|| {
+        mini_cri::ContainerdConfig::new(
+            config.containerd_dir(),
+            mini_images::PAUSE_IMAGE,
+            config.cni_conf_dir(),
+        )
+        .socket_path()
+    });
+    let importer = mini_images::ImageImporter::connect(&socket, &config.agent_dir())
+        .await
+        .map_err(|e| {
+            AgentError::Runtime(format!(
+                "connecting to containerd at {}: {e}",
+                socket.display()
+            ))
+        })?;
+    importer
+        .import_file(file)
+        .await
+        .map_err(|e| AgentError::Runtime(format!("importing {}: {e}", file.display())))
 }
