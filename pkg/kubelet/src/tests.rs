@@ -116,17 +116,30 @@ impl Harness {
             .expect("creating pod")
     }
 
-    /// Polls the pod until `check` holds (10 s at most).
+    /// Watches the pod until `check` holds for some version of it (10 s at most); a watch
+    /// sees every status the kubelet wrote, also short-lived ones.
     async fn wait_pod(&self, name: &str, what: &str, check: impl Fn(&Pod) -> bool) -> Pod {
+        use futures::StreamExt;
+        use kube::runtime::{watcher, WatchStreamExt};
+        let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let mut stream = watcher(self.pods(), cfg).applied_objects().boxed();
         let mut last = None;
-        for _ in 0..200 {
-            if let Ok(p) = self.pods().get(name).await {
-                if check(&p) {
-                    return p;
+        let deadline = tokio::time::sleep(Duration::from_secs(10));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => break,
+                item = stream.next() => match item {
+                    Some(Ok(p)) => {
+                        if check(&p) {
+                            return p;
+                        }
+                        last = Some(p);
+                    }
+                    Some(Err(_)) => {}
+                    None => break,
                 }
-                last = Some(p);
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!(
             "pod {name} never reached: {what}; last: {:?}",
@@ -176,6 +189,13 @@ fn pod(name: &str, restart_policy: &str, container: serde_json::Value) -> serde_
         "spec": {"nodeName": "n1", "restartPolicy": restart_policy, "containers": [container]},
     })
 }
+
+trait Pipe: Sized {
+    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
+        f(self)
+    }
+}
+impl Pipe for serde_json::Value {}
 
 fn main_status(p: &Pod) -> Option<k8s_openapi::api::core::v1::ContainerStatus> {
     p.status
@@ -243,7 +263,12 @@ async fn pod_runs_with_sandbox_and_container_config_from_spec() {
         "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "200m", "memory": "64Mi"}},
         "volumeMounts": [{"name": "data", "mountPath": "/data"}],
         "ports": [{"containerPort": 80, "hostPort": 8080}],
-    }))).await;
+    }))
+    .pipe(|mut p| {
+        p["spec"]["volumes"] = json!([{"name": "data", "emptyDir": {}}]);
+        p
+    }))
+    .await;
     let p = h
         .wait_pod("web", "Running with a pod IP", |p| {
             phase(p).as_deref() == Some("Running")
@@ -450,7 +475,7 @@ async fn liveness_failure_restarts_and_readiness_failure_flips_ready() {
         main_status(p).is_some_and(|c| c.restart_count >= 1)
     })
     .await;
-    assert!(h.runtime.calls_of("StopContainer").len() >= 1);
+    assert!(!h.runtime.calls_of("StopContainer").is_empty());
     let p = h
         .wait_pod("unready", "Running but not Ready", |p| {
             phase(p).as_deref() == Some("Running")
