@@ -77,6 +77,8 @@ struct State {
     container_exec_results: HashMap<(String, Vec<String>), ExecSyncResponse>,
     stats: HashMap<String, ContainerStats>,
     stop_exit: (i32, String),
+    /// Container name -> (exit code, reason) applied as soon as such a container starts.
+    exit_on_start: HashMap<String, (i32, String)>,
     runtime_ready: bool,
     network_ready: bool,
     calls: Vec<FakeCall>,
@@ -163,6 +165,7 @@ impl FakeRuntime {
                 container_exec_results: HashMap::new(),
                 stats: HashMap::new(),
                 stop_exit: (137, "Error".to_string()),
+                exit_on_start: HashMap::new(),
                 runtime_ready: true,
                 network_ready: true,
                 calls: Vec::new(),
@@ -234,6 +237,19 @@ impl FakeRuntime {
         };
         finish(container, exit_code, reason);
         true
+    }
+
+    /// Makes every container named `container_name` (CRI metadata name) exit with `exit_code`
+    /// and `reason` right after it starts, attempt after attempt (crash loops, init containers
+    /// that complete), until `clear_exit_on_start`.
+    pub fn set_exit_on_start(&self, container_name: &str, exit_code: i32, reason: &str) {
+        self.lock()
+            .exit_on_start
+            .insert(container_name.to_string(), (exit_code, reason.to_string()));
+    }
+
+    pub fn clear_exit_on_start(&self, container_name: &str) {
+        self.lock().exit_on_start.remove(container_name);
     }
 
     /// Sets the answer of `exec_sync` for `cmd` in any container.
@@ -650,6 +666,7 @@ impl Runtime for FakeRuntime {
 
     async fn start_container(&self, container_id: &str) -> Result<(), CriError> {
         let mut state = self.enter("StartContainer", container_id)?;
+        let state = &mut *state;
         let Some(container) = state.containers.get_mut(container_id) else {
             return Err(CriError::NotFound(format!(
                 "StartContainer: container {container_id:?} not found"
@@ -667,6 +684,10 @@ impl Runtime for FakeRuntime {
         }
         container.state = ContainerState::ContainerRunning;
         container.started_at = now_nanos();
+        let name = container.config.metadata.as_ref().map(|m| m.name.as_str());
+        if let Some((code, reason)) = name.and_then(|n| state.exit_on_start.get(n)) {
+            finish(container, *code, reason);
+        }
         Ok(())
     }
 
@@ -1023,6 +1044,35 @@ mod tests {
         fake.exit_container(&other, 0, "");
         let status = fake.container_status(&other, false).await.expect("status");
         assert_eq!(status.status.expect("body").reason, "Completed");
+    }
+
+    #[tokio::test]
+    async fn fake_exit_on_start_ends_every_attempt() {
+        let fake = FakeRuntime::new();
+        fake.set_exit_on_start("main", 1, "");
+        let (sandbox, first) = running_container(&fake).await;
+        assert_eq!(
+            fake.container_state(&first),
+            Some(ContainerState::ContainerExited)
+        );
+        let second = fake
+            .create_container(container_request(&sandbox, "main", "busybox"))
+            .await
+            .expect("create");
+        fake.start_container(&second).await.expect("start");
+        let status = fake.container_status(&second, false).await.expect("status");
+        let status = status.status.expect("body");
+        assert_eq!((status.exit_code, status.reason.as_str()), (1, "Error"));
+        fake.clear_exit_on_start("main");
+        let third = fake
+            .create_container(container_request(&sandbox, "main", "busybox"))
+            .await
+            .expect("create");
+        fake.start_container(&third).await.expect("start");
+        assert_eq!(
+            fake.container_state(&third),
+            Some(ContainerState::ContainerRunning)
+        );
     }
 
     #[tokio::test]
