@@ -95,6 +95,8 @@ enum Plan {
     Atomic {
         path: PathBuf,
         payload: Payload,
+        /// Backed by tmpfs so the contents never reach the disk (secret, projected).
+        tmpfs: bool,
     },
 }
 
@@ -280,7 +282,11 @@ impl VolumeManager {
             .await?;
             return Ok((
                 mounted(VolumeKind::ConfigMap, &path, true),
-                Plan::Atomic { path, payload },
+                Plan::Atomic {
+                    path,
+                    payload,
+                    tmpfs: false,
+                },
             ));
         }
         if let Some(src) = &volume.secret {
@@ -299,7 +305,11 @@ impl VolumeManager {
             .await?;
             return Ok((
                 mounted(VolumeKind::Secret, &path, true),
-                Plan::Atomic { path, payload },
+                Plan::Atomic {
+                    path,
+                    payload,
+                    tmpfs: true,
+                },
             ));
         }
         if let Some(src) = &volume.downward_api {
@@ -315,7 +325,11 @@ impl VolumeManager {
             .await?;
             return Ok((
                 mounted(VolumeKind::DownwardApi, &path, true),
-                Plan::Atomic { path, payload },
+                Plan::Atomic {
+                    path,
+                    payload,
+                    tmpfs: false,
+                },
             ));
         }
         if let Some(src) = &volume.projected {
@@ -369,7 +383,11 @@ impl VolumeManager {
             }
             return Ok((
                 mounted(VolumeKind::Projected, &path, true),
-                Plan::Atomic { path, payload },
+                Plan::Atomic {
+                    path,
+                    payload,
+                    tmpfs: true,
+                },
             ));
         }
         if let Some(src) = &volume.persistent_volume_claim {
@@ -699,7 +717,7 @@ impl VolumeManager {
         Ok(mounts)
     }
 
-    /// Unmounts the pod's tmpfs emptyDirs and removes `<pods_dir>/<uid>`. Call it once the
+    /// Unmounts the pod's tmpfs volumes (memory emptyDirs, secrets, projected) and removes `<pods_dir>/<uid>`. Call it once the
     /// pod's containers are gone. Idempotent.
     pub async fn teardown(&self, pod_uid: &str) -> Result<(), VolumeError> {
         let uid = checked_uid(pod_uid)?.to_string();
@@ -813,7 +831,19 @@ fn execute(host: &dyn mini_sys::Host, plan: Plan) -> Result<(), VolumeError> {
             Ok(())
         }
         Plan::HostPath { path, type_ } => check_host_path(&path, &type_),
-        Plan::Atomic { path, payload } => atomic::write(&path, &payload).map(|_| ()),
+        Plan::Atomic {
+            path,
+            payload,
+            tmpfs,
+        } => {
+            if tmpfs {
+                std::fs::create_dir_all(&path).map_err(io("create dir", &path))?;
+                if !host.is_mount_point(&path)? {
+                    host.mount_tmpfs(&path, None)?;
+                }
+            }
+            atomic::write(&path, &payload).map(|_| ())
+        }
     }
 }
 
@@ -949,24 +979,36 @@ fn expand_env(expr: &str, pod: &Pod, container: &Container) -> String {
 }
 
 fn teardown_dir(host: &dyn mini_sys::Host, dir: &Path) -> Result<(), VolumeError> {
-    let empty_dirs = dir.join("volumes").join(EMPTY_DIR);
-    match std::fs::read_dir(&empty_dirs) {
-        Ok(entries) => {
-            for entry in entries {
-                let path = entry.map_err(io("read dir", &empty_dirs))?.path();
-                if host.is_mount_point(&path)? {
-                    host.unmount(&path)?;
-                }
+    // tmpfs-backed volumes (memory emptyDirs, secrets, projected) are unmounted first
+    let volumes = dir.join("volumes");
+    for plugin in read_dir_paths(&volumes)? {
+        for volume in read_dir_paths(&plugin)? {
+            if host.is_mount_point(&volume)? {
+                host.unmount(&volume)?;
             }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io("read dir", &empty_dirs)(e)),
     }
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io("remove dir", dir)(e)),
     }
+}
+
+/// The entries of a directory that is a real directory (not a symlink); none when missing.
+fn read_dir_paths(dir: &Path) -> Result<Vec<PathBuf>, VolumeError> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        _ => return Ok(Vec::new()),
+    }
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io("read dir", dir))? {
+        let entry = entry.map_err(io("read dir", dir))?;
+        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            out.push(entry.path());
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -205,6 +205,16 @@ async fn setup_secret_writes_decoded_values_with_default_mode() {
     assert!(dir.ends_with("volumes/kubernetes.io~secret/creds"));
     assert_eq!(read(&dir.join("password")), "s3cr3t");
     assert_eq!(mode(&dir.join("password")), 0o400);
+    // secrets live on tmpfs, never on disk, and go away with the pod
+    assert_eq!(
+        e.host.calls(),
+        vec![FakeCall::MountTmpfs(dir.clone(), None)]
+    );
+    e.manager.setup(&p).await.expect("again");
+    assert_eq!(e.host.calls().len(), 1, "mounted once");
+    let uid = p.metadata.uid.clone().unwrap_or_default();
+    e.manager.teardown(&uid).await.expect("teardown");
+    assert_eq!(e.host.calls()[1], FakeCall::Unmount(dir.clone()));
 }
 
 #[tokio::test]
@@ -541,4 +551,27 @@ async fn mounts_for_applies_read_only_sub_path_and_propagation() {
         e.manager.mounts_for(&p, &unknown, &vols),
         Err(VolumeError::UnknownVolume { .. })
     ));
+}
+
+#[tokio::test]
+#[ignore = "needs root: mounts a real tmpfs (run by hand with --ignored as root)"]
+async fn setup_memory_empty_dir_on_linux_host_mounts_real_tmpfs_and_teardown_removes_it() {
+    let api = mini_testenv::TestEnv::start().await;
+    let client = api.admin_client();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let host = Arc::new(mini_sys::LinuxHost);
+    let manager = VolumeManager::new(client.clone(), host.clone(), dir.path().join("pods"));
+    let p = pod(
+        &client,
+        "real",
+        json!([{"name": "cache", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}]),
+    )
+    .await;
+    let vols = manager.setup(&p).await.expect("setup");
+    let cache = vols.volumes["cache"].host_path.clone();
+    assert!(mini_sys::Host::is_mount_point(host.as_ref(), &cache).expect("mountinfo"));
+    let uid = p.metadata.uid.clone().unwrap_or_default();
+    manager.teardown(&uid).await.expect("teardown");
+    assert!(!mini_sys::Host::is_mount_point(host.as_ref(), &cache).expect("mountinfo"));
+    assert!(!manager.pod_dir(&uid).exists());
 }
