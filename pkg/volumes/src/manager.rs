@@ -821,9 +821,7 @@ fn execute(host: &dyn mini_sys::Host, plan: Plan) -> Result<(), VolumeError> {
         Plan::Dir { path, tmpfs } => {
             std::fs::create_dir_all(&path).map_err(io("create dir", &path))?;
             if let Some(size) = tmpfs {
-                if !host.is_mount_point(&path)? {
-                    host.mount_tmpfs(&path, size)?;
-                }
+                ensure_tmpfs(host, &path, size)?;
             }
             // emptyDirs are world-writable as upstream, so any container user can write
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777))
@@ -838,13 +836,25 @@ fn execute(host: &dyn mini_sys::Host, plan: Plan) -> Result<(), VolumeError> {
         } => {
             if tmpfs {
                 std::fs::create_dir_all(&path).map_err(io("create dir", &path))?;
-                if !host.is_mount_point(&path)? {
-                    host.mount_tmpfs(&path, None)?;
-                }
+                ensure_tmpfs(host, &path, None)?;
             }
             atomic::write(&path, &payload).map(|_| ())
         }
     }
+}
+
+/// Mounts a tmpfs on `path` unless one is there. The check uses the canonical path, as the
+/// mount table does, so a relative or symlinked pods dir never stacks a second tmpfs on top.
+fn ensure_tmpfs(
+    host: &dyn mini_sys::Host,
+    path: &Path,
+    size: Option<u64>,
+) -> Result<(), VolumeError> {
+    let real = std::fs::canonicalize(path).map_err(io("resolve", path))?;
+    if !host.is_mount_point(&real)? {
+        host.mount_tmpfs(&real, size)?;
+    }
+    Ok(())
 }
 
 /// Upstream's hostPath `type` checks; `DirectoryOrCreate`/`FileOrCreate` create what is missing.
@@ -980,6 +990,12 @@ fn expand_env(expr: &str, pod: &Pod, container: &Container) -> String {
 
 fn teardown_dir(host: &dyn mini_sys::Host, dir: &Path) -> Result<(), VolumeError> {
     // tmpfs-backed volumes (memory emptyDirs, secrets, projected) are unmounted first
+    let dir = match std::fs::canonicalize(dir) {
+        Ok(real) => real,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io("resolve", dir)(e)),
+    };
+    let dir = dir.as_path();
     let volumes = dir.join("volumes");
     for plugin in read_dir_paths(&volumes)? {
         for volume in read_dir_paths(&plugin)? {

@@ -30,7 +30,10 @@ async fn env() -> Env {
     let client = api.admin_client();
     let host = Arc::new(FakeHost::default());
     let dir = tempfile::tempdir().expect("temp dir");
-    let manager = VolumeManager::new(client.clone(), host.clone(), dir.path().join("pods"));
+    let pods = std::fs::canonicalize(dir.path())
+        .expect("canonical temp dir")
+        .join("pods");
+    let manager = VolumeManager::new(client.clone(), host.clone(), pods);
     Env {
         _api: api,
         client,
