@@ -1570,3 +1570,146 @@ async fn restart_reopening_same_sled_dir_keeps_objects_and_resource_versions() -
     drop(dir);
     Ok(())
 }
+
+// ---- node side: join, node proxy and resource metrics without agents ----
+// (the TLS and fake-agent tests live in pkg/apiserver/tests/node_agent.rs, which can use rustls)
+
+#[tokio::test]
+async fn node_join_as_a_non_token_user_returns_403() -> Result<()> {
+    let h = harness().await?;
+    let res = raw_request(
+        &h.client,
+        "POST",
+        "/v1-mini/node-join",
+        Some("application/json"),
+        br#"{"nodeName":"n1"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(api_error(res).code, 403);
+    Ok(())
+}
+
+#[tokio::test]
+async fn metrics_api_is_discoverable_and_lists_nothing_without_nodes() -> Result<()> {
+    let h = harness().await?;
+    let resources: Value = serde_json::from_str(
+        &raw_request(
+            &h.client,
+            "GET",
+            "/apis/metrics.k8s.io/v1beta1",
+            None,
+            Vec::new(),
+        )
+        .await?,
+    )?;
+    let names: Vec<&str> = resources["resources"]
+        .as_array()
+        .context("resources")?
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(names, ["nodes", "pods"]);
+    let list: Value = serde_json::from_str(
+        &raw_request(
+            &h.client,
+            "GET",
+            "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods",
+            None,
+            Vec::new(),
+        )
+        .await?,
+    )?;
+    assert_eq!(list["kind"], "PodMetricsList");
+    assert_eq!(list["items"], json!([]));
+    let res = raw_request(
+        &h.client,
+        "DELETE",
+        "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/web",
+        None,
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(api_error(res).code, 405);
+    Ok(())
+}
+
+async fn create_raw(client: &Client, path: &str, obj: Value) -> Result<()> {
+    raw_request(
+        client,
+        "POST",
+        path,
+        Some("application/json"),
+        serde_json::to_vec(&obj)?,
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn pod_log_of_unbound_pod_returns_400_no_host() -> Result<()> {
+    let h = harness().await?;
+    create_raw(
+        &h.client,
+        "/api/v1/namespaces/default/pods",
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pending"},
+               "spec": {"containers": [{"name": "c", "image": "busybox"}]}}),
+    )
+    .await?;
+    let res = raw_request(
+        &h.client,
+        "GET",
+        "/api/v1/namespaces/default/pods/pending/log",
+        None,
+        Vec::new(),
+    )
+    .await;
+    let status = api_error(res);
+    assert_eq!(status.code, 400);
+    assert_eq!(status.message, "pod pending does not have a host assigned");
+    Ok(())
+}
+
+#[tokio::test]
+async fn pod_log_with_two_containers_and_no_choice_returns_400_listing_them() -> Result<()> {
+    let h = harness().await?;
+    create_raw(
+        &h.client,
+        "/api/v1/nodes",
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+               "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}]}}),
+    )
+    .await?;
+    create_raw(
+        &h.client,
+        "/api/v1/namespaces/default/pods",
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "two"},
+               "spec": {"nodeName": "n1", "containers": [{"name": "a", "image": "busybox"},
+                                                          {"name": "b", "image": "busybox"}]}}),
+    )
+    .await?;
+    let res = raw_request(
+        &h.client,
+        "GET",
+        "/api/v1/namespaces/default/pods/two/log",
+        None,
+        Vec::new(),
+    )
+    .await;
+    let status = api_error(res);
+    assert_eq!(status.code, 400);
+    assert_eq!(
+        status.message,
+        "a container name must be specified for pod two, choose one of: [a b]"
+    );
+    // with a container named, the test server (no kubelet client certificate) cannot reach it
+    let res = raw_request(
+        &h.client,
+        "GET",
+        "/api/v1/namespaces/default/pods/two/log?container=a",
+        None,
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(api_error(res).code, 503);
+    Ok(())
+}
