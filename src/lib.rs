@@ -22,9 +22,85 @@ pub struct Cli {
 pub enum Command {
     /// Run the control plane: API server over the embedded store, scheduler, controllers.
     Server(ServerArgs),
+    /// Join a cluster as a node: run containerd and the kubelet, serve the node API.
+    Agent(AgentArgs),
+    /// Container images on this node.
+    #[command(subcommand)]
+    Images(ImagesCommand),
     /// Load-testing tools.
     #[command(subcommand)]
     Sim(SimCommand),
+}
+
+/// How this machine runs as a node: shared by `mini agent` and the agent inside `mini server`.
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    /// Node name (default: the name of the last run, else the hostname).
+    #[arg(long, env = "MINI_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Node IP (default: the address of the interface that routes to the server).
+    #[arg(long, env = "MINI_NODE_IP")]
+    pub node_ip: Option<IpAddr>,
+    /// Node label key=value (repeatable).
+    #[arg(long = "node-label", env = "MINI_NODE_LABEL", value_delimiter = ',')]
+    pub node_label: Vec<String>,
+    /// Node taint key=value:Effect (repeatable).
+    #[arg(long = "node-taint", env = "MINI_NODE_TAINT", value_delimiter = ',')]
+    pub node_taint: Vec<String>,
+    /// CRI socket of an existing containerd (default: run a private containerd).
+    #[arg(long, env = "MINI_CONTAINER_RUNTIME_ENDPOINT")]
+    pub container_runtime_endpoint: Option<PathBuf>,
+    /// Cluster DNS service IP handed to pods.
+    #[arg(long, env = "MINI_CLUSTER_DNS", default_value = "10.43.0.10")]
+    pub cluster_dns: IpAddr,
+    /// Cluster domain.
+    #[arg(long, env = "MINI_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Port of the node API (logs, exec, port-forward, stats) the API server calls.
+    #[arg(long, env = "MINI_KUBELET_PORT", default_value_t = 10250)]
+    pub kubelet_port: u16,
+    /// Stop every pod when the agent stops (default: pods keep running).
+    #[arg(long, env = "MINI_DRAIN_ON_STOP")]
+    pub drain_on_stop: bool,
+    /// resolv.conf for pods with dnsPolicy Default (default: /etc/resolv.conf).
+    #[arg(long, env = "MINI_RESOLV_CONF")]
+    pub resolv_conf: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// URL of the API server, e.g. https://10.0.0.1:6443.
+    #[arg(long, env = "MINI_URL")]
+    pub server: String,
+    /// Join token (K10<ca hash>::server:<secret>, printed by `mini server`).
+    #[arg(long, env = "MINI_TOKEN", conflicts_with = "token_file")]
+    pub token: Option<String>,
+    /// File holding the join token.
+    #[arg(long, env = "MINI_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Where the agent keeps its certificates, containerd, pods and logs.
+    #[arg(long, env = "MINI_DATA_DIR", default_value = "/var/lib/mini")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// Import an image tarball (OCI layout or docker-archive, optionally gzip/zstd) into containerd.
+    Import(ImagesImportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImagesImportArgs {
+    /// The tarball.
+    pub file: PathBuf,
+    /// containerd's socket (default: the agent's managed containerd under --data-dir).
+    #[arg(long, env = "MINI_CONTAINERD_SOCKET", conflicts_with = "data_dir")]
+    pub containerd_socket: Option<PathBuf>,
+    /// The agent's data dir.
+    #[arg(long, env = "MINI_DATA_DIR", default_value = "/var/lib/mini")]
+    pub data_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,6 +182,11 @@ pub struct ServerArgs {
     /// Don't run the scheduler.
     #[arg(long, env = "MINI_DISABLE_SCHEDULER")]
     pub disable_scheduler: bool,
+    /// Don't run a node agent (containerd, kubelet) in the server process.
+    #[arg(long, env = "MINI_DISABLE_AGENT")]
+    pub disable_agent: bool,
+    #[command(flatten)]
+    pub node: NodeArgs,
     /// A controller not to run (repeatable), e.g. `deployment`, `garbagecollector`.
     #[arg(
         long = "disable-controller",
@@ -133,16 +214,27 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     config.token_file = args.token_file;
     config.write_kubeconfig = args.write_kubeconfig;
     config.write_kubeconfig_mode = mode;
+    let mut disable_agent = false;
     for component in &args.disable {
         match component.as_str() {
             "scheduler" => config.disable_scheduler = true,
             "controllers" => config.disable_controllers = true,
+            "agent" => disable_agent = true,
             other => {
-                anyhow::bail!("--disable {other:?}: known components are scheduler, controllers")
+                anyhow::bail!(
+                    "--disable {other:?}: known components are scheduler, controllers, agent"
+                )
             }
         }
     }
     config.disable_scheduler |= args.disable_scheduler;
+    if !(disable_agent || args.disable_agent) {
+        // URL and token are filled in by the server once it listens
+        let mut agent = mini_agent::AgentConfig::new(String::new(), String::new());
+        agent.data_dir = config.data_dir.clone();
+        apply_node_args(&mut agent, args.node)?;
+        config.agent = Some(agent);
+    }
     config.disabled_controllers = args.disable_controller;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
@@ -199,6 +291,66 @@ fn run_sim_nodes(args: SimNodesArgs) -> anyhow::Result<()> {
     })
 }
 
+/// Copies the node flags into an agent config.
+fn apply_node_args(config: &mut mini_agent::AgentConfig, args: NodeArgs) -> anyhow::Result<()> {
+    config.node_name = args.node_name;
+    config.node_ip = args.node_ip;
+    config.node_labels = mini_agent::parse_node_labels(&args.node_label)?;
+    config.node_taints = mini_agent::parse_node_taints(&args.node_taint)?;
+    if let Some(socket) = args.container_runtime_endpoint {
+        let socket = socket
+            .to_str()
+            .and_then(|s| s.strip_prefix("unix://"))
+            .map(PathBuf::from)
+            .unwrap_or(socket);
+        config.container_runtime = mini_agent::ContainerRuntimeMode::External(socket);
+    }
+    config.cluster_dns = args.cluster_dns;
+    config.cluster_domain = args.cluster_domain;
+    config.kubelet_port = args.kubelet_port;
+    config.drain_on_stop = args.drain_on_stop;
+    config.resolv_conf = args.resolv_conf;
+    Ok(())
+}
+
+fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
+    let token = match (args.token, args.token_file) {
+        (Some(t), _) => t,
+        (None, Some(f)) => std::fs::read_to_string(&f)
+            .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", f.display()))?
+            .trim()
+            .to_string(),
+        (None, None) => anyhow::bail!("--token or --token-file is required to join"),
+    };
+    let mut config = mini_agent::AgentConfig::new(args.server, token);
+    config.data_dir = args.data_dir;
+    apply_node_args(&mut config, args.node)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            stop.cancel();
+        });
+        mini_agent::run(config, shutdown).await?;
+        Ok(())
+    })
+}
+
+fn run_images_import(args: ImagesImportArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let names =
+            mini_agent::import_image_file(&args.file, args.containerd_socket, &args.data_dir)
+                .await?;
+        for name in names {
+            println!("imported {name}");
+        }
+        Ok(())
+    })
+}
+
 async fn wait_for_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::select! {
@@ -229,6 +381,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Server(args) => run_server(args),
+        Command::Agent(args) => run_agent(args),
+        Command::Images(ImagesCommand::Import(args)) => run_images_import(args),
         Command::Sim(SimCommand::Nodes(args)) => run_sim_nodes(args),
     };
     match result {

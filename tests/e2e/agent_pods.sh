@@ -31,7 +31,8 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 0
 fi
 
-# wait_for NAME SECONDS CMD...: polls CMD until it succeeds.
+# wait_for NAME SECONDS CMD...: polls CMD until it succeeds; records a failure otherwise
+# (and returns 1, so callers that can't go on may stop: `wait_for ... || return 1`).
 wait_for() {
   local name=$1 secs=$2
   shift 2
@@ -43,6 +44,9 @@ wait_for() {
   not_ok "$name" "timed out after ${secs}s: $out"
   return 1
 }
+
+# check_for NAME SECONDS CMD...: wait_for that never stops the suite.
+check_for() { wait_for "$@" || true; }
 
 # pod_on NODE LABEL: name of a pod with the label running on NODE.
 pod_on() {
@@ -68,7 +72,7 @@ step_start() {
   expect "node_reports_runtime_and_capacity" "containerd://.*110" \
     k get node node-a -o jsonpath='{.status.nodeInfo.containerRuntimeVersion} {.status.capacity.pods}'
   expect "node_lease_renewed" "node-a" k get lease -n kube-node-lease node-a -o jsonpath='{.spec.holderIdentity}'
-  wait_for "default_serviceaccount_created" 20 k get sa default -n default
+  check_for "default_serviceaccount_created" 20 k get sa default -n default
 }
 
 step_join_refusals() {
@@ -87,7 +91,9 @@ step_join_refusals() {
 step_deployment() {
   k create deployment web --image="$IMAGE" --replicas=4 -- httpd -f -p 80 -h /var/www >/dev/null
   k set env deployment/web GREETING=hi >/dev/null
-  if ! wait_for "deployment_available" 120 k rollout status deployment/web --timeout=5s; then
+  if ! wait_for "deployment_available" 120 k rollout status deployment/web --timeout=5s ||
+    ! wait_for "old_replicaset_pods_gone" 60 bash -c \
+      "[ \$(nsenter --net=$(ns_path "$SERVER_NS") kubectl get pods -l app=web --no-headers | wc -l) -eq 4 ]"; then
     k get pods -o wide
     k describe pods | tail -40
     return 1
@@ -116,7 +122,7 @@ step_exec_logs_cp() {
   expect_eq "exec_tty_mode_runs" "tty-ok" bash -c "nsenter --net=$(ns_path "$SERVER_NS") kubectl exec -t $WEB_A -- echo tty-ok | tr -d '\r'"
 
   k run logger --image="$IMAGE" --restart=Never -- sh -c 'for i in 1 2 3 4 5; do echo line-$i; sleep 1; done; echo done-logging' >/dev/null
-  wait_for "logger_running" 60 bash -c "nsenter --net=$(ns_path "$SERVER_NS") kubectl get pod logger -o jsonpath='{.status.phase}' | grep -Eq 'Running|Succeeded'"
+  check_for "logger_running" 60 bash -c "nsenter --net=$(ns_path "$SERVER_NS") kubectl get pod logger -o jsonpath='{.status.phase}' | grep -Eq 'Running|Succeeded'"
   expect "logs_follow_streams_until_exit" "line-1.*line-5.*done-logging" \
     bash -c "timeout 30 nsenter --net=$(ns_path "$SERVER_NS") kubectl logs -f logger | tr '\n' ' '"
   expect_eq "logs_tail" "done-logging" k logs logger --tail=1
@@ -136,7 +142,7 @@ step_port_forward() {
   port=$(free_port)
   in_ns "$SERVER_NS" kubectl port-forward "pod/$WEB_B" "$port:80" >"$WORK/pf.log" 2>&1 &
   local pf=$!
-  wait_for "port_forward_listening" 20 bash -c "grep -q 'Forwarding from' $WORK/pf.log"
+  check_for "port_forward_listening" 20 bash -c "grep -q 'Forwarding from' $WORK/pf.log"
   expect "port_forward_reaches_httpd" "hello from mini" in_ns "$SERVER_NS" curl -s --max-time 10 "http://127.0.0.1:$port/index.html"
   expect "port_forward_second_connection" "hello from mini" in_ns "$SERVER_NS" curl -s --max-time 10 "http://127.0.0.1:$port/index.html"
   kill "$pf" 2>/dev/null || true
@@ -144,8 +150,8 @@ step_port_forward() {
 }
 
 step_top() {
-  wait_for "top_nodes" 90 bash -c "nsenter --net=$(ns_path "$SERVER_NS") kubectl top nodes --no-headers | grep -c node- | grep -qx 2"
-  wait_for "top_pods" 90 bash -c "nsenter --net=$(ns_path "$SERVER_NS") kubectl top pods --no-headers | grep -q web-"
+  check_for "top_nodes" 90 bash -c "nsenter --net=$(ns_path "$SERVER_NS") kubectl top nodes --no-headers | grep -c node- | grep -qx 2"
+  check_for "top_pods" 90 bash -c "nsenter --net=$(ns_path "$SERVER_NS") kubectl top pods --no-headers | grep -q web-"
 }
 
 step_probes() {
@@ -154,6 +160,7 @@ apiVersion: v1
 kind: Pod
 metadata: {name: liveness}
 spec:
+  terminationGracePeriodSeconds: 1
   containers:
   - name: app
     image: $IMAGE
@@ -175,14 +182,14 @@ spec:
       exec: {command: [cat, /tmp/ready]}
       periodSeconds: 1
 EOF
-  wait_for "liveness_failure_restarts_container" 60 bash -c \
+  check_for "liveness_failure_restarts_container" 60 bash -c \
     "[ \$(nsenter --net=$(ns_path "$SERVER_NS") kubectl get pod liveness -o jsonpath='{.status.containerStatuses[0].restartCount}') -ge 2 ]"
-  wait_for "liveness_restarts_back_off" 90 bash -c \
+  check_for "liveness_restarts_back_off" 90 bash -c \
     "nsenter --net=$(ns_path "$SERVER_NS") kubectl get events --field-selector involvedObject.name=liveness,reason=BackOff -o name | grep -q ."
-  wait_for "readiness_ready_true" 60 bash -c \
+  check_for "readiness_ready_true" 60 bash -c \
     "nsenter --net=$(ns_path "$SERVER_NS") kubectl get pod readiness -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
-  k exec readiness -- rm /tmp/ready
-  wait_for "readiness_failure_flips_ready_false" 30 bash -c \
+  k exec readiness -- rm /tmp/ready || true
+  check_for "readiness_failure_flips_ready_false" 30 bash -c \
     "nsenter --net=$(ns_path "$SERVER_NS") kubectl get pod readiness -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx False"
 }
 
@@ -220,7 +227,7 @@ spec:
   - {name: scratch, emptyDir: {}}
   - {name: mem, emptyDir: {medium: Memory}}
 EOF
-  wait_for "volumes_pod_running" 60 bash -c "nsenter --net=$(ns_path "$SERVER_NS") kubectl get pod volumes -o jsonpath='{.status.phase}' | grep -qx Running"
+  check_for "volumes_pod_running" 60 bash -c "nsenter --net=$(ns_path "$SERVER_NS") kubectl get pod volumes -o jsonpath='{.status.phase}' | grep -qx Running"
   expect_eq "env_from_configmap_secret_field_resource" "blue s3cret volumes 64 L" \
     k exec volumes -- sh -c 'echo $COLOR $PASSWORD $MY_POD $MEM_LIMIT $CFG_size'
   expect_eq "configmap_volume_contents" "blue" k exec volumes -- cat /etc/config/color
@@ -233,9 +240,9 @@ EOF
 
 step_image_errors() {
   k run missing --image=registry.invalid/nothing:1.0 >/dev/null
-  wait_for "unknown_image_err_image_pull_quickly" 30 bash -c \
+  check_for "unknown_image_err_image_pull_quickly" 30 bash -c \
     "nsenter --net=$(ns_path "$SERVER_NS") kubectl get pod missing -o jsonpath='{.status.containerStatuses[0].state.waiting.reason}' | grep -Eq 'ErrImagePull|ImagePullBackOff'"
-  wait_for "unknown_image_back_off" 60 bash -c \
+  check_for "unknown_image_back_off" 60 bash -c \
     "nsenter --net=$(ns_path "$SERVER_NS") kubectl get pod missing -o jsonpath='{.status.containerStatuses[0].state.waiting.reason}' | grep -qx ImagePullBackOff"
   expect "image_pull_message_names_image" "registry.invalid/nothing" \
     k get pod missing -o jsonpath='{.status.containerStatuses[0].state.waiting.message}'
@@ -256,10 +263,10 @@ step_agent_killed() {
   kill -9 "$AGENT_PID_node_a"
   sleep 2
   expect "killed_agent_containers_keep_serving" "hello from mini" in_ns "$E2E_NS-node-a" curl -s --max-time 5 "http://$ip_a/index.html"
-  wait_for "killed_agent_node_not_ready" 90 bash -c \
+  check_for "killed_agent_node_not_ready" 90 bash -c \
     "nsenter --net=$(ns_path "$SERVER_NS") kubectl get node node-a --no-headers | grep -q NotReady"
   start_agent node-a "$(node_ip 1)" "$WORK/node-a"
-  wait_for "restarted_agent_node_ready" 90 bash -c \
+  check_for "restarted_agent_node_ready" 90 bash -c \
     "nsenter --net=$(ns_path "$SERVER_NS") kubectl get node node-a --no-headers | grep -q ' Ready '"
   sleep 5
   after=$(container_ids "$WEB_A" volumes)
@@ -275,7 +282,7 @@ step_server_stopped() {
   sleep 60
   expect "server_down_pods_keep_serving" "hello from mini" in_ns "$E2E_NS-node-b" curl -s --max-time 5 "http://$ip_b/index.html"
   start_node_server "$WORK/server" --disable-agent
-  wait_for "server_back_nodes_ready" 60 bash -c \
+  check_for "server_back_nodes_ready" 60 bash -c \
     "[ \$(nsenter --net=$(ns_path "$SERVER_NS") kubectl get nodes --no-headers 2>/dev/null | grep -c ' Ready ') -eq ${#NODES[@]} ]"
   sleep 5
   after=$(container_ids "$WEB_A" "$WEB_B")

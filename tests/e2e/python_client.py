@@ -86,7 +86,7 @@ def start_server():
     data_dir = os.path.join(d, "data")
     proc = subprocess.Popen(
         [binary, "server", "--data-dir", data_dir, "--bind-address", "127.0.0.1",
-         "--https-listen-port", str(port)],
+         "--https-listen-port", str(port), "--disable-agent"],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
     )
     STATE["proc"] = proc

@@ -110,9 +110,7 @@ pub async fn run_pod_start_bench(options: PodStartOptions) -> Result<PodStartRep
 /// Sandbox + container straight on containerd, one at a time, like the kubelet would (same
 /// image, same CNI network); each is stopped and removed after its sample.
 async fn raw_cri_starts(options: &PodStartOptions) -> Result<Vec<Duration>, BenchError> {
-    let runtime = mini_cri::grpc::GrpcRuntime::connect(&options.cri_socket)
-        .await
-        .map_err(client_err)?;
+    let runtime = mini_cri::grpc::GrpcRuntime::connect(&options.cri_socket).map_err(client_err)?;
     let image = proto::ImageSpec {
         image: options.image.clone(),
         ..Default::default()
@@ -155,7 +153,6 @@ async fn raw_cri_starts(options: &PodStartOptions) -> Result<Vec<Duration>, Benc
                     ..Default::default()
                 }),
                 sandbox_config: Some(sandbox_config),
-                ..Default::default()
             })
             .await
             .map_err(client_err)?;
@@ -164,7 +161,10 @@ async fn raw_cri_starts(options: &PodStartOptions) -> Result<Vec<Duration>, Benc
             .await
             .map_err(client_err)?;
         samples.push(started.elapsed());
-        runtime.stop_pod_sandbox(&sandbox_id).await.map_err(client_err)?;
+        runtime
+            .stop_pod_sandbox(&sandbox_id)
+            .await
+            .map_err(client_err)?;
         runtime
             .remove_pod_sandbox(&sandbox_id)
             .await
@@ -226,9 +226,11 @@ async fn api_pod_starts(options: &PodStartOptions) -> Result<Vec<Duration>, Benc
                 _ => {}
             }
         }
-        samples.push(running.ok_or_else(|| {
-            BenchError::Timeout(format!("pod {name} not Running within 120 s"))
-        })?);
+        samples.push(
+            running.ok_or_else(|| {
+                BenchError::Timeout(format!("pod {name} not Running within 120 s"))
+            })?,
+        );
     }
     pods.delete_collection(
         &DeleteParams::default().grace_period(0),

@@ -975,6 +975,8 @@ impl BenchServer {
             .arg("--data-dir")
             .arg(&data_dir)
             .args(["--bind-address", "127.0.0.1", "--https-listen-port", "0"])
+            // no node agent: these benchmarks use simulated nodes (or none)
+            .arg("--disable-agent")
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -43,6 +43,8 @@ impl ServerProcess {
             .arg("--data-dir")
             .arg(&data_dir)
             .args(["--bind-address", "127.0.0.1", "--https-listen-port", "0"])
+            // no node agent: these benchmarks use simulated nodes (or none)
+            .arg("--disable-agent")
             // the API benchmark measures the API server alone: its pods are bound to nodes that
             // don't exist, which pod GC would (rightly) delete
             .args(["--disable", "scheduler", "--disable", "controllers"])

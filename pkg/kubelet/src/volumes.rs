@@ -18,81 +18,46 @@ pub trait VolumeBackend: Send + Sync + 'static {
     async fn teardown(&self, pod_uid: &str) -> Result<(), String>;
 }
 
-/// The product backend. Until `mini_volumes::VolumeManager` is wired here, pods get
-/// `emptyDir` (disk) and `hostPath` volumes only; any other volume type fails the pod's
-/// container creation with a message naming it.
+/// The product backend: `mini_volumes::VolumeManager` (emptyDir, hostPath, configMap,
+/// secret, downwardAPI, projected with service account tokens, PVC-backed hostPath/local).
 pub(crate) fn mini_volumes_backend(
-    _client: kube::Client,
-    _host: std::sync::Arc<dyn mini_sys::Host>,
+    client: kube::Client,
+    host: std::sync::Arc<dyn mini_sys::Host>,
     config: &crate::KubeletConfig,
 ) -> std::sync::Arc<dyn VolumeBackend> {
-    std::sync::Arc::new(LocalVolumes {
-        pods_dir: config.pods_dir.clone(),
+    std::sync::Arc::new(ManagedVolumes {
+        manager: mini_volumes::VolumeManager::new(client, host, config.pods_dir.clone()),
     })
 }
 
-struct LocalVolumes {
-    pods_dir: std::path::PathBuf,
+struct ManagedVolumes {
+    manager: mini_volumes::VolumeManager,
 }
 
 #[async_trait]
-impl VolumeBackend for LocalVolumes {
+impl VolumeBackend for ManagedVolumes {
     async fn setup(&self, pod: &Pod) -> Result<HashMap<String, Vec<proto::Mount>>, String> {
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let volumes = self.manager.setup(pod).await.map_err(|e| e.to_string())?;
         let spec = pod.spec.clone().unwrap_or_default();
-        let mut sources: HashMap<String, String> = HashMap::new();
-        for v in spec.volumes.iter().flatten() {
-            let path = if v.empty_dir.is_some() {
-                let dir = self
-                    .pods_dir
-                    .join(&uid)
-                    .join("volumes/kubernetes.io~empty-dir")
-                    .join(&v.name);
-                tokio::fs::create_dir_all(&dir)
-                    .await
-                    .map_err(|e| format!("creating emptyDir {}: {e}", dir.display()))?;
-                dir.to_string_lossy().into_owned()
-            } else if let Some(h) = &v.host_path {
-                h.path.clone()
-            } else {
-                // Skipped here; a container mounting it fails below with the volume's name.
-                continue;
-            };
-            sources.insert(v.name.clone(), path);
-        }
         let mut out = HashMap::new();
         for c in spec
             .containers
             .iter()
             .chain(spec.init_containers.iter().flatten())
         {
-            let mut mounts = Vec::new();
-            for m in c.volume_mounts.iter().flatten() {
-                let host = sources.get(&m.name).ok_or_else(|| {
-                    format!("volume {:?}: this volume type is not supported yet", m.name)
-                })?;
-                let host_path = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-                    Some(sub) => format!("{host}/{sub}"),
-                    None => host.clone(),
-                };
-                mounts.push(proto::Mount {
-                    container_path: m.mount_path.clone(),
-                    host_path,
-                    readonly: m.read_only.unwrap_or(false),
-                    ..Default::default()
-                });
-            }
+            let mounts = self
+                .manager
+                .mounts_for(pod, c, &volumes)
+                .map_err(|e| e.to_string())?;
             out.insert(c.name.clone(), mounts);
         }
         Ok(out)
     }
 
     async fn teardown(&self, pod_uid: &str) -> Result<(), String> {
-        let dir = self.pods_dir.join(pod_uid);
-        match tokio::fs::remove_dir_all(&dir).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("removing {}: {e}", dir.display())),
-        }
+        self.manager
+            .teardown(pod_uid)
+            .await
+            .map_err(|e| e.to_string())
     }
 }

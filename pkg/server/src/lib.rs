@@ -31,6 +31,9 @@ pub struct ServerConfig {
     pub disable_controllers: bool,
     /// Controllers (names from `mini_controllers::CONTROLLERS`) not to run.
     pub disabled_controllers: Vec<String>,
+    /// The node agent run in the same process (`None`: `--disable-agent`). Its server URL and
+    /// token are filled in here once the API server listens; everything else comes from flags.
+    pub agent: Option<mini_agent::AgentConfig>,
 }
 
 impl ServerConfig {
@@ -50,6 +53,7 @@ impl ServerConfig {
             disable_scheduler: false,
             disable_controllers: false,
             disabled_controllers: Vec::new(),
+            agent: None,
         }
     }
 
@@ -76,6 +80,8 @@ pub enum ServerError {
     Store(#[from] mini_store::StoreError),
     #[error("api server: {0}")]
     ApiServer(#[from] mini_apiserver::ApiServerError),
+    #[error("node agent: {0} (run with --disable-agent for a control plane without a node)")]
+    Agent(#[from] mini_agent::AgentError),
 }
 
 /// What a started server tells its caller.
@@ -260,13 +266,53 @@ pub async fn start(
 
     // 8. serve
     let tls = mini_certs::server_tls_config(&pki.serving, pki.ca.cert_pem())?;
-    let handle = tokio::spawn(async move {
-        let served = mini_apiserver::serve(api, listener, tls, shutdown.clone()).await;
-        shutdown.cancel();
+    let serve_shutdown = shutdown.clone();
+    let mut handle = tokio::spawn(async move {
+        let served = mini_apiserver::serve(api, listener, tls, serve_shutdown.clone()).await;
+        serve_shutdown.cancel();
         while background.join_next().await.is_some() {}
         served?;
         Ok(())
     });
+
+    // 9. this machine's own node: an agent joining over loopback like any other node
+    if let Some(mut agent_config) = config.agent.clone() {
+        agent_config.server_url = format!("https://127.0.0.1:{}", address.port());
+        agent_config.token = join_token.clone();
+        agent_config.control_plane = true;
+        if agent_config.node_ip.is_none() {
+            agent_config.node_ip = Some(advertise);
+        }
+        if agent_config.data_dir.as_os_str().is_empty() {
+            agent_config.data_dir = config.data_dir.clone();
+        }
+        let agent_shutdown = shutdown.clone();
+        let agent = match mini_agent::start(
+            agent_config,
+            std::sync::Arc::new(mini_sys::LinuxHost),
+            agent_shutdown.clone(),
+        )
+        .await
+        {
+            Ok(agent) => agent,
+            Err(e) => {
+                shutdown.cancel();
+                let _ = (&mut handle).await;
+                return Err(e.into());
+            }
+        };
+        let served = handle;
+        handle = tokio::spawn(async move {
+            if let Err(e) = agent.wait().await {
+                tracing::error!(error = %e, "node agent failed");
+            }
+            served.await.unwrap_or_else(|e| {
+                Err(ServerError::Config(format!(
+                    "api server task panicked: {e}"
+                )))
+            })
+        });
+    }
     Ok((
         Started {
             address,
