@@ -2,6 +2,9 @@
 //! Everything sits behind the `Host` trait, with `LinuxHost` (real) and `FakeHost` (records calls,
 //! for unit tests that run without root).
 
+pub mod netlink;
+pub mod nft;
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,1 @@
+//! Netlink (links, addresses, routes, neighbours, FDB) behind a trait (being written).
