@@ -1,5 +1,5 @@
 //! Objects every cluster starts with (system namespaces, default RBAC, the `kubernetes`
-//! Service and its endpoints).
+//! Service and its endpoints, the `kube-system/kube-dns` Service).
 
 use mini_api::meta;
 use serde_json::{json, Value};
@@ -111,7 +111,48 @@ pub async fn ensure_cluster_objects(server: &ApiServer) -> Result<(), ApiServerE
     )
     .await?;
     ensure_kubernetes_service(server).await?;
+    ensure_kube_dns_service(server).await?;
     Ok(())
+}
+
+/// The `kube-system/kube-dns` Service at the 10th address of the service CIDR (what pods get as
+/// their nameserver). It has no selector: every node's agent serves DNS itself and the node's
+/// proxy sends traffic for this address to it (`mini.dev/node-local-dns`). Left alone when the
+/// address already belongs to another Service, which the allocator would refuse anyway.
+async fn ensure_kube_dns_service(server: &ApiServer) -> Result<(), ApiServerError> {
+    let key = "/registry/core/services/kube-system/kube-dns";
+    if server.inner.store.get(key).await?.is_some() {
+        return Ok(());
+    }
+    let ip = server.inner.config.service_cidr.nth(10).to_string();
+    let services = server
+        .inner
+        .store
+        .list("/registry/core/services/", None, 0)
+        .await?;
+    let taken = services.items.iter().any(|kv| {
+        serde_json::from_slice::<Value>(&kv.value)
+            .is_ok_and(|svc| svc["spec"]["clusterIP"].as_str() == Some(ip.as_str()))
+    });
+    if taken {
+        tracing::warn!(%ip, "not creating kube-system/kube-dns: its address belongs to another service");
+        return Ok(());
+    }
+    create_if_missing(
+        server,
+        key,
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                            "labels": {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true",
+                                       "kubernetes.io/name": "CoreDNS"},
+                            "annotations": {"mini.dev/node-local-dns": "true"}},
+               "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip], "sessionAffinity": "None",
+                        "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack", "internalTrafficPolicy": "Cluster",
+                        "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                                  {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]},
+               "status": {"loadBalancer": {}}}),
+    )
+    .await
 }
 
 async fn ensure_kubernetes_service(server: &ApiServer) -> Result<(), ApiServerError> {
