@@ -20,6 +20,12 @@ IMAGE=mini.local/busybox:1.0
 NODES=(node-a node-b)
 
 cleanup() {
+  local keep=${E2E_KEEP_LOGS:-/tmp/mini-e2e-agent-logs}
+  if [ "$FAIL" -gt 0 ]; then
+    rm -rf "$keep" && mkdir -p "$keep"
+    (cd "$WORK" && find . -maxdepth 3 -name '*.log' -exec cp --parents {} "$keep" \;) 2>/dev/null || true
+    echo "logs of the failed run kept in $keep"
+  fi
   cleanup_nodes "${NODES[@]}" bad
   rm -rf "$WORK"
 }

@@ -76,6 +76,7 @@ pub fn prepare_create(res: &ResourceInfo, obj: &mut Value) {
             let qos = qos_class(&obj["spec"]);
             obj["status"] = json!({"phase": "Pending", "qosClass": qos});
             add_default_tolerations(obj);
+            add_service_account_token_volume(obj);
         }
         ("", "Namespace") => {
             obj["status"] = json!({"phase": "Active"});
@@ -269,6 +270,93 @@ fn generate_job_selector(job: &mut Value) {
 }
 
 /// Upstream's DefaultTolerationSeconds admission: tolerate not-ready/unreachable for 300 s.
+/// Where every container finds its service account credentials.
+pub const SERVICE_ACCOUNT_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The ServiceAccount admission plugin's pod mutation: `serviceAccountName` defaults to
+/// `default`, and unless `automountServiceAccountToken: false` the pod gets a projected
+/// `kube-api-access-*` volume (bound token, cluster CA, namespace) mounted read-only in every
+/// container that doesn't already mount something at the credentials path.
+fn add_service_account_token_volume(pod: &mut Value) {
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let account = spec
+        .get("serviceAccountName")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .or_else(|| spec.get("serviceAccount").and_then(Value::as_str))
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default")
+        .to_string();
+    spec.insert("serviceAccountName".into(), json!(account));
+    spec.insert("serviceAccount".into(), json!(account));
+    if spec.get("automountServiceAccountToken") == Some(&Value::Bool(false)) {
+        return;
+    }
+    let volumes_have_token = spec
+        .get("volumes")
+        .and_then(Value::as_array)
+        .is_some_and(|v| {
+            v.iter().any(|vol| {
+                vol.get("name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| n.starts_with("kube-api-access-"))
+            })
+        });
+    if volumes_have_token {
+        return;
+    }
+    let suffix: String = meta::new_uid()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(5)
+        .collect();
+    let name = format!("kube-api-access-{suffix}");
+    let volume = json!({
+        "name": name,
+        "projected": {
+            "defaultMode": 420,
+            "sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace",
+                    "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}
+            ]
+        }
+    });
+    let mut mounted = false;
+    for list in ["initContainers", "containers"] {
+        for c in spec
+            .get_mut(list)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            let Some(c) = c.as_object_mut() else { continue };
+            let mounts = c.entry("volumeMounts").or_insert_with(|| json!([]));
+            let Some(mounts) = mounts.as_array_mut() else {
+                continue;
+            };
+            if mounts.iter().any(|m| {
+                m.get("mountPath").and_then(Value::as_str) == Some(SERVICE_ACCOUNT_MOUNT_PATH)
+            }) {
+                continue;
+            }
+            mounts.push(
+                json!({"name": name, "readOnly": true, "mountPath": SERVICE_ACCOUNT_MOUNT_PATH}),
+            );
+            mounted = true;
+        }
+    }
+    if mounted {
+        let volumes = spec.entry("volumes").or_insert_with(|| json!([]));
+        if let Some(v) = volumes.as_array_mut() {
+            v.push(volume);
+        }
+    }
+}
+
 fn add_default_tolerations(pod: &mut Value) {
     let spec = &mut pod["spec"];
     if !spec.is_object() {
@@ -521,6 +609,41 @@ mod tests {
             qos_class(&json!({"containers":[{"resources":{"requests":{"cpu":"1"}}}]})),
             "Burstable"
         );
+    }
+
+    #[test]
+    fn pod_create_without_opt_out_gets_service_account_token_volume() {
+        let mut pod = json!({"spec": {"containers": [{"name": "a"}, {"name": "b",
+            "volumeMounts": [{"name": "own", "mountPath": SERVICE_ACCOUNT_MOUNT_PATH}]}]}});
+        add_service_account_token_volume(&mut pod);
+        assert_eq!(pod["spec"]["serviceAccountName"], "default");
+        let volume = &pod["spec"]["volumes"][0];
+        let name = volume["name"].as_str().expect("volume name");
+        assert!(name.starts_with("kube-api-access-"), "{name}");
+        assert_eq!(
+            volume["projected"]["sources"].as_array().map(Vec::len),
+            Some(3)
+        );
+        assert_eq!(
+            pod["spec"]["containers"][0]["volumeMounts"][0]["name"],
+            name
+        );
+        // a container that mounts its own credentials keeps them
+        assert_eq!(
+            pod["spec"]["containers"][1]["volumeMounts"]
+                .as_array()
+                .map(Vec::len),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn pod_create_with_automount_false_gets_no_token_volume() {
+        let mut pod = json!({"spec": {"serviceAccountName": "builder",
+            "automountServiceAccountToken": false, "containers": [{"name": "a"}]}});
+        add_service_account_token_volume(&mut pod);
+        assert_eq!(pod["spec"]["serviceAccount"], "builder");
+        assert!(pod["spec"].get("volumes").is_none());
     }
 
     #[test]

@@ -569,7 +569,10 @@ impl PodWorker {
                             if let Some((kind, message)) = self.failed_probe(i.id()) {
                                 self.kill_for_probe(pod, c, i, kind, &message).await;
                                 changed = true;
-                                policy != "Never"
+                                // the next pass sees the killed instance as exited and applies
+                                // the restart policy and crash back-off to it
+                                self.wake_after(Duration::from_millis(100));
+                                false
                             } else {
                                 false
                             }

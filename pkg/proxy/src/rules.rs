@@ -1,0 +1,684 @@
+//! The ruleset: the desired state of the `ip mini` table computed from the Service ports
+//! (modelled on upstream kube-proxy's nftables mode), and the diff between two states as one
+//! batch of nftables JSON commands.
+//!
+//! Layout:
+//! - `nat-prerouting` / `nat-output` jump to `services`, which looks up
+//!   `ip daddr . meta l4proto . th dport` in the `service-ips` verdict map (ClusterIPs,
+//!   LoadBalancer and external IPs) and, for local destinations, `meta l4proto . th dport` in
+//!   `service-nodeports` -- so lookup cost stays flat however many Services there are.
+//! - `svc-<key>` marks traffic from outside the cluster CIDR for masquerade, honours ClientIP
+//!   affinity (`aff-<key>__<ep>` sets), and picks an endpoint with `numgen random mod N vmap`.
+//! - `ext-<key>` is the entry for NodePort/LoadBalancer/external IP traffic: Cluster policy
+//!   masquerades and goes to `svc-<key>`; Local policy short-circuits pod and node traffic to
+//!   `svc-<key>` and sends the rest only to this node's endpoints (or drops it).
+//! - `ep-<key>__<ip>/<port>` marks hairpin traffic (source == endpoint) and DNATs.
+//! - Services without endpoints are in `no-endpoint-services` / `no-endpoint-nodeports`, looked
+//!   up by filter chains on new connections, which reject at once (ICMP port unreachable:
+//!   "connection refused"), as is anything else sent to the service CIDR.
+//! - `nat-postrouting` masquerades marked packets and pod traffic leaving the cluster CIDR.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use serde_json::{json, Value};
+
+use crate::service::{Endpoint, Proto, ServicePort};
+use crate::{Ipv4Cidr, TABLE};
+
+const FAMILY: &str = "ip";
+/// The packet mark bit that asks `masquerading` to SNAT (upstream kube-proxy's).
+const MASQ_MARK: u32 = 0x4000;
+
+pub(crate) const SERVICE_IPS: &str = "service-ips";
+pub(crate) const SERVICE_NODEPORTS: &str = "service-nodeports";
+pub(crate) const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
+pub(crate) const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
+const MAPS: [&str; 4] = [
+    SERVICE_IPS,
+    SERVICE_NODEPORTS,
+    NO_ENDPOINT_SERVICES,
+    NO_ENDPOINT_NODEPORTS,
+];
+const REJECT_CHAIN: &str = "reject-chain";
+const MARK_CHAIN: &str = "mark-for-masquerade";
+const DNS_CHAIN: &str = "node-local-dns";
+
+/// A key of one of the four verdict maps.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum MapKey {
+    /// `ipv4_addr . inet_proto . inet_service`
+    Addr(Ipv4Addr, Proto, u16),
+    /// `inet_proto . inet_service`
+    Port(Proto, u16),
+}
+
+impl MapKey {
+    fn to_json(&self) -> Value {
+        match self {
+            MapKey::Addr(ip, proto, port) => {
+                json!({"concat": [ip.to_string(), proto.nft(), port]})
+            }
+            MapKey::Port(proto, port) => json!({"concat": [proto.nft(), port]}),
+        }
+    }
+}
+
+/// A base chain's hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hook {
+    kind: &'static str,
+    hook: &'static str,
+    prio: i32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ChainSpec {
+    pub hook: Option<Hook>,
+    /// Each rule is its JSON `expr` array.
+    pub rules: Vec<Value>,
+}
+
+/// The whole table as it should be.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Desired {
+    pub(crate) chains: BTreeMap<String, ChainSpec>,
+    /// Affinity sets by name -> timeout in seconds.
+    pub(crate) sets: BTreeMap<String, u32>,
+    /// Verdict map name -> key -> chain to `goto`.
+    pub(crate) maps: BTreeMap<&'static str, BTreeMap<MapKey, String>>,
+}
+
+impl Desired {
+    pub fn chain_count(&self) -> usize {
+        self.chains.len()
+    }
+
+    /// The chain an element of `map` sends `key` to.
+    pub fn map_target(&self, map: &str, key: &MapKey) -> Option<&str> {
+        self.maps.get(map)?.get(key).map(String::as_str)
+    }
+
+    /// The rules of a chain.
+    pub fn chain_rules(&self, chain: &str) -> Option<&[Value]> {
+        self.chains.get(chain).map(|c| c.rules.as_slice())
+    }
+}
+
+/// What the ruleset is built from besides the Services.
+#[derive(Debug, Clone)]
+pub(crate) struct RuleConfig {
+    pub cluster_cidr: Ipv4Cidr,
+    pub service_cidr: Ipv4Cidr,
+    pub dns: Option<(Ipv4Addr, SocketAddr)>,
+}
+
+// ---- JSON expression helpers -------------------------------------------------------------
+
+fn payload(protocol: &str, field: &str) -> Value {
+    json!({"payload": {"protocol": protocol, "field": field}})
+}
+
+fn meta(key: &str) -> Value {
+    json!({"meta": {"key": key}})
+}
+
+fn matches(op: &str, left: Value, right: Value) -> Value {
+    json!({"match": {"op": op, "left": left, "right": right}})
+}
+
+fn prefix(cidr: &Ipv4Cidr) -> Value {
+    json!({"prefix": {"addr": cidr.addr.to_string(), "len": cidr.len}})
+}
+
+fn jump(target: &str) -> Value {
+    json!({"jump": {"target": target}})
+}
+
+fn goto(target: &str) -> Value {
+    json!({"goto": {"target": target}})
+}
+
+fn fib_local(flag: &str) -> Value {
+    matches("==", json!({"fib": {"result": "type", "flags": [flag]}}), json!("local"))
+}
+
+fn ct_new() -> Value {
+    matches("in", json!({"ct": {"key": "state"}}), json!("new"))
+}
+
+fn dnat(proto: Proto, ip: Ipv4Addr, port: u16) -> Value {
+    json!([
+        matches("==", meta("l4proto"), json!(proto.nft())),
+        {"dnat": {"addr": ip.to_string(), "port": port}}
+    ])
+}
+
+fn rule(statements: Vec<Value>) -> Value {
+    Value::Array(statements)
+}
+
+/// `numgen random mod N vmap { 0 : goto a, 1 : goto b, ... }`, or a plain goto for one.
+fn pick(chains: &[String]) -> Value {
+    if let [only] = chains {
+        return rule(vec![goto(only)]);
+    }
+    let pairs: Vec<Value> = chains
+        .iter()
+        .enumerate()
+        .map(|(i, c)| json!([i, goto(c)]))
+        .collect();
+    rule(vec![json!({"vmap": {
+        "key": {"numgen": {"mode": "random", "mod": chains.len()}},
+        "data": {"set": pairs}
+    }})])
+}
+
+fn service_tuple() -> Value {
+    json!({"concat": [payload("ip", "daddr"), meta("l4proto"), payload("th", "dport")]})
+}
+
+fn port_tuple() -> Value {
+    json!({"concat": [meta("l4proto"), payload("th", "dport")]})
+}
+
+fn base(kind: &'static str, hook: &'static str, prio: i32, rules: Vec<Value>) -> ChainSpec {
+    ChainSpec {
+        hook: Some(Hook { kind, hook, prio }),
+        rules,
+    }
+}
+
+fn regular(rules: Vec<Value>) -> ChainSpec {
+    ChainSpec { hook: None, rules }
+}
+
+fn ep_chain(key: &str, ep: &Endpoint) -> String {
+    format!("ep-{key}__{}/{}", ep.ip, ep.port)
+}
+
+fn affinity_set(key: &str, ep: &Endpoint) -> String {
+    format!("aff-{key}__{}/{}", ep.ip, ep.port)
+}
+
+/// The desired table for these Service ports.
+pub(crate) fn desired(ports: &[ServicePort], config: &RuleConfig) -> Desired {
+    let mut d = Desired::default();
+    let cluster = prefix(&config.cluster_cidr);
+    let loopback = Ipv4Cidr {
+        addr: Ipv4Addr::new(127, 0, 0, 0),
+        len: 8,
+    };
+    let multicast = Ipv4Cidr {
+        addr: Ipv4Addr::new(224, 0, 0, 0),
+        len: 4,
+    };
+
+    // Fixed skeleton.
+    let to_services = vec![rule(vec![jump("services")])];
+    d.chains.insert(
+        "nat-prerouting".into(),
+        base("nat", "prerouting", -100, to_services.clone()),
+    );
+    d.chains
+        .insert("nat-output".into(), base("nat", "output", -100, to_services));
+    d.chains.insert(
+        "nat-postrouting".into(),
+        base(
+            "nat",
+            "postrouting",
+            100,
+            vec![
+                rule(vec![jump("masquerading")]),
+                rule(vec![
+                    matches("==", payload("ip", "saddr"), cluster.clone()),
+                    matches("!=", payload("ip", "daddr"), cluster.clone()),
+                    matches("!=", payload("ip", "daddr"), prefix(&multicast)),
+                    json!({"masquerade": {"flags": "fully-random"}}),
+                ]),
+            ],
+        ),
+    );
+    let endpoints_check = rule(vec![ct_new(), jump("endpoints-check")]);
+    let cluster_ips_check = rule(vec![ct_new(), jump("cluster-ips-check")]);
+    d.chains.insert(
+        "filter-input".into(),
+        base("filter", "input", -110, vec![endpoints_check.clone()]),
+    );
+    d.chains.insert(
+        "filter-forward".into(),
+        base(
+            "filter",
+            "forward",
+            -110,
+            vec![endpoints_check.clone(), cluster_ips_check.clone()],
+        ),
+    );
+    d.chains.insert(
+        "filter-output".into(),
+        base("filter", "output", -110, vec![endpoints_check]),
+    );
+    // After nat-output's DNAT: whatever still heads for the service CIDR matched no Service.
+    d.chains.insert(
+        "filter-output-post-dnat".into(),
+        base("filter", "output", -90, vec![cluster_ips_check]),
+    );
+    d.chains.insert(
+        "services".into(),
+        regular(vec![
+            rule(vec![json!({"vmap": {"key": service_tuple(), "data": format!("@{SERVICE_IPS}")}})]),
+            rule(vec![
+                fib_local("daddr"),
+                matches("!=", payload("ip", "daddr"), prefix(&loopback)),
+                json!({"vmap": {"key": port_tuple(), "data": format!("@{SERVICE_NODEPORTS}")}}),
+            ]),
+        ]),
+    );
+    d.chains.insert(
+        "endpoints-check".into(),
+        regular(vec![
+            rule(vec![json!({"vmap": {"key": service_tuple(), "data": format!("@{NO_ENDPOINT_SERVICES}")}})]),
+            rule(vec![
+                fib_local("daddr"),
+                matches("!=", payload("ip", "daddr"), prefix(&loopback)),
+                json!({"vmap": {"key": port_tuple(), "data": format!("@{NO_ENDPOINT_NODEPORTS}")}}),
+            ]),
+        ]),
+    );
+    d.chains.insert(
+        "cluster-ips-check".into(),
+        regular(vec![rule(vec![
+            matches("==", payload("ip", "daddr"), prefix(&config.service_cidr)),
+            json!({"reject": null}),
+        ])]),
+    );
+    d.chains.insert(
+        MARK_CHAIN.into(),
+        regular(vec![rule(vec![json!({"mangle": {
+            "key": meta("mark"),
+            "value": {"|": [meta("mark"), MASQ_MARK]}
+        }})])]),
+    );
+    d.chains.insert(
+        "masquerading".into(),
+        regular(vec![
+            rule(vec![
+                matches("==", json!({"&": [meta("mark"), MASQ_MARK]}), json!(0)),
+                json!({"return": null}),
+            ]),
+            rule(vec![json!({"mangle": {
+                "key": meta("mark"),
+                "value": {"^": [meta("mark"), MASQ_MARK]}
+            }})]),
+            rule(vec![json!({"masquerade": {"flags": "fully-random"}})]),
+        ]),
+    );
+    d.chains
+        .insert(REJECT_CHAIN.into(), regular(vec![rule(vec![json!({"reject": null})])]));
+    for map in MAPS {
+        d.maps.insert(map, BTreeMap::new());
+    }
+
+    // Node-local DNS first: its keys win over the (endpoint-less) kube-dns Service.
+    if let Some((service_ip, listen)) = config.dns {
+        if let std::net::IpAddr::V4(listen_ip) = listen.ip() {
+            let mut rules = Vec::new();
+            for proto in [Proto::Udp, Proto::Tcp] {
+                rules.push(dnat(proto, listen_ip, listen.port()));
+                insert_first(
+                    &mut d,
+                    SERVICE_IPS,
+                    MapKey::Addr(service_ip, proto, 53),
+                    DNS_CHAIN,
+                );
+            }
+            d.chains.insert(DNS_CHAIN.into(), regular(rules));
+        }
+    }
+
+    for sp in ports {
+        add_service_port(&mut d, sp, &cluster);
+    }
+    d
+}
+
+/// Inserts a map element unless the key is taken (first writer wins, so two Services that
+/// claim the same LoadBalancer IP and port cannot make the batch fail).
+fn insert_first(d: &mut Desired, map: &'static str, key: MapKey, chain: &str) -> bool {
+    let entries = d.maps.entry(map).or_default();
+    if entries.contains_key(&key) {
+        tracing::debug!(map, ?key, "map key already taken; skipped");
+        return false;
+    }
+    entries.insert(key, chain.to_string());
+    true
+}
+
+fn add_service_port(d: &mut Desired, sp: &ServicePort, cluster: &Value) {
+    let key = sp.key();
+    let vip_keys: Vec<MapKey> = std::iter::once(sp.cluster_ip)
+        .chain(sp.external_ips.iter().copied())
+        .map(|ip| MapKey::Addr(ip, sp.proto, sp.port))
+        .collect();
+    if sp.endpoints.is_empty() {
+        for k in vip_keys {
+            // A tuple already served (node-local DNS for the endpoint-less kube-dns
+            // Service) must not be rejected before its DNAT.
+            if d.map_target(SERVICE_IPS, &k).is_none() {
+                insert_first(d, NO_ENDPOINT_SERVICES, k, REJECT_CHAIN);
+            }
+        }
+        if let Some(np) = sp.node_port {
+            insert_first(d, NO_ENDPOINT_NODEPORTS, MapKey::Port(sp.proto, np), REJECT_CHAIN);
+        }
+        return;
+    }
+    // The (ClusterIP) key taken means another port already owns this tuple: nothing to add.
+    let svc_chain = format!("svc-{key}");
+    let ext_chain = format!("ext-{key}");
+    let mut claimed = false;
+    if insert_first(d, SERVICE_IPS, vip_keys[0].clone(), &svc_chain) {
+        claimed = true;
+    }
+    let external_target = if sp.has_external() { &ext_chain } else { &svc_chain };
+    for k in &vip_keys[1..] {
+        claimed |= insert_first(d, SERVICE_IPS, k.clone(), external_target);
+    }
+    if let Some(np) = sp.node_port {
+        claimed |= insert_first(d, SERVICE_NODEPORTS, MapKey::Port(sp.proto, np), external_target);
+    }
+    if !claimed {
+        return;
+    }
+
+    // Endpoint chains.
+    let ep_chains: Vec<String> = sp.endpoints.iter().map(|e| ep_chain(&key, e)).collect();
+    for (ep, chain) in sp.endpoints.iter().zip(&ep_chains) {
+        let mut rules = vec![rule(vec![
+            matches("==", payload("ip", "saddr"), json!(ep.ip.to_string())),
+            jump(MARK_CHAIN),
+        ])];
+        if let Some(timeout) = sp.affinity_timeout {
+            let set = affinity_set(&key, ep);
+            d.sets.insert(set.clone(), timeout);
+            rules.push(rule(vec![json!({"set": {
+                "op": "update", "elem": payload("ip", "saddr"), "set": format!("@{set}")
+            }})]));
+        }
+        rules.push(dnat(sp.proto, ep.ip, ep.port));
+        d.chains.insert(chain.clone(), regular(rules));
+    }
+    let affinity_rules = |eps: &[Endpoint]| -> Vec<Value> {
+        if sp.affinity_timeout.is_none() {
+            return Vec::new();
+        }
+        eps.iter()
+            .map(|e| {
+                rule(vec![
+                    matches(
+                        "==",
+                        payload("ip", "saddr"),
+                        json!(format!("@{}", affinity_set(&key, e))),
+                    ),
+                    goto(&ep_chain(&key, e)),
+                ])
+            })
+            .collect()
+    };
+
+    // Service chain: cluster traffic.
+    let mut rules = vec![rule(vec![
+        matches("!=", payload("ip", "saddr"), cluster.clone()),
+        jump(MARK_CHAIN),
+    ])];
+    rules.extend(affinity_rules(&sp.endpoints));
+    rules.push(pick(&ep_chains));
+    d.chains.insert(svc_chain.clone(), regular(rules));
+
+    // External chain: NodePort, LoadBalancer and external IP traffic.
+    if sp.has_external() {
+        let rules = if sp.external_local {
+            let mut rules = vec![
+                rule(vec![
+                    matches("==", payload("ip", "saddr"), cluster.clone()),
+                    goto(&svc_chain),
+                ]),
+                rule(vec![fib_local("saddr"), jump(MARK_CHAIN)]),
+                rule(vec![fib_local("saddr"), goto(&svc_chain)]),
+            ];
+            rules.extend(affinity_rules(&sp.local_endpoints));
+            if sp.local_endpoints.is_empty() {
+                rules.push(rule(vec![json!({"drop": null})]));
+            } else {
+                let local: Vec<String> =
+                    sp.local_endpoints.iter().map(|e| ep_chain(&key, e)).collect();
+                rules.push(pick(&local));
+            }
+            rules
+        } else {
+            vec![
+                rule(vec![jump(MARK_CHAIN)]),
+                rule(vec![goto(&svc_chain)]),
+            ]
+        };
+        d.chains.insert(ext_chain, regular(rules));
+    }
+}
+
+// ---- Diff ----------------------------------------------------------------------------------
+
+fn table_obj() -> Value {
+    json!({"table": {"family": FAMILY, "name": TABLE}})
+}
+
+fn chain_obj(name: &str, hook: Option<&Hook>) -> Value {
+    let mut chain = json!({"family": FAMILY, "table": TABLE, "name": name});
+    if let Some(h) = hook {
+        chain["type"] = json!(h.kind);
+        chain["hook"] = json!(h.hook);
+        chain["prio"] = json!(h.prio);
+        chain["policy"] = json!("accept");
+    }
+    json!({"chain": chain})
+}
+
+fn rule_obj(chain: &str, expr: &Value) -> Value {
+    json!({"rule": {"family": FAMILY, "table": TABLE, "chain": chain, "expr": expr}})
+}
+
+fn set_obj(name: &str, timeout: u32) -> Value {
+    json!({"set": {"family": FAMILY, "table": TABLE, "name": name, "type": "ipv4_addr",
+                   "flags": ["timeout"], "timeout": timeout}})
+}
+
+fn map_obj(name: &str) -> Value {
+    let key_type = if name == SERVICE_NODEPORTS || name == NO_ENDPOINT_NODEPORTS {
+        json!(["inet_proto", "inet_service"])
+    } else {
+        json!(["ipv4_addr", "inet_proto", "inet_service"])
+    };
+    json!({"map": {"family": FAMILY, "table": TABLE, "name": name, "type": key_type, "map": "verdict"}})
+}
+
+fn elements_obj(map: &str, elems: Vec<Value>) -> Value {
+    json!({"element": {"family": FAMILY, "table": TABLE, "name": map, "elem": elems}})
+}
+
+fn cmd(verb: &str, obj: Value) -> Value {
+    json!({ verb: obj })
+}
+
+/// The commands that turn `applied` into `desired`; with no `applied` (first sync, or the
+/// table was changed behind our back) the table is deleted and recreated in the same batch.
+pub(crate) fn diff(applied: Option<&Desired>, desired: &Desired) -> Vec<Value> {
+    let mut out = Vec::new();
+    let Some(old) = applied else {
+        // `add` first so `delete` cannot fail on a missing table.
+        out.push(cmd("add", table_obj()));
+        out.push(cmd("delete", table_obj()));
+        out.push(cmd("add", table_obj()));
+        for (name, timeout) in &desired.sets {
+            out.push(cmd("add", set_obj(name, *timeout)));
+        }
+        for map in desired.maps.keys() {
+            out.push(cmd("add", map_obj(map)));
+        }
+        for (name, spec) in &desired.chains {
+            out.push(cmd("add", chain_obj(name, spec.hook.as_ref())));
+        }
+        for (name, spec) in &desired.chains {
+            for r in &spec.rules {
+                out.push(cmd("add", rule_obj(name, r)));
+            }
+        }
+        for (map, entries) in &desired.maps {
+            if !entries.is_empty() {
+                let elems = entries
+                    .iter()
+                    .map(|(k, chain)| json!([k.to_json(), goto(chain)]))
+                    .collect();
+                out.push(cmd("add", elements_obj(map, elems)));
+            }
+        }
+        return out;
+    };
+
+    // 1. new sets, 2. new chains, 3. rules of new and changed chains.
+    for (name, timeout) in &desired.sets {
+        if !old.sets.contains_key(name) {
+            out.push(cmd("add", set_obj(name, *timeout)));
+        }
+    }
+    for (name, spec) in &desired.chains {
+        if !old.chains.contains_key(name) {
+            out.push(cmd("add", chain_obj(name, spec.hook.as_ref())));
+        }
+    }
+    for (name, spec) in &desired.chains {
+        match old.chains.get(name) {
+            Some(prev) if prev.rules == spec.rules => continue,
+            Some(_) => out.push(cmd("flush", chain_obj(name, None))),
+            None => {}
+        }
+        for r in &spec.rules {
+            out.push(cmd("add", rule_obj(name, r)));
+        }
+    }
+    // 4. map elements: removed or retargeted ones out, new or retargeted ones in.
+    for map in MAPS {
+        let empty = BTreeMap::new();
+        let before = old.maps.get(map).unwrap_or(&empty);
+        let after = desired.maps.get(map).unwrap_or(&empty);
+        let gone: Vec<Value> = before
+            .iter()
+            .filter(|(k, v)| after.get(*k) != Some(*v))
+            .map(|(k, _)| k.to_json())
+            .collect();
+        if !gone.is_empty() {
+            out.push(cmd("delete", elements_obj(map, gone)));
+        }
+        let new: Vec<Value> = after
+            .iter()
+            .filter(|(k, v)| before.get(*k) != Some(*v))
+            .map(|(k, chain)| json!([k.to_json(), goto(chain)]))
+            .collect();
+        if !new.is_empty() {
+            out.push(cmd("add", elements_obj(map, new)));
+        }
+    }
+    // 5. chains no longer wanted: flush them all first (they may jump to each other), then
+    //    delete; 6. then the affinity sets only they used.
+    let removed: Vec<&String> = old
+        .chains
+        .keys()
+        .filter(|name| !desired.chains.contains_key(*name))
+        .collect();
+    for name in &removed {
+        out.push(cmd("flush", chain_obj(name, None)));
+    }
+    for name in &removed {
+        out.push(cmd("delete", chain_obj(name, None)));
+    }
+    for name in old.sets.keys() {
+        if !desired.sets.contains_key(name) {
+            out.push(cmd("delete", set_obj(name, 0)));
+        }
+    }
+    out
+}
+
+/// Whether `diff` can move from `applied` to `desired` in place; a changed base chain hook or
+/// affinity timeout needs a full rebuild.
+pub(crate) fn incremental_ok(applied: &Desired, desired: &Desired) -> bool {
+    let hooks_same = desired.chains.iter().all(|(name, spec)| {
+        applied
+            .chains
+            .get(name)
+            .is_none_or(|prev| prev.hook == spec.hook)
+    });
+    let sets_same = desired
+        .sets
+        .iter()
+        .all(|(name, t)| applied.sets.get(name).is_none_or(|prev| prev == t));
+    hooks_same && sets_same
+}
+
+/// The batch document for a list of commands.
+pub(crate) fn batch(commands: Vec<Value>) -> String {
+    json!({"nftables": commands}).to_string()
+}
+
+/// What a listing must show for the table to be the one we applied: chain names with their
+/// rule counts, set names, and element counts per map.
+#[derive(Debug, PartialEq, Eq, Default)]
+pub(crate) struct Shape {
+    pub chains: BTreeMap<String, usize>,
+    pub sets: Vec<String>,
+    pub elements: BTreeMap<String, usize>,
+}
+
+impl Shape {
+    pub fn of(d: &Desired) -> Shape {
+        Shape {
+            chains: d
+                .chains
+                .iter()
+                .map(|(n, c)| (n.clone(), c.rules.len()))
+                .collect(),
+            sets: d.sets.keys().cloned().collect(),
+            elements: d
+                .maps
+                .iter()
+                .map(|(m, e)| (m.to_string(), e.len()))
+                .collect(),
+        }
+    }
+
+    /// From `nft -j list table` output; `None` if it cannot be read.
+    pub fn from_listing(listing: &str) -> Option<Shape> {
+        let doc: Value = serde_json::from_str(listing).ok()?;
+        let mut shape = Shape::default();
+        for obj in doc.get("nftables")?.as_array()? {
+            if let Some(chain) = obj.get("chain") {
+                shape
+                    .chains
+                    .entry(chain.get("name")?.as_str()?.to_string())
+                    .or_insert(0);
+            } else if let Some(r) = obj.get("rule") {
+                *shape
+                    .chains
+                    .entry(r.get("chain")?.as_str()?.to_string())
+                    .or_insert(0) += 1;
+            } else if let Some(set) = obj.get("set") {
+                shape.sets.push(set.get("name")?.as_str()?.to_string());
+            } else if let Some(map) = obj.get("map") {
+                let n = map.get("elem").and_then(Value::as_array).map_or(0, Vec::len);
+                shape
+                    .elements
+                    .insert(map.get("name")?.as_str()?.to_string(), n);
+            }
+        }
+        shape.sets.sort();
+        Some(shape)
+    }
+}
