@@ -90,6 +90,7 @@ impl ServiceTable {
         self.by_name.keys().any(|(ns, _)| ns == namespace)
     }
 
+    #[cfg(test)]
     pub(crate) fn insert(&mut self, namespace: &str, name: &str, info: ServiceInfo) {
         self.by_name
             .insert((namespace.to_string(), name.to_string()), Arc::new(info));

@@ -65,7 +65,6 @@ impl Forwarder {
         let mut attempts = FuturesUnordered::new();
         let mut next = 0;
         let mut next_start = Instant::now();
-        let mut last_error = None;
         loop {
             if next < plan.len() && (attempts.is_empty() || Instant::now() >= next_start) {
                 attempts.push(attempt(plan[next], query.to_vec(), tcp));
@@ -80,9 +79,8 @@ impl Forwarder {
                     }
                     Err(error) => {
                         tracing::debug!(%error, "dns: upstream attempt failed");
-                        last_error = Some(error);
                         if attempts.is_empty() && next >= plan.len() {
-                            break;
+                            return Err(error);
                         }
                     }
                 },
@@ -92,7 +90,6 @@ impl Forwarder {
                 }
             }
         }
-        Err(last_error.unwrap_or(ForwardError::Timeout(self.timeout)))
     }
 }
 

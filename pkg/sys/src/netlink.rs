@@ -1237,7 +1237,7 @@ mod tests {
             .expect("lookup");
         assert_eq!(by_address.map(|l| l.index), Some(lo.index));
         assert!(netlink
-            .link_by_name("mini-no-such-link")
+            .link_by_name("mininosuch0")
             .await
             .expect("lookup")
             .is_none());
