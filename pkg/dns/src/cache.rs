@@ -194,11 +194,7 @@ pub(crate) fn digest_slice(slice: &EndpointSlice) -> Option<SliceInfo> {
             addresses: parse_ips(e.addresses.iter()),
             hostname: e.hostname.clone().map(|h| h.to_ascii_lowercase()),
             // an unset condition means "unknown", which consumers treat as ready
-            ready: e
-                .conditions
-                .as_ref()
-                .and_then(|c| c.ready)
-                .unwrap_or(true),
+            ready: e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true),
         })
         .collect();
     let ports = slice
@@ -208,7 +204,11 @@ pub(crate) fn digest_slice(slice: &EndpointSlice) -> Option<SliceInfo> {
         .filter_map(|p| {
             Some(PortInfo {
                 name: p.name.clone().unwrap_or_default(),
-                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()).to_lowercase(),
+                protocol: p
+                    .protocol
+                    .clone()
+                    .unwrap_or_else(|| "TCP".into())
+                    .to_lowercase(),
                 port: u16::try_from(p.port?).ok()?,
             })
         })

@@ -102,7 +102,11 @@ fn unspecified_for(upstream: SocketAddr) -> SocketAddr {
 
 /// One query to one upstream with its own random ID; ends at the first well-formed reply
 /// carrying that ID (or at an error such as ICMP port unreachable).
-async fn attempt(upstream: SocketAddr, mut query: Vec<u8>, tcp: bool) -> Result<Message, ForwardError> {
+async fn attempt(
+    upstream: SocketAddr,
+    mut query: Vec<u8>,
+    tcp: bool,
+) -> Result<Message, ForwardError> {
     let id: u16 = rand::random();
     query[..2].copy_from_slice(&id.to_be_bytes());
     let io = |source| ForwardError::Io { upstream, source };
@@ -124,7 +128,9 @@ async fn attempt(upstream: SocketAddr, mut query: Vec<u8>, tcp: bool) -> Result<
             }
         }
     }
-    let socket = UdpSocket::bind(unspecified_for(upstream)).await.map_err(io)?;
+    let socket = UdpSocket::bind(unspecified_for(upstream))
+        .await
+        .map_err(io)?;
     socket.connect(upstream).await.map_err(io)?;
     socket.send(&query).await.map_err(io)?;
     let mut buf = vec![0u8; 65535];

@@ -154,12 +154,11 @@ pub fn start(
     tcp: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<DnsServer, DnsError> {
-    let zone = zone::Zone::new(&config.cluster_domain, config.ttl).map_err(|source| {
-        DnsError::Domain {
+    let zone =
+        zone::Zone::new(&config.cluster_domain, config.ttl).map_err(|source| DnsError::Domain {
             domain: config.cluster_domain.clone(),
             source,
-        }
-    })?;
+        })?;
     let udp_addr = udp.local_addr().map_err(DnsError::LocalAddr)?;
     let tcp_addr = tcp.local_addr().map_err(DnsError::LocalAddr)?;
     // never forward to ourselves (a resolv.conf naming this server would loop)
@@ -170,7 +169,10 @@ pub fn start(
         .filter(|u| *u != udp_addr && *u != config.listen)
         .collect();
     if upstreams.is_empty() {
-        tracing::warn!("dns: no upstream resolvers; names outside {} get SERVFAIL", config.cluster_domain);
+        tracing::warn!(
+            "dns: no upstream resolvers; names outside {} get SERVFAIL",
+            config.cluster_domain
+        );
     }
     let cache = Arc::new(cache::ClusterCache::default());
     cache.spawn_watches(client, &shutdown);
@@ -205,15 +207,19 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), DnsError> {
     let addr = config.listen;
-    let udp = UdpSocket::bind(addr).await.map_err(|source| DnsError::Bind {
-        proto: "udp",
-        addr,
-        source,
-    })?;
-    let tcp = TcpListener::bind(addr).await.map_err(|source| DnsError::Bind {
-        proto: "tcp",
-        addr,
-        source,
-    })?;
+    let udp = UdpSocket::bind(addr)
+        .await
+        .map_err(|source| DnsError::Bind {
+            proto: "udp",
+            addr,
+            source,
+        })?;
+    let tcp = TcpListener::bind(addr)
+        .await
+        .map_err(|source| DnsError::Bind {
+            proto: "tcp",
+            addr,
+            source,
+        })?;
     start(client, config, udp, tcp, shutdown)?.join().await
 }

@@ -183,11 +183,8 @@ impl Zone {
             },
             ServiceKind::ClusterIp(ips) => match qtype {
                 RecordType::SRV => {
-                    let ports: Vec<(u16, Name)> = info
-                        .ports
-                        .iter()
-                        .map(|p| (p.port, name.clone()))
-                        .collect();
+                    let ports: Vec<(u16, Name)> =
+                        info.ports.iter().map(|p| (p.port, name.clone())).collect();
                     let additionals = ips.iter().map(|ip| self.address(name, *ip)).collect();
                     self.srv(name, ports, additionals)
                 }
@@ -322,10 +319,7 @@ impl Zone {
     ) -> Outcome {
         // the service name is the query name without `_port._proto.`
         let service = if name.num_labels() > 0
-            && name
-                .iter()
-                .next()
-                .is_some_and(|l| l.first() == Some(&b'_'))
+            && name.iter().next().is_some_and(|l| l.first() == Some(&b'_'))
         {
             name.base_name().base_name()
         } else {
@@ -379,5 +373,9 @@ pub(crate) fn parse_dashed_ip(label: &str) -> Option<IpAddr> {
     if let Ok(v4) = label.replace('-', ".").parse::<Ipv4Addr>() {
         return Some(IpAddr::V4(v4));
     }
-    label.replace('-', ":").parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+    label
+        .replace('-', ":")
+        .parse::<Ipv6Addr>()
+        .ok()
+        .map(IpAddr::V6)
 }
