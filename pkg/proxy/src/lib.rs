@@ -21,7 +21,7 @@ use mini_sys::nft::{Nft, NftError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-pub use rules::Desired;
+pub use rules::{Desired, MapKey};
 pub use service::{service_ports, Endpoint, Proto, ServicePort};
 
 /// The table mini owns (family `ip`).
@@ -223,7 +223,10 @@ pub async fn run(
         let changed = changed.clone();
         let stream = reflector(
             services_writer,
-            watcher(Api::<Service>::all(client.clone()), watcher::Config::default()),
+            watcher(
+                Api::<Service>::all(client.clone()),
+                watcher::Config::default(),
+            ),
         )
         .default_backoff();
         watches.spawn(drive("services", stream, changed));
@@ -232,7 +235,10 @@ pub async fn run(
         let changed = changed.clone();
         let stream = reflector(
             slices_writer,
-            watcher(Api::<EndpointSlice>::all(client), watcher::Config::default()),
+            watcher(
+                Api::<EndpointSlice>::all(client),
+                watcher::Config::default(),
+            ),
         )
         .default_backoff();
         watches.spawn(drive("endpointslices", stream, changed));

@@ -46,7 +46,7 @@ const DNS_CHAIN: &str = "node-local-dns";
 
 /// A key of one of the four verdict maps.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum MapKey {
+pub enum MapKey {
     /// `ipv4_addr . inet_proto . inet_service`
     Addr(Ipv4Addr, Proto, u16),
     /// `inet_proto . inet_service`
@@ -140,7 +140,11 @@ fn goto(target: &str) -> Value {
 }
 
 fn fib_local(flag: &str) -> Value {
-    matches("==", json!({"fib": {"result": "type", "flags": [flag]}}), json!("local"))
+    matches(
+        "==",
+        json!({"fib": {"result": "type", "flags": [flag]}}),
+        json!("local"),
+    )
 }
 
 fn ct_new() -> Value {
@@ -220,8 +224,10 @@ pub(crate) fn desired(ports: &[ServicePort], config: &RuleConfig) -> Desired {
         "nat-prerouting".into(),
         base("nat", "prerouting", -100, to_services.clone()),
     );
-    d.chains
-        .insert("nat-output".into(), base("nat", "output", -100, to_services));
+    d.chains.insert(
+        "nat-output".into(),
+        base("nat", "output", -100, to_services),
+    );
     d.chains.insert(
         "nat-postrouting".into(),
         base(
@@ -266,7 +272,9 @@ pub(crate) fn desired(ports: &[ServicePort], config: &RuleConfig) -> Desired {
     d.chains.insert(
         "services".into(),
         regular(vec![
-            rule(vec![json!({"vmap": {"key": service_tuple(), "data": format!("@{SERVICE_IPS}")}})]),
+            rule(vec![
+                json!({"vmap": {"key": service_tuple(), "data": format!("@{SERVICE_IPS}")}}),
+            ]),
             rule(vec![
                 fib_local("daddr"),
                 matches("!=", payload("ip", "daddr"), prefix(&loopback)),
@@ -313,8 +321,10 @@ pub(crate) fn desired(ports: &[ServicePort], config: &RuleConfig) -> Desired {
             rule(vec![json!({"masquerade": {"flags": "fully-random"}})]),
         ]),
     );
-    d.chains
-        .insert(REJECT_CHAIN.into(), regular(vec![rule(vec![json!({"reject": null})])]));
+    d.chains.insert(
+        REJECT_CHAIN.into(),
+        regular(vec![rule(vec![json!({"reject": null})])]),
+    );
     for map in MAPS {
         d.maps.insert(map, BTreeMap::new());
     }
@@ -369,7 +379,12 @@ fn add_service_port(d: &mut Desired, sp: &ServicePort, cluster: &Value) {
             }
         }
         if let Some(np) = sp.node_port {
-            insert_first(d, NO_ENDPOINT_NODEPORTS, MapKey::Port(sp.proto, np), REJECT_CHAIN);
+            insert_first(
+                d,
+                NO_ENDPOINT_NODEPORTS,
+                MapKey::Port(sp.proto, np),
+                REJECT_CHAIN,
+            );
         }
         return;
     }
@@ -380,12 +395,21 @@ fn add_service_port(d: &mut Desired, sp: &ServicePort, cluster: &Value) {
     if insert_first(d, SERVICE_IPS, vip_keys[0].clone(), &svc_chain) {
         claimed = true;
     }
-    let external_target = if sp.has_external() { &ext_chain } else { &svc_chain };
+    let external_target = if sp.has_external() {
+        &ext_chain
+    } else {
+        &svc_chain
+    };
     for k in &vip_keys[1..] {
         claimed |= insert_first(d, SERVICE_IPS, k.clone(), external_target);
     }
     if let Some(np) = sp.node_port {
-        claimed |= insert_first(d, SERVICE_NODEPORTS, MapKey::Port(sp.proto, np), external_target);
+        claimed |= insert_first(
+            d,
+            SERVICE_NODEPORTS,
+            MapKey::Port(sp.proto, np),
+            external_target,
+        );
     }
     if !claimed {
         return;
@@ -450,16 +474,16 @@ fn add_service_port(d: &mut Desired, sp: &ServicePort, cluster: &Value) {
             if sp.local_endpoints.is_empty() {
                 rules.push(rule(vec![json!({"drop": null})]));
             } else {
-                let local: Vec<String> =
-                    sp.local_endpoints.iter().map(|e| ep_chain(&key, e)).collect();
+                let local: Vec<String> = sp
+                    .local_endpoints
+                    .iter()
+                    .map(|e| ep_chain(&key, e))
+                    .collect();
                 rules.push(pick(&local));
             }
             rules
         } else {
-            vec![
-                rule(vec![jump(MARK_CHAIN)]),
-                rule(vec![goto(&svc_chain)]),
-            ]
+            vec![rule(vec![jump(MARK_CHAIN)]), rule(vec![goto(&svc_chain)])]
         };
         d.chains.insert(ext_chain, regular(rules));
     }
@@ -672,7 +696,10 @@ impl Shape {
             } else if let Some(set) = obj.get("set") {
                 shape.sets.push(set.get("name")?.as_str()?.to_string());
             } else if let Some(map) = obj.get("map") {
-                let n = map.get("elem").and_then(Value::as_array).map_or(0, Vec::len);
+                let n = map
+                    .get("elem")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len);
                 shape
                     .elements
                     .insert(map.get("name")?.as_str()?.to_string(), n);
@@ -680,5 +707,536 @@ impl Shape {
         }
         shape.sets.sort();
         Some(shape)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// An in-memory nftables table that applies batches with nft's rules: objects must exist
+    /// before use, chains must be empty and unreferenced to be deleted, elements must exist
+    /// to be deleted and must not exist to be added. Any violation fails the whole batch.
+    #[derive(Debug, Default, Clone, PartialEq)]
+    pub(crate) struct Model {
+        exists: bool,
+        chains: BTreeMap<String, (Option<Value>, Vec<Value>)>,
+        sets: BTreeMap<String, Value>,
+        maps: BTreeMap<String, BTreeMap<String, Value>>,
+    }
+
+    fn targets(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(o) => {
+                for (k, inner) in o {
+                    if k == "jump" || k == "goto" {
+                        if let Some(t) = inner.get("target").and_then(Value::as_str) {
+                            out.push(t.to_string());
+                        }
+                    }
+                    targets(inner, out);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| targets(x, out)),
+            Value::String(s) if s.starts_with('@') => out.push(s.clone()),
+            _ => {}
+        }
+    }
+
+    impl Model {
+        pub fn apply(&mut self, batch: &str) -> Result<(), String> {
+            let doc: Value = serde_json::from_str(batch).map_err(|e| e.to_string())?;
+            let mut next = self.clone();
+            for c in doc["nftables"].as_array().ok_or("no nftables array")? {
+                next.command(c)?;
+            }
+            next.check_references()?;
+            *self = next;
+            Ok(())
+        }
+
+        fn references(&self) -> Vec<String> {
+            let mut out = Vec::new();
+            for (_, rules) in self.chains.values() {
+                rules.iter().for_each(|r| targets(r, &mut out));
+            }
+            for m in self.maps.values() {
+                m.values().for_each(|v| targets(v, &mut out));
+            }
+            out
+        }
+
+        fn check_references(&self) -> Result<(), String> {
+            for r in self.references() {
+                let ok = match r.strip_prefix('@') {
+                    Some(set) => self.sets.contains_key(set) || self.maps.contains_key(set),
+                    None => self.chains.contains_key(&r),
+                };
+                if !ok {
+                    return Err(format!("reference to missing {r}"));
+                }
+            }
+            Ok(())
+        }
+
+        fn command(&mut self, c: &Value) -> Result<(), String> {
+            let (verb, obj) = c
+                .as_object()
+                .and_then(|o| o.iter().next())
+                .ok_or("empty command")?;
+            let (kind, body) = obj
+                .as_object()
+                .and_then(|o| o.iter().next())
+                .ok_or("empty object")?;
+            let name = body["name"].as_str().unwrap_or_default().to_string();
+            if kind != "table" && !self.exists {
+                return Err(format!("{verb} {kind} {name}: no table"));
+            }
+            match (verb.as_str(), kind.as_str()) {
+                ("add", "table") => self.exists = true,
+                ("delete", "table") => {
+                    if !self.exists {
+                        return Err("delete missing table".into());
+                    }
+                    *self = Model::default();
+                }
+                ("add", "chain") => {
+                    let hook = body.get("hook").map(|_| body.clone());
+                    self.chains.entry(name).or_insert((hook, Vec::new()));
+                }
+                ("flush", "chain") => {
+                    self.chains
+                        .get_mut(&name)
+                        .ok_or(format!("flush missing chain {name}"))?
+                        .1
+                        .clear();
+                }
+                ("delete", "chain") => {
+                    let (_, rules) = self
+                        .chains
+                        .get(&name)
+                        .ok_or(format!("delete missing chain {name}"))?;
+                    if !rules.is_empty() {
+                        return Err(format!("delete non-empty chain {name}"));
+                    }
+                    self.chains.remove(&name);
+                    if self.references().contains(&name) {
+                        return Err(format!("delete referenced chain {name}"));
+                    }
+                }
+                ("add", "rule") => {
+                    let chain = body["chain"].as_str().unwrap_or_default();
+                    let mut refs = Vec::new();
+                    targets(&body["expr"], &mut refs);
+                    for r in refs {
+                        let ok = match r.strip_prefix('@') {
+                            Some(s) => self.sets.contains_key(s) || self.maps.contains_key(s),
+                            None => self.chains.contains_key(&r),
+                        };
+                        if !ok {
+                            return Err(format!("rule in {chain} references missing {r}"));
+                        }
+                    }
+                    self.chains
+                        .get_mut(chain)
+                        .ok_or(format!("rule in missing chain {chain}"))?
+                        .1
+                        .push(body["expr"].clone());
+                }
+                ("add", "set") => {
+                    self.sets.entry(name).or_insert(body.clone());
+                }
+                ("delete", "set") => {
+                    self.sets
+                        .remove(&name)
+                        .ok_or(format!("delete missing set {name}"))?;
+                    if self.references().contains(&format!("@{name}")) {
+                        return Err(format!("delete referenced set {name}"));
+                    }
+                }
+                ("add", "map") => {
+                    self.maps.entry(name).or_default();
+                }
+                ("add", "element") | ("delete", "element") => {
+                    let map = self
+                        .maps
+                        .get_mut(&name)
+                        .ok_or(format!("elements of missing map {name}"))?;
+                    for e in body["elem"].as_array().ok_or("no elem")? {
+                        if verb == "add" {
+                            let key = e[0].to_string();
+                            if !self
+                                .chains
+                                .contains_key(e[1]["goto"]["target"].as_str().unwrap_or_default())
+                            {
+                                return Err(format!(
+                                    "element {key} of {name} goes to a missing chain"
+                                ));
+                            }
+                            if map.insert(key.clone(), e[1].clone()).is_some() {
+                                return Err(format!("element {key} of {name} exists"));
+                            }
+                        } else if map.remove(&e.to_string()).is_none() {
+                            return Err(format!("delete missing element {e} of {name}"));
+                        }
+                    }
+                }
+                other => return Err(format!("unsupported command {other:?}")),
+            }
+            Ok(())
+        }
+    }
+
+    fn cfg() -> RuleConfig {
+        RuleConfig {
+            cluster_cidr: "10.42.0.0/16".parse().expect("cidr"),
+            service_cidr: "10.43.0.0/16".parse().expect("cidr"),
+            dns: None,
+        }
+    }
+
+    fn ep(ip: &str, local: bool) -> Endpoint {
+        Endpoint {
+            ip: ip.parse().expect("ip"),
+            port: 8080,
+            local,
+        }
+    }
+
+    fn web(endpoints: Vec<Endpoint>) -> ServicePort {
+        ServicePort {
+            namespace: "default".into(),
+            name: "web".into(),
+            port_name: "http".into(),
+            proto: Proto::Tcp,
+            port: 80,
+            cluster_ip: Ipv4Addr::new(10, 43, 0, 5),
+            node_port: None,
+            external_ips: Vec::new(),
+            external_local: false,
+            affinity_timeout: None,
+            local_endpoints: endpoints.iter().filter(|e| e.local).cloned().collect(),
+            endpoints,
+        }
+    }
+
+    fn vip(ip: [u8; 4], proto: Proto, port: u16) -> MapKey {
+        MapKey::Addr(Ipv4Addr::from(ip), proto, port)
+    }
+
+    fn text(rules: &[Value]) -> String {
+        serde_json::to_string(rules).expect("json")
+    }
+
+    fn build(d: &Desired) -> Model {
+        let mut m = Model::default();
+        m.apply(&batch(diff(None, d))).expect("full build applies");
+        m
+    }
+
+    #[test]
+    fn clusterip_two_endpoints_balances_with_numgen_over_endpoint_chains() {
+        let d = desired(
+            &[web(vec![ep("10.42.0.5", true), ep("10.42.1.5", false)])],
+            &cfg(),
+        );
+        let svc = "svc-default/web/tcp/http";
+        assert_eq!(
+            d.map_target(SERVICE_IPS, &vip([10, 43, 0, 5], Proto::Tcp, 80)),
+            Some(svc)
+        );
+        let rules = text(d.chain_rules(svc).expect("service chain"));
+        assert!(
+            rules.contains(r#""numgen":{"mode":"random","mod":2}"#),
+            "{rules}"
+        );
+        assert!(rules.contains("ep-default/web/tcp/http__10.42.0.5/8080"));
+        assert!(rules.contains("ep-default/web/tcp/http__10.42.1.5/8080"));
+        // traffic from outside the pod network (the node itself) is masqueraded
+        assert!(rules.contains(r#"[{"match":{"op":"!=","left":{"payload":{"protocol":"ip","field":"saddr"}},"right":{"prefix":{"addr":"10.42.0.0","len":16}}}},{"jump":{"target":"mark-for-masquerade"}}]"#), "{rules}");
+        let ep_rules = text(
+            d.chain_rules("ep-default/web/tcp/http__10.42.1.5/8080")
+                .expect("ep chain"),
+        );
+        assert!(
+            ep_rules.contains(r#""dnat":{"addr":"10.42.1.5","port":8080}"#),
+            "{ep_rules}"
+        );
+        let m = build(&d);
+        assert!(m.chains.contains_key(svc));
+    }
+
+    #[test]
+    fn endpoint_chain_marks_hairpin_traffic_for_masquerade() {
+        let d = desired(&[web(vec![ep("10.42.0.5", true)])], &cfg());
+        let rules = d
+            .chain_rules("ep-default/web/tcp/http__10.42.0.5/8080")
+            .expect("ep chain");
+        assert_eq!(
+            rules[0],
+            json!([
+                {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "10.42.0.5"}},
+                {"jump": {"target": "mark-for-masquerade"}}
+            ])
+        );
+    }
+
+    #[test]
+    fn nodeport_cluster_policy_goes_through_masquerading_external_chain() {
+        let mut sp = web(vec![ep("10.42.1.5", false)]);
+        sp.node_port = Some(30080);
+        let d = desired(&[sp], &cfg());
+        let ext = "ext-default/web/tcp/http";
+        assert_eq!(
+            d.map_target(SERVICE_NODEPORTS, &MapKey::Port(Proto::Tcp, 30080)),
+            Some(ext)
+        );
+        assert_eq!(
+            d.chain_rules(ext).expect("ext chain"),
+            &[
+                json!([{"jump": {"target": "mark-for-masquerade"}}]),
+                json!([{"goto": {"target": "svc-default/web/tcp/http"}}])
+            ]
+        );
+        let services = text(d.chain_rules("services").expect("services"));
+        assert!(
+            services.contains(r#""fib":{"result":"type","flags":["daddr"]}"#),
+            "{services}"
+        );
+        build(&d);
+    }
+
+    #[test]
+    fn loadbalancer_ingress_ip_is_a_service_ips_key_to_the_external_chain() {
+        let mut sp = web(vec![ep("10.42.1.5", false)]);
+        sp.node_port = Some(30080);
+        sp.external_ips = vec![Ipv4Addr::new(10, 77, 0, 11), Ipv4Addr::new(10, 77, 0, 12)];
+        let d = desired(&[sp], &cfg());
+        for ip in [[10, 77, 0, 11], [10, 77, 0, 12]] {
+            assert_eq!(
+                d.map_target(SERVICE_IPS, &vip(ip, Proto::Tcp, 80)),
+                Some("ext-default/web/tcp/http")
+            );
+        }
+        assert_eq!(
+            d.map_target(SERVICE_IPS, &vip([10, 43, 0, 5], Proto::Tcp, 80)),
+            Some("svc-default/web/tcp/http")
+        );
+        build(&d);
+    }
+
+    #[test]
+    fn local_policy_sends_external_traffic_only_to_local_endpoints_or_drops() {
+        let mut sp = web(vec![ep("10.42.0.5", true), ep("10.42.1.5", false)]);
+        sp.node_port = Some(30080);
+        sp.external_local = true;
+        let d = desired(&[sp.clone()], &cfg());
+        let ext = d
+            .chain_rules("ext-default/web/tcp/http")
+            .expect("ext chain");
+        assert_eq!(
+            ext.last(),
+            Some(&json!([{"goto": {"target": "ep-default/web/tcp/http__10.42.0.5/8080"}}]))
+        );
+        assert!(!text(ext).contains("10.42.1.5"));
+        // pods and the node itself still reach every endpoint through the service chain
+        assert!(text(ext).contains(r#"{"goto":{"target":"svc-default/web/tcp/http"}}"#));
+        sp.local_endpoints.clear();
+        let d = desired(&[sp], &cfg());
+        let ext = d
+            .chain_rules("ext-default/web/tcp/http")
+            .expect("ext chain");
+        assert_eq!(ext.last(), Some(&json!([{"drop": null}])));
+        build(&d);
+    }
+
+    #[test]
+    fn client_ip_affinity_uses_per_endpoint_sets_with_the_timeout() {
+        let mut sp = web(vec![ep("10.42.0.5", true), ep("10.42.1.5", false)]);
+        sp.affinity_timeout = Some(60);
+        let d = desired(&[sp], &cfg());
+        let set = "aff-default/web/tcp/http__10.42.0.5/8080";
+        assert_eq!(d.sets.get(set), Some(&60));
+        let svc = text(d.chain_rules("svc-default/web/tcp/http").expect("svc"));
+        assert!(svc.contains(&format!(r#""right":"@{set}""#)), "{svc}");
+        let ep_rules = text(
+            d.chain_rules("ep-default/web/tcp/http__10.42.0.5/8080")
+                .expect("ep"),
+        );
+        assert!(
+            ep_rules.contains(r#""op":"update""#) && ep_rules.contains(set),
+            "{ep_rules}"
+        );
+        let m = build(&d);
+        assert_eq!(m.sets[set]["timeout"], 60);
+    }
+
+    #[test]
+    fn service_without_endpoints_is_rejected_by_the_filter_maps() {
+        let mut sp = web(Vec::new());
+        sp.node_port = Some(30080);
+        let d = desired(&[sp], &cfg());
+        assert_eq!(
+            d.map_target(NO_ENDPOINT_SERVICES, &vip([10, 43, 0, 5], Proto::Tcp, 80)),
+            Some(REJECT_CHAIN)
+        );
+        assert_eq!(
+            d.map_target(NO_ENDPOINT_NODEPORTS, &MapKey::Port(Proto::Tcp, 30080)),
+            Some(REJECT_CHAIN)
+        );
+        assert_eq!(
+            d.map_target(SERVICE_IPS, &vip([10, 43, 0, 5], Proto::Tcp, 80)),
+            None
+        );
+        assert!(d.chain_rules("svc-default/web/tcp/http").is_none());
+        assert_eq!(
+            d.chain_rules(REJECT_CHAIN),
+            Some(&[json!([{"reject": null}])][..])
+        );
+        build(&d);
+    }
+
+    #[test]
+    fn node_local_dns_dnats_both_protocols_and_beats_the_endpointless_kube_dns() {
+        let mut config = cfg();
+        config.dns = Some((
+            Ipv4Addr::new(10, 43, 0, 10),
+            "10.77.0.11:10053".parse().expect("addr"),
+        ));
+        let mut kube_dns = web(Vec::new());
+        kube_dns.namespace = "kube-system".into();
+        kube_dns.name = "kube-dns".into();
+        kube_dns.cluster_ip = Ipv4Addr::new(10, 43, 0, 10);
+        kube_dns.port = 53;
+        kube_dns.proto = Proto::Udp;
+        let d = desired(&[kube_dns], &config);
+        for proto in [Proto::Udp, Proto::Tcp] {
+            let key = vip([10, 43, 0, 10], proto, 53);
+            assert_eq!(d.map_target(SERVICE_IPS, &key), Some(DNS_CHAIN));
+            assert_eq!(d.map_target(NO_ENDPOINT_SERVICES, &key), None);
+        }
+        let dns = text(d.chain_rules(DNS_CHAIN).expect("dns chain"));
+        assert!(
+            dns.contains(r#""right":"udp""#) && dns.contains(r#""right":"tcp""#),
+            "{dns}"
+        );
+        assert!(
+            dns.contains(r#""dnat":{"addr":"10.77.0.11","port":10053}"#),
+            "{dns}"
+        );
+        build(&d);
+    }
+
+    #[test]
+    fn pod_traffic_leaving_the_cluster_cidr_is_masqueraded() {
+        let d = desired(&[], &cfg());
+        let post = text(d.chain_rules("nat-postrouting").expect("postrouting"));
+        assert!(post.contains(r#"{"jump":{"target":"masquerading"}}"#));
+        assert!(post.contains(r#"{"match":{"op":"==","left":{"payload":{"protocol":"ip","field":"saddr"}},"right":{"prefix":{"addr":"10.42.0.0","len":16}}}},{"match":{"op":"!=","left":{"payload":{"protocol":"ip","field":"daddr"}},"right":{"prefix":{"addr":"10.42.0.0","len":16}}}}"#), "{post}");
+        assert!(post.contains(r#"{"masquerade":{"flags":"fully-random"}}"#));
+    }
+
+    #[test]
+    fn endpoint_removal_changes_only_the_service_chain_and_that_endpoint() {
+        let before = desired(
+            &[web(vec![ep("10.42.0.5", true), ep("10.42.1.5", false)])],
+            &cfg(),
+        );
+        let after = desired(&[web(vec![ep("10.42.0.5", true)])], &cfg());
+        let commands = diff(Some(&before), &after);
+        let gone = "ep-default/web/tcp/http__10.42.1.5/8080";
+        let svc = "svc-default/web/tcp/http";
+        let touched: BTreeSet<(String, String)> = commands
+            .iter()
+            .map(|c| {
+                let (verb, obj) = c
+                    .as_object()
+                    .and_then(|o| o.iter().next())
+                    .expect("command");
+                let (kind, body) = obj
+                    .as_object()
+                    .and_then(|o| o.iter().next())
+                    .expect("object");
+                let name = body
+                    .get("chain")
+                    .or(body.get("name"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                (format!("{verb} {kind}"), name.to_string())
+            })
+            .collect();
+        let expected: BTreeSet<(String, String)> = [
+            ("flush chain", svc),
+            ("add rule", svc),
+            ("flush chain", gone),
+            ("delete chain", gone),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        assert_eq!(touched, expected);
+        let mut m = build(&before);
+        m.apply(&batch(commands))
+            .expect("incremental batch applies");
+        assert_eq!(m, build(&after));
+    }
+
+    #[test]
+    fn incremental_diffs_always_reach_the_same_table_as_a_full_build() {
+        let mut np = web(vec![ep("10.42.0.5", true)]);
+        np.node_port = Some(30080);
+        np.external_ips = vec![Ipv4Addr::new(10, 77, 0, 11)];
+        let mut aff = np.clone();
+        aff.affinity_timeout = Some(30);
+        aff.external_local = true;
+        let mut other = web(vec![ep("10.42.2.7", false)]);
+        other.name = "api".into();
+        other.cluster_ip = Ipv4Addr::new(10, 43, 0, 6);
+        let steps: Vec<Vec<ServicePort>> = vec![
+            vec![],
+            vec![web(vec![ep("10.42.0.5", true), ep("10.42.1.5", false)])],
+            vec![np.clone(), other.clone()],
+            vec![aff.clone(), other.clone()],
+            vec![web(Vec::new()), other.clone()],
+            vec![np, other],
+            vec![aff],
+            vec![],
+        ];
+        let mut model = Model::default();
+        let mut applied: Option<Desired> = None;
+        for (i, ports) in steps.iter().enumerate() {
+            let d = desired(ports, &cfg());
+            let base = applied.as_ref().filter(|a| incremental_ok(a, &d));
+            model
+                .apply(&batch(diff(base, &d)))
+                .unwrap_or_else(|e| panic!("step {i}: {e}"));
+            assert_eq!(model, build(&d), "step {i}");
+            applied = Some(d);
+        }
+    }
+
+    #[test]
+    fn shape_from_listing_counts_chains_rules_sets_and_elements() {
+        let listing = json!({"nftables": [
+            {"metainfo": {"version": "1.0.6"}},
+            {"table": {"family": "ip", "name": "mini"}},
+            {"map": {"name": "service-ips", "elem": [[{"concat": ["10.43.0.5", "tcp", 80]}, {"goto": {"target": "a"}}]]}},
+            {"set": {"name": "aff-x"}},
+            {"chain": {"name": "a"}},
+            {"chain": {"name": "b"}},
+            {"rule": {"chain": "a", "expr": []}},
+            {"rule": {"chain": "a", "expr": []}}
+        ]});
+        let shape = Shape::from_listing(&listing.to_string()).expect("shape");
+        assert_eq!(
+            shape.chains,
+            BTreeMap::from([("a".to_string(), 2), ("b".to_string(), 0)])
+        );
+        assert_eq!(shape.sets, vec!["aff-x".to_string()]);
+        assert_eq!(
+            shape.elements,
+            BTreeMap::from([("service-ips".to_string(), 1)])
+        );
     }
 }

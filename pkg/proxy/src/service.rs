@@ -126,10 +126,7 @@ pub fn service_ports(
             continue;
         };
         let ns = slice.metadata.namespace.clone().unwrap_or_default();
-        by_service
-            .entry((ns, svc.clone()))
-            .or_default()
-            .push(slice);
+        by_service.entry((ns, svc.clone())).or_default().push(slice);
     }
     let mut out = Vec::new();
     for svc in services {
@@ -198,8 +195,7 @@ pub fn service_ports(
             let port_name = port.name.clone().unwrap_or_default();
             let candidates = slice_endpoints(svc_slices, &port_name, proto);
             let endpoints = usable(&candidates, |_| true);
-            let local_endpoints =
-                usable(&candidates, |e| e.node.as_deref() == Some(node_name));
+            let local_endpoints = usable(&candidates, |e| e.node.as_deref() == Some(node_name));
             let to_endpoint = |(e, p): &(SliceEndpoint, u16)| Endpoint {
                 ip: e.ip,
                 port: *p,
@@ -358,10 +354,14 @@ mod tests {
     #[test]
     fn service_ports_headless_and_external_name_are_skipped() {
         let services = vec![
-            svc(serde_json::json!({"metadata": {"name": "h", "namespace": "a"},
-                "spec": {"clusterIP": "None", "ports": [{"port": 80}]}})),
-            svc(serde_json::json!({"metadata": {"name": "x", "namespace": "a"},
-                "spec": {"type": "ExternalName", "externalName": "example.org"}})),
+            svc(
+                serde_json::json!({"metadata": {"name": "h", "namespace": "a"},
+                "spec": {"clusterIP": "None", "ports": [{"port": 80}]}}),
+            ),
+            svc(
+                serde_json::json!({"metadata": {"name": "x", "namespace": "a"},
+                "spec": {"type": "ExternalName", "externalName": "example.org"}}),
+            ),
         ];
         assert!(service_ports(&services, &[], "n1").is_empty());
     }
