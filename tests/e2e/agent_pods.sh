@@ -268,6 +268,7 @@ step_agent_killed() {
   ip_a=$(k get pod "$WEB_A" -o jsonpath='{.status.podIP}')
   kill -9 "$AGENT_PID_node_a"
   sleep 2
+  if kill -0 "$AGENT_PID_node_a" 2>/dev/null; then not_ok "agent_killed" "pid $AGENT_PID_node_a still alive"; fi
   expect "killed_agent_containers_keep_serving" "hello from mini" in_ns "$E2E_NS-node-a" curl -s --max-time 5 "http://$ip_a/index.html"
   check_for "killed_agent_node_not_ready" 90 bash -c \
     "nsenter --net=$(ns_path "$SERVER_NS") kubectl get node node-a --no-headers | grep -q NotReady"
@@ -285,6 +286,9 @@ step_server_stopped() {
   before=$(container_ids "$WEB_A" "$WEB_B")
   ip_b=$(k get pod "$WEB_B" -o jsonpath='{.status.podIP}')
   stop_server TERM
+  if in_ns "$SERVER_NS" curl -sk --max-time 2 "https://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1; then
+    not_ok "server_stopped" "the API server still answers"
+  fi
   sleep 60
   expect "server_down_pods_keep_serving" "hello from mini" in_ns "$E2E_NS-node-b" curl -s --max-time 5 "http://$ip_b/index.html"
   start_node_server "$WORK/server" --disable-agent

@@ -62,7 +62,8 @@ start_node_server() {
   local dir=$1
   shift
   mkdir -p "$dir"
-  in_ns "$SERVER_NS" "$MINI_BIN" server --data-dir "$dir" --bind-address 0.0.0.0 \
+  # nsenter execs mini, so $! is mini's PID (a backgrounded shell function would be a subshell)
+  nsenter --net="$(ns_path "$SERVER_NS")" "$MINI_BIN" server --data-dir "$dir" --bind-address 0.0.0.0 \
     --https-listen-port "$API_PORT" --advertise-address "$SERVER_IP" "$@" >>"$dir/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 150); do
@@ -83,8 +84,8 @@ start_agent() {
   local name=$1 ip=$2 dir=$3
   shift 3
   mkdir -p "$dir"
-  in_ns "$E2E_NS-$name" "$MINI_BIN" agent --server "https://$SERVER_IP:$API_PORT" --token "$JOIN_TOKEN" \
-    --data-dir "$dir" --node-name "$name" --node-ip "$ip" "$@" >>"$dir/agent.log" 2>&1 &
+  nsenter --net="$(ns_path "$E2E_NS-$name")" "$MINI_BIN" agent --server "https://$SERVER_IP:$API_PORT" \
+    --token "$JOIN_TOKEN" --data-dir "$dir" --node-name "$name" --node-ip "$ip" "$@" >>"$dir/agent.log" 2>&1 &
   local pid=$!
   NODE_PIDS+=("$pid")
   eval "AGENT_PID_${name//-/_}=$pid"

@@ -20,6 +20,7 @@ mod podgc;
 mod replicaset;
 mod resourcequota;
 mod serviceaccount;
+mod servicelb;
 mod statefulset;
 mod ttl;
 
@@ -100,6 +101,7 @@ pub const CONTROLLERS: &[&str] = &[
     "endpoints",
     "endpointslice",
     "serviceaccount",
+    "servicelb",
     "resourcequota",
     "disruption",
     "horizontalpodautoscaling",
@@ -124,6 +126,7 @@ fn runner(name: &str) -> Option<RunFn> {
         "endpoints" => |c| endpoints::run(c).boxed(),
         "endpointslice" => |c| endpointslice::run(c).boxed(),
         "serviceaccount" => |c| serviceaccount::run(c).boxed(),
+        "servicelb" => |c| servicelb::run(c).boxed(),
         "resourcequota" => |c| resourcequota::run(c).boxed(),
         "disruption" => |c| disruption::run(c).boxed(),
         "horizontalpodautoscaling" => |c| hpa::run(c).boxed(),

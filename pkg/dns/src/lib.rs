@@ -223,3 +223,28 @@ pub async fn run(
         })?;
     start(client, config, udp, tcp, shutdown)?.join().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstreams_from_resolv_conf_reads_nameservers_only() {
+        let text = "# generated\nsearch example.com\nnameserver 10.0.0.2\nnameserver   fd00::53 # v6\n\
+                    ;nameserver 10.9.9.9\nnameserver fe80::1%eth0\nnameserver bogus\noptions ndots:2\n";
+        let expected: Vec<SocketAddr> = vec![
+            "10.0.0.2:53".parse().expect("addr"),
+            "[fd00::53]:53".parse().expect("addr"),
+        ];
+        assert_eq!(upstreams_from_resolv_conf(text), expected);
+        assert!(upstreams_from_resolv_conf("").is_empty());
+    }
+
+    #[test]
+    fn dns_config_new_uses_documented_defaults() {
+        let c = DnsConfig::new("127.0.0.1:10053".parse().expect("addr"), vec![]);
+        assert_eq!(c.cluster_domain, "cluster.local");
+        assert_eq!(c.upstream_timeout, DEFAULT_UPSTREAM_TIMEOUT);
+        assert_eq!(c.ttl, 5);
+    }
+}

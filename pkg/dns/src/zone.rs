@@ -379,3 +379,293 @@ pub(crate) fn parse_dashed_ip(label: &str) -> Option<IpAddr> {
         .ok()
         .map(IpAddr::V6)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::{EndpointInfo, PortInfo, ServiceInfo, SliceInfo};
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("valid ip")
+    }
+
+    fn name(s: &str) -> Name {
+        Name::from_ascii(s).expect("valid name")
+    }
+
+    fn port(name: &str, port: u16) -> PortInfo {
+        PortInfo {
+            name: name.into(),
+            protocol: "tcp".into(),
+            port,
+        }
+    }
+
+    fn cache() -> ClusterCache {
+        let cache = ClusterCache::default();
+        {
+            let mut services = cache.services.write().expect("lock");
+            services.insert(
+                "default",
+                "web",
+                ServiceInfo {
+                    kind: ServiceKind::ClusterIp(vec![ip("10.43.0.20"), ip("fd00::20")]),
+                    ports: vec![port("http", 80), port("", 81)],
+                },
+            );
+            services.insert(
+                "default",
+                "db",
+                ServiceInfo {
+                    kind: ServiceKind::Headless,
+                    ports: vec![port("pg", 5432)],
+                },
+            );
+            services.insert(
+                "default",
+                "alias",
+                ServiceInfo {
+                    kind: ServiceKind::ExternalName("web.default.svc.cluster.local".into()),
+                    ports: vec![],
+                },
+            );
+        }
+        cache.slices.write().expect("lock").insert(
+            "default",
+            "db-x",
+            SliceInfo {
+                service: "db".into(),
+                endpoints: vec![
+                    EndpointInfo {
+                        addresses: vec![ip("10.42.0.5")],
+                        hostname: None,
+                        ready: true,
+                    },
+                    EndpointInfo {
+                        addresses: vec![ip("10.42.0.6")],
+                        hostname: Some("db-1".into()),
+                        ready: true,
+                    },
+                ],
+                ports: vec![port("pg", 5432)],
+            },
+        );
+        cache
+            .pods
+            .write()
+            .expect("lock")
+            .insert("default", "p", vec![ip("10.42.0.9")]);
+        cache.mark_synced();
+        cache
+    }
+
+    fn zone() -> Zone {
+        Zone::new("cluster.local", 5).expect("valid zone")
+    }
+
+    fn answer_ips(outcome: &Outcome) -> Vec<IpAddr> {
+        match outcome {
+            Outcome::Answer { answers, .. } => answers
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::A(A(v4)) => Some(IpAddr::V4(*v4)),
+                    RData::AAAA(AAAA(v6)) => Some(IpAddr::V6(*v6)),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn resolve_names_outside_the_domain_are_forwarded() {
+        let (z, c) = (zone(), cache());
+        for n in ["example.com.", "cluster.local.example.com.", "local."] {
+            assert_eq!(
+                z.resolve(&c, &name(n), RecordType::A),
+                Outcome::Forward,
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn resolve_before_sync_is_not_ready() {
+        let z = zone();
+        let c = ClusterCache::default();
+        assert_eq!(
+            z.resolve(&c, &name("web.default.svc.cluster.local."), RecordType::A),
+            Outcome::NotReady
+        );
+    }
+
+    #[test]
+    fn resolve_service_answers_per_family_in_any_case() {
+        let (z, c) = (zone(), cache());
+        let n = name("WEB.Default.svc.Cluster.Local.");
+        assert_eq!(
+            answer_ips(&z.resolve(&c, &n, RecordType::A)),
+            vec![ip("10.43.0.20")]
+        );
+        assert_eq!(
+            answer_ips(&z.resolve(&c, &n, RecordType::AAAA)),
+            vec![ip("fd00::20")]
+        );
+        assert_eq!(z.resolve(&c, &n, RecordType::TXT), Outcome::NoData);
+    }
+
+    #[test]
+    fn resolve_service_srv_lists_every_port() {
+        let (z, c) = (zone(), cache());
+        let Outcome::Answer { answers, .. } =
+            z.resolve(&c, &name("web.default.svc.cluster.local."), RecordType::SRV)
+        else {
+            panic!("expected an answer");
+        };
+        let ports: Vec<u16> = answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::SRV(s) => Some(s.port),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ports, vec![80, 81]);
+    }
+
+    #[test]
+    fn resolve_unnamed_or_wrong_protocol_port_is_nxdomain() {
+        let (z, c) = (zone(), cache());
+        for n in [
+            "_http._udp.web.default.svc.cluster.local.",
+            "_._tcp.web.default.svc.cluster.local.",
+        ] {
+            assert_eq!(
+                z.resolve(&c, &name(n), RecordType::SRV),
+                Outcome::NxDomain,
+                "{n}"
+            );
+        }
+        assert_eq!(
+            z.resolve(
+                &c,
+                &name("_http._tcp.web.default.svc.cluster.local."),
+                RecordType::A
+            ),
+            Outcome::NoData
+        );
+    }
+
+    #[test]
+    fn resolve_headless_endpoint_without_hostname_answers_to_its_dashed_ip() {
+        let (z, c) = (zone(), cache());
+        let n = name("10-42-0-5.db.default.svc.cluster.local.");
+        assert_eq!(
+            answer_ips(&z.resolve(&c, &n, RecordType::A)),
+            vec![ip("10.42.0.5")]
+        );
+        let Outcome::Answer { answers, .. } = z.resolve(
+            &c,
+            &name("_pg._tcp.db.default.svc.cluster.local."),
+            RecordType::SRV,
+        ) else {
+            panic!("expected an answer");
+        };
+        let targets: Vec<String> = answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::SRV(s) => Some(s.target.to_ascii()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            targets,
+            vec![
+                "10-42-0-5.db.default.svc.cluster.local.",
+                "db-1.db.default.svc.cluster.local."
+            ]
+        );
+    }
+
+    #[test]
+    fn resolve_endpoint_names_of_a_cluster_ip_service_are_nxdomain() {
+        let (z, c) = (zone(), cache());
+        assert_eq!(
+            z.resolve(&c, &name("x.web.default.svc.cluster.local."), RecordType::A),
+            Outcome::NxDomain
+        );
+    }
+
+    #[test]
+    fn resolve_external_name_is_an_alias_to_its_target() {
+        let (z, c) = (zone(), cache());
+        match z.resolve(&c, &name("alias.default.svc.cluster.local."), RecordType::A) {
+            Outcome::Alias { target, .. } => {
+                assert_eq!(target, name("web.default.svc.cluster.local."))
+            }
+            other => panic!("expected an alias, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn resolve_pods_only_with_a_known_ip_in_that_namespace() {
+        let (z, c) = (zone(), cache());
+        let known = name("10-42-0-9.default.pod.cluster.local.");
+        assert_eq!(
+            answer_ips(&z.resolve(&c, &known, RecordType::A)),
+            vec![ip("10.42.0.9")]
+        );
+        assert_eq!(z.resolve(&c, &known, RecordType::AAAA), Outcome::NoData);
+        for n in [
+            "10-42-0-9.other.pod.cluster.local.",
+            "10-42-0-10.default.pod.cluster.local.",
+            "not-an-ip.default.pod.cluster.local.",
+        ] {
+            assert_eq!(
+                z.resolve(&c, &name(n), RecordType::A),
+                Outcome::NxDomain,
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn resolve_namespaces_and_apex_exist_unknown_shapes_do_not() {
+        let (z, c) = (zone(), cache());
+        assert_eq!(
+            z.resolve(&c, &name("default.svc.cluster.local."), RecordType::A),
+            Outcome::NoData
+        );
+        assert_eq!(
+            z.resolve(&c, &name("svc.cluster.local."), RecordType::A),
+            Outcome::NoData
+        );
+        assert_eq!(
+            z.resolve(&c, &name("cluster.local."), RecordType::A),
+            Outcome::NoData
+        );
+        assert!(matches!(
+            z.resolve(&c, &name("cluster.local."), RecordType::SOA),
+            Outcome::Answer { .. }
+        ));
+        for n in [
+            "empty.svc.cluster.local.",
+            "foo.cluster.local.",
+            "a.b.c.d.e.svc.cluster.local.",
+            "web.default.svc.cluster.local.default.svc.cluster.local.",
+        ] {
+            assert_eq!(
+                z.resolve(&c, &name(n), RecordType::A),
+                Outcome::NxDomain,
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn dashed_ip_round_trips_both_families() {
+        for s in ["10.42.0.5", "fd00::1", "2001:db8::a:b"] {
+            assert_eq!(parse_dashed_ip(&dashed_ip(ip(s))), Some(ip(s)), "{s}");
+        }
+        assert_eq!(parse_dashed_ip("web"), None);
+    }
+}
