@@ -76,14 +76,15 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
-/// The entries on `mini.1`: FDB, neighbours, routes (dst, gateway).
-fn entries(
-    fake: &FakeNetlink,
-) -> (
+/// FDB entries, neighbours (IP -> MAC) and routes (dst, gateway) on one device.
+type Entries = (
     Vec<FdbEntry>,
     BTreeMap<Ipv4Addr, MacAddr>,
     Vec<(Ipv4Net, Option<Ipv4Addr>)>,
-) {
+);
+
+/// The entries on `mini.1`.
+fn entries(fake: &FakeNetlink) -> Entries {
     let Some(link) = fake.link("mini.1") else {
         return (Vec::new(), BTreeMap::new(), Vec::new());
     };
