@@ -75,7 +75,7 @@ impl DnsHandler {
                 }
                 Outcome::NotReady => return Reply::code(ResponseCode::ServFail),
                 Outcome::Alias { cname, target } => {
-                    reply.answers.push(cname);
+                    reply.answers.push(*cname);
                     if qtype == RecordType::CNAME {
                         return reply;
                     }

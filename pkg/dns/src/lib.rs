@@ -61,13 +61,14 @@ impl DnsConfig {
         }
     }
 
-    /// Defaults with the host's nameservers from `/etc/resolv.conf` as upstreams (none when
-    /// the file is missing or unreadable: an air-gapped node).
-    pub fn with_host_upstreams(listen: SocketAddr) -> DnsConfig {
-        let upstreams = std::fs::read_to_string(HOST_RESOLV_CONF)
+    /// Defaults with the nameservers of resolv.conf file `path` (the host's is
+    /// [`HOST_RESOLV_CONF`]) as upstreams; none when the file is missing or unreadable, as on
+    /// an air-gapped node, and then every name outside the cluster domain gets SERVFAIL.
+    pub fn with_resolv_conf(listen: SocketAddr, path: &std::path::Path) -> DnsConfig {
+        let upstreams = std::fs::read_to_string(path)
             .map(|text| upstreams_from_resolv_conf(&text))
             .unwrap_or_else(|error| {
-                tracing::warn!(%error, path = HOST_RESOLV_CONF, "dns: no upstream resolvers: cannot read the host's resolver configuration");
+                tracing::warn!(%error, path = %path.display(), "dns: no upstream resolvers: cannot read the resolver configuration");
                 Vec::new()
             });
         DnsConfig::new(listen, upstreams)
@@ -238,6 +239,21 @@ mod tests {
         ];
         assert_eq!(upstreams_from_resolv_conf(text), expected);
         assert!(upstreams_from_resolv_conf("").is_empty());
+    }
+
+    #[test]
+    fn with_resolv_conf_missing_file_means_no_upstreams() {
+        let listen: SocketAddr = "127.0.0.1:10053".parse().expect("addr");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let missing = DnsConfig::with_resolv_conf(listen, &dir.path().join("nope"));
+        assert!(missing.upstreams.is_empty());
+        let path = dir.path().join("resolv.conf");
+        std::fs::write(&path, "nameserver 192.0.2.53\n").expect("writing");
+        let config = DnsConfig::with_resolv_conf(listen, &path);
+        assert_eq!(
+            config.upstreams,
+            vec!["192.0.2.53:53".parse().expect("addr")]
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub(crate) enum Outcome {
     /// The name does not exist in the zone: NXDOMAIN, SOA in authority.
     NxDomain,
     /// An ExternalName: this CNAME, then whatever `target` resolves to for the same type.
-    Alias { cname: Record, target: Name },
+    Alias { cname: Box<Record>, target: Name },
     /// The cache has not been filled yet: SERVFAIL, the client retries.
     NotReady,
     /// Not in the cluster domain: ask the upstreams.
@@ -176,7 +176,7 @@ impl Zone {
         match &info.kind {
             ServiceKind::ExternalName(target) => match Name::from_ascii(format!("{target}.")) {
                 Ok(target) => Outcome::Alias {
-                    cname: self.record(name, RData::CNAME(CNAME(target.clone()))),
+                    cname: Box::new(self.record(name, RData::CNAME(CNAME(target.clone())))),
                     target,
                 },
                 Err(_) => Outcome::NoData,

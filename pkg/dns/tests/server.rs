@@ -2,7 +2,7 @@
 //! services, headless endpoints, SRV, ExternalName, pods, NXDOMAIN, updates, forwarding to a
 //! fake upstream, and SERVFAIL in time when the upstream is a blackhole.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,7 +43,9 @@ async fn start_dns(upstreams: Vec<SocketAddr>, timeout: Duration) -> Running {
     let mut config = DnsConfig::new(listen, upstreams);
     config.upstream_timeout = timeout;
     let shutdown = CancellationToken::new();
-    let server = start(env.admin_client(), config, udp, tcp, shutdown.clone()).expect("starting");
+    // the identity the agent serves DNS with: a node (RBAC system:node)
+    let client = env.client_as("system:node:n1", &["system:nodes"]);
+    let server = start(client, config, udp, tcp, shutdown.clone()).expect("starting");
     tokio::time::timeout(Duration::from_secs(10), server.wait_synced())
         .await
         .expect("the caches sync within 10 s");
@@ -555,5 +557,41 @@ async fn query_latency_is_printed() {
             p50.as_secs_f64() * 1e6, p99.as_secs_f64() * 1e6);
         assert!(p99 < Duration::from_millis(100), "{label}: p99 {p99:?}");
     }
-    let _ = IpAddr::V4(FAKE_UPSTREAM_ANSWER);
+}
+
+#[tokio::test]
+async fn cancelling_shutdown_stops_the_server() {
+    let env = TestEnv::start().await;
+    let udp = UdpSocket::bind("127.0.0.1:0").await.expect("udp");
+    let tcp = TcpListener::bind("127.0.0.1:0").await.expect("tcp");
+    let addr = udp.local_addr().expect("addr");
+    let shutdown = CancellationToken::new();
+    let config = DnsConfig::new(addr, Vec::new());
+    let server = start(env.admin_client(), config, udp, tcp, shutdown.clone()).expect("start");
+    server.wait_synced().await;
+    let msg = udp_query(addr, "nope.default.svc.cluster.local.", RecordType::A).await;
+    assert_eq!(msg.metadata.response_code, ResponseCode::NXDomain);
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), server.join())
+        .await
+        .expect("stops within 5 s")
+        .expect("stops cleanly");
+    // the port is free again
+    UdpSocket::bind(addr)
+        .await
+        .expect("rebinding the released port");
+}
+
+#[tokio::test]
+async fn run_on_a_taken_address_fails_with_a_bind_error() {
+    let env = TestEnv::start().await;
+    let taken = UdpSocket::bind("127.0.0.1:0").await.expect("udp");
+    let config = DnsConfig::new(taken.local_addr().expect("addr"), Vec::new());
+    let err = mini_dns::run(env.admin_client(), config, CancellationToken::new())
+        .await
+        .expect_err("the udp port is taken");
+    assert!(
+        matches!(err, mini_dns::DnsError::Bind { proto: "udp", .. }),
+        "{err}"
+    );
 }
