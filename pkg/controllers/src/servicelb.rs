@@ -25,16 +25,19 @@ struct State {
 
 pub(crate) async fn run(ctx: Arc<Context>) -> Result<(), ControllerError> {
     let (nodes, writer) = reflector::store::<Node>();
-    let node_changes = reflector(
+    let node_changes = reflector::reflector(
         writer,
-        watcher(Api::<Node>::all(ctx.client.clone()), watcher::Config::default()),
+        watcher(
+            Api::<Node>::all(ctx.client.clone()),
+            watcher::Config::default(),
+        ),
     )
     .default_backoff()
     .touched_objects()
     .filter_map(|res| async move { res.ok().map(|_| ()) });
     let state = Arc::new(State {
         client: ctx.client.clone(),
-        nodes: nodes.clone(),
+        nodes,
     });
     let controller = Controller::new(
         Api::<Service>::all(ctx.client.clone()),
@@ -43,10 +46,6 @@ pub(crate) async fn run(ctx: Arc<Context>) -> Result<(), ControllerError> {
     // Any node change can change every LoadBalancer's addresses.
     .reconcile_all_on(node_changes)
     .graceful_shutdown_on(ctx.shutdown.clone().cancelled_owned());
-    tokio::select! {
-        _ = ctx.shutdown.cancelled() => return Ok(()),
-        res = nodes.wait_until_ready() => res.map_err(|e| ControllerError::Other(format!("node cache: {e}")))?,
-    }
     controller
         .run(reconcile, error_policy, state)
         .for_each(|res| async move {
@@ -103,6 +102,11 @@ fn current_ingress(svc: &Service) -> Vec<String> {
 }
 
 async fn reconcile(svc: Arc<Service>, state: Arc<State>) -> Result<Action, ControllerError> {
+    // The node watch is driven by the controller itself: until its first list is in, an
+    // empty cache would wrongly take every address away.
+    if futures::FutureExt::now_or_never(state.nodes.wait_until_ready()).is_none() {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
     let current = current_ingress(&svc);
     let wanted = if managed(&svc) {
         ready_node_ips(&state.nodes.state())
@@ -127,7 +131,11 @@ async fn reconcile(svc: Arc<Service>, state: Arc<State>) -> Result<Action, Contr
     let api: Api<Service> =
         Api::namespaced(state.client.clone(), &svc.namespace().unwrap_or_default());
     match api
-        .patch_status(&svc.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_status(
+            &svc.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
     {
         Ok(_) => {
@@ -258,11 +266,11 @@ mod tests {
         assert!(current_ingress(&services.get("plain").await.expect("get")).is_empty());
 
         // A Service that stops being a LoadBalancer gives its addresses back.
-        let to_cluster_ip = serde_json::json!({"spec": {"type": "ClusterIP"}});
+        let to_node_port = serde_json::json!({"spec": {"type": "NodePort"}});
         services
-            .patch("lb", &PatchParams::default(), &Patch::Merge(&to_cluster_ip))
+            .patch("lb", &PatchParams::default(), &Patch::Merge(&to_node_port))
             .await
-            .expect("patch type");
+            .expect("make lb a NodePort service");
         wait_ingress(&services, "lb", &[]).await;
         token.cancel();
     }
