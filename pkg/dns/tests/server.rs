@@ -68,7 +68,7 @@ fn query_bytes(name: &str, qtype: RecordType) -> Vec<u8> {
 }
 
 fn rand_id() -> u16 {
-    (Instant::now().elapsed().subsec_nanos() % 65000) as u16 + 7
+    rand::random()
 }
 
 async fn udp_query(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
@@ -378,7 +378,7 @@ async fn search_path_expansions_get_a_fast_nxdomain_without_going_upstream() {
         let msg = udp_query(addr, name, RecordType::A).await;
         assert_eq!(msg.metadata.response_code, ResponseCode::NXDomain, "{name}");
         assert!(
-            started.elapsed() < Duration::from_millis(200),
+            started.elapsed() < Duration::from_millis(500),
             "{name} took {:?}",
             started.elapsed()
         );
@@ -462,7 +462,10 @@ async fn blackhole_upstream_gets_servfail_within_the_timeout() {
         took >= timeout - Duration::from_millis(50),
         "gave up early: {took:?}"
     );
-    assert!(took < timeout + Duration::from_millis(400), "took {took:?}");
+    assert!(
+        took < timeout + Duration::from_millis(1000),
+        "took {took:?}"
+    );
 }
 
 #[tokio::test]
