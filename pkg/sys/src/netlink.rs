@@ -479,6 +479,12 @@ fn parse_link(message: &LinkMessage) -> Link {
 fn neighbour_ip(message: &NeighbourMessage) -> Option<Ipv4Addr> {
     message.attributes.iter().find_map(|a| match a {
         NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        // AF_BRIDGE (FDB) messages carry the remote as raw bytes: the parser keys on the family.
+        NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
+            <[u8; 4]>::try_from(bytes.as_slice())
+                .ok()
+                .map(Ipv4Addr::from)
+        }
         _ => None,
     })
 }
