@@ -8,6 +8,7 @@ use std::fs::File;
 use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -213,17 +214,23 @@ fn tcp_round_trip(from_ns: &str, to_ns: &str, to: Ipv4Addr) -> Result<Duration, 
     result
 }
 
-#[test]
-fn overlay_two_netns_nodes_pods_reach_each_other_across_vxlan() {
+/// Whether the test can run here; prints why not.
+fn can_run(test: &str) -> bool {
     if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipping overlay_two_netns_nodes_pods_reach_each_other_across_vxlan: needs root (network namespaces, vxlan links)");
-        return;
+        eprintln!("skipping {test}: needs root (network namespaces, vxlan links)");
+        return false;
     }
     if Command::new("ip").arg("-V").output().is_err() {
-        eprintln!("skipping overlay_two_netns_nodes_pods_reach_each_other_across_vxlan: the ip command (iproute2) is not installed");
-        return;
+        eprintln!("skipping {test}: the ip command (iproute2) is not installed");
+        return false;
     }
-    let prefix = format!("miniov{}", std::process::id());
+    true
+}
+
+/// Two nodes `miniov<pid><tag>a|b` joined by a veth underlay (172.31.250.0/24), each with a
+/// `mini0` bridge and a pod namespace (`...pa|pb`) behind it.
+fn two_nodes(tag: &str) -> (Namespaces, TestNode, TestNode) {
+    let prefix = format!("miniov{}{tag}", std::process::id());
     let names: Vec<String> = ["a", "b", "pa", "pb"]
         .iter()
         .map(|s| format!("{prefix}{s}"))
@@ -265,6 +272,15 @@ fn overlay_two_netns_nodes_pods_reach_each_other_across_vxlan() {
         node.wire_pod();
     }
 
+    (namespaces, a, b)
+}
+
+#[test]
+fn overlay_two_netns_nodes_pods_reach_each_other_across_vxlan() {
+    if !can_run("overlay_two_netns_nodes_pods_reach_each_other_across_vxlan") {
+        return;
+    }
+    let (namespaces, a, b) = two_nodes("");
     let (vtep_a, setup_a) = set_up_node(&a);
     let (vtep_b, setup_b) = set_up_node(&b);
     assert_eq!(vtep_a.mtu, 1450, "veth underlay 1500 - 50");
@@ -345,4 +361,118 @@ fn overlay_two_netns_nodes_pods_reach_each_other_across_vxlan() {
         assert!(netlink.link_by_name("mini0").await.expect("get").is_none());
     });
     drop(namespaces);
+}
+
+/// A Node named after the test node, with its podCIDR (what the server's node IPAM sets).
+fn node_object(node: &TestNode) -> k8s_openapi::api::core::v1::Node {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": node.ns},
+        "spec": {"podCIDR": node.pod_cidr.to_string()},
+    }))
+    .expect("node object")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_two_netns_nodes_with_api_server_pods_reach_each_other_then_node_removal_cuts_it() {
+    if !can_run(
+        "run_two_netns_nodes_with_api_server_pods_reach_each_other_then_node_removal_cuts_it",
+    ) {
+        return;
+    }
+    let (namespaces, a, b) = two_nodes("r");
+    let env = mini_testenv::TestEnv::start().await;
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(env.admin_client());
+    for node in [&a, &b] {
+        nodes
+            .create(&kube::api::PostParams::default(), &node_object(node))
+            .await
+            .expect("create node");
+    }
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for node in [&a, &b] {
+        configure_host_in(&node.ns);
+        let netlink =
+            RtNetlink::connect_in_netns(Path::new(&format!("/var/run/netns/{}", node.ns)))
+                .expect("netlink in the node namespace");
+        let mut config = node.config();
+        config.resync_interval = Duration::from_millis(500);
+        let client = env.client_as(&format!("system:node:{}", node.ns), &["system:nodes"]);
+        tasks.push(tokio::spawn(mini_overlay::run(
+            client,
+            config,
+            Arc::new(netlink) as Arc<dyn Netlink>,
+            shutdown.clone(),
+        )));
+    }
+
+    // Both directions work once both agents have seen each other.
+    let (from, to, to_ip) = (a.pod_ns.clone(), b.pod_ns.clone(), b.pod_ip);
+    let (back_from, back_to, back_ip) = (b.pod_ns.clone(), a.pod_ns.clone(), a.pod_ip);
+    let reachable = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if tcp_round_trip(&from, &to, to_ip).is_ok()
+                && tcp_round_trip(&back_from, &back_to, back_ip).is_ok()
+            {
+                return Some(started.elapsed());
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .expect("round trip thread");
+    let reachable = reachable.expect("pods on the two nodes never reached each other");
+    println!("run(): from start to pod-to-pod traffic both ways: {reachable:?}");
+
+    // Node b is deleted from the cluster: a's entries for it go within a resync.
+    nodes
+        .delete(&b.ns, &kube::api::DeleteParams::default())
+        .await
+        .expect("delete node b");
+    let removed_at = Instant::now();
+    let netlink_a = RtNetlink::connect_in_netns(Path::new(&format!("/var/run/netns/{}", a.ns)))
+        .expect("netlink in a");
+    let device = netlink_a
+        .link_by_name("mini.1")
+        .await
+        .expect("get mini.1")
+        .expect("mini.1 exists");
+    loop {
+        let fdb = netlink_a.fdb_entries(device.index).await.expect("fdb");
+        let neigh = netlink_a.neighbours(device.index).await.expect("neigh");
+        let routes = netlink_a.routes(device.index).await.expect("routes");
+        if fdb.is_empty() && neigh.is_empty() && routes.iter().all(|r| r.gateway.is_none()) {
+            break;
+        }
+        assert!(
+            removed_at.elapsed() < Duration::from_secs(10),
+            "node b's entries stayed on a: {fdb:?} {neigh:?} {routes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "run(): node deletion to entries removed: {:?}",
+        removed_at.elapsed()
+    );
+
+    shutdown.cancel();
+    for task in tasks {
+        task.await.expect("run task").expect("run ends cleanly");
+    }
+    drop(namespaces);
+}
+
+/// `configure_host` with the real host, inside `ns` (sysctls under /proc/sys/net are per
+/// namespace).
+fn configure_host_in(ns: &str) {
+    in_netns(ns, || {
+        configure_host(&LinuxHost).expect("sysctls in the node namespace")
+    });
 }

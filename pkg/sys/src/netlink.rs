@@ -346,6 +346,37 @@ impl RtNetlink {
         Ok(RtNetlink { handle })
     }
 
+    /// Opens a netlink socket in the network namespace at `netns_path` (e.g.
+    /// `/var/run/netns/NAME`) without moving the caller: a short-lived thread enters the
+    /// namespace and creates the socket, which stays bound to that namespace; the connection
+    /// task runs on the current tokio runtime.
+    pub fn connect_in_netns(netns_path: &std::path::Path) -> Result<RtNetlink, NetlinkError> {
+        let runtime = tokio::runtime::Handle::current();
+        let path = netns_path.to_path_buf();
+        let opened = std::thread::spawn(move || -> Result<_, NetlinkError> {
+            let _context = runtime.enter();
+            let file = std::fs::File::open(&path).map_err(|e| NetlinkError::Kernel {
+                call: "open netns",
+                target: path.display().to_string(),
+                source: e,
+            })?;
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| NetlinkError::kernel("setns", path.display(), e as i32))?;
+            let (connection, handle, _messages) =
+                rtnetlink::new_connection().map_err(NetlinkError::Connect)?;
+            Ok((connection, handle))
+        })
+        .join()
+        .map_err(|_| NetlinkError::Protocol {
+            call: "open netns",
+            target: netns_path.display().to_string(),
+            message: "the namespace thread panicked".into(),
+        })?;
+        let (connection, handle) = opened?;
+        tokio::spawn(connection);
+        Ok(RtNetlink { handle })
+    }
+
     async fn links(
         &self,
         request: rtnetlink::LinkGetRequest,
