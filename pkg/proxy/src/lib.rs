@@ -318,3 +318,122 @@ pub async fn cleanup(nft: &dyn Nft) -> Result<(), ProxyError> {
     nft.apply(&batch.to_string()).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mini_sys::nft::FakeNft;
+
+    fn config() -> ProxyConfig {
+        ProxyConfig {
+            node_name: "n1".into(),
+            cluster_cidr: "10.42.0.0/16".into(),
+            service_cidr: "10.43.0.0/16".into(),
+            dns: None,
+        }
+    }
+
+    fn web(ips: &[&str]) -> Vec<ServicePort> {
+        vec![ServicePort {
+            namespace: "default".into(),
+            name: "web".into(),
+            port_name: "http".into(),
+            proto: Proto::Tcp,
+            port: 80,
+            cluster_ip: Ipv4Addr::new(10, 43, 0, 5),
+            node_port: None,
+            external_ips: Vec::new(),
+            external_local: false,
+            affinity_timeout: None,
+            endpoints: ips
+                .iter()
+                .map(|ip| Endpoint {
+                    ip: ip.parse().expect("ip"),
+                    port: 8080,
+                    local: false,
+                })
+                .collect(),
+            local_endpoints: Vec::new(),
+        }]
+    }
+
+    #[test]
+    fn cidr_parse_normalises_host_bits_and_rejects_garbage() {
+        let c: Ipv4Cidr = "10.42.3.7/16".parse().expect("cidr");
+        assert_eq!(
+            c,
+            Ipv4Cidr {
+                addr: Ipv4Addr::new(10, 42, 0, 0),
+                len: 16
+            }
+        );
+        assert!("10.42.0.0".parse::<Ipv4Cidr>().is_err());
+        assert!("10.42.0.0/33".parse::<Ipv4Cidr>().is_err());
+    }
+
+    #[tokio::test]
+    async fn proxier_first_sync_is_full_then_incremental_then_nothing() {
+        let nft = Arc::new(FakeNft::new());
+        let mut p = Proxier::new(nft.clone(), &config()).expect("proxier");
+        let first = p.sync(&web(&["10.42.0.5"])).await.expect("sync");
+        assert!(first.full);
+        assert!(nft.batches()[0].contains(r#"{"delete":{"table":{"family":"ip","name":"mini"}}}"#));
+        let second = p
+            .sync(&web(&["10.42.0.5", "10.42.1.5"]))
+            .await
+            .expect("sync");
+        assert!(!second.full);
+        assert!(!nft.batches()[1].contains(r#""delete":{"table""#));
+        let third = p
+            .sync(&web(&["10.42.0.5", "10.42.1.5"]))
+            .await
+            .expect("sync");
+        assert_eq!(third.commands, 0);
+        assert_eq!(nft.batches().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn proxier_rebuilds_after_a_failed_apply_or_a_tampered_table() {
+        let nft = Arc::new(FakeNft::new());
+        let mut p = Proxier::new(nft.clone(), &config()).expect("proxier");
+        p.sync(&web(&["10.42.0.5"])).await.expect("sync");
+        nft.fail_next_apply("Error: Could not process rule");
+        assert!(p.sync(&web(&["10.42.1.5"])).await.is_err());
+        assert!(p.sync(&web(&["10.42.1.5"])).await.expect("retry").full);
+
+        // The table is missing: check says so and the next sync rebuilds it.
+        nft.set_listing(None);
+        assert!(!p.check().await.expect("check"));
+        assert!(p.sync(&web(&["10.42.1.5"])).await.expect("sync").full);
+
+        // A listing with the applied shape is intact; a missing rule is not.
+        let applied = p.applied.clone().expect("applied");
+        let mut objects = vec![serde_json::json!({"table": {"family": "ip", "name": TABLE}})];
+        for (name, chain) in &applied.chains {
+            objects.push(serde_json::json!({"chain": {"name": name}}));
+            for r in &chain.rules {
+                objects.push(serde_json::json!({"rule": {"chain": name, "expr": r}}));
+            }
+        }
+        for (map, elems) in &applied.maps {
+            let elem: Vec<_> = elems.keys().map(|_| serde_json::json!([])).collect();
+            objects.push(serde_json::json!({"map": {"name": map, "elem": elem}}));
+        }
+        nft.set_listing(Some(serde_json::json!({"nftables": objects}).to_string()));
+        assert!(p.check().await.expect("check"));
+        objects.retain(|o| o.get("rule").is_none_or(|r| r["chain"] != "services"));
+        nft.set_listing(Some(serde_json::json!({"nftables": objects}).to_string()));
+        assert!(!p.check().await.expect("check"));
+        assert!(p.sync(&web(&["10.42.1.5"])).await.expect("sync").full);
+    }
+
+    #[tokio::test]
+    async fn cleanup_deletes_the_table_even_when_missing() {
+        let nft = FakeNft::new();
+        cleanup(&nft).await.expect("cleanup");
+        assert_eq!(
+            nft.batches(),
+            vec![r#"{"nftables":[{"add":{"table":{"family":"ip","name":"mini"}}},{"delete":{"table":{"family":"ip","name":"mini"}}}]}"#.to_string()]
+        );
+    }
+}

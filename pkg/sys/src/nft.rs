@@ -28,7 +28,7 @@ pub trait Nft: Send + Sync + 'static {
     async fn list_table(&self, family: &str, table: &str) -> Result<Option<String>, NftError>;
 }
 
-/// The real nftables: runs `nft -j -f -` through the `nftables` crate, in this process's
+/// The real nftables: runs `nft -j` through the `nftables` crate, in this process's
 /// network namespace or, with `in_netns`, in a named one (`ip netns exec`).
 #[derive(Debug, Clone, Default)]
 pub struct NftCli {
@@ -47,12 +47,15 @@ impl NftCli {
         }
     }
 
+    /// The program and the arguments before nft's own: the `nftables` crate puts `-j` right
+    /// after the program, which `ip` takes as its own (harmless) JSON flag, so nft gets its
+    /// own `-j` here too.
     fn program_and_args(&self) -> (PathBuf, Vec<OsString>) {
         match &self.netns {
             None => (PathBuf::from("nft"), Vec::new()),
             Some(ns) => (
                 PathBuf::from("ip"),
-                ["netns", "exec", ns.as_str(), "nft"]
+                ["netns", "exec", ns.as_str(), "nft", "-j"]
                     .iter()
                     .map(OsString::from)
                     .collect(),
@@ -60,11 +63,13 @@ impl NftCli {
         }
     }
 
-    async fn run(&self, action: String, payload: String) -> Result<String, NftError> {
-        let (program, args) = self.program_and_args();
+    /// Runs `nft -j <args>` (through the crate, which captures stdout and stderr).
+    async fn run(&self, action: String, args: Vec<OsString>) -> Result<String, NftError> {
+        let (program, mut all) = self.program_and_args();
+        all.extend(args);
         let task_action = action.clone();
         tokio::task::spawn_blocking(move || {
-            nftables::helper::apply_ruleset_raw(&payload, Some(&program), &args).map_err(|e| {
+            nftables::helper::get_current_ruleset_raw(Some(&program), &all).map_err(|e| {
                 let message = match e {
                     nftables::helper::NftablesError::NftFailed { stderr, .. } => {
                         stderr.trim().to_string()
@@ -90,24 +95,44 @@ fn is_not_found(message: &str) -> bool {
     message.contains("No such file or directory")
 }
 
+/// A batch file removed on drop.
+struct BatchFile(PathBuf);
+
+impl BatchFile {
+    fn write(batch: &str) -> Result<BatchFile, NftError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("mini-nft-{}-{n}.json", std::process::id()));
+        std::fs::write(&path, batch).map_err(|e| NftError::Failed {
+            action: format!("write batch file {}", path.display()),
+            message: e.to_string(),
+        })?;
+        Ok(BatchFile(path))
+    }
+}
+
+impl Drop for BatchFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 #[async_trait::async_trait]
 impl Nft for NftCli {
     async fn apply(&self, batch: &str) -> Result<(), NftError> {
-        self.run("apply batch".into(), batch.to_string())
-            .await
-            .map(|_| ())
+        // From a file rather than stdin: the crate's stdin path does not capture stderr, and
+        // nft's error message is what says which command failed.
+        let file = BatchFile::write(batch)?;
+        let args = vec![OsString::from("-f"), file.0.clone().into_os_string()];
+        self.run("apply batch".into(), args).await.map(|_| ())
     }
 
     async fn list_table(&self, family: &str, table: &str) -> Result<Option<String>, NftError> {
-        // A `list` command in a JSON batch prints its JSON listing on stdout, which keeps
-        // the one `nft -j -f -` call shape for both directions (and for `ip netns exec`).
-        let payload = format!(
-            r#"{{"nftables":[{{"list":{{"table":{{"family":"{family}","name":"{table}"}}}}}}]}}"#
-        );
-        match self
-            .run(format!("list table {family} {table}"), payload)
-            .await
-        {
+        let args = ["list", "table", family, table]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        match self.run(format!("list table {family} {table}"), args).await {
             Ok(listing) => Ok(Some(listing)),
             Err(NftError::Failed { message, .. }) if is_not_found(&message) => Ok(None),
             Err(e) => Err(e),
@@ -188,7 +213,7 @@ mod tests {
     fn nft_cli_in_netns_runs_through_ip_netns_exec() {
         let (program, args) = NftCli::in_netns("minipx1").program_and_args();
         assert_eq!(program, PathBuf::from("ip"));
-        assert_eq!(args, vec!["netns", "exec", "minipx1", "nft"]);
+        assert_eq!(args, vec!["netns", "exec", "minipx1", "nft", "-j"]);
         assert_eq!(NftCli::new().program_and_args().0, PathBuf::from("nft"));
     }
 

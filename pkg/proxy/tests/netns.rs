@@ -1,0 +1,200 @@
+//! Root-only test against the real kernel: programs the table with the real `NftCli` inside a
+//! network namespace this test creates (`minipx<pid>`), checks the `nft -j list table`
+//! listing round-trips, and sends real traffic from a second namespace (a "pod") to a
+//! ClusterIP and to a Service without endpoints. Skips with a reason without root or nft.
+
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mini_proxy::{Endpoint, Proto, Proxier, ProxyConfig, ServicePort};
+use mini_sys::nft::{Nft, NftCli};
+
+fn sh(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{args:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn skip_reason() -> Option<String> {
+    match sh(&["id", "-u"]) {
+        Ok(uid) if uid.trim() == "0" => {}
+        _ => return Some("needs root (network namespaces, nftables)".into()),
+    }
+    if sh(&["nft", "--version"]).is_err() {
+        return Some("needs the nft binary".into());
+    }
+    None
+}
+
+/// Network namespaces deleted on drop.
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = sh(&["ip", "netns", "del", ns]);
+        }
+    }
+}
+
+fn port(name: &str, ip: [u8; 4], endpoints: Vec<Endpoint>) -> ServicePort {
+    ServicePort {
+        namespace: "default".into(),
+        name: name.into(),
+        port_name: "http".into(),
+        proto: Proto::Tcp,
+        port: 80,
+        cluster_ip: Ipv4Addr::from(ip),
+        node_port: None,
+        external_ips: Vec::new(),
+        external_local: false,
+        affinity_timeout: None,
+        local_endpoints: endpoints.iter().filter(|e| e.local).cloned().collect(),
+        endpoints,
+    }
+}
+
+fn ep(ip: [u8; 4], port: u16) -> Endpoint {
+    Endpoint {
+        ip: Ipv4Addr::from(ip),
+        port,
+        local: true,
+    }
+}
+
+#[tokio::test]
+async fn real_nft_table_round_trips_and_carries_traffic_in_a_netns() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let node = format!("minipx{}", std::process::id());
+    let pod = format!("{node}p");
+    let _guard = Namespaces(vec![node.clone(), pod.clone()]);
+    let node_ns = |args: &[&str]| {
+        let mut full = vec!["ip", "netns", "exec", node.as_str()];
+        full.extend_from_slice(args);
+        sh(&full).expect("command in node netns")
+    };
+    sh(&["ip", "netns", "add", &node]).expect("add node netns");
+    sh(&["ip", "netns", "add", &pod]).expect("add pod netns");
+    // pod (10.42.0.2) --veth-- node (10.42.0.1); the "endpoint" 10.42.5.5 lives on the node's
+    // loopback; the node has a default route (over a spare veth) so unknown VIPs are forwarded.
+    let veth_node = format!("mpx{}n", std::process::id() % 100_000);
+    node_ns(&["ip", "link", "set", "lo", "up"]);
+    node_ns(&[
+        "ip", "link", "add", &veth_node, "type", "veth", "peer", "name", "eth0", "netns", &pod,
+    ]);
+    node_ns(&["ip", "addr", "add", "10.42.0.1/24", "dev", &veth_node]);
+    node_ns(&["ip", "link", "set", &veth_node, "up"]);
+    node_ns(&["ip", "addr", "add", "10.42.5.5/32", "dev", "lo"]);
+    node_ns(&[
+        "ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1",
+    ]);
+    node_ns(&["ip", "link", "set", "d1", "up"]);
+    node_ns(&["ip", "addr", "add", "192.0.2.1/24", "dev", "d0"]);
+    node_ns(&["ip", "link", "set", "d0", "up"]);
+    node_ns(&["ip", "route", "add", "default", "via", "192.0.2.2"]);
+    node_ns(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    let pod_ns = |args: &[&str]| {
+        let mut full = vec!["ip", "netns", "exec", pod.as_str()];
+        full.extend_from_slice(args);
+        sh(&full).expect("command in pod netns")
+    };
+    pod_ns(&["ip", "link", "set", "lo", "up"]);
+    pod_ns(&["ip", "addr", "add", "10.42.0.2/24", "dev", "eth0"]);
+    pod_ns(&["ip", "link", "set", "eth0", "up"]);
+    pod_ns(&["ip", "route", "add", "default", "via", "10.42.0.1"]);
+
+    let nft: Arc<dyn Nft> = Arc::new(NftCli::in_netns(node.clone()));
+    let config = ProxyConfig {
+        node_name: "n1".into(),
+        cluster_cidr: "10.42.0.0/16".into(),
+        service_cidr: "10.43.0.0/16".into(),
+        dns: Some(mini_proxy::NodeLocalDns {
+            service_ip: "10.43.0.10".parse().expect("ip"),
+            listen: "10.42.0.1:10053".parse().expect("addr"),
+        }),
+    };
+    let mut proxier = Proxier::new(nft.clone(), &config).expect("proxier");
+    let mut web = port(
+        "web",
+        [10, 43, 0, 5],
+        vec![ep([10, 42, 5, 5], 8080), ep([10, 42, 5, 5], 8081)],
+    );
+    web.node_port = Some(30080);
+    web.external_ips = vec![Ipv4Addr::new(10, 42, 0, 1)];
+    web.affinity_timeout = Some(30);
+    let empty = port("empty", [10, 43, 0, 6], Vec::new());
+    let ports = vec![web.clone(), empty.clone()];
+    let stats = proxier.sync(&ports).await.expect("full sync");
+    assert!(stats.full);
+    assert!(
+        proxier.check().await.expect("list"),
+        "listing does not match what was applied"
+    );
+
+    // Incremental: one endpoint goes away.
+    web.endpoints.truncate(1);
+    web.local_endpoints.truncate(1);
+    let ports = vec![web.clone(), empty.clone()];
+    let stats = proxier.sync(&ports).await.expect("incremental sync");
+    assert!(!stats.full);
+    assert!(
+        proxier.check().await.expect("list"),
+        "listing after the incremental change"
+    );
+
+    // Real traffic: a listener on the endpoint, a client in the pod namespace.
+    let mut listener = Command::new("ip")
+        .args(["netns", "exec", &node, "python3", "-c",
+            "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('10.42.5.5',8080))\ns.listen(8)\nprint('up',flush=True)\nfor _ in range(2):\n  c,a=s.accept()\n  c.sendall(('hello '+a[0]).encode())\n  c.close()\n"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("listener");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sh(&["ip", "netns", "exec", &node, "ss", "-ltn", "sport = :8080"])
+        .map(|o| !o.contains("10.42.5.5"))
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "listener did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let client = |target: &str| {
+        sh(&["ip", "netns", "exec", &pod, "python3", "-c", &format!(
+            "import socket\ns=socket.create_connection(('{target}',80),timeout=3)\nprint(s.recv(100).decode())\n"
+        )])
+    };
+    let reply = client("10.43.0.5").expect("connect to the ClusterIP");
+    // The pod is inside the cluster CIDR: not masqueraded, the endpoint sees its address.
+    assert_eq!(reply.trim(), "hello 10.42.0.2");
+    let reply = client("10.42.0.1").expect("connect to the external IP");
+    assert!(reply.starts_with("hello "), "{reply}");
+
+    let started = Instant::now();
+    let refused = client("10.43.0.6").expect_err("no endpoints");
+    assert!(refused.contains("ConnectionRefused"), "{refused}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "reject took {:?}",
+        started.elapsed()
+    );
+
+    let _ = listener.kill();
+    let _ = listener.wait();
+    mini_proxy::cleanup(nft.as_ref()).await.expect("cleanup");
+    assert_eq!(
+        nft.list_table("ip", mini_proxy::TABLE).await.expect("list"),
+        None
+    );
+}
