@@ -24,6 +24,9 @@ pub enum Command {
     Server(ServerArgs),
     /// Join a cluster as a node: run containerd and the kubelet, serve the node API.
     Agent(AgentArgs),
+    /// Remove what the agent programmed into this host's network (the VXLAN device, the
+    /// mini0 bridge, mini's nftables table); run after stopping the agent.
+    Cleanup,
     /// Container images on this node.
     #[command(subcommand)]
     Images(ImagesCommand),
@@ -81,6 +84,15 @@ pub struct AgentArgs {
     /// Where the agent keeps its certificates, containerd, pods and logs.
     #[arg(long, env = "MINI_DATA_DIR", default_value = "/var/lib/mini")]
     pub data_dir: PathBuf,
+    /// Interface whose IPv4 address carries the VXLAN overlay (default: the node IP's).
+    #[arg(long, env = "MINI_FLANNEL_IFACE")]
+    pub flannel_iface: Option<String>,
+    /// Pod network of the cluster (must match the server's --cluster-cidr).
+    #[arg(long, env = "MINI_CLUSTER_CIDR", default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
+    /// Service network of the cluster (must match the server's --service-cidr).
+    #[arg(long, env = "MINI_SERVICE_CIDR", default_value = "10.43.0.0/16")]
+    pub service_cidr: String,
     #[command(flatten)]
     pub node: NodeArgs,
 }
@@ -208,8 +220,7 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     config.https_port = args.https_listen_port;
     config.advertise_address = args.advertise_address;
     config.tls_sans = args.tls_san;
-    config.cluster_cidr = args.cluster_cidr;
-    config.service_cidr = args.service_cidr;
+
     config.token = args.token;
     config.token_file = args.token_file;
     config.write_kubeconfig = args.write_kubeconfig;
@@ -232,6 +243,8 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         // URL and token are filled in by the server once it listens
         let mut agent = mini_agent::AgentConfig::new(String::new(), String::new());
         agent.data_dir = config.data_dir.clone();
+        agent.cluster_cidr = config.cluster_cidr.clone();
+        agent.service_cidr = config.service_cidr.clone();
         apply_node_args(&mut agent, args.node)?;
         config.agent = Some(agent);
     }
@@ -310,6 +323,7 @@ fn apply_node_args(config: &mut mini_agent::AgentConfig, args: NodeArgs) -> anyh
     config.kubelet_port = args.kubelet_port;
     config.drain_on_stop = args.drain_on_stop;
     config.resolv_conf = args.resolv_conf;
+
     Ok(())
 }
 
@@ -325,6 +339,9 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     let mut config = mini_agent::AgentConfig::new(args.server, token);
     config.data_dir = args.data_dir;
     apply_node_args(&mut config, args.node)?;
+    config.cluster_cidr = args.cluster_cidr;
+    config.service_cidr = args.service_cidr;
+    config.flannel_iface = args.flannel_iface;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let shutdown = tokio_util::sync::CancellationToken::new();
@@ -336,6 +353,13 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         mini_agent::run(config, shutdown).await?;
         Ok(())
     })
+}
+
+fn run_cleanup() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(mini_agent::cleanup_network())?;
+    println!("removed mini.1, mini0 and the mini nftables table");
+    Ok(())
 }
 
 fn run_images_import(args: ImagesImportArgs) -> anyhow::Result<()> {
@@ -375,13 +399,14 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MINI_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| "info,hickory_server=warn,hickory_proto=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
         Command::Server(args) => run_server(args),
         Command::Agent(args) => run_agent(args),
+        Command::Cleanup => run_cleanup(),
         Command::Images(ImagesCommand::Import(args)) => run_images_import(args),
         Command::Sim(SimCommand::Nodes(args)) => run_sim_nodes(args),
     };

@@ -34,7 +34,9 @@ pub fn plugins(net: &PodNetworkConfig) -> Vec<Value> {
             "type": "bridge",
             "bridge": BRIDGE_NAME,
             "isGateway": true,
-            "ipMasq": true,
+            // egress leaving the cluster CIDR is masqueraded by the proxy's nftables table;
+            // pod-to-pod traffic across nodes keeps its source address (as flannel does)
+            "ipMasq": false,
             "hairpinMode": true,
             "mtu": net.mtu,
             "ipam": {
@@ -125,7 +127,7 @@ mod tests {
         assert_eq!(bridge["type"], "bridge");
         assert_eq!(bridge["bridge"], "mini0");
         assert_eq!(bridge["isGateway"], true);
-        assert_eq!(bridge["ipMasq"], true);
+        assert_eq!(bridge["ipMasq"], false);
         assert_eq!(bridge["hairpinMode"], true);
         assert_eq!(bridge["mtu"], 1450);
         assert_eq!(bridge["ipam"]["type"], "host-local");

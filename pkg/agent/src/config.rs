@@ -49,8 +49,15 @@ pub struct AgentConfig {
     pub drain_on_stop: bool,
     /// The server's own in-process agent: adds `node-role.kubernetes.io/control-plane`.
     pub control_plane: bool,
-    /// resolv.conf handed to pods with dnsPolicy Default (default: the host's).
+    /// resolv.conf handed to pods with dnsPolicy Default (default: the host's); its nameservers
+    /// are also the cluster DNS server's upstreams.
     pub resolv_conf: Option<PathBuf>,
+    /// The pod network (the server carves node podCIDRs from it): egress from it is masqueraded.
+    pub cluster_cidr: String,
+    /// The Service ClusterIP range.
+    pub service_cidr: String,
+    /// The interface whose IPv4 address carries the VXLAN overlay (default: the node IP's).
+    pub flannel_iface: Option<String>,
 }
 
 impl AgentConfig {
@@ -71,6 +78,9 @@ impl AgentConfig {
             drain_on_stop: false,
             control_plane: false,
             resolv_conf: None,
+            cluster_cidr: "10.42.0.0/16".into(),
+            service_cidr: "10.43.0.0/16".into(),
+            flannel_iface: None,
         }
     }
 

@@ -101,6 +101,25 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     start(config, host, shutdown).await?.wait().await
 }
 
+/// Removes what the agent programmed into the host's network: the `mini.1` VXLAN device (its
+/// routes, FDB and neighbour entries go with it), the `mini0` bridge and mini's nftables table.
+/// Pods keep their own network namespaces; stop them first (`--drain-on-stop`).
+pub async fn cleanup_network() -> Result<(), AgentError> {
+    let netlink = mini_sys::netlink::RtNetlink::connect()
+        .map_err(|e| AgentError::Serve(format!("opening netlink: {e}")))?;
+    mini_overlay::cleanup(&netlink)
+        .await
+        .map_err(|e| AgentError::Serve(format!("removing the overlay: {e}")))?;
+    mini_proxy::cleanup(&mini_sys::nft::NftCli::new())
+        .await
+        .map_err(|e| AgentError::Serve(format!("removing the nftables table: {e}")))?;
+    Ok(())
+}
+
+/// Port of this node's cluster DNS server on the node IP (the proxy DNATs the kube-dns
+/// Service IP's port 53 to it).
+pub const DNS_PORT: u16 = 10053;
+
 /// Starts everything and returns once the node is registered and the node API serves.
 pub async fn start(
     config: AgentConfig,
@@ -212,18 +231,84 @@ pub async fn start(
             "shut down while waiting for a pod CIDR".into(),
         ));
     };
-    if let Err(e) = host.set_sysctl("net.ipv4.ip_forward", "1") {
-        tracing::warn!(error = %e, "enabling ip forwarding failed");
+    if let Err(e) = mini_overlay::configure_host(host.as_ref()) {
+        tracing::warn!(error = %e, "setting the pod network sysctls failed");
     }
     cni::write_conflist(
         &config.cni_conf_dir(),
         &cni::PodNetworkConfig {
             pod_cidr,
-            mtu: cni::underlay_mtu(host.as_ref(), node_ip),
+            mtu: mini_overlay::mtu_for_underlay(cni::underlay_mtu(host.as_ref(), node_ip)),
         },
     )?;
+    // the VXLAN overlay: our VTEP published on the Node, routes to every other node's pods
+    {
+        let netlink: Arc<dyn mini_sys::netlink::Netlink> = Arc::new(
+            mini_sys::netlink::RtNetlink::connect()
+                .map_err(|e| AgentError::Serve(format!("opening netlink: {e}")))?,
+        );
+        let underlay_ip = match &config.flannel_iface {
+            Some(iface) => mini_overlay::interface_ipv4(netlink.as_ref(), iface)
+                .await
+                .map_err(|e| AgentError::Serve(e.to_string()))?,
+            None => mini_overlay::ipv4_node_ip(node_ip).ok_or_else(|| AgentError::Config {
+                flag: "--node-ip",
+                value: node_ip.to_string(),
+                reason: "the VXLAN overlay needs an IPv4 node address".into(),
+            })?,
+        };
+        let cluster_cidr: mini_sys::netlink::Ipv4Net =
+            config
+                .cluster_cidr
+                .parse()
+                .map_err(
+                    |e: mini_sys::netlink::Ipv4NetParseError| AgentError::Config {
+                        flag: "--cluster-cidr",
+                        value: config.cluster_cidr.clone(),
+                        reason: e.to_string(),
+                    },
+                )?;
+        let overlay =
+            mini_overlay::OverlayConfig::new(node_name.clone(), underlay_ip, cluster_cidr);
+        let (overlay_client, stop) = (client.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = mini_overlay::run(overlay_client, overlay, netlink, stop).await {
+                tracing::error!(error = %e, "the VXLAN overlay stopped");
+            }
+        }));
+    }
 
-    // 6. the kubelet
+    // 6. Services and names: the built-in proxy (one nftables table) and this node's DNS
+    //    server, which the proxy makes reachable at the kube-dns Service IP
+    let dns_listen = SocketAddr::new(node_ip, DNS_PORT);
+    {
+        let proxy_config = mini_proxy::ProxyConfig {
+            node_name: node_name.clone(),
+            cluster_cidr: config.cluster_cidr.clone(),
+            service_cidr: config.service_cidr.clone(),
+            dns: Some(mini_proxy::NodeLocalDns {
+                service_ip: config.cluster_dns,
+                listen: dns_listen,
+            }),
+        };
+        let nft: Arc<dyn mini_sys::nft::Nft> = Arc::new(mini_sys::nft::NftCli::new());
+        let (proxy_client, stop) = (client.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = mini_proxy::run(proxy_client, proxy_config, nft, stop).await {
+                tracing::error!(error = %e, "the service proxy stopped");
+            }
+        }));
+        let mut dns = mini_dns::DnsConfig::with_resolv_conf(dns_listen, config.resolv_conf_path());
+        dns.cluster_domain = config.cluster_domain.clone();
+        let (dns_client, stop) = (client.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = mini_dns::run(dns_client, dns, stop).await {
+                tracing::error!(error = %e, "the cluster DNS server stopped");
+            }
+        }));
+    }
+
+    // 7. the kubelet
     let kubelet = mini_kubelet::Kubelet::new(
         client.clone(),
         runtime.clone(),
@@ -248,7 +333,7 @@ pub async fn start(
         }));
     }
 
-    // 7. the node API on the kubelet port
+    // 8. the node API on the kubelet port
     let stats = stats::StatsSampler::new(runtime.clone(), host.clone(), node_name.clone());
     tasks.push(tokio::spawn(stats.clone().run(shutdown.clone())));
     let address = SocketAddr::from(([0, 0, 0, 0], config.kubelet_port));

@@ -198,3 +198,59 @@ async fn real_nft_table_round_trips_and_carries_traffic_in_a_netns() {
         None
     );
 }
+
+/// Builds `n` Services with two endpoints each.
+fn many(n: usize) -> Vec<ServicePort> {
+    (0..n)
+        .map(|i| {
+            let (hi, lo) = ((i / 250) as u8, (i % 250) as u8 + 1);
+            let mut p = port(
+                &format!("svc{i}"),
+                [10, 43, 100 + hi, lo],
+                vec![
+                    ep([10, 42, 100 + hi, lo], 8080),
+                    ep([10, 42, 200 + hi, lo], 8080),
+                ],
+            );
+            p.node_port = Some(30000 + i as u16 % 2700);
+            p
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn real_nft_apply_time_for_one_change_with_10_and_5000_services() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let ns = format!("minipx{}t", std::process::id());
+    let _guard = Namespaces(vec![ns.clone()]);
+    sh(&["ip", "netns", "add", &ns]).expect("add netns");
+    let config = ProxyConfig {
+        node_name: "n1".into(),
+        cluster_cidr: "10.42.0.0/16".into(),
+        service_cidr: "10.43.0.0/16".into(),
+        dns: None,
+    };
+    for n in [10, 5000] {
+        let nft: Arc<dyn Nft> = Arc::new(NftCli::in_netns(ns.clone()));
+        let mut proxier = Proxier::new(nft, &config).expect("proxier");
+        let mut ports = many(n);
+        let full = proxier.sync(&ports).await.expect("full sync");
+        // One change: an endpoint of one Service goes away.
+        ports[n / 2].endpoints.truncate(1);
+        let started = Instant::now();
+        let change = proxier.sync(&ports).await.expect("incremental sync");
+        let total = started.elapsed();
+        assert!(!change.full);
+        println!(
+            "proxy apply: services={n} full_rebuild_ms={} change_commands={} change_nft_ms={} change_total_ms={}",
+            full.apply_time.as_millis(),
+            change.commands,
+            change.apply_time.as_millis(),
+            total.as_millis()
+        );
+        assert!(proxier.check().await.expect("list"));
+    }
+}
