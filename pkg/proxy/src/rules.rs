@@ -1239,35 +1239,4 @@ mod tests {
             BTreeMap::from([("service-ips".to_string(), 1)])
         );
     }
-    #[test]
-    fn timing_probe() {
-        let ports: Vec<ServicePort> = (0..5000)
-            .map(|i| {
-                let mut p = web(vec![
-                    ep(&format!("10.42.{}.{}", 100 + i / 250, i % 250 + 1), true),
-                    ep(&format!("10.42.{}.{}", 200 + i / 250, i % 250 + 1), false),
-                ]);
-                p.name = format!("s{i}");
-                p.cluster_ip = Ipv4Addr::new(10, 43, (100 + i / 250) as u8, (i % 250 + 1) as u8);
-                p
-            })
-            .collect();
-        let t = std::time::Instant::now();
-        let a = desired(&ports, &cfg());
-        let t1 = t.elapsed();
-        let b = desired(&ports, &cfg());
-        let t2 = t.elapsed();
-        let d = diff(Some(&a), &b);
-        let t3 = t.elapsed();
-        let s = batch(diff(None, &b));
-        let t4 = t.elapsed();
-        eprintln!(
-            "desired {t1:?} desired2 {:?} diff {:?} ({} cmds) fullbatch {:?} ({} bytes)",
-            t2 - t1,
-            t3 - t2,
-            d.len(),
-            t4 - t3,
-            s.len()
-        );
-    }
 }
