@@ -86,6 +86,9 @@ e2e() {
   log "end-to-end: server + two agents with containerd in network namespaces"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/agent_pods.sh 2>&1 | tee "$LOGS/e2e-agent.log" || true
   count_plain "$LOGS/e2e-agent.log"
+  log "end-to-end: cluster network on three nodes (overlay, services, DNS)"
+  MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/network.sh 2>&1 | tee "$LOGS/e2e-network.log" || true
+  count_plain "$LOGS/e2e-network.log"
 }
 
 install_deps

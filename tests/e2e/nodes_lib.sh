@@ -84,8 +84,11 @@ start_agent() {
   local name=$1 ip=$2 dir=$3
   shift 3
   mkdir -p "$dir"
+  # no upstream resolvers: test traffic stays inside the suite's namespaces
+  [ -f "$WORK/resolv.conf" ] || echo "# no upstream nameservers in the e2e network" >"$WORK/resolv.conf"
   nsenter --net="$(ns_path "$E2E_NS-$name")" "$MINI_BIN" agent --server "https://$SERVER_IP:$API_PORT" \
-    --token "$JOIN_TOKEN" --data-dir "$dir" --node-name "$name" --node-ip "$ip" "$@" >>"$dir/agent.log" 2>&1 &
+    --token "$JOIN_TOKEN" --data-dir "$dir" --node-name "$name" --node-ip "$ip" \
+    --resolv-conf "$WORK/resolv.conf" "$@" >>"$dir/agent.log" 2>&1 &
   local pid=$!
   NODE_PIDS+=("$pid")
   eval "AGENT_PID_${name//-/_}=$pid"
