@@ -190,9 +190,11 @@ step_dns() {
   expect "pod_resolv_conf_search_path" "search default.svc.cluster.local svc.cluster.local cluster.local" k exec client-a -- cat /etc/resolv.conf
   k create service clusterip web-headless --clusterip=None --tcp=80:80 >/dev/null
   k patch service web-headless -p '{"spec":{"selector":{"app":"web"},"ports":[{"name":"http","port":80,"protocol":"TCP","targetPort":80}]}}' >/dev/null
-  local a b
-  a=$(pod_ip "$(k get pods -l app=web -o jsonpath='{.items[0].metadata.name}')")
-  b=$(pod_ip "$(k get pods -l app=web -o jsonpath='{.items[1].metadata.name}')")
+  local a b ready
+  # the ready web pods, as the web Service's EndpointSlice lists them
+  ready=$(k get endpointslices -l kubernetes.io/service-name=web -o jsonpath='{.items[*].endpoints[?(@.conditions.ready==true)].addresses[0]}')
+  a=$(awk '{print $1}' <<<"$ready")
+  b=$(awk '{print $2}' <<<"$ready")
   check_for "dns_headless_returns_pod_ips" 20 bash -c "out=\$(nsenter --net=$(ns_path "$SERVER_NS") kubectl exec client-a -- nslookup web-headless.default.svc.cluster.local); grep -q '$a' <<<\"\$out\" && grep -q '$b' <<<\"\$out\""
   check_for "dns_srv_record_for_named_port" 20 bash -c "nsenter --net=$(ns_path "$SERVER_NS") kubectl exec client-a -- nslookup -type=srv _http._tcp.web-headless.default.svc.cluster.local | grep -q 'port = 80\|80 '"
   k create service externalname ext --external-name web.default.svc.cluster.local >/dev/null

@@ -120,9 +120,10 @@ teardown_network() {
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
     ip netns del "$ns" 2>/dev/null || true
   done
+  # pod namespaces our containerds made: their processes were killed with the node's tasks;
+  # remove the ones left empty (a busy one belongs to someone else's containers)
   for ns in $(ls /var/run/netns 2>/dev/null | grep '^cni-' || true); do
-    if ! grep -qx "$ns" <<<"$CNI_NETNS_BEFORE"; then
-      for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+    if ! grep -qx "$ns" <<<"$CNI_NETNS_BEFORE" && [ -z "$(ip netns pids "$ns" 2>/dev/null)" ]; then
       ip netns del "$ns" 2>/dev/null || true
     fi
   done

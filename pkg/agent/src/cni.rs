@@ -25,6 +25,9 @@ pub const DEFAULT_MTU: u32 = 1500;
 pub struct PodNetworkConfig {
     pub pod_cidr: String,
     pub mtu: u32,
+    /// host-local's allocation state: per agent, so nodes sharing a machine (or a re-install)
+    /// never see each other's leases.
+    pub ipam_dir: PathBuf,
 }
 
 /// The plugins of the conflist, in order.
@@ -41,6 +44,7 @@ pub fn plugins(net: &PodNetworkConfig) -> Vec<Value> {
             "mtu": net.mtu,
             "ipam": {
                 "type": "host-local",
+                "dataDir": net.ipam_dir,
                 "ranges": [[{"subnet": net.pod_cidr}]],
                 "routes": [{"dst": "0.0.0.0/0"}],
             },
@@ -120,6 +124,7 @@ mod tests {
         let net = PodNetworkConfig {
             pod_cidr: "10.42.1.0/24".into(),
             mtu: 1450,
+            ipam_dir: PathBuf::from("/var/lib/mini/agent/cni/ipam"),
         };
         let c = conflist(&net);
         assert_eq!(c["name"], "mini");
@@ -128,6 +133,7 @@ mod tests {
         assert_eq!(bridge["bridge"], "mini0");
         assert_eq!(bridge["isGateway"], true);
         assert_eq!(bridge["ipMasq"], false);
+        assert_eq!(bridge["ipam"]["dataDir"], "/var/lib/mini/agent/cni/ipam");
         assert_eq!(bridge["hairpinMode"], true);
         assert_eq!(bridge["mtu"], 1450);
         assert_eq!(bridge["ipam"]["type"], "host-local");
@@ -175,6 +181,7 @@ mod tests {
         let net = PodNetworkConfig {
             pod_cidr: "10.42.3.0/24".into(),
             mtu: 1500,
+            ipam_dir: dir.path().join("ipam"),
         };
         let path = write_conflist(dir.path(), &net).expect("write");
         let written: Value =

@@ -234,19 +234,29 @@ pub async fn start(
     if let Err(e) = mini_overlay::configure_host(host.as_ref()) {
         tracing::warn!(error = %e, "setting the pod network sysctls failed");
     }
+    let netlink: Arc<dyn mini_sys::netlink::Netlink> = Arc::new(
+        mini_sys::netlink::RtNetlink::connect()
+            .map_err(|e| AgentError::Serve(format!("opening netlink: {e}")))?,
+    );
+    // the underlay MTU from netlink (sysfs may belong to another network namespace)
+    let underlay_mtu = match netlink.link_with_address(node_ip).await {
+        Ok(Some(link)) => link.mtu,
+        Ok(None) => cni::DEFAULT_MTU,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the underlay MTU failed; assuming 1500");
+            cni::DEFAULT_MTU
+        }
+    };
     cni::write_conflist(
         &config.cni_conf_dir(),
         &cni::PodNetworkConfig {
             pod_cidr,
-            mtu: mini_overlay::mtu_for_underlay(cni::underlay_mtu(host.as_ref(), node_ip)),
+            mtu: mini_overlay::mtu_for_underlay(underlay_mtu),
+            ipam_dir: config.agent_dir().join("cni").join("ipam"),
         },
     )?;
     // the VXLAN overlay: our VTEP published on the Node, routes to every other node's pods
     {
-        let netlink: Arc<dyn mini_sys::netlink::Netlink> = Arc::new(
-            mini_sys::netlink::RtNetlink::connect()
-                .map_err(|e| AgentError::Serve(format!("opening netlink: {e}")))?,
-        );
         let underlay_ip = match &config.flannel_iface {
             Some(iface) => mini_overlay::interface_ipv4(netlink.as_ref(), iface)
                 .await
