@@ -1946,7 +1946,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn hpa_without_metrics_api_reports_scaling_inactive_and_does_not_scale() {
+    async fn hpa_without_pod_metrics_reports_scaling_inactive_and_does_not_scale() {
         let env = mini_testenv::TestEnv::start().await;
         let token = CancellationToken::new();
         let task = tokio::spawn(run(Arc::new(Context {
@@ -2000,7 +2000,7 @@ mod tests {
                 .message
                 .as_deref()
                 .unwrap()
-                .contains("unable to fetch metrics from resource metrics API"),
+                .contains("metrics API"),
             "{active:?}"
         );
         let able = get("AbleToScale");

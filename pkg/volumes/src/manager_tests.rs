@@ -68,6 +68,8 @@ async fn pod(client: &kube::Client, name: &str, volumes: serde_json::Value) -> P
             "metadata": {"name": name, "namespace": "default", "labels": {"app": "web"}},
             "spec": {
                 "nodeName": "node-a",
+                // only the volumes under test (no admission-added token volume)
+                "automountServiceAccountToken": false,
                 "containers": [{"name": "app", "image": "busybox",
                     "resources": {"limits": {"memory": "32Mi"}}}],
                 "volumes": volumes,
