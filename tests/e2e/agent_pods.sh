@@ -20,12 +20,7 @@ IMAGE=mini.local/busybox:1.0
 NODES=(node-a node-b)
 
 cleanup() {
-  local keep=${E2E_KEEP_LOGS:-/tmp/mini-e2e-agent-logs}
-  if [ "$FAIL" -gt 0 ]; then
-    rm -rf "$keep" && mkdir -p "$keep"
-    (cd "$WORK" && find . -maxdepth 3 -name '*.log' -exec cp --parents {} "$keep" \;) 2>/dev/null || true
-    echo "logs of the failed run kept in $keep"
-  fi
+  keep_logs_on_failure "${E2E_KEEP_LOGS:-/tmp/mini-e2e-agent-logs}"
   cleanup_nodes "${NODES[@]}" bad
   rm -rf "$WORK"
 }
@@ -37,22 +32,6 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 0
 fi
 
-# wait_for NAME SECONDS CMD...: polls CMD until it succeeds; records a failure otherwise
-# (and returns 1, so callers that can't go on may stop: `wait_for ... || return 1`).
-wait_for() {
-  local name=$1 secs=$2
-  shift 2
-  local end=$((SECONDS + secs)) out=""
-  while [ $SECONDS -lt $end ]; do
-    if out=$("$@" 2>&1); then ok "$name"; return 0; fi
-    sleep 1
-  done
-  not_ok "$name" "timed out after ${secs}s: $out"
-  return 1
-}
-
-# check_for NAME SECONDS CMD...: wait_for that never stops the suite.
-check_for() { wait_for "$@" || true; }
 
 # pod_on NODE LABEL: name of a pod with the label running on NODE.
 pod_on() {

@@ -146,3 +146,31 @@ cleanup_nodes() {
   teardown_network
   unmount_under "$WORK"
 }
+
+# wait_for NAME SECONDS CMD...: polls CMD until it succeeds; records a failure otherwise
+# (and returns 1, so callers that can't go on may stop: `wait_for ... || return 1`).
+wait_for() {
+  local name=$1 secs=$2
+  shift 2
+  local end=$((SECONDS + secs)) out=""
+  while [ $SECONDS -lt $end ]; do
+    if out=$("$@" 2>&1); then ok "$name"; return 0; fi
+    sleep 1
+  done
+  not_ok "$name" "timed out after ${secs}s: $out"
+  return 1
+}
+
+# check_for NAME SECONDS CMD...: wait_for that never stops the suite.
+check_for() { wait_for "$@" || true; }
+
+# keep_logs_on_failure DIR: after a failed run, copies the server/agent/containerd logs from
+# $WORK to DIR before cleanup removes them.
+keep_logs_on_failure() {
+  local keep=$1
+  if [ "$FAIL" -gt 0 ]; then
+    rm -rf "$keep" && mkdir -p "$keep"
+    (cd "$WORK" && find . -maxdepth 4 -name '*.log' -exec cp --parents {} "$keep" \;) 2>/dev/null || true
+    echo "logs of the failed run kept in $keep"
+  fi
+}
