@@ -1996,11 +1996,7 @@ mod tests {
         assert_eq!(active.status, "False");
         assert_eq!(active.reason.as_deref(), Some("FailedGetResourceMetric"));
         assert!(
-            active
-                .message
-                .as_deref()
-                .unwrap()
-                .contains("metrics API"),
+            active.message.as_deref().unwrap().contains("metrics API"),
             "{active:?}"
         );
         let able = get("AbleToScale");
