@@ -12,6 +12,7 @@ RESULTS_DIR="${ROOT}/target/bench-results"
 BIN_DIR="${CARGO_TARGET_DIR:-${ROOT}/target}/release"
 
 usage() {
+    echo "usage: $0 network [--services N] [--connects N] [--iperf-secs N]" >&2
     echo "usage: $0 agent [--pods N] [--idle-secs N]" >&2
     echo "usage: $0 api [--quick] [--pods N] [--creates N] [--concurrency N] [--watchers N] [--samples N] [--watch-updates N]" >&2
 }
@@ -96,6 +97,14 @@ run_agent() {
     )
 }
 
+# scripts/bench.sh network [--services N] [--connects N] [--iperf-secs N]
+# Overlay vs. underlay TCP throughput, Service connect latency with 10 and 5,000 Services and
+# Service create-to-connect time on two real nodes; writes target/bench-results/network-<ts>.json.
+# Measures the release `mini` if built, else the debug one (no build here). Needs root.
+run_network() {
+    "${ROOT}/scripts/bench_network.sh" "$@"
+}
+
 main() {
     if [[ $# -lt 1 ]]; then
         usage
@@ -115,6 +124,9 @@ main() {
         agent)
             build_release_podstart
             run_agent "$@"
+            ;;
+        network)
+            run_network "$@"
             ;;
         -h | --help)
             usage
