@@ -98,7 +98,7 @@ start_agent() {
 # containerd itself and whatever else still runs in the node's namespace (shims), by PID.
 kill_node_processes() {
   local dir=$1 ns=$2 sock task pid
-  sock=$(find "$dir" -maxdepth 4 -name 'containerd.sock' 2>/dev/null | head -n 1)
+  sock=$(find "$dir" -maxdepth 4 -name 'containerd.sock' 2>/dev/null | head -n 1 || true)
   if [ -n "$sock" ] && [ -S "$sock" ]; then
     for task in $(timeout 10 ctr --address "$sock" -n k8s.io tasks ls -q 2>/dev/null); do
       timeout 10 ctr --address "$sock" -n k8s.io tasks kill -s SIGKILL "$task" >/dev/null 2>&1 || true

@@ -395,6 +395,20 @@ fn keep_allocated_service_fields(old: &Value, new: &mut Value) {
             }
         }
     }
+    // node ports follow the Service only while it still needs them (a LoadBalancer or NodePort
+    // turned ClusterIP drops them, as upstream does)
+    let new_type = new["spec"]["type"].as_str().unwrap_or("ClusterIP");
+    if !matches!(new_type, "NodePort" | "LoadBalancer") {
+        if matches!(spec["type"].as_str(), Some("NodePort" | "LoadBalancer")) {
+            // a patch of `type` alone carries the old ports along: release their node ports
+            for p in new["spec"]["ports"].as_array_mut().into_iter().flatten() {
+                if let Some(p) = p.as_object_mut() {
+                    p.remove("nodePort");
+                }
+            }
+        }
+        return;
+    }
     let old_ports = spec["ports"].as_array().cloned().unwrap_or_default();
     if let Some(ports) = new["spec"]["ports"].as_array_mut() {
         for p in ports {
@@ -644,6 +658,21 @@ mod tests {
         add_service_account_token_volume(&mut pod);
         assert_eq!(pod["spec"]["serviceAccount"], "builder");
         assert!(pod["spec"].get("volumes").is_none());
+    }
+
+    #[test]
+    fn service_turned_cluster_ip_drops_old_node_ports() {
+        let old = json!({"spec": {"type": "LoadBalancer", "clusterIP": "10.43.0.5",
+            "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30080}]}});
+        let mut new =
+            json!({"spec": {"type": "ClusterIP", "ports": [{"port": 80, "protocol": "TCP"}]}});
+        keep_allocated_service_fields(&old, &mut new);
+        assert_eq!(new["spec"]["clusterIP"], "10.43.0.5");
+        assert!(new["spec"]["ports"][0].get("nodePort").is_none());
+        let mut still =
+            json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}});
+        keep_allocated_service_fields(&old, &mut still);
+        assert_eq!(still["spec"]["ports"][0]["nodePort"], 30080);
     }
 
     #[test]
