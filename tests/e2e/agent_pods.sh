@@ -18,9 +18,11 @@ export HOME=$WORK/home
 mkdir -p "$HOME"
 IMAGE=mini.local/busybox:1.0
 NODES=(node-a node-b)
+SERVER_NODE_ARGS=(--node-name server --resolv-conf "$WORK/resolv.conf")
 
 cleanup() {
   keep_logs_on_failure "${E2E_KEEP_LOGS:-/tmp/mini-e2e-agent-logs}"
+  kill_node_processes "$WORK/server" "$SERVER_NS"
   cleanup_nodes "${NODES[@]}" bad
   rm -rf "$WORK"
 }
@@ -41,7 +43,11 @@ pod_on() {
 step_start() {
   setup_network "${NODES[@]}" bad
   python3 "$HERE/build_image.py" "$WORK/busybox.tar" "$IMAGE"
-  start_node_server "$WORK/server" --disable-agent
+  # the server runs this machine's node too (the default), next to two agents
+  echo "# no upstream nameservers in the e2e network" >"$WORK/resolv.conf"
+  mkdir -p "$WORK/server/agent/images"
+  cp "$WORK/busybox.tar" "$WORK/server/agent/images/"
+  start_node_server "$WORK/server" "${SERVER_NODE_ARGS[@]}"
   local i=1 n
   for n in "${NODES[@]}"; do
     mkdir -p "$WORK/$n/agent/images"
@@ -50,13 +56,14 @@ step_start() {
     i=$((i + 1))
   done
   wait_for "agents_join_nodes_ready" 120 bash -c \
-    "[ \$(nsenter --net=$(ns_path "$SERVER_NS") kubectl get nodes --no-headers 2>/dev/null | grep -c ' Ready ') -eq ${#NODES[@]} ]" || {
+    "[ \$(nsenter --net=$(ns_path "$SERVER_NS") kubectl get nodes --no-headers 2>/dev/null | grep -c ' Ready ') -eq $((${#NODES[@]} + 1)) ]" || {
     tail -40 "$WORK/node-a/agent.log"
     return 1
   }
   expect "node_reports_runtime_and_capacity" "containerd://.*110" \
     k get node node-a -o jsonpath='{.status.nodeInfo.containerRuntimeVersion} {.status.capacity.pods}'
   expect "node_lease_renewed" "node-a" k get lease -n kube-node-lease node-a -o jsonpath='{.spec.holderIdentity}'
+  expect "server_node_is_control_plane" "control-plane" k get node server --show-labels
   check_for "default_serviceaccount_created" 20 k get sa default -n default
 }
 
@@ -112,7 +119,13 @@ step_exec_logs_cp() {
     bash -c "timeout 30 nsenter --net=$(ns_path "$SERVER_NS") kubectl logs -f logger | tr '\n' ' '"
   expect_eq "logs_tail" "done-logging" k logs logger --tail=1
   expect "logs_timestamps" "^20[0-9-]+T[0-9:.]+Z line-1" k logs logger --timestamps
+  expect "logs_since_keeps_recent_lines" "done-logging" k logs logger --since=1h
+  sleep 2
+  expect_eq "logs_since_drops_older_lines" "" k logs logger --since=1s
   expect "logs_deployment" "" k logs deploy/web
+  k run ticker --image="$IMAGE" -- sh -c 'while true; do echo tick; sleep 1; done' >/dev/null
+  check_for "ticker_running" 60 bash -c "nsenter --net=$(ns_path "$SERVER_NS") kubectl get pod ticker -o jsonpath='{.status.phase}' | grep -qx Running"
+  expect "attach_streams_output" "tick" bash -c "timeout 8 nsenter --net=$(ns_path "$SERVER_NS") kubectl attach ticker 2>/dev/null | head -n 2"
   expect_fail "logs_unknown_container_rejected" "container|not found|not valid" k logs logger -c nope
 
   echo "copied content" >"$WORK/cp-src.txt"
@@ -149,7 +162,7 @@ spec:
   containers:
   - name: app
     image: $IMAGE
-    command: [sh, -c, "touch /tmp/healthy; sleep 3600"]
+    command: [sh, -c, "echo started-at-boot; touch /tmp/healthy; sleep 3600"]
     livenessProbe:
       exec: {command: [sh, -c, "test -f /tmp/gone"]}
       periodSeconds: 1
@@ -169,6 +182,7 @@ spec:
 EOF
   check_for "liveness_failure_restarts_container" 60 bash -c \
     "[ \$(nsenter --net=$(ns_path "$SERVER_NS") kubectl get pod liveness -o jsonpath='{.status.containerStatuses[0].restartCount}') -ge 2 ]"
+  expect "logs_previous_container" "started-at-" k logs liveness -p
   check_for "liveness_restarts_back_off" 90 bash -c \
     "nsenter --net=$(ns_path "$SERVER_NS") kubectl get events --field-selector involvedObject.name=liveness,reason=BackOff -o name | grep -q ."
   check_for "readiness_ready_true" 60 bash -c \
@@ -223,6 +237,23 @@ EOF
   expect "memory_limit_applied" "67108864" k exec volumes -- sh -c 'cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes'
 }
 
+step_image_import() {
+  python3 "$HERE/build_image.py" "$WORK/busybox2.tar" mini.local/busybox:2.0
+  expect "images_import_command" "imported mini.local/busybox:2.0" \
+    in_ns "$E2E_NS-node-b" "$MINI_BIN" images import "$WORK/busybox2.tar" --data-dir "$WORK/node-b"
+  cat <<EOF | k apply -f - >/dev/null
+apiVersion: v1
+kind: Pod
+metadata: {name: imported}
+spec:
+  nodeName: node-b
+  containers:
+  - {name: app, image: mini.local/busybox:2.0, imagePullPolicy: Never, command: [sleep, "3600"]}
+EOF
+  check_for "imported_image_runs_without_a_registry" 60 bash -c \
+    "nsenter --net=$(ns_path "$SERVER_NS") kubectl get pod imported -o jsonpath='{.status.phase}' | grep -qx Running"
+}
+
 step_image_errors() {
   k run missing --image=registry.invalid/nothing:1.0 >/dev/null
   check_for "unknown_image_err_image_pull_quickly" 30 bash -c \
@@ -270,9 +301,9 @@ step_server_stopped() {
   fi
   sleep 60
   expect "server_down_pods_keep_serving" "hello from mini" in_ns "$E2E_NS-node-b" curl -s --max-time 5 "http://$ip_b/index.html"
-  start_node_server "$WORK/server" --disable-agent
+  start_node_server "$WORK/server" "${SERVER_NODE_ARGS[@]}"
   check_for "server_back_nodes_ready" 60 bash -c \
-    "[ \$(nsenter --net=$(ns_path "$SERVER_NS") kubectl get nodes --no-headers 2>/dev/null | grep -c ' Ready ') -eq ${#NODES[@]} ]"
+    "[ \$(nsenter --net=$(ns_path "$SERVER_NS") kubectl get nodes --no-headers 2>/dev/null | grep -c ' Ready ') -eq $((${#NODES[@]} + 1)) ]"
   sleep 5
   after=$(container_ids "$WEB_A" "$WEB_B")
   if [ "$before" = "$after" ]; then ok "server_outage_restarts_nothing"; else not_ok "server_outage_restarts_nothing" "before=$before after=$after"; fi
@@ -287,6 +318,7 @@ main() {
   step_probes
   step_volumes_env
   step_image_errors
+  step_image_import
   step_top
   step_agent_killed
   step_server_stopped
