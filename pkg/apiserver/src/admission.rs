@@ -560,28 +560,50 @@ async fn used_allocations(
         .list("/registry/core/services/", None, 0)
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
+    let except_uid = except_uid.as_ref().and_then(Value::as_str);
     let mut ips = HashSet::new();
     let mut ports = HashSet::new();
     for kv in page.items {
-        let Ok(svc) = serde_json::from_slice::<Value>(&kv.value) else {
+        // only the allocated fields are decoded: this runs over every Service per create
+        let Ok(svc) = serde_json::from_slice::<AllocatedService>(&kv.value) else {
             continue;
         };
-        if except_uid.as_ref() == Some(&svc["metadata"]["uid"]) {
+        if except_uid.is_some() && svc.metadata.uid.as_deref() == except_uid {
             continue;
         }
-        if let Some(ip) = svc["spec"]["clusterIP"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-        {
+        if let Some(ip) = svc.spec.cluster_ip.and_then(|s| s.parse().ok()) {
             ips.insert(ip);
         }
-        for p in svc["spec"]["ports"].as_array().into_iter().flatten() {
-            if let Some(np) = p["nodePort"].as_u64() {
-                ports.insert(np as u16);
-            }
-        }
+        ports.extend(svc.spec.ports.iter().flatten().filter_map(|p| p.node_port));
     }
     Ok((ips, ports))
+}
+
+/// The parts of a stored Service that hold allocations.
+#[derive(serde::Deserialize)]
+struct AllocatedService {
+    #[serde(default)]
+    metadata: AllocatedMeta,
+    #[serde(default)]
+    spec: AllocatedSpec,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct AllocatedMeta {
+    uid: Option<String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct AllocatedSpec {
+    #[serde(rename = "clusterIP")]
+    cluster_ip: Option<String>,
+    ports: Option<Vec<AllocatedPort>>,
+}
+
+#[derive(serde::Deserialize)]
+struct AllocatedPort {
+    #[serde(rename = "nodePort")]
+    node_port: Option<u16>,
 }
 
 /// A random free address above the low band kept for static assignment (like upstream,
