@@ -5,9 +5,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::Api;
-
-use crate::spec::parse_quantity;
 
 /// Why a container's environment could not be built (`CreateContainerConfigError`).
 #[derive(Debug, thiserror::Error)]
@@ -130,90 +129,34 @@ pub(crate) fn expand(input: &str, vars: &dyn Fn(&str) -> Option<String>) -> Stri
     out
 }
 
-/// A downward-API field of the pod (`metadata.name`, `metadata.labels['k']`, `status.podIP`...).
-/// `pod.status` must already carry the pod and host IPs the kubelet knows.
+/// A downward-API field of the pod (`metadata.name`, `metadata.labels['k']`, `status.podIP`...),
+/// the same values downwardAPI volumes show. `pod.status` must already carry the pod and host
+/// IPs the kubelet knows.
 pub(crate) fn field_ref_value(pod: &Pod, path: &str) -> Result<String, String> {
-    let meta = &pod.metadata;
-    let status = pod.status.clone().unwrap_or_default();
-    let spec = pod.spec.clone().unwrap_or_default();
-    let keyed = |prefix: &str, map: &Option<BTreeMap<String, String>>| -> Option<String> {
-        let key = path.strip_prefix(prefix)?.strip_suffix("']")?;
-        Some(
-            map.as_ref()
-                .and_then(|m| m.get(key).cloned())
-                .unwrap_or_default(),
-        )
-    };
-    if let Some(v) = keyed("metadata.labels['", &meta.labels) {
-        return Ok(v);
-    }
-    if let Some(v) = keyed("metadata.annotations['", &meta.annotations) {
-        return Ok(v);
-    }
-    let join_ips = |ips: &Option<Vec<k8s_openapi::api::core::v1::PodIP>>| {
-        ips.iter()
-            .flatten()
-            .map(|i| i.ip.clone())
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    Ok(match path {
-        "metadata.name" => meta.name.clone().unwrap_or_default(),
-        "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
-        "metadata.uid" => meta.uid.clone().unwrap_or_default(),
-        "spec.nodeName" => spec.node_name.clone().unwrap_or_default(),
-        "spec.serviceAccountName" => spec.service_account_name.clone().unwrap_or_default(),
-        "status.hostIP" => status.host_ip.clone().unwrap_or_default(),
-        "status.hostIPs" => status
-            .host_ips
-            .iter()
-            .flatten()
-            .map(|i| i.ip.clone())
-            .collect::<Vec<_>>()
-            .join(","),
-        "status.podIP" => status.pod_ip.clone().unwrap_or_default(),
-        "status.podIPs" => join_ips(&status.pod_ips),
-        other => return Err(format!("unsupported fieldPath {other:?}")),
-    })
+    mini_volumes::downward::field_ref_value(pod, path).map_err(|e| e.to_string())
 }
 
 /// A resourceFieldRef value (`limits.cpu`, `requests.memory`, ...) divided by `divisor` and
-/// rounded up, as upstream's `ExtractContainerResourceValue`.
+/// rounded up; unset limits fall back to the node's allocatable, as upstream.
 pub(crate) fn resource_field_value(
     pod: &Pod,
     container_name: &str,
     resource: &str,
-    divisor: Option<&str>,
+    divisor: Option<&Quantity>,
     allocatable: NodeAllocatable,
 ) -> Result<String, String> {
-    let spec = pod.spec.clone().unwrap_or_default();
-    let container = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .find(|c| c.name == container_name)
-        .ok_or_else(|| format!("container {container_name:?} not in pod"))?;
-    let (limits, name) = match resource.split_once('.') {
-        Some(("limits", n)) => (true, n),
-        Some(("requests", n)) => (false, n),
-        _ => return Err(format!("unsupported resource {resource:?}")),
-    };
-    let res = container.resources.clone().unwrap_or_default();
-    let map = if limits { res.limits } else { res.requests };
-    let value = map
-        .as_ref()
-        .and_then(|m| m.get(name))
-        .and_then(|q| parse_quantity(&q.0));
-    let value = match (value, name) {
-        (Some(v), _) => v,
-        (None, "cpu") if limits => allocatable.cpu_cores,
-        (None, "memory") if limits => allocatable.memory_bytes,
-        (None, _) => 0.0,
-    };
-    let divisor = parse_quantity(divisor.filter(|d| !d.is_empty()).unwrap_or("1"))
-        .filter(|d| *d > 0.0)
-        .ok_or_else(|| format!("invalid divisor for {resource}"))?;
-    Ok(format!("{}", (value / divisor).ceil() as i64))
+    let node = BTreeMap::from([
+        (
+            "cpu".to_string(),
+            Quantity(format!("{}", allocatable.cpu_cores)),
+        ),
+        (
+            "memory".to_string(),
+            Quantity(format!("{}", allocatable.memory_bytes as u64)),
+        ),
+    ]);
+    mini_volumes::downward::resource_field_value(pod, container_name, resource, divisor, &node)
+        .map_err(|e| e.to_string())
 }
 
 /// The environment of `container` in `pod`, in order, as (name, value) pairs.
@@ -309,7 +252,7 @@ pub(crate) async fn container_env(
                     pod,
                     &cname,
                     &r.resource,
-                    r.divisor.as_ref().map(|d| d.0.as_str()),
+                    r.divisor.as_ref(),
                     sources.allocatable,
                 )
                 .map_err(|message| EnvError::Invalid {
@@ -394,11 +337,19 @@ mod tests {
             memory_bytes: 1e9,
         };
         assert_eq!(
-            resource_field_value(&p, "c", "limits.memory", Some("1Mi"), alloc).as_deref(),
+            resource_field_value(
+                &p,
+                "c",
+                "limits.memory",
+                Some(&Quantity("1Mi".into())),
+                alloc
+            )
+            .as_deref(),
             Ok("64")
         );
         assert_eq!(
-            resource_field_value(&p, "c", "requests.cpu", Some("1m"), alloc).as_deref(),
+            resource_field_value(&p, "c", "requests.cpu", Some(&Quantity("1m".into())), alloc)
+                .as_deref(),
             Ok("250")
         );
         assert_eq!(
