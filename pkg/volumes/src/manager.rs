@@ -404,6 +404,36 @@ impl VolumeManager {
         Err(VolumeError::UnsupportedVolume(volume_type_name(volume)))
     }
 
+    /// Reads the configMap or secret a volume projects: `Ok(None)` when it is missing and the
+    /// volume says `optional`, an error naming it when it is missing otherwise.
+    async fn get_source<K>(
+        &self,
+        kind: &'static str,
+        namespace: &str,
+        name: &str,
+        optional: Option<bool>,
+    ) -> Result<Option<K>, VolumeError>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
+        let found = api
+            .get_opt(name)
+            .await
+            .map_err(api_err(format!("getting {kind} {namespace}/{name}")))?;
+        match found {
+            Some(object) => Ok(Some(object)),
+            None if optional.unwrap_or(false) => Ok(None),
+            None => Err(VolumeError::SourceNotFound {
+                kind,
+                name: name.to_string(),
+            }),
+        }
+    }
+
     async fn config_map_payload(
         &self,
         namespace: &str,
@@ -413,22 +443,13 @@ impl VolumeManager {
         default_mode: u32,
         payload: &mut Payload,
     ) -> Result<(), VolumeError> {
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
-        let cm = api
-            .get_opt(name)
-            .await
-            .map_err(api_err(format!("getting configmap {namespace}/{name}")))?;
-        let optional = optional.unwrap_or(false);
-        let Some(cm) = cm else {
-            return if optional {
-                Ok(())
-            } else {
-                Err(VolumeError::SourceNotFound {
-                    kind: "configmap",
-                    name: name.to_string(),
-                })
-            };
+        let Some(cm) = self
+            .get_source::<ConfigMap>("configmap", namespace, name, optional)
+            .await?
+        else {
+            return Ok(());
         };
+        let optional = optional.unwrap_or(false);
         let mut data: BTreeMap<String, Vec<u8>> = cm
             .data
             .unwrap_or_default()
@@ -450,22 +471,13 @@ impl VolumeManager {
         default_mode: u32,
         payload: &mut Payload,
     ) -> Result<(), VolumeError> {
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        let secret = api
-            .get_opt(name)
-            .await
-            .map_err(api_err(format!("getting secret {namespace}/{name}")))?;
-        let optional = optional.unwrap_or(false);
-        let Some(secret) = secret else {
-            return if optional {
-                Ok(())
-            } else {
-                Err(VolumeError::SourceNotFound {
-                    kind: "secret",
-                    name: name.to_string(),
-                })
-            };
+        let Some(secret) = self
+            .get_source::<Secret>("secret", namespace, name, optional)
+            .await?
+        else {
+            return Ok(());
         };
+        let optional = optional.unwrap_or(false);
         let mut data: BTreeMap<String, Vec<u8>> = secret
             .data
             .unwrap_or_default()
