@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Transport of a port that must be free.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
     Tcp,
@@ -36,6 +36,8 @@ pub trait CheckHost {
     /// `uname -r`.
     fn kernel_release(&self) -> io::Result<String>;
     fn read_file(&self, path: &Path) -> io::Result<String>;
+    /// A gzip-compressed text file (`/proc/config.gz`), decompressed.
+    fn read_gzip_file(&self, path: &Path) -> io::Result<String>;
     fn exists(&self, path: &Path) -> bool;
     /// Names of the entries of a directory.
     fn read_dir(&self, path: &Path) -> io::Result<Vec<String>>;
@@ -65,6 +67,13 @@ impl CheckHost for LinuxCheckHost {
 
     fn read_file(&self, path: &Path) -> io::Result<String> {
         std::fs::read_to_string(path)
+    }
+
+    fn read_gzip_file(&self, path: &Path) -> io::Result<String> {
+        use std::io::Read;
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(path)?).read_to_string(&mut text)?;
+        Ok(text)
     }
 
     fn exists(&self, path: &Path) -> bool {
@@ -103,10 +112,7 @@ impl CheckHost for LinuxCheckHost {
     fn free_space(&self, path: &Path) -> io::Result<(u64, u64)> {
         let s = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
         let frag = s.fragment_size() as u64;
-        Ok((
-            s.blocks_available() as u64 * frag,
-            s.blocks() as u64 * frag,
-        ))
+        Ok((s.blocks_available() as u64 * frag, s.blocks() as u64 * frag))
     }
 
     fn find_program(&self, name: &str) -> Option<PathBuf> {
@@ -208,6 +214,9 @@ pub(crate) mod fake {
         }
         fn read_file(&self, path: &Path) -> io::Result<String> {
             self.files.get(path).cloned().ok_or_else(|| not_found(path))
+        }
+        fn read_gzip_file(&self, path: &Path) -> io::Result<String> {
+            self.read_file(path)
         }
         fn exists(&self, path: &Path) -> bool {
             self.files.contains_key(path)

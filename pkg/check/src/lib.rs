@@ -308,3 +308,6 @@ pub fn run(host: &dyn CheckHost, config: &CheckConfig) -> Report {
         results,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -10,15 +10,15 @@ use crate::{Finding, Port};
 /// Oldest kernel mini supports (overlayfs with multiple lower dirs, nftables NAT, cgroup v2 pids).
 pub const MIN_KERNEL: (u32, u32) = (4, 15);
 /// Kernel modules a node needs.
-pub const MODULES: &[&str] = &[
-    "overlay",
-    "br_netfilter",
-    "bridge",
-    "vxlan",
-    "veth",
-    "nf_tables",
-    "nf_nat",
-    "nf_conntrack",
+pub const MODULES: &[(&str, &str)] = &[
+    ("overlay", "CONFIG_OVERLAY_FS"),
+    ("br_netfilter", "CONFIG_BRIDGE_NETFILTER"),
+    ("bridge", "CONFIG_BRIDGE"),
+    ("vxlan", "CONFIG_VXLAN"),
+    ("veth", "CONFIG_VETH"),
+    ("nf_tables", "CONFIG_NF_TABLES"),
+    ("nf_nat", "CONFIG_NF_NAT"),
+    ("nf_conntrack", "CONFIG_NF_CONNTRACK"),
 ];
 /// Oldest containerd with the CRI v1 API mini speaks.
 pub const MIN_CONTAINERD: (u32, u32) = (1, 6);
@@ -116,21 +116,39 @@ pub fn kernel_modules(host: &dyn CheckHost) -> Vec<Finding> {
             .filter_map(module_of_path)
             .collect()
     });
+    // the kernel's build config: says built in (=y) or module (=m) where /lib/modules is absent
+    let kconfig = host
+        .read_file(&PathBuf::from("/boot").join(format!("config-{release}")))
+        .or_else(|_| host.read_gzip_file(Path::new("/proc/config.gz")))
+        .ok();
+    let kconfig_value = |symbol: &str| -> Option<String> {
+        let text = kconfig.as_ref()?;
+        Some(
+            text.lines()
+                .find_map(|l| l.strip_prefix(symbol)?.strip_prefix('='))
+                .unwrap_or("n")
+                .to_string(),
+        )
+    };
     MODULES
         .iter()
-        .map(|&name| {
+        .map(|&(name, symbol)| {
+            let from_config = kconfig_value(symbol);
             let state = if loaded.contains(name) {
                 ModuleState::Loaded
-            } else if builtin.contains(name) {
+            } else if builtin.contains(name) || from_config.as_deref() == Some("y") {
                 ModuleState::Builtin
-            } else if host.exists(&Path::new("/sys/module").join(name)) {
-                // built in, or loaded without showing in /proc/modules (a container's view)
+            } else if host.exists(&Path::new("/sys/module").join(name))
+                || (name == "br_netfilter"
+                    && host.exists(Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables")))
+            {
+                // loaded without showing in /proc/modules (a container's view)
                 ModuleState::Loaded
             } else {
-                match &loadable {
-                    Some(set) if set.contains(name) => ModuleState::Loadable,
-                    Some(_) => ModuleState::Missing,
-                    None => ModuleState::Unknown,
+                match (&loadable, from_config.as_deref()) {
+                    (Some(set), _) if set.contains(name) => ModuleState::Loadable,
+                    (Some(_), _) | (None, Some("n")) => ModuleState::Missing,
+                    (None, _) => ModuleState::Unknown,
                 }
             };
             module_finding(name, state, &dir)
@@ -151,7 +169,10 @@ fn module_finding(name: &str, state: ModuleState, dir: &Path) -> Finding {
         ModuleState::Loadable => Finding::ok(check, "loadable (the kernel loads it on first use)"),
         ModuleState::Missing => Finding::failure(
             check,
-            format!("neither loaded, built in, nor in {}", dir.join("modules.dep").display()),
+            format!(
+                "neither loaded, built in, nor in {} or the kernel config",
+                dir.join("modules.dep").display()
+            ),
             "install the modules of the running kernel (e.g. apt-get install linux-image-$(uname -r)) or use a kernel that has it",
         ),
         ModuleState::Unknown => Finding::warning(
@@ -250,8 +271,11 @@ pub fn cgroups(host: &dyn CheckHost) -> Vec<Finding> {
         (false, None) => "v1",
         (false, Some(_)) => "v1 (hybrid)",
     };
-    let disabled =
-        disabled_controllers(&host.read_file(Path::new("/proc/cgroups")).unwrap_or_default());
+    let disabled = disabled_controllers(
+        &host
+            .read_file(Path::new("/proc/cgroups"))
+            .unwrap_or_default(),
+    );
     let mut findings = Vec::new();
     for (name, required) in [
         ("cpu", true),
@@ -307,7 +331,10 @@ pub fn swap(host: &dyn CheckHost) -> Finding {
     } else {
         Finding::warning(
             "swap",
-            format!("on ({}): memory limits of pods do not cover swap", devices.join(", ")),
+            format!(
+                "on ({}): memory limits of pods do not cover swap",
+                devices.join(", ")
+            ),
             "turn it off: swapoff -a (and remove it from /etc/fstab)",
         )
     }
@@ -351,7 +378,9 @@ pub fn program(host: &dyn CheckHost, name: &str, quick: bool) -> Finding {
         let finding = Finding::failure(
             name,
             "not found on PATH",
-            format!("install {name}: apt-get install containerd runc (or dnf install containerd runc)"),
+            format!(
+                "install {name}: apt-get install containerd runc (or dnf install containerd runc)"
+            ),
         );
         // the managed containerd is started by name: without it the agent cannot start
         return if name == "containerd" {
@@ -387,7 +416,10 @@ pub fn program(host: &dyn CheckHost, name: &str, quick: bool) -> Finding {
     let Some(version) = version else {
         return Finding::warning(
             name,
-            format!("{}: cannot read a version in {first_line:?}", path.display()),
+            format!(
+                "{}: cannot read a version in {first_line:?}",
+                path.display()
+            ),
             format!("reinstall {name}"),
         );
     };
@@ -397,7 +429,10 @@ pub fn program(host: &dyn CheckHost, name: &str, quick: bool) -> Finding {
             if v < MIN_CONTAINERD {
                 return Finding::failure(
                     name,
-                    format!("{detail} is older than {}.{}", MIN_CONTAINERD.0, MIN_CONTAINERD.1),
+                    format!(
+                        "{detail} is older than {}.{}",
+                        MIN_CONTAINERD.0, MIN_CONTAINERD.1
+                    ),
                     format!(
                         "install containerd {}.{} or newer (it serves the CRI v1 API)",
                         MIN_CONTAINERD.0, MIN_CONTAINERD.1
@@ -504,7 +539,9 @@ fn sysctl_settable(host: &dyn CheckHost, key: &str, required: bool) -> Finding {
         (v, Ok(())) => Finding::ok(check, format!("{v}, settable: mini sets it to 1 at start")),
         (v, Err(e)) => {
             let detail = format!("{v} and not settable ({e})");
-            let fix = format!("run as root with a writable /proc/sys, or set it on the host: sysctl -w {key}=1");
+            let fix = format!(
+                "run as root with a writable /proc/sys, or set it on the host: sysctl -w {key}=1"
+            );
             if required {
                 Finding::failure(check, detail, fix).blocking()
             } else {
@@ -525,4 +562,3 @@ pub fn forwarding(host: &dyn CheckHost) -> Vec<Finding> {
     }
     findings
 }
-

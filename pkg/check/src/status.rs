@@ -50,7 +50,8 @@ impl KubeCluster {
             path: path.display().to_string(),
             message,
         };
-        let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
+        let kubeconfig =
+            kube::config::Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
         let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
             .await
             .map_err(|e| err(e.to_string()))?;
@@ -183,8 +184,11 @@ pub fn certificates(host: &dyn CheckHost, data_dir: &Path, now: i64) -> Vec<Cert
                 continue;
             }
             let path = dir.join(&name);
-            let Some((subject, not_after)) =
-                host.read_file(&path).ok().as_deref().and_then(cert_not_after)
+            let Some((subject, not_after)) = host
+                .read_file(&path)
+                .ok()
+                .as_deref()
+                .and_then(cert_not_after)
             else {
                 continue;
             };
@@ -382,6 +386,11 @@ pub async fn gather<C: ClusterView>(
 }
 
 impl Status {
+    /// The JSON form (`--output json`).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
     /// Human-readable form.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -396,7 +405,10 @@ impl Status {
             Role::Server => "server",
             Role::Agent => "agent",
         };
-        out.push_str(&format!("role:        {role} (data dir {})\n", self.data_dir.display()));
+        out.push_str(&format!(
+            "role:        {role} (data dir {})\n",
+            self.data_dir.display()
+        ));
         if self.units.is_empty() {
             out.push_str("unit:        none (not run by systemd)\n");
         }

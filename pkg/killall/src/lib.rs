@@ -35,6 +35,8 @@ pub enum KillallError {
     RelativeDataDir(String),
     #[error("--data-dir {0} is /: refusing to act on the whole machine")]
     RootDataDir(String),
+    #[error("opening netlink: {0}")]
+    Netlink(#[from] mini_sys::netlink::NetlinkError),
 }
 
 /// What killall did, line by line, and what it could not do.
@@ -70,6 +72,18 @@ pub fn host_nft() -> impl Nft {
     mini_sys::nft::NftCli::new()
 }
 
+/// `killall` on this host: /proc, mounts and files of this machine, netlink in this process's
+/// network namespace, the host's nftables. Call inside a tokio runtime.
+pub async fn killall_host(data_dir: &Path) -> Result<Outcome, KillallError> {
+    let netlink = mini_sys::netlink::RtNetlink::connect()?;
+    let nft = host_nft();
+    let net = Network {
+        netlink: &netlink,
+        nft: &nft,
+    };
+    killall(&LinuxSystem, net, data_dir).await
+}
+
 /// Runs everything for the data dir `data_dir` (absolute).
 pub async fn killall(
     sys: &dyn System,
@@ -77,11 +91,13 @@ pub async fn killall(
     data_dir: &Path,
 ) -> Result<Outcome, KillallError> {
     if !data_dir.is_absolute() {
-        return Err(KillallError::RelativeDataDir(data_dir.display().to_string()));
+        return Err(KillallError::RelativeDataDir(
+            data_dir.display().to_string(),
+        ));
     }
     let given = plan::normalize(data_dir);
-    let scope = Scope::new(sys.canonicalize(data_dir).unwrap_or_else(|| given.clone()))
-        .with_alias(given);
+    let scope =
+        Scope::new(sys.canonicalize(data_dir).unwrap_or_else(|| given.clone())).with_alias(given);
     if scope.data_dir == Path::new("/") {
         return Err(KillallError::RootDataDir(data_dir.display().to_string()));
     }
@@ -112,7 +128,10 @@ pub async fn killall(
 }
 
 fn snapshot(sys: &dyn System) -> Vec<ProcInfo> {
-    sys.pids().into_iter().filter_map(|p| sys.process(p)).collect()
+    sys.pids()
+        .into_iter()
+        .filter_map(|p| sys.process(p))
+        .collect()
 }
 
 fn stop_units(sys: &dyn System, scope: &Scope, out: &mut Outcome) {
@@ -267,7 +286,9 @@ async fn remove_tables(nft: &dyn Nft, out: &mut Outcome) {
 }
 
 fn remove_cgroups(sys: &dyn System, bundles: &[Bundle], out: &mut Outcome) {
-    let Ok(mountinfo) = sys.mountinfo() else { return };
+    let Ok(mountinfo) = sys.mountinfo() else {
+        return;
+    };
     for dir in plan::pod_cgroups(&mountinfo, bundles) {
         if !sys.exists(&dir) {
             continue;
@@ -293,7 +314,10 @@ fn remove_cgroups(sys: &dyn System, bundles: &[Bundle], out: &mut Outcome) {
 
 /// The data dir's containerd socket (as the agent's managed containerd uses it).
 pub fn containerd_socket(data_dir: &Path) -> PathBuf {
-    data_dir.join("agent").join("containerd").join("containerd.sock")
+    data_dir
+        .join("agent")
+        .join("containerd")
+        .join("containerd.sock")
 }
 
 #[cfg(test)]

@@ -139,7 +139,12 @@ fn bundle_json(netns: &str, id: &str) -> String {
 fn host() -> FakeSystem {
     let sys = FakeSystem::default();
     sys.add(proc(1, 0, "/sbin/init", &["/sbin/init"]));
-    sys.add(proc(100, 1, "/usr/local/bin/mini", &["mini", "server", "--data-dir", DATA]));
+    sys.add(proc(
+        100,
+        1,
+        "/usr/local/bin/mini",
+        &["mini", "server", "--data-dir", DATA],
+    ));
     sys.add(proc(
         110,
         1,
@@ -150,18 +155,39 @@ fn host() -> FakeSystem {
         120,
         1,
         "/usr/bin/containerd-shim-runc-v2",
-        &["/usr/bin/containerd-shim-runc-v2", "-namespace", "k8s.io", "-id", "aaa", "-address", SOCK],
+        &[
+            "/usr/bin/containerd-shim-runc-v2",
+            "-namespace",
+            "k8s.io",
+            "-id",
+            "aaa",
+            "-address",
+            SOCK,
+        ],
     ));
     sys.add(proc(121, 120, "/bin/busybox", &["sleep", "1000"]));
     sys.add(proc(122, 121, "/bin/busybox", &["sh"]));
     // foreign: another data dir's mini, the host's containerd and its shim and container
-    sys.add(proc(200, 1, "/usr/local/bin/mini", &["mini", "agent", "--data-dir=/srv/other"]));
+    sys.add(proc(
+        200,
+        1,
+        "/usr/local/bin/mini",
+        &["mini", "agent", "--data-dir=/srv/other"],
+    ));
     sys.add(proc(210, 1, "/usr/bin/containerd", &["containerd"]));
     sys.add(proc(
         220,
         1,
         "/usr/bin/containerd-shim-runc-v2",
-        &["containerd-shim-runc-v2", "-namespace", "k8s.io", "-id", "bbb", "-address", "/run/containerd/containerd.sock"],
+        &[
+            "containerd-shim-runc-v2",
+            "-namespace",
+            "k8s.io",
+            "-id",
+            "bbb",
+            "-address",
+            "/run/containerd/containerd.sock",
+        ],
     ));
     sys.add(proc(221, 220, "/bin/nginx", &["nginx"]));
     // mini's own other commands are not killed
@@ -189,11 +215,27 @@ fn mini_processes_other_data_dir_or_command_not_chosen() {
 #[test]
 fn is_our_mini_env_default_and_relative_data_dirs_resolved() {
     let s = scope();
-    let mut p = proc(5, 1, "/usr/local/bin/mini", &["mini", "agent", "--server", "x"]);
-    assert!(plan::is_our_mini(&p, &s), "no flag and no env: the default data dir");
+    let mut p = proc(
+        5,
+        1,
+        "/usr/local/bin/mini",
+        &["mini", "agent", "--server", "x"],
+    );
+    assert!(
+        plan::is_our_mini(&p, &s),
+        "no flag and no env: the default data dir"
+    );
     p.env_data_dir = Some("/srv/other".into());
-    assert!(!plan::is_our_mini(&p, &s), "MINI_DATA_DIR names another dir");
-    let mut r = proc(6, 1, "/usr/local/bin/mini", &["mini", "server", "--data-dir", "mini"]);
+    assert!(
+        !plan::is_our_mini(&p, &s),
+        "MINI_DATA_DIR names another dir"
+    );
+    let mut r = proc(
+        6,
+        1,
+        "/usr/local/bin/mini",
+        &["mini", "server", "--data-dir", "mini"],
+    );
     r.cwd = Some(PathBuf::from("/var/lib"));
     assert!(plan::is_our_mini(&r, &s), "relative to the process's cwd");
     let other_binary = proc(7, 1, "/usr/bin/k3s", &["k3s", "server", "--data-dir", DATA]);
@@ -245,7 +287,10 @@ fn pod_netns_only_cni_files_in_the_netns_dir() {
     ];
     assert_eq!(
         pod_netns(&bundles),
-        vec![PathBuf::from("/run/netns/cni-2"), PathBuf::from("/var/run/netns/cni-1")]
+        vec![
+            PathBuf::from("/run/netns/cni-2"),
+            PathBuf::from("/var/run/netns/cni-1")
+        ]
     );
 }
 
@@ -294,8 +339,10 @@ fn full_host() -> FakeSystem {
     sys.files
         .borrow_mut()
         .insert(PathBuf::from("/var/run/netns/cni-foreign"), String::new());
-    sys.dirs
-        .insert(PathBuf::from("/sys/fs/cgroup/memory/k8s.io/aaa"), Vec::new());
+    sys.dirs.insert(
+        PathBuf::from("/sys/fs/cgroup/memory/k8s.io/aaa"),
+        Vec::new(),
+    );
     *sys.mountinfo.borrow_mut() = "\
 22 1 8:1 / / rw - ext4 /dev/sda1 rw
 40 22 0:50 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
@@ -304,9 +351,8 @@ fn full_host() -> FakeSystem {
 50 22 0:3 net:[4026532] /run/netns/cni-1 rw - nsfs nsfs rw
 "
     .to_string();
-    sys.busy.insert(PathBuf::from(
-        "/var/lib/mini/agent/pods/uid/volumes/secret",
-    ));
+    sys.busy
+        .insert(PathBuf::from("/var/lib/mini/agent/pods/uid/volumes/secret"));
     sys
 }
 
@@ -331,7 +377,11 @@ async fn killall_full_host_removes_ours_and_leaves_foreign_alone() {
     .unwrap();
     assert!(out.failed.is_empty(), "{:?}", out.failed);
     let alive: Vec<u32> = sys.pids();
-    assert_eq!(alive, vec![1, 200, 210, 220, 221, 300], "only foreign processes remain");
+    assert_eq!(
+        alive,
+        vec![1, 200, 210, 220, 221, 300],
+        "only foreign processes remain"
+    );
     let calls = sys.calls();
     assert!(calls.contains(&"signal 100 Term".to_string()));
     let unmounts: Vec<&String> = calls.iter().filter(|c| c.starts_with("umount")).collect();
@@ -362,9 +412,16 @@ async fn killall_stubborn_mini_gets_sigkill_after_the_grace_period() {
     sys.stubborn.insert(100);
     let netlink = FakeNetlink::new();
     let nft = FakeNft::default();
-    let out = killall(&sys, Network { netlink: &netlink, nft: &nft }, Path::new(DATA))
-        .await
-        .unwrap();
+    let out = killall(
+        &sys,
+        Network {
+            netlink: &netlink,
+            nft: &nft,
+        },
+        Path::new(DATA),
+    )
+    .await
+    .unwrap();
     let calls = sys.calls();
     let term = calls.iter().position(|c| c == "signal 100 Term").unwrap();
     let kill = calls.iter().position(|c| c == "signal 100 Kill").unwrap();
@@ -393,13 +450,23 @@ async fn killall_unit_of_our_data_dir_stopped_foreign_unit_left() {
     );
     let netlink = FakeNetlink::new();
     let nft = FakeNft::default();
-    let out = killall(&sys, Network { netlink: &netlink, nft: &nft }, Path::new(DATA))
-        .await
-        .unwrap();
+    let out = killall(
+        &sys,
+        Network {
+            netlink: &netlink,
+            nft: &nft,
+        },
+        Path::new(DATA),
+    )
+    .await
+    .unwrap();
     let calls = sys.calls();
     assert!(calls.contains(&"systemctl stop mini-server.service".to_string()));
     assert!(!calls.contains(&"systemctl stop mini-agent.service".to_string()));
-    assert!(out.done.iter().any(|l| l.starts_with("left mini-agent.service running")));
+    assert!(out
+        .done
+        .iter()
+        .any(|l| l.starts_with("left mini-agent.service running")));
 }
 
 #[tokio::test]
@@ -407,9 +474,25 @@ async fn killall_relative_or_root_data_dir_refused() {
     let sys = FakeSystem::default();
     let netlink = FakeNetlink::new();
     let nft = FakeNft::default();
-    let rel = killall(&sys, Network { netlink: &netlink, nft: &nft }, Path::new("data")).await;
+    let rel = killall(
+        &sys,
+        Network {
+            netlink: &netlink,
+            nft: &nft,
+        },
+        Path::new("data"),
+    )
+    .await;
     assert!(matches!(rel, Err(KillallError::RelativeDataDir(_))));
-    let root = killall(&sys, Network { netlink: &netlink, nft: &nft }, Path::new("/")).await;
+    let root = killall(
+        &sys,
+        Network {
+            netlink: &netlink,
+            nft: &nft,
+        },
+        Path::new("/"),
+    )
+    .await;
     assert!(matches!(root, Err(KillallError::RootDataDir(_))));
     assert!(sys.calls().is_empty());
 }
