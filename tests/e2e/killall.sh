@@ -168,6 +168,36 @@ step_verify() {
   done
 }
 
+step_status() {
+  expect "status_server_ready_with_node" "api: +ready.*" in_ns "$SERVER_NS" "$MINI_BIN" status --data-dir "$DATA"
+  expect "status_lists_node_and_store" "datastore: +sled.*" in_ns "$SERVER_NS" "$MINI_BIN" status --data-dir "$DATA"
+}
+
+step_status_after() {
+  expect_fail "status_after_killall_not_running" "api: +not ready" in_ns "$SERVER_NS" "$MINI_BIN" status --data-dir "$DATA"
+}
+
+# step_crashed_server: the server restarted on the same data dir, its pods back, then killed with
+# SIGKILL (a crash: its containerd and pods stay); killall must kill that containerd itself.
+step_crashed_server() {
+  local sock=$DATA/agent/containerd/containerd.sock out rc containerd left
+  start_node_server "$DATA" --node-name server --resolv-conf "$WORK/resolv.conf"
+  wait_for "restarted_deployment_two_pods_running" 120 bash -c \
+    "[ \$(nsenter --net=$(ns_path "$SERVER_NS") kubectl get pods -l app=sleeper --no-headers 2>/dev/null | grep -c ' Running ') -eq 2 ]" || return 0
+  kill -9 "$SERVER_PID"
+  wait "$SERVER_PID" 2>/dev/null || true
+  containerd=$(for pid in $(pids_with_arg "$sock"); do [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = containerd ] && echo "$pid"; done)
+  out=$(in_ns "$SERVER_NS" "$MINI_BIN" killall --data-dir "$DATA" 2>&1) && rc=0 || rc=$?
+  if [ "$rc" -eq 0 ] && [ -n "$containerd" ] && grep -q "killed containerd (pid $containerd)" <<<"$out"; then
+    ok "crashed_server_killall_kills_its_containerd"
+  else
+    not_ok "crashed_server_killall_kills_its_containerd" "rc=$rc containerd=$containerd $out"
+  fi
+  left=$(pids_with_arg "$sock")
+  if [ -z "$left" ]; then ok "crashed_server_no_runtime_process_left"; else not_ok "crashed_server_no_runtime_process_left" "$left"; fi
+  expect_eq "crashed_server_no_mount_left" "0" bash -c "awk -v d='$DATA/' 'index(\$5, d) == 1' /proc/self/mountinfo | wc -l"
+}
+
 step_again() {
   expect "killall_again_finds_nothing" "nothing of mini was running" \
     in_ns "$SERVER_NS" "$MINI_BIN" killall --data-dir "$DATA"
@@ -177,7 +207,10 @@ step_start
 step_deployment
 step_canaries
 step_record
+step_status
 step_killall
 step_verify
+step_status_after
 step_again
+step_crashed_server
 summary
