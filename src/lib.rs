@@ -423,10 +423,15 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             };
         }
     };
+    // the host tools print their own report: only their warnings are logged
+    let default_log = match cli.command {
+        Command::Check(_) | Command::Status(_) | Command::Killall(_) => "warn,kube_client=off",
+        _ => "info,hickory_server=warn,hickory_proto=warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MINI_LOG")
-                .unwrap_or_else(|_| "info,hickory_server=warn,hickory_proto=warn".into()),
+                .unwrap_or_else(|_| default_log.into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -271,16 +271,30 @@ pub(crate) fn node_line(node: &Node, now: i64) -> NodeLine {
     }
 }
 
+/// The API server's answer to `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ApiHealth {
+    pub ready: bool,
+    /// `ok`, or why it is not ready.
+    pub detail: String,
+}
+
+/// The sled store of a server.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Datastore {
+    pub path: PathBuf,
+    pub size_bytes: u64,
+}
+
 /// Everything `mini status` says.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Status {
     pub role: Option<Role>,
     pub data_dir: PathBuf,
     pub units: Vec<UnitState>,
-    /// `ok` or why the API is not ready.
-    pub api: Option<Result<String, String>>,
-    /// Path and size in bytes of the sled store.
-    pub datastore: Option<(PathBuf, u64)>,
+    /// Whether `/readyz` answered `ok`; `None` when there was nothing to ask.
+    pub api: Option<ApiHealth>,
+    pub datastore: Option<Datastore>,
     pub certificates: Vec<CertExpiry>,
     pub nodes: Vec<NodeLine>,
     pub waiting: Vec<String>,
@@ -343,8 +357,11 @@ pub async fn gather<C: ClusterView>(
     }
     if role == Role::Server {
         let db = data_dir.join("server").join("db");
-        if let Ok(size) = host.tree_size(&db) {
-            status.datastore = Some((db, size));
+        if let Ok(size_bytes) = host.tree_size(&db) {
+            status.datastore = Some(Datastore {
+                path: db,
+                size_bytes,
+            });
         }
     }
     status.certificates = certificates(host, data_dir, now);
@@ -358,12 +375,21 @@ pub async fn gather<C: ClusterView>(
         }
     }
     match cluster {
-        Err(why) => status.api = Some(Err(why)),
+        Err(why) => {
+            status.api = Some(ApiHealth {
+                ready: false,
+                detail: why,
+            })
+        }
         Ok(cluster) => {
-            status.api = Some(match cluster.readyz().await {
-                Ok(body) if body.trim() == "ok" => Ok("ok".into()),
-                Ok(body) => Err(body.trim().to_string()),
-                Err(e) => Err(e.to_string()),
+            let (ready, detail) = match cluster.readyz().await {
+                Ok(body) if body.trim() == "ok" => (true, "ok".to_string()),
+                Ok(body) => (false, body.trim().to_string()),
+                Err(e) => (false, e.to_string()),
+            };
+            status.api = Some(ApiHealth {
+                ready,
+                detail: detail.clone(),
             });
             match cluster.nodes().await {
                 Ok(nodes) => {
@@ -374,12 +400,14 @@ pub async fn gather<C: ClusterView>(
                         }
                     }
                 }
-                Err(e) => status.waiting.push(format!("listing nodes: {e}")),
+                // an API that does not answer is already reported once
+                Err(e) if ready => status.waiting.push(format!("listing nodes: {e}")),
+                Err(_) => {}
             }
         }
     }
     let units_active = status.units.iter().all(|u| u.active_state == "active");
-    let api_ok = matches!(status.api, Some(Ok(_)));
+    let api_ok = status.api.as_ref().is_some_and(|a| a.ready);
     let nodes_ready = status.nodes.iter().all(|n| n.ready == "Ready");
     status.healthy = units_active && api_ok && nodes_ready;
     status
@@ -427,22 +455,28 @@ impl Status {
             ));
         }
         match &self.api {
-            Some(Ok(_)) => out.push_str("api:         ready (/readyz ok)\n"),
-            Some(Err(why)) => out.push_str(&format!("api:         not ready: {why}\n")),
+            Some(a) if a.ready => out.push_str("api:         ready (/readyz ok)\n"),
+            Some(a) => out.push_str(&format!("api:         not ready: {}\n", a.detail)),
             None => {}
         }
-        if let Some((path, size)) = &self.datastore {
+        if let Some(d) = &self.datastore {
             out.push_str(&format!(
                 "datastore:   sled at {} ({:.1} MiB)\n",
-                path.display(),
-                *size as f64 / (1u64 << 20) as f64
+                d.path.display(),
+                d.size_bytes as f64 / (1u64 << 20) as f64
             ));
         }
         if !self.certificates.is_empty() {
             out.push_str("certificates:\n");
+            let width = self
+                .certificates
+                .iter()
+                .map(|c| c.path.display().to_string().len())
+                .max()
+                .unwrap_or(0);
             for c in &self.certificates {
                 out.push_str(&format!(
-                    "  {:<60} {} days left\n",
+                    "  {:<width$}  {} days left\n",
                     c.path.display().to_string(),
                     c.days_left
                 ));

@@ -455,7 +455,7 @@ async fn status_server_lists_nodes_and_what_is_waiting() {
     )
     .await;
     assert_eq!(s.role, Some(Role::Server));
-    assert_eq!(s.datastore.as_ref().unwrap().1, 3 << 20);
+    assert_eq!(s.datastore.as_ref().unwrap().size_bytes, 3 << 20);
     assert_eq!(s.nodes[0].ready, "NotReady");
     assert_eq!(s.nodes[0].version, "v1.33.0");
     assert!(s
