@@ -387,10 +387,7 @@ pub async fn gather<C: ClusterView>(
                 Ok(body) => (false, body.trim().to_string()),
                 Err(e) => (false, e.to_string()),
             };
-            status.api = Some(ApiHealth {
-                ready,
-                detail: detail.clone(),
-            });
+            status.api = Some(ApiHealth { ready, detail });
             match cluster.nodes().await {
                 Ok(nodes) => {
                     status.nodes = nodes.iter().map(|n| node_line(n, now)).collect();
