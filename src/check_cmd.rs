@@ -210,3 +210,53 @@ pub fn run_killall(args: KillallArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ports(p: &Preflight) -> Vec<u16> {
+        check_config(p)
+            .ports
+            .iter()
+            .map(|p| p.address.port())
+            .collect()
+    }
+
+    #[test]
+    fn check_config_server_without_node_checks_only_its_api_port() {
+        let p = Preflight {
+            role: Role::Server,
+            data_dir: PathBuf::from("/d"),
+            api: Some(("127.0.0.1".parse().unwrap(), 7443)),
+            node: None,
+            managed_containerd: false,
+        };
+        assert_eq!(ports(&p), vec![7443]);
+        assert!(!check_config(&p).node);
+    }
+
+    #[test]
+    fn check_config_agent_uses_its_kubelet_port_and_no_api_port() {
+        let p = Preflight {
+            role: Role::Agent,
+            data_dir: PathBuf::from("/d"),
+            api: None,
+            node: Some(11250),
+            managed_containerd: true,
+        };
+        assert_eq!(ports(&p), vec![11250, 8472, 10053, 10053]);
+    }
+
+    #[test]
+    fn check_config_server_port_zero_checks_no_api_port() {
+        let p = Preflight {
+            role: Role::Server,
+            data_dir: PathBuf::from("/d"),
+            api: Some(("0.0.0.0".parse().unwrap(), 0)),
+            node: Some(10250),
+            managed_containerd: true,
+        };
+        assert_eq!(ports(&p)[0], 10250);
+    }
+}
