@@ -11,13 +11,14 @@ pub use prost_types;
 pub use transport::{connect_unix, unix_connector, with_namespace};
 
 // The generated modules follow the protobuf package tree (the generated code refers to other packages by
-// relative `super::` paths) and are left exactly as generated: no rustfmt, no lints of their own.
+// relative `super::` paths) and are left exactly as generated: rustfmt skips them, and the doc lints that
+// the comments copied from the .proto files trip are allowed.
 
 /// The Kubernetes Container Runtime Interface.
 pub mod cri {
     /// CRI v1 (package `runtime.v1`): the `RuntimeService` and `ImageService` clients and their messages.
     #[rustfmt::skip]
-    #[allow(clippy::all, clippy::pedantic, rustdoc::all)]
+    #[allow(clippy::doc_lazy_continuation, rustdoc::invalid_html_tags)]
     pub mod v1;
 }
 
@@ -25,7 +26,7 @@ pub mod cri {
 pub mod containerd {
     /// Messages shared by the services (package `containerd.types`): `Descriptor`, `Mount`.
     #[rustfmt::skip]
-    #[allow(clippy::all, clippy::pedantic, rustdoc::all)]
+    #[allow(clippy::doc_lazy_continuation, rustdoc::invalid_html_tags)]
     pub mod types;
 
     /// containerd's services.
@@ -33,31 +34,31 @@ pub mod containerd {
         /// The content store (package `containerd.services.content.v1`).
         pub mod content {
             #[rustfmt::skip]
-            #[allow(clippy::all, clippy::pedantic, rustdoc::all)]
+            #[allow(clippy::doc_lazy_continuation, rustdoc::invalid_html_tags)]
             pub mod v1;
         }
         /// Applying layer diffs to mounts (package `containerd.services.diff.v1`).
         pub mod diff {
             #[rustfmt::skip]
-            #[allow(clippy::all, clippy::pedantic, rustdoc::all)]
+            #[allow(clippy::doc_lazy_continuation, rustdoc::invalid_html_tags)]
             pub mod v1;
         }
         /// Image records (package `containerd.services.images.v1`).
         pub mod images {
             #[rustfmt::skip]
-            #[allow(clippy::all, clippy::pedantic, rustdoc::all)]
+            #[allow(clippy::doc_lazy_continuation, rustdoc::invalid_html_tags)]
             pub mod v1;
         }
         /// Leases that protect resources from garbage collection (package `containerd.services.leases.v1`).
         pub mod leases {
             #[rustfmt::skip]
-            #[allow(clippy::all, clippy::pedantic, rustdoc::all)]
+            #[allow(clippy::doc_lazy_continuation, rustdoc::invalid_html_tags)]
             pub mod v1;
         }
         /// Snapshotters (package `containerd.services.snapshots.v1`).
         pub mod snapshots {
             #[rustfmt::skip]
-            #[allow(clippy::all, clippy::pedantic, rustdoc::all)]
+            #[allow(clippy::doc_lazy_continuation, rustdoc::invalid_html_tags)]
             pub mod v1;
         }
     }
