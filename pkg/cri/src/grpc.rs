@@ -1,14 +1,11 @@
 //! `GrpcRuntime`: the `Runtime` trait over CRI v1 gRPC on a unix socket (containerd), with
 //! per-call deadlines and `tonic::Status` mapped onto `CriError`.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hyper_util::rt::TokioIo;
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use crate::proto::{
@@ -84,7 +81,7 @@ impl GrpcRuntime {
         // The URI is never dialled: the connector below opens the unix socket.
         let channel = Endpoint::from_static("http://[::]:50051")
             .connect_timeout(deadlines.connect)
-            .connect_with_connector_lazy(unix_connector(Arc::new(socket.to_path_buf())));
+            .connect_with_connector_lazy(mini_proto::unix_connector(socket));
         Ok(GrpcRuntime {
             endpoint,
             deadlines,
@@ -173,22 +170,6 @@ fn request<T>(message: T, deadline: Duration) -> tonic::Request<T> {
 fn with_grace(base: Duration, seconds: i64) -> Duration {
     let waits = Duration::from_secs(u64::try_from(seconds).unwrap_or(0));
     base + waits
-}
-
-fn unix_connector(
-    path: Arc<PathBuf>,
-) -> impl tower::Service<
-    Uri,
-    Response = TokioIo<UnixStream>,
-    Error = std::io::Error,
-    Future = impl std::future::Future<Output = Result<TokioIo<UnixStream>, std::io::Error>> + Send,
-> + Clone
-       + Send
-       + 'static {
-    tower::service_fn(move |_: Uri| {
-        let path = Arc::clone(&path);
-        async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path.as_path()).await?)) }
-    })
 }
 
 /// Maps a gRPC status onto `CriError`: NotFound and Unavailable get their own variants (the

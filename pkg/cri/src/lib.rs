@@ -9,7 +9,7 @@ pub mod grpc;
 pub use containerd::{ContainerdConfig, ContainerdError, Supervisor, SupervisorHandle};
 pub use fake::FakeRuntime;
 pub use grpc::GrpcRuntime;
-pub use k8s_cri::v1 as proto;
+pub use mini_proto::cri::v1 as proto;
 
 use async_trait::async_trait;
 use proto::{

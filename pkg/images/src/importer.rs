@@ -7,21 +7,26 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use containerd_client::services::v1::content_client::ContentClient;
-use containerd_client::services::v1::diff_client::DiffClient;
-use containerd_client::services::v1::images_client::ImagesClient;
-use containerd_client::services::v1::leases_client::LeasesClient;
-use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
-use containerd_client::services::v1::snapshots::{
+use mini_proto::containerd::services::content::v1::content_client::ContentClient;
+use mini_proto::containerd::services::content::v1::{
+    AbortRequest, Info as ContentInfo, InfoRequest, UpdateRequest, WriteAction, WriteContentRequest,
+};
+use mini_proto::containerd::services::diff::v1::diff_client::DiffClient;
+use mini_proto::containerd::services::diff::v1::ApplyRequest;
+use mini_proto::containerd::services::images::v1::images_client::ImagesClient;
+use mini_proto::containerd::services::images::v1::{
+    CreateImageRequest, GetImageRequest, Image, UpdateImageRequest,
+};
+use mini_proto::containerd::services::leases::v1::leases_client::LeasesClient;
+use mini_proto::containerd::services::leases::v1::{
+    CreateRequest as CreateLeaseRequest, DeleteRequest as DeleteLeaseRequest,
+};
+use mini_proto::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient;
+use mini_proto::containerd::services::snapshots::v1::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
 };
-use containerd_client::services::v1::{
-    AbortRequest, ApplyRequest, CreateImageRequest, CreateRequest as CreateLeaseRequest,
-    DeleteRequest as DeleteLeaseRequest, GetImageRequest, Image, InfoRequest, UpdateImageRequest,
-    UpdateRequest, WriteAction, WriteContentRequest,
-};
-use containerd_client::types::Descriptor as CdDescriptor;
-use containerd_client::with_namespace;
+use mini_proto::containerd::types::Descriptor as CdDescriptor;
+use mini_proto::with_namespace;
 use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataValue;
@@ -104,7 +109,7 @@ impl ImageImporter {
     /// Connects to containerd's socket; `state_dir` keeps the import state of [`Self::import_dir`] and
     /// scratch space for decompressing tarballs.
     pub async fn connect(containerd_socket: &Path, state_dir: &Path) -> Result<Self, ImageError> {
-        let channel = containerd_client::connect(containerd_socket)
+        let channel = mini_proto::connect_unix(containerd_socket)
             .await
             .map_err(|e| ImageError::Connect {
                 socket: containerd_socket.display().to_string(),
@@ -120,7 +125,7 @@ impl ImageImporter {
     }
 
     fn request<T>(&self, msg: T, lease: Option<&str>) -> Request<T> {
-        let mut req = with_namespace!(msg, CONTAINERD_NAMESPACE);
+        let mut req = with_namespace(msg, CONTAINERD_NAMESPACE);
         if let Some(lease) = lease.and_then(|l| MetadataValue::try_from(l).ok()) {
             req.metadata_mut().insert(LEASE_HEADER, lease);
         }
@@ -372,7 +377,7 @@ impl ImageImporter {
     ) -> Result<(), ImageError> {
         let mut content = ContentClient::new(self.channel.clone());
         let paths = labels.iter().map(|(k, _)| format!("labels.{k}")).collect();
-        let info = containerd_client::services::v1::Info {
+        let info = ContentInfo {
             digest: digest.to_string(),
             labels: labels.into_iter().collect(),
             ..Default::default()

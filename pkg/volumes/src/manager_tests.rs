@@ -525,7 +525,7 @@ async fn mounts_for_applies_read_only_sub_path_and_propagation() {
     assert!(!mounts[1].readonly);
     assert_eq!(
         mounts[1].propagation,
-        k8s_cri::v1::MountPropagation::PropagationHostToContainer as i32
+        mini_proto::cri::v1::MountPropagation::PropagationHostToContainer as i32
     );
     assert_eq!(
         mounts[2].host_path,
