@@ -1,4 +1,4 @@
-//! Root-only test against the real kernel: programs the table with the real `NftCli` inside a
+//! Root-only test against the real kernel: programs the table with `NftNetlink` inside a
 //! network namespace this test creates (`minipx<pid>`), checks the `nft -j list table`
 //! listing round-trips, and sends real traffic from a second namespace (a "pod") to a
 //! ClusterIP and to a Service without endpoints. Skips with a reason without root or nft.
@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mini_proxy::{Endpoint, Proto, Proxier, ProxyConfig, ServicePort};
-use mini_sys::nft::{Nft, NftCli};
+use mini_sys::nft::Nft;
+use mini_sys::nft_netlink::NftNetlink;
 
 fn sh(args: &[&str]) -> Result<String, String> {
     let out = Command::new(args[0])
@@ -116,7 +117,7 @@ async fn real_nft_table_round_trips_and_carries_traffic_in_a_netns() {
     pod_ns(&["ip", "link", "set", "eth0", "up"]);
     pod_ns(&["ip", "route", "add", "default", "via", "10.42.0.1"]);
 
-    let nft: Arc<dyn Nft> = Arc::new(NftCli::in_netns(node.clone()));
+    let nft: Arc<dyn Nft> = Arc::new(NftNetlink::in_netns(node.clone()));
     let config = ProxyConfig {
         node_name: "n1".into(),
         cluster_cidr: "10.42.0.0/16".into(),
@@ -234,7 +235,7 @@ async fn real_nft_apply_time_for_one_change_with_10_and_5000_services() {
         dns: None,
     };
     for n in [10, 5000] {
-        let nft: Arc<dyn Nft> = Arc::new(NftCli::in_netns(ns.clone()));
+        let nft: Arc<dyn Nft> = Arc::new(NftNetlink::in_netns(ns.clone()));
         let mut proxier = Proxier::new(nft, &config).expect("proxier");
         let mut ports = many(n);
         let full = proxier.sync(&ports).await.expect("full sync");
