@@ -151,7 +151,6 @@ pub fn set(family: u8, payload: &[u8]) -> Result<SetListing, String> {
         (wire::set::F_CONSTANT, "constant"),
         (wire::set::F_INTERVAL, "interval"),
         (wire::set::F_TIMEOUT, "timeout"),
-        (wire::set::F_EVAL, "dynamic"),
     ] {
         if flags & bit != 0 {
             flag_names.push(n);
