@@ -345,7 +345,7 @@ async fn netlink_and_nft_program_the_same_table_from_the_proxy_batches() {
     let mut moved = fewer.clone();
     moved.endpoints[0].port = 8082;
     moved.affinity_timeout = None;
-    let steps = vec![
+    let steps = [
         vec![
             web.clone(),
             local.clone(),

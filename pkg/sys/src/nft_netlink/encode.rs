@@ -864,7 +864,7 @@ impl<'a> Encoder<'a> {
             "vmap" => {
                 let key = body.get("key").ok_or("vmap without a \"key\"")?;
                 let data = body.get("data").ok_or("vmap without \"data\"")?;
-                let (slot, key_types) = self.load(ctx, key, None, &mut regs, out)?;
+                let (slot, key_types) = self.load(key, None, &mut regs, out)?;
                 let (set, id) = self.set_ref(ctx, data, &key_types, Some(Dtype::Verdict))?;
                 let mut attrs = vec![
                     A::U32(ea::LOOKUP_SREG, wire::register(slot)),
@@ -891,7 +891,7 @@ impl<'a> Encoder<'a> {
                     }
                     _ => return Err(format!("unsupported mangle key {}", short(key))),
                 };
-                let (slot, _) = self.load(ctx, value, Some(&[dtype]), &mut regs, out)?;
+                let (slot, _) = self.load(value, Some(&[dtype]), &mut regs, out)?;
                 out.push(Expr {
                     name: expr_name,
                     attrs: vec![
@@ -1007,7 +1007,7 @@ impl<'a> Encoder<'a> {
                     None => (elem, None),
                 };
                 let info = self.set_info(ctx.family, &ctx.table, name)?;
-                let (slot, _) = self.load(ctx, elem, Some(&info.key), &mut regs, out)?;
+                let (slot, _) = self.load(elem, Some(&info.key), &mut regs, out)?;
                 let mut attrs = vec![
                     A::U32(ea::DYNSET_SREG_KEY, wire::register(slot)),
                     A::U32(ea::DYNSET_OP, op),
@@ -1058,7 +1058,7 @@ impl<'a> Encoder<'a> {
                 "!=" => true,
                 other => return Err(format!("unsupported set match op \"{other}\"")),
             };
-            let (slot, key_types) = self.load(ctx, left, None, &mut regs, out)?;
+            let (slot, key_types) = self.load(left, None, &mut regs, out)?;
             let (set, id) = self.set_ref(ctx, right, &key_types, None)?;
             let mut attrs = vec![
                 A::U32(ea::LOOKUP_SREG, wire::register(slot)),
@@ -1099,7 +1099,7 @@ impl<'a> Encoder<'a> {
             }
             let bytes = dtype.encode(addr)?;
             let slot = regs.alloc(field_len);
-            if len % 8 == 0 {
+            if len.is_multiple_of(8) {
                 out.push(payload(slot, base, offset, len / 8));
                 out.push(cmp(slot, cmp_op, bytes[..len / 8].to_vec()));
             } else {
@@ -1127,7 +1127,7 @@ impl<'a> Encoder<'a> {
         if right.get("range").is_some() {
             return Err(format!("unsupported range match {}", short(right)));
         }
-        let (slot, types_) = self.load(ctx, left, None, &mut regs, out)?;
+        let (slot, types_) = self.load(left, None, &mut regs, out)?;
         let value = types::encode_key(&types_, right)?;
         if op == "in" && types_.len() == 1 && types_[0].is_bitmask() {
             let len = value.len();
@@ -1158,7 +1158,6 @@ impl<'a> Encoder<'a> {
     /// what was loaded (one per concatenation member). `hint` types bare literals.
     fn load(
         &mut self,
-        ctx: &mut RuleCtx,
         e: &Value,
         hint: Option<&[Dtype]>,
         regs: &mut Regs,
@@ -1167,7 +1166,7 @@ impl<'a> Encoder<'a> {
         let Some(parts) = e.get("concat").and_then(Value::as_array) else {
             // Every plain value takes a whole 16-byte register, as in nft.
             let slot = regs.alloc(16);
-            return self.load_one(ctx, e, hint, out, slot);
+            return self.load_one(e, hint, out, slot);
         };
         // Types first (to size the register block), then the loads one after the other.
         let mut fields = Vec::new();
@@ -1182,14 +1181,14 @@ impl<'a> Encoder<'a> {
                     short(p)
                 ));
             }
-            let (_, t) = self.load_one(ctx, p, None, &mut Vec::new(), 0)?;
+            let (_, t) = self.load_one(p, None, &mut Vec::new(), 0)?;
             fields.extend(t);
         }
         let total: usize = fields.iter().map(|t| types::padded(t.len())).sum();
         let slot = regs.alloc_concat(total);
         let mut cur = slot;
         for p in parts {
-            let (_, t) = self.load_one(ctx, p, None, out, cur)?;
+            let (_, t) = self.load_one(p, None, out, cur)?;
             cur += t
                 .iter()
                 .map(|x| (types::padded(x.len()) / 4) as u32)
@@ -1201,7 +1200,6 @@ impl<'a> Encoder<'a> {
     /// Loads one (non-concatenated) expression at `slot`.
     fn load_one(
         &mut self,
-        ctx: &mut RuleCtx,
         e: &Value,
         hint: Option<&[Dtype]>,
         out: &mut Vec<Expr>,
@@ -1322,7 +1320,7 @@ impl<'a> Encoder<'a> {
                     .as_array()
                     .and_then(|a| <&[Value; 2]>::try_from(a.as_slice()).ok())
                     .ok_or_else(|| format!("\"{op}\" needs two operands"))?;
-                let (_, t) = self.load_one(ctx, left, hint, out, slot)?;
+                let (_, t) = self.load_one(left, hint, out, slot)?;
                 let [t] = t.as_slice() else {
                     return Err(format!("unsupported \"{op}\" on a concatenation"));
                 };

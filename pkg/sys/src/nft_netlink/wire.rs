@@ -146,7 +146,7 @@ pub const REG_VERDICT: u32 = 0;
 /// them): slots on a 16-byte boundary are named by the legacy `NFT_REG_1..4`, the others by
 /// `NFT_REG32_00 + slot` -- nft's own `netlink_put_register` does the same.
 pub fn register(slot: u32) -> u32 {
-    if slot % 4 == 0 {
+    if slot.is_multiple_of(4) {
         1 + slot / 4
     } else {
         8 + slot
@@ -199,7 +199,7 @@ impl Builder {
     }
 
     fn pad(&mut self) {
-        while self.buf.len() % 4 != 0 {
+        while !self.buf.len().is_multiple_of(4) {
             self.buf.push(0);
         }
     }
