@@ -241,6 +241,9 @@ pub struct Encoder<'a> {
     /// (table, set) pairs that rules of this batch update from the packet path: created with
     /// the `dynamic` flag, as nft does.
     dynamic: BTreeSet<(String, String)>,
+    /// The transport protocol the rule being encoded has matched so far (so the implicit
+    /// `meta l4proto` of `tcp dport` or `reject with tcp reset` is added once, as nft does).
+    l4proto: Option<u8>,
     lookup: &'a mut SetLookup<'a>,
 }
 
@@ -264,6 +267,7 @@ impl<'a> Encoder<'a> {
             sets: BTreeMap::new(),
             fresh_tables: BTreeSet::new(),
             dynamic: BTreeSet::new(),
+            l4proto: None,
             lookup,
         }
     }
@@ -774,6 +778,7 @@ impl<'a> Encoder<'a> {
             .and_then(Value::as_array)
             .ok_or("rule without an \"expr\" array")?;
         let mut exprs = Vec::new();
+        self.l4proto = None;
         let mut ctx = RuleCtx {
             family,
             table: table.to_string(),
@@ -1031,6 +1036,10 @@ impl<'a> Encoder<'a> {
 
     /// `meta l4proto <proto>` as nft adds it before transport-specific matches.
     fn l4proto_dependency(&mut self, proto: u8, out: &mut Vec<Expr>) {
+        if self.l4proto == Some(proto) {
+            return;
+        }
+        self.l4proto = Some(proto);
         out.push(Expr {
             name: "meta",
             attrs: vec![
@@ -1149,6 +1158,9 @@ impl<'a> Encoder<'a> {
                 "unsupported \"{op}\" on a host-order value {}",
                 short(left)
             ));
+        }
+        if cmp_op == 0 && types_ == [Dtype::InetProto] && left.get("meta").is_some() {
+            self.l4proto = value.first().copied();
         }
         out.push(cmp(slot, cmp_op, value));
         Ok(())
@@ -1710,17 +1722,173 @@ mod tests {
     /// into bytes): every message must be byte for byte the same.
     #[test]
     fn encoder_batch_matches_nft_byte_for_byte() {
-        let ours = encode(include_str!("testdata/batch.json")).expect("encode");
-        let nft: Vec<(u16, String)> = include_str!("testdata/batch.nft-mnl.hex")
+        same_as_nft(
+            include_str!("testdata/batch.json"),
+            include_str!("testdata/batch.nft-mnl.hex"),
+        );
+    }
+
+    /// `testdata/batch2.json`: constructs beyond the proxy's (a data map, plain sets, a
+    /// negated set lookup, tcp dport with its implicit `meta l4proto tcp` that reject with
+    /// tcp reset then reuses, iifname/oifname, ct state == two states, a /23 prefix through
+    /// bitwise, reject with icmp host-unreachable, snat with and without port and flags,
+    /// meta mark set to a constant, plain masquerade, drop policy); `batch2.nft-mnl.hex` as
+    /// above. (Anonymous plain sets and interval sets are left out: nft adds key `typeof`
+    /// userdata and interval bookkeeping elements this encoder does not copy.)
+    #[test]
+    fn encoder_batch_beyond_the_proxy_matches_nft_byte_for_byte() {
+        same_as_nft(
+            include_str!("testdata/batch2.json"),
+            include_str!("testdata/batch2.nft-mnl.hex"),
+        );
+    }
+
+    fn same_as_nft(doc: &str, hex: &str) {
+        let ours = encode(doc).expect("encode");
+        let nft: Vec<(u16, String)> = hex
             .lines()
             .map(|l| {
                 let (t, hex) = l.split_once(' ').expect("type and hex");
                 (t.parse().expect("type"), hex.to_string())
             })
             .collect();
+        for (i, (a, b)) in ours.iter().zip(&nft).enumerate() {
+            assert_eq!(a, b, "message {i}");
+        }
         assert_eq!(ours.len(), nft.len(), "message count");
         for (i, (a, b)) in ours.iter().zip(&nft).enumerate() {
             assert_eq!(a, b, "message {i}");
         }
+    }
+
+    #[test]
+    fn unsupported_constructs_are_named_never_dropped() {
+        let rule = |stmt: &str| {
+            format!(
+                r#"{{"nftables":[{{"add":{{"rule":{{"family":"ip","table":"t","chain":"c","expr":[{stmt}]}}}}}}]}}"#
+            )
+        };
+        let e = encode(&rule(r#"{"log":{"prefix":"x"}}"#)).expect_err("log");
+        assert!(
+            e.contains("command 1") && e.contains("unsupported statement \"log\""),
+            "{e}"
+        );
+        let e = encode(&rule(
+            r#"{"match":{"op":"==","left":{"meta":{"key":"skuid"}},"right":0}}"#,
+        ))
+        .expect_err("meta skuid");
+        assert!(e.contains("unsupported meta key \"skuid\""), "{e}");
+        let e = encode(r#"{"nftables":[{"reset":{"counters":{}}}]}"#).expect_err("reset");
+        assert!(e.contains("unsupported command \"reset\""), "{e}");
+        let e = encode(r#"{"nftables":[{"add":{"chain":{"family":"ip","table":"t","name":"c","hook":"ingress","type":"filter","prio":0}}}]}"#)
+            .expect_err("ingress");
+        assert!(e.contains("unsupported chain hook \"ingress\""), "{e}");
+    }
+
+    #[test]
+    fn command_of_names_the_command_each_message_belongs_to() {
+        let mut lookup = no_kernel;
+        let doc = r#"{"nftables":[
+            {"add":{"table":{"family":"ip","name":"mini"}}},
+            {"add":{"chain":{"family":"ip","table":"mini","name":"svc-a"}}},
+            {"add":{"rule":{"family":"ip","table":"mini","chain":"svc-a","expr":[{"vmap":{"key":{"numgen":{"mode":"random","mod":2}},"data":{"set":[[0,{"goto":{"target":"x"}}],[1,{"goto":{"target":"y"}}]]}}}]}}},
+            {"delete":{"chain":{"family":"ip","table":"mini","name":"svc-b"}}}
+        ]}"#;
+        let batch = Encoder::new(100, &mut lookup)
+            .document(doc)
+            .expect("encode");
+        // 100 begin, 101 table, 102 chain, 103-105 anonymous map, its elements and the rule,
+        // 106 delete, 107 end.
+        assert_eq!(batch.last_seq, 107);
+        assert_eq!(batch.command_of(100), "commit batch");
+        assert_eq!(batch.command_of(101), "add table ip mini");
+        assert_eq!(batch.command_of(104), "add rule ip mini svc-a");
+        assert_eq!(batch.command_of(105), "add rule ip mini svc-a");
+        assert_eq!(batch.command_of(106), "delete chain ip mini svc-b");
+    }
+
+    #[test]
+    fn elements_of_an_existing_map_take_its_type_from_the_kernel_and_split_under_64k() {
+        let mut asked = Vec::new();
+        let mut lookup = |family: u8, table: &str, set: &str| {
+            asked.push(format!("{family} {table} {set}"));
+            Ok(Some(SetInfo {
+                key: vec![Dtype::Ipv4Addr, Dtype::InetProto, Dtype::InetService],
+                data: Some(Dtype::Verdict),
+                flags: wire::set::F_MAP,
+                id: None,
+            }))
+        };
+        let elems: Vec<Value> = (0..3000u32)
+            .map(|i| {
+                let ip = std::net::Ipv4Addr::from(0x0a2b_0000 + i).to_string();
+                serde_json::json!([{"concat": [ip, "tcp", 80]}, {"goto": {"target": "svc-x"}}])
+            })
+            .collect();
+        let doc = serde_json::json!({"nftables": [
+            {"add": {"element": {"family": "ip", "table": "mini", "name": "service-ips", "elem": elems}}},
+            {"delete": {"element": {"family": "ip", "table": "mini", "name": "service-ips",
+                "elem": [{"concat": ["10.43.0.0", "tcp", 80]}]}}}
+        ]});
+        let batch = Encoder::new(1, &mut lookup)
+            .document(&doc.to_string())
+            .expect("encode");
+        let msgs = wire::messages(&batch.bytes).expect("parse");
+        let adds: Vec<_> = msgs
+            .iter()
+            .filter(|m| m.msg_type == (wire::SUBSYS_NFTABLES << 8) | wire::NEWSETELEM)
+            .collect();
+        assert!(adds.len() > 1, "3000 elements need more than one message");
+        let mut total = 0;
+        for m in &adds {
+            let a = wire::attrs(&m.payload[4..]);
+            assert!(
+                wire::find(&a, wire::elem::LIST_SET_ID).is_none(),
+                "an existing set has no id"
+            );
+            let list = wire::find(&a, wire::elem::LIST_ELEMENTS).expect("elements");
+            assert!(list.len() < 65_535);
+            total += wire::attrs(list).len();
+        }
+        assert_eq!(total, 3000);
+        // The set was asked for once, though two commands use it.
+        assert_eq!(asked, vec!["2 mini service-ips".to_string()]);
+    }
+
+    #[test]
+    fn missing_set_and_sets_of_a_deleted_table_are_errors() {
+        let mut lookup = |_: u8, _: &str, _: &str| Ok(None);
+        let doc = r#"{"nftables":[{"add":{"element":{"family":"ip","table":"t","name":"gone","elem":["1.2.3.4"]}}}]}"#;
+        let e = Encoder::new(1, &mut lookup)
+            .document(doc)
+            .expect_err("missing");
+        assert!(e.contains("no set gone in table t"), "{e}");
+        let doc = r#"{"nftables":[{"delete":{"table":{"family":"ip","name":"t"}}},{"add":{"table":{"family":"ip","name":"t"}}},{"add":{"element":{"family":"ip","table":"t","name":"s","elem":["1.2.3.4"]}}}]}"#;
+        let e = encode(doc).expect_err("set of the deleted table");
+        assert!(e.contains("no set s in table t"), "{e}");
+    }
+
+    #[test]
+    fn interval_element_prefix_becomes_start_and_flagged_end() {
+        let info = SetInfo {
+            key: vec![Dtype::Ipv4Addr],
+            data: None,
+            flags: wire::set::F_INTERVAL,
+            id: None,
+        };
+        let out = encode_element(
+            &info,
+            &serde_json::json!({"prefix": {"addr": "10.42.0.0", "len": 16}}),
+            false,
+        )
+        .expect("prefix");
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].key, [10, 42, 0, 0]);
+        assert_eq!(
+            (out[1].key.as_slice(), out[1].flags),
+            (&[10u8, 43, 0, 0][..], wire::elem::F_INTERVAL_END)
+        );
+        let top = encode_element(&info, &serde_json::json!("255.255.255.255"), false).expect("top");
+        assert_eq!(top.len(), 1, "no end after the last address");
     }
 }
