@@ -253,6 +253,37 @@ async fn real_nft_apply_time_for_one_change_with_10_and_5000_services() {
             total.as_millis()
         );
         assert!(proxier.check().await.expect("list"));
+
+        // The same two batches through `nft -j -f`, for comparison.
+        let fake = Arc::new(mini_sys::nft::FakeNft::new());
+        let mut recorder = Proxier::new(fake.clone(), &config).expect("proxier");
+        let mut ports = many(n);
+        recorder.sync(&ports).await.expect("record full");
+        ports[n / 2].endpoints.truncate(1);
+        recorder.sync(&ports).await.expect("record change");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut nft_ms = Vec::new();
+        for (i, batch) in fake.batches().iter().enumerate() {
+            let file = dir.path().join(format!("b{i}.json"));
+            std::fs::write(&file, batch).expect("write batch");
+            let started = Instant::now();
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "nft",
+                "-j",
+                "-f",
+                file.to_str().expect("path"),
+            ])
+            .expect("nft -f");
+            nft_ms.push(started.elapsed().as_millis());
+        }
+        println!(
+            "nft -j -f of the same batches: services={n} full_rebuild_ms={} change_ms={}",
+            nft_ms[0], nft_ms[1]
+        );
     }
 }
 
