@@ -263,3 +263,53 @@ pub fn rule(family: u8, payload: &[u8]) -> Value {
     }
     json!({ "rule": r })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nft_netlink::encode::Encoder;
+
+    /// The kernel dumps sets, elements and chains with the attributes they were created with
+    /// (plus handles): decoding the encoder's own messages must give nft's listing shape.
+    #[test]
+    fn decoded_messages_read_like_nft_listing() {
+        let mut lookup = |_: u8, _: &str, _: &str| Ok(None);
+        let doc = r#"{"nftables":[
+            {"add":{"map":{"family":"ip","table":"mini","name":"service-nodeports","type":["inet_proto","inet_service"],"map":"verdict"}}},
+            {"add":{"set":{"family":"ip","table":"mini","name":"aff","type":"ipv4_addr","flags":["timeout"],"timeout":30}}},
+            {"add":{"chain":{"family":"ip","table":"mini","name":"nat-output","type":"nat","hook":"output","prio":-100,"policy":"accept"}}},
+            {"add":{"element":{"family":"ip","table":"mini","name":"service-nodeports","elem":[[{"concat":["tcp",30080]},{"goto":{"target":"ext-x"}}]]}}},
+            {"add":{"element":{"family":"ip","table":"mini","name":"aff","elem":[{"elem":{"val":"10.42.0.2","timeout":30}}]}}}
+        ]}"#;
+        let batch = Encoder::new(1, &mut lookup).document(doc).expect("encode");
+        let msgs = wire::messages(&batch.bytes).expect("parse");
+        let map = set(2, msgs[1].payload).expect("map");
+        assert!(map.is_map && !map.anonymous);
+        assert_eq!(
+            Value::Object(map.json.clone()),
+            json!({"family": "ip", "name": "service-nodeports", "table": "mini",
+                   "type": ["inet_proto", "inet_service"], "map": "verdict"})
+        );
+        let aff = set(2, msgs[2].payload).expect("set");
+        assert_eq!(
+            Value::Object(aff.json.clone()),
+            json!({"family": "ip", "name": "aff", "table": "mini", "type": "ipv4_addr",
+                   "flags": ["timeout"], "timeout": 30})
+        );
+        assert_eq!(
+            chain(2, msgs[3].payload),
+            json!({"chain": {"family": "ip", "table": "mini", "name": "nat-output",
+                   "type": "nat", "hook": "output", "prio": -100, "policy": "accept"}})
+        );
+        let mut elems = Vec::new();
+        elements(&map.info, msgs[4].payload, &mut elems);
+        elements(&aff.info, msgs[5].payload, &mut elems);
+        assert_eq!(
+            elems,
+            vec![
+                json!([{"concat": ["tcp", 30080]}, {"goto": {"target": "ext-x"}}]),
+                json!({"elem": {"val": "10.42.0.2", "timeout": 30}})
+            ]
+        );
+    }
+}
