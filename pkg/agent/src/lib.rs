@@ -110,7 +110,7 @@ pub async fn cleanup_network() -> Result<(), AgentError> {
     mini_overlay::cleanup(&netlink)
         .await
         .map_err(|e| AgentError::Serve(format!("removing the overlay: {e}")))?;
-    mini_proxy::cleanup(&mini_sys::nft::NftCli::new())
+    mini_proxy::cleanup(&mini_sys::nft_netlink::NftNetlink::new())
         .await
         .map_err(|e| AgentError::Serve(format!("removing the nftables table: {e}")))?;
     Ok(())
@@ -301,7 +301,7 @@ pub async fn start(
                 listen: dns_listen,
             }),
         };
-        let nft: Arc<dyn mini_sys::nft::Nft> = Arc::new(mini_sys::nft::NftCli::new());
+        let nft: Arc<dyn mini_sys::nft::Nft> = Arc::new(mini_sys::nft_netlink::NftNetlink::new());
         let (proxy_client, stop) = (client.clone(), shutdown.clone());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = mini_proxy::run(proxy_client, proxy_config, nft, stop).await {

@@ -1,4 +1,4 @@
-//! Root-only test against the real kernel: programs the table with the real `NftCli` inside a
+//! Root-only test against the real kernel: programs the table with `NftNetlink` inside a
 //! network namespace this test creates (`minipx<pid>`), checks the `nft -j list table`
 //! listing round-trips, and sends real traffic from a second namespace (a "pod") to a
 //! ClusterIP and to a Service without endpoints. Skips with a reason without root or nft.
@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mini_proxy::{Endpoint, Proto, Proxier, ProxyConfig, ServicePort};
-use mini_sys::nft::{Nft, NftCli};
+use mini_sys::nft::Nft;
+use mini_sys::nft_netlink::NftNetlink;
 
 fn sh(args: &[&str]) -> Result<String, String> {
     let out = Command::new(args[0])
@@ -116,7 +117,7 @@ async fn real_nft_table_round_trips_and_carries_traffic_in_a_netns() {
     pod_ns(&["ip", "link", "set", "eth0", "up"]);
     pod_ns(&["ip", "route", "add", "default", "via", "10.42.0.1"]);
 
-    let nft: Arc<dyn Nft> = Arc::new(NftCli::in_netns(node.clone()));
+    let nft: Arc<dyn Nft> = Arc::new(NftNetlink::in_netns(node.clone()));
     let config = ProxyConfig {
         node_name: "n1".into(),
         cluster_cidr: "10.42.0.0/16".into(),
@@ -234,7 +235,7 @@ async fn real_nft_apply_time_for_one_change_with_10_and_5000_services() {
         dns: None,
     };
     for n in [10, 5000] {
-        let nft: Arc<dyn Nft> = Arc::new(NftCli::in_netns(ns.clone()));
+        let nft: Arc<dyn Nft> = Arc::new(NftNetlink::in_netns(ns.clone()));
         let mut proxier = Proxier::new(nft, &config).expect("proxier");
         let mut ports = many(n);
         let full = proxier.sync(&ports).await.expect("full sync");
@@ -252,5 +253,204 @@ async fn real_nft_apply_time_for_one_change_with_10_and_5000_services() {
             total.as_millis()
         );
         assert!(proxier.check().await.expect("list"));
+
+        // The same two batches through `nft -j -f`, for comparison.
+        let fake = Arc::new(mini_sys::nft::FakeNft::new());
+        let mut recorder = Proxier::new(fake.clone(), &config).expect("proxier");
+        let mut ports = many(n);
+        recorder.sync(&ports).await.expect("record full");
+        ports[n / 2].endpoints.truncate(1);
+        recorder.sync(&ports).await.expect("record change");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut nft_ms = Vec::new();
+        for (i, batch) in fake.batches().iter().enumerate() {
+            let file = dir.path().join(format!("b{i}.json"));
+            std::fs::write(&file, batch).expect("write batch");
+            let started = Instant::now();
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "nft",
+                "-j",
+                "-f",
+                file.to_str().expect("path"),
+            ])
+            .expect("nft -f");
+            nft_ms.push(started.elapsed().as_millis());
+        }
+        println!(
+            "nft -j -f of the same batches: services={n} full_rebuild_ms={} change_ms={}",
+            nft_ms[0], nft_ms[1]
+        );
     }
+}
+
+/// `nft -j list table ip mini` in a namespace, without handles, metainfo and element expiry
+/// (the parts that differ between two equal tables), elements sorted (hash order).
+fn nft_listing(ns: &str) -> serde_json::Value {
+    let out = sh(&[
+        "ip", "netns", "exec", ns, "nft", "-j", "list", "table", "ip", "mini",
+    ])
+    .expect("nft list table");
+    let mut doc: serde_json::Value = serde_json::from_str(&out).expect("listing json");
+    normalise(&mut doc);
+    doc
+}
+
+fn normalise(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(o) => {
+            o.remove("handle");
+            o.remove("expires");
+            o.values_mut().for_each(normalise);
+            if let Some(serde_json::Value::Array(elems)) = o.get_mut("elem") {
+                elems.sort_by_key(|e| e.to_string());
+            }
+        }
+        serde_json::Value::Array(a) => {
+            a.retain(|x| x.get("metainfo").is_none());
+            a.iter_mut().for_each(normalise);
+        }
+        _ => {}
+    }
+}
+
+/// What `NftNetlink::list_table` must agree on with nft's own listing: everything but the
+/// rule expressions (which it does not decode).
+fn without_rule_expressions(mut doc: serde_json::Value) -> serde_json::Value {
+    for obj in doc["nftables"].as_array_mut().expect("array") {
+        if let Some(rule) = obj.get_mut("rule").and_then(|r| r.as_object_mut()) {
+            rule.remove("expr");
+        }
+    }
+    doc
+}
+
+#[tokio::test]
+async fn netlink_and_nft_program_the_same_table_from_the_proxy_batches() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let ours = format!("minipx{}a", std::process::id());
+    let theirs = format!("minipx{}b", std::process::id());
+    let _guard = Namespaces(vec![ours.clone(), theirs.clone()]);
+    sh(&["ip", "netns", "add", &ours]).expect("add netns");
+    sh(&["ip", "netns", "add", &theirs]).expect("add netns");
+
+    let config = ProxyConfig {
+        node_name: "n1".into(),
+        cluster_cidr: "10.42.0.0/16".into(),
+        service_cidr: "10.43.0.0/16".into(),
+        dns: Some(mini_proxy::NodeLocalDns {
+            service_ip: "10.43.0.10".parse().expect("ip"),
+            listen: "10.77.0.11:10053".parse().expect("addr"),
+        }),
+    };
+    let mut web = port(
+        "web",
+        [10, 43, 0, 5],
+        vec![ep([10, 42, 5, 5], 8080), ep([10, 42, 6, 5], 8081)],
+    );
+    web.endpoints[1].local = false;
+    web.local_endpoints.truncate(1);
+    web.node_port = Some(30080);
+    web.external_ips = vec![Ipv4Addr::new(10, 77, 0, 20)];
+    web.affinity_timeout = Some(30);
+    let mut local = port("local", [10, 43, 0, 7], vec![ep([10, 42, 5, 9], 9090)]);
+    local.node_port = Some(30090);
+    local.external_local = true;
+    local.proto = Proto::Udp;
+    let mut remote_only = local.clone();
+    remote_only.name = "remote".into();
+    remote_only.cluster_ip = Ipv4Addr::new(10, 43, 0, 8);
+    remote_only.node_port = Some(30091);
+    remote_only.endpoints[0].local = false;
+    remote_only.local_endpoints.clear();
+    let empty = port("empty", [10, 43, 0, 6], Vec::new());
+    let mut fewer = web.clone();
+    fewer.endpoints.truncate(1);
+    fewer.local_endpoints.truncate(1);
+    let mut moved = fewer.clone();
+    moved.endpoints[0].port = 8082;
+    moved.affinity_timeout = None;
+    let steps = [
+        vec![
+            web.clone(),
+            local.clone(),
+            remote_only.clone(),
+            empty.clone(),
+        ],
+        vec![
+            fewer.clone(),
+            local.clone(),
+            remote_only.clone(),
+            empty.clone(),
+        ],
+        vec![moved, empty.clone()],
+        vec![],
+        many(40),
+    ];
+
+    let fake = Arc::new(mini_sys::nft::FakeNft::new());
+    let mut proxier = Proxier::new(fake.clone(), &config).expect("proxier");
+    let netlink = NftNetlink::in_netns(&ours);
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (i, ports) in steps.iter().enumerate() {
+        let before = fake.batches().len();
+        proxier.sync(ports).await.expect("sync");
+        for batch in &fake.batches()[before..] {
+            netlink
+                .apply(batch)
+                .await
+                .unwrap_or_else(|e| panic!("step {i}: netlink: {e}"));
+            let file = dir.path().join(format!("step{i}.json"));
+            std::fs::write(&file, batch).expect("write batch");
+            let path = file.to_str().expect("utf-8 path");
+            sh(&["ip", "netns", "exec", &theirs, "nft", "-j", "-f", path])
+                .unwrap_or_else(|e| panic!("step {i}: nft: {e}"));
+        }
+        let programmed = nft_listing(&ours);
+        assert_eq!(programmed, nft_listing(&theirs), "step {i}");
+        let mut listed: serde_json::Value = serde_json::from_str(
+            &netlink
+                .list_table("ip", mini_proxy::TABLE)
+                .await
+                .expect("list")
+                .expect("table exists"),
+        )
+        .expect("json");
+        normalise(&mut listed);
+        assert_eq!(
+            listed,
+            without_rule_expressions(programmed),
+            "step {i}: NftNetlink's listing"
+        );
+    }
+
+    // A failing command is named, and the batch changes nothing.
+    let bad = r#"{"nftables":[{"add":{"chain":{"family":"ip","table":"mini","name":"fine"}}},{"add":{"rule":{"family":"ip","table":"mini","chain":"svc-missing","expr":[{"accept":null}]}}}]}"#;
+    let e = netlink.apply(bad).await.expect_err("missing chain");
+    assert!(
+        e.to_string()
+            .starts_with("nft add rule ip mini svc-missing: No such file or directory"),
+        "{e}"
+    );
+    let listing = netlink
+        .list_table("ip", mini_proxy::TABLE)
+        .await
+        .expect("list")
+        .expect("table");
+    assert!(!listing.contains("\"fine\""), "the batch was not atomic");
+
+    mini_proxy::cleanup(&netlink).await.expect("cleanup");
+    assert_eq!(
+        netlink
+            .list_table("ip", mini_proxy::TABLE)
+            .await
+            .expect("list"),
+        None
+    );
 }

@@ -4,6 +4,7 @@
 
 pub mod netlink;
 pub mod nft;
+pub mod nft_netlink;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
