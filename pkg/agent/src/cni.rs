@@ -2,6 +2,10 @@
 //! `spec.podCIDR`, then write `10-mini.conflist` (bridge `mini0` + host-local IPAM + portmap;
 //! loopback is implicit in containerd). The conflist is built as a list of plugins so an
 //! overlay (issue #5) can change the bridge or add plugins without rewriting this module.
+//!
+//! The plugins themselves are built into mini (`mini_cni`): `install_plugins` links each
+//! plugin name in the agent's CNI bin dir to the running binary, which runs as that plugin
+//! when started under its name.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -69,6 +73,50 @@ pub fn write_conflist(conf_dir: &Path, net: &PodNetworkConfig) -> Result<PathBuf
     write_atomic(&path, text.as_bytes(), 0o644)?;
     tracing::info!(path = %path.display(), pod_cidr = net.pod_cidr, mtu = net.mtu, "wrote the CNI config");
     Ok(path)
+}
+
+/// The file the plugin links point at: the running binary. If it was replaced or deleted
+/// since it started (an upgrade under a running agent), a copy of the running image
+/// (`/proc/self/exe`) is made in `bin_dir`: a link to `/proc/self/exe` itself would resolve
+/// to whatever process follows it (containerd), not to mini.
+fn plugin_target(bin_dir: &Path) -> Result<PathBuf, AgentError> {
+    match std::env::current_exe() {
+        // a deleted binary reads back as "<path> (deleted)", which is no file
+        Ok(exe) if exe.is_file() => Ok(exe),
+        _ => {
+            let copy = bin_dir.join("mini-cni");
+            let image = std::fs::read("/proc/self/exe")
+                .map_err(|e| crate::fsutil::io_err(Path::new("/proc/self/exe"), e))?;
+            write_atomic(&copy, &image, 0o755)?;
+            Ok(copy)
+        }
+    }
+}
+
+/// Installs the built-in CNI plugins into `bin_dir` as symlinks to the running binary.
+pub fn install_plugins(bin_dir: &Path) -> Result<(), AgentError> {
+    std::fs::create_dir_all(bin_dir).map_err(|e| crate::fsutil::io_err(bin_dir, e))?;
+    let target = plugin_target(bin_dir)?;
+    install_plugin_links(bin_dir, &target)?;
+    tracing::info!(bin_dir = %bin_dir.display(), target = %target.display(), "installed the built-in CNI plugins");
+    Ok(())
+}
+
+/// Points `bin_dir/<plugin>` at `target` for every built-in plugin (replacing, atomically,
+/// whatever is there).
+pub fn install_plugin_links(bin_dir: &Path, target: &Path) -> Result<(), AgentError> {
+    for name in mini_cni::PLUGIN_NAMES {
+        let link = bin_dir.join(name);
+        if std::fs::read_link(&link).ok().as_deref() == Some(target) {
+            continue;
+        }
+        let staged = bin_dir.join(format!(".{name}.{}", std::process::id()));
+        let _ = std::fs::remove_file(&staged);
+        std::os::unix::fs::symlink(target, &staged)
+            .map_err(|e| crate::fsutil::io_err(&staged, e))?;
+        std::fs::rename(&staged, &link).map_err(|e| crate::fsutil::io_err(&link, e))?;
+    }
+    Ok(())
 }
 
 /// The underlay MTU: that of the interface holding `node_ip`, else 1500.
@@ -141,6 +189,25 @@ mod tests {
         assert_eq!(bridge["ipam"]["routes"][0]["dst"], "0.0.0.0/0");
         assert_eq!(c["plugins"][1]["type"], "portmap");
         assert_eq!(c["plugins"][1]["capabilities"]["portMappings"], true);
+    }
+
+    #[test]
+    fn install_plugin_links_points_every_plugin_at_target_and_replaces_old_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("mini");
+        std::fs::write(&target, b"binary").expect("target");
+        std::fs::write(dir.path().join("bridge"), b"old plugin").expect("old");
+        install_plugin_links(dir.path(), &target).expect("install");
+        install_plugin_links(dir.path(), &target).expect("again");
+        for name in ["bridge", "host-local", "loopback", "portmap"] {
+            assert_eq!(
+                std::fs::read_link(dir.path().join(name)).expect("link"),
+                target,
+                "{name}"
+            );
+        }
+        install_plugins(&dir.path().join("bin")).expect("install for this binary");
+        assert!(dir.path().join("bin").join("loopback").exists());
     }
 
     #[test]

@@ -101,6 +101,11 @@ impl AgentConfig {
         self.agent_dir().join("cni").join("net.d")
     }
 
+    /// The CNI plugins containerd runs: links to this binary under the built-in plugins' names.
+    pub fn cni_bin_dir(&self) -> PathBuf {
+        self.agent_dir().join("cni").join("bin")
+    }
+
     pub fn containerd_dir(&self) -> PathBuf {
         self.agent_dir().join("containerd")
     }

@@ -154,13 +154,16 @@ pub async fn start(
     let client = kube_client(&config, &creds).await?;
 
     // 3. containerd (managed or external), then the pause image and the air-gap images
+    // the CNI plugins are this binary under their names (no containernetworking-plugins)
+    cni::install_plugins(&config.cni_bin_dir())?;
     let (containerd, socket) = match &config.container_runtime {
         ContainerRuntimeMode::Managed => {
-            let cd = mini_cri::ContainerdConfig::new(
+            let mut cd = mini_cri::ContainerdConfig::new(
                 config.containerd_dir(),
                 mini_images::PAUSE_IMAGE,
                 config.cni_conf_dir(),
             );
+            cd.cni_bin_dir = Some(config.cni_bin_dir());
             std::fs::create_dir_all(config.cni_conf_dir())
                 .map_err(|e| fsutil::io_err(&config.cni_conf_dir(), e))?;
             // its own token: containerd outlives the root shutdown until pods are drained
@@ -170,7 +173,15 @@ pub async fn start(
             let socket = handle.socket().to_path_buf();
             (Some(handle), socket)
         }
-        ContainerRuntimeMode::External(socket) => (None, socket.clone()),
+        ContainerRuntimeMode::External(socket) => {
+            tracing::info!(
+                socket = %socket.display(),
+                cni_bin_dir = %config.cni_bin_dir().display(),
+                cni_conf_dir = %config.cni_conf_dir().display(),
+                "using an external containerd: its CRI cni bin_dir and conf_dir must be these"
+            );
+            (None, socket.clone())
+        }
     };
     let runtime: Arc<dyn mini_cri::Runtime> = Arc::new(
         mini_cri::GrpcRuntime::connect(&socket).map_err(|e| AgentError::Runtime(e.to_string()))?,

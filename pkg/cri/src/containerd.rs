@@ -59,8 +59,8 @@ pub enum ContainerdError {
         max: usize,
     },
     #[error(
-        "no CNI plugin directory found (looked in /usr/lib/cni and /opt/cni/bin): install \
-         containernetworking-plugins or set the CNI bin dir"
+        "no CNI plugin directory found (looked in /usr/lib/cni and /opt/cni/bin): set the CNI \
+         bin dir (the agent installs mini's built-in plugins into <data-dir>/agent/cni/bin)"
     )]
     NoCniBinDir,
     #[error("{what} {path}: {source}")]
@@ -109,7 +109,8 @@ pub struct ContainerdConfig {
     pub root_dir: PathBuf,
     /// Image used for pod sandboxes; must already be imported (no registry on the node).
     pub sandbox_image: String,
-    /// CNI plugin binaries; `None` picks the first of `CNI_BIN_DIRS` that has plugins.
+    /// CNI plugin binaries. The agent sets its own dir holding mini's built-in plugins
+    /// (`<data-dir>/agent/cni/bin`); `None` picks the first of `CNI_BIN_DIRS` that has plugins.
     pub cni_bin_dir: Option<PathBuf>,
     /// CNI network configs (owned by the agent).
     pub cni_conf_dir: PathBuf,

@@ -1,8 +1,9 @@
 //! End-to-end test of the managed containerd and the gRPC CRI client: a private containerd in a
 //! fresh network namespace, a locally built busybox image, one pod sandbox and one container,
 //! exec, a containerd crash and restart, adoption by a second supervisor, and clean-up.
-//! Needs root, containerd, ctr, runc, nsenter, ip, busybox-static and the CNI plugins; run by
-//! hand: `cargo test -p mini-cri --test containerd_e2e -- --ignored --nocapture`.
+//! Needs root, containerd, ctr, runc, nsenter, ip, busybox-static and the CNI plugins (mini's
+//! built-in ones with `MINI_BIN=<built mini binary>`, else a system plugin dir); run by hand:
+//! `MINI_BIN=target/debug/mini cargo test -p mini-cri --test containerd_e2e -- --ignored --nocapture`.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -41,10 +42,31 @@ fn missing_prerequisite() -> Option<String> {
     if !Path::new("/bin/busybox").is_file() {
         return Some("/bin/busybox (busybox-static) missing".to_string());
     }
-    if mini_cri::containerd::detect_cni_bin_dir().is_none() {
-        return Some("no CNI plugins".to_string());
+    if mini_bin().is_none() && mini_cri::containerd::detect_cni_bin_dir().is_none() {
+        return Some("no CNI plugins (set MINI_BIN to the built mini binary)".to_string());
     }
     None
+}
+
+/// The mini binary whose built-in CNI plugins the test uses (`MINI_BIN`), if given.
+fn mini_bin() -> Option<PathBuf> {
+    std::env::var_os("MINI_BIN")
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
+}
+
+/// A CNI bin dir: links to `MINI_BIN` under the plugin names, else the system's plugins.
+fn cni_bin_dir(root: &Path) -> PathBuf {
+    let Some(mini) = mini_bin() else {
+        return mini_cri::containerd::detect_cni_bin_dir().expect("checked as a prerequisite");
+    };
+    let dir = root.join("cni-bin");
+    std::fs::create_dir_all(&dir).expect("cni bin dir");
+    for name in ["bridge", "host-local", "loopback", "portmap"] {
+        std::os::unix::fs::symlink(&mini, dir.join(name)).expect("plugin link");
+    }
+    dir
 }
 
 fn run(program: &str, args: &[&str]) {
@@ -364,6 +386,7 @@ fn containerd_supervisor_and_grpc_runtime_run_a_pod() {
     let root = dir.path().to_path_buf();
     let netns = format!("minicri{}", std::process::id());
     let mut config = ContainerdConfig::new(root.join("c"), PAUSE_IMAGE, root.join("cni"));
+    config.cni_bin_dir = Some(cni_bin_dir(&root));
     config.launcher = vec![
         "nsenter".into(),
         format!("--net=/var/run/netns/{netns}").into(),

@@ -24,7 +24,7 @@ pub const UNITS: [&str; 2] = ["mini-server.service", "mini-agent.service"];
 /// The interfaces the agent creates: the VXLAN device and the pod bridge.
 pub const LINKS: [&str; 2] = ["mini.1", "mini0"];
 /// The nftables tables mini owns (family, name).
-pub const TABLES: [(&str, &str); 1] = [("ip", "mini")];
+pub const TABLES: [(&str, &str); 2] = [("ip", "mini"), ("ip", "mini-portmap")];
 /// How long mini processes get to exit after SIGTERM before SIGKILL.
 pub const TERM_GRACE: Duration = Duration::from_secs(10);
 
@@ -69,7 +69,7 @@ impl std::fmt::Debug for Network<'_> {
 
 /// The real nftables: one constructor call, so another implementation drops in here.
 pub fn host_nft() -> impl Nft {
-    mini_sys::nft::NftCli::new()
+    mini_sys::nft_netlink::NftNetlink::new()
 }
 
 /// `killall` on this host: /proc, mounts and files of this machine, netlink in this process's

@@ -2,20 +2,24 @@
 //! speaks rtnetlink to the kernel of the network namespace it was opened in, `FakeNetlink` keeps
 //! the same state in memory for unit tests that run without root.
 //!
-//! The calls are the ones a flannel-style VXLAN overlay needs: a vxlan link, its address, FDB
-//! entries (`bridge fdb append ... self permanent`), permanent neighbour entries and onlink routes.
-//! IPv4 only, like the cluster network.
+//! The calls are the ones a flannel-style VXLAN overlay needs (a vxlan link, its address, FDB
+//! entries (`bridge fdb append ... self permanent`), permanent neighbour entries and onlink routes)
+//! and the ones the built-in CNI plugins need (a bridge, veth pairs whose peer is created in a
+//! pod's network namespace, bridge ports with hairpin, links moved between namespaces, and a
+//! handle on another namespace by its path). IPv4 only, like the cluster network.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use futures::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -27,7 +31,10 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::packet_core::{
     NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST,
 };
-use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan,
+    RouteMessageBuilder,
+};
 
 const ENOENT: i32 = 2;
 const ESRCH: i32 = 3;
@@ -259,6 +266,18 @@ pub struct Link {
     pub kind: Option<String>,
     /// Set for vxlan links.
     pub vxlan: Option<VxlanInfo>,
+    /// The index of the bridge (or bond) this link is a port of.
+    pub master: Option<u32>,
+}
+
+/// A veth pair to create: `name` here, `peer_name` in the namespace at `peer_netns` (here when
+/// `None`), both with `mtu` when given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VethSpec {
+    pub name: String,
+    pub peer_name: String,
+    pub mtu: Option<u32>,
+    pub peer_netns: Option<PathBuf>,
 }
 
 /// A forwarding-database entry on a vxlan link: frames for `mac` go to the VTEP at `dst`.
@@ -328,6 +347,24 @@ pub trait Netlink: Send + Sync + 'static {
     async fn set_route(&self, route: RouteEntry) -> Result<(), NetlinkError>;
     /// Removes a route; a route not there is not an error.
     async fn remove_route(&self, route: RouteEntry) -> Result<(), NetlinkError>;
+    /// Creates a bridge (up); fails with EEXIST if the name is taken.
+    async fn create_bridge(&self, name: &str, mtu: Option<u32>) -> Result<Link, NetlinkError>;
+    /// Creates a veth pair (both ends down); returns the end created here. Fails with EEXIST if
+    /// either name is taken in its namespace, ENOENT if the peer's namespace does not exist.
+    async fn create_veth(&self, spec: &VethSpec) -> Result<Link, NetlinkError>;
+    /// Sets a link administratively down.
+    async fn set_link_down(&self, index: u32) -> Result<(), NetlinkError>;
+    /// Makes a link a port of the bridge `master` (`None`: of no bridge).
+    async fn set_link_master(&self, index: u32, master: Option<u32>) -> Result<(), NetlinkError>;
+    /// Sets hairpin mode on a bridge port (frames may leave by the port they came in on).
+    async fn set_hairpin(&self, index: u32, on: bool) -> Result<(), NetlinkError>;
+    /// Renames a link (it must be down).
+    async fn rename_link(&self, index: u32, name: &str) -> Result<(), NetlinkError>;
+    /// Moves a link into the network namespace at `netns` (it loses its addresses and routes).
+    async fn move_link_to_netns(&self, index: u32, netns: &Path) -> Result<(), NetlinkError>;
+    /// A handle on the network namespace at `netns` (e.g. `/var/run/netns/NAME`); fails with
+    /// ENOENT (`is_not_found`) when there is no such namespace.
+    async fn in_netns(&self, netns: &Path) -> Result<Arc<dyn Netlink>, NetlinkError>;
 }
 
 /// The real kernel over rtnetlink.
@@ -462,10 +499,12 @@ fn parse_link(message: &LinkMessage) -> Link {
         up: message.header.flags.contains(LinkFlags::Up),
         kind: None,
         vxlan: None,
+        master: None,
     };
     for attribute in &message.attributes {
         match attribute {
             LinkAttribute::IfName(name) => link.name = name.clone(),
+            LinkAttribute::Controller(index) if *index != 0 => link.master = Some(*index),
             LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
             LinkAttribute::Address(bytes) => link.mac = MacAddr::from_slice(bytes),
             LinkAttribute::LinkInfo(infos) => {
@@ -882,6 +921,141 @@ impl Netlink for RtNetlink {
             other => other,
         }
     }
+    async fn create_bridge(&self, name: &str, mtu: Option<u32>) -> Result<Link, NetlinkError> {
+        let mut builder = LinkBridge::new(name);
+        if let Some(mtu) = mtu {
+            builder = builder.mtu(mtu);
+        }
+        self.handle
+            .link()
+            .add(builder.build())
+            .execute()
+            .await
+            .map_err(|e| NetlinkError::from_rtnetlink("create bridge", name, e))?;
+        self.link_by_name(name)
+            .await?
+            .ok_or_else(|| NetlinkError::kernel("get link", name, ENODEV))
+    }
+
+    async fn create_veth(&self, spec: &VethSpec) -> Result<Link, NetlinkError> {
+        let target = format!("{} peer {}", spec.name, spec.peer_name);
+        // the peer is created straight in its namespace (IFLA_NET_NS_FD in the peer's message),
+        // so its name never meets the names of this namespace
+        let netns = match &spec.peer_netns {
+            Some(path) => Some(open_netns(path)?),
+            None => None,
+        };
+        let mut peer = LinkMessageBuilder::<LinkUnspec>::new().name(spec.peer_name.clone());
+        let mut builder = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(spec.name.clone());
+        if let Some(mtu) = spec.mtu {
+            peer = peer.mtu(mtu);
+            builder = builder.mtu(mtu);
+        }
+        if let Some(file) = &netns {
+            peer = peer.setns_by_fd(file.as_raw_fd());
+        }
+        let message = builder
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
+            .build();
+        let result = self.handle.link().add(message).execute().await;
+        drop(netns);
+        result.map_err(|e| NetlinkError::from_rtnetlink("create veth", &target, e))?;
+        self.link_by_name(&spec.name)
+            .await?
+            .ok_or_else(|| NetlinkError::kernel("get link", &spec.name, ENODEV))
+    }
+
+    async fn set_link_down(&self, index: u32) -> Result<(), NetlinkError> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).down().build())
+            .execute()
+            .await
+            .map_err(|e| NetlinkError::from_rtnetlink("set link down", format!("index {index}"), e))
+    }
+
+    async fn set_link_master(&self, index: u32, master: Option<u32>) -> Result<(), NetlinkError> {
+        let builder = LinkUnspec::new_with_index(index);
+        let builder = match master {
+            Some(master) => builder.controller(master),
+            None => builder.nocontroller(),
+        };
+        self.handle
+            .link()
+            .set(builder.build())
+            .execute()
+            .await
+            .map_err(|e| {
+                NetlinkError::from_rtnetlink(
+                    "set link master",
+                    format!("index {index} master {master:?}"),
+                    e,
+                )
+            })
+    }
+
+    async fn set_hairpin(&self, index: u32, on: bool) -> Result<(), NetlinkError> {
+        // bridge port settings travel in RTM_NEWLINK (RTM_SETLINK ignores IFLA_INFO_SLAVE_DATA)
+        self.handle
+            .link()
+            .set_port(LinkBridgePort::new(index).hairpin(on).build())
+            .execute()
+            .await
+            .map_err(|e| {
+                NetlinkError::from_rtnetlink("set hairpin", format!("index {index} {on}"), e)
+            })
+    }
+
+    async fn rename_link(&self, index: u32, name: &str) -> Result<(), NetlinkError> {
+        self.handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .name(name.to_string())
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(|e| {
+                NetlinkError::from_rtnetlink("rename link", format!("index {index} to {name}"), e)
+            })
+    }
+
+    async fn move_link_to_netns(&self, index: u32, netns: &Path) -> Result<(), NetlinkError> {
+        let file = open_netns(netns)?;
+        let result = self
+            .handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .setns_by_fd(file.as_raw_fd())
+                    .build(),
+            )
+            .execute()
+            .await;
+        drop(file);
+        result.map_err(|e| {
+            NetlinkError::from_rtnetlink(
+                "move link",
+                format!("index {index} to {}", netns.display()),
+                e,
+            )
+        })
+    }
+
+    async fn in_netns(&self, netns: &Path) -> Result<Arc<dyn Netlink>, NetlinkError> {
+        Ok(Arc::new(RtNetlink::connect_in_netns(netns)?))
+    }
+}
+
+/// Opens a network namespace file (kept open while its fd is in a request).
+fn open_netns(path: &Path) -> Result<std::fs::File, NetlinkError> {
+    std::fs::File::open(path).map_err(|e| NetlinkError::Kernel {
+        call: "open netns",
+        target: path.display().to_string(),
+        source: e,
+    })
 }
 
 fn route_target(route: &RouteEntry) -> String {
@@ -899,6 +1073,10 @@ pub struct FakeLink {
     pub fdb: BTreeSet<FdbEntry>,
     /// IP -> MAC.
     pub neighbours: BTreeMap<Ipv4Addr, MacAddr>,
+    /// Hairpin mode of a bridge port.
+    pub hairpin: bool,
+    /// The other end of a veth: its namespace (`""` for the first one) and index.
+    pub peer: Option<(PathBuf, u32)>,
 }
 
 #[derive(Debug, Default)]
@@ -911,28 +1089,140 @@ struct FakeState {
     calls: Vec<String>,
 }
 
-/// An in-memory kernel for unit tests: links, addresses, FDB, neighbours and routes behave
-/// like the real ones for the calls above (deleting a link drops what hangs on it).
+impl FakeState {
+    fn new_index(&mut self) -> u32 {
+        self.next_index += 1;
+        self.next_index + 1
+    }
+
+    fn has_name(&self, name: &str) -> bool {
+        self.links.values().any(|l| l.link.name == name)
+    }
+}
+
+/// Every namespace of one fake machine, by path (`""` is the namespace `FakeNetlink::new` made).
 #[derive(Debug, Default)]
+struct FakeWorld {
+    namespaces: BTreeMap<PathBuf, FakeState>,
+}
+
+/// An in-memory kernel for unit tests: links, addresses, FDB, neighbours and routes behave
+/// like the real ones for the calls above (deleting a link drops what hangs on it, deleting
+/// one end of a veth deletes the other). `add_netns` makes more namespaces of the same fake
+/// machine, reachable with `in_netns` by their path.
+#[derive(Debug)]
 pub struct FakeNetlink {
-    state: Mutex<FakeState>,
+    world: Arc<Mutex<FakeWorld>>,
+    netns: PathBuf,
+}
+
+impl Default for FakeNetlink {
+    fn default() -> Self {
+        FakeNetlink::new()
+    }
+}
+
+/// The state of one namespace inside the locked world.
+struct StateGuard<'a> {
+    world: std::sync::MutexGuard<'a, FakeWorld>,
+    netns: &'a Path,
+}
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = FakeState;
+    fn deref(&self) -> &FakeState {
+        &self.world.namespaces[self.netns]
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut FakeState {
+        self.world
+            .namespaces
+            .get_mut(self.netns)
+            .expect("the fake namespace exists while locked")
+    }
 }
 
 impl FakeNetlink {
     pub fn new() -> FakeNetlink {
-        FakeNetlink::default()
+        let world = FakeWorld {
+            namespaces: BTreeMap::from([(PathBuf::new(), FakeState::default())]),
+        };
+        FakeNetlink {
+            world: Arc::new(Mutex::new(world)),
+            netns: PathBuf::new(),
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, FakeState> {
+    fn lock_world(&self) -> std::sync::MutexGuard<'_, FakeWorld> {
         // A test that panicked while holding the lock already failed; keep the state readable.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.world.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock(&self) -> StateGuard<'_> {
+        let mut world = self.lock_world();
+        world.namespaces.entry(self.netns.clone()).or_default();
+        StateGuard {
+            world,
+            netns: &self.netns,
+        }
+    }
+
+    /// Creates a namespace of this fake machine at `path` (with only `lo`, down) and returns a
+    /// handle on it; an existing one is returned as it is.
+    pub fn add_netns(&self, path: impl Into<PathBuf>) -> FakeNetlink {
+        let path = path.into();
+        let mut world = self.lock_world();
+        world.namespaces.entry(path.clone()).or_insert_with(|| {
+            let mut state = FakeState::default();
+            state.links.insert(
+                1,
+                FakeLink {
+                    link: Link {
+                        index: 1,
+                        name: "lo".into(),
+                        mtu: 65536,
+                        mac: Some(MacAddr::default()),
+                        up: false,
+                        kind: None,
+                        vxlan: None,
+                        master: None,
+                    },
+                    addresses: BTreeSet::from([Ipv4Net {
+                        addr: Ipv4Addr::LOCALHOST,
+                        prefix_len: 8,
+                    }]),
+                    fdb: BTreeSet::new(),
+                    neighbours: BTreeMap::new(),
+                    hairpin: false,
+                    peer: None,
+                },
+            );
+            state
+        });
+        FakeNetlink {
+            world: self.world.clone(),
+            netns: path,
+        }
+    }
+
+    /// Removes the namespace at `path` and every link in it (veth peers elsewhere go too).
+    pub fn remove_netns(&self, path: &Path) {
+        let mut world = self.lock_world();
+        if let Some(state) = world.namespaces.remove(path) {
+            for link in state.links.values() {
+                if let Some((peer_ns, peer_index)) = &link.peer {
+                    remove_fake_link(&mut world, peer_ns, *peer_index);
+                }
+            }
+        }
     }
 
     /// Adds a plain (ethernet-like) link, up, with `addresses`; returns its index.
     pub fn add_link(&self, name: &str, mtu: u32, addresses: &[Ipv4Net]) -> u32 {
         let mut state = self.lock();
-        state.next_index += 1;
-        let index = state.next_index + 1;
+        let index = state.new_index();
         state.links.insert(
             index,
             FakeLink {
@@ -944,10 +1234,13 @@ impl FakeNetlink {
                     up: true,
                     kind: None,
                     vxlan: None,
+                    master: None,
                 },
                 addresses: addresses.iter().copied().collect(),
                 fdb: BTreeSet::new(),
                 neighbours: BTreeMap::new(),
+                hairpin: false,
+                peer: None,
             },
         );
         index
@@ -960,6 +1253,11 @@ impl FakeNetlink {
             .values()
             .find(|l| l.link.name == name)
             .cloned()
+    }
+
+    /// All links of this namespace.
+    pub fn all_links(&self) -> Vec<FakeLink> {
+        self.lock().links.values().cloned().collect()
     }
 
     /// All routes, as the main table holds them.
@@ -990,9 +1288,38 @@ impl FakeNetlink {
     }
 }
 
+/// Removes one link of one namespace with its routes; `None` if it was not there.
+fn remove_fake_link(world: &mut FakeWorld, netns: &Path, index: u32) -> Option<FakeLink> {
+    let state = world.namespaces.get_mut(netns)?;
+    let link = state.links.remove(&index)?;
+    state.routes.retain(|_, r| r.link_index != index);
+    state.calls.push(format!("delete_link {}", link.link.name));
+    Some(link)
+}
+
 fn fake_mac(index: u32) -> MacAddr {
     let [a, b, c, d] = index.to_be_bytes();
     MacAddr([0x02, 0xfa, a, b, c, d])
+}
+
+fn fake_link(index: u32, name: &str, mtu: u32, kind: &str) -> FakeLink {
+    FakeLink {
+        link: Link {
+            index,
+            name: name.to_string(),
+            mtu,
+            mac: Some(fake_mac(index)),
+            up: false,
+            kind: Some(kind.to_string()),
+            vxlan: None,
+            master: None,
+        },
+        addresses: BTreeSet::new(),
+        fdb: BTreeSet::new(),
+        neighbours: BTreeMap::new(),
+        hairpin: false,
+        peer: None,
+    }
 }
 
 #[async_trait::async_trait]
@@ -1016,7 +1343,7 @@ impl Netlink for FakeNetlink {
 
     async fn create_vxlan(&self, spec: &VxlanSpec) -> Result<Link, NetlinkError> {
         let mut state = self.lock();
-        if state.links.values().any(|l| l.link.name == spec.name) {
+        if state.has_name(&spec.name) {
             return Err(NetlinkError::kernel("create vxlan", &spec.name, EEXIST));
         }
         if let Some(underlay) = spec.underlay_index {
@@ -1024,44 +1351,28 @@ impl Netlink for FakeNetlink {
                 return Err(NetlinkError::kernel("create vxlan", &spec.name, ENODEV));
             }
         }
-        state.next_index += 1;
-        let index = state.next_index + 1;
-        let link = Link {
-            index,
-            name: spec.name.clone(),
-            mtu: spec.mtu,
-            mac: Some(fake_mac(index)),
-            up: false,
-            kind: Some("vxlan".to_string()),
-            vxlan: Some(VxlanInfo {
-                vni: spec.vni,
-                local: Some(spec.local),
-                port: spec.port,
-                learning: spec.learning,
-                underlay_index: spec.underlay_index,
-            }),
-        };
-        state.links.insert(
-            index,
-            FakeLink {
-                link: link.clone(),
-                addresses: BTreeSet::new(),
-                fdb: BTreeSet::new(),
-                neighbours: BTreeMap::new(),
-            },
-        );
+        let index = state.new_index();
+        let mut fake = fake_link(index, &spec.name, spec.mtu, "vxlan");
+        fake.link.vxlan = Some(VxlanInfo {
+            vni: spec.vni,
+            local: Some(spec.local),
+            port: spec.port,
+            learning: spec.learning,
+            underlay_index: spec.underlay_index,
+        });
+        let link = fake.link.clone();
+        state.links.insert(index, fake);
         state.calls.push(format!("create_vxlan {}", spec.name));
         Ok(link)
     }
 
     async fn delete_link(&self, index: u32) -> Result<(), NetlinkError> {
-        let mut state = self.lock();
-        let link = state
-            .links
-            .remove(&index)
+        let mut world = self.lock_world();
+        let link = remove_fake_link(&mut world, &self.netns, index)
             .ok_or_else(|| NetlinkError::kernel("delete link", format!("index {index}"), ENODEV))?;
-        state.routes.retain(|_, r| r.link_index != index);
-        state.calls.push(format!("delete_link {}", link.link.name));
+        if let Some((peer_ns, peer_index)) = link.peer {
+            remove_fake_link(&mut world, &peer_ns, peer_index);
+        }
         Ok(())
     }
 
@@ -1170,6 +1481,149 @@ impl Netlink for FakeNetlink {
         state.calls.push(format!("remove_route {}", route.dst));
         Ok(())
     }
+
+    async fn create_bridge(&self, name: &str, mtu: Option<u32>) -> Result<Link, NetlinkError> {
+        let mut state = self.lock();
+        if state.has_name(name) {
+            return Err(NetlinkError::kernel("create bridge", name, EEXIST));
+        }
+        let index = state.new_index();
+        let mut fake = fake_link(index, name, mtu.unwrap_or(1500), "bridge");
+        fake.link.up = true;
+        let link = fake.link.clone();
+        state.links.insert(index, fake);
+        state.calls.push(format!("create_bridge {name}"));
+        Ok(link)
+    }
+
+    async fn create_veth(&self, spec: &VethSpec) -> Result<Link, NetlinkError> {
+        let target = format!("{} peer {}", spec.name, spec.peer_name);
+        let mut world = self.lock_world();
+        let peer_ns = spec
+            .peer_netns
+            .clone()
+            .unwrap_or_else(|| self.netns.clone());
+        let Some(peer_state) = world.namespaces.get(&peer_ns) else {
+            return Err(NetlinkError::kernel("create veth", &target, ENOENT));
+        };
+        if peer_state.has_name(&spec.peer_name)
+            || (peer_ns == self.netns && spec.peer_name == spec.name)
+        {
+            return Err(NetlinkError::kernel("create veth", &target, EEXIST));
+        }
+        let state = world.namespaces.entry(self.netns.clone()).or_default();
+        if state.has_name(&spec.name) {
+            return Err(NetlinkError::kernel("create veth", &target, EEXIST));
+        }
+        let mtu = spec.mtu.unwrap_or(1500);
+        let index = state.new_index();
+        let mut local = fake_link(index, &spec.name, mtu, "veth");
+        let link = local.link.clone();
+        let peer_state = world.namespaces.get_mut(&peer_ns).expect("checked above");
+        let peer_index = peer_state.new_index();
+        let mut peer = fake_link(peer_index, &spec.peer_name, mtu, "veth");
+        // two namespaces may hand out the same index: make the MACs differ anyway
+        peer.link.mac = Some(MacAddr([
+            0x02,
+            0xfb,
+            0,
+            0,
+            (peer_index >> 8) as u8,
+            peer_index as u8,
+        ]));
+        peer.peer = Some((self.netns.clone(), index));
+        peer_state.links.insert(peer_index, peer);
+        local.peer = Some((peer_ns, peer_index));
+        let state = world
+            .namespaces
+            .get_mut(&self.netns)
+            .expect("created above");
+        state.links.insert(index, local);
+        state.calls.push(format!("create_veth {target}"));
+        Ok(link)
+    }
+
+    async fn set_link_down(&self, index: u32) -> Result<(), NetlinkError> {
+        self.with_link("set_link_down", index, |l| l.link.up = false)
+    }
+
+    async fn set_link_master(&self, index: u32, master: Option<u32>) -> Result<(), NetlinkError> {
+        if let Some(master) = master {
+            let is_bridge = self
+                .lock()
+                .links
+                .get(&master)
+                .is_some_and(|l| l.link.kind.as_deref() == Some("bridge"));
+            if !is_bridge {
+                return Err(NetlinkError::kernel(
+                    "set link master",
+                    format!("index {index} master {master}"),
+                    ENODEV,
+                ));
+            }
+        }
+        self.with_link("set_link_master", index, |l| l.link.master = master)
+    }
+
+    async fn set_hairpin(&self, index: u32, on: bool) -> Result<(), NetlinkError> {
+        self.with_link("set_hairpin", index, |l| l.hairpin = on)
+    }
+
+    async fn rename_link(&self, index: u32, name: &str) -> Result<(), NetlinkError> {
+        if self.lock().has_name(name) {
+            return Err(NetlinkError::kernel("rename link", name, EEXIST));
+        }
+        self.with_link("rename_link", index, |l| l.link.name = name.to_string())
+    }
+
+    async fn move_link_to_netns(&self, index: u32, netns: &Path) -> Result<(), NetlinkError> {
+        let target = format!("index {index} to {}", netns.display());
+        let mut world = self.lock_world();
+        let Some(dest) = world.namespaces.get(netns) else {
+            return Err(NetlinkError::kernel("move link", &target, ENOENT));
+        };
+        let name = match world
+            .namespaces
+            .get(&self.netns)
+            .and_then(|s| s.links.get(&index))
+        {
+            Some(link) => link.link.name.clone(),
+            None => return Err(NetlinkError::kernel("move link", &target, ENODEV)),
+        };
+        if dest.has_name(&name) {
+            return Err(NetlinkError::kernel("move link", &target, EEXIST));
+        }
+        let mut link = remove_fake_link(&mut world, &self.netns, index).expect("checked above");
+        let dest = world.namespaces.get_mut(netns).expect("checked above");
+        let new_index = dest.new_index();
+        link.link.index = new_index;
+        link.link.up = false;
+        link.link.master = None;
+        link.addresses.clear();
+        let peer = link.peer.clone();
+        dest.links.insert(new_index, link);
+        dest.calls.push(format!("move_link_in {name}"));
+        if let Some((peer_ns, peer_index)) = peer {
+            if let Some(peer) = world
+                .namespaces
+                .get_mut(&peer_ns)
+                .and_then(|s| s.links.get_mut(&peer_index))
+            {
+                peer.peer = Some((netns.to_path_buf(), new_index));
+            }
+        }
+        Ok(())
+    }
+
+    async fn in_netns(&self, netns: &Path) -> Result<Arc<dyn Netlink>, NetlinkError> {
+        if !self.lock_world().namespaces.contains_key(netns) {
+            return Err(NetlinkError::kernel("open netns", netns.display(), ENOENT));
+        }
+        Ok(Arc::new(FakeNetlink {
+            world: self.world.clone(),
+            netns: netns.to_path_buf(),
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -1257,6 +1711,47 @@ mod tests {
                 .map(|l| l.name),
             Some("eth0".to_string())
         );
+    }
+
+    #[tokio::test]
+    async fn fake_netlink_veth_peer_in_netns_goes_with_its_end() {
+        let host = FakeNetlink::new();
+        let pod = host.add_netns("/var/run/netns/pod1");
+        let bridge = host.create_bridge("br0", Some(1400)).await.expect("bridge");
+        let veth = host
+            .create_veth(&VethSpec {
+                name: "veth1".into(),
+                peer_name: "eth0".into(),
+                mtu: Some(1400),
+                peer_netns: Some("/var/run/netns/pod1".into()),
+            })
+            .await
+            .expect("veth");
+        host.set_link_master(veth.index, Some(bridge.index))
+            .await
+            .expect("master");
+        host.set_hairpin(veth.index, true).await.expect("hairpin");
+        let fake_veth = host.link("veth1").expect("host end");
+        assert_eq!(fake_veth.link.master, Some(bridge.index));
+        assert!(fake_veth.hairpin);
+        let inside = host
+            .in_netns(Path::new("/var/run/netns/pod1"))
+            .await
+            .expect("netns");
+        let eth0 = inside
+            .link_by_name("eth0")
+            .await
+            .expect("get")
+            .expect("peer in the pod");
+        assert_eq!(eth0.mtu, 1400);
+        assert!(host
+            .in_netns(Path::new("/var/run/netns/nosuch"))
+            .await
+            .err()
+            .is_some_and(|e| e.is_not_found()));
+        inside.delete_link(eth0.index).await.expect("delete");
+        assert!(host.link("veth1").is_none());
+        assert!(pod.link("lo").is_some());
     }
 
     #[tokio::test]
