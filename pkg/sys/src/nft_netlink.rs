@@ -375,10 +375,13 @@ impl Conn {
             };
         let sets = dump(self, wire::GETSET, &[(wire::set::TABLE, table)])?;
         for p in &sets {
-            let set = decode::set(family, p).map_err(|message| NftError::Failed {
-                action: what.clone(),
-                message,
-            })?;
+            let set = match decode::set(family, p) {
+                Ok(set) => set,
+                Err(_) => {
+                    out.push(decode::unknown_set(family, p));
+                    continue;
+                }
+            };
             if set.anonymous {
                 continue;
             }
