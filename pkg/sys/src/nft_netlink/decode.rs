@@ -176,6 +176,44 @@ pub fn set(family: u8, payload: &[u8]) -> Result<SetListing, String> {
     })
 }
 
+/// A set whose key or value type is not one this module knows: listed by name, table and raw
+/// type numbers (without elements) rather than failing the whole listing.
+pub fn unknown_set(family: u8, payload: &[u8]) -> Value {
+    let a = top(payload);
+    let flags = find(&a, wire::set::FLAGS).and_then(be32).unwrap_or(0);
+    let kind = if flags & wire::set::F_MAP != 0 {
+        "map"
+    } else {
+        "set"
+    };
+    let mut j = Map::new();
+    j.insert("family".into(), family_name(family).into());
+    j.insert(
+        "name".into(),
+        find(&a, wire::set::NAME)
+            .map(string)
+            .unwrap_or_default()
+            .into(),
+    );
+    j.insert(
+        "table".into(),
+        find(&a, wire::set::TABLE)
+            .map(string)
+            .unwrap_or_default()
+            .into(),
+    );
+    j.insert(
+        "type".into(),
+        find(&a, wire::set::KEY_TYPE)
+            .and_then(be32)
+            .unwrap_or(0)
+            .into(),
+    );
+    let mut object = Map::new();
+    object.insert(kind.into(), Value::Object(j));
+    Value::Object(object)
+}
+
 fn verdict_json(v: &[u8]) -> Value {
     let a = wire::attrs(v);
     let code = find(&a, wire::data::VERDICT_CODE)
@@ -310,6 +348,23 @@ mod tests {
                 json!([{"concat": ["tcp", 30080]}, {"goto": {"target": "ext-x"}}]),
                 json!({"elem": {"val": "10.42.0.2", "timeout": 30}})
             ]
+        );
+    }
+
+    #[test]
+    fn set_of_an_unknown_type_is_listed_by_name_not_an_error() {
+        let mut b = wire::Builder::new();
+        b.begin_nft(wire::NEWSET, 0, 1, 2);
+        b.put_str(wire::set::TABLE, "mini");
+        b.put_str(wire::set::NAME, "odd");
+        b.put_u32(wire::set::FLAGS, wire::set::F_MAP);
+        b.put_u32(wire::set::KEY_TYPE, 63);
+        b.end();
+        let msgs = wire::messages(&b.buf).expect("parse");
+        assert!(set(2, msgs[0].payload).is_err());
+        assert_eq!(
+            unknown_set(2, msgs[0].payload),
+            json!({"map": {"family": "ip", "name": "odd", "table": "mini", "type": 63}})
         );
     }
 }
