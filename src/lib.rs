@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod token_cmd;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "mini",
@@ -33,6 +35,12 @@ pub enum Command {
     /// Load-testing tools.
     #[command(subcommand)]
     Sim(SimCommand),
+    /// Bootstrap join tokens (expiring, stored as bootstrap.kubernetes.io/token Secrets).
+    #[command(subcommand)]
+    Token(token_cmd::TokenCommand),
+    /// Air-gap bundles: the binary, images and packages in one file.
+    #[command(subcommand)]
+    Bundle(token_cmd::BundleCommand),
 }
 
 /// How this machine runs as a node: shared by `mini agent` and the agent inside `mini server`.
@@ -409,6 +417,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Cleanup => run_cleanup(),
         Command::Images(ImagesCommand::Import(args)) => run_images_import(args),
         Command::Sim(SimCommand::Nodes(args)) => run_sim_nodes(args),
+        Command::Token(cmd) => token_cmd::run_token(cmd),
+        Command::Bundle(cmd) => token_cmd::run_bundle(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
