@@ -89,6 +89,9 @@ e2e() {
   log "end-to-end: cluster network on three nodes (overlay, services, DNS)"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/network.sh 2>&1 | tee "$LOGS/e2e-network.log" || true
   count_plain "$LOGS/e2e-network.log"
+  log "end-to-end: bootstrap tokens, install endpoints, bundle images reaching an agent"
+  MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/tokens.sh 2>&1 | tee "$LOGS/e2e-tokens.log" || true
+  count_plain "$LOGS/e2e-tokens.log"
 }
 
 install_deps
