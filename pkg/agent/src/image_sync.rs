@@ -344,13 +344,9 @@ mod tests {
     #[test]
     fn have_checks_size_and_sha256_of_the_local_file() {
         let dir = tempfile::tempdir().unwrap();
-        let tls = crate::join::verified_tls(
-            &mini_certs::CertAuthority::generate("t")
-                .unwrap()
-                .cert_pem()
-                .to_string(),
-        )
-        .unwrap();
+        let tls =
+            crate::join::verified_tls(mini_certs::CertAuthority::generate("t").unwrap().cert_pem())
+                .unwrap();
         let mut sync = ImageSync::new(
             "https://127.0.0.1:1".into(),
             "t".into(),

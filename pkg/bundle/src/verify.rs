@@ -63,12 +63,12 @@ impl Read for HashingReader<'_> {
     }
 }
 
+/// Receives each tar file: its path, size and content.
+type Sink<'a> = dyn FnMut(&str, u64, &mut dyn Read) -> Result<(), BundleError> + 'a;
+
 /// Reads the whole bundle, handing every tar file (but the manifest) to `sink` while hashing
 /// it, then checks everything.
-fn walk(
-    path: &Path,
-    sink: &mut dyn FnMut(&str, u64, &mut dyn Read) -> Result<(), BundleError>,
-) -> Result<BundleSummary, BundleError> {
+fn walk(path: &Path, sink: &mut Sink<'_>) -> Result<BundleSummary, BundleError> {
     let file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
     let mut r = BufReader::with_capacity(1 << 20, file);
     let format = |reason: String| BundleError::Format {
