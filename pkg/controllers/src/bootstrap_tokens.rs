@@ -335,6 +335,47 @@ mod tests {
         assert!(check_groups(&["system:bootstrappers:".into()]).is_err());
     }
 
+    #[tokio::test]
+    async fn clean_expired_deletes_only_expired_bootstrap_tokens() {
+        let env = mini_testenv::TestEnv::start().await;
+        let client = env.controllers_client();
+        let api: Api<Secret> = Api::namespaced(client.clone(), BOOTSTRAP_NAMESPACE);
+        let old = BootstrapToken {
+            id: "old000".into(),
+            secret: "0123456789abcdef".into(),
+        };
+        api.create(
+            &PostParams::default(),
+            &token_secret(&old, &TokenRequest::default(), Some("2020-01-01T00:00:00Z")),
+        )
+        .await
+        .unwrap();
+        let request = TokenRequest {
+            ttl: Some(Duration::from_secs(3600)),
+            ..TokenRequest::default()
+        };
+        let (fresh, expiration) = create_token(&client, &request).await.unwrap();
+        assert!(expiration.is_some());
+        let (forever, never) = create_token(&client, &TokenRequest::default())
+            .await
+            .unwrap();
+        assert_eq!(never, None);
+        let deleted = clean_expired(&api, unix_time::now()).await.unwrap();
+        assert_eq!(deleted, ["old000"]);
+        let left: Vec<String> = list_tokens(&client)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        let mut want = vec![fresh.id.clone(), forever.id.clone()];
+        want.sort();
+        assert_eq!(left, want);
+        assert_eq!(delete_token(&client, &fresh.id).await.unwrap(), fresh.id);
+        assert!(delete_token(&client, &fresh.id).await.is_err());
+        assert!(delete_token(&client, "NOT-AN-ID").await.is_err());
+    }
+
     #[test]
     fn from_secret_ignores_other_secret_types() {
         let mut s = token_secret(&token(), &TokenRequest::default(), None);
