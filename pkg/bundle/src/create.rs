@@ -20,8 +20,6 @@ use crate::{
 
 /// The packages `--packages` puts in a bundle.
 pub const RUNTIME_PACKAGES: &[&str] = &["containerd", "runc"];
-/// Dependencies with these priorities are on every Debian install and are left out.
-const BASE_PRIORITIES: &[&str] = &["required", "important"];
 
 /// What goes into a bundle.
 #[derive(Debug, Clone, Default)]
@@ -61,7 +59,7 @@ pub fn expand_image_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, BundleError
 }
 
 /// Downloads containerd and runc and those of their dependencies that a minimal Debian lacks
-/// (priority below important) into `dir`; returns the `.deb` files.
+/// (see [`PackageHost::is_base`]) into `dir`; returns the `.deb` files.
 pub fn runtime_packages(host: &dyn PackageHost, dir: &Path) -> Result<Vec<PathBuf>, BundleError> {
     let mut names: Vec<String> = RUNTIME_PACKAGES.iter().map(|s| s.to_string()).collect();
     let mut i = 0;
@@ -70,8 +68,7 @@ pub fn runtime_packages(host: &dyn PackageHost, dir: &Path) -> Result<Vec<PathBu
             if names.contains(&dep) {
                 continue;
             }
-            let priority = host.priority(&dep)?;
-            if !BASE_PRIORITIES.contains(&priority.as_str()) {
+            if !host.is_base(&dep)? {
                 names.push(dep);
             }
         }

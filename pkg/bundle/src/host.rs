@@ -10,8 +10,9 @@ use crate::BundleError;
 pub trait PackageHost: Send + Sync {
     /// Direct dependencies (`Depends:`/`Pre-Depends:`) of the package `name`.
     fn depends(&self, name: &str) -> Result<Vec<String>, BundleError>;
-    /// The package's `Priority:` (`required`, `important`, `optional`, ...).
-    fn priority(&self, name: &str) -> Result<String, BundleError>;
+    /// Whether every Debian install has the package: Essential or Protected, priority required or
+    /// important, or a direct dependency of an installed Essential package (libc6, say).
+    fn is_base(&self, name: &str) -> Result<bool, BundleError>;
     /// Puts the `.deb` of each package in `dir`; returns the files.
     fn download(&self, names: &[String], dir: &Path) -> Result<Vec<PathBuf>, BundleError>;
     /// Whether the package is installed.
@@ -74,12 +75,15 @@ impl PackageHost for DebianHost {
         Ok(deps)
     }
 
-    fn priority(&self, name: &str) -> Result<String, BundleError> {
+    fn is_base(&self, name: &str) -> Result<bool, BundleError> {
         let show = run(
             Command::new("apt-cache").args(["show", "--no-all-versions", name]),
             &format!("apt-cache show {name}"),
         )?;
-        Ok(field(&show, "Priority").unwrap_or("optional").to_string())
+        let flagged = field(&show, "Essential") == Some("yes")
+            || field(&show, "Protected") == Some("yes")
+            || matches!(field(&show, "Priority"), Some("required" | "important"));
+        Ok(flagged || essential_dependencies().iter().any(|d| d == name))
     }
 
     fn download(&self, names: &[String], dir: &Path) -> Result<Vec<PathBuf>, BundleError> {
@@ -131,6 +135,25 @@ impl PackageHost for DebianHost {
         )
         .map(|_| ())
     }
+}
+
+/// Direct dependencies of the installed Essential packages (read once).
+fn essential_dependencies() -> &'static [String] {
+    static DEPS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    DEPS.get_or_init(|| {
+        let out = Command::new("dpkg-query")
+            .args(["-W", "-f", "${Essential}\t${Pre-Depends}, ${Depends}\n"])
+            .output();
+        let Ok(out) = out else { return Vec::new() };
+        let mut deps: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("yes\t"))
+            .flat_map(parse_depends)
+            .collect();
+        deps.sort();
+        deps.dedup();
+        deps
+    })
 }
 
 /// The installed version's `.deb` in /var/cache/apt/archives, if apt kept it.

@@ -252,13 +252,8 @@ impl PackageHost for FakeHost {
             _ => vec![],
         })
     }
-    fn priority(&self, name: &str) -> Result<String, BundleError> {
-        Ok(if name == "libc6" {
-            "required"
-        } else {
-            "optional"
-        }
-        .into())
+    fn is_base(&self, name: &str) -> Result<bool, BundleError> {
+        Ok(name == "libc6")
     }
     fn download(&self, names: &[String], dir: &Path) -> Result<Vec<PathBuf>, BundleError> {
         Ok(names
