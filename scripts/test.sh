@@ -93,6 +93,9 @@ e2e() {
   log "end-to-end: mini killall removes one data dir's server, containerd, pods and network state"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/killall.sh 2>&1 | tee "$LOGS/e2e-killall.log" || true
   count_plain "$LOGS/e2e-killall.log"
+  log "end-to-end: bootstrap tokens, install endpoints, bundle images reaching an agent"
+  MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/tokens.sh 2>&1 | tee "$LOGS/e2e-tokens.log" || true
+  count_plain "$LOGS/e2e-tokens.log"
 }
 
 install_deps

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod check_cmd;
+pub mod token_cmd;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,6 +44,12 @@ pub enum Command {
     /// Load-testing tools.
     #[command(subcommand)]
     Sim(SimCommand),
+    /// Bootstrap join tokens (expiring, stored as bootstrap.kubernetes.io/token Secrets).
+    #[command(subcommand)]
+    Token(token_cmd::TokenCommand),
+    /// Air-gap bundles: the binary, images and packages in one file.
+    #[command(subcommand)]
+    Bundle(token_cmd::BundleCommand),
 }
 
 /// How this machine runs as a node: shared by `mini agent` and the agent inside `mini server`.
@@ -444,6 +451,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Check(args) => check_cmd::run_check(args),
         Command::Status(args) => check_cmd::run_status(args),
         Command::Killall(args) => check_cmd::run_killall(args),
+        Command::Token(cmd) => token_cmd::run_token(cmd),
+        Command::Bundle(cmd) => token_cmd::run_bundle(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

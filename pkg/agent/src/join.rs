@@ -196,11 +196,11 @@ async fn request_certificates(
         info.server_url,
         Method::POST,
         NODE_JOIN_PATH,
-        Some(&token.secret),
+        Some(&token.credential()),
         Bytes::from(body),
     )
     .await?;
-    let message = || String::from_utf8_lossy(&reply).trim().to_string();
+    let message = || status_message(&reply);
     match status {
         s if s.is_success() => {}
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
@@ -507,6 +507,15 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyServerCert {
     }
 }
 
+/// The `message` of a Kubernetes Status body, else the body's text, on one line.
+pub fn status_message(body: &[u8]) -> String {
+    let text = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).to_string());
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// One HTTPS/1.1 request to the server; returns the status and the whole body.
 async fn https_request(
     tls: Arc<rustls::ClientConfig>,
@@ -516,6 +525,37 @@ async fn https_request(
     bearer: Option<&str>,
     body: Bytes,
 ) -> Result<(StatusCode, Bytes), AgentError> {
+    let unreachable = |reason: String| AgentError::ServerUnreachable {
+        server: server_url.to_string(),
+        reason,
+    };
+    let work = async {
+        let response = send_request(tls, server_url, method, path, bearer, body).await?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| unreachable(format!("reading {path}: {e}")))?
+            .to_bytes();
+        Ok::<_, AgentError>((status, body))
+    };
+    tokio::time::timeout(HTTP_TIMEOUT, work)
+        .await
+        .map_err(|_| unreachable(format!("no answer from {path} within {HTTP_TIMEOUT:?}")))?
+}
+
+/// Sends one HTTPS/1.1 request and returns the response as soon as its head arrived (the body
+/// streams; the caller bounds how long it reads). Connecting and the head are bounded by
+/// [`HTTP_TIMEOUT`].
+pub(crate) async fn send_request(
+    tls: Arc<rustls::ClientConfig>,
+    server_url: &str,
+    method: Method,
+    path: &str,
+    bearer: Option<&str>,
+    body: Bytes,
+) -> Result<http::Response<hyper::body::Incoming>, AgentError> {
     let unreachable = |reason: String| AgentError::ServerUnreachable {
         server: server_url.to_string(),
         reason,
@@ -572,18 +612,10 @@ async fn https_request(
         let request = request
             .body(Full::new(body))
             .map_err(|e| AgentError::Join(format!("building the request: {e}")))?;
-        let response = sender
+        sender
             .send_request(request)
             .await
-            .map_err(|e| unreachable(format!("request {path}: {e}")))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| unreachable(format!("reading {path}: {e}")))?
-            .to_bytes();
-        Ok::<_, AgentError>((status, body))
+            .map_err(|e| unreachable(format!("request {path}: {e}")))
     };
     tokio::time::timeout(HTTP_TIMEOUT, work)
         .await

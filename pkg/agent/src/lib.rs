@@ -8,6 +8,7 @@ mod backend;
 pub mod cni;
 pub mod config;
 mod fsutil;
+pub mod image_sync;
 pub mod join;
 pub mod node;
 pub mod server;
@@ -34,7 +35,7 @@ pub enum AgentError {
         value: String,
         reason: String,
     },
-    #[error("{0}; pass the token printed by `mini server` (K10<ca hash>::server:<secret>)")]
+    #[error("{0}; pass the token printed by `mini server` (K10<ca hash>::server:<secret>) or by `mini token create` (K10<ca hash>::<id>.<secret>)")]
     Token(String),
     #[error("the CA of {server} does not match the join token's CA hash (token: sha256 {expected}, server: sha256 {actual}): wrong server or wrong token")]
     CaHashMismatch {
@@ -202,6 +203,16 @@ pub async fn start(
         tasks.push(tokio::spawn(
             async move { importer.watch_dir(dir, stop).await },
         ));
+    }
+    if !config.control_plane {
+        // the server re-serves its air-gap images; the server's own node shares its directory
+        let sync = image_sync::ImageSync::new(
+            config.server_url.clone(),
+            config.token.clone(),
+            join::verified_tls(&creds.ca_pem)?,
+            config.images_dir(),
+        );
+        tasks.push(tokio::spawn(sync.run(shutdown.clone())));
     }
 
     // 4. the Node object, its status loop and its lease

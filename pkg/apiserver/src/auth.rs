@@ -1,5 +1,7 @@
-//! Authentication (client certificates, the bootstrap join token) and RBAC authorization.
+//! Authentication (client certificates, the server's join token, bootstrap tokens from
+//! `bootstrap.kubernetes.io/token` Secrets, ServiceAccount tokens) and RBAC authorization.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -20,31 +22,133 @@ pub async fn authenticate(
     headers: &HeaderMap,
     peer_user: Option<UserInfo>,
 ) -> Result<UserInfo, ApiError> {
-    let bearer = headers
+    let Some(token) = bearer(headers) else {
+        return peer_user.ok_or_else(ApiError::unauthorized);
+    };
+    if let Some(result) = authenticate_join_token(server, token).await {
+        return result;
+    }
+    if let Some(user) = crate::serviceaccount::authenticate(server, token).await {
+        return Ok(user);
+    }
+    Err(ApiError::unauthorized())
+}
+
+/// The bearer token of a request, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    if let Some(token) = bearer {
-        if let Some(secret) = &server.inner.config.join_secret {
-            if let Ok(parsed) = mini_certs::JoinToken::parse(token) {
-                if parsed.secret_matches(secret) {
-                    return Ok(UserInfo {
-                        name: BOOTSTRAP_USER.to_string(),
-                        groups: vec![
-                            "system:bootstrappers".to_string(),
-                            "system:authenticated".to_string(),
-                        ],
-                    });
-                }
+        .map(str::trim)
+}
+
+fn bootstrap_user(groups: Vec<String>, name: String) -> UserInfo {
+    let mut groups = groups;
+    groups.push("system:authenticated".to_string());
+    UserInfo { name, groups }
+}
+
+/// Authenticates a join token in any form (`K10<hash>::server:<secret>`,
+/// `K10<hash>::<id>.<secret>`, a bare secret or `<id>.<secret>`): the server's permanent token
+/// as [`BOOTSTRAP_USER`], a bootstrap token as `system:bootstrap:<id>` (groups
+/// `system:bootstrappers` + its extra groups). `None` when `token` is no join token at all (a
+/// ServiceAccount JWT, say); a bootstrap token that is expired, deleted or wrong, or a token
+/// pinning another CA, is refused with a 401 saying why.
+pub async fn authenticate_join_token(
+    server: &ApiServer,
+    token: &str,
+) -> Option<Result<UserInfo, ApiError>> {
+    let parsed = mini_certs::JoinToken::parse(token).ok()?;
+    if let Some(secret) = &server.inner.config.join_secret {
+        if parsed.secret_matches(secret) {
+            if !parsed.ca_matches(&server.inner.config.ca_pem) {
+                return Some(Err(wrong_ca()));
+            }
+            return Some(Ok(bootstrap_user(
+                vec![mini_certs::BOOTSTRAPPERS_GROUP.to_string()],
+                BOOTSTRAP_USER.to_string(),
+            )));
+        }
+    }
+    let id = parsed.bootstrap_id.as_deref()?;
+    if !parsed.ca_matches(&server.inner.config.ca_pem) {
+        return Some(Err(wrong_ca()));
+    }
+    let key = format!(
+        "/registry/core/secrets/{}/{}",
+        mini_certs::BOOTSTRAP_NAMESPACE,
+        mini_certs::BootstrapToken::secret_name(id)
+    );
+    let stored = match server.inner.store.get(&key).await {
+        Ok(kv) => kv,
+        Err(e) => return Some(Err(ApiError::internal(e.to_string()))),
+    };
+    let data = stored
+        .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+        .filter(|s| s["type"] == mini_certs::BOOTSTRAP_SECRET_TYPE)
+        .map(|s| secret_data(&s))
+        .unwrap_or_default();
+    Some(
+        match mini_certs::check_bootstrap_secret(
+            &data,
+            id,
+            &parsed.secret,
+            mini_certs::unix_time::now(),
+        ) {
+            Ok(groups) => Ok(bootstrap_user(
+                groups,
+                format!("{}{id}", mini_certs::BOOTSTRAP_USER_PREFIX),
+            )),
+            Err(refusal) => {
+                tracing::info!(token_id = id, reason = %refusal, "bootstrap token refused");
+                Err(ApiError::new(401, "Unauthorized", refusal.to_string()))
+            }
+        },
+    )
+}
+
+fn wrong_ca() -> ApiError {
+    ApiError::new(
+        401,
+        "Unauthorized",
+        "the token's CA hash does not match this server's CA: the token belongs to another cluster",
+    )
+}
+
+/// A Secret's `data` (base64) and `stringData`, decoded to strings.
+fn secret_data(secret: &Value) -> BTreeMap<String, String> {
+    use base64::Engine;
+    let mut out = BTreeMap::new();
+    if let Some(data) = secret["data"].as_object() {
+        for (k, v) in data {
+            if let Some(text) = v
+                .as_str()
+                .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+                .and_then(|raw| String::from_utf8(raw).ok())
+            {
+                out.insert(k.clone(), text);
             }
         }
-        if let Some(user) = crate::serviceaccount::authenticate(server, token).await {
-            return Ok(user);
-        }
-        return Err(ApiError::unauthorized());
     }
-    peer_user.ok_or_else(ApiError::unauthorized)
+    if let Some(data) = secret["stringData"].as_object() {
+        for (k, v) in data {
+            if let Some(v) = v.as_str() {
+                out.insert(k.clone(), v.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Whether `user` came in with a join token (the server's or a bootstrap token).
+pub fn is_join_token_user(user: &UserInfo) -> bool {
+    user.name == BOOTSTRAP_USER
+        || (user.name.starts_with(mini_certs::BOOTSTRAP_USER_PREFIX)
+            && user
+                .groups
+                .iter()
+                .any(|g| g == mini_certs::BOOTSTRAPPERS_GROUP))
 }
 
 /// Applies `Impersonate-User` / `Impersonate-Group` headers: the caller must be allowed the

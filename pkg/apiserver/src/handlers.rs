@@ -139,6 +139,9 @@ async fn route(
         "/version" | "/version/" => return Ok(body::json(StatusCode::OK, &discovery::version())),
         _ => {}
     }
+    if crate::install::handles(path) {
+        return crate::install::handle(server, req).await;
+    }
     let user = auth::authenticate(server, req.headers(), peer_user).await?;
     if path == crate::join::JOIN_PATH {
         // only the join token may join; no impersonation

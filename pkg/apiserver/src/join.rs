@@ -1,4 +1,5 @@
-//! `POST /v1-mini/node-join`: a node agent holding the join token gets its client and serving
+//! `POST /v1-mini/node-join`: a node agent holding a join token (the server's permanent token or
+//! an unexpired bootstrap token) gets its client and serving
 //! certificates signed, and its node name is bound to a node password so that two machines
 //! can never silently share one node.
 //!
@@ -53,9 +54,9 @@ pub(crate) async fn handle(
     req: &Request<Bytes>,
     user: &UserInfo,
 ) -> Result<Response<Body>, ApiError> {
-    if user.name != crate::auth::BOOTSTRAP_USER {
+    if !crate::auth::is_join_token_user(user) {
         return Err(ApiError::forbidden(format!(
-            "forbidden: User \"{}\" cannot join nodes: only the join token may (path \"{JOIN_PATH}\")",
+            "forbidden: User \"{}\" cannot join nodes: only a join token (the server's or a bootstrap token) may (path \"{JOIN_PATH}\")",
             user.name
         )));
     }
@@ -91,6 +92,7 @@ pub(crate) async fn handle(
         ));
     };
     // sign first: a bad CSR must not touch the node's identity
+    let token_user = user.name.clone();
     let user = format!("system:node:{}", join.node_name);
     let client_cert = ca
         .sign_csr_as_client(
@@ -104,7 +106,7 @@ pub(crate) async fn handle(
         .sign_csr(&join.serving_csr, true, NODE_CERT_DAYS)
         .map_err(|e| ApiError::bad_request(format!("invalid servingCSR: {e}")))?;
     claim_node_name(server, &join.node_name, &join.node_password).await?;
-    tracing::info!(node = %join.node_name, "node joined");
+    tracing::info!(node = %join.node_name, %token_user, "node joined");
     Ok(body::json(
         StatusCode::OK,
         &serde_json::to_value(JoinResponse {

@@ -15,6 +15,7 @@ mod crd;
 mod discovery;
 mod events_alias;
 mod handlers;
+mod install;
 mod join;
 mod metrics;
 mod nodeproxy;
@@ -111,6 +112,10 @@ pub struct ApiServerConfig {
     /// [`mini_certs::KUBELET_CLIENT_CN`]); without it logs, exec, port-forward, node proxy
     /// and resource metrics answer 503.
     pub kubelet_client: Option<mini_certs::IssuedCert>,
+    /// The binary served at `/v1-mini/binary` (`/proc/self/exe` in `mini server`); `None`: 404.
+    pub binary_path: Option<std::path::PathBuf>,
+    /// The air-gap image tarballs re-served at `/v1-mini/images` (`<data-dir>/agent/images`).
+    pub images_dir: Option<std::path::PathBuf>,
 }
 
 impl ApiServerConfig {
@@ -127,6 +132,8 @@ impl ApiServerConfig {
                 .expect("generating a signing key for tests"),
             ca: None,
             kubelet_client: None,
+            binary_path: None,
+            images_dir: None,
         }
     }
 }

@@ -29,7 +29,12 @@ pub use pki::{
 };
 pub use signing::{ensure_signing_key, generate_signing_key, SigningKey};
 pub use tls::{client_tls_config, kubelet_server_tls_config, server_tls_config};
-pub use token::{ca_bundle_hash, ensure_token_file, JoinToken, TOKEN_PREFIX, TOKEN_SERVER_USER};
+pub use token::{
+    bootstrap_expired, ca_bundle_hash, check_bootstrap_secret, ensure_token_file, unix_time,
+    BootstrapRefusal, BootstrapToken, JoinToken, BOOTSTRAPPERS_GROUP, BOOTSTRAP_NAMESPACE,
+    BOOTSTRAP_SECRET_PREFIX, BOOTSTRAP_SECRET_TYPE, BOOTSTRAP_USER_PREFIX, TOKEN_PREFIX,
+    TOKEN_SERVER_USER,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {

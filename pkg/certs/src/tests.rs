@@ -504,7 +504,8 @@ fn token_format_then_parse_round_trips() {
         parsed,
         JoinToken {
             ca_hash: Some(hash),
-            secret: "s3cret".to_string()
+            secret: "s3cret".to_string(),
+            bootstrap_id: None,
         }
     );
     assert!(parsed.ca_matches(ca.cert_pem()));

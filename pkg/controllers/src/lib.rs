@@ -2,6 +2,7 @@
 //! lists and watches through the API (never the store), reconciles level-triggered and
 //! idempotently, and writes back through the API like any client.
 
+pub mod bootstrap_tokens;
 mod cronjob;
 mod daemonset;
 mod deployment;
@@ -105,6 +106,7 @@ pub const CONTROLLERS: &[&str] = &[
     "resourcequota",
     "disruption",
     "horizontalpodautoscaling",
+    "tokencleaner",
 ];
 
 fn runner(name: &str) -> Option<RunFn> {
@@ -130,6 +132,7 @@ fn runner(name: &str) -> Option<RunFn> {
         "resourcequota" => |c| resourcequota::run(c).boxed(),
         "disruption" => |c| disruption::run(c).boxed(),
         "horizontalpodautoscaling" => |c| hpa::run(c).boxed(),
+        "tokencleaner" => |c| bootstrap_tokens::run(c).boxed(),
         _ => return None,
     };
     Some(f)

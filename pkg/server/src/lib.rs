@@ -210,6 +210,8 @@ pub async fn start(
                 &pki.ca.key_pem(),
             )?)),
             kubelet_client: Some(pki.apiserver_client.clone()),
+            binary_path: Some("/proc/self/exe".into()),
+            images_dir: Some(config.data_dir.join("agent").join("images")),
         },
     )
     .await?;
