@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Shared helpers for the install end-to-end suite: a cached Debian 12 rootfs (debootstrap, kept
+# outside the checkout), "machines" booted from copies of it with systemd as PID 1 under
+# `systemd-nspawn -b`, running commands inside them with nsenter, and stopping them again.
+# Source it after lib.sh; it needs WORK set.
+
+ROOTFS_CACHE=${ROOTFS_CACHE:-/var/cache/mini-test/bookworm.tar}
+ROOTFS_PACKAGES=systemd,systemd-sysv,dbus,iproute2,ca-certificates,curl,containerd,runc
+MACHINE_PIDS=()
+MACHINE_ROOTS=()
+
+# ensure_rootfs: builds the cached rootfs tarball when it is missing (about a minute, needs the
+# Debian mirror); later runs only copy it. A lock keeps parallel builders apart.
+ensure_rootfs() {
+  [ -s "$ROOTFS_CACHE" ] && return 0
+  mkdir -p "$(dirname "$ROOTFS_CACHE")"
+  (
+    flock 9
+    [ -s "$ROOTFS_CACHE" ] && exit 0
+    local tmp
+    tmp=$(mktemp -d /var/tmp/mini-rootfs.XXXXXX)
+    echo "building $ROOTFS_CACHE with debootstrap (packages: $ROOTFS_PACKAGES)"
+    if ! debootstrap --variant=minbase --include="$ROOTFS_PACKAGES" bookworm "$tmp" \
+      http://deb.debian.org/debian >"$tmp.log" 2>&1; then
+      tail -20 "$tmp.log"
+      rm -rf "$tmp" "$tmp.log"
+      exit 1
+    fi
+    # a machine id per boot, no getty on the console
+    : >"$tmp/etc/machine-id"
+    rm -f "$tmp/etc/systemd/system/getty.target.wants/"* 2>/dev/null || true
+    tar -C "$tmp" -cf "$ROOTFS_CACHE.part" . && mv "$ROOTFS_CACHE.part" "$ROOTFS_CACHE"
+    rm -rf "$tmp" "$tmp.log"
+  ) 9>"$ROOTFS_CACHE.lock"
+}
+
+# boot_machine NAME [NSPAWN_ARGS...]: unpacks a copy of the rootfs under $WORK/NAME and boots it;
+# sets MACHINE_PID (the inner systemd) once `systemctl is-system-running` answers.
+boot_machine() {
+  local name=$1 root="$WORK/$1" pid inner state
+  shift
+  mkdir -p "$root" /run/systemd/nspawn
+  tar -C "$root" -xf "$ROOTFS_CACHE"
+  echo "$name" >"$root/etc/hostname"
+  MACHINE_ROOTS+=("$root")
+  systemd-nspawn -b -D "$root" --register=no --keep-unit -q --machine="$name" "$@" \
+    >"$WORK/$name.console" 2>&1 </dev/null &
+  pid=$!
+  MACHINE_PIDS+=("$pid")
+  inner=""
+  for _ in $(seq 1 300); do
+    inner=$(inner_systemd "$pid")
+    if [ -n "$inner" ]; then
+      state=$(nsenter -t "$inner" -a systemctl is-system-running 2>/dev/null || true)
+      case $state in running | degraded) break ;; esac
+    fi
+    kill -0 "$pid" 2>/dev/null || { echo "machine $name exited:"; tail -20 "$WORK/$name.console"; return 1; }
+    sleep 0.2
+  done
+  [ -n "$inner" ] || { echo "machine $name: no systemd found"; return 1; }
+  MACHINE_PID=$inner
+}
+
+# inner_systemd NSPAWN_PID: the PID (host view) of the machine's PID 1, a descendant of nspawn.
+inner_systemd() {
+  local pid
+  for pid in $(pgrep -P "$1" 2>/dev/null); do
+    if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = systemd ]; then echo "$pid"; return; fi
+  done
+}
+
+# in_machine PID CMD...: runs CMD inside the machine (all of its namespaces).
+in_machine() {
+  local pid=$1
+  shift
+  nsenter -t "$pid" -a env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"
+}
+
+# stop_machines: powers every machine off (killing nspawn if it does not stop) and removes the
+# rootfs copies.
+stop_machines() {
+  local pid inner
+  for pid in "${MACHINE_PIDS[@]}"; do
+    inner=$(inner_systemd "$pid")
+    [ -n "$inner" ] && nsenter -t "$inner" -a systemctl poweroff --no-block >/dev/null 2>&1 || true
+  done
+  for pid in "${MACHINE_PIDS[@]}"; do
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  MACHINE_PIDS=()
+  local root
+  for root in "${MACHINE_ROOTS[@]}"; do
+    umount -R "$root" 2>/dev/null || true
+    rm -rf --one-file-system "$root"
+  done
+  MACHINE_ROOTS=()
+}
