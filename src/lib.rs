@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod install_cmd;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "mini",
@@ -33,6 +35,11 @@ pub enum Command {
     /// Load-testing tools.
     #[command(subcommand)]
     Sim(SimCommand),
+    /// Install this binary as a systemd service (server, or agent with --server/--token) and
+    /// wait until it is Ready; re-running changes only what differs.
+    Install(install_cmd::InstallArgs),
+    /// Stop mini (`mini killall`) and remove its binary, units, config and data.
+    Uninstall(install_cmd::UninstallArgs),
 }
 
 /// How this machine runs as a node: shared by `mini agent` and the agent inside `mini server`.
@@ -87,6 +94,8 @@ pub struct AgentArgs {
     /// Interface whose IPv4 address carries the VXLAN overlay (default: the node IP's).
     #[arg(long, env = "MINI_FLANNEL_IFACE")]
     pub flannel_iface: Option<String>,
+    #[command(flatten)]
+    pub config_file: install_cmd::ConfigFileArgs,
     /// Pod network of the cluster (must match the server's --cluster-cidr).
     #[arg(long, env = "MINI_CLUSTER_CIDR", default_value = "10.42.0.0/16")]
     pub cluster_cidr: String,
@@ -206,6 +215,8 @@ pub struct ServerArgs {
         value_delimiter = ','
     )]
     pub disable_controller: Vec<String>,
+    #[command(flatten)]
+    pub config_file: install_cmd::ConfigFileArgs,
 }
 
 fn run_server(args: ServerArgs) -> anyhow::Result<()> {
@@ -249,10 +260,16 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         config.agent = Some(agent);
     }
     config.disabled_controllers = args.disable_controller;
+    let notifier = std::sync::Arc::new(mini_install::SystemdNotifier::from_env());
+    if let Some(agent) = config.agent.as_mut() {
+        agent.progress = Some(status_hook(notifier.clone(), false));
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let shutdown = tokio_util::sync::CancellationToken::new();
+        mini_install::Notifier::status(notifier.as_ref(), "starting the API server");
         let (started, handle) = mini_server::start(config, shutdown.clone()).await?;
+        mini_install::Notifier::ready(notifier.as_ref());
         tracing::info!(address = %started.address, kubeconfig = %started.kubeconfig.display(), "mini server ready");
         println!("mini server listening on https://{}", started.address);
         println!("kubeconfig: {}", started.kubeconfig.display());
@@ -342,6 +359,8 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     config.cluster_cidr = args.cluster_cidr;
     config.service_cidr = args.service_cidr;
     config.flannel_iface = args.flannel_iface;
+    let notifier = std::sync::Arc::new(mini_install::SystemdNotifier::from_env());
+    config.progress = Some(status_hook(notifier, true));
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let shutdown = tokio_util::sync::CancellationToken::new();
@@ -353,6 +372,19 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         mini_agent::run(config, shutdown).await?;
         Ok(())
     })
+}
+
+/// Agent start-up steps as systemd `STATUS=` lines; with `ready`, `READY=1` once the node is
+/// up (`mini server` sends its own READY when its API answers).
+fn status_hook(
+    notifier: std::sync::Arc<mini_install::SystemdNotifier>,
+    ready: bool,
+) -> mini_agent::ProgressHook {
+    use mini_install::Notifier;
+    mini_agent::ProgressHook(std::sync::Arc::new(move |step| match step {
+        mini_agent::AgentProgress::Ready if ready => notifier.ready(),
+        step => notifier.status(&step.to_string()),
+    }))
 }
 
 fn run_cleanup() -> anyhow::Result<()> {
@@ -385,6 +417,13 @@ async fn wait_for_signal() {
 
 /// Runs `mini` with the given arguments and returns the process exit code.
 pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let args = match install_cmd::with_config_files(args.into_iter().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("mini: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
@@ -409,6 +448,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Cleanup => run_cleanup(),
         Command::Images(ImagesCommand::Import(args)) => run_images_import(args),
         Command::Sim(SimCommand::Nodes(args)) => run_sim_nodes(args),
+        Command::Install(args) => install_cmd::run_install(args),
+        Command::Uninstall(args) => install_cmd::run_uninstall(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

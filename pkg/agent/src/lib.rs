@@ -16,7 +16,10 @@ pub mod stats;
 #[cfg(test)]
 mod testutil;
 
-pub use config::{parse_node_labels, parse_node_taints, AgentConfig, ContainerRuntimeMode};
+pub use config::{
+    parse_node_labels, parse_node_taints, AgentConfig, AgentProgress, ContainerRuntimeMode,
+    ProgressHook,
+};
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -141,6 +144,7 @@ pub async fn start(
     tracing::info!(node = node_name, %node_ip, server = config.server_url, "starting the agent");
 
     // 2. join: CA pinned by the token, certificates signed by the server
+    config.report(AgentProgress::Joining(config.server_url.clone()));
     let creds = join::join(&join::JoinRequestInfo {
         server_url: &config.server_url,
         token: &config.token,
@@ -154,6 +158,7 @@ pub async fn start(
     let client = kube_client(&config, &creds).await?;
 
     // 3. containerd (managed or external), then the pause image and the air-gap images
+    config.report(AgentProgress::StartingContainerd);
     let (containerd, socket) = match &config.container_runtime {
         ContainerRuntimeMode::Managed => {
             let cd = mini_cri::ContainerdConfig::new(
@@ -194,6 +199,7 @@ pub async fn start(
     }
 
     // 4. the Node object, its status loop and its lease
+    config.report(AgentProgress::RegisteringNode(node_name.clone()));
     let health: Arc<dyn node::HealthSource> = Arc::new(node::CriHealth(runtime.clone()));
     let registration = node::NodeRegistration {
         name: node_name.clone(),
@@ -226,6 +232,7 @@ pub async fn start(
     )));
 
     // 5. pod network: once node IPAM gave us a pod CIDR
+    config.report(AgentProgress::WaitingForPodCidr);
     let Some(pod_cidr) = cni::wait_for_pod_cidr(&client, &node_name, &shutdown).await else {
         return Err(AgentError::Serve(
             "shut down while waiting for a pod CIDR".into(),
@@ -367,6 +374,7 @@ pub async fn start(
         shutdown.clone(),
     )));
     tracing::info!(node = node_name, %node_api_address, "agent ready");
+    config.report(AgentProgress::Ready);
     Ok(RunningAgent {
         node_name,
         node_ip,

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -229,6 +229,7 @@ pub mod fake {
     use super::*;
     use std::cell::RefCell;
     use std::collections::{BTreeMap, VecDeque};
+    use std::path::PathBuf;
 
     #[derive(Debug, Default)]
     pub struct FakeSystem {
