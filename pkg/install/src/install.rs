@@ -322,14 +322,7 @@ fn wait_ready(
             for line in logs.lines() {
                 let _ = writeln!(out, "    {line}");
             }
-            let last = logs
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty() && !l.contains("systemd"))
-                .or_else(|| logs.lines().last())
-                .unwrap_or("no log lines")
-                .trim()
-                .to_string();
+            let last = failure_line(&logs, unit);
             return Err(InstallError::UnitFailed {
                 unit: unit.to_string(),
                 state: format!(
@@ -373,6 +366,31 @@ fn wait_ready(
         }
         sys.sleep(POLL);
     }
+}
+
+/// The log line that says why the service stopped: mini's own error line (`mini: ...`), else
+/// the last line that is not systemd's own bookkeeping about the unit.
+fn failure_line(logs: &str, unit: &str) -> String {
+    let lines: Vec<&str> = logs
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("mini: "))
+        .or_else(|| {
+            lines.iter().rev().find(|l| {
+                !l.starts_with(unit.trim_end_matches(".service"))
+                    && !l.starts_with("Failed to start")
+                    && !l.starts_with("Starting ")
+                    && !l.starts_with("Started ")
+            })
+        })
+        .or(lines.last())
+        .map(|l| l.to_string())
+        .unwrap_or_else(|| "no log lines".to_string())
 }
 
 fn done(out: &mut dyn Write, unit: &str) -> Result<(), InstallError> {
@@ -707,6 +725,23 @@ mod tests {
         assert!(err.contains("mini-agent.service failed"), "{err}");
         assert!(err.contains("refused the token"), "{err}");
         assert!(out.contains("last log lines"), "{out}");
+    }
+
+    #[test]
+    fn failure_line_prefers_mini_error_over_systemd_lines() {
+        let logs = "Starting mini-server.service - x...\nmini-server.service: Executable /sbin/modprobe missing\n INFO joined\nmini: node agent: no CNI plugin directory found\nmini-server.service: Main process exited, code=exited\nFailed to start mini-server.service - x.";
+        assert_eq!(
+            failure_line(logs, "mini-server.service"),
+            "mini: node agent: no CNI plugin directory found"
+        );
+        assert_eq!(
+            failure_line(
+                "a\nmini-agent.service: Failed with result 'signal'.",
+                "mini-agent.service"
+            ),
+            "a"
+        );
+        assert_eq!(failure_line("", "mini-agent.service"), "no log lines");
     }
 
     #[test]
