@@ -120,7 +120,7 @@ token() {
 binary_from_server() {
     command -v curl >/dev/null 2>&1 || fatal "curl is needed to download mini from $MINI_URL"
     tok=$(token)
-    [ -n "$tok" ] || fatal "MINI_URL is set but there is no MINI_TOKEN or MINI_TOKEN_FILE: print the token on the server with \`cat /var/lib/mini/server/token\`"
+    [ -n "$tok" ] || fatal "MINI_URL is set but there is no MINI_TOKEN or MINI_TOKEN_FILE: print the token on the server with \`cat /var/lib/mini/server/node-token\`"
     case $tok in
         K10*::*) ;;
         *) fatal "the token has no CA hash (expected K10<sha256>::...): use the full token the server prints" ;;

@@ -180,7 +180,7 @@ mod tests {
         let crate::Command::Server(server) = cli.command else {
             panic!("not a server command");
         };
-        assert_eq!(server.tls_san, vec!["y".to_string()]);
+        assert_eq!(server.tls_san, vec!["x".to_string(), "y".to_string()]);
         assert!(server.disable_agent);
         assert_eq!(server.https_listen_port, 7443);
         assert_eq!(server.node.node_label, vec!["a=b".to_string()]);

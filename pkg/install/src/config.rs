@@ -2,9 +2,11 @@
 //! `/etc/mini/config.yaml.d/*.yaml` (lexical order), whose keys are the long flag names, turned
 //! into command-line arguments placed before the real ones.
 //!
-//! Precedence: command-line flags > config files > `MINI_*` environment variables. A flag given
-//! on the command line replaces what the files say for it, lists included. Across files a later
-//! file replaces a single-valued flag and adds to a list flag (`node-label`, `tls-san`, ...).
+//! Precedence: command-line flags > config files > `MINI_*` environment variables. A
+//! single-valued flag given on the command line replaces what the files say; a repeatable flag
+//! (`node-label`, `tls-san`, ...) adds up: the files' values come first, then the command
+//! line's (so labels in `/etc/mini/config.yaml` and in `MINI_EXEC` both apply). Across files a
+//! later file replaces a single-valued flag and adds to a repeatable one.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -184,10 +186,10 @@ pub fn file_args(
     }
     let mut args = Vec::new();
     for key in order {
-        if overridden.contains(&key) {
+        let (kind, values) = &merged[&key];
+        if *kind != FlagKind::List && overridden.contains(&key) {
             continue;
         }
-        let (kind, values) = &merged[&key];
         for v in values {
             match kind {
                 FlagKind::Switch if v == "true" => args.push(OsString::from(format!("--{key}"))),
@@ -321,14 +323,14 @@ mod tests {
     }
 
     #[test]
-    fn file_args_command_line_flag_replaces_file_values() {
+    fn file_args_command_line_value_replaces_file_value_and_lists_add_up() {
         let files = [file(
             "c.yaml",
             "node-label: [a=b]\nnode-name: one\ntls-san: x\n",
         )];
         let cli = os(&["--node-label", "z=y", "--node-name=cli"]);
         let args = file_args("server", &flags(), &files, &cli).unwrap();
-        assert_eq!(args, os(&["--tls-san=x"]));
+        assert_eq!(args, os(&["--node-label=a=b", "--tls-san=x"]));
     }
 
     #[test]

@@ -132,7 +132,7 @@ pub fn role_for(env: &BTreeMap<String, String>) -> Result<Role, InstallError> {
         .any(|k| env.get(*k).is_some_and(|v| !v.is_empty()));
     if !has_token {
         return Err(InstallError::Usage(
-            "joining a server (MINI_URL or --server) needs MINI_TOKEN, MINI_TOKEN_FILE or --token: print one on the server with `cat /var/lib/mini/server/token`".into(),
+            "joining a server (MINI_URL or --server) needs MINI_TOKEN, MINI_TOKEN_FILE or --token: print one on the server with `cat /var/lib/mini/server/node-token`".into(),
         ));
     }
     Ok(Role::Agent)

@@ -88,7 +88,9 @@ fn output(mut command: Command, shown: String) -> Result<String, InstallError> {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let detail = format!("{} {}", out.status, stderr.trim());
+        // one line: the first thing the program said
+        let said = stderr.lines().map(str::trim).find(|l| !l.is_empty());
+        let detail = format!("{}: {}", out.status, said.unwrap_or(""));
         return Err(InstallError::Command {
             command: shown,
             detail: detail.trim().to_string(),
