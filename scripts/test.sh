@@ -20,6 +20,9 @@ install_deps() {
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
   done
   [ -x /usr/lib/cni/bridge ] || [ -x /opt/cni/bin/bridge ] || missing+=(containernetworking-plugins)
+  # the install suite boots Debian machines with systemd-nspawn from a debootstrap rootfs
+  command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+  command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)
   if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
@@ -89,6 +92,9 @@ e2e() {
   log "end-to-end: cluster network on three nodes (overlay, services, DNS)"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/network.sh 2>&1 | tee "$LOGS/e2e-network.log" || true
   count_plain "$LOGS/e2e-network.log"
+  log "end-to-end: install.sh and mini install/uninstall as systemd services in nspawn machines"
+  MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/install.sh 2>&1 | tee "$LOGS/e2e-install.log" || true
+  count_plain "$LOGS/e2e-install.log"
 }
 
 install_deps
