@@ -76,6 +76,7 @@ setup() {
     cp "$MINI_BIN" "$WORK/$m/root/mini"
     (cd "$WORK/$m/root" && sha256sum mini >mini.sha256)
     cp install.sh "$WORK/$m/root/install.sh"
+    printf '%s' "$LEFTOVERS" >"$WORK/$m/root/leftovers.sh"
     if [ "${MINI_E2E_HOST_CNI:-}" = 1 ]; then
       echo "# note: MINI_E2E_HOST_CNI=1: copying the host's CNI plugins into machine $m"
       mkdir -p "$WORK/$m/usr/lib" && cp -a /usr/lib/cni "$WORK/$m/usr/lib/cni"
@@ -201,24 +202,23 @@ agent_from_server_script() {
   expect "agent_node_registered" '^agent ' k get nodes --no-headers
 }
 
-# leftovers M: what of mini is still on machine M (files, processes, mounts, interfaces).
-leftovers() {
-  "$1" sh -c '
-    for f in /usr/local/bin/mini /etc/systemd/system/mini-server.service /etc/systemd/system/mini-agent.service \
-      /etc/systemd/system/mini-server.service.env /etc/systemd/system/mini-agent.service.env /etc/mini /var/lib/mini; do
-      [ -e "$f" ] && echo "file $f"
-    done
-    # mini, and anything started under its data dir (the distribution'"'"'s own containerd.service
-    # is not mini'"'"'s)
-    for p in /proc/[0-9]*; do
-      c=$(cat $p/comm 2>/dev/null) || continue
-      a=$(tr "\0" " " <$p/cmdline 2>/dev/null) || continue
-      case "$c $a" in "mini "*|*/var/lib/mini*) echo "process ${p#/proc/} $a";; esac
-    done
-    grep -E "/var/lib/mini|/run/mini|/run/netns" /proc/self/mountinfo | sed "s/^/mount /"
-    ip -o link show | awk -F": " "{print \$2}" | sed "s/@.*//" | grep -vx -e lo -e eth0 | sed "s/^/interface /"
-    true'
-}
+# LEFTOVERS: prints what of mini is still on a machine (files, processes, mounts, interfaces);
+# copied into each machine as /root/leftovers.sh.
+LEFTOVERS='#!/bin/sh
+for f in /usr/local/bin/mini /etc/systemd/system/mini-server.service /etc/systemd/system/mini-agent.service \
+  /etc/systemd/system/mini-server.service.env /etc/systemd/system/mini-agent.service.env /etc/mini /var/lib/mini; do
+  [ -e "$f" ] && echo "file $f"
+done
+# mini, and anything started under its data dir (the distribution'"'"'s own containerd.service is not mini'"'"'s)
+for p in /proc/[0-9]*; do
+  c=$(cat "$p/comm" 2>/dev/null) || continue
+  a=$(tr "\000" " " <"$p/cmdline" 2>/dev/null) || continue
+  case "$c $a" in "mini "* | */var/lib/mini*) echo "process ${p#/proc/} $a" ;; esac
+done
+grep -E "/var/lib/mini|/run/mini|/run/netns" /proc/self/mountinfo | sed "s/^/mount /"
+ip -o link show | awk -F": " "{print \$2}" | sed "s/@.*//" | grep -vx -e lo -e eth0 | sed "s/^/interface /"
+true
+'
 
 uninstall_leaves_nothing() {
   local m pid out rc left
@@ -228,7 +228,7 @@ uninstall_leaves_nothing() {
       printf '%s\n' "$out" | tail -4 | sed 's/^/    /'
       if [ "$rc" -eq 0 ]; then ok "uninstall_succeeds_${m#m}"; else not_ok "uninstall_succeeds_${m#m}" "rc=$rc"; fi
     fi
-    left=$(leftovers "$m")
+    left=$("$m" sh /root/leftovers.sh)
     if [ -z "$left" ]; then ok "uninstall_leaves_nothing_${m#m}"; else not_ok "uninstall_leaves_nothing_${m#m}" "$left"; fi
   done
   expect_eq "uninstall_removed_unit" "" sh -c "ls $WORK/server/etc/systemd/system | grep mini || true"
