@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod check_cmd;
 pub mod install_cmd;
 
 #[derive(Debug, Parser)]
@@ -32,6 +33,14 @@ pub enum Command {
     /// Container images on this node.
     #[command(subcommand)]
     Images(ImagesCommand),
+    /// Preflight of this host for the server or agent role: kernel modules, cgroups, swap,
+    /// ports, containerd and runc, data dir space, time sync, IP forwarding.
+    Check(check_cmd::CheckArgs),
+    /// Role, health, datastore, certificate expiry, nodes and what is waiting.
+    Status(check_cmd::StatusArgs),
+    /// Stop mini and everything it runs on this host (its containerd, every pod), unmount,
+    /// and remove its interfaces, nftables table, pod network namespaces and cgroups.
+    Killall(check_cmd::KillallArgs),
     /// Load-testing tools.
     #[command(subcommand)]
     Sim(SimCommand),
@@ -260,6 +269,16 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         config.agent = Some(agent);
     }
     config.disabled_controllers = args.disable_controller;
+    check_cmd::preflight(&check_cmd::Preflight {
+        role: mini_check::Role::Server,
+        data_dir: config.data_dir.clone(),
+        api: Some((config.bind_address, config.https_port)),
+        node: config.agent.as_ref().map(|a| a.kubelet_port),
+        managed_containerd: config
+            .agent
+            .as_ref()
+            .is_some_and(|a| a.container_runtime == mini_agent::ContainerRuntimeMode::Managed),
+    })?;
     let notifier = std::sync::Arc::new(mini_install::SystemdNotifier::from_env());
     if let Some(agent) = config.agent.as_mut() {
         agent.progress = Some(status_hook(notifier.clone(), false));
@@ -359,6 +378,13 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     config.cluster_cidr = args.cluster_cidr;
     config.service_cidr = args.service_cidr;
     config.flannel_iface = args.flannel_iface;
+    check_cmd::preflight(&check_cmd::Preflight {
+        role: mini_check::Role::Agent,
+        data_dir: config.data_dir.clone(),
+        api: None,
+        node: Some(config.kubelet_port),
+        managed_containerd: config.container_runtime == mini_agent::ContainerRuntimeMode::Managed,
+    })?;
     let notifier = std::sync::Arc::new(mini_install::SystemdNotifier::from_env());
     config.progress = Some(status_hook(notifier, true));
     let runtime = tokio::runtime::Runtime::new()?;
@@ -435,10 +461,15 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             };
         }
     };
+    // the host tools print their own report: only their warnings are logged
+    let default_log = match cli.command {
+        Command::Check(_) | Command::Status(_) | Command::Killall(_) => "warn,kube_client=off",
+        _ => "info,hickory_server=warn,hickory_proto=warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MINI_LOG")
-                .unwrap_or_else(|_| "info,hickory_server=warn,hickory_proto=warn".into()),
+                .unwrap_or_else(|_| default_log.into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -451,6 +482,9 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Sim(SimCommand::Nodes(args)) => run_sim_nodes(args),
         Command::Install(args) => install_cmd::run_install(args),
         Command::Uninstall(args) => install_cmd::run_uninstall(args),
+        Command::Check(args) => check_cmd::run_check(args),
+        Command::Status(args) => check_cmd::run_status(args),
+        Command::Killall(args) => check_cmd::run_killall(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

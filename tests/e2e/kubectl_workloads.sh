@@ -241,7 +241,11 @@ step_restart_mid_rollout() {
   stop_server TERM
   start_server "$WORK/data" "$PORT"
   expect "rollout_completes_after_server_restart" "successfully rolled out" k rollout status deployment/roll --timeout=120s
-  expect_eq "restart_rollout_pods_all_new" "r:2" bash -c "kubectl get pods -l app=roll -o jsonpath='{range .items[*]}{.spec.containers[0].image}{\"\\n\"}{end}' | sort -u"
+  # as upstream, a ReplicaSet's status.replicas leaves out terminating pods, so `rollout status`
+  # may return while old pods are still being deleted: every pod that is not terminating runs the
+  # new image at once, and the terminating ones go away
+  expect_eq "restart_rollout_pods_all_new" "r:2" bash -c "kubectl get pods -l app=roll -o jsonpath='{range .items[*]}{.spec.containers[0].image}{\" \"}{.metadata.deletionTimestamp}{\"\\n\"}{end}' | awk 'NF == 1 {print \$1}' | sort -u"
+  wait_for "restart_rollout_old_pods_gone" 60 bash -c "! kubectl get pods -l app=roll -o jsonpath='{range .items[*]}{.spec.containers[0].image}{\"\\n\"}{end}' | grep -qv '^r:2\$'"
   expect_eq "restart_rollout_one_active_replicaset" "1" bash -c "kubectl get rs -l app=roll -o jsonpath='{range .items[*]}{.spec.replicas}{\"\\n\"}{end}' | grep -vc '^0$'"
 }
 
