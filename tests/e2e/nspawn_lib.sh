@@ -42,6 +42,9 @@ boot_machine() {
   mkdir -p "$root" /run/systemd/nspawn
   tar -C "$root" -xf "$ROOTFS_CACHE"
   echo "$name" >"$root/etc/hostname"
+  # debootstrap's minbase has no /etc/hosts; an installed Debian has one (containerd copies it
+  # into every pod sandbox)
+  [ -e "$root/etc/hosts" ] || printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\tlocalhost ip6-localhost ip6-loopback\n' "$name" >"$root/etc/hosts"
   MACHINE_ROOTS+=("$root")
   systemd-nspawn -b -D "$root" --register=no --keep-unit -q --machine="$name" "$@" \
     >"$WORK/$name.console" 2>&1 </dev/null &
