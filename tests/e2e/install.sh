@@ -17,7 +17,7 @@ MINI_BIN=$(readlink -f "$MINI_BIN")
 WORK=$(mktemp -d /var/tmp/mini-e2e-install.XXXXXX)
 source tests/e2e/nspawn_lib.sh
 
-NS=mie2e
+NS=mie2e$$
 SWITCH=$NS-sw
 SERVER_NS=$NS-s
 AGENT_NS=$NS-a
