@@ -67,9 +67,15 @@ pub fn uninstall(
         say(out, format!("stopping {}", role.unit_name()));
         let _ = sys.systemctl(&["disable", "--now", role.unit_name()]);
     }
-    // 2. pods, containerd, mounts, interfaces, nftables
-    say(out, "running `mini killall`".into());
-    keep(sys.run(&request.self_exe, &["killall"]), out);
+    // 2. pods, containerd, mounts, interfaces, nftables: per data dir
+    for dir in &data_dirs {
+        let dir = dir.to_string_lossy();
+        say(out, format!("running `mini killall --data-dir {dir}`"));
+        keep(
+            sys.run(&request.self_exe, &["killall", "--data-dir", &dir]),
+            out,
+        );
+    }
     // 3. files
     let mut paths: Vec<PathBuf> = Vec::new();
     for role in Role::ALL {
@@ -152,7 +158,14 @@ mod tests {
         uninstall(&sys, &req(false), &mut out).unwrap();
         let calls = sys.take_calls();
         assert_eq!(calls[0], "systemctl disable --now mini-server.service");
-        assert_eq!(calls[1], "run /usr/local/bin/mini killall");
+        assert_eq!(
+            calls[1],
+            "run /usr/local/bin/mini killall --data-dir /srv/mini"
+        );
+        assert_eq!(
+            calls[2],
+            "run /usr/local/bin/mini killall --data-dir /var/lib/mini"
+        );
         let left: Vec<PathBuf> = sys.files.borrow().keys().cloned().collect();
         assert_eq!(left, vec![PathBuf::from("/etc/hosts")]);
         assert!(calls.contains(&"systemctl daemon-reload".to_string()));
@@ -173,7 +186,7 @@ mod tests {
         let sys = installed();
         sys.failing_programs
             .borrow_mut()
-            .push("/usr/local/bin/mini killall".into());
+            .push("/usr/local/bin/mini killall --data-dir /var/lib/mini".into());
         let err = uninstall(&sys, &req(false), &mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("killall"), "{err}");
         assert!(sys.file("/usr/local/bin/mini").is_none());
@@ -183,6 +196,9 @@ mod tests {
     fn uninstall_nothing_installed_succeeds_without_systemctl() {
         let sys = FakeSystem::default();
         uninstall(&sys, &req(false), &mut Vec::new()).unwrap();
-        assert_eq!(sys.take_calls(), vec!["run /usr/local/bin/mini killall"]);
+        assert_eq!(
+            sys.take_calls(),
+            vec!["run /usr/local/bin/mini killall --data-dir /var/lib/mini"]
+        );
     }
 }
