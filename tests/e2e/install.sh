@@ -56,6 +56,9 @@ machine_net() {
   ip -n "$ns" addr add "$ip/24" dev eth0
   ip -n "$ns" link set eth0 up
   ip -n "$ns" route add default via "$GATEWAY_IP"
+  # /proc/sys is read-only inside systemd-nspawn: set from outside what an installed host has
+  # (the network sysctls are per network namespace)
+  nsenter --net="/var/run/netns/$ns" sysctl -qw net.ipv4.ip_forward=1
 }
 
 setup() {
