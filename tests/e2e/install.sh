@@ -35,6 +35,7 @@ cleanup() {
   rm -rf --one-file-system "$WORK"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT
 
 ms() { in_machine "$S_PID" "$@"; }
 ma() { in_machine "$A_PID" "$@"; }
@@ -70,9 +71,11 @@ setup() {
   ip -n "$SWITCH" link set br0 up
   machine_net "$SERVER_NS" "$SERVER_IP"
   machine_net "$AGENT_NS" "$AGENT_IP"
-  boot_machine server --network-namespace-path="/var/run/netns/$SERVER_NS"
+  # --capability=all: an installed host's root has every capability; nspawn's default set
+  # lacks CAP_NET_ADMIN with --network-namespace-path (the pod bridge: "operation not permitted")
+  boot_machine server --network-namespace-path="/var/run/netns/$SERVER_NS" --capability=all
   S_PID=$MACHINE_PID
-  boot_machine agent --network-namespace-path="/var/run/netns/$AGENT_NS"
+  boot_machine agent --network-namespace-path="/var/run/netns/$AGENT_NS" --capability=all
   A_PID=$MACHINE_PID
   local m
   for m in server agent; do
