@@ -19,6 +19,9 @@ install_deps() {
     busybox:busybox-static nft:nftables iperf3:iperf3 ip:iproute2; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
   done
+  # the install suite boots Debian machines with systemd-nspawn from a debootstrap rootfs
+  command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+  command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)
   if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
@@ -96,6 +99,9 @@ e2e() {
   log "end-to-end: bootstrap tokens, install endpoints, bundle images reaching an agent"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/tokens.sh 2>&1 | tee "$LOGS/e2e-tokens.log" || true
   count_plain "$LOGS/e2e-tokens.log"
+  log "end-to-end: install.sh and mini install/uninstall as systemd services in nspawn machines"
+  MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/install.sh 2>&1 | tee "$LOGS/e2e-install.log" || true
+  count_plain "$LOGS/e2e-install.log"
 }
 
 install_deps

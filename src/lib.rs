@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 pub mod check_cmd;
 pub mod token_cmd;
+pub mod install_cmd;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,6 +51,11 @@ pub enum Command {
     /// Air-gap bundles: the binary, images and packages in one file.
     #[command(subcommand)]
     Bundle(token_cmd::BundleCommand),
+    /// Install this binary as a systemd service (server, or agent with --server/--token) and
+    /// wait until it is Ready; re-running changes only what differs.
+    Install(install_cmd::InstallArgs),
+    /// Stop mini (`mini killall`) and remove its binary, units, config and data.
+    Uninstall(install_cmd::UninstallArgs),
 }
 
 /// How this machine runs as a node: shared by `mini agent` and the agent inside `mini server`.
@@ -104,6 +110,8 @@ pub struct AgentArgs {
     /// Interface whose IPv4 address carries the VXLAN overlay (default: the node IP's).
     #[arg(long, env = "MINI_FLANNEL_IFACE")]
     pub flannel_iface: Option<String>,
+    #[command(flatten)]
+    pub config_file: install_cmd::ConfigFileArgs,
     /// Pod network of the cluster (must match the server's --cluster-cidr).
     #[arg(long, env = "MINI_CLUSTER_CIDR", default_value = "10.42.0.0/16")]
     pub cluster_cidr: String,
@@ -223,6 +231,8 @@ pub struct ServerArgs {
         value_delimiter = ','
     )]
     pub disable_controller: Vec<String>,
+    #[command(flatten)]
+    pub config_file: install_cmd::ConfigFileArgs,
 }
 
 fn run_server(args: ServerArgs) -> anyhow::Result<()> {
@@ -276,10 +286,16 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             .as_ref()
             .is_some_and(|a| a.container_runtime == mini_agent::ContainerRuntimeMode::Managed),
     })?;
+    let notifier = std::sync::Arc::new(mini_install::SystemdNotifier::from_env());
+    if let Some(agent) = config.agent.as_mut() {
+        agent.progress = Some(status_hook(notifier.clone(), false));
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let shutdown = tokio_util::sync::CancellationToken::new();
+        mini_install::Notifier::status(notifier.as_ref(), "starting the API server");
         let (started, handle) = mini_server::start(config, shutdown.clone()).await?;
+        mini_install::Notifier::ready(notifier.as_ref());
         tracing::info!(address = %started.address, kubeconfig = %started.kubeconfig.display(), "mini server ready");
         println!("mini server listening on https://{}", started.address);
         println!("kubeconfig: {}", started.kubeconfig.display());
@@ -376,6 +392,8 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         node: Some(config.kubelet_port),
         managed_containerd: config.container_runtime == mini_agent::ContainerRuntimeMode::Managed,
     })?;
+    let notifier = std::sync::Arc::new(mini_install::SystemdNotifier::from_env());
+    config.progress = Some(status_hook(notifier, true));
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let shutdown = tokio_util::sync::CancellationToken::new();
@@ -387,6 +405,19 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         mini_agent::run(config, shutdown).await?;
         Ok(())
     })
+}
+
+/// Agent start-up steps as systemd `STATUS=` lines; with `ready`, `READY=1` once the node is
+/// up (`mini server` sends its own READY when its API answers).
+fn status_hook(
+    notifier: std::sync::Arc<mini_install::SystemdNotifier>,
+    ready: bool,
+) -> mini_agent::ProgressHook {
+    use mini_install::Notifier;
+    mini_agent::ProgressHook(std::sync::Arc::new(move |step| match step {
+        mini_agent::AgentProgress::Ready if ready => notifier.ready(),
+        step => notifier.status(&step.to_string()),
+    }))
 }
 
 fn run_cleanup() -> anyhow::Result<()> {
@@ -419,6 +450,13 @@ async fn wait_for_signal() {
 
 /// Runs `mini` with the given arguments and returns the process exit code.
 pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let args = match install_cmd::with_config_files(args.into_iter().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("mini: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
@@ -441,6 +479,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
                 .unwrap_or_else(|_| default_log.into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
         Command::Server(args) => run_server(args),
@@ -448,6 +487,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Cleanup => run_cleanup(),
         Command::Images(ImagesCommand::Import(args)) => run_images_import(args),
         Command::Sim(SimCommand::Nodes(args)) => run_sim_nodes(args),
+        Command::Install(args) => install_cmd::run_install(args),
+        Command::Uninstall(args) => install_cmd::run_uninstall(args),
         Command::Check(args) => check_cmd::run_check(args),
         Command::Status(args) => check_cmd::run_status(args),
         Command::Killall(args) => check_cmd::run_killall(args),

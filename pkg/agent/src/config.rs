@@ -58,6 +58,45 @@ pub struct AgentConfig {
     pub service_cidr: String,
     /// The interface whose IPv4 address carries the VXLAN overlay (default: the node IP's).
     pub flannel_iface: Option<String>,
+    /// Told what start-up is doing (e.g. for systemd's `STATUS=`), and when the node is up.
+    pub progress: Option<ProgressHook>,
+}
+
+/// A start-up step of the agent, reported through [`AgentConfig::progress`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentProgress {
+    /// Fetching the CA and node certificates from this server URL.
+    Joining(String),
+    /// Starting (or connecting to) containerd.
+    StartingContainerd,
+    /// Creating or updating the Node object.
+    RegisteringNode(String),
+    /// Waiting for node IPAM to give the node a pod CIDR.
+    WaitingForPodCidr,
+    /// The node is registered and its API serves.
+    Ready,
+}
+
+impl std::fmt::Display for AgentProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AgentProgress::Joining(url) => write!(f, "joining {url}"),
+            AgentProgress::StartingContainerd => write!(f, "starting containerd"),
+            AgentProgress::RegisteringNode(n) => write!(f, "waiting for node registration of {n}"),
+            AgentProgress::WaitingForPodCidr => write!(f, "waiting for a pod CIDR"),
+            AgentProgress::Ready => write!(f, "node ready"),
+        }
+    }
+}
+
+/// A callback for [`AgentProgress`] events.
+#[derive(Clone)]
+pub struct ProgressHook(pub std::sync::Arc<dyn Fn(AgentProgress) + Send + Sync>);
+
+impl std::fmt::Debug for ProgressHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressHook")
+    }
 }
 
 impl AgentConfig {
@@ -81,6 +120,13 @@ impl AgentConfig {
             cluster_cidr: "10.42.0.0/16".into(),
             service_cidr: "10.43.0.0/16".into(),
             flannel_iface: None,
+            progress: None,
+        }
+    }
+
+    pub(crate) fn report(&self, step: AgentProgress) {
+        if let Some(hook) = &self.progress {
+            (hook.0)(step);
         }
     }
 

@@ -17,7 +17,10 @@ pub mod stats;
 #[cfg(test)]
 mod testutil;
 
-pub use config::{parse_node_labels, parse_node_taints, AgentConfig, ContainerRuntimeMode};
+pub use config::{
+    parse_node_labels, parse_node_taints, AgentConfig, AgentProgress, ContainerRuntimeMode,
+    ProgressHook,
+};
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -142,6 +145,7 @@ pub async fn start(
     tracing::info!(node = node_name, %node_ip, server = config.server_url, "starting the agent");
 
     // 2. join: CA pinned by the token, certificates signed by the server
+    config.report(AgentProgress::Joining(config.server_url.clone()));
     let creds = join::join(&join::JoinRequestInfo {
         server_url: &config.server_url,
         token: &config.token,
@@ -157,6 +161,7 @@ pub async fn start(
     // 3. containerd (managed or external), then the pause image and the air-gap images
     // the CNI plugins are this binary under their names (no containernetworking-plugins)
     cni::install_plugins(&config.cni_bin_dir())?;
+    config.report(AgentProgress::StartingContainerd);
     let (containerd, socket) = match &config.container_runtime {
         ContainerRuntimeMode::Managed => {
             let mut cd = mini_cri::ContainerdConfig::new(
@@ -216,6 +221,7 @@ pub async fn start(
     }
 
     // 4. the Node object, its status loop and its lease
+    config.report(AgentProgress::RegisteringNode(node_name.clone()));
     let health: Arc<dyn node::HealthSource> = Arc::new(node::CriHealth(runtime.clone()));
     let registration = node::NodeRegistration {
         name: node_name.clone(),
@@ -248,6 +254,7 @@ pub async fn start(
     )));
 
     // 5. pod network: once node IPAM gave us a pod CIDR
+    config.report(AgentProgress::WaitingForPodCidr);
     let Some(pod_cidr) = cni::wait_for_pod_cidr(&client, &node_name, &shutdown).await else {
         return Err(AgentError::Serve(
             "shut down while waiting for a pod CIDR".into(),
@@ -389,6 +396,7 @@ pub async fn start(
         shutdown.clone(),
     )));
     tracing::info!(node = node_name, %node_api_address, "agent ready");
+    config.report(AgentProgress::Ready);
     Ok(RunningAgent {
         node_name,
         node_ip,
