@@ -14,6 +14,7 @@ BIN_DIR="${CARGO_TARGET_DIR:-${ROOT}/target}/release"
 usage() {
     echo "usage: $0 network [--services N] [--connects N] [--iperf-secs N]" >&2
     echo "usage: $0 agent [--pods N] [--idle-secs N]" >&2
+    echo "usage: $0 install [--runs N]" >&2
     echo "usage: $0 api [--quick] [--pods N] [--creates N] [--concurrency N] [--watchers N] [--samples N] [--watch-updates N]" >&2
 }
 
@@ -105,6 +106,105 @@ run_network() {
     "${ROOT}/scripts/bench_network.sh" "$@"
 }
 
+# The install area: what a person installing mini gets. The release binary comes from
+# scripts/release.sh (dist/mini, stripped, glibc floor checked; MINI_BENCH_BIN=path measures
+# another binary instead).
+INSTALL_PEER_K3S_READY_SECONDS=50
+
+build_release_dist() {
+    if [[ -n "${MINI_BENCH_BIN:-}" ]]; then
+        return 0
+    fi
+    echo "bench: building the release binary (scripts/release.sh)" >&2
+    bash "${ROOT}/scripts/release.sh" >&2
+}
+
+# install_server_to_ready_once DIR: starts `mini server` (with its own node agent, the default)
+# on the fresh data dir DIR in the bench's server namespace and prints the seconds from start to
+# the node's Ready condition True; stops everything it started.
+install_server_to_ready_once() {
+    local dir=$1 t0 t1 status=""
+    setup_network
+    t0=$(date +%s.%N)
+    start_node_server "${dir}" --node-name server --resolv-conf "${WORK}/resolv.conf" >&2
+    for _ in $(seq 1 1200); do
+        status=$(k get node server -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)
+        [[ "${status}" == "True" ]] && break
+        sleep 0.1
+    done
+    t1=$(date +%s.%N)
+    kill_node_processes "${dir}" "${SERVER_NS}"
+    stop_server KILL
+    kill_node_processes "${dir}" "${SERVER_NS}"
+    teardown_network
+    unmount_under "${dir}"
+    if [[ "${status}" != "True" ]]; then
+        echo "bench: the node never became Ready; server log:" >&2
+        tail -30 "${dir}/server.log" >&2
+        return 1
+    fi
+    echo "${t0} ${t1}" | awk '{printf "%.2f\n", $2 - $1}'
+}
+
+# install_sh_to_ready: seconds from `install.sh` on a fresh machine to node Ready. install.sh is
+# not in the tree yet, so this prints "not measured" (and JSON null) rather than a number.
+install_sh_to_ready() {
+    echo "not measured"
+}
+
+# scripts/bench.sh install [--runs N]
+# The stripped release binary's size and glibc floor, `mini server` on a fresh data dir to node
+# Ready (median of N runs, default 3; in a network namespace of its own, needs root), install.sh
+# to Ready, and k3s's start-to-Ready as the peer figure (quoted from issue 9, not measured here:
+# k3s cannot be installed on this machine). Writes target/bench-results/install-<ts>.json.
+run_install() {
+    local runs=3
+    while [[ $# -gt 0 ]]; do
+        case "$1" in
+            --runs) runs="$2"; shift 2 ;;
+            *) usage; exit 2 ;;
+        esac
+    done
+    mkdir -p "${RESULTS_DIR}"
+    local out bin
+    out="${RESULTS_DIR}/install-$(date -u +%Y%m%dT%H%M%SZ).json"
+    bin="${MINI_BENCH_BIN:-${ROOT}/dist/mini}"
+    (
+        set -euo pipefail
+        # shellcheck source=tests/e2e/lib.sh
+        . "${ROOT}/tests/e2e/lib.sh"
+        E2E_NS=minibinst
+        # shellcheck source=tests/e2e/nodes_lib.sh
+        . "${ROOT}/tests/e2e/nodes_lib.sh"
+        MINI_BIN=$(readlink -f "${bin}")
+        WORK=$(mktemp -d /tmp/mini-bench-install.XXXXXX)
+        export HOME="${WORK}/home"
+        mkdir -p "${HOME}"
+        trap 'cleanup_nodes; rm -rf "${WORK}"' EXIT
+        echo "# no upstream nameservers in the bench network" >"${WORK}/resolv.conf"
+        local size floor i secs times=() median install_sh
+        size=$(stat -c %s "${MINI_BIN}")
+        floor=$(objdump -T "${MINI_BIN}" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/^GLIBC_//' | sort -uV | tail -n 1)
+        for i in $(seq 1 "${runs}"); do
+            secs=$(install_server_to_ready_once "${WORK}/run${i}")
+            echo "bench: run ${i}: mini server to node Ready ${secs} s" >&2
+            times+=("${secs}")
+        done
+        median=$(printf '%s\n' "${times[@]}" | sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}')
+        install_sh=$(install_sh_to_ready)
+        echo "binary: ${MINI_BIN} ${size} bytes ($(awk -v b="${size}" 'BEGIN {printf "%.1f", b / 1048576}') MiB), needs glibc >= ${floor}"
+        echo "mini server fresh data dir -> node Ready: median ${median} s of ${runs} (${times[*]})"
+        echo "install.sh -> node Ready: ${install_sh}"
+        echo "peer: k3s server -> node Ready ~${INSTALL_PEER_K3S_READY_SECONDS} s (quoted from issue 9, not measured: k3s is not installable here)"
+        local install_json=null
+        [[ "${install_sh}" =~ ^[0-9.]+$ ]] && install_json="${install_sh}"
+        printf '{"binary":"%s","binary_bytes":%s,"glibc_needed":"%s","server_to_ready_seconds":[%s],"server_to_ready_median_seconds":%s,"install_sh_to_ready_seconds":%s,"peer_k3s_to_ready_seconds_quoted":%s}\n' \
+            "${MINI_BIN}" "${size}" "${floor}" "$(IFS=,; echo "${times[*]}")" "${median}" "${install_json}" \
+            "${INSTALL_PEER_K3S_READY_SECONDS}" >"${out}"
+        echo "bench: wrote ${out}" >&2
+    )
+}
+
 main() {
     if [[ $# -lt 1 ]]; then
         usage
@@ -127,6 +227,10 @@ main() {
             ;;
         network)
             run_network "$@"
+            ;;
+        install)
+            build_release_dist
+            run_install "$@"
             ;;
         -h | --help)
             usage

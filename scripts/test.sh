@@ -104,11 +104,19 @@ e2e() {
   count_plain "$LOGS/e2e-install.log"
 }
 
+# the release binary (zig-linked for glibc 2.17, build cached in /var/cache/mini-build) on Debian 11
+release_oldglibc() {
+  log "end-to-end: release binary on an older distribution (Debian 11, glibc 2.31)"
+  bash tests/e2e/oldglibc.sh 2>&1 | tee "$LOGS/e2e-oldglibc.log" || true
+  count_plain "$LOGS/e2e-oldglibc.log"
+}
+
 install_deps
 build
 lint
 unit_and_integration
 e2e
+release_oldglibc
 echo
 echo "all suites: $TOTAL_PASS passed, $TOTAL_FAIL failed"
 [ "$TOTAL_FAIL" -eq 0 ]

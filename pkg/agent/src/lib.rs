@@ -222,7 +222,12 @@ pub async fn start(
 
     // 4. the Node object, its status loop and its lease
     config.report(AgentProgress::RegisteringNode(node_name.clone()));
-    let health: Arc<dyn node::HealthSource> = Arc::new(node::CriHealth(runtime.clone()));
+    // Ready needs the runtime (RuntimeReady, NetworkReady) and this start to be finished
+    let start_gate = Arc::new(node::StartGate::new(Arc::new(node::CriHealth(
+        runtime.clone(),
+    ))));
+    let health: Arc<dyn node::HealthSource> = start_gate.clone();
+    let status_wake = node::StatusWake::default();
     let registration = node::NodeRegistration {
         name: node_name.clone(),
         hostname: hostname.clone(),
@@ -250,6 +255,8 @@ pub async fn start(
         registration,
         host.clone(),
         health,
+        status_wake.clone(),
+        node::StatusTiming::default(),
         shutdown.clone(),
     )));
 
@@ -395,6 +402,9 @@ pub async fn start(
         host.clone(),
         shutdown.clone(),
     )));
+    // started: Ready follows the runtime's health now, sent at once rather than at the next refresh
+    start_gate.open();
+    status_wake.wake();
     tracing::info!(node = node_name, %node_api_address, "agent ready");
     config.report(AgentProgress::Ready);
     Ok(RunningAgent {

@@ -1,10 +1,17 @@
 //! The Node object and its Lease: registration (labels, taints, capacity, addresses, nodeInfo),
 //! the status refresh loop and lease renewal. Fail-static: while the server is unreachable the
 //! loops keep retrying quietly; nothing here ever stops pods.
+//!
+//! Ready is sent as soon as it is true, not at the next 10 s refresh: the Ready condition also
+//! needs the agent's start to be finished ([`StartGate`]: pod network configured, kubelet
+//! running, node API serving), opening the gate wakes the status loop ([`StatusWake`]), and
+//! while the last status sent says NotReady the loop checks every [`NOT_READY_POLL`] (the
+//! runtime's NetworkReady turns true a moment after the CNI config is written).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +32,9 @@ pub const MAX_PODS: u32 = 110;
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(10);
 /// The status is sent at least this often even when nothing changed.
 pub const STATUS_MAX_AGE: Duration = Duration::from_secs(60);
+/// How often the status is checked while the last one sent says NotReady (upstream's kubelet
+/// polls fast at start too), so Ready is sent as soon as it turns true.
+pub const NOT_READY_POLL: Duration = Duration::from_millis(500);
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 pub const LEASE_DURATION_SECONDS: i32 = 40;
 pub const CONTROL_PLANE_LABEL: &str = "node-role.kubernetes.io/control-plane";
@@ -96,6 +106,88 @@ impl HealthSource for CriHealth {
             runtime_version,
         }
     }
+}
+
+/// Ready also needs the agent's own start to be finished: until [`StartGate::open`] (pod
+/// network configured, kubelet running, node API serving) the gate reports NotReady with the
+/// runtime's version; afterwards it reports the runtime's health unchanged.
+pub struct StartGate {
+    runtime: Arc<dyn HealthSource>,
+    open: AtomicBool,
+}
+
+impl StartGate {
+    pub fn new(runtime: Arc<dyn HealthSource>) -> Self {
+        Self {
+            runtime,
+            open: AtomicBool::new(false),
+        }
+    }
+
+    /// The agent finished starting; Ready follows the runtime's health from now on.
+    pub fn open(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl HealthSource for StartGate {
+    async fn health(&self) -> Health {
+        let health = self.runtime.health().await;
+        if self.open.load(Ordering::SeqCst) {
+            return health;
+        }
+        Health {
+            ready: false,
+            message: "kubelet is starting: pod network, kubelet and node API not up yet"
+                .to_string(),
+            runtime_version: health.runtime_version,
+        }
+    }
+}
+
+/// Wakes the status loop to check the status now (and send it when it changed), e.g. when the
+/// agent finished starting. A wake before the loop waits is kept, not lost.
+#[derive(Clone, Default)]
+pub struct StatusWake(Arc<tokio::sync::Notify>);
+
+impl StatusWake {
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+
+    async fn woken(&self) {
+        self.0.notified().await;
+    }
+}
+
+/// The status loop's intervals (tests shorten or lengthen them).
+#[derive(Debug, Clone, Copy)]
+pub struct StatusTiming {
+    /// Check interval while the node is Ready (and while the server is unreachable).
+    pub interval: Duration,
+    /// Check interval while the last status sent says NotReady.
+    pub not_ready_poll: Duration,
+    /// Send at least this often even when nothing changed.
+    pub max_age: Duration,
+}
+
+impl Default for StatusTiming {
+    fn default() -> Self {
+        Self {
+            interval: STATUS_INTERVAL,
+            not_ready_poll: NOT_READY_POLL,
+            max_age: STATUS_MAX_AGE,
+        }
+    }
+}
+
+/// Whether a sent status has Ready=True.
+fn is_ready(status: &Value) -> bool {
+    status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .is_some_and(|c| c["status"] == "True")
 }
 
 /// Upstream's `GOARCH` spelling of the machine.
@@ -296,22 +388,33 @@ fn without_times(status: &Value) -> Value {
     s
 }
 
-/// Every [`STATUS_INTERVAL`]: recompute the status; send it when it changed or when the last
-/// one is older than [`STATUS_MAX_AGE`]. Errors are logged and retried next tick.
+/// Every [`StatusTiming::interval`] (every [`StatusTiming::not_ready_poll`] while the last
+/// status sent says NotReady, and at once when woken): recompute the status; send it when it
+/// changed or when the last one is older than [`StatusTiming::max_age`]. Errors are logged
+/// and retried next tick.
 pub async fn run_status_loop(
     client: kube::Client,
     reg: NodeRegistration,
     host: Arc<dyn Host>,
     health: Arc<dyn HealthSource>,
+    wake: StatusWake,
+    timing: StatusTiming,
     shutdown: CancellationToken,
 ) {
     let nodes: Api<Node> = Api::all(client.clone());
     let mut last_sent: Option<(Value, Instant)> = None;
     let mut failures = 0u32;
     loop {
+        let ready_sent = last_sent.as_ref().is_some_and(|(s, _)| is_ready(s));
+        let wait = if ready_sent || failures > 0 {
+            timing.interval
+        } else {
+            timing.not_ready_poll
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(STATUS_INTERVAL) => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = wake.woken() => {}
         }
         let h = health.health().await;
         let status = match node_status(&reg, host.as_ref(), &h) {
@@ -322,7 +425,7 @@ pub async fn run_status_loop(
             }
         };
         let due = match &last_sent {
-            Some((sent, at)) => without_times(sent) != status || at.elapsed() >= STATUS_MAX_AGE,
+            Some((sent, at)) => without_times(sent) != status || at.elapsed() >= timing.max_age,
             None => true,
         };
         if !due {

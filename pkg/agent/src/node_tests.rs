@@ -185,3 +185,154 @@ fn with_heartbeat_unchanged_status_keeps_transition_time() {
         "2020-01-01T00:00:00Z"
     );
 }
+
+/// A runtime whose readiness the test flips.
+struct FlipHealth(std::sync::Mutex<bool>);
+
+impl FlipHealth {
+    fn new(ready: bool) -> Arc<Self> {
+        Arc::new(Self(std::sync::Mutex::new(ready)))
+    }
+
+    fn set(&self, ready: bool) {
+        *self.0.lock().expect("lock") = ready;
+    }
+}
+
+#[async_trait]
+impl HealthSource for FlipHealth {
+    async fn health(&self) -> Health {
+        let ready = *self.0.lock().expect("lock");
+        Health {
+            ready,
+            message: if ready {
+                "runtime ready"
+            } else {
+                "NetworkReady is false"
+            }
+            .into(),
+            runtime_version: "containerd://1.6.20".into(),
+        }
+    }
+}
+
+/// The Ready condition's status as the server has it.
+async fn ready_status(env: &TestEnv) -> String {
+    let node = Api::<Node>::all(env.admin_client())
+        .get("node-a")
+        .await
+        .expect("node");
+    let v = serde_json::to_value(node).expect("json");
+    v["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Waits (up to 30 s, far below any interval the tests leave running) for Ready=`want`.
+async fn wait_ready_status(env: &TestEnv, want: &str) {
+    for _ in 0..600 {
+        if ready_status(env).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("Ready never became {want}");
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[tokio::test]
+async fn start_gate_closed_reports_not_ready_then_runtime_health_once_open() {
+    let gate = StartGate::new(FlipHealth::new(true));
+    let closed = gate.health().await;
+    assert!(!closed.ready);
+    assert!(closed.message.contains("starting"), "{}", closed.message);
+    assert_eq!(closed.runtime_version, "containerd://1.6.20");
+    gate.open();
+    let open = gate.health().await;
+    assert!(open.ready);
+    assert_eq!(open.message, "runtime ready");
+}
+
+#[tokio::test]
+async fn status_loop_woken_when_start_finishes_posts_ready_at_once() {
+    let env = TestEnv::start().await;
+    let host: Arc<dyn Host> = Arc::new(FakeHost::default());
+    let gate = Arc::new(StartGate::new(FlipHealth::new(true)));
+    let client = node_client(&env);
+    register(
+        &client,
+        &registration(),
+        host.as_ref(),
+        &gate.health().await,
+    )
+    .await
+    .expect("register");
+    assert_eq!(ready_status(&env).await, "False");
+    let (wake, shutdown) = (StatusWake::default(), CancellationToken::new());
+    // every interval an hour: only the wake can send the new status
+    let timing = StatusTiming {
+        interval: HOUR,
+        not_ready_poll: HOUR,
+        max_age: HOUR,
+    };
+    let task = tokio::spawn(run_status_loop(
+        client,
+        registration(),
+        host,
+        gate.clone(),
+        wake.clone(),
+        timing,
+        shutdown.clone(),
+    ));
+    gate.open();
+    wake.wake();
+    wait_ready_status(&env, "True").await;
+    shutdown.cancel();
+    task.await.expect("loop");
+}
+
+#[tokio::test]
+async fn status_loop_not_ready_polls_fast_until_ready_then_slows_down() {
+    let env = TestEnv::start().await;
+    let host: Arc<dyn Host> = Arc::new(FakeHost::default());
+    let runtime = FlipHealth::new(false);
+    let client = node_client(&env);
+    register(
+        &client,
+        &registration(),
+        host.as_ref(),
+        &runtime.health().await,
+    )
+    .await
+    .expect("register");
+    let shutdown = CancellationToken::new();
+    let timing = StatusTiming {
+        interval: HOUR,
+        not_ready_poll: Duration::from_millis(20),
+        max_age: HOUR,
+    };
+    let task = tokio::spawn(run_status_loop(
+        client,
+        registration(),
+        host,
+        runtime.clone(),
+        StatusWake::default(),
+        timing,
+        shutdown.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(ready_status(&env).await, "False");
+    // the runtime turns ready (NetworkReady after the CNI config): sent without a wake
+    runtime.set(true);
+    wait_ready_status(&env, "True").await;
+    // once Ready was sent the loop is back to the (hour-long) refresh interval
+    runtime.set(false);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ready_status(&env).await, "True");
+    shutdown.cancel();
+    task.await.expect("loop");
+}
