@@ -71,7 +71,7 @@ lint() {
 
 unit_and_integration() {
   log "unit and integration tests"
-  cargo test --workspace 2>&1 | tee "$LOGS/cargo-test.log" || true
+  cargo test --workspace --no-fail-fast 2>&1 | tee "$LOGS/cargo-test.log" || true
   count_cargo "$LOGS/cargo-test.log"
 }
 

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod check_cmd;
-pub mod token_cmd;
 pub mod install_cmd;
+pub mod token_cmd;
 
 #[derive(Debug, Parser)]
 #[command(

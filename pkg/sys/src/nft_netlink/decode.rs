@@ -1,6 +1,7 @@
 //! Reads the kernel's nf_tables dump messages back into the JSON objects `nft -j list table`
 //! prints: the table, its chains, named sets and maps with their elements, and its rules
-//! (chain and handle; rule expressions are not decoded).
+//! (chain, handle, and of the expressions only the jump/goto verdicts: what a caller needs to
+//! find the rules that reference a chain before deleting it).
 
 use serde_json::{json, Map, Value};
 
@@ -299,7 +300,48 @@ pub fn rule(family: u8, payload: &[u8]) -> Value {
     if let Some(h) = find(&a, wire::rule::HANDLE).and_then(be64) {
         r.insert("handle".into(), h.into());
     }
+    let verdicts = find(&a, wire::rule::EXPRESSIONS)
+        .map(rule_verdicts)
+        .unwrap_or_default();
+    if !verdicts.is_empty() {
+        r.insert("expr".into(), Value::Array(verdicts));
+    }
     json!({ "rule": r })
+}
+
+/// `NFTA_IMMEDIATE_DATA`: the value an `immediate` expression loads.
+const IMMEDIATE_DATA: u16 = 2;
+
+/// The jump and goto statements among a rule's expressions (`immediate` loads of a verdict with
+/// a chain), as `{"jump": {"target": chain}}` / `{"goto": ...}`.
+fn rule_verdicts(expressions: &[u8]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (kind, elem) in wire::attrs(expressions) {
+        if kind != wire::LIST_ELEM {
+            continue;
+        }
+        let e = wire::attrs(elem);
+        if find(&e, wire::expr::NAME).map(string).as_deref() != Some("immediate") {
+            continue;
+        }
+        let Some(verdict) = find(&e, wire::expr::DATA)
+            .map(wire::attrs)
+            .and_then(|d| find(&d, IMMEDIATE_DATA).map(wire::attrs))
+            .and_then(|v| find(&v, wire::data::VERDICT).map(wire::attrs))
+        else {
+            continue;
+        };
+        let code = find(&verdict, wire::data::VERDICT_CODE)
+            .and_then(be32)
+            .map(|c| c as i32);
+        let chain = find(&verdict, wire::data::VERDICT_CHAIN).map(string);
+        match (code, chain) {
+            (Some(wire::verdict::JUMP), Some(c)) => out.push(json!({"jump": {"target": c}})),
+            (Some(wire::verdict::GOTO), Some(c)) => out.push(json!({"goto": {"target": c}})),
+            _ => {}
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -348,6 +390,37 @@ mod tests {
                 json!([{"concat": ["tcp", 30080]}, {"goto": {"target": "ext-x"}}]),
                 json!({"elem": {"val": "10.42.0.2", "timeout": 30}})
             ]
+        );
+    }
+
+    /// A rule is listed with its chain and handle and, of its expressions, the jumps and gotos
+    /// (what a caller needs to delete the rules that reference a chain).
+    #[test]
+    fn decoded_rule_lists_its_jump_and_goto_targets() {
+        let mut lookup = |_: u8, _: &str, _: &str| Ok(None);
+        let doc = r#"{"nftables":[
+            {"add":{"rule":{"family":"ip","table":"mini-portmap","chain":"prerouting","expr":[
+                {"match":{"op":"==","left":{"fib":{"result":"type","flags":["daddr"]}},"right":"local"}},
+                {"jump":{"target":"dnat-abc"}}]}}},
+            {"add":{"rule":{"family":"ip","table":"mini-portmap","chain":"output","expr":[
+                {"goto":{"target":"snat-abc"}}]}}},
+            {"add":{"rule":{"family":"ip","table":"mini-portmap","chain":"output","expr":[{"accept":null}]}}}
+        ]}"#;
+        let batch = Encoder::new(1, &mut lookup).document(doc).expect("encode");
+        let msgs = wire::messages(&batch.bytes).expect("parse");
+        assert_eq!(
+            rule(2, msgs[1].payload),
+            json!({"rule": {"family": "ip", "table": "mini-portmap", "chain": "prerouting",
+                   "expr": [{"jump": {"target": "dnat-abc"}}]}})
+        );
+        assert_eq!(
+            rule(2, msgs[2].payload),
+            json!({"rule": {"family": "ip", "table": "mini-portmap", "chain": "output",
+                   "expr": [{"goto": {"target": "snat-abc"}}]}})
+        );
+        assert_eq!(
+            rule(2, msgs[3].payload),
+            json!({"rule": {"family": "ip", "table": "mini-portmap", "chain": "output"}})
         );
     }
 
