@@ -148,15 +148,16 @@ install_server_to_ready_once() {
 
 # install_sh_to_ready: seconds from `MINI_BINARY=mini sh install.sh` on a fresh Debian 12 machine
 # (the install suite's cached debootstrap rootfs booted with systemd as PID 1 under
-# systemd-nspawn, in a network namespace of its own with one dummy interface: no network) until
+# systemd-nspawn, in a network namespace of its own with one veth pair: no network) until
 # the installer returns, which it does once the server's API answers and its node is Ready.
 install_sh_to_ready() {
     local ns="minibinsh$$" t0 t1 rc root
     ensure_rootfs >&2
     ip netns add "${ns}"
     ip -n "${ns}" link set lo up
-    ip -n "${ns}" link add eth0 type dummy
+    ip -n "${ns}" link add eth0 type veth peer name eth0-peer
     ip -n "${ns}" addr add 10.78.0.10/24 dev eth0
+    ip -n "${ns}" link set eth0-peer up
     ip -n "${ns}" link set eth0 up
     ip -n "${ns}" route add default dev eth0
     nsenter --net="/var/run/netns/${ns}" sysctl -qw net.ipv4.ip_forward=1
@@ -168,6 +169,7 @@ install_sh_to_ready() {
     t0=$(date +%s.%N)
     in_machine "${MACHINE_PID}" sh -c 'cd /root && MINI_BINARY=/root/mini sh install.sh --timeout 240' >"${WORK}/install-sh.log" 2>&1 && rc=0 || rc=$?
     t1=$(date +%s.%N)
+    sed 's/^/bench: install.sh: /' "${WORK}/install-sh.log" | tail -4 >&2
     stop_machines >&2
     ip netns del "${ns}" 2>/dev/null || true
     if [[ ${rc} -ne 0 ]]; then
