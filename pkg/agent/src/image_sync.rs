@@ -71,16 +71,6 @@ fn io_err(path: &Path, e: std::io::Error) -> AgentError {
     crate::fsutil::io_err(path, e)
 }
 
-fn fingerprint(meta: &std::fs::Metadata) -> (u64, i128) {
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos() as i128)
-        .unwrap_or(0);
-    (meta.len(), mtime)
-}
-
 fn sha256_file(path: &Path) -> Result<String, AgentError> {
     let mut file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
     let mut hasher = Sha256::new();
@@ -183,7 +173,7 @@ impl ImageSync {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(io_err(&path, e)),
         };
-        let (size, mtime) = fingerprint(&meta);
+        let (size, mtime) = mini_images::state::stat_fingerprint(&meta);
         if size != image.size {
             return Ok(false);
         }
@@ -291,7 +281,7 @@ impl PartFile {
         drop(file);
         std::fs::rename(&self.tmp, &self.target).map_err(|e| io_err(&self.target, e))?;
         let meta = std::fs::metadata(&self.target).map_err(|e| io_err(&self.target, e))?;
-        let (size, mtime) = fingerprint(&meta);
+        let (size, mtime) = mini_images::state::stat_fingerprint(&meta);
         Ok((size, mtime, sha))
     }
 }
