@@ -195,7 +195,10 @@ impl ContainerdConfig {
         }
     }
 
-    /// The config.toml text (containerd config version 2).
+    /// The config.toml text (containerd config version 2). Pod network namespaces are mounted
+    /// under containerd's state dir (`netns_mounts_under_state_dir`), inside mini's data dir,
+    /// so `mini killall` and `mini uninstall` find every one of them there, even those of
+    /// sandboxes that failed half-way.
     pub fn render(&self) -> Result<String, ContainerdError> {
         self.check_socket_path()?;
         let cni_bin_dir = self.resolved_cni_bin_dir()?;
@@ -227,6 +230,7 @@ impl ContainerdConfig {
              [{cri}]\n\
              \x20 sandbox_image = {sandbox_image}\n\
              \x20 restrict_oom_score_adj = true\n\
+             \x20 netns_mounts_under_state_dir = true\n\
              \x20 stream_server_address = \"127.0.0.1\"\n\
              \x20 stream_server_port = {port}\n\
              \x20 enable_tls_streaming = false\n\
@@ -726,6 +730,7 @@ mod tests {
             "[plugins.\"io.containerd.grpc.v1.cri\"]\n",
             "sandbox_image = \"mini.local/pause:1\"",
             "restrict_oom_score_adj = true",
+            "netns_mounts_under_state_dir = true",
             "stream_server_address = \"127.0.0.1\"",
             "stream_server_port = \"0\"",
             "enable_tls_streaming = false",
