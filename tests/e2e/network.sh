@@ -51,8 +51,9 @@ step_start() {
     start_agent "$n" "$(node_ip $i)" "$WORK/$n"
     i=$((i + 1))
   done
+  # on failure the last answer (nodes, or kubectl's error) is shown
   wait_for "three_nodes_ready" 120 bash -c \
-    "[ \$(nsenter --net=$(ns_path "$SERVER_NS") kubectl get nodes --no-headers 2>/dev/null | grep -c ' Ready ') -eq 3 ]" || return 1
+    "out=\$(nsenter --net=$(ns_path "$SERVER_NS") kubectl --request-timeout=10s get nodes --no-headers 2>&1); [ \$(grep -c ' Ready ' <<<\"\$out\") -eq 3 ] || { echo \"\$out\"; exit 1; }" || return 1
   wait_for "default_serviceaccount_created" 30 k get sa default -n default || return 1
   expect "node_publishes_vtep" '"VtepMAC"' k get node node-a -o jsonpath='{.metadata.annotations.flannel\.alpha\.coreos\.com/backend-data}'
   cat <<EOF | k apply -f - >/dev/null
