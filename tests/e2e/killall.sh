@@ -107,9 +107,13 @@ step_record() {
   for pid in "${OUR_PIDS[@]}"; do
     ino=$(readlink "/proc/$pid/ns/net" 2>/dev/null | tr -dc '0-9') && inodes+="$ino "
   done
-  for ns in $(ls /var/run/netns 2>/dev/null | grep '^cni-' || true); do
-    ino=$(stat -L -c %i "/var/run/netns/$ns" 2>/dev/null) || continue
-    [[ $inodes == *" $ino "* ]] && POD_NETNS+=("$ns")
+  # (mini's containerd mounts them under its CRI state dir, inside the data dir)
+  local dir
+  for dir in /var/run/netns "$DATA/agent/containerd/state/io.containerd.grpc.v1.cri/netns"; do
+    for ns in $(ls "$dir" 2>/dev/null | grep '^cni-' || true); do
+      ino=$(stat -L -c %i "$dir/$ns" 2>/dev/null) || continue
+      [[ $inodes == *" $ino "* ]] && POD_NETNS+=("$dir/$ns")
+    done
   done
   # containerd, two pause/sandbox shims' worth of processes, the server: at least 6
   if [ "${#OUR_PIDS[@]}" -ge 6 ] && [ "${#TASK_IDS[@]}" -ge 4 ] && [ "${#POD_NETNS[@]}" -ge 2 ]; then
@@ -144,7 +148,7 @@ step_verify() {
   expect_eq "no_mount_under_data_dir" "0" bash -c "awk -v d='$DATA/' 'index(\$5, d) == 1' /proc/self/mountinfo | wc -l"
   left=()
   for ns in "${POD_NETNS[@]}"; do
-    if [ -e "/var/run/netns/$ns" ] || grep -q "/netns/$ns " /proc/self/mountinfo; then left+=("$ns"); fi
+    if [ -e "$ns" ] || grep -q " $ns " /proc/self/mountinfo; then left+=("$ns"); fi
   done
   if [ "${#left[@]}" -eq 0 ]; then ok "pod_netns_removed"; else not_ok "pod_netns_removed" "${left[*]}"; fi
   expect_fail "mini0_deleted" "" in_ns "$SERVER_NS" ip link show mini0

@@ -259,14 +259,25 @@ pub fn read_bundles(sys: &dyn System, scope: &Scope) -> Vec<Bundle> {
     bundles
 }
 
-/// The pod network namespaces of our bundles: CNI-made files (`cni-*`) under the netns dir.
+/// The pod network namespaces of our bundles: CNI-made files (`cni-*`) under the netns dir, or
+/// under containerd's CRI state dir (`.../io.containerd.grpc.v1.cri/netns`, where mini's
+/// containerd mounts them: `netns_mounts_under_state_dir`).
 pub fn pod_netns(bundles: &[Bundle]) -> Vec<PathBuf> {
     let mut out = BTreeSet::new();
     for path in bundles.iter().filter_map(|b| b.netns.as_ref()) {
-        let in_netns_dir = matches!(
-            path.parent().and_then(|p| p.to_str()),
-            Some("/var/run/netns" | "/run/netns")
-        );
+        let parent = path.parent();
+        let in_cri_state_dir = parent.and_then(|p| p.file_name()).and_then(|n| n.to_str())
+            == Some("netns")
+            && parent
+                .and_then(|p| p.parent())
+                .and_then(|p| p.file_name())
+                .and_then(|n| n.to_str())
+                == Some("io.containerd.grpc.v1.cri");
+        let in_netns_dir = in_cri_state_dir
+            || matches!(
+                parent.and_then(|p| p.to_str()),
+                Some("/var/run/netns" | "/run/netns")
+            );
         let cni_named = path
             .file_name()
             .and_then(|n| n.to_str())

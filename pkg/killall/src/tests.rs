@@ -277,18 +277,30 @@ fn parse_bundle_oci_spec_reads_netns_and_cgroups_path() {
 }
 
 #[test]
-fn pod_netns_only_cni_files_in_the_netns_dir() {
+fn pod_netns_only_cni_files_in_the_netns_dir_or_the_cri_state_dir() {
     let bundles = vec![
         parse_bundle("a", &bundle_json("/var/run/netns/cni-1", "a")).unwrap(),
         parse_bundle("b", &bundle_json("/var/run/netns/cni-1", "b")).unwrap(),
         parse_bundle("c", &bundle_json("/proc/42/ns/net", "c")).unwrap(),
         parse_bundle("d", &bundle_json("/var/run/netns/mynet", "d")).unwrap(),
         parse_bundle("e", &bundle_json("/run/netns/cni-2", "e")).unwrap(),
+        parse_bundle(
+            "f",
+            &bundle_json(
+                "/var/lib/mini/agent/containerd/state/io.containerd.grpc.v1.cri/netns/cni-3",
+                "f",
+            ),
+        )
+        .unwrap(),
+        parse_bundle("g", &bundle_json("/var/lib/other/netns/cni-4", "g")).unwrap(),
     ];
     assert_eq!(
         pod_netns(&bundles),
         vec![
             PathBuf::from("/run/netns/cni-2"),
+            PathBuf::from(
+                "/var/lib/mini/agent/containerd/state/io.containerd.grpc.v1.cri/netns/cni-3"
+            ),
             PathBuf::from("/var/run/netns/cni-1")
         ]
     );
