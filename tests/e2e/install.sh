@@ -119,7 +119,7 @@ install_server() {
 
 # bundled_image_listed: the bundle's image is in the server node's containerd.
 bundled_image_listed() {
-  ms ctr --address /var/lib/mini/agent/containerd/containerd.sock -n k8s.io images ls -q | grep -qx 'mini.test/bundled:1'
+  ms ctr --address /var/lib/mini/agent/containerd/containerd.sock -n k8s.io images ls -q | grep -x 'mini.test/bundled:1' >/dev/null
 }
 
 kubectl_works() {

@@ -89,7 +89,7 @@ pids_with_arg() {
   local dir pid
   for dir in /proc/[0-9]*; do
     pid=${dir#/proc/}
-    if tr '\0' '\n' 2>/dev/null <"$dir/cmdline" | grep -qxF -- "$1"; then echo "$pid"; fi
+    if tr '\0' '\n' 2>/dev/null <"$dir/cmdline" | grep -xF -- "$1" >/dev/null; then echo "$pid"; fi
   done
 }
 
