@@ -331,11 +331,7 @@ fn run_sim_nodes(args: SimNodesArgs) -> anyhow::Result<()> {
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig)
-            .map_err(|e| anyhow::anyhow!("reading {}: {e}", args.kubeconfig.display()))?;
-        let client_config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-        let client = kube::Client::try_from(client_config)?;
+        let client = kube_client(&args.kubeconfig, "").await?;
         let shutdown = tokio_util::sync::CancellationToken::new();
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -438,6 +434,18 @@ fn run_images_import(args: ImagesImportArgs) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// A client for the cluster of the kubeconfig at `path`; `hint` (empty, or `; what to do`)
+/// follows the message when the file cannot be read.
+pub(crate) async fn kube_client(
+    path: &std::path::Path,
+    hint: &str,
+) -> anyhow::Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}{hint}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    Ok(kube::Client::try_from(config)?)
 }
 
 async fn wait_for_signal() {

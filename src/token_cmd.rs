@@ -119,14 +119,11 @@ async fn client(args: &TokenClientArgs) -> anyhow::Result<kube::Client> {
         .kubeconfig
         .clone()
         .unwrap_or_else(|| args.data_dir.join("server").join("admin.kubeconfig"));
-    let kubeconfig = kube::config::Kubeconfig::read_from(&path).map_err(|e| {
-        anyhow::anyhow!(
-            "reading the admin kubeconfig {}: {e}; pass --kubeconfig or run on the server",
-            path.display()
-        )
-    })?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-    Ok(kube::Client::try_from(config)?)
+    crate::kube_client(
+        &path,
+        "; pass --kubeconfig or run on the server (the admin kubeconfig)",
+    )
+    .await
 }
 
 /// Runs a `mini token` command.
