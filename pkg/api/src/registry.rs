@@ -42,6 +42,9 @@ pub enum Storage {
     Review,
     /// Read-only resource usage gathered from the node agents (`metrics.k8s.io`).
     Metrics,
+    /// The embedded image registry's repositories and tags (`registry.mini.dev`): listed from
+    /// the registry, deleted through it; pushes go through the OCI API under `/v2/`.
+    Images,
 }
 
 /// Everything the server needs to know about one resource.
@@ -216,6 +219,15 @@ impl Def {
     fn resource_metrics(mut self) -> Self {
         self.info.storage = Storage::Metrics;
         self.info.verbs = vec!["get".to_string(), "list".to_string()];
+        self
+    }
+    fn images(mut self) -> Self {
+        self.info.storage = Storage::Images;
+        // create/update are the push verbs RBAC grants; the API itself only reads and deletes
+        self.info.verbs = ["create", "delete", "get", "list", "update"]
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
         self
     }
     fn verbs(mut self, verbs: &[&str]) -> Self {
@@ -410,6 +422,13 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
         // metrics.k8s.io: served from the node agents' stats, as metrics-server does
         def("metrics.k8s.io", "v1beta1", "NodeMetrics", "nodes", false).resource_metrics(),
         def("metrics.k8s.io", "v1beta1", "PodMetrics", "pods", true).resource_metrics(),
+        // registry.mini.dev: the embedded image registry's repositories and tags
+        def("registry.mini.dev", "v1", "Repository", "repositories", true)
+            .short(&["repo"])
+            .images(),
+        def("registry.mini.dev", "v1", "ImageTag", "imagetags", true)
+            .short(&["itag"])
+            .images(),
         // discovery.k8s.io/v1
         def(
             "discovery.k8s.io",

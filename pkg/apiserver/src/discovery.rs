@@ -198,7 +198,7 @@ fn build_openapi(registry: &Registry) -> OpenApiDocs {
                     crd_schema: match (&r.custom, &r.storage) {
                         (Some(c), _) => Some(c.schema.clone().unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}))),
                         // metrics.k8s.io kinds are not in k8s-openapi
-                        (None, mini_api::Storage::Metrics) => Some(json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})),
+                        (None, mini_api::Storage::Metrics | mini_api::Storage::Images) => Some(json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})),
                         (None, _) => None,
                     },
                 })

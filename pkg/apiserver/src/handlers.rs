@@ -193,6 +193,9 @@ async fn route(
         body: req.body(),
         user: &user,
     };
+    if res.storage == Storage::Images {
+        return crate::images_api::handle(&ctx).await;
+    }
     if res.storage == Storage::Metrics {
         return crate::resource_metrics::handle(&ctx).await;
     }

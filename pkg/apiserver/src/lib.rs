@@ -14,6 +14,8 @@ mod bootstrap;
 mod crd;
 mod discovery;
 mod events_alias;
+mod extension;
+mod images_api;
 mod handlers;
 mod install;
 mod join;
@@ -37,6 +39,10 @@ use mini_rbac::{PolicySnapshot, UserInfo};
 use mini_store::Store;
 
 pub use body::Body;
+pub use extension::{
+    ImageCatalog, RepositoryEntry, StreamingRoute, TagEntry, ANONYMOUS_PULL_ANNOTATION,
+    REGISTRY_GROUP,
+};
 pub use transport::{serve, LocalService};
 
 /// The Kubernetes version whose API types mini serves (k8s-openapi's `v1_33`).
@@ -170,6 +176,10 @@ pub(crate) struct Inner {
     pub node_tls: Option<Arc<rustls::ClientConfig>>,
     /// The last scrape of the agents' resource usage.
     pub resource_metrics: resource_metrics::Cache,
+    /// The route whose request bodies stream (`/v2/`: the image registry), once installed.
+    pub streaming_route: std::sync::OnceLock<Arc<dyn extension::StreamingRoute>>,
+    /// What `registry.mini.dev` lists, once installed.
+    pub image_catalog: std::sync::OnceLock<Arc<dyn extension::ImageCatalog>>,
 }
 
 /// The API server. Cheap to clone.
@@ -213,6 +223,8 @@ impl ApiServer {
                 tokens,
                 node_tls,
                 resource_metrics: resource_metrics::Cache::default(),
+                streaming_route: std::sync::OnceLock::new(),
+                image_catalog: std::sync::OnceLock::new(),
             }),
         };
         server.reload_crds().await?;

@@ -67,6 +67,10 @@ pub async fn serve(
                 let server = server.clone();
                 let peer_user = peer_user.clone();
                 async move {
+                    if let Some(route) = server.streaming_route(req.uri().path()) {
+                        let req = req.map(|b| b.map_err(std::io::Error::other).boxed_unsync());
+                        return Ok::<_, Infallible>(route.handle(req, peer_user).await);
+                    }
                     let (parts, body) = req.into_parts();
                     let bytes = match body.collect().await {
                         Ok(c) => c.to_bytes(),
@@ -125,6 +129,19 @@ where
         let server = self.server.clone();
         let user = self.user.clone();
         Box::pin(async move {
+            if let Some(route) = server.streaming_route(req.uri().path()) {
+                let req = req.map(|b| {
+                    b.map_frame(|frame| {
+                        frame.map_data(|mut data| {
+                            use bytes::Buf;
+                            data.copy_to_bytes(data.remaining())
+                        })
+                    })
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+                    .boxed_unsync()
+                });
+                return Ok(route.handle(req, Some(user)).await);
+            }
             let (parts, body) = req.into_parts();
             let bytes = body
                 .collect()

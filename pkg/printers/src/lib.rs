@@ -245,6 +245,8 @@ pub fn human_duration(seconds: i64) -> String {
 /// Every (group, kind) with a dedicated printer, for tests.
 #[cfg(test)]
 pub(crate) const SUPPORTED: &[(&str, &str)] = &[
+    ("registry.mini.dev", "Repository"),
+    ("registry.mini.dev", "ImageTag"),
     ("", "Pod"),
     ("", "PodTemplate"),
     ("", "ReplicationController"),

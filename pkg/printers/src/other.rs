@@ -44,6 +44,8 @@ pub(crate) fn lookup(group: &str, kind: &str) -> Option<Printer> {
         }
         ("apiregistration.k8s.io", "APIService") => p(API_SERVICE, api_service_cells),
         ("events.k8s.io", "Event") => p(crate::core::EVENT, events_v1_cells),
+        ("registry.mini.dev", "Repository") => p(REPOSITORY, repository_cells),
+        ("registry.mini.dev", "ImageTag") => p(IMAGE_TAG, image_tag_cells),
         _ => None,
     }
 }
@@ -73,6 +75,65 @@ fn events_v1_cells(obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
         }
     }
     crate::core::event_cells(&Value::Object(core), now)
+}
+
+const REPOSITORY: &[Col] = &[
+    NAME,
+    col("Repository", "string", "The repository's name in the registry."),
+    col("Tags", "integer", "How many tags the repository has."),
+    col("Size", "string", "Bytes of the blobs its manifests reference."),
+    col("Last Push", "date", "Time since the last push to the repository."),
+];
+
+fn repository_cells(obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    vec![
+        name(obj),
+        Value::from(str_at(obj, &["spec", "repository"])),
+        Value::from(int_at(obj, &["status", "tags"])),
+        Value::from(human_size(int_at(obj, &["status", "size"]))),
+        Value::from(crate::util::since(str_at(obj, &["status", "lastPush"]), now)),
+    ]
+}
+
+const IMAGE_TAG: &[Col] = &[
+    NAME,
+    col("Repository", "string", "The repository's name in the registry."),
+    col("Tag", "string", "The tag."),
+    col("Digest", "string", "The digest of the manifest the tag names."),
+    col("Size", "string", "Bytes of the manifest, its config and its layers."),
+    col("Pushed", "date", "Time since the tag was pushed."),
+];
+
+fn image_tag_cells(obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let digest = str_at(obj, &["status", "digest"]);
+    // like `docker images`: the first 12 hex digits
+    let short = digest
+        .split_once(':')
+        .map(|(_, hex)| hex.get(..12).unwrap_or(hex))
+        .unwrap_or(digest);
+    vec![
+        name(obj),
+        Value::from(str_at(obj, &["spec", "repository"])),
+        Value::from(str_at(obj, &["spec", "tag"])),
+        Value::from(short),
+        Value::from(human_size(int_at(obj, &["status", "size"]))),
+        Value::from(crate::util::since(str_at(obj, &["status", "pushed"]), now)),
+    ]
+}
+
+/// Bytes in binary units with one decimal (`512B`, `1.5KiB`, `200.0MiB`).
+pub(crate) fn human_size(bytes: i64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes}B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1}{}", UNITS[unit])
 }
 
 const LEASE: &[Col] = &[
@@ -990,5 +1051,29 @@ mod tests {
             crate::cells("node.k8s.io", "RuntimeClass", &rc, now())[1],
             json!("nvidia")
         );
+    }
+}
+
+#[cfg(test)]
+mod registry_printer_tests {
+    use super::*;
+
+    #[test]
+    fn human_size_picks_binary_units() {
+        assert_eq!(human_size(512), "512B");
+        assert_eq!(human_size(1536), "1.5KiB");
+        assert_eq!(human_size(200 * 1024 * 1024), "200.0MiB");
+    }
+
+    #[test]
+    fn image_tag_cells_shorten_the_digest() {
+        let obj = serde_json::json!({
+            "metadata": {"name": "app:v1"},
+            "spec": {"repository": "default/app", "tag": "v1"},
+            "status": {"digest": format!("sha256:{}", "ab".repeat(32)), "size": 2048},
+        });
+        let cells = image_tag_cells(&obj, Utc::now());
+        assert_eq!(cells[3], "abababababab");
+        assert_eq!(cells[4], "2.0KiB");
     }
 }

@@ -37,6 +37,8 @@ const STORAGE: &str = "storage.k8s.io";
 const NETWORKING: &str = "networking.k8s.io";
 const EVENTS: &str = "events.k8s.io";
 const NODE: &str = "node.k8s.io";
+/// mini's embedded image registry (`repositories`: pull = get, push = create/update).
+const MINI_REGISTRY: &str = "registry.mini.dev";
 
 const AGGREGATE_TO_ADMIN: &str = "rbac.authorization.k8s.io/aggregate-to-admin";
 const AGGREGATE_TO_EDIT: &str = "rbac.authorization.k8s.io/aggregate-to-edit";
@@ -153,6 +155,12 @@ fn aggregated_cluster_role(name: &str, labels: &[(&str, &str)], aggregate_label:
 /// what mini's agent needs for its service proxy and DNS server.
 fn node_rules() -> Vec<Value> {
     vec![
+        // Pulling every image from the embedded registry, and pushing the image tarballs
+        // dropped into the node's image directory so every other node can pull them.
+        rule(&["get", "create", "update"])
+            .groups(&[MINI_REGISTRY])
+            .resources(&["repositories"])
+            .build(),
         // Checking API access; these creates are non-mutating.
         rule(&["create"])
             .groups(&[AUTHENTICATION])
@@ -259,6 +267,11 @@ fn aggregate_to_admin_rules() -> Vec<Value> {
 
 fn aggregate_to_edit_rules() -> Vec<Value> {
     vec![
+        // Pushing and deleting images in the namespace's repositories.
+        rule(&["create", "update", "delete", "deletecollection", "patch"])
+            .groups(&[MINI_REGISTRY])
+            .resources(&["repositories", "imagetags"])
+            .build(),
         // Read on escalating resources.
         rule(READ)
             .groups(&[LEGACY])
@@ -359,6 +372,11 @@ fn aggregate_to_edit_rules() -> Vec<Value> {
 
 fn aggregate_to_view_rules() -> Vec<Value> {
     vec![
+        // Pulling images from the namespace's repositories.
+        rule(READ)
+            .groups(&[MINI_REGISTRY])
+            .resources(&["repositories", "imagetags"])
+            .build(),
         rule(READ)
             .groups(&[LEGACY])
             .resources(&[

@@ -1,0 +1,238 @@
+//! Hooks for server features that live in other crates (the embedded image registry): a route
+//! whose request bodies stream instead of being read into memory, the catalog behind the
+//! `registry.mini.dev` API group, and the identity and permission checks they need.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use http::{header, HeaderMap, Request, Response};
+use mini_api::ApiError;
+use mini_rbac::{Decision, RequestAttributes, UserInfo};
+use serde_json::Value;
+
+use crate::body::Body;
+use crate::ApiServer;
+
+/// A route served with a streaming request body (`/v2/` of the image registry).
+pub trait StreamingRoute: Send + Sync + 'static {
+    /// Whether this route answers `path`.
+    fn handles(&self, path: &str) -> bool;
+    /// Answers one request; `peer` is the verified TLS client certificate's identity.
+    fn handle(&self, req: Request<Body>, peer: Option<UserInfo>) -> BoxFuture<'static, Response<Body>>;
+}
+
+/// One repository of the image registry as the API shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepositoryEntry {
+    /// The full repository name (`default/app`, `docker.io/library/busybox`).
+    pub repository: String,
+    /// The Kubernetes namespace; `None` for mirrored upstream repositories.
+    pub namespace: Option<String>,
+    pub tags: usize,
+    /// Bytes of all blobs the repository's manifests reference (shared blobs counted once).
+    pub size: u64,
+    pub last_push: Option<DateTime<Utc>>,
+}
+
+/// One tag of a repository as the API shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TagEntry {
+    pub repository: String,
+    pub namespace: Option<String>,
+    pub tag: String,
+    pub digest: String,
+    pub media_type: String,
+    /// Manifest, config and layers.
+    pub size: u64,
+    pub pushed: Option<DateTime<Utc>>,
+}
+
+/// What the `registry.mini.dev` resources list and delete.
+#[async_trait]
+pub trait ImageCatalog: Send + Sync + 'static {
+    /// Repositories in `namespace`; all (mirrored ones included) when `None`.
+    async fn repositories(&self, namespace: Option<&str>) -> Result<Vec<RepositoryEntry>, String>;
+    /// Tags of the repositories in `namespace`; all when `None`.
+    async fn tags(&self, namespace: Option<&str>) -> Result<Vec<TagEntry>, String>;
+    /// Deletes one tag (the manifest stays until garbage collection).
+    async fn delete_tag(&self, repository: &str, tag: &str) -> Result<(), String>;
+}
+
+/// The annotation on a Namespace that lets anonymous clients pull its repositories.
+pub const ANONYMOUS_PULL_ANNOTATION: &str = "registry.mini.dev/anonymous-pull";
+/// The API group of the registry's resources.
+pub const REGISTRY_GROUP: &str = "registry.mini.dev";
+
+impl ApiServer {
+    /// Installs the streaming route (once; later calls are ignored).
+    pub fn set_streaming_route(&self, route: Arc<dyn StreamingRoute>) {
+        let _ = self.inner.streaming_route.set(route);
+    }
+
+    /// Installs the image catalog behind `registry.mini.dev` (once).
+    pub fn set_image_catalog(&self, catalog: Arc<dyn ImageCatalog>) {
+        let _ = self.inner.image_catalog.set(catalog);
+    }
+
+    pub(crate) fn streaming_route(&self, path: &str) -> Option<Arc<dyn StreamingRoute>> {
+        self.inner
+            .streaming_route
+            .get()
+            .filter(|r| r.handles(path))
+            .cloned()
+    }
+
+    pub(crate) fn image_catalog(&self) -> Option<Arc<dyn ImageCatalog>> {
+        self.inner.image_catalog.get().cloned()
+    }
+
+    /// The caller of a request outside the Kubernetes API: the verified client certificate
+    /// `peer`, or the token in `Authorization: Bearer <token>` or `Basic base64(user:token)` (a
+    /// ServiceAccount token, a join or bootstrap token; the user name is ignored, as with
+    /// `docker login`). `Ok(None)`: no credentials at all; `Err`: credentials that are invalid.
+    pub async fn authenticate_credentials(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<&UserInfo>,
+    ) -> Result<Option<UserInfo>, String> {
+        let token = match credential(headers)? {
+            Some(token) => token,
+            None => return Ok(peer.cloned()),
+        };
+        let mut bearer_headers = HeaderMap::new();
+        let value = http::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| "the credentials contain characters a token cannot have".to_string())?;
+        bearer_headers.insert(header::AUTHORIZATION, value);
+        match crate::auth::authenticate(self, &bearer_headers, None).await {
+            Ok(user) => Ok(Some(user)),
+            Err(e) => Err(e.message),
+        }
+    }
+
+    /// Whether `user` may do `verb` on `resource` of `group` in `namespace` (`None`: cluster
+    /// scope), by the cluster's RBAC.
+    pub async fn may(
+        &self,
+        user: &UserInfo,
+        verb: &str,
+        group: &str,
+        resource: &str,
+        namespace: Option<&str>,
+        name: Option<&str>,
+    ) -> bool {
+        if user.groups.iter().any(|g| g == "system:masters") {
+            return true;
+        }
+        let attrs = RequestAttributes {
+            verb: verb.to_string(),
+            resource_request: true,
+            api_group: group.to_string(),
+            resource: resource.to_string(),
+            namespace: namespace.unwrap_or_default().to_string(),
+            name: name.unwrap_or_default().to_string(),
+            ..Default::default()
+        };
+        match crate::auth::policy(self).await {
+            Ok(policy) => matches!(mini_rbac::authorize(&policy, user, &attrs), Decision::Allow),
+            Err(_) => false,
+        }
+    }
+
+    /// Whether the Namespace `namespace` carries [`ANONYMOUS_PULL_ANNOTATION`]`: "true"`.
+    pub async fn namespace_allows_anonymous_pull(&self, namespace: &str) -> bool {
+        let key = format!("/registry/core/namespaces/{namespace}");
+        let Ok(Some(kv)) = self.inner.store.get(&key).await else {
+            return false;
+        };
+        serde_json::from_slice::<Value>(&kv.value)
+            .ok()
+            .and_then(|ns| {
+                ns["metadata"]["annotations"][ANONYMOUS_PULL_ANNOTATION]
+                    .as_str()
+                    .map(|v| v.eq_ignore_ascii_case("true"))
+            })
+            .unwrap_or(false)
+    }
+}
+
+/// The token of an `Authorization` header: `Bearer <token>` or `Basic base64(user:token)`.
+fn credential(headers: &HeaderMap) -> Result<Option<String>, String> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| "the Authorization header is not text".to_string())?
+        .trim();
+    if let Some(token) = value.strip_prefix("Bearer ") {
+        return Ok(Some(token.trim().to_string()));
+    }
+    if let Some(encoded) = value.strip_prefix("Basic ") {
+        use base64::Engine;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|_| "the Basic credentials are not base64".to_string())?;
+        let text = String::from_utf8(decoded)
+            .map_err(|_| "the Basic credentials are not UTF-8".to_string())?;
+        let (_, password) = text
+            .split_once(':')
+            .ok_or_else(|| "the Basic credentials have no user:password form".to_string())?;
+        if password.is_empty() {
+            return Err("the Basic password is empty: log in with a token as the password".into());
+        }
+        return Ok(Some(password.to_string()));
+    }
+    Err("unsupported Authorization scheme: use Basic (token as password) or Bearer".into())
+}
+
+/// A catalog error as an API error.
+pub(crate) fn catalog_error(message: String) -> ApiError {
+    ApiError::internal(format!("image registry: {message}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn credential_basic_with_token_password_yields_token() {
+        use base64::Engine;
+        let encoded = base64::engine::general_purpose::STANDARD.encode("anyone:tok.en");
+        assert_eq!(
+            credential(&headers(&format!("Basic {encoded}"))).unwrap(),
+            Some("tok.en".to_string())
+        );
+    }
+
+    #[test]
+    fn credential_bearer_yields_token() {
+        assert_eq!(
+            credential(&headers("Bearer abc")).unwrap(),
+            Some("abc".to_string())
+        );
+    }
+
+    #[test]
+    fn credential_none_yields_none() {
+        assert_eq!(credential(&HeaderMap::new()).unwrap(), None);
+    }
+
+    #[test]
+    fn credential_malformed_basic_is_an_error() {
+        assert!(credential(&headers("Basic !!!")).is_err());
+        use base64::Engine;
+        let no_colon = base64::engine::general_purpose::STANDARD.encode("nocolon");
+        assert!(credential(&headers(&format!("Basic {no_colon}"))).is_err());
+        let empty = base64::engine::general_purpose::STANDARD.encode("user:");
+        assert!(credential(&headers(&format!("Basic {empty}"))).is_err());
+        assert!(credential(&headers("Digest x")).is_err());
+    }
+}
