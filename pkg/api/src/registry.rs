@@ -276,6 +276,8 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
             .sub("eviction", "policy", "v1", "Eviction", &["create"])
             .sub("log", "", "v1", "Pod", &["get"])
             .sub("exec", "", "v1", "PodExecOptions", &["create", "get"])
+            // mini: a container's filesystem changes as a new image in the registry
+            .sub("commit", "", "v1", "Status", &["create"])
             .sub("attach", "", "v1", "PodAttachOptions", &["create", "get"])
             .sub(
                 "portforward",

@@ -58,6 +58,25 @@ pub trait ImageCatalog: Send + Sync + 'static {
     async fn tags(&self, namespace: Option<&str>) -> Result<Vec<TagEntry>, String>;
     /// Deletes one tag (the manifest stays until garbage collection).
     async fn delete_tag(&self, repository: &str, tag: &str) -> Result<(), String>;
+    /// Stores a container's filesystem changes (`layer`: a gzip tar, streamed from the node)
+    /// on top of its image as `target_repository:target_tag`; returns the manifest digest.
+    async fn commit(&self, commit: ContainerCommit, layer: Body) -> Result<String, String>;
+}
+
+/// A container snapshot on its way into the registry (`pods/commit`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerCommit {
+    /// The container's image as its pod names it (`busybox`, `10.0.0.1:6443/default/app:v1`).
+    pub image: String,
+    /// The image's manifest digest as the node's containerd records it, when known.
+    pub image_digest: Option<String>,
+    /// sha256 of the uncompressed layer tar.
+    pub diff_id: String,
+    /// sha256 of the gzip layer as sent.
+    pub layer_digest: Option<String>,
+    pub layer_size: Option<u64>,
+    pub target_repository: String,
+    pub target_tag: String,
 }
 
 /// The annotation on a Namespace that lets anonymous clients pull its repositories.

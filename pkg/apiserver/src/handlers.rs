@@ -236,6 +236,9 @@ async fn route(
         {
             crate::nodeproxy::pod_stream(&ctx, req, sub).await
         }
+        (Some("commit"), "create") if res.kind == "Pod" => {
+            crate::images_api::commit_container(&ctx).await
+        }
         (Some("proxy"), _) if res.kind == "Node" => crate::nodeproxy::node_proxy(&ctx, req).await,
         _ => Err(ApiError::method_not_allowed(
             "the server does not allow this method on the requested resource",

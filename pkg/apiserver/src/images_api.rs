@@ -11,7 +11,9 @@ use mini_api::ApiError;
 use serde_json::{json, Value};
 
 use crate::body::{self, Body};
-use crate::extension::{catalog_error, RepositoryEntry, TagEntry, REGISTRY_GROUP};
+use crate::extension::{
+    catalog_error, ContainerCommit, RepositoryEntry, TagEntry, REGISTRY_GROUP,
+};
 use crate::handlers::Ctx;
 
 /// The object name of a repository.
@@ -160,6 +162,145 @@ pub(crate) async fn handle(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
     ))
 }
 
+/// The namespace a repository belongs to: its first path component, unless that names a host
+/// (a mirrored upstream repository, cluster scope).
+pub(crate) fn repository_namespace(repository: &str) -> Option<&str> {
+    let first = repository.split('/').next().unwrap_or_default();
+    if first.contains('.') || first.contains(':') || first == "localhost" {
+        None
+    } else {
+        Some(first)
+    }
+}
+
+fn header_text(headers: &http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
+/// `POST pods/<name>/commit?container=&repository=&tag=`: the node agent diffs the container's
+/// filesystem against its image; the layer streams from the agent straight into the registry
+/// as a new image `repository:tag`. Needs `create pods/commit` (checked by the router) and push
+/// rights (`create` on `repositories`) where the image goes.
+pub(crate) async fn commit_container(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
+    let Some(catalog) = ctx.server.image_catalog() else {
+        return Err(ApiError::new(
+            503,
+            "ServiceUnavailable",
+            "the image registry is not running on this server",
+        ));
+    };
+    let repository = ctx.query.get("repository").unwrap_or_default().to_string();
+    let tag = ctx.query.get("tag").unwrap_or_default().to_string();
+    if repository.is_empty() || tag.is_empty() {
+        return Err(ApiError::bad_request(
+            "commit needs ?repository=<namespace>/<name>&tag=<tag> for the new image",
+        ));
+    }
+    let target_namespace = repository_namespace(&repository);
+    for verb in ["create", "update"] {
+        if !ctx
+            .server
+            .may(
+                ctx.user,
+                verb,
+                REGISTRY_GROUP,
+                "repositories",
+                target_namespace,
+                None,
+            )
+            .await
+        {
+            return Err(ApiError::forbidden(format!(
+                "User \"{}\" cannot {verb} resource \"repositories\" in API group \"{REGISTRY_GROUP}\" {}",
+                ctx.user.name,
+                match target_namespace {
+                    Some(ns) => format!("in the namespace \"{ns}\""),
+                    None => "at the cluster scope".to_string(),
+                }
+            )));
+        }
+    }
+    let (pod, addr) = crate::nodeproxy::pod_and_node(ctx).await?;
+    let phase = pod["status"]["phase"].as_str().unwrap_or_default();
+    if phase != "Running" {
+        return Err(ApiError::bad_request(format!(
+            "cannot commit a container of pod {} in phase {phase:?}: it must be Running",
+            ctx.name()
+        )));
+    }
+    let container = crate::nodeproxy::pick_container(&pod, ctx.query.get("container"))?;
+    let ns = ctx.namespace().unwrap_or("default");
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("namespace", ns)
+        .append_pair("pod", ctx.name())
+        .append_pair("container", &container)
+        .finish();
+    let path = format!("/commit?{query}");
+    let req = http::Request::builder()
+        .method(http::Method::POST)
+        .uri(path)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .map_err(|e| ApiError::internal(format!("cannot build the node request: {e}")))?;
+    let resp = crate::nodeproxy::send(ctx.server, addr, req).await?;
+    let status = resp.status();
+    if !status.is_success() {
+        use http_body_util::BodyExt;
+        let text = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|c| String::from_utf8_lossy(&c.to_bytes()).trim().to_string())
+            .unwrap_or_default();
+        return Err(ApiError::new(
+            if status.is_client_error() { 400 } else { 502 },
+            if status.is_client_error() { "BadRequest" } else { "InternalError" },
+            format!("the node agent could not commit container {container}: {text}"),
+        ));
+    }
+    let headers = resp.headers();
+    let Some(image) = header_text(headers, "mini-image-ref") else {
+        return Err(ApiError::internal(
+            "the node agent's commit answer names no image (Mini-Image-Ref)",
+        ));
+    };
+    let Some(diff_id) = header_text(headers, "mini-diff-id") else {
+        return Err(ApiError::internal(
+            "the node agent's commit answer has no layer diff id (Mini-Diff-Id)",
+        ));
+    };
+    let commit = ContainerCommit {
+        image,
+        image_digest: header_text(headers, "mini-image-digest"),
+        diff_id,
+        layer_digest: header_text(headers, "mini-layer-digest"),
+        layer_size: header_text(headers, "content-length").and_then(|v| v.parse().ok()),
+        target_repository: repository.clone(),
+        target_tag: tag.clone(),
+    };
+    use http_body_util::BodyExt;
+    let layer: Body = resp
+        .into_body()
+        .map_err(std::io::Error::other)
+        .boxed_unsync();
+    let digest = catalog
+        .commit(commit, layer)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("committing into {repository}:{tag}: {e}")))?;
+    Ok(body::json(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                "code": 201,
+                "message": format!("{repository}:{tag}@{digest}"),
+                "details": {"name": ctx.name(), "kind": "pods",
+                            "causes": [{"field": "digest", "message": digest}]}}),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +312,14 @@ mod tests {
             "web.api"
         );
         assert_eq!(repository_object_name("default/app", Some("default")), "app");
+    }
+
+    #[test]
+    fn repository_namespace_hosts_are_cluster_scope() {
+        assert_eq!(repository_namespace("default/app"), Some("default"));
+        assert_eq!(repository_namespace("docker.io/library/busybox"), None);
+        assert_eq!(repository_namespace("localhost/x"), None);
+        assert_eq!(repository_namespace("10.0.0.1:6443/x"), None);
     }
 
     #[test]

@@ -40,7 +40,7 @@ use mini_store::Store;
 
 pub use body::Body;
 pub use extension::{
-    ImageCatalog, RepositoryEntry, StreamingRoute, TagEntry, ANONYMOUS_PULL_ANNOTATION,
+    ContainerCommit, ImageCatalog, RepositoryEntry, StreamingRoute, TagEntry, ANONYMOUS_PULL_ANNOTATION,
     REGISTRY_GROUP,
 };
 pub use transport::{serve, LocalService};

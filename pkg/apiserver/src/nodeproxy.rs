@@ -314,7 +314,7 @@ pub(crate) fn pick_container(pod: &Value, requested: Option<&str>) -> Result<Str
 }
 
 /// The pod of a `pods/<sub>` request and the agent address of its node.
-async fn pod_and_node(ctx: &Ctx<'_>) -> Result<(Value, NodeAddress), ApiError> {
+pub(crate) async fn pod_and_node(ctx: &Ctx<'_>) -> Result<(Value, NodeAddress), ApiError> {
     let (_, pod) = crate::handlers::read(ctx).await?;
     let name = ctx.name();
     let node = pod["spec"]["nodeName"].as_str().unwrap_or_default();

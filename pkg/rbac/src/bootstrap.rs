@@ -208,6 +208,11 @@ fn node_rules() -> Vec<Value> {
             .groups(&[LEGACY])
             .resources(&["pods/eviction"])
             .build(),
+        // mini: snapshotting a container into a new image (`mini commit`).
+        rule(&["create"])
+            .groups(&[LEGACY])
+            .resources(&["pods/commit"])
+            .build(),
         // Secret and configmap volumes, image pull secrets, env.
         rule(READ)
             .groups(&[LEGACY])
