@@ -1713,3 +1713,310 @@ async fn pod_log_with_two_containers_and_no_choice_returns_400_listing_them() ->
     assert_eq!(api_error(res).code, 503);
     Ok(())
 }
+
+/// An image catalog with fixed content that records deletes and commits.
+#[derive(Default)]
+struct FakeCatalog {
+    deleted: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+#[async_trait::async_trait]
+impl mini_apiserver::ImageCatalog for FakeCatalog {
+    async fn repositories(
+        &self,
+        namespace: Option<&str>,
+    ) -> std::result::Result<Vec<mini_apiserver::RepositoryEntry>, String> {
+        let all = vec![
+            mini_apiserver::RepositoryEntry {
+                repository: "default/web/app".into(),
+                namespace: Some("default".into()),
+                tags: 2,
+                size: 3 * 1024 * 1024,
+                last_push: chrono::DateTime::from_timestamp(1_700_000_000, 0),
+            },
+            mini_apiserver::RepositoryEntry {
+                repository: "docker.io/library/busybox".into(),
+                namespace: None,
+                tags: 1,
+                size: 1024,
+                last_push: None,
+            },
+        ];
+        Ok(all
+            .into_iter()
+            .filter(|r| namespace.is_none() || r.namespace.as_deref() == namespace)
+            .collect())
+    }
+
+    async fn tags(
+        &self,
+        namespace: Option<&str>,
+    ) -> std::result::Result<Vec<mini_apiserver::TagEntry>, String> {
+        let deleted = self.deleted.lock().unwrap().clone();
+        Ok(["v1", "v2"]
+            .iter()
+            .map(|t| mini_apiserver::TagEntry {
+                repository: "default/web/app".into(),
+                namespace: Some("default".into()),
+                tag: t.to_string(),
+                digest: format!("sha256:{}", "ab".repeat(32)),
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                size: 4096,
+                pushed: chrono::DateTime::from_timestamp(1_700_000_000, 0),
+            })
+            .filter(|t| namespace.is_none() || t.namespace.as_deref() == namespace)
+            .filter(|t| !deleted.contains(&(t.repository.clone(), t.tag.clone())))
+            .collect())
+    }
+
+    async fn delete_tag(&self, repository: &str, tag: &str) -> std::result::Result<(), String> {
+        self.deleted
+            .lock()
+            .unwrap()
+            .push((repository.to_string(), tag.to_string()));
+        Ok(())
+    }
+
+    async fn commit(
+        &self,
+        _commit: mini_apiserver::ContainerCommit,
+        _layer: mini_apiserver::Body,
+    ) -> std::result::Result<String, String> {
+        Err("the fake catalog does not commit".into())
+    }
+}
+
+fn image_resource(kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("registry.mini.dev", "v1", kind),
+        plural,
+    )
+}
+
+#[tokio::test]
+async fn registry_repositories_list_shows_catalog_with_size_and_push_time() -> Result<()> {
+    let h = harness().await?;
+    let catalog = Arc::new(FakeCatalog::default());
+    h.server.as_ref().unwrap().set_image_catalog(catalog);
+    let repos: Api<DynamicObject> = Api::namespaced_with(
+        h.client.clone(),
+        NS,
+        &image_resource("Repository", "repositories"),
+    );
+    let list = repos.list(&ListParams::default()).await?;
+    assert_eq!(list.items.len(), 1);
+    let app = &list.items[0];
+    assert_eq!(app.metadata.name.as_deref(), Some("web.app"));
+    assert_eq!(app.data["spec"]["repository"], "default/web/app");
+    assert_eq!(app.data["status"]["size"], 3 * 1024 * 1024);
+    assert_eq!(app.data["status"]["lastPush"], "2023-11-14T22:13:20Z");
+    let all: Api<DynamicObject> = Api::all_with(
+        h.client.clone(),
+        &image_resource("Repository", "repositories"),
+    );
+    assert_eq!(all.list(&ListParams::default()).await?.items.len(), 2);
+    assert_eq!(
+        api_error(repos.get("missing").await).code,
+        404,
+        "an unknown repository is 404"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn registry_imagetags_delete_removes_the_tag_through_the_catalog() -> Result<()> {
+    let h = harness().await?;
+    let catalog = Arc::new(FakeCatalog::default());
+    h.server
+        .as_ref()
+        .unwrap()
+        .set_image_catalog(catalog.clone());
+    let tags: Api<DynamicObject> = Api::namespaced_with(
+        h.client.clone(),
+        NS,
+        &image_resource("ImageTag", "imagetags"),
+    );
+    let v1 = tags.get("web.app:v1").await?;
+    assert_eq!(v1.data["status"]["size"], 4096);
+    tags.delete("web.app:v1", &DeleteParams::default()).await?;
+    assert_eq!(
+        catalog.deleted.lock().unwrap().clone(),
+        vec![("default/web/app".to_string(), "v1".to_string())]
+    );
+    assert_eq!(tags.list(&ListParams::default()).await?.items.len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn registry_imagetags_create_is_method_not_allowed() -> Result<()> {
+    let h = harness().await?;
+    h.server
+        .as_ref()
+        .unwrap()
+        .set_image_catalog(Arc::new(FakeCatalog::default()));
+    let tags: Api<DynamicObject> = Api::namespaced_with(
+        h.client.clone(),
+        NS,
+        &image_resource("ImageTag", "imagetags"),
+    );
+    let mut obj = DynamicObject::new("x:y", &image_resource("ImageTag", "imagetags"));
+    obj.data = json!({});
+    let err = api_error(tags.create(&PostParams::default(), &obj).await);
+    assert_eq!(err.code, 405);
+    Ok(())
+}
+
+#[tokio::test]
+async fn registry_resources_without_catalog_are_503() -> Result<()> {
+    let h = harness().await?;
+    let repos: Api<DynamicObject> = Api::namespaced_with(
+        h.client.clone(),
+        NS,
+        &image_resource("Repository", "repositories"),
+    );
+    assert_eq!(
+        api_error(repos.list(&ListParams::default()).await).code,
+        503
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn registry_repositories_list_needs_rbac_view() -> Result<()> {
+    let h = harness().await?;
+    let server = h.server.as_ref().unwrap();
+    server.set_image_catalog(Arc::new(FakeCatalog::default()));
+    let nobody = mini_rbac::UserInfo {
+        name: "nobody".into(),
+        groups: vec!["system:authenticated".into()],
+    };
+    let client = Client::new(server.local_service(nobody.clone()), NS);
+    let repos: Api<DynamicObject> =
+        Api::namespaced_with(client, NS, &image_resource("Repository", "repositories"));
+    assert_eq!(
+        api_error(repos.list(&ListParams::default()).await).code,
+        403
+    );
+    // the `view` role grants pull (get) and `edit` push (create/update) on repositories
+    assert!(
+        !server
+            .may(
+                &nobody,
+                "get",
+                "registry.mini.dev",
+                "repositories",
+                Some(NS),
+                None
+            )
+            .await
+    );
+    let bindings: Api<DynamicObject> = Api::namespaced_with(
+        h.client.clone(),
+        NS,
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", "RoleBinding"),
+            "rolebindings",
+        ),
+    );
+    let binding: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "nobody-view"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "User", "name": "nobody", "apiGroup": "rbac.authorization.k8s.io"}],
+    }))?;
+    bindings.create(&PostParams::default(), &binding).await?;
+    let mut allowed = false;
+    for _ in 0..50 {
+        if server
+            .may(
+                &nobody,
+                "get",
+                "registry.mini.dev",
+                "repositories",
+                Some(NS),
+                None,
+            )
+            .await
+        {
+            allowed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(allowed, "view must grant pull");
+    assert!(
+        !server
+            .may(
+                &nobody,
+                "create",
+                "registry.mini.dev",
+                "repositories",
+                Some(NS),
+                None
+            )
+            .await,
+        "view must not grant push"
+    );
+    Ok(())
+}
+
+/// A streaming route that echoes the request body's length and the caller.
+struct EchoRoute;
+
+impl mini_apiserver::StreamingRoute for EchoRoute {
+    fn handles(&self, path: &str) -> bool {
+        path.starts_with("/v2/")
+    }
+
+    fn handle(
+        &self,
+        req: http::Request<mini_apiserver::Body>,
+        peer: Option<mini_rbac::UserInfo>,
+    ) -> futures::future::BoxFuture<'static, http::Response<mini_apiserver::Body>> {
+        use http_body_util::BodyExt;
+        Box::pin(async move {
+            let len = req.into_body().collect().await.unwrap().to_bytes().len();
+            let text = format!(
+                "{len} {}",
+                peer.map(|p| p.name).unwrap_or_else(|| "anonymous".into())
+            );
+            http::Response::new(
+                http_body_util::Full::new(bytes::Bytes::from(text))
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            )
+        })
+    }
+}
+
+#[tokio::test]
+async fn streaming_route_gets_requests_under_its_prefix_with_the_caller() -> Result<()> {
+    let h = harness().await?;
+    h.server
+        .as_ref()
+        .unwrap()
+        .set_streaming_route(Arc::new(EchoRoute));
+    let out = raw_request(&h.client, "PUT", "/v2/x/blobs", None, vec![7u8; 1000]).await?;
+    assert_eq!(out, "1000 system:admin");
+    // other paths still reach the Kubernetes API
+    let ns: Api<Namespace> = Api::all(h.client.clone());
+    ns.get("default").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn authenticate_credentials_rejects_bad_tokens_and_accepts_none() -> Result<()> {
+    let h = harness().await?;
+    let server = h.server.as_ref().unwrap();
+    let none = server
+        .authenticate_credentials(&http::HeaderMap::new(), None)
+        .await;
+    assert_eq!(none, Ok(None));
+    let mut headers = http::HeaderMap::new();
+    headers.insert("authorization", "Bearer not-a-token".parse()?);
+    assert!(server
+        .authenticate_credentials(&headers, None)
+        .await
+        .is_err());
+    Ok(())
+}

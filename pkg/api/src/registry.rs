@@ -425,9 +425,15 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
         def("metrics.k8s.io", "v1beta1", "NodeMetrics", "nodes", false).resource_metrics(),
         def("metrics.k8s.io", "v1beta1", "PodMetrics", "pods", true).resource_metrics(),
         // registry.mini.dev: the embedded image registry's repositories and tags
-        def("registry.mini.dev", "v1", "Repository", "repositories", true)
-            .short(&["repo"])
-            .images(),
+        def(
+            "registry.mini.dev",
+            "v1",
+            "Repository",
+            "repositories",
+            true,
+        )
+        .short(&["repo"])
+        .images(),
         def("registry.mini.dev", "v1", "ImageTag", "imagetags", true)
             .short(&["itag"])
             .images(),

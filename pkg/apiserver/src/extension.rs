@@ -20,7 +20,11 @@ pub trait StreamingRoute: Send + Sync + 'static {
     /// Whether this route answers `path`.
     fn handles(&self, path: &str) -> bool;
     /// Answers one request; `peer` is the verified TLS client certificate's identity.
-    fn handle(&self, req: Request<Body>, peer: Option<UserInfo>) -> BoxFuture<'static, Response<Body>>;
+    fn handle(
+        &self,
+        req: Request<Body>,
+        peer: Option<UserInfo>,
+    ) -> BoxFuture<'static, Response<Body>>;
 }
 
 /// One repository of the image registry as the API shows it.

@@ -11,9 +11,7 @@ use mini_api::ApiError;
 use serde_json::{json, Value};
 
 use crate::body::{self, Body};
-use crate::extension::{
-    catalog_error, ContainerCommit, RepositoryEntry, TagEntry, REGISTRY_GROUP,
-};
+use crate::extension::{catalog_error, ContainerCommit, RepositoryEntry, TagEntry, REGISTRY_GROUP};
 use crate::handlers::Ctx;
 
 /// The object name of a repository.
@@ -111,8 +109,14 @@ pub(crate) async fn handle(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
         items.sort_by(|a, b| {
             let key = |o: &Value| {
                 (
-                    o["metadata"]["namespace"].as_str().unwrap_or_default().to_string(),
-                    o["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+                    o["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    o["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
                 )
             };
             key(a).cmp(&key(b))
@@ -138,7 +142,11 @@ pub(crate) async fn handle(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
     };
     let (object, tag, repository) = objects.swap_remove(index);
     if verb == "get" {
-        return Ok(crate::handlers::respond_object(ctx, StatusCode::OK, &object));
+        return Ok(crate::handlers::respond_object(
+            ctx,
+            StatusCode::OK,
+            &object,
+        ));
     }
     // delete: a tag, or every tag of a repository
     if let Some(t) = tag {
@@ -258,7 +266,11 @@ pub(crate) async fn commit_container(ctx: &Ctx<'_>) -> Result<Response<Body>, Ap
             .unwrap_or_default();
         return Err(ApiError::new(
             if status.is_client_error() { 400 } else { 502 },
-            if status.is_client_error() { "BadRequest" } else { "InternalError" },
+            if status.is_client_error() {
+                "BadRequest"
+            } else {
+                "InternalError"
+            },
             format!("the node agent could not commit container {container}: {text}"),
         ));
     }
@@ -311,7 +323,10 @@ mod tests {
             repository_object_name("team-a/web/api", Some("team-a")),
             "web.api"
         );
-        assert_eq!(repository_object_name("default/app", Some("default")), "app");
+        assert_eq!(
+            repository_object_name("default/app", Some("default")),
+            "app"
+        );
     }
 
     #[test]

@@ -15,8 +15,8 @@ mod crd;
 mod discovery;
 mod events_alias;
 mod extension;
-mod images_api;
 mod handlers;
+mod images_api;
 mod install;
 mod join;
 mod metrics;
@@ -40,8 +40,8 @@ use mini_store::Store;
 
 pub use body::Body;
 pub use extension::{
-    ContainerCommit, ImageCatalog, RepositoryEntry, StreamingRoute, TagEntry, ANONYMOUS_PULL_ANNOTATION,
-    REGISTRY_GROUP,
+    ContainerCommit, ImageCatalog, RepositoryEntry, StreamingRoute, TagEntry,
+    ANONYMOUS_PULL_ANNOTATION, REGISTRY_GROUP,
 };
 pub use transport::{serve, LocalService};
 

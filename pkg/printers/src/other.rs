@@ -79,10 +79,22 @@ fn events_v1_cells(obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
 
 const REPOSITORY: &[Col] = &[
     NAME,
-    col("Repository", "string", "The repository's name in the registry."),
+    col(
+        "Repository",
+        "string",
+        "The repository's name in the registry.",
+    ),
     col("Tags", "integer", "How many tags the repository has."),
-    col("Size", "string", "Bytes of the blobs its manifests reference."),
-    col("Last Push", "date", "Time since the last push to the repository."),
+    col(
+        "Size",
+        "string",
+        "Bytes of the blobs its manifests reference.",
+    ),
+    col(
+        "Last Push",
+        "date",
+        "Time since the last push to the repository.",
+    ),
 ];
 
 fn repository_cells(obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
@@ -91,16 +103,31 @@ fn repository_cells(obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
         Value::from(str_at(obj, &["spec", "repository"])),
         Value::from(int_at(obj, &["status", "tags"])),
         Value::from(human_size(int_at(obj, &["status", "size"]))),
-        Value::from(crate::util::since(str_at(obj, &["status", "lastPush"]), now)),
+        Value::from(crate::util::since(
+            str_at(obj, &["status", "lastPush"]),
+            now,
+        )),
     ]
 }
 
 const IMAGE_TAG: &[Col] = &[
     NAME,
-    col("Repository", "string", "The repository's name in the registry."),
+    col(
+        "Repository",
+        "string",
+        "The repository's name in the registry.",
+    ),
     col("Tag", "string", "The tag."),
-    col("Digest", "string", "The digest of the manifest the tag names."),
-    col("Size", "string", "Bytes of the manifest, its config and its layers."),
+    col(
+        "Digest",
+        "string",
+        "The digest of the manifest the tag names.",
+    ),
+    col(
+        "Size",
+        "string",
+        "Bytes of the manifest, its config and its layers.",
+    ),
     col("Pushed", "date", "Time since the tag was pushed."),
 ];
 
