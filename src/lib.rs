@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 pub mod check_cmd;
 pub mod install_cmd;
+pub mod registry_cmd;
 pub mod token_cmd;
 
 #[derive(Debug, Parser)]
@@ -213,7 +214,7 @@ pub struct ServerArgs {
     /// File mode of the kubeconfig, in octal.
     #[arg(long, env = "MINI_WRITE_KUBECONFIG_MODE", default_value = "600")]
     pub write_kubeconfig_mode: String,
-    /// Components not to run: `scheduler`, `controllers` (repeatable).
+    /// Components not to run: `scheduler`, `controllers`, `agent`, `registry` (repeatable).
     #[arg(long, env = "MINI_DISABLE", value_delimiter = ',')]
     pub disable: Vec<String>,
     /// Don't run the scheduler.
@@ -224,6 +225,8 @@ pub struct ServerArgs {
     pub disable_agent: bool,
     #[command(flatten)]
     pub node: NodeArgs,
+    #[command(flatten)]
+    pub registry: registry_cmd::RegistryArgs,
     /// A controller not to run (repeatable), e.g. `deployment`, `garbagecollector`.
     #[arg(
         long = "disable-controller",
@@ -253,14 +256,16 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     config.write_kubeconfig = args.write_kubeconfig;
     config.write_kubeconfig_mode = mode;
     let mut disable_agent = false;
+    let mut disable_registry = false;
     for component in &args.disable {
         match component.as_str() {
             "scheduler" => config.disable_scheduler = true,
             "controllers" => config.disable_controllers = true,
             "agent" => disable_agent = true,
+            "registry" => disable_registry = true,
             other => {
                 anyhow::bail!(
-                    "--disable {other:?}: known components are scheduler, controllers, agent"
+                    "--disable {other:?}: known components are scheduler, controllers, agent, registry"
                 )
             }
         }
@@ -276,6 +281,11 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         config.agent = Some(agent);
     }
     config.disabled_controllers = args.disable_controller;
+    config.registry = if disable_registry {
+        None
+    } else {
+        Some(registry_cmd::registry_settings(args.registry).map_err(anyhow::Error::msg)?)
+    };
     check_cmd::preflight(&check_cmd::Preflight {
         role: mini_check::Role::Server,
         data_dir: config.data_dir.clone(),

@@ -34,6 +34,47 @@ pub struct ServerConfig {
     /// The node agent run in the same process (`None`: `--disable-agent`). Its server URL and
     /// token are filled in here once the API server listens; everything else comes from flags.
     pub agent: Option<mini_agent::AgentConfig>,
+    /// The embedded image registry under `/v2/` (`None`: `--disable registry`).
+    pub registry: Option<RegistrySettings>,
+}
+
+/// An upstream the registry pulls through from for mirrored hosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryUpstream {
+    /// The mirrored host it serves (`docker.io`); `None`: every mirrored host.
+    pub host: Option<String>,
+    /// Its base URL, credentials inside (`https://user:password@harbor.example`).
+    pub url: String,
+}
+
+/// How the embedded registry keeps images (from `--registry-*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrySettings {
+    pub upstreams: Vec<RegistryUpstream>,
+    /// Keep the newest N tags per repository (plus every tag the cluster uses).
+    pub keep_tags: Option<usize>,
+    /// Drop tags older than this (unless the cluster uses them).
+    pub keep_for: Option<std::time::Duration>,
+    /// Online garbage collection period; `None`: never on its own.
+    pub gc_interval: Option<std::time::Duration>,
+    /// Content younger than this is never collected.
+    pub gc_grace: std::time::Duration,
+    /// Interrupted uploads are deleted after this.
+    pub upload_timeout: std::time::Duration,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        let hour = std::time::Duration::from_secs(3600);
+        RegistrySettings {
+            upstreams: Vec::new(),
+            keep_tags: None,
+            keep_for: None,
+            gc_interval: Some(hour),
+            gc_grace: hour,
+            upload_timeout: hour,
+        }
+    }
 }
 
 impl ServerConfig {
@@ -54,6 +95,7 @@ impl ServerConfig {
             disable_controllers: false,
             disabled_controllers: Vec::new(),
             agent: None,
+            registry: Some(RegistrySettings::default()),
         }
     }
 

@@ -1,0 +1,99 @@
+//! The embedded registry's `mini server` flags (`--registry-*`) and `mini commit`: clap types
+//! and the mapping onto `mini_server::RegistrySettings` and `mini_regclient`.
+
+use std::time::Duration;
+
+use crate::token_cmd::parse_ttl;
+
+/// How the server's embedded OCI registry (under `/v2/` on the API port) keeps images.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegistryArgs {
+    /// Pull through and cache from an upstream registry for a mirrored host: `HOST=URL`
+    /// (`docker.io=https://harbor.example.edu/v2/dockerhub`); `URL` alone serves every mirrored
+    /// host. Credentials go in the URL (`https://user:password@host`). Repeatable.
+    #[arg(
+        long = "registry-upstream",
+        env = "MINI_REGISTRY_UPSTREAM",
+        value_delimiter = ','
+    )]
+    pub registry_upstream: Vec<String>,
+    /// Retention: keep only the newest N tags of each repository (tags the cluster still
+    /// runs or may roll back to are always kept).
+    #[arg(long, env = "MINI_REGISTRY_KEEP_TAGS")]
+    pub registry_keep_tags: Option<usize>,
+    /// Retention: drop tags pushed longer ago than this (e.g. 30d), unless the cluster uses them.
+    #[arg(long, env = "MINI_REGISTRY_KEEP_FOR", value_parser = parse_ttl)]
+    pub registry_keep_for: Option<Duration>,
+    /// How often garbage collection (and retention) runs online; 0 = never.
+    #[arg(long, env = "MINI_REGISTRY_GC_INTERVAL", default_value = "1h", value_parser = parse_ttl)]
+    pub registry_gc_interval: Duration,
+    /// Blobs and manifests younger than this are never collected (pushes in flight).
+    #[arg(long, env = "MINI_REGISTRY_GC_GRACE", default_value = "1h", value_parser = parse_ttl)]
+    pub registry_gc_grace: Duration,
+    /// Interrupted uploads are resumable for this long, then deleted.
+    #[arg(long, env = "MINI_REGISTRY_UPLOAD_TIMEOUT", default_value = "1h", value_parser = parse_ttl)]
+    pub registry_upload_timeout: Duration,
+}
+
+/// The server's registry settings from its flags.
+pub fn registry_settings(args: RegistryArgs) -> Result<mini_server::RegistrySettings, String> {
+    let mut upstreams = Vec::new();
+    for spec in args.registry_upstream {
+        let (host, url) = match spec.split_once('=') {
+            Some((host, url)) if !host.contains("://") => (Some(host.trim().to_string()), url),
+            _ => (None, spec.as_str()),
+        };
+        let url = url.trim().trim_end_matches('/').to_string();
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(format!(
+                "--registry-upstream {spec:?}: the upstream must be an http:// or https:// URL"
+            ));
+        }
+        upstreams.push(mini_server::RegistryUpstream { host, url });
+    }
+    Ok(mini_server::RegistrySettings {
+        upstreams,
+        keep_tags: args.registry_keep_tags,
+        keep_for: args.registry_keep_for,
+        gc_interval: (!args.registry_gc_interval.is_zero()).then_some(args.registry_gc_interval),
+        gc_grace: args.registry_gc_grace,
+        upload_timeout: args.registry_upload_timeout,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(upstreams: &[&str]) -> RegistryArgs {
+        RegistryArgs {
+            registry_upstream: upstreams.iter().map(|s| s.to_string()).collect(),
+            registry_keep_tags: Some(3),
+            registry_keep_for: None,
+            registry_gc_interval: Duration::ZERO,
+            registry_gc_grace: Duration::from_secs(60),
+            registry_upload_timeout: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn registry_settings_upstream_with_and_without_host() {
+        let s = registry_settings(args(&[
+            "docker.io=https://harbor.example/v2/hub/",
+            "http://127.0.0.1:5000",
+        ]))
+        .unwrap();
+        assert_eq!(s.upstreams[0].host.as_deref(), Some("docker.io"));
+        assert_eq!(s.upstreams[0].url, "https://harbor.example/v2/hub");
+        assert_eq!(s.upstreams[1].host, None);
+        assert_eq!(s.upstreams[1].url, "http://127.0.0.1:5000");
+        assert_eq!(s.gc_interval, None, "0 disables periodic gc");
+        assert_eq!(s.keep_tags, Some(3));
+    }
+
+    #[test]
+    fn registry_settings_upstream_without_scheme_is_an_error() {
+        let e = registry_settings(args(&["docker.io=harbor.example"])).unwrap_err();
+        assert!(e.contains("http:// or https://"), "{e}");
+    }
+}
