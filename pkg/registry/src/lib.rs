@@ -4,10 +4,10 @@
 
 mod access;
 mod api;
-// mod commit;
+mod commit;
 mod error;
 mod gc;
-// mod import;
+mod import;
 mod manifest;
 mod meta;
 pub mod names;
@@ -24,7 +24,7 @@ use mini_store::Store;
 use tokio_util::sync::CancellationToken;
 
 pub use access::Access;
-// pub use commit::CommitRequest;
+pub use commit::CommitRequest;
 pub use error::{ApiError, RegistryError};
 pub use gc::GcReport;
 pub use names::{repository_for, Target};

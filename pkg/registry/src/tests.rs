@@ -917,3 +917,357 @@ async fn summaries_and_delete_tag() {
     e.reg.delete_tag("a/app", "v1").await.unwrap();
     assert!(e.reg.delete_tag("a/app", "v1").await.is_err());
 }
+
+/// Pushes an image with the given layers and a config carrying `label`; returns the manifest digest.
+async fn push_layers(
+    reg: &Registry,
+    repo: &str,
+    tag: &str,
+    layers: &[&[u8]],
+    label: &str,
+) -> String {
+    let diff_ids: Vec<String> = layers.iter().map(|l| digest(l)).collect();
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux",
+        "config": {"Labels": {"l": label}}, "rootfs": {"type": "layers", "diff_ids": diff_ids}})
+    .to_string();
+    let c = push_blob(reg, repo, config.as_bytes()).await;
+    let mut descs = Vec::new();
+    for l in layers {
+        let d = push_blob(reg, repo, l).await;
+        descs.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": l.len()}));
+    }
+    let m = serde_json::json!({"schemaVersion": 2, "mediaType": manifest::OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": c, "size": config.len()},
+        "layers": descs})
+    .to_string();
+    let a = call(
+        reg,
+        Some("admin"),
+        Method::PUT,
+        &format!("/v2/{repo}/manifests/{tag}"),
+        &[("content-type", manifest::OCI_MANIFEST)],
+        m.clone(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+    digest(m.as_bytes())
+}
+
+async fn gc_env(tweak: impl FnOnce(&mut RegistryConfig)) -> Env {
+    let mut e = env().await;
+    let mut cfg = config(e.dir.path());
+    cfg.gc_grace = Duration::ZERO;
+    tweak(&mut cfg);
+    e.reopen(cfg).await;
+    e
+}
+
+/// Ages every tag, manifest and link record so the grace period (seconds) has passed.
+async fn age_records(e: &Env, secs: i64) {
+    let m = meta::Meta {
+        store: e.store.clone(),
+    };
+    for prefix in [
+        meta::all_tags_prefix(),
+        meta::all_manifests_prefix(),
+        meta::all_links_prefix(),
+    ] {
+        let (items, _) = m.list::<serde_json::Value>(&prefix, None, 0).await.unwrap();
+        for (key, mut v) in items {
+            for field in ["pushed", "linked"] {
+                if let Some(t) = v.get(field).and_then(|t| t.as_i64()) {
+                    v[field] = (t - secs).into();
+                }
+            }
+            m.put(&key, &v).await.unwrap();
+        }
+    }
+}
+
+async fn exists(e: &Env, repo: &str, what: &str, reference: &str) -> bool {
+    call(
+        &e.reg,
+        Some("admin"),
+        Method::HEAD,
+        &format!("/v2/{repo}/{what}/{reference}"),
+        &[],
+        "",
+    )
+    .await
+    .status
+        == StatusCode::OK
+}
+
+#[tokio::test]
+async fn gc_untagged_manifest_deleted_shared_blobs_kept() {
+    let e = gc_env(|_| {}).await;
+    let m1 = push_layers(&e.reg, "a/app", "v1", &[b"shared", b"unique-1"], "one").await;
+    let m2 = push_layers(&e.reg, "a/app", "v2", &[b"shared", b"unique-2"], "two").await;
+    e.reg.delete_tag("a/app", "v1").await.unwrap();
+    age_records(&e, 10).await;
+    let r = e.reg.gc().await.unwrap();
+    assert_eq!(r.manifests_deleted, 1, "{r:?}");
+    assert!(!exists(&e, "a/app", "manifests", &m1).await);
+    assert!(exists(&e, "a/app", "manifests", &m2).await);
+    assert!(exists(&e, "a/app", "blobs", &digest(b"shared")).await);
+    assert!(exists(&e, "a/app", "blobs", &digest(b"unique-2")).await);
+    assert!(!exists(&e, "a/app", "blobs", &digest(b"unique-1")).await);
+    assert!(e
+        .reg
+        .disk
+        .blob_size(&names::Digest::sha256_of(b"unique-1"))
+        .await
+        .is_none());
+    assert!(e
+        .reg
+        .disk
+        .blob_size(&names::Digest::sha256_of(b"shared"))
+        .await
+        .is_some());
+}
+
+#[tokio::test]
+async fn gc_old_replicaset_template_image_kept() {
+    let e = gc_env(|c| c.retention.keep_last_tags = Some(1)).await;
+    let old = push_layers(&e.reg, "a/app", "v1", &[b"old-layer"], "old").await;
+    age_records(&e, 100).await;
+    let new = push_layers(&e.reg, "a/app", "v2", &[b"new-layer"], "new").await;
+    age_records(&e, 10).await;
+    let rs = serde_json::json!({"kind": "ReplicaSet", "spec": {"template": {"spec": {"containers": [
+        {"name": "c", "image": "10.0.0.1:6443/a/app:v1"}]}}}});
+    e.store
+        .create(
+            "/registry/apps/replicasets/a/app-old",
+            rs.to_string().into_bytes(),
+        )
+        .await
+        .unwrap();
+    let r = e.reg.gc().await.unwrap();
+    assert_eq!(r.tags_deleted, 0, "{r:?}");
+    assert!(exists(&e, "a/app", "manifests", "v1").await);
+    assert!(exists(&e, "a/app", "manifests", &old).await);
+    assert!(exists(&e, "a/app", "blobs", &digest(b"old-layer")).await);
+    assert!(exists(&e, "a/app", "manifests", &new).await);
+    // Once the ReplicaSet is gone, retention drops the old tag and GC its image.
+    e.store
+        .delete("/registry/apps/replicasets/a/app-old", None)
+        .await
+        .unwrap();
+    let r = e.reg.gc().await.unwrap();
+    assert_eq!(r.tags_deleted, 1, "{r:?}");
+    assert!(!exists(&e, "a/app", "manifests", &old).await);
+    assert!(!exists(&e, "a/app", "blobs", &digest(b"old-layer")).await);
+    assert!(exists(&e, "a/app", "manifests", "v2").await);
+}
+
+#[tokio::test]
+async fn retention_keep_last_n_keeps_roots() {
+    let e = gc_env(|c| c.retention.keep_last_tags = Some(2)).await;
+    for (i, t) in ["t1", "t2", "t3", "t4"].iter().enumerate() {
+        push_layers(&e.reg, "a/app", t, &[format!("layer-{t}").as_bytes()], t).await;
+        age_records(&e, 100 - 10 * i as i64).await;
+    }
+    // A pod by digest of the oldest tag's image, another by tag through docker.io mirror naming.
+    let t1 = e
+        .reg
+        .resolve("a/app", "t1")
+        .await
+        .unwrap()
+        .unwrap()
+        .0
+        .to_string();
+    let pod = serde_json::json!({"spec": {"containers": [{"name": "c", "image": format!("10.0.0.1:6443/a/app@{t1}")}]}});
+    e.store
+        .create("/registry/core/pods/a/p1", pod.to_string().into_bytes())
+        .await
+        .unwrap();
+    let r = e.reg.gc().await.unwrap();
+    let mut left: Vec<String> = e
+        .reg
+        .tags(Some("a/app"), None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.tag)
+        .collect();
+    left.sort();
+    assert_eq!(left, vec!["t1", "t3", "t4"], "{r:?}");
+    assert!(!exists(&e, "a/app", "blobs", &digest(b"layer-t2")).await);
+    assert!(exists(&e, "a/app", "blobs", &digest(b"layer-t1")).await);
+}
+
+#[tokio::test]
+async fn gc_grace_period_keeps_fresh_unreferenced_blobs() {
+    let e = env().await;
+    push_blob(&e.reg, "a/app", b"pushed, manifest not yet").await;
+    let r = e.reg.gc().await.unwrap();
+    assert_eq!(r.blobs_deleted, 0);
+    assert!(exists(&e, "a/app", "blobs", &digest(b"pushed, manifest not yet")).await);
+}
+
+#[tokio::test]
+async fn gc_concurrent_with_pushes_loses_nothing_committed() {
+    let e = env().await;
+    let reg = e.reg.clone();
+    let gc = tokio::spawn(async move {
+        for _ in 0..20 {
+            reg.gc().await.unwrap();
+        }
+    });
+    let mut pushed = Vec::new();
+    for i in 0..10 {
+        pushed.push(
+            push_layers(
+                &e.reg,
+                "a/app",
+                &format!("v{i}"),
+                &[format!("l{i}").as_bytes()],
+                "x",
+            )
+            .await,
+        );
+    }
+    gc.await.unwrap();
+    for (i, m) in pushed.iter().enumerate() {
+        assert!(exists(&e, "a/app", "manifests", m).await);
+        assert!(exists(&e, "a/app", "blobs", &digest(format!("l{i}").as_bytes())).await);
+    }
+}
+
+fn tarball(dir: &std::path::Path, name: &str, payload: &str) -> std::path::PathBuf {
+    let spec = mini_images::ImageSpec {
+        name: name.to_string(),
+        files: vec![mini_images::ImageFile {
+            path: "/p.txt".into(),
+            mode: 0o644,
+            contents: payload.as_bytes().to_vec(),
+        }],
+        symlinks: vec![],
+        entrypoint: vec!["/bin/true".into()],
+        cmd: vec![],
+        env: vec![],
+        working_dir: None,
+        architecture: Some("amd64".into()),
+    };
+    let path = dir.join(format!("{}.tar", payload.len()));
+    std::fs::write(&path, mini_images::build_image_tarball(&spec).unwrap()).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn import_archive_names_mapped_to_repositories() {
+    let e = env().await;
+    let refs = e
+        .reg
+        .import_archive(&tarball(e.dir.path(), "busybox:1.36", "bb"))
+        .await
+        .unwrap();
+    assert_eq!(refs, vec!["docker.io/library/busybox:1.36"]);
+    let refs = e
+        .reg
+        .import_archive(&tarball(e.dir.path(), "10.0.0.1:6443/a/app:v1", "app"))
+        .await
+        .unwrap();
+    assert_eq!(refs, vec!["a/app:v1"]);
+    assert!(exists(&e, "a/app", "manifests", "v1").await);
+    assert!(exists(&e, "docker.io/library/busybox", "manifests", "1.36").await);
+    // Importing again is idempotent.
+    let refs = e
+        .reg
+        .import_archive(&tarball(e.dir.path(), "10.0.0.1:6443/a/app:v1", "app"))
+        .await
+        .unwrap();
+    assert_eq!(refs, vec!["a/app:v1"]);
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+#[tokio::test]
+async fn commit_appends_layer_diff_id_and_history() {
+    let e = env().await;
+    e.reg
+        .import_archive(&tarball(e.dir.path(), "10.0.0.1:6443/a/base:v1", "base"))
+        .await
+        .unwrap();
+    let tar = b"pretend this is a tar".to_vec();
+    let layer = gzip(&tar);
+    let req = CommitRequest {
+        base_reference: "a/base:v1".into(),
+        target_repository: "b/committed".into(),
+        target_tag: "snap".into(),
+        diff_id: digest(&tar),
+        layer_digest: Some(digest(&layer)),
+    };
+    let chunks: Vec<std::io::Result<Bytes>> = layer
+        .chunks(7)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    let d = e
+        .reg
+        .commit(req.clone(), futures::stream::iter(chunks))
+        .await
+        .unwrap();
+    let m = call(
+        &e.reg,
+        Some("admin"),
+        Method::GET,
+        "/v2/b/committed/manifests/snap",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(m.header("docker-content-digest"), d);
+    let m = m.json();
+    let layers = m["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+    assert_eq!(layers[1]["digest"], digest(&layer));
+    assert_eq!(
+        layers[1]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    let c = call(
+        &e.reg,
+        Some("admin"),
+        Method::GET,
+        &format!(
+            "/v2/b/committed/blobs/{}",
+            m["config"]["digest"].as_str().unwrap()
+        ),
+        &[],
+        "",
+    )
+    .await;
+    let c = c.json();
+    assert_eq!(c["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
+    assert_eq!(c["rootfs"]["diff_ids"][1], digest(&tar));
+    assert_eq!(
+        c["history"].as_array().unwrap().last().unwrap()["created_by"],
+        "mini commit"
+    );
+    assert!(
+        exists(
+            &e,
+            "b/committed",
+            "blobs",
+            layers[0]["digest"].as_str().unwrap()
+        )
+        .await
+    );
+    // A layer that does not match its announced digest stores nothing.
+    let bad = CommitRequest {
+        target_tag: "bad".into(),
+        layer_digest: Some(digest(b"other")),
+        ..req
+    };
+    let err = e
+        .reg
+        .commit(bad, futures::stream::iter(vec![Ok(Bytes::from(layer))]))
+        .await;
+    assert!(err.is_err());
+    assert!(!exists(&e, "b/committed", "manifests", "bad").await);
+}
