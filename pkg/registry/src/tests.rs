@@ -1271,3 +1271,87 @@ async fn commit_appends_layer_diff_id_and_history() {
     assert!(err.is_err());
     assert!(!exists(&e, "b/committed", "manifests", "bad").await);
 }
+
+/// Mounts a small tmpfs (root only); `None` when mounting is not possible here.
+fn small_tmpfs(dir: &std::path::Path, size: &str) -> Option<std::path::PathBuf> {
+    let mnt = dir.join("small");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(mnt)
+}
+
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn disk_full_upload_507_and_nothing_else_lost() {
+    let mut e = env().await;
+    let Some(mnt) = small_tmpfs(e.dir.path(), "1m") else {
+        eprintln!("skipping: mounting a tmpfs needs root");
+        return;
+    };
+    let _unmount = Unmount(mnt.clone());
+    let mut cfg = config(e.dir.path());
+    cfg.root = mnt.join("registry");
+    e.reopen(cfg).await;
+    let small = push_blob(&e.reg, "a/app", b"small blob").await;
+    // Monolithic: the blob does not fit; nothing is left behind.
+    let big = vec![7u8; 2 << 20];
+    let a = call(
+        &e.reg,
+        Some("admin"),
+        Method::POST,
+        &format!("/v2/a/app/blobs/uploads/?digest={}", digest(&big)),
+        &[],
+        big.clone(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::INSUFFICIENT_STORAGE);
+    assert!(a.json()["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("disk is full"));
+    assert_eq!(
+        std::fs::read_dir(mnt.join("registry/uploads"))
+            .unwrap()
+            .count(),
+        0
+    );
+    // Chunked: the failed chunk is rolled back, the session continues from the last good offset.
+    let loc = start_session(&e.reg, "a/app").await;
+    let a = call(
+        &e.reg,
+        Some("admin"),
+        Method::PATCH,
+        &loc,
+        &[],
+        vec![1u8; 100 << 10],
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED);
+    let a = call(&e.reg, Some("admin"), Method::PATCH, &loc, &[], big.clone()).await;
+    assert_eq!(a.status, StatusCode::INSUFFICIENT_STORAGE);
+    let a = call(&e.reg, Some("admin"), Method::GET, &loc, &[], "").await;
+    assert_eq!(a.header("range"), format!("0-{}", (100 << 10) - 1));
+    let a = call(
+        &e.reg,
+        Some("admin"),
+        Method::GET,
+        &format!("/v2/a/app/blobs/{small}"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(&a.body[..], b"small blob");
+    let a = call(&e.reg, Some("admin"), Method::DELETE, &loc, &[], "").await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+}
