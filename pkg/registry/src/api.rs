@@ -613,7 +613,12 @@ impl Registry {
         if let Some(digest) = param(params, "digest") {
             let d = Digest::parse(digest)
                 .ok_or_else(|| E::digest_invalid(format!("invalid digest {digest}")))?;
-            return self.complete(repo, &id, Some(d), req.into_body()).await;
+            let result = self.complete(repo, &id, Some(d), req.into_body()).await;
+            if result.is_err() {
+                // The client never learnt the session: do not leave it behind.
+                self.remove_upload(&id).await?;
+            }
+            return result;
         }
         let location = format!("/v2/{repo}/blobs/uploads/{id}");
         build(

@@ -220,8 +220,10 @@ impl Registry {
         let cutoff = meta::now() - self.config.upload_timeout.as_secs() as i64;
         let mut n = 0;
         for (key, rec) in records {
-            if rec.updated < cutoff {
-                let id = key.trim_start_matches(&meta::uploads_prefix()).to_string();
+            let id = key.trim_start_matches(&meta::uploads_prefix()).to_string();
+            // A chunk being written right now holds the session's lock: not stale.
+            let busy = self.upload_state(&id).try_lock().is_err();
+            if rec.updated < cutoff && !busy {
                 self.remove_upload(&id).await?;
                 n += 1;
             }
