@@ -410,9 +410,22 @@ impl Registry {
         if Digest::parse(reference).is_none() && !names::valid_tag(reference) {
             return Err(E::manifest_unknown(reference));
         }
-        let found = match self.resolve(repo, reference).await? {
-            Some(f) => Some(f),
-            None => self.pull_manifest(repo, reference).await?,
+        let found = if self.tag_refresh_due(repo, reference).await? {
+            // A cached tag of a mirrored repository: ask the upstream again, the cache answers
+            // when the upstream cannot.
+            match self.pull_manifest(repo, reference).await {
+                Ok(Some(f)) => Some(f),
+                Ok(None) => self.resolve(repo, reference).await?,
+                Err(e) => {
+                    tracing::info!(repository = repo, tag = reference, error = %e.message, "registry: upstream unavailable, serving the cached tag");
+                    self.resolve(repo, reference).await?
+                }
+            }
+        } else {
+            match self.resolve(repo, reference).await? {
+                Some(f) => Some(f),
+                None => self.pull_manifest(repo, reference).await?,
+            }
         };
         let (digest, rec) = found.ok_or_else(|| E::manifest_unknown(reference))?;
         let bytes = self

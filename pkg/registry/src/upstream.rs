@@ -24,6 +24,11 @@ type HttpClient =
 
 const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 const MAX_REDIRECTS: usize = 5;
+/// A cached tag of a mirrored repository is checked against the upstream after this long.
+const TAG_REFRESH_SECS: i64 = 300;
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Until the upstream's answer headers arrive.
+const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Upstream registries by mirrored host, with an HTTP(S) client and cached bearer tokens.
 pub(crate) struct Client {
@@ -45,11 +50,14 @@ fn http_client() -> Result<HttpClient, String> {
     .map_err(|e| e.to_string())?
     .with_root_certificates(roots)
     .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
-        .build();
+        .wrap_connector(http);
     Ok(hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector))
 }
 
@@ -156,9 +164,9 @@ impl Client {
                 }
             }
             let req = b.body(Empty::new()).map_err(|e| e.to_string())?;
-            let resp = http
-                .request(req)
+            let resp = tokio::time::timeout(RESPONSE_TIMEOUT, http.request(req))
                 .await
+                .map_err(|_| format!("GET {url}: no answer within {RESPONSE_TIMEOUT:?}"))?
                 .map_err(|e| format!("GET {url}: {e}"))?;
             if resp.status().is_redirection() {
                 hops += 1;
@@ -230,9 +238,10 @@ impl Client {
         if let Some(basic) = Self::basic(u) {
             b = b.header(header::AUTHORIZATION, basic);
         }
-        let resp = http
-            .request(b.body(Empty::new()).map_err(|e| e.to_string())?)
+        let req = b.body(Empty::new()).map_err(|e| e.to_string())?;
+        let resp = tokio::time::timeout(RESPONSE_TIMEOUT, http.request(req))
             .await
+            .map_err(|_| format!("token request {url}: no answer within {RESPONSE_TIMEOUT:?}"))?
             .map_err(|e| format!("token request {url}: {e}"))?;
         let status = resp.status();
         let body = resp
@@ -277,6 +286,19 @@ fn upstream_err(msg: String) -> E {
 }
 
 impl Registry {
+    /// Whether `reference` is a tag of a mirrored repository with an upstream, cached longer ago
+    /// than the refresh period.
+    pub(crate) async fn tag_refresh_due(&self, repo: &str, reference: &str) -> Result<bool, E> {
+        if Digest::parse(reference).is_some() || self.upstream.for_repo(repo).is_none() {
+            return Ok(false);
+        }
+        let tag = self
+            .meta
+            .get::<TagRecord>(&meta::tag_key(repo, reference))
+            .await?;
+        Ok(tag.is_some_and(|t| meta::now() - t.pushed > TAG_REFRESH_SECS))
+    }
+
     /// Fetches a manifest of a mirrored repository from its upstream and caches it (with the tag);
     /// `None` without an upstream or when the upstream does not have it.
     pub(crate) async fn pull_manifest(

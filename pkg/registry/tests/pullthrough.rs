@@ -127,11 +127,35 @@ async fn pull_through_docker_registry_basic_auth_cached() {
     )
     .await;
     assert!(!ok, "pulled with wrong upstream credentials");
-    // Cached: the upstream is gone, the pull still works.
-    drop(upstream);
-    let out2 = work.path().join("pulled-again");
+    assert_eq!(payload_of(&out), "from upstream");
+    // The upstream moves the tag; once the cached tag is old, a pull sees the new image.
+    let tar2 = image_tarball(work.path(), "app:v1", "amd64", "moved upstream tag");
+    let (ok, _, err) = run(
+        "skopeo",
+        args(&[
+            "--insecure-policy",
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            "up:pw",
+            &format!("oci-archive:{}", s(&tar2)),
+            &format!("docker://{}/library/app:v1", upstream.addr),
+        ]),
+    )
+    .await;
+    assert!(ok, "{err}");
+    age_tags(&server.store, 1000).await;
+    let out2 = work.path().join("pulled-moved");
     let (ok, _, err) = run("skopeo", pull("mirror.example/library/app:v1", &out2)).await;
+    assert!(ok, "{err}");
+    assert_eq!(payload_of(&out2), "moved upstream tag");
+    // Cached: the upstream is gone, the (stale) tag still pulls.
+    drop(upstream);
+    age_tags(&server.store, 1000).await;
+    let out3 = work.path().join("pulled-again");
+    let (ok, _, err) = run("skopeo", pull("mirror.example/library/app:v1", &out3)).await;
     assert!(ok, "cached pull failed: {err}");
+    assert_eq!(payload_of(&out3), "moved upstream tag");
     // Unknown upstream content is MANIFEST_UNKNOWN-ish failure, not a hang.
     let (ok, _, _) = run(
         "skopeo",
@@ -139,6 +163,36 @@ async fn pull_through_docker_registry_basic_auth_cached() {
     )
     .await;
     assert!(!ok);
+}
+
+/// The payload file of the image in an OCI layout directory written by skopeo.
+fn payload_of(dir: &Path) -> String {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let blob = |d: &str| {
+        dir.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    let layer = std::fs::read(blob(m["layers"][0]["digest"].as_str().unwrap())).unwrap();
+    let reader: Box<dyn std::io::Read> = if layer.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::GzDecoder::new(&layer[..]))
+    } else {
+        Box::new(&layer[..])
+    };
+    let mut ar = tar::Archive::new(reader);
+    for entry in ar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().ends_with("payload.txt") {
+            let mut out = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut out).unwrap();
+            return out;
+        }
+    }
+    panic!("no payload");
 }
 
 /// An upstream that wants a bearer token from its realm (Basic `up:pw` there), serving one blob.

@@ -67,6 +67,7 @@ pub struct Server {
     pub cert_dir: PathBuf,
     pub ca_file: PathBuf,
     pub registry: Arc<Registry>,
+    pub store: Arc<dyn mini_store::Store>,
     pub shutdown: CancellationToken,
 }
 
@@ -89,7 +90,7 @@ pub async fn serve_with(tweak: impl FnOnce(&mut RegistryConfig)) -> Server {
         ..RegistryConfig::default()
     };
     tweak(&mut config);
-    let registry = Registry::open(config, store, Arc::new(PasswordAccess))
+    let registry = Registry::open(config, store.clone(), Arc::new(PasswordAccess))
         .await
         .unwrap();
     let ca = mini_certs::CertAuthority::generate("mini-registry-test-ca").unwrap();
@@ -147,6 +148,7 @@ pub async fn serve_with(tweak: impl FnOnce(&mut RegistryConfig)) -> Server {
         cert_dir,
         ca_file,
         registry,
+        store,
         shutdown,
     }
 }
@@ -208,4 +210,17 @@ pub fn args(list: &[&str]) -> Vec<String> {
 
 pub async fn sleep_ms(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// Moves every tag record's push time `secs` into the past.
+pub async fn age_tags(store: &Arc<dyn mini_store::Store>, secs: i64) {
+    let page = store.list("/mini-registry/tags/", None, 0).await.unwrap();
+    for kv in page.items {
+        let mut v: serde_json::Value = serde_json::from_slice(&kv.value).unwrap();
+        v["pushed"] = (v["pushed"].as_i64().unwrap() - secs).into();
+        store
+            .update(&kv.key, serde_json::to_vec(&v).unwrap(), None)
+            .await
+            .unwrap();
+    }
 }
