@@ -457,3 +457,81 @@ async fn ctr_push_pull_through_private_containerd() {
         std::panic::resume_unwind(p);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn curl_wrong_digest_upload_refused_nothing_stored() {
+    if !have("curl") {
+        return;
+    }
+    let server = serve().await;
+    let body = server.dir.path().join("body");
+    std::fs::write(&body, b"the real content").unwrap();
+    let wrong = mini_registry::names::Digest::sha256_of(b"something else");
+    let ca = s(&server.ca_file);
+    let url = format!(
+        "https://{}/v2/default/app/blobs/uploads/?digest={wrong}",
+        server.host
+    );
+    let (ok, stdout, err) = run(
+        "curl",
+        args(&[
+            "-sS",
+            "-w",
+            "\n%{http_code}",
+            "--cacert",
+            &ca,
+            "-u",
+            "admin:pw",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            &format!("@{}", s(&body)),
+            &url,
+        ]),
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(stdout.ends_with("\n400"), "{stdout}");
+    assert!(stdout.contains("DIGEST_INVALID"), "{stdout}");
+    let head = format!("https://{}/v2/default/app/blobs/{wrong}", server.host);
+    let (_, stdout, _) = run(
+        "curl",
+        args(&[
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-I",
+            "--cacert",
+            &ca,
+            "-u",
+            "admin:pw",
+            &head,
+        ]),
+    )
+    .await;
+    assert_eq!(stdout, "404");
+    // Anonymous: 401 with the Basic challenge.
+    let (_, stdout, _) = run(
+        "curl",
+        args(&[
+            "-sS",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "--cacert",
+            &ca,
+            &format!("https://{}/v2/", server.host),
+        ]),
+    )
+    .await;
+    assert!(stdout.contains(" 401"), "{stdout}");
+    assert!(
+        stdout
+            .to_lowercase()
+            .contains("www-authenticate: basic realm=\"mini\""),
+        "{stdout}"
+    );
+}
