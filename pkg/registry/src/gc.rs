@@ -172,6 +172,13 @@ impl Registry {
             }
         }
 
+        // Repositories with an upload in progress: a push is under way, its blobs stay.
+        let (uploads, _) = self
+            .meta
+            .list::<meta::UploadRecord>(&meta::uploads_prefix(), None, 0)
+            .await?;
+        let pushing: HashSet<String> = uploads.into_iter().map(|(_, u)| u.repository).collect();
+
         // Blob links no kept manifest needs (young links stay: a push in progress).
         let (links, _) = self
             .meta
@@ -181,7 +188,10 @@ impl Registry {
             let Some((repo, digest)) = meta::split_key(&key, &meta::all_links_prefix(), '@') else {
                 continue;
             };
-            if needed_links.contains(&(repo.to_string(), digest.to_string())) || young(l.linked) {
+            if needed_links.contains(&(repo.to_string(), digest.to_string()))
+                || young(l.linked)
+                || pushing.contains(repo)
+            {
                 needed_blobs.insert(digest.to_string());
             } else {
                 self.meta.delete(&key).await?;

@@ -1355,3 +1355,27 @@ async fn disk_full_upload_507_and_nothing_else_lost() {
     let a = call(&e.reg, Some("admin"), Method::DELETE, &loc, &[], "").await;
     assert_eq!(a.status, StatusCode::NO_CONTENT);
 }
+
+#[tokio::test]
+async fn gc_upload_in_progress_keeps_repository_blobs() {
+    let e = gc_env(|_| {}).await;
+    push_blob(&e.reg, "a/app", b"first layer of a slow push").await;
+    let loc = start_session(&e.reg, "a/app").await;
+    call(
+        &e.reg,
+        Some("admin"),
+        Method::PATCH,
+        &loc,
+        &[],
+        "second layer, half",
+    )
+    .await;
+    age_records(&e, 10).await;
+    let r = e.reg.gc().await.unwrap();
+    assert_eq!(r.blobs_deleted, 0, "{r:?}");
+    assert!(exists(&e, "a/app", "blobs", &digest(b"first layer of a slow push")).await);
+    // Once the session is gone (cancelled or expired) the unreferenced blob goes.
+    call(&e.reg, Some("admin"), Method::DELETE, &loc, &[], "").await;
+    let r = e.reg.gc().await.unwrap();
+    assert_eq!(r.blobs_deleted, 1, "{r:?}");
+}
