@@ -1379,3 +1379,29 @@ async fn gc_upload_in_progress_keeps_repository_blobs() {
     let r = e.reg.gc().await.unwrap();
     assert_eq!(r.blobs_deleted, 1, "{r:?}");
 }
+
+#[tokio::test]
+async fn run_background_expires_stale_upload() {
+    let mut e = env().await;
+    let loc = start_session(&e.reg, "a/app").await;
+    let mut cfg = config(e.dir.path());
+    cfg.upload_timeout = Duration::ZERO;
+    cfg.gc_interval = Some(Duration::ZERO);
+    e.reopen(cfg).await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    e.reg.run_background(shutdown.clone());
+    let mut gone = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if call(&e.reg, Some("admin"), Method::GET, &loc, &[], "")
+            .await
+            .status
+            == StatusCode::NOT_FOUND
+        {
+            gone = true;
+            break;
+        }
+    }
+    shutdown.cancel();
+    assert!(gone, "the stale upload was not expired");
+}
