@@ -82,7 +82,7 @@ impl Registry {
             .await?;
         let mut by_repo: BTreeMap<String, Vec<(String, String, TagRecord)>> = BTreeMap::new();
         for (key, t) in tags {
-            if let Some((repo, tag)) = meta::split_key(&key, &meta::all_tags_prefix(), ':') {
+            if let Some((repo, tag)) = meta::split_key(&key, &meta::all_tags_prefix()) {
                 by_repo.entry(repo.to_string()).or_default().push((
                     key.clone(),
                     tag.to_string(),
@@ -117,8 +117,7 @@ impl Registry {
             .await?;
         let mut all: HashMap<(String, String), ManifestRecord> = HashMap::new();
         for (key, m) in manifests {
-            if let Some((repo, digest)) = meta::split_key(&key, &meta::all_manifests_prefix(), '@')
-            {
+            if let Some((repo, digest)) = meta::split_key(&key, &meta::all_manifests_prefix()) {
                 all.insert((repo.to_string(), digest.to_string()), m);
             }
         }
@@ -185,7 +184,7 @@ impl Registry {
             .list::<LinkRecord>(&meta::all_links_prefix(), None, 0)
             .await?;
         for (key, l) in links {
-            let Some((repo, digest)) = meta::split_key(&key, &meta::all_links_prefix(), '@') else {
+            let Some((repo, digest)) = meta::split_key(&key, &meta::all_links_prefix()) else {
                 continue;
             };
             if needed_links.contains(&(repo.to_string(), digest.to_string()))

@@ -72,10 +72,10 @@ pub fn repos_prefix() -> String {
     format!("{PREFIX}repositories/")
 }
 pub fn tag_key(repo: &str, tag: &str) -> String {
-    format!("{PREFIX}tags/{repo}:{tag}")
+    format!("{PREFIX}tags/{repo}@{tag}")
 }
 pub fn tags_prefix(repo: &str) -> String {
-    format!("{PREFIX}tags/{repo}:")
+    format!("{PREFIX}tags/{repo}@")
 }
 pub fn all_tags_prefix() -> String {
     format!("{PREFIX}tags/")
@@ -105,9 +105,9 @@ pub fn uploads_prefix() -> String {
     format!("{PREFIX}uploads/")
 }
 
-/// Splits `<prefix><repo><sep><rest>` keys (`sep` = `:` for tags, `@` for manifests and links).
-pub fn split_key<'a>(key: &'a str, prefix: &str, sep: char) -> Option<(&'a str, &'a str)> {
-    key.strip_prefix(prefix)?.split_once(sep)
+/// Splits `<prefix><repo>@<rest>` keys (tags, manifests, links: `@` is in neither names nor tags).
+pub fn split_key<'a>(key: &'a str, prefix: &str) -> Option<(&'a str, &'a str)> {
+    key.strip_prefix(prefix)?.rsplit_once('@')
 }
 
 /// Typed access to the store.
@@ -209,4 +209,26 @@ fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, RegistryErr
 /// Seconds since the epoch.
 pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_key_host_with_port_kept_in_repository_name() {
+        let k = tag_key("localhost:5000/x", "v1");
+        assert_eq!(
+            split_key(&k, &all_tags_prefix()),
+            Some(("localhost:5000/x", "v1"))
+        );
+        // A one-component repository's prefix does not cover a mirrored host with a port.
+        assert!(!k.starts_with(&tags_prefix("localhost")));
+        let d = format!("sha256:{}", "a".repeat(64));
+        let k = manifest_key("a/b", &d);
+        assert_eq!(
+            split_key(&k, &all_manifests_prefix()),
+            Some(("a/b", d.as_str()))
+        );
+    }
 }

@@ -85,7 +85,7 @@ impl Registry {
         let (tags, _) = self.meta.list::<TagRecord>(&prefix, None, 0).await?;
         let mut out = Vec::new();
         for (key, t) in tags {
-            let Some((repo, tag)) = meta::split_key(&key, &meta::all_tags_prefix(), ':') else {
+            let Some((repo, tag)) = meta::split_key(&key, &meta::all_tags_prefix()) else {
                 continue;
             };
             if namespace.is_some() && names::namespace_of(repo) != namespace {
