@@ -332,35 +332,8 @@ async fn ctr_push_pull_through_private_containerd() {
     }
     let server = serve().await;
     let base = server.dir.path().join("containerd");
-    std::fs::create_dir_all(&base).unwrap();
     let sock = base.join("c.sock");
-    let config = base.join("config.toml");
-    std::fs::write(
-        &config,
-        "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n",
-    )
-    .unwrap();
-    let mut child = std::process::Command::new("containerd")
-        .args([
-            "--config",
-            &s(&config),
-            "--root",
-            &s(&base.join("root")),
-            "--state",
-            &s(&base.join("state")),
-            "--address",
-            &s(&sock),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if sock.exists() {
-            break;
-        }
-        sleep_ms(100).await;
-    }
+    let mut child = start_containerd(&base).await;
     let ctr = |extra: &[&str]| {
         let mut a = args(&["--address", &s(&sock), "-n", "regtest"]);
         a.extend(extra.iter().map(|x| x.to_string()));
@@ -534,4 +507,89 @@ async fn curl_wrong_digest_upload_refused_nothing_stored() {
             .contains("www-authenticate: basic realm=\"mini\""),
         "{stdout}"
     );
+}
+
+/// A private containerd (no CRI) under `base`, listening on `base/c.sock`.
+async fn start_containerd(base: &Path) -> std::process::Child {
+    std::fs::create_dir_all(base).unwrap();
+    let sock = base.join("c.sock");
+    let config = base.join("config.toml");
+    std::fs::write(
+        &config,
+        "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n",
+    )
+    .unwrap();
+    let child = std::process::Command::new("containerd")
+        .args([
+            "--config",
+            &s(&config),
+            "--root",
+            &s(&base.join("root")),
+            "--state",
+            &s(&base.join("state")),
+            "--address",
+            &s(&sock),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if sock.exists() {
+            break;
+        }
+        sleep_ms(100).await;
+    }
+    child
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctr_pull_mirror_hosts_toml_override_path_served() {
+    if !have("ctr") || !have("containerd") {
+        return;
+    }
+    let server = serve().await;
+    let tar = image_tarball(
+        server.dir.path(),
+        "ctrmirror:v1",
+        "amd64",
+        "mirrored for containerd",
+    );
+    let refs = server.registry.import_archive(&tar).await.unwrap();
+    assert_eq!(refs, vec!["docker.io/library/ctrmirror:v1"]);
+    let base = server.dir.path().join("containerd");
+    let sock = base.join("c.sock");
+    let mut child = start_containerd(&base).await;
+    // The node layout of the design: certs.d/docker.io/hosts.toml points at /v2/docker.io on the server.
+    let hosts_dir = base.join("certs.d");
+    std::fs::create_dir_all(hosts_dir.join("docker.io")).unwrap();
+    std::fs::write(
+        hosts_dir.join("docker.io/hosts.toml"),
+        format!(
+            "[host.\"https://{h}/v2/docker.io\"]\n  capabilities = [\"pull\", \"resolve\"]\n  override_path = true\n  ca = \"{ca}\"\n",
+            h = server.host,
+            ca = s(&server.ca_file)
+        ),
+    )
+    .unwrap();
+    let (ok, _, err) = run(
+        "ctr",
+        args(&[
+            "--address",
+            &s(&sock),
+            "-n",
+            "regtest",
+            "images",
+            "pull",
+            "--hosts-dir",
+            &s(&hosts_dir),
+            "--user",
+            "reader:pw",
+            "docker.io/library/ctrmirror:v1",
+        ]),
+    )
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ok, "ctr pull through the mirror failed: {err}");
 }
