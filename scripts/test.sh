@@ -22,6 +22,10 @@ install_deps() {
   # the install suite boots Debian machines with systemd-nspawn from a debootstrap rootfs
   command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
   command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)
+  # the registry's integration tests drive real OCI clients and an upstream registry
+  for pair in skopeo:skopeo podman:podman docker-registry:docker-registry; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+  done
   if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
