@@ -9,8 +9,8 @@ use crate::token_cmd::parse_ttl;
 #[derive(Debug, Clone, clap::Args)]
 pub struct RegistryArgs {
     /// Pull through and cache from an upstream registry for a mirrored host: `HOST=URL`
-    /// (`docker.io=https://harbor.example.edu/v2/dockerhub`); `URL` alone serves every mirrored
-    /// host. Credentials go in the URL (`https://user:password@host`). Repeatable.
+    /// (`quay.io=https://harbor.example.edu/quay-proxy`); `URL` alone is docker.io's upstream.
+    /// Credentials go in the URL (`https://user:password@host`). Repeatable.
     #[arg(
         long = "registry-upstream",
         env = "MINI_REGISTRY_UPSTREAM",
@@ -40,8 +40,8 @@ pub fn registry_settings(args: RegistryArgs) -> Result<mini_server::RegistrySett
     let mut upstreams = Vec::new();
     for spec in args.registry_upstream {
         let (host, url) = match spec.split_once('=') {
-            Some((host, url)) if !host.contains("://") => (Some(host.trim().to_string()), url),
-            _ => (None, spec.as_str()),
+            Some((host, url)) if !host.contains("://") => (host.trim().to_string(), url),
+            _ => ("docker.io".to_string(), spec.as_str()),
         };
         let url = url.trim().trim_end_matches('/').to_string();
         if !(url.starts_with("https://") || url.starts_with("http://")) {
@@ -83,9 +83,9 @@ mod tests {
             "http://127.0.0.1:5000",
         ]))
         .unwrap();
-        assert_eq!(s.upstreams[0].host.as_deref(), Some("docker.io"));
+        assert_eq!(s.upstreams[0].host, "docker.io");
         assert_eq!(s.upstreams[0].url, "https://harbor.example/v2/hub");
-        assert_eq!(s.upstreams[1].host, None);
+        assert_eq!(s.upstreams[1].host, "docker.io");
         assert_eq!(s.upstreams[1].url, "http://127.0.0.1:5000");
         assert_eq!(s.gc_interval, None, "0 disables periodic gc");
         assert_eq!(s.keep_tags, Some(3));

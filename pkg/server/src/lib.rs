@@ -1,6 +1,8 @@
 //! `mini server`: reads its config, ensures the PKI and join token, opens the store, and runs
 //! the API server. The start order below is the order of this file's `run`.
 
+mod registry;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,8 +43,8 @@ pub struct ServerConfig {
 /// An upstream the registry pulls through from for mirrored hosts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryUpstream {
-    /// The mirrored host it serves (`docker.io`); `None`: every mirrored host.
-    pub host: Option<String>,
+    /// The mirrored host it serves (`docker.io`).
+    pub host: String,
     /// Its base URL, credentials inside (`https://user:password@harbor.example`).
     pub url: String,
 }
@@ -257,6 +259,24 @@ pub async fn start(
         },
     )
     .await?;
+
+    // 5b. the embedded image registry under /v2/, pulled from by every node
+    let registry_hosts = vec![
+        SocketAddr::new(advertise, address.port()).to_string(),
+        format!("127.0.0.1:{}", address.port()),
+        format!("localhost:{}", address.port()),
+    ];
+    if let Some(settings) = &config.registry {
+        registry::start(
+            &api,
+            settings,
+            &config.data_dir,
+            registry_hosts.clone(),
+            config.data_dir.join("agent").join("images"),
+            shutdown.clone(),
+        )
+        .await?;
+    }
 
     // 6. admin kubeconfig
     let kubeconfig = config.kubeconfig_path();
