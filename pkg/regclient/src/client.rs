@@ -54,6 +54,8 @@ pub struct ClientConfig {
     pub chunk_size: usize,
     /// Bound on connecting and on waiting for each answer's head (default 60 s).
     pub timeout: Duration,
+    /// Entries asked for per tags/catalog page (default 1000).
+    pub page_size: usize,
 }
 
 impl ClientConfig {
@@ -65,6 +67,7 @@ impl ClientConfig {
             credentials: Credentials::None,
             chunk_size: DEFAULT_CHUNK_SIZE,
             timeout: Duration::from_secs(60),
+            page_size: PAGE_SIZE,
         }
     }
 }
@@ -134,6 +137,7 @@ pub struct RegistryClient {
     tokens: Mutex<HashMap<String, String>>,
     chunk_size: usize,
     timeout: Duration,
+    page_size: usize,
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -268,6 +272,7 @@ impl RegistryClient {
             tokens: Mutex::new(HashMap::new()),
             chunk_size: config.chunk_size.max(1 << 16),
             timeout: config.timeout,
+            page_size: config.page_size.max(1),
         })
     }
 
@@ -780,14 +785,18 @@ impl RegistryClient {
 
     /// Every tag of `repo`, all pages.
     pub async fn tags(&self, repo: &str) -> Result<Vec<String>, RegClientError> {
-        let first = format!("{}?n={PAGE_SIZE}", v2(repo, "tags/list"));
+        let first = format!("{}?n={}", v2(repo, "tags/list"), self.page_size);
         self.paged(repo, first, "tags").await
     }
 
     /// Every repository of the registry, all pages.
     pub async fn catalog(&self) -> Result<Vec<String>, RegClientError> {
-        self.paged("", format!("/v2/_catalog?n={PAGE_SIZE}"), "repositories")
-            .await
+        self.paged(
+            "",
+            format!("/v2/_catalog?n={}", self.page_size),
+            "repositories",
+        )
+        .await
     }
 
     /// Downloads a blob into `dest`, hashing while streaming; the file is removed and an error

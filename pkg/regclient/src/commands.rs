@@ -250,11 +250,15 @@ pub async fn remove(
             Ok(()) => {}
             Err(e)
                 if !reference.contains(':')
-                    && (e.code() == Some("UNSUPPORTED") || e.status() == Some(405)) =>
+                    && (matches!(e.code(), Some("UNSUPPORTED") | Some("DIGEST_INVALID"))
+                        || e.status() == Some(405)) =>
             {
                 return Err(RegClientError::Protocol {
                     what: format!("deleting tag {repo}:{reference}"),
-                    reason: format!("{e}; this registry cannot delete a tag alone: delete the manifest with `mini images rm {repo}@<digest>` (removes all its tags)"),
+                    reason: format!(
+                        "the registry cannot delete a tag alone (it answered {}); delete the manifest with `mini images rm {repo}@<digest>` (removes all its tags)",
+                        e.code().map(str::to_string).or(e.status().map(|s| format!("HTTP {s}"))).unwrap_or_default()
+                    ),
                 });
             }
             Err(e) => return Err(e),
