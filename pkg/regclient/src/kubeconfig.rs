@@ -243,12 +243,10 @@ mod tests {
     fn client_config_token_user_uses_bearer_and_ca_file_relative_to_kubeconfig() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ca.crt"), "FILE CA").unwrap();
-        let yaml = format!(
-            "clusters:\n- name: c\n  cluster:\n    server: https://h:1/\n    certificate-authority: ca.crt\n\
+        let yaml = "clusters:\n- name: c\n  cluster:\n    server: https://h:1/\n    certificate-authority: ca.crt\n\
 users:\n- name: u\n  user:\n    token: abc\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\n\
-current-context: x\n"
-        );
-        let c = client_config_from_yaml(&yaml, dir.path()).unwrap();
+current-context: x\n";
+        let c = client_config_from_yaml(yaml, dir.path()).unwrap();
         assert_eq!(c.base_url, "https://h:1");
         assert_eq!(c.ca_pem.as_deref(), Some("FILE CA"));
         assert_eq!(c.credentials, Credentials::Bearer("abc".into()));

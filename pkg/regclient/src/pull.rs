@@ -76,7 +76,7 @@ fn fetch_tree<'a>(
         if value.get("manifests").is_some() {
             let index = ImageIndex::from_reader(&body[..]).map_err(bad)?;
             for child in index.manifests() {
-                fetch_tree(client, repo, &child.digest().to_string(), layout, depth + 1).await?;
+                fetch_tree(client, repo, child.digest().as_ref(), layout, depth + 1).await?;
             }
         } else {
             let manifest = ImageManifest::from_reader(&body[..]).map_err(bad)?;

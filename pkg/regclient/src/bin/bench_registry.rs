@@ -43,9 +43,13 @@ fn parse_args() -> Result<Args, String> {
             "--key" => args.key = Some(value()?),
             "--user" => args.user = Some(value()?),
             "--password" => args.password = Some(value()?),
-            "--seconds" => args.seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?,
+            "--seconds" => {
+                args.seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?
+            }
             "--concurrency" => {
-                args.concurrency = value()?.parse().map_err(|e| format!("--concurrency: {e}"))?
+                args.concurrency = value()?
+                    .parse()
+                    .map_err(|e| format!("--concurrency: {e}"))?
             }
             other => return Err(format!("unknown flag {other}")),
         }
