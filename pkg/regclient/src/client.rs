@@ -329,7 +329,17 @@ impl RegistryClient {
         tokio::time::timeout(self.timeout, self.http.request(request))
             .await
             .map_err(|_| unreachable(format!("no answer within {:?}", self.timeout)))?
-            .map_err(|e| unreachable(error_chain(&e)))
+            .map_err(|e| {
+                let reason = error_chain(&e);
+                if reason.contains("certificate") || reason.contains("tls") {
+                    RegClientError::TlsHandshake {
+                        what: req.what.clone(),
+                        reason,
+                    }
+                } else {
+                    unreachable(reason)
+                }
+            })
     }
 
     /// Sends `req`; on a 401 challenge fetches a token (Bearer) or gives up (Basic already sent)

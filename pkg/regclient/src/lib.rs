@@ -32,6 +32,8 @@ pub enum RegClientError {
         "{what}: cannot reach the registry: {reason}; check that it runs and the address is right"
     )]
     Unreachable { what: String, reason: String },
+    #[error("{what}: tls handshake with the registry failed: {reason}; check that the CA (kubeconfig certificate-authority) signed the registry's certificate for this address")]
+    TlsHandshake { what: String, reason: String },
     #[error("{what}: registry answered {code}: {message}")]
     Registry {
         what: String,

@@ -154,7 +154,7 @@ pub async fn push_image(
             }
             None => manifest_digest.clone(),
         };
-        tracing::info!(repository = %repo, tag = %tag_or_digest, digest = %manifest_digest, "pushed image");
+        tracing::debug!(repository = %repo, tag = %tag_or_digest, digest = %manifest_digest, "pushed image");
         out.push(PushedImage {
             repository: repo.clone(),
             tag: tag_or_digest,

@@ -477,7 +477,8 @@ async fn tls_registry_with_htpasswd_needs_basic_credentials() {
         .await
         .unwrap_err();
     assert!(
-        err.to_string().contains("cannot reach the registry"),
+        err.to_string()
+            .contains("tls handshake with the registry failed"),
         "{err}"
     );
 }
