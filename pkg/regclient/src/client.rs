@@ -809,6 +809,60 @@ impl RegistryClient {
         .await
     }
 
+    /// `GET` a blob; the answer's body streams (not verified: hash it while reading, as
+    /// [`RegistryClient::download_blob`] does). Storage redirects (S3 and friends) are followed,
+    /// without credentials when they lead to another host.
+    pub async fn get_blob(
+        &self,
+        repo: &str,
+        digest: &str,
+    ) -> Result<Response<Incoming>, RegClientError> {
+        const REDIRECTS: [StatusCode; 4] = [
+            StatusCode::TEMPORARY_REDIRECT,
+            StatusCode::FOUND,
+            StatusCode::SEE_OTHER,
+            StatusCode::PERMANENT_REDIRECT,
+        ];
+        let path = v2(repo, &format!("blobs/{digest}"));
+        let what = format!("GET {path}");
+        let mut url = self.url(&path)?;
+        for _ in 0..5 {
+            let req = Req::new(Method::GET, url.clone(), repo, what.clone());
+            let response = if url.origin() == self.base.origin() {
+                let mut expected = vec![StatusCode::OK];
+                expected.extend(REDIRECTS);
+                self.expect(req, &expected).await?
+            } else {
+                let r = self.send_once(&req, None).await?;
+                if r.status() != StatusCode::OK && !REDIRECTS.contains(&r.status()) {
+                    let status = r.status();
+                    let body = read_small(r, &what).await.unwrap_or_default();
+                    return Err(error_from(&what, status, &body));
+                }
+                r
+            };
+            if response.status() == StatusCode::OK {
+                return Ok(response);
+            }
+            let location = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| RegClientError::Protocol {
+                    what: what.clone(),
+                    reason: "redirect without a Location header".into(),
+                })?;
+            url = url.join(location).map_err(|e| RegClientError::Protocol {
+                what: what.clone(),
+                reason: format!("Location {location:?}: {e}"),
+            })?;
+        }
+        Err(RegClientError::Protocol {
+            what,
+            reason: "too many redirects".into(),
+        })
+    }
+
     /// Downloads a blob into `dest`, hashing while streaming; the file is removed and an error
     /// returned when the content does not match `digest`. Returns the size.
     pub async fn download_blob(
@@ -817,35 +871,8 @@ impl RegistryClient {
         digest: &str,
         dest: &Path,
     ) -> Result<u64, RegClientError> {
-        let path = v2(repo, &format!("blobs/{digest}"));
-        let what = format!("GET {path}");
-        let mut url = self.url(&path)?;
-        let mut response = None;
-        // Storage backends may redirect (S3 and friends): follow a few hops.
-        for _ in 0..4 {
-            let req = Req::new(Method::GET, url.clone(), repo, what.clone());
-            let r = self
-                .expect(
-                    req,
-                    &[
-                        StatusCode::OK,
-                        StatusCode::TEMPORARY_REDIRECT,
-                        StatusCode::FOUND,
-                        StatusCode::SEE_OTHER,
-                        StatusCode::PERMANENT_REDIRECT,
-                    ],
-                )
-                .await?;
-            if r.status() == StatusCode::OK {
-                response = Some(r);
-                break;
-            }
-            url = self.location(&r, &what)?;
-        }
-        let response = response.ok_or_else(|| RegClientError::Protocol {
-            what: what.clone(),
-            reason: "too many redirects".into(),
-        })?;
+        let what = format!("GET {}", v2(repo, &format!("blobs/{digest}")));
+        let response = self.get_blob(repo, digest).await?;
         let io_err = |e| RegClientError::io(dest.display(), e);
         let mut file = tokio::fs::File::create(dest).await.map_err(io_err)?;
         let mut hasher = Sha256::new();

@@ -1,5 +1,5 @@
-//! The `WWW-Authenticate: Bearer realm=…` token flow (Docker Hub, Harbor) against a small
-//! in-test HTTP server on loopback that behaves like such a registry and its token service.
+//! The `WWW-Authenticate: Bearer realm=…` token flow (Docker Hub, Harbor) and blob redirects to
+//! storage hosts, against a small in-test HTTP server on loopback behaving like such a registry.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use mini_regclient::{ClientConfig, Credentials, RegistryClient};
 
 const BASIC_U_P: &str = "Basic dTpw"; // u:p
+const CDN_BLOB: &str = "blob bytes from storage";
 
 struct State {
     port: u16,
@@ -35,6 +36,13 @@ fn handle(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         .unwrap_or("");
     let path = req.uri().path();
     let query = req.uri().query().unwrap_or("");
+    if path == "/cdn/blob" {
+        // Like a presigned storage URL: any Authorization header is refused.
+        if !auth.is_empty() {
+            return reply(400, "only one auth mechanism allowed");
+        }
+        return reply(200, CDN_BLOB);
+    }
     if path == "/token" {
         state.token_requests.fetch_add(1, Ordering::SeqCst);
         if auth != BASIC_U_P {
@@ -52,6 +60,14 @@ fn handle(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         return match path {
             "/v2/" => reply(200, "{}"),
             "/v2/a/b/tags/list" => reply(200, r#"{"name":"a/b","tags":["v1","v2"]}"#),
+            p if p.starts_with("/v2/a/b/blobs/") => Response::builder()
+                .status(307)
+                .header(
+                    "location",
+                    format!("http://localhost:{}/cdn/blob", state.port),
+                )
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
             _ => reply(
                 404,
                 r#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry"}]}"#,
@@ -144,4 +160,30 @@ async fn registry_error_json_after_token_is_surfaced_with_code() {
     client.ping().await.unwrap();
     let err = client.tags("a/b/c").await.unwrap_err();
     assert_eq!(err.code(), Some("NAME_UNKNOWN"), "{err}");
+}
+
+#[tokio::test]
+async fn blob_redirect_to_other_host_is_followed_without_credentials() {
+    let state = serve().await;
+    let mut config = ClientConfig::new(format!("http://127.0.0.1:{}", state.port));
+    config.credentials = Credentials::Basic {
+        username: "u".into(),
+        password: "p".into(),
+    };
+    let client = RegistryClient::new(config).unwrap();
+    let digest = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(CDN_BLOB.as_bytes()))
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("blob");
+    let size = client.download_blob("a/b", &digest, &out).await.unwrap();
+    assert_eq!(size, CDN_BLOB.len() as u64);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), CDN_BLOB);
+
+    // Content that does not hash to the digest asked for is refused and not left on disk.
+    let wrong = format!("sha256:{}", "1".repeat(64));
+    let err = client.download_blob("a/b", &wrong, &out).await.unwrap_err();
+    assert!(err.to_string().contains("expected sha256:1111"), "{err}");
+    assert!(!out.exists());
 }
