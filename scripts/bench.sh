@@ -353,8 +353,10 @@ registry_start_mini() {
         --cert "${dir}/certs/client.cert" --key "${dir}/certs/client.key" "https://${MINI_REG_HOST}/v2/" || true)
     MINI_V2=0
     [[ "${code}" == "200" ]] && MINI_V2=1
-    if [[ "${MINI_V2}" != 1 ]]; then
-        echo "bench: mini server answers /v2/ with HTTP ${code}: this build has no registry; its column stays n/a" >&2
+    if [[ "${code}" == "404" ]]; then
+        echo "bench: mini server answers /v2/ with HTTP 404: this build has no registry; its column stays n/a" >&2
+    elif [[ "${MINI_V2}" != 1 ]]; then
+        echo "bench: mini server answers /v2/ with HTTP ${code} for the admin client certificate; its column stays n/a" >&2
     fi
 }
 
@@ -430,14 +432,16 @@ run_registry() {
         registry_bench_image
         registry_start_docker "${WORK}/docker"
         registry_start_mini "${WORK}/mini"
-        local d m d_push d_pull d_gets mini_push=n/a mini_pull=n/a mini_gets=n/a running=n/a
+        local d m res d_push d_pull d_gets mini_push=n/a mini_pull=n/a mini_gets=n/a running=n/a
         echo "bench: docker-registry at ${DOCKER_REG_HOST}" >&2
-        read -r d_push d_pull d_gets < <(registry_measure "${DOCKER_REG_HOST}" "${WORK}/docker/certs" "${runs}" "${secs}" "${conc}")
+        res=$(registry_measure "${DOCKER_REG_HOST}" "${WORK}/docker/certs" "${runs}" "${secs}" "${conc}")
+        read -r d_push d_pull d_gets <<<"${res}"
         if [[ "${MINI_V2}" == 1 ]]; then
             echo "bench: mini server at ${MINI_REG_HOST}" >&2
             m="${WORK}/mini/certs"
-            read -r mini_push mini_pull mini_gets < <(registry_measure "${MINI_REG_HOST}" "${m}" "${runs}" "${secs}" "${conc}" \
+            res=$(registry_measure "${MINI_REG_HOST}" "${m}" "${runs}" "${secs}" "${conc}" \
                 --cert "${m}/client.cert" --key "${m}/client.key")
+            read -r mini_push mini_pull mini_gets <<<"${res}"
             if declare -F registry_push_to_running >/dev/null; then
                 running=$(registry_push_to_running "${MINI_REG_HOST}" "${m}")
             fi
