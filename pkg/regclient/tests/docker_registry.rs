@@ -482,3 +482,53 @@ async fn tls_registry_with_htpasswd_needs_basic_credentials() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn kubeconfig_client_against_tls_registry_pushes_lists_and_removes() {
+    let Some(reg) = start_registry(Options {
+        tls: true,
+        htpasswd: None,
+    }) else {
+        return;
+    };
+    let ca_pem = reg.ca_pem.clone().unwrap();
+    let ca = mini_certs::CertAuthority::generate("client-ca").unwrap();
+    let client_cert = ca
+        .issue_client("admin", &["system:masters".into()])
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let kubeconfig = work.path().join("admin.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        mini_certs::kubeconfig_yaml(&format!("https://{}", reg.host()), &ca_pem, &client_cert),
+    )
+    .unwrap();
+    let config = mini_regclient::kubeconfig::client_config_from_kubeconfig(&kubeconfig).unwrap();
+    let client = RegistryClient::new(config).unwrap();
+    assert_eq!(client.host(), reg.host());
+
+    let files = vec![
+        image_tarball(work.path(), &format!("{}/default/one:v1", reg.host()), b"1"),
+        image_tarball(work.path(), &format!("{}/default/two:v2", reg.host()), b"2"),
+    ];
+    let pushed = commands::push_files(&client, &files).await.unwrap();
+    let refs: Vec<String> = pushed.iter().map(|p| p.reference(client.host())).collect();
+    assert_eq!(
+        refs,
+        vec![
+            format!("{}/default/one:v1", reg.host()),
+            format!("{}/default/two:v2", reg.host())
+        ]
+    );
+    let table = commands::format_table(&commands::list_images(&client, None).await.unwrap());
+    assert!(table.starts_with("REPOSITORY "), "{table}");
+    assert!(table.contains("default/one   v1 "), "{table}");
+    assert!(table.contains("default/two   v2 "), "{table}");
+
+    let gone = format!("{}/default/two@{}", reg.host(), pushed[1].digest);
+    commands::remove(&client, &[gone]).await.unwrap();
+    let rows = commands::list_images(&client, Some("default/two"))
+        .await
+        .unwrap();
+    assert!(rows.is_empty(), "{rows:?}");
+}
