@@ -15,6 +15,7 @@ usage() {
     echo "usage: $0 network [--services N] [--connects N] [--iperf-secs N]" >&2
     echo "usage: $0 agent [--pods N] [--idle-secs N]" >&2
     echo "usage: $0 install [--runs N]" >&2
+    echo "usage: $0 registry [--runs N] [--seconds N] [--concurrency N]" >&2
     echo "usage: $0 api [--quick] [--pods N] [--creates N] [--concurrency N] [--watchers N] [--samples N] [--watch-updates N]" >&2
 }
 
@@ -236,6 +237,232 @@ run_install() {
     )
 }
 
+# The registry area: mini server's /v2/ next to Debian's docker-registry (distribution 2.8.2).
+REGISTRY_BENCH_IMAGE="${MINI_TEST_CACHE:-/var/cache/mini-test}/registry-bench-200m.tar"
+
+build_release_registry() {
+    if [[ -n "${MINI_BENCH_BIN_DIR:-}" ]]; then
+        return 0
+    fi
+    echo "bench: building release binaries" >&2
+    (cd "${ROOT}" && cargo build --release -p mini -p mini-regclient --bin mini --bin mini-bench-registry)
+}
+
+# registry_bench_image: the ~200 MiB OCI-archive (4 layers of 50 MiB random bytes, gzip level 1
+# so skopeo pushes the blobs as they are), built once and cached.
+registry_bench_image() {
+    local img=${REGISTRY_BENCH_IMAGE}
+    [[ -s "${img}" ]] && return 0
+    mkdir -p "$(dirname "${img}")"
+    echo "bench: building the 200 MiB registry bench image ${img}" >&2
+    python3 - "${img}.partial" <<'EOF'
+import gzip, hashlib, io, json, os, platform, sys, tarfile
+out = sys.argv[1]
+arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+blobs, layers, diff_ids = {}, [], []
+for i in range(4):
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as t:
+        data = os.urandom(50 << 20)
+        info = tarfile.TarInfo(f"data/layer-{i}.bin"); info.size = len(data); info.mode = 0o644
+        t.addfile(info, io.BytesIO(data))
+    raw = raw.getvalue()
+    diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
+    gz = gzip.compress(raw, compresslevel=1, mtime=0)
+    d = hashlib.sha256(gz).hexdigest(); blobs[d] = gz
+    layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": "sha256:" + d, "size": len(gz)})
+config = json.dumps({"architecture": arch, "os": "linux", "config": {"Cmd": ["/bin/true"]},
+                     "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+cd = hashlib.sha256(config).hexdigest(); blobs[cd] = config
+manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:" + cd, "size": len(config)},
+                       "layers": layers}).encode()
+md = hashlib.sha256(manifest).hexdigest(); blobs[md] = manifest
+index = json.dumps({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": "sha256:" + md, "size": len(manifest),
+                    "annotations": {"org.opencontainers.image.ref.name": "1",
+                                    "io.containerd.image.name": "mini.local/bench/big:1"}}]}).encode()
+with tarfile.open(out, mode="w", format=tarfile.GNU_FORMAT) as t:
+    def add(name, data):
+        info = tarfile.TarInfo(name); info.size = len(data); info.mode = 0o644
+        t.addfile(info, io.BytesIO(data))
+    add("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+    add("index.json", index)
+    for d, data in blobs.items():
+        add(f"blobs/sha256/{d}", data)
+EOF
+    mv "${img}.partial" "${img}"
+}
+
+# registry_start_docker DIR: docker-registry with TLS (throwaway CA + serving cert for 127.0.0.1)
+# on a free port; sets DOCKER_REG_PID, DOCKER_REG_HOST, and DIR/certs (skopeo cert dir, ca.crt).
+registry_start_docker() {
+    local dir=$1 port
+    mkdir -p "${dir}/certs" "${dir}/data"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=bench-ca" \
+        -keyout "${dir}/ca.key" -out "${dir}/certs/ca.crt" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+        -keyout "${dir}/tls.key" -out "${dir}/tls.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\n' >"${dir}/san.ext"
+    openssl x509 -req -in "${dir}/tls.csr" -CA "${dir}/certs/ca.crt" -CAkey "${dir}/ca.key" \
+        -CAcreateserial -days 2 -extfile "${dir}/san.ext" -out "${dir}/tls.crt" 2>/dev/null
+    port=$(free_port)
+    cat >"${dir}/config.yml" <<EOF
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: ${dir}/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:${port}
+  tls:
+    certificate: ${dir}/tls.crt
+    key: ${dir}/tls.key
+EOF
+    /usr/bin/docker-registry serve "${dir}/config.yml" >"${dir}/registry.log" 2>&1 &
+    DOCKER_REG_PID=$!
+    DOCKER_REG_HOST="127.0.0.1:${port}"
+    for _ in $(seq 1 100); do
+        curl -s --cacert "${dir}/certs/ca.crt" "https://${DOCKER_REG_HOST}/v2/" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "bench: docker-registry did not answer:" >&2
+    cat "${dir}/registry.log" >&2
+    return 1
+}
+
+# registry_start_mini DIR: `mini server` (no node agent) on loopback with a fresh data dir; its
+# admin kubeconfig's CA and client certificate become DIR/certs (ca.crt, client.cert,
+# client.key). Sets MINI_REG_HOST, and MINI_V2=1 when the server answers /v2/.
+registry_start_mini() {
+    local dir=$1 port kubeconfig code
+    port=$(free_port)
+    start_server "${dir}" "${port}" >&2
+    MINI_REG_HOST="127.0.0.1:${port}"
+    kubeconfig="${dir}/server/admin.kubeconfig"
+    mkdir -p "${dir}/certs"
+    grep 'certificate-authority-data:' "${kubeconfig}" | awk '{print $2}' | base64 -d >"${dir}/certs/ca.crt"
+    grep 'client-certificate-data:' "${kubeconfig}" | awk '{print $2}' | base64 -d >"${dir}/certs/client.cert"
+    grep 'client-key-data:' "${kubeconfig}" | awk '{print $2}' | base64 -d >"${dir}/certs/client.key"
+    code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "${dir}/certs/ca.crt" \
+        --cert "${dir}/certs/client.cert" --key "${dir}/certs/client.key" "https://${MINI_REG_HOST}/v2/" || true)
+    MINI_V2=0
+    [[ "${code}" == "200" ]] && MINI_V2=1
+    if [[ "${code}" == "404" ]]; then
+        echo "bench: mini server answers /v2/ with HTTP 404: this build has no registry; its column stays n/a" >&2
+    elif [[ "${MINI_V2}" != 1 ]]; then
+        echo "bench: mini server answers /v2/ with HTTP ${code} for the admin client certificate; its column stays n/a" >&2
+    fi
+}
+
+# registry_measure HOST CERTDIR RUNS SECONDS CONCURRENCY [bench flags...]: prints
+# "push_mibs pull_mibs gets_per_second" (medians over RUNS for push and pull). Every run
+# copies to a new repository with an empty skopeo blob cache (HOME), so nothing is skipped.
+registry_measure() {
+    local host=$1 certs=$2 runs=$3 secs=$4 conc=$5 i t0 t1 mib pushes=() pulls=() gets
+    shift 5
+    mib=$(stat -c %s "${REGISTRY_BENCH_IMAGE}" | awk '{printf "%.3f", $1 / 1048576}')
+    for i in $(seq 1 "${runs}"); do
+        rm -rf "${WORK}/home" "${WORK}/pulled"
+        mkdir -p "${WORK}/home"
+        t0=$(date +%s.%N)
+        HOME="${WORK}/home" skopeo copy -q --dest-cert-dir "${certs}" \
+            "oci-archive:${REGISTRY_BENCH_IMAGE}" "docker://${host}/bench/big-${i}:1" >&2
+        t1=$(date +%s.%N)
+        pushes+=("$(echo "${t0} ${t1} ${mib}" | awk '{printf "%.1f", $3 / ($2 - $1)}')")
+        t0=$(date +%s.%N)
+        HOME="${WORK}/home" skopeo copy -q --src-cert-dir "${certs}" \
+            "docker://${host}/bench/big-${i}:1" "oci:${WORK}/pulled:1" >&2
+        t1=$(date +%s.%N)
+        pulls+=("$(echo "${t0} ${t1} ${mib}" | awk '{printf "%.1f", $3 / ($2 - $1)}')")
+    done
+    rm -rf "${WORK}/home" "${WORK}/pulled"
+    gets=$("${BENCH_BIN_DIR}/mini-bench-registry" --url "https://${host}" --ca "${certs}/ca.crt" "$@" \
+        --repository bench/big-1 --reference 1 --seconds "${secs}" --concurrency "${conc}" | awk '{print $2}')
+    echo "$(median "${pushes[@]}") $(median "${pulls[@]}") ${gets}"
+}
+
+median() {
+    printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'
+}
+
+ratio() {
+    if [[ "$1" =~ ^[0-9.]+$ && "$2" =~ ^[0-9.]+$ ]]; then
+        awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'
+    else
+        echo "n/a"
+    fi
+}
+
+# scripts/bench.sh registry [--runs N] [--seconds N] [--concurrency N]
+# Push and pull MiB/s of a ~200 MiB image (skopeo copy, the same client for both) and manifest
+# GETs/s (mini-bench-registry: the mini client in a loop, N concurrent) against Debian's
+# docker-registry 2.8.2 (TLS, throwaway cert) and a fresh `mini server`'s /v2/ (TLS, admin client
+# certificate), side by side with the ratio mini/docker-registry; writes
+# target/bench-results/registry-<ts>.json. MINI_BENCH_BIN_DIR measures prebuilt binaries (no
+# build). A function `registry_push_to_running HOST CERTDIR`, when defined, adds the
+# "push → Running" line (it prints seconds).
+run_registry() {
+    local runs=3 secs=5 conc=8
+    while [[ $# -gt 0 ]]; do
+        case "$1" in
+            --runs) runs="$2"; shift 2 ;;
+            --seconds) secs="$2"; shift 2 ;;
+            --concurrency) conc="$2"; shift 2 ;;
+            *) usage; exit 2 ;;
+        esac
+    done
+    mkdir -p "${RESULTS_DIR}"
+    local out
+    out="${RESULTS_DIR}/registry-$(date -u +%Y%m%dT%H%M%SZ).json"
+    (
+        set -euo pipefail
+        # shellcheck source=tests/e2e/lib.sh
+        . "${ROOT}/tests/e2e/lib.sh"
+        BENCH_BIN_DIR="${MINI_BENCH_BIN_DIR:-${BIN_DIR}}"
+        MINI_BIN="${BENCH_BIN_DIR}/mini"
+        WORK=$(mktemp -d /tmp/mini-bench-registry.XXXXXX)
+        DOCKER_REG_PID=""
+        trap 'stop_server KILL; [[ -n "${DOCKER_REG_PID}" ]] && kill "${DOCKER_REG_PID}" 2>/dev/null; wait 2>/dev/null; rm -rf "${WORK}"' EXIT
+        registry_bench_image
+        registry_start_docker "${WORK}/docker"
+        registry_start_mini "${WORK}/mini"
+        local d m res d_push d_pull d_gets mini_push=n/a mini_pull=n/a mini_gets=n/a running=n/a
+        echo "bench: docker-registry at ${DOCKER_REG_HOST}" >&2
+        res=$(registry_measure "${DOCKER_REG_HOST}" "${WORK}/docker/certs" "${runs}" "${secs}" "${conc}")
+        read -r d_push d_pull d_gets <<<"${res}"
+        if [[ "${MINI_V2}" == 1 ]]; then
+            echo "bench: mini server at ${MINI_REG_HOST}" >&2
+            m="${WORK}/mini/certs"
+            res=$(registry_measure "${MINI_REG_HOST}" "${m}" "${runs}" "${secs}" "${conc}" \
+                --cert "${m}/client.cert" --key "${m}/client.key")
+            read -r mini_push mini_pull mini_gets <<<"${res}"
+            if declare -F registry_push_to_running >/dev/null; then
+                running=$(registry_push_to_running "${MINI_REG_HOST}" "${m}")
+            fi
+        fi
+        d="$(stat -c %s "${REGISTRY_BENCH_IMAGE}" | awk '{printf "%.0f", $1 / 1048576}') MiB image, ${runs} runs (median), GETs ${secs} s x ${conc}"
+        echo "registry bench: ${d}"
+        printf '%-18s %16s %12s %22s\n' "" "docker-registry" "mini" "mini/docker-registry"
+        printf '%-18s %16s %12s %22s\n' "push MiB/s" "${d_push}" "${mini_push}" "$(ratio "${mini_push}" "${d_push}")"
+        printf '%-18s %16s %12s %22s\n' "pull MiB/s" "${d_pull}" "${mini_pull}" "$(ratio "${mini_pull}" "${d_pull}")"
+        printf '%-18s %16s %12s %22s\n' "manifest GETs/s" "${d_gets}" "${mini_gets}" "$(ratio "${mini_gets}" "${d_gets}")"
+        if declare -F registry_push_to_running >/dev/null; then
+            printf '%-18s %16s %12s\n' "push -> Running s" "-" "${running}"
+        fi
+        j() { [[ "$1" =~ ^[0-9.]+$ ]] && echo "$1" || echo null; }
+        printf '{"image_bytes":%s,"runs":%s,"docker_registry":{"push_mibs":%s,"pull_mibs":%s,"manifest_gets_per_second":%s},"mini":{"push_mibs":%s,"pull_mibs":%s,"manifest_gets_per_second":%s,"push_to_running_seconds":%s}}\n' \
+            "$(stat -c %s "${REGISTRY_BENCH_IMAGE}")" "${runs}" "$(j "${d_push}")" "$(j "${d_pull}")" "$(j "${d_gets}")" \
+            "$(j "${mini_push}")" "$(j "${mini_pull}")" "$(j "${mini_gets}")" "$(j "${running}")" >"${out}"
+        echo "bench: wrote ${out}" >&2
+    )
+}
+
 main() {
     if [[ $# -lt 1 ]]; then
         usage
@@ -262,6 +489,10 @@ main() {
         install)
             build_release_dist
             run_install "$@"
+            ;;
+        registry)
+            build_release_registry
+            run_registry "$@"
             ;;
         -h | --help)
             usage

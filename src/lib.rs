@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod check_cmd;
+pub mod images_cmd;
 pub mod install_cmd;
 pub mod registry_cmd;
 pub mod token_cmd;
@@ -32,9 +33,9 @@ pub enum Command {
     /// Remove what the agent programmed into this host's network (the VXLAN device, the
     /// mini0 bridge, mini's nftables table); run after stopping the agent.
     Cleanup,
-    /// Container images on this node.
+    /// Images in the cluster's registry (ls, push, rm, import), or this node's containerd.
     #[command(subcommand)]
-    Images(ImagesCommand),
+    Images(images_cmd::ImagesCommand),
     /// Preflight of this host for the server or agent role: kernel modules, cgroups, swap,
     /// ports, containerd and runc, data dir space, time sync, IP forwarding.
     Check(check_cmd::CheckArgs),
@@ -121,24 +122,6 @@ pub struct AgentArgs {
     pub service_cidr: String,
     #[command(flatten)]
     pub node: NodeArgs,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ImagesCommand {
-    /// Import an image tarball (OCI layout or docker-archive, optionally gzip/zstd) into containerd.
-    Import(ImagesImportArgs),
-}
-
-#[derive(Debug, clap::Args)]
-pub struct ImagesImportArgs {
-    /// The tarball.
-    pub file: PathBuf,
-    /// containerd's socket (default: the agent's managed containerd under --data-dir).
-    #[arg(long, env = "MINI_CONTAINERD_SOCKET", conflicts_with = "data_dir")]
-    pub containerd_socket: Option<PathBuf>,
-    /// The agent's data dir.
-    #[arg(long, env = "MINI_DATA_DIR", default_value = "/var/lib/mini")]
-    pub data_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -433,19 +416,6 @@ fn run_cleanup() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_images_import(args: ImagesImportArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
-        let names =
-            mini_agent::import_image_file(&args.file, args.containerd_socket, &args.data_dir)
-                .await?;
-        for name in names {
-            println!("imported {name}");
-        }
-        Ok(())
-    })
-}
-
 /// A client for the cluster of the kubeconfig at `path`; `hint` (empty, or `; what to do`)
 /// follows the message when the file cannot be read.
 pub(crate) async fn kube_client(
@@ -503,7 +473,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Server(args) => run_server(args),
         Command::Agent(args) => run_agent(args),
         Command::Cleanup => run_cleanup(),
-        Command::Images(ImagesCommand::Import(args)) => run_images_import(args),
+        Command::Images(cmd) => images_cmd::run_images(cmd),
         Command::Sim(SimCommand::Nodes(args)) => run_sim_nodes(args),
         Command::Install(args) => install_cmd::run_install(args),
         Command::Uninstall(args) => install_cmd::run_uninstall(args),

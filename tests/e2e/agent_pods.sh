@@ -240,7 +240,7 @@ EOF
 step_image_import() {
   python3 "$HERE/build_image.py" "$WORK/busybox2.tar" mini.local/busybox:2.0
   expect "images_import_command" "imported mini.local/busybox:2.0" \
-    in_ns "$E2E_NS-node-b" "$MINI_BIN" images import "$WORK/busybox2.tar" --data-dir "$WORK/node-b"
+    in_ns "$E2E_NS-node-b" "$MINI_BIN" images import --local "$WORK/busybox2.tar" --data-dir "$WORK/node-b"
   cat <<EOF | k apply -f - >/dev/null
 apiVersion: v1
 kind: Pod
