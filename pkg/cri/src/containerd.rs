@@ -175,6 +175,11 @@ impl ContainerdConfig {
     pub fn pid_path(&self) -> PathBuf {
         self.root_dir.join("containerd.pid")
     }
+    /// The CRI plugin's registry `config_path`: one `<host>/hosts.toml` per registry host
+    /// (see `registry_hosts`), read by containerd on every pull.
+    pub fn certs_dir(&self) -> PathBuf {
+        self.root_dir.join("certs.d")
+    }
 
     /// Fails when the socket (or containerd's ttrpc socket next to it) would not fit in a unix
     /// socket address.
@@ -247,7 +252,10 @@ impl ContainerdConfig {
              \n\
              [{cri}.cni]\n\
              \x20 bin_dir = {cni_bin}\n\
-             \x20 conf_dir = {cni_conf}\n",
+             \x20 conf_dir = {cni_conf}\n\
+             \n\
+             [{cri}.registry]\n\
+             \x20 config_path = {certs}\n",
             root = toml_path(&self.containerd_root()),
             state = toml_path(&self.state_dir()),
             socket = toml_path(&self.socket_path()),
@@ -257,6 +265,7 @@ impl ContainerdConfig {
             port = toml_str(&self.stream_server_port.to_string()),
             cni_bin = toml_path(&cni_bin_dir),
             cni_conf = toml_path(&self.cni_conf_dir),
+            certs = toml_path(&self.certs_dir()),
         );
         Ok(out)
     }
@@ -268,6 +277,7 @@ impl ContainerdConfig {
             self.root_dir.clone(),
             self.containerd_root(),
             self.state_dir(),
+            self.certs_dir(),
             self.cni_conf_dir.clone(),
         ] {
             std::fs::create_dir_all(&dir).map_err(|source| ContainerdError::Io {
@@ -294,7 +304,7 @@ impl ContainerdConfig {
 }
 
 /// A TOML basic string.
-fn toml_str(value: &str) -> String {
+pub(crate) fn toml_str(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     out.push('"');
     for c in value.chars() {
@@ -314,7 +324,7 @@ fn toml_str(value: &str) -> String {
     out
 }
 
-fn toml_path(path: &Path) -> String {
+pub(crate) fn toml_path(path: &Path) -> String {
     toml_str(&path.to_string_lossy())
 }
 
@@ -741,6 +751,7 @@ mod tests {
             "conf_dir = \"/var/lib/mini/c/cni\"",
             "\"io.containerd.snapshotter.v1.aufs\"",
             "\"io.containerd.snapshotter.v1.devmapper\"",
+            "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"/var/lib/mini/c/certs.d\"",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
@@ -748,6 +759,22 @@ mod tests {
             !text.contains("grpc.v1.cri\", "),
             "CRI must not be disabled"
         );
+    }
+
+    #[test]
+    fn render_parses_as_toml_with_registry_config_path() {
+        let text = config(Path::new("/var/lib/mini/c"))
+            .render()
+            .expect("render");
+        let doc: toml::Table = text.parse().expect("valid TOML");
+        let registry = doc["plugins"]["io.containerd.grpc.v1.cri"]["registry"]
+            .as_table()
+            .expect("registry table");
+        assert_eq!(
+            registry["config_path"].as_str(),
+            Some("/var/lib/mini/c/certs.d")
+        );
+        assert_eq!(doc["version"].as_integer(), Some(2));
     }
 
     #[test]
@@ -797,6 +824,7 @@ mod tests {
         assert!(dir.path().join("root").is_dir());
         assert!(dir.path().join("state").is_dir());
         assert!(dir.path().join("cni").is_dir());
+        assert!(dir.path().join("certs.d").is_dir());
         let text = std::fs::read_to_string(path).expect("read");
         assert!(text.contains("restrict_oom_score_adj = true"));
     }

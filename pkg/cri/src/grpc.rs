@@ -96,6 +96,19 @@ impl GrpcRuntime {
         &self.endpoint
     }
 
+    /// A verbose CRI `Status`: the conditions plus the runtime's `info` (containerd puts its loaded CRI
+    /// configuration under `config`, as JSON).
+    pub async fn verbose_status(&self) -> Result<StatusResponse, CriError> {
+        let d = self.deadlines.short;
+        let message = StatusRequest { verbose: true };
+        self.call(
+            "Status",
+            d,
+            self.runtime.clone().status(request(message, d)),
+        )
+        .await
+    }
+
     /// Polls `Version` until the runtime answers or `timeout` passes; returns the version, or
     /// the last error seen.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<VersionResponse, CriError> {

@@ -5,11 +5,13 @@
 pub mod containerd;
 pub mod fake;
 pub mod grpc;
+pub mod registry_hosts;
 
 pub use containerd::{ContainerdConfig, ContainerdError, Supervisor, SupervisorHandle};
 pub use fake::FakeRuntime;
 pub use grpc::GrpcRuntime;
 pub use mini_proto::cri::v1 as proto;
+pub use registry_hosts::{CriRegistryStatus, HostsWrite, RegistryHosts};
 
 use async_trait::async_trait;
 use proto::{
