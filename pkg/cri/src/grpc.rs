@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
+use crate::commit::{ContainerLayer, ContainerRootfs};
 use crate::proto::{
     image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
     AttachRequest, Container, ContainerFilter, ContainerStats, ContainerStatsFilter,
@@ -57,6 +58,8 @@ pub struct GrpcRuntime {
     deadlines: Deadlines,
     runtime: RuntimeServiceClient<Channel>,
     images: ImageServiceClient<Channel>,
+    /// The same socket, for containerd's own services (commit).
+    channel: Channel,
 }
 
 impl std::fmt::Debug for GrpcRuntime {
@@ -87,7 +90,9 @@ impl GrpcRuntime {
             deadlines,
             runtime: RuntimeServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
-            images: ImageServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            images: ImageServiceClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            channel,
         })
     }
 
@@ -522,6 +527,16 @@ impl Runtime for GrpcRuntime {
         self.call("RemoveImage", d, client.remove_image(request(message, d)))
             .await
             .map(drop)
+    }
+
+    async fn container_layer(
+        &self,
+        container_id: &str,
+        image: &str,
+    ) -> Result<ContainerLayer, CriError> {
+        let status = self.container_status(container_id, true).await?;
+        let rootfs = ContainerRootfs::from_status(container_id, &status)?;
+        crate::commit::container_layer(self.channel.clone(), rootfs, image).await
     }
 }
 
