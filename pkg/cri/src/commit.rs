@@ -424,7 +424,6 @@ mod tests {
                 "info".to_string(),
                 r#"{"snapshotKey":"c1","snapshotter":"overlayfs","pid":7}"#.to_string(),
             )]),
-            ..Default::default()
         };
         let rootfs = ContainerRootfs::from_status("c1", &status).expect("rootfs");
         assert_eq!(rootfs.snapshotter, "overlayfs");
