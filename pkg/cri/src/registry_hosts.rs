@@ -145,9 +145,14 @@ impl RegistryHosts {
             .chain(self.aliases.iter())
             .collect();
         for host in &own {
+            // the top-level settings configure containerd's fallback `server` entry, which is the same
+            // registry: it must trust the cluster CA and send the node certificate as well
             let mut out = format!(
-                "{HEADER}\nserver = {}\n",
-                toml_str(&format!("https://{host}"))
+                "{HEADER}\nserver = {}\ncapabilities = [\"pull\", \"resolve\"]\nca = {}\nclient = [[{}, {}]]\n",
+                toml_str(&format!("https://{host}")),
+                toml_path(&self.ca_file),
+                toml_path(&self.client_cert),
+                toml_path(&self.client_key),
             );
             self.host_entry(&mut out, &format!("https://{host}"), false);
             files.insert(host.to_string(), out);
@@ -356,6 +361,7 @@ mod tests {
         let files = hosts().render();
         let doc = parse(&files["10.0.0.1:6443"]);
         assert_eq!(doc["server"].as_str(), Some("https://10.0.0.1:6443"));
+        assert_credentials(&doc);
         let entry = host_table(&doc, "https://10.0.0.1:6443");
         assert_credentials(entry);
         assert!(entry.get("override_path").is_none());

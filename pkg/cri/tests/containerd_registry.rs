@@ -130,6 +130,24 @@ async fn containerd_loads_registry_config_path_and_hosts_files() {
             .join("\n")
     );
 
+    // the registry's own images go to it directly
+    let own = runtime
+        .pull_image(
+            &ImageSpec {
+                image: format!("{registry}/team/app:2"),
+                ..Default::default()
+            },
+            None,
+        )
+        .await;
+    assert!(own.is_err(), "nothing serves that image: {own:?}");
+    let log = std::fs::read_to_string(config.log_path()).unwrap_or_default();
+    let own_url = format!("https://{registry}/v2/team/app/manifests/2");
+    assert!(
+        log.contains(&own_url),
+        "containerd did not try {own_url}: {own:?}"
+    );
+
     // a rewrite with the same settings changes nothing; containerd stays healthy
     assert!(!hosts.write(&config.certs_dir()).expect("rewrite").changed());
     let again = CriRegistryStatus::from_status(
