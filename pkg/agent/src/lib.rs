@@ -9,6 +9,7 @@ pub mod cni;
 pub mod config;
 mod fsutil;
 pub mod image_sync;
+pub mod imported;
 pub mod join;
 pub mod node;
 pub mod registry;
