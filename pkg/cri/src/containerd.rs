@@ -1,8 +1,8 @@
 //! The node's own containerd: `ContainerdConfig` renders its config.toml (CRI plugin set up for
 //! this machine), and `Supervisor` runs it as a private instance in its own process group,
 //! waits until CRI answers, restarts it with back-off when it dies, adopts one left running by
-//! an earlier agent, and stops it on shutdown without touching the containers (the runc shims
-//! are separate processes and keep running).
+//! an earlier agent (restarting it when its config.toml changed), and stops it on shutdown
+//! without touching the containers (the runc shims are separate processes and keep running).
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -498,7 +498,10 @@ impl Supervisor {
         config: ContainerdConfig,
         shutdown: CancellationToken,
     ) -> Result<SupervisorHandle, ContainerdError> {
+        // a containerd adopted from an earlier agent runs with the config.toml it started with
+        let previous = std::fs::read_to_string(config.config_path()).ok();
         config.write_config()?;
+        let config_changed = previous != Some(config.render()?);
         let socket = config.socket_path();
         let pid_path = config.pid_path();
         let probe = GrpcRuntime::connect_with(
@@ -511,7 +514,14 @@ impl Supervisor {
 
         let mut adopted = None;
         if let Some(pid) = read_pid_file(&pid_path) {
-            if process_alive(pid) && is_containerd_for(pid, &socket) {
+            if process_alive(pid) && is_containerd_for(pid, &socket) && config_changed {
+                tracing::info!(
+                    pid,
+                    config = %config.config_path().display(),
+                    "the running containerd has an older config; restarting it (containers keep running)"
+                );
+                Process::Adopted(pid).terminate(config.stop_grace).await;
+            } else if process_alive(pid) && is_containerd_for(pid, &socket) {
                 match probe.wait_ready(config.ready_timeout).await {
                     Ok(_) => {
                         tracing::info!(pid, "adopted running containerd");

@@ -3,7 +3,9 @@
 //! (`[plugins."io.containerd.grpc.v1.cri".registry] config_path`) and the rendered
 //! `certs.d/<host>/hosts.toml` files answers a verbose CRI `Status` with RuntimeReady and NetworkReady
 //! and shows mini's `config_path` as loaded, and a pull through a mirrored host is sent to the
-//! cluster registry's `/v2/<host>/...` path first.
+//! cluster registry's `/v2/<host>/...` path first. A containerd left running by an earlier agent is
+//! adopted while its config.toml is unchanged and restarted when it changed (e.g. an upgrade that adds
+//! the registry `config_path`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -160,4 +162,67 @@ async fn containerd_loads_registry_config_path_and_hosts_files() {
     tokio::time::timeout(Duration::from_secs(30), handle.stop())
         .await
         .expect("containerd stops");
+}
+
+#[test]
+fn supervisor_restarts_adopted_containerd_only_when_config_changed() {
+    if let Some(reason) = skip_reason() {
+        println!(
+            "SKIPPED supervisor_restarts_adopted_containerd_only_when_config_changed: {reason}"
+        );
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("mreg")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let mut config = ContainerdConfig::new(
+        dir.path().join("c"),
+        "mini.local/pause:1",
+        dir.path().join("cni"),
+    );
+    config.cni_bin_dir = mini_cri::containerd::detect_cni_bin_dir();
+    write_conflist(&dir.path().join("cni"));
+    let _guard = KillOnDrop(config.pid_path());
+
+    // an agent that dies without stopping its containerd: its runtime goes away, containerd stays
+    let agent = tokio::runtime::Runtime::new().expect("runtime");
+    let first = agent
+        .block_on(Supervisor::start(config.clone(), CancellationToken::new()))
+        .expect("start");
+    let first_pid = first.pid();
+    drop(first);
+    drop(agent);
+
+    let main = tokio::runtime::Runtime::new().expect("runtime");
+    let same = main
+        .block_on(Supervisor::start(config.clone(), CancellationToken::new()))
+        .expect("adopt");
+    assert!(same.adopted());
+    assert_eq!(same.pid(), first_pid);
+    drop(same);
+    drop(main);
+
+    // the next agent renders a different config: the adopted containerd is replaced
+    config.log_level = "debug".into();
+    let main = tokio::runtime::Runtime::new().expect("runtime");
+    let changed = main
+        .block_on(Supervisor::start(config.clone(), CancellationToken::new()))
+        .expect("restart with the new config");
+    assert!(!changed.adopted());
+    assert_ne!(changed.pid(), first_pid);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{first_pid}/cmdline")).exists()
+            || std::fs::read_to_string(format!("/proc/{first_pid}/stat"))
+                .map(|s| s.contains(") Z "))
+                .unwrap_or(true),
+        "the old containerd still runs"
+    );
+    let status = main
+        .block_on(async { changed.runtime().expect("client").verbose_status().await })
+        .expect("status");
+    CriRegistryStatus::from_status(&status)
+        .check(&config.certs_dir())
+        .expect("healthy after the restart");
+    main.block_on(changed.stop());
 }
