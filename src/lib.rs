@@ -93,6 +93,15 @@ pub struct NodeArgs {
     /// resolv.conf for pods with dnsPolicy Default (default: /etc/resolv.conf).
     #[arg(long, env = "MINI_RESOLV_CONF")]
     pub resolv_conf: Option<PathBuf>,
+    /// Upstream registry host (e.g. docker.io) whose images are pulled through the cluster registry
+    /// first, its own server staying the fallback (repeatable; replaces the default docker.io,
+    /// registry.k8s.io, ghcr.io, quay.io; `none` mirrors nothing).
+    #[arg(
+        long = "registry-mirror",
+        env = "MINI_REGISTRY_MIRROR",
+        value_delimiter = ','
+    )]
+    pub registry_mirror: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -355,6 +364,7 @@ fn apply_node_args(config: &mut mini_agent::AgentConfig, args: NodeArgs) -> anyh
     config.kubelet_port = args.kubelet_port;
     config.drain_on_stop = args.drain_on_stop;
     config.resolv_conf = args.resolv_conf;
+    config.registry_mirrors = mini_agent::parse_registry_mirrors(&args.registry_mirror)?;
 
     Ok(())
 }

@@ -119,6 +119,18 @@ impl NodeBackend for KubeletBackend {
         Ok(v)
     }
 
+    async fn commit_container(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+    ) -> Result<mini_cri::ContainerLayer, BackendError> {
+        self.kubelet
+            .commit_container(namespace, pod, container)
+            .await
+            .map_err(map_err)
+    }
+
     async fn read_log(
         &self,
         path: PathBuf,

@@ -58,6 +58,13 @@ pub struct AgentConfig {
     pub service_cidr: String,
     /// The interface whose IPv4 address carries the VXLAN overlay (default: the node IP's).
     pub flannel_iface: Option<String>,
+    /// Upstream registry hosts whose pulls go to the cluster registry first (`<server>/v2/<host>/...`),
+    /// their own servers staying the fallback; default `mini_cri::registry_hosts::DEFAULT_MIRRORS`.
+    pub registry_mirrors: Vec<String>,
+    /// Other `host:port` names of the cluster registry than the server URL's (e.g. the server's advertised
+    /// address for its own agent, which joins over loopback): containerd trusts the cluster CA and sends the
+    /// node certificate for them too.
+    pub registry_aliases: Vec<String>,
     /// Told what start-up is doing (e.g. for systemd's `STATUS=`), and when the node is up.
     pub progress: Option<ProgressHook>,
 }
@@ -120,6 +127,11 @@ impl AgentConfig {
             cluster_cidr: "10.42.0.0/16".into(),
             service_cidr: "10.43.0.0/16".into(),
             flannel_iface: None,
+            registry_mirrors: mini_cri::registry_hosts::DEFAULT_MIRRORS
+                .iter()
+                .map(|h| h.to_string())
+                .collect(),
+            registry_aliases: Vec::new(),
             progress: None,
         }
     }
@@ -154,6 +166,11 @@ impl AgentConfig {
 
     pub fn containerd_dir(&self) -> PathBuf {
         self.agent_dir().join("containerd")
+    }
+
+    /// containerd's registry hosts directory (`config_path` of the managed containerd's CRI plugin).
+    pub fn registry_certs_dir(&self) -> PathBuf {
+        self.containerd_dir().join("certs.d")
     }
 
     pub fn pods_dir(&self) -> PathBuf {
@@ -232,6 +249,20 @@ pub fn parse_node_taints<S: AsRef<str>>(items: &[S]) -> Result<Vec<Taint>, Agent
         .collect()
 }
 
+/// Parses the repeatable `--registry-mirror HOST` flag: none given keeps the default hosts, `none` alone
+/// mirrors nothing, otherwise exactly the hosts given.
+pub fn parse_registry_mirrors<S: AsRef<str>>(items: &[S]) -> Result<Vec<String>, AgentError> {
+    mini_cri::registry_hosts::parse_mirrors(items).map_err(|reason| AgentError::Config {
+        flag: "--registry-mirror",
+        value: items
+            .iter()
+            .map(|i| i.as_ref())
+            .collect::<Vec<_>>()
+            .join(","),
+        reason,
+    })
+}
+
 /// A label/taint key: optional DNS prefix and `/`, then a name of alphanumerics, `-`, `_`, `.`.
 fn check_qualified_name(key: &str) -> Result<(), String> {
     let name = match key.rsplit_once('/') {
@@ -274,6 +305,17 @@ mod tests {
     fn parse_node_labels_invalid_key_is_refused() {
         let err = parse_node_labels(&["-bad=x"]).expect_err("invalid");
         assert!(err.to_string().contains("--node-label"), "{err}");
+    }
+
+    #[test]
+    fn parse_registry_mirrors_default_none_and_bad_host() {
+        assert_eq!(
+            parse_registry_mirrors::<&str>(&[]).expect("default"),
+            AgentConfig::new("", "").registry_mirrors
+        );
+        assert!(parse_registry_mirrors(&["none"]).expect("none").is_empty());
+        let err = parse_registry_mirrors(&["https://x"]).expect_err("scheme");
+        assert!(err.to_string().contains("--registry-mirror"), "{err}");
     }
 
     #[test]

@@ -9,8 +9,10 @@ pub mod cni;
 pub mod config;
 mod fsutil;
 pub mod image_sync;
+pub mod imported;
 pub mod join;
 pub mod node;
+pub mod registry;
 pub mod server;
 pub mod stats;
 
@@ -18,8 +20,8 @@ pub mod stats;
 mod testutil;
 
 pub use config::{
-    parse_node_labels, parse_node_taints, AgentConfig, AgentProgress, ContainerRuntimeMode,
-    ProgressHook,
+    parse_node_labels, parse_node_taints, parse_registry_mirrors, AgentConfig, AgentProgress,
+    ContainerRuntimeMode, ProgressHook,
 };
 
 use std::net::{IpAddr, SocketAddr};
@@ -162,6 +164,11 @@ pub async fn start(
     // the CNI plugins are this binary under their names (no containernetworking-plugins)
     cni::install_plugins(&config.cni_bin_dir())?;
     config.report(AgentProgress::StartingContainerd);
+    // the cluster registry and its mirrors for containerd (hosts.toml is read per pull)
+    let certs_dir = config.registry_certs_dir();
+    if let Err(e) = registry::write_hosts(&config, &certs_dir) {
+        tracing::error!(error = %e, "the node cannot pull through the cluster registry");
+    }
     let (containerd, socket) = match &config.container_runtime {
         ContainerRuntimeMode::Managed => {
             let mut cd = mini_cri::ContainerdConfig::new(
@@ -184,14 +191,16 @@ pub async fn start(
                 socket = %socket.display(),
                 cni_bin_dir = %config.cni_bin_dir().display(),
                 cni_conf_dir = %config.cni_conf_dir().display(),
-                "using an external containerd: its CRI cni bin_dir and conf_dir must be these"
+                registry_config_path = %certs_dir.display(),
+                "using an external containerd: its CRI cni bin_dir, conf_dir and registry config_path must be these"
             );
             (None, socket.clone())
         }
     };
-    let runtime: Arc<dyn mini_cri::Runtime> = Arc::new(
-        mini_cri::GrpcRuntime::connect(&socket).map_err(|e| AgentError::Runtime(e.to_string()))?,
-    );
+    let grpc =
+        mini_cri::GrpcRuntime::connect(&socket).map_err(|e| AgentError::Runtime(e.to_string()))?;
+    registry::log_runtime_check(&grpc, &certs_dir).await;
+    let runtime: Arc<dyn mini_cri::Runtime> = Arc::new(grpc);
     let importer = mini_images::ImageImporter::connect(&socket, &config.agent_dir())
         .await
         .map_err(|e| AgentError::Runtime(format!("connecting the image importer: {e}")))?;

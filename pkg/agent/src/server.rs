@@ -1,5 +1,6 @@
 //! The node's HTTPS API on port 10250, used only by the API server: container logs, exec,
-//! attach, port-forward, `/stats/summary`, `/pods`, `/healthz`.
+//! attach, port-forward, `/stats/summary`, `/pods`, `/healthz`, and `POST /commit` (a container's
+//! filesystem changes as a gzip layer, for `mini commit`).
 //!
 //! TLS requires a client certificate chaining to the cluster CA; after the handshake the
 //! certificate's CN must be exactly `system:kube-apiserver-kubelet-client` (else 403).
@@ -85,6 +86,13 @@ pub trait NodeBackend: Send + Sync + 'static {
     async fn stats_summary(&self) -> Result<Value, BackendError>;
     /// The pods bound to this node, as a PodList.
     async fn pods(&self) -> Result<Value, BackendError>;
+    /// Commits a container (its current instance): the layer of its filesystem changes, streamed.
+    async fn commit_container(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+    ) -> Result<mini_cri::ContainerLayer, BackendError>;
     /// Reads a container log: the body stream ends at EOF, or (follow) once `stop` fires.
     async fn read_log(
         &self,
@@ -357,6 +365,7 @@ async fn route(
         (&Method::GET, ["stats", "summary"]) => {
             backend.stats_summary().await.map(|v| json_response(&v))
         }
+        (&Method::POST, ["commit"]) => commit(backend, &query).await,
         (&Method::GET, ["containerLogs", ns, pod, container]) => {
             logs(backend, ns, pod, container, &query, shutdown).await
         }
@@ -457,6 +466,85 @@ async fn logs(
         .header(http::header::CONTENT_TYPE, "text/plain")
         .body(BodyExt::boxed(body))
         .map_err(|e| BackendError::Internal(e.to_string()))
+}
+
+/// Response headers of `POST /commit`.
+pub const HEADER_IMAGE_REF: &str = "mini-image-ref";
+pub const HEADER_IMAGE_DIGEST: &str = "mini-image-digest";
+pub const HEADER_DIFF_ID: &str = "mini-diff-id";
+pub const HEADER_LAYER_DIGEST: &str = "mini-layer-digest";
+
+/// `POST /commit?namespace=NS&pod=P&container=C`: 200 with the gzip layer as the body and its facts in
+/// the `Mini-*` headers; 400 without the three parameters, 404 for an unknown pod or container.
+async fn commit(
+    backend: Arc<dyn NodeBackend>,
+    query: &HashMap<String, Vec<String>>,
+) -> Result<Response<Body>, BackendError> {
+    let param = |name: &str| {
+        query
+            .get(name)
+            .and_then(|v| v.last())
+            .filter(|v| !v.is_empty())
+            .cloned()
+            .ok_or_else(|| {
+                BackendError::BadRequest(format!(
+                    "commit needs the query parameters namespace, pod and container ({name} is missing)"
+                ))
+            })
+    };
+    let (namespace, pod, container) = (param("namespace")?, param("pod")?, param("container")?);
+    let layer = backend
+        .commit_container(&namespace, &pod, &container)
+        .await?;
+    tracing::info!(
+        pod = format!("{namespace}/{pod}"),
+        container,
+        image = layer.image_ref,
+        layer = layer.layer_digest,
+        size = layer.size,
+        "committing a container"
+    );
+    let mut response = Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, layer.media_type.as_str())
+        .header(http::header::CONTENT_LENGTH, layer.size)
+        .header(HEADER_IMAGE_REF, layer.image_ref.as_str())
+        .header(HEADER_DIFF_ID, layer.diff_id.as_str())
+        .header(HEADER_LAYER_DIGEST, layer.layer_digest.as_str());
+    if let Some(digest) = &layer.image_digest {
+        response = response.header(HEADER_IMAGE_DIGEST, digest.as_str());
+    }
+    // the runtime's stream is not Sync (hyper's boxed body must be): a task forwards it; a client
+    // that goes away drops the receiver, which ends the task and releases the runtime's lease
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut content = layer.content;
+    tokio::spawn(async move {
+        while let Some(chunk) = futures::StreamExt::next(&mut content).await {
+            if tx.send(chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    response
+        .body(BodyExt::boxed(ChannelBody(rx)))
+        .map_err(|e| BackendError::Internal(format!("building the commit response: {e}")))
+}
+
+/// A body fed by a channel of chunks.
+struct ChannelBody(tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|c| c.map(hyper::body::Frame::data)))
+    }
 }
 
 /// A body that cancels a token when dropped.

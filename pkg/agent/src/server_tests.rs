@@ -48,6 +48,26 @@ impl NodeBackend for TestBackend {
     async fn pods(&self) -> Result<Value, BackendError> {
         Ok(json!({"kind": "PodList", "apiVersion": "v1", "items": []}))
     }
+    async fn commit_container(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+    ) -> Result<mini_cri::ContainerLayer, BackendError> {
+        if (namespace, pod, container) != ("default", "web", "app") {
+            return Err(BackendError::NotFound(format!("pod {pod:?} not found")));
+        }
+        let chunks = [b"layer ".as_slice(), b"bytes".as_slice()].map(|c| Ok(Bytes::from_static(c)));
+        Ok(mini_cri::ContainerLayer {
+            image_ref: "docker.io/library/busybox:1".into(),
+            image_digest: Some("sha256:aa".into()),
+            layer_digest: "sha256:bb".into(),
+            size: 11,
+            diff_id: "sha256:cc".into(),
+            media_type: mini_cri::commit::LAYER_MEDIA_TYPE.into(),
+            content: Box::pin(futures::stream::iter(chunks)),
+        })
+    }
     async fn read_log(
         &self,
         _: PathBuf,
@@ -101,6 +121,18 @@ async fn get(
     client: Option<&IssuedCert>,
     path: &str,
 ) -> Result<(StatusCode, String), String> {
+    send(f, client, Method::GET, path)
+        .await
+        .map(|(status, _, body)| (status, body))
+}
+
+/// `method` `path` presenting `client` (if any); the status, headers and body, or the connection error.
+async fn send(
+    f: &Fixture,
+    client: Option<&IssuedCert>,
+    method: Method,
+    path: &str,
+) -> Result<(StatusCode, http::HeaderMap, String), String> {
     let tls = mini_certs::client_tls_config(f.ca.cert_pem(), client).expect("client tls");
     let tcp = tokio::net::TcpStream::connect(f.addr)
         .await
@@ -115,19 +147,22 @@ async fn get(
             .await
             .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let req = Request::get(path)
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
         .header("host", "node")
         .body(Full::new(Bytes::new()))
         .expect("request");
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status();
+    let headers = resp.headers().clone();
     let body = resp
         .into_body()
         .collect()
         .await
         .map_err(|e| e.to_string())?
         .to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    Ok((status, headers, String::from_utf8_lossy(&body).into_owned()))
 }
 
 #[tokio::test]
@@ -196,6 +231,55 @@ async fn node_api_unknown_pod_is_404_and_bad_query_is_400() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = get(&f, Some(&client), "/nowhere").await.expect("get");
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn node_api_commit_streams_layer_with_mini_headers() {
+    let f = start().await;
+    let client =
+        f.ca.issue_client(API_SERVER_CLIENT_CN, &[])
+            .expect("client");
+    let path = "/commit?namespace=default&pod=web&container=app";
+    let (status, headers, body) = send(&f, Some(&client), Method::POST, path)
+        .await
+        .expect("post");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, "layer bytes");
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    assert_eq!(
+        header("Mini-Image-Ref"),
+        Some("docker.io/library/busybox:1")
+    );
+    assert_eq!(header("Mini-Image-Digest"), Some("sha256:aa"));
+    assert_eq!(header("Mini-Layer-Digest"), Some("sha256:bb"));
+    assert_eq!(header("Mini-Diff-Id"), Some("sha256:cc"));
+    assert_eq!(header("Content-Length"), Some("11"));
+    assert_eq!(
+        header("Content-Type"),
+        Some("application/vnd.oci.image.layer.v1.tar+gzip")
+    );
+
+    let missing = "/commit?namespace=default&pod=web";
+    let (status, _, body) = send(&f, Some(&client), Method::POST, missing)
+        .await
+        .expect("post");
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("container"), "{body}");
+    let unknown = "/commit?namespace=default&pod=nope&container=app";
+    let (status, _, _) = send(&f, Some(&client), Method::POST, unknown)
+        .await
+        .expect("post");
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = get(&f, Some(&client), path).await.expect("get");
+    assert_eq!(status, StatusCode::NOT_FOUND, "commit is POST only");
+
+    let node =
+        f.ca.issue_client("system:node:other", &["system:nodes".to_string()])
+            .expect("client");
+    let (status, _, _) = send(&f, Some(&node), Method::POST, path)
+        .await
+        .expect("post");
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! The node's own containerd: `ContainerdConfig` renders its config.toml (CRI plugin set up for
 //! this machine), and `Supervisor` runs it as a private instance in its own process group,
 //! waits until CRI answers, restarts it with back-off when it dies, adopts one left running by
-//! an earlier agent, and stops it on shutdown without touching the containers (the runc shims
-//! are separate processes and keep running).
+//! an earlier agent (restarting it when its config.toml changed), and stops it on shutdown
+//! without touching the containers (the runc shims are separate processes and keep running).
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -175,6 +175,11 @@ impl ContainerdConfig {
     pub fn pid_path(&self) -> PathBuf {
         self.root_dir.join("containerd.pid")
     }
+    /// The CRI plugin's registry `config_path`: one `<host>/hosts.toml` per registry host
+    /// (see `registry_hosts`), read by containerd on every pull.
+    pub fn certs_dir(&self) -> PathBuf {
+        self.root_dir.join("certs.d")
+    }
 
     /// Fails when the socket (or containerd's ttrpc socket next to it) would not fit in a unix
     /// socket address.
@@ -247,7 +252,10 @@ impl ContainerdConfig {
              \n\
              [{cri}.cni]\n\
              \x20 bin_dir = {cni_bin}\n\
-             \x20 conf_dir = {cni_conf}\n",
+             \x20 conf_dir = {cni_conf}\n\
+             \n\
+             [{cri}.registry]\n\
+             \x20 config_path = {certs}\n",
             root = toml_path(&self.containerd_root()),
             state = toml_path(&self.state_dir()),
             socket = toml_path(&self.socket_path()),
@@ -257,6 +265,7 @@ impl ContainerdConfig {
             port = toml_str(&self.stream_server_port.to_string()),
             cni_bin = toml_path(&cni_bin_dir),
             cni_conf = toml_path(&self.cni_conf_dir),
+            certs = toml_path(&self.certs_dir()),
         );
         Ok(out)
     }
@@ -268,6 +277,7 @@ impl ContainerdConfig {
             self.root_dir.clone(),
             self.containerd_root(),
             self.state_dir(),
+            self.certs_dir(),
             self.cni_conf_dir.clone(),
         ] {
             std::fs::create_dir_all(&dir).map_err(|source| ContainerdError::Io {
@@ -294,7 +304,7 @@ impl ContainerdConfig {
 }
 
 /// A TOML basic string.
-fn toml_str(value: &str) -> String {
+pub(crate) fn toml_str(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     out.push('"');
     for c in value.chars() {
@@ -314,7 +324,7 @@ fn toml_str(value: &str) -> String {
     out
 }
 
-fn toml_path(path: &Path) -> String {
+pub(crate) fn toml_path(path: &Path) -> String {
     toml_str(&path.to_string_lossy())
 }
 
@@ -488,7 +498,10 @@ impl Supervisor {
         config: ContainerdConfig,
         shutdown: CancellationToken,
     ) -> Result<SupervisorHandle, ContainerdError> {
+        // a containerd adopted from an earlier agent runs with the config.toml it started with
+        let previous = std::fs::read_to_string(config.config_path()).ok();
         config.write_config()?;
+        let config_changed = previous != Some(config.render()?);
         let socket = config.socket_path();
         let pid_path = config.pid_path();
         let probe = GrpcRuntime::connect_with(
@@ -501,7 +514,14 @@ impl Supervisor {
 
         let mut adopted = None;
         if let Some(pid) = read_pid_file(&pid_path) {
-            if process_alive(pid) && is_containerd_for(pid, &socket) {
+            if process_alive(pid) && is_containerd_for(pid, &socket) && config_changed {
+                tracing::info!(
+                    pid,
+                    config = %config.config_path().display(),
+                    "the running containerd has an older config; restarting it (containers keep running)"
+                );
+                Process::Adopted(pid).terminate(config.stop_grace).await;
+            } else if process_alive(pid) && is_containerd_for(pid, &socket) {
                 match probe.wait_ready(config.ready_timeout).await {
                     Ok(_) => {
                         tracing::info!(pid, "adopted running containerd");
@@ -741,6 +761,7 @@ mod tests {
             "conf_dir = \"/var/lib/mini/c/cni\"",
             "\"io.containerd.snapshotter.v1.aufs\"",
             "\"io.containerd.snapshotter.v1.devmapper\"",
+            "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"/var/lib/mini/c/certs.d\"",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
@@ -748,6 +769,22 @@ mod tests {
             !text.contains("grpc.v1.cri\", "),
             "CRI must not be disabled"
         );
+    }
+
+    #[test]
+    fn render_parses_as_toml_with_registry_config_path() {
+        let text = config(Path::new("/var/lib/mini/c"))
+            .render()
+            .expect("render");
+        let doc: toml::Table = text.parse().expect("valid TOML");
+        let registry = doc["plugins"]["io.containerd.grpc.v1.cri"]["registry"]
+            .as_table()
+            .expect("registry table");
+        assert_eq!(
+            registry["config_path"].as_str(),
+            Some("/var/lib/mini/c/certs.d")
+        );
+        assert_eq!(doc["version"].as_integer(), Some(2));
     }
 
     #[test]
@@ -797,6 +834,7 @@ mod tests {
         assert!(dir.path().join("root").is_dir());
         assert!(dir.path().join("state").is_dir());
         assert!(dir.path().join("cni").is_dir());
+        assert!(dir.path().join("certs.d").is_dir());
         let text = std::fs::read_to_string(path).expect("read");
         assert!(text.contains("restrict_oom_score_adj = true"));
     }

@@ -19,7 +19,7 @@ use crate::proto::{
     RunPodSandboxRequest, RuntimeCondition, RuntimeStatus, StatusResponse, UInt64Value,
     VersionResponse,
 };
-use crate::{normalize_image_ref, CriError, Runtime};
+use crate::{normalize_image_ref, ContainerLayer, CriError, Runtime};
 
 /// One call the fake received: the CRI method name (`RunPodSandbox`, `StartContainer`, ...)
 /// and its main argument (sandbox/container id, image, or sandbox name for creations).
@@ -83,6 +83,17 @@ struct State {
     network_ready: bool,
     calls: Vec<FakeCall>,
     stream_requests: Vec<FakeStreamRequest>,
+    /// Container id -> the layer a commit of it answers.
+    layers: HashMap<String, FakeLayer>,
+}
+
+/// What [`FakeRuntime::set_container_layer`] makes a commit answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeLayer {
+    pub content: Vec<u8>,
+    pub layer_digest: String,
+    pub diff_id: String,
+    pub image_digest: Option<String>,
 }
 
 /// In-memory `Runtime` for tests. Share it as `Arc<FakeRuntime>`: the kubelet gets it as a
@@ -170,6 +181,7 @@ impl FakeRuntime {
                 network_ready: true,
                 calls: Vec::new(),
                 stream_requests: Vec::new(),
+                layers: HashMap::new(),
             }),
         }
     }
@@ -193,6 +205,11 @@ impl FakeRuntime {
     }
 
     // ---- knobs -------------------------------------------------------------------------
+
+    /// Makes a commit of `container_id` answer `layer`; without it a commit fails (FailedPrecondition).
+    pub fn set_container_layer(&self, container_id: &str, layer: FakeLayer) {
+        self.lock().layers.insert(container_id.to_string(), layer);
+    }
 
     /// Makes the next call of `method` (CRI name, e.g. `"StartContainer"`) fail with `error`.
     /// Several queued failures are returned by successive calls.
@@ -917,6 +934,47 @@ impl Runtime for FakeRuntime {
             state.images.remove(&key);
         }
         Ok(())
+    }
+
+    async fn container_layer(
+        &self,
+        container_id: &str,
+        image: &str,
+    ) -> Result<ContainerLayer, CriError> {
+        let state = self.enter("ContainerLayer", container_id)?;
+        let Some(container) = state.containers.get(container_id) else {
+            return Err(CriError::NotFound(format!(
+                "ContainerLayer: container {container_id:?} not found"
+            )));
+        };
+        let Some(layer) = state.layers.get(container_id).cloned() else {
+            return Err(rpc(
+                "ContainerLayer",
+                "FailedPrecondition",
+                "no layer set for this container (FakeRuntime::set_container_layer)".into(),
+            ));
+        };
+        let image_ref = if image.is_empty() {
+            container
+                .config
+                .image
+                .as_ref()
+                .map(|i| i.image.clone())
+                .unwrap_or_default()
+        } else {
+            image.to_string()
+        };
+        let size = layer.content.len() as u64;
+        let chunk = Ok(bytes::Bytes::from(layer.content));
+        Ok(ContainerLayer {
+            image_ref,
+            image_digest: layer.image_digest,
+            layer_digest: layer.layer_digest,
+            size,
+            diff_id: layer.diff_id,
+            media_type: crate::commit::LAYER_MEDIA_TYPE.to_string(),
+            content: Box::pin(futures::stream::iter([chunk])),
+        })
     }
 }
 

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
+use crate::commit::{ContainerLayer, ContainerRootfs};
 use crate::proto::{
     image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
     AttachRequest, Container, ContainerFilter, ContainerStats, ContainerStatsFilter,
@@ -57,6 +58,8 @@ pub struct GrpcRuntime {
     deadlines: Deadlines,
     runtime: RuntimeServiceClient<Channel>,
     images: ImageServiceClient<Channel>,
+    /// The same socket, for containerd's own services (commit).
+    channel: Channel,
 }
 
 impl std::fmt::Debug for GrpcRuntime {
@@ -87,13 +90,28 @@ impl GrpcRuntime {
             deadlines,
             runtime: RuntimeServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
-            images: ImageServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            images: ImageServiceClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            channel,
         })
     }
 
     /// The endpoint this client talks to (`unix:///path`).
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// A verbose CRI `Status`: the conditions plus the runtime's `info` (containerd puts its loaded CRI
+    /// configuration under `config`, as JSON).
+    pub async fn verbose_status(&self) -> Result<StatusResponse, CriError> {
+        let d = self.deadlines.short;
+        let message = StatusRequest { verbose: true };
+        self.call(
+            "Status",
+            d,
+            self.runtime.clone().status(request(message, d)),
+        )
+        .await
     }
 
     /// Polls `Version` until the runtime answers or `timeout` passes; returns the version, or
@@ -509,6 +527,16 @@ impl Runtime for GrpcRuntime {
         self.call("RemoveImage", d, client.remove_image(request(message, d)))
             .await
             .map(drop)
+    }
+
+    async fn container_layer(
+        &self,
+        container_id: &str,
+        image: &str,
+    ) -> Result<ContainerLayer, CriError> {
+        let status = self.container_status(container_id, true).await?;
+        let rootfs = ContainerRootfs::from_status(container_id, &status)?;
+        crate::commit::container_layer(self.channel.clone(), rootfs, image).await
     }
 }
 

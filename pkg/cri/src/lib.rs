@@ -1,15 +1,20 @@
 //! CRI client for the kubelet: the `Runtime` trait (runtime + image service calls the kubelet
 //! makes), its gRPC implementation over containerd's unix socket, an in-memory fake for unit
-//! tests, and the managed containerd process (config + supervision).
+//! tests, the managed containerd process (config + supervision), its registry hosts configuration,
+//! and committing a container's changes as a layer through containerd's diff service.
 
+pub mod commit;
 pub mod containerd;
 pub mod fake;
 pub mod grpc;
+pub mod registry_hosts;
 
+pub use commit::{ContainerLayer, LayerStream};
 pub use containerd::{ContainerdConfig, ContainerdError, Supervisor, SupervisorHandle};
-pub use fake::FakeRuntime;
+pub use fake::{FakeLayer, FakeRuntime};
 pub use grpc::GrpcRuntime;
 pub use mini_proto::cri::v1 as proto;
+pub use registry_hosts::{CriRegistryStatus, HostsWrite, RegistryHosts};
 
 use async_trait::async_trait;
 use proto::{
@@ -110,6 +115,15 @@ pub trait Runtime: Send + Sync + 'static {
         sandbox_config: Option<PodSandboxConfig>,
     ) -> Result<String, CriError>;
     async fn remove_image(&self, image: &ImageSpec) -> Result<(), CriError>;
+
+    /// Commits a container: its filesystem changes against its image as one gzip layer in the runtime's
+    /// content store, streamed (`mini commit`). `image` is the image reference the caller knows the
+    /// container by (empty: the runtime's name for it); the answer carries it with the image's digest.
+    async fn container_layer(
+        &self,
+        container_id: &str,
+        image: &str,
+    ) -> Result<ContainerLayer, CriError>;
 }
 
 /// The fully qualified form of an image reference, as containerd's CRI plugin stores it:

@@ -448,6 +448,54 @@ impl Kubelet {
         }
     }
 
+    /// The image a pod's container was created from, as its spec names it (normalised:
+    /// `busybox` -> `docker.io/library/busybox:latest`); `None` if the pod or container is not known.
+    fn spec_image(&self, namespace: &str, pod: &str, container: &str) -> Option<String> {
+        let pods = self.pods_lock();
+        let handle = pods
+            .values()
+            .find(|h| h.namespace == namespace && h.name == pod)?;
+        let PodUpdate::Present(pod) = &*handle.tx.borrow() else {
+            return None;
+        };
+        let spec = pod.spec.as_ref()?;
+        let image = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .find(|c| c.name == container)
+            .and_then(|c| c.image.clone())
+            .or_else(|| {
+                spec.ephemeral_containers
+                    .iter()
+                    .flatten()
+                    .find(|c| c.name == container)
+                    .and_then(|c| c.image.clone())
+            })?;
+        Some(mini_cri::normalize_image_ref(&image))
+    }
+
+    /// Commits the current instance of a container (running or exited): its filesystem changes
+    /// against its image as one gzip layer from the runtime, with the image reference of the pod
+    /// spec and the image's digest.
+    pub async fn commit_container(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+    ) -> Result<mini_cri::ContainerLayer, KubeletError> {
+        let (_, list) = self.container_instances(namespace, pod, container).await?;
+        let Some(current) = list.first() else {
+            return Err(KubeletError::NotFound(format!(
+                "container {container:?} in pod {namespace}/{pod} not found"
+            )));
+        };
+        let image = self
+            .spec_image(namespace, pod, container)
+            .unwrap_or_default();
+        Ok(self.runtime.container_layer(&current.id, &image).await?)
+    }
+
     /// Prepares a streaming exec in the runtime; returns its streaming URL.
     #[allow(clippy::too_many_arguments)]
     pub async fn exec_url(

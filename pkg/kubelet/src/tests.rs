@@ -634,3 +634,52 @@ async fn pods_gone_from_the_api_are_cleaned_up_from_cri() {
     assert_eq!(h.runtime.sandbox_count(), 0);
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn commit_container_answers_runtime_layer_with_spec_image() {
+    use futures::StreamExt;
+    let h = Harness::start().await;
+    h.create(pod(
+        "snap",
+        "Always",
+        json!({"name": "app", "image": "busybox:1", "command": ["sleep", "3600"]}),
+    ))
+    .await;
+    h.wait_pod("snap", "running", |p| {
+        main_status(p)
+            .and_then(|s| s.state)
+            .is_some_and(|s| s.running.is_some())
+    })
+    .await;
+    let ids = h.containers_named("app");
+    assert_eq!(ids.len(), 1);
+    h.runtime.set_container_layer(
+        &ids[0],
+        mini_cri::FakeLayer {
+            content: b"layer bytes".to_vec(),
+            layer_digest: "sha256:11".into(),
+            diff_id: "sha256:22".into(),
+            image_digest: Some("sha256:33".into()),
+        },
+    );
+    let layer = h
+        .kubelet
+        .commit_container("default", "snap", "app")
+        .await
+        .expect("commit");
+    assert_eq!(layer.image_ref, "docker.io/library/busybox:1");
+    assert_eq!(layer.image_digest.as_deref(), Some("sha256:33"));
+    assert_eq!(
+        (layer.layer_digest.as_str(), layer.diff_id.as_str()),
+        ("sha256:11", "sha256:22")
+    );
+    let chunks: Vec<_> = layer.content.collect().await;
+    assert_eq!(chunks.len(), 1);
+    assert_eq!(chunks[0].as_ref().expect("chunk").as_ref(), b"layer bytes");
+    assert_eq!(h.runtime.calls_of("ContainerLayer"), vec![ids[0].clone()]);
+    assert!(matches!(
+        h.kubelet.commit_container("default", "snap", "nope").await,
+        Err(crate::KubeletError::NotFound(_))
+    ));
+    h.shutdown.cancel();
+}
