@@ -36,6 +36,9 @@ pub enum Command {
     /// Images in the cluster's registry (ls, push, rm, import), or this node's containerd.
     #[command(subcommand)]
     Images(images_cmd::ImagesCommand),
+    /// Snapshot a running container's filesystem changes as a new image in the cluster's
+    /// registry: `mini commit POD [-c CONTAINER] REPOSITORY:TAG`.
+    Commit(registry_cmd::CommitArgs),
     /// Preflight of this host for the server or agent role: kernel modules, cgroups, swap,
     /// ports, containerd and runc, data dir space, time sync, IP forwarding.
     Check(check_cmd::CheckArgs),
@@ -484,6 +487,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Agent(args) => run_agent(args),
         Command::Cleanup => run_cleanup(),
         Command::Images(cmd) => images_cmd::run_images(cmd),
+        Command::Commit(args) => registry_cmd::run_commit(args),
         Command::Sim(SimCommand::Nodes(args)) => run_sim_nodes(args),
         Command::Install(args) => install_cmd::run_install(args),
         Command::Uninstall(args) => install_cmd::run_uninstall(args),

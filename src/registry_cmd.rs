@@ -61,6 +61,60 @@ pub fn registry_settings(args: RegistryArgs) -> Result<mini_server::RegistrySett
     })
 }
 
+/// `mini commit POD [-c CONTAINER] REPOSITORY:TAG`.
+#[derive(Debug, clap::Args)]
+pub struct CommitArgs {
+    /// The pod whose container is snapshotted.
+    pub pod: String,
+    /// The new image, e.g. `default/app:patched` (a repository of the cluster's registry).
+    pub image: String,
+    /// The container (default: the pod's only or default container).
+    #[arg(short = 'c', long)]
+    pub container: Option<String>,
+    /// The pod's namespace.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// Kubeconfig (default: $KUBECONFIG, else <data-dir>/server/admin.kubeconfig).
+    #[arg(long)]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// The server's data dir, for the default kubeconfig.
+    #[arg(long, env = "MINI_DATA_DIR", default_value = "/var/lib/mini")]
+    pub data_dir: std::path::PathBuf,
+}
+
+/// Commits the container through the API server and prints `REPOSITORY:TAG@DIGEST`.
+pub fn run_commit(args: CommitArgs) -> anyhow::Result<()> {
+    let path = args.kubeconfig.clone().unwrap_or_else(|| {
+        mini_regclient::kubeconfig::default_kubeconfig(
+            std::env::var("KUBECONFIG").ok().as_deref(),
+            &args.data_dir,
+        )
+    });
+    let registry = mini_regclient::RegistryClient::new(
+        mini_regclient::kubeconfig::client_config_from_kubeconfig(&path)?,
+    )?;
+    let request_path = mini_regclient::commands::commit_request_path(
+        &args.namespace,
+        &args.pod,
+        args.container.as_deref(),
+        &args.image,
+        registry.host(),
+    )?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let status = runtime.block_on(async {
+        let client = crate::kube_client(&path, "").await?;
+        let req = http::Request::post(request_path).body(Vec::new())?;
+        let text = client.request_text(req).await.map_err(|e| match e {
+            kube::Error::Api(status) => anyhow::anyhow!("{}", status.message),
+            other => anyhow::anyhow!("{other}"),
+        })?;
+        anyhow::Ok(text)
+    })?;
+    let status: serde_json::Value = serde_json::from_str(&status)?;
+    println!("{}", status["message"].as_str().unwrap_or_default());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

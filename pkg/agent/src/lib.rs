@@ -13,6 +13,7 @@ pub mod imported;
 pub mod join;
 pub mod node;
 pub mod registry;
+pub mod registry_push;
 pub mod server;
 pub mod stats;
 
@@ -227,6 +228,17 @@ pub async fn start(
             config.images_dir(),
         );
         tasks.push(tokio::spawn(sync.run(shutdown.clone())));
+        // what this node imported goes to the cluster registry (the server imports its own)
+        match registry_push::registry_client(&config, &creds) {
+            Ok(registry) => tasks.push(tokio::spawn(registry_push::run(
+                config.clone(),
+                registry,
+                shutdown.clone(),
+            ))),
+            Err(e) => {
+                tracing::error!(error = %e, "no client for the cluster registry: this node's image tarballs stay local")
+            }
+        }
     }
 
     // 4. the Node object, its status loop and its lease

@@ -378,3 +378,66 @@ docker.io/library/busybox   latest   sha256:0123456789ab   100 B
         assert_eq!(image_size(i), i.len() as u64 + 15);
     }
 }
+
+/// The API path of `mini commit`: `POST pods/<pod>/commit` with the container and the new
+/// image's repository and tag (`IMAGE` as `mini images ls` names it, `REPOSITORY:TAG`,
+/// optionally with this registry's host in front). A digest is refused: a commit makes a tag.
+pub fn commit_request_path(
+    namespace: &str,
+    pod: &str,
+    container: Option<&str>,
+    image: &str,
+    registry_host: &str,
+) -> Result<String, RegClientError> {
+    let (repository, tag) = registry_ref(image, registry_host)?;
+    if tag.contains(':') {
+        return Err(RegClientError::Reference {
+            reference: image.to_string(),
+            reason: "a commit creates a tag: give REPOSITORY:TAG, not a digest".into(),
+        });
+    }
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    if let Some(c) = container.filter(|c| !c.is_empty()) {
+        query.append_pair("container", c);
+    }
+    query.append_pair("repository", &repository);
+    query.append_pair("tag", &tag);
+    Ok(format!(
+        "/api/v1/namespaces/{namespace}/pods/{pod}/commit?{}",
+        query.finish()
+    ))
+}
+
+#[cfg(test)]
+mod commit_tests {
+    use super::*;
+
+    #[test]
+    fn commit_request_path_with_container_and_host_prefix() {
+        let path = commit_request_path(
+            "default",
+            "web-1",
+            Some("app"),
+            "10.0.0.1:6443/default/app:patched",
+            "10.0.0.1:6443",
+        )
+        .unwrap();
+        assert_eq!(
+            path,
+            "/api/v1/namespaces/default/pods/web-1/commit?container=app&repository=default%2Fapp&tag=patched"
+        );
+    }
+
+    #[test]
+    fn commit_request_path_without_tag_is_an_error() {
+        assert!(commit_request_path("ns", "p", None, "ns/tool", "h:1").is_err());
+        let path = commit_request_path("ns", "p", None, "ns/tool:1", "h:1").unwrap();
+        assert!(path.ends_with("?repository=ns%2Ftool&tag=1"), "{path}");
+    }
+
+    #[test]
+    fn commit_request_path_digest_is_an_error() {
+        let digest = format!("ns/tool@sha256:{}", "a".repeat(64));
+        assert!(commit_request_path("ns", "p", None, &digest, "h:1").is_err());
+    }
+}

@@ -347,6 +347,12 @@ pub async fn start(
         if agent_config.node_ip.is_none() {
             agent_config.node_ip = Some(advertise);
         }
+        // pods name the registry by the address other nodes use, not this agent's loopback
+        agent_config.registry_aliases = registry_hosts
+            .iter()
+            .filter(|h| !h.starts_with("127.0.0.1:"))
+            .cloned()
+            .collect();
         if agent_config.data_dir.as_os_str().is_empty() {
             agent_config.data_dir = config.data_dir.clone();
         }
