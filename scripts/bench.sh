@@ -399,6 +399,52 @@ ratio() {
     fi
 }
 
+# registry_push_to_running HOST CERTDIR: seconds from the start of a push of a new small image
+# (skopeo, admin certificate) to a pod running it on a real node: its own server and agent in
+# network namespaces (the throughput server above has no node), median of 3 fresh images. The
+# node has never seen the image, so the time includes containerd's pull from the registry.
+registry_push_to_running() {
+    (
+        set -euo pipefail
+        E2E_NS=minibreg
+        # shellcheck source=tests/e2e/nodes_lib.sh
+        . "${ROOT}/tests/e2e/nodes_lib.sh"
+        trap 'cleanup_nodes node-a >/dev/null 2>&1' EXIT
+        setup_network node-a
+        start_node_server "${WORK}/run-server" --disable-agent >&2
+        start_agent node-a "$(node_ip 1)" "${WORK}/run-node-a"
+        local certs="${WORK}/run-certs" reg="${SERVER_IP}:${API_PORT}" i t0 t1 times=() phase
+        mkdir -p "${certs}"
+        cp "${WORK}/run-server/server/tls/ca.crt" "${certs}/ca.crt"
+        k config view --raw -o jsonpath='{.users[0].user.client-certificate-data}' | base64 -d >"${certs}/client.cert"
+        k config view --raw -o jsonpath='{.users[0].user.client-key-data}' | base64 -d >"${certs}/client.key"
+        for _ in $(seq 1 120); do
+            k get node node-a --no-headers 2>/dev/null | grep -q ' Ready ' && break
+            sleep 1
+        done
+        for _ in $(seq 1 30); do k get sa default >/dev/null 2>&1 && break; sleep 1; done
+        for i in 1 2 3; do
+            BUILD_IMAGE_VERSION="run-${i}-$(date +%s%N)" python3 "${ROOT}/tests/e2e/build_image.py" "${WORK}/run-${i}.tar" "app:${i}"
+            t0=$(date +%s.%N)
+            in_ns "${SERVER_NS}" skopeo copy -q --dest-cert-dir "${certs}" "oci-archive:${WORK}/run-${i}.tar" \
+                "docker://${reg}/default/run:${i}" >&2
+            k run "run-${i}" --image="${reg}/default/run:${i}" --restart=Never \
+                --overrides='{"spec":{"nodeName":"node-a","terminationGracePeriodSeconds":0}}' -- sleep 3600 >/dev/null
+            phase=""
+            for _ in $(seq 1 1200); do
+                phase=$(k get pod "run-${i}" -o jsonpath='{.status.phase}' 2>/dev/null || true)
+                [[ "${phase}" == Running ]] && break
+                sleep 0.05
+            done
+            t1=$(date +%s.%N)
+            [[ "${phase}" == Running ]] || { echo "bench: pod run-${i} never ran" >&2; echo n/a; return 0; }
+            times+=("$(echo "${t0} ${t1}" | awk '{printf "%.2f", $2 - $1}')")
+        done
+        echo "bench: push -> Running: ${times[*]} s" >&2
+        median "${times[@]}"
+    )
+}
+
 # scripts/bench.sh registry [--runs N] [--seconds N] [--concurrency N]
 # Push and pull MiB/s of a ~200 MiB image (skopeo copy, the same client for both) and manifest
 # GETs/s (mini-bench-registry: the mini client in a loop, N concurrent) against Debian's

@@ -61,8 +61,8 @@ pod_phase() { k get pod "$1" -o jsonpath='{.status.phase}'; }
 
 step_start() {
   setup_network "${NODES[@]}"
-  start_node_server "$WORK/server" --disable-agent --registry-gc-interval 2s --registry-gc-grace 0s \
-    --registry-keep-tags 2 || return 1
+  start_node_server "$WORK/server" --disable-agent --registry-gc-interval 2s --registry-gc-grace 30s \
+    --registry-keep-tags 3 || return 1
   local i=1 n
   for n in "${NODES[@]}"; do
     start_agent "$n" "$(node_ip $i)" "$WORK/$n"
@@ -113,6 +113,8 @@ step_real_clients() {
   build_image "$WORK/app-v3.tar" "app:v3" v3
   expect "skopeo_copy_pushes_with_client_cert" '' sk copy --quiet --dest-cert-dir "$CERTS/admin" \
     "oci-archive:$WORK/app-v0.tar" "docker://$REG/default/app:v0"
+  # push times order retention (newest first, to the second)
+  sleep 1.1
   expect "skopeo_copy_pushes_v1" '' sk copy --quiet --dest-cert-dir "$CERTS/admin" \
     "oci-archive:$WORK/app-v1.tar" "docker://$REG/default/app:v1"
   expect "skopeo_copy_pulls_back" '' sk copy --quiet --src-cert-dir "$CERTS/admin" \
@@ -125,6 +127,7 @@ step_real_clients() {
   k create rolebinding viewer-view --clusterrole=view --serviceaccount=default:viewer >/dev/null
   PUSHER_TOKEN=$(k create token pusher)
   VIEWER_TOKEN=$(k create token viewer)
+  sleep 1.1
   pm load -q -i "$WORK/app-v2.tar" >/dev/null
   pm tag app:v2 "$REG/default/app:v2"
   expect "podman_push_with_service_account_token_succeeds" '' pm push -q --cert-dir "$CERTS/ca-only" \
@@ -138,6 +141,7 @@ step_real_clients() {
   sock=$(find "$WORK/node-a" -maxdepth 4 -name containerd.sock | head -n 1)
   expect "ctr_pull_with_token_succeeds" '' in_ns "$E2E_NS-node-a" ctr --address "$sock" -n e2e images pull \
     --tlscacert "$CERTS/ca-only/ca.crt" --user "pusher:$PUSHER_TOKEN" "$REG/default/app:v1"
+  sleep 1.1
   expect "ctr_push_with_token_succeeds" '' in_ns "$E2E_NS-node-a" ctr --address "$sock" -n e2e images push \
     --tlscacert "$CERTS/ca-only/ca.crt" --user "pusher:$PUSHER_TOKEN" "$REG/default/app:ctr" "$REG/default/app:v1"
   in_ns "$E2E_NS-node-a" ctr --address "$sock" -n e2e images rm "$REG/default/app:v1" >/dev/null 2>&1 || true
@@ -174,7 +178,7 @@ EOF
   check_for "deployment_v1_pulls_from_the_registry" 120 bash -c "nsenter --net=$(ns_path "$SERVER_NS") kubectl rollout status deploy/app --timeout=5s"
   k set image deploy/app "app=$REG/default/app:v2" >/dev/null
   check_for "deployment_rolls_to_v2" 120 bash -c "nsenter --net=$(ns_path "$SERVER_NS") kubectl rollout status deploy/app --timeout=5s"
-  # v3 is pushed last: with keep-tags 2 retention would drop v1 (and v0), but the old
+  # with keep-tags 3 retention keeps v3, ctr and v2 and would drop v1 and v0; the old
   # ReplicaSet still names v1, so only v0 goes
   expect "skopeo_pushes_v3" '' sk copy --quiet --dest-cert-dir "$CERTS/admin" \
     "oci-archive:$WORK/app-v3.tar" "docker://$REG/default/app:v3"

@@ -183,7 +183,9 @@ impl Registry {
     pub fn run_background(self: &Arc<Self>, shutdown: CancellationToken) {
         let registry = Arc::clone(self);
         tokio::spawn(async move {
+            // often enough for both upload expiry and the GC period
             let tick = (registry.config.upload_timeout / 4)
+                .min(registry.config.gc_interval.unwrap_or(Duration::MAX))
                 .clamp(Duration::from_secs(1), Duration::from_secs(300));
             let mut last_gc = tokio::time::Instant::now();
             loop {

@@ -169,33 +169,15 @@ pub enum Target {
 /// `own_hosts` names the repository by its path, any other host gives the mirror repository
 /// `<host>/<path>`. `None` when the reference cannot be parsed.
 pub fn repository_for(reference: &str, own_hosts: &[String]) -> Option<(String, Target)> {
-    let normalized = mini_images::normalize_image_name(reference).ok()?;
-    let (name, target) = match normalized.split_once('@') {
-        Some((name, digest)) => {
-            // `name:tag@digest`: the digest wins.
-            let last_slash = name.rfind('/').map(|i| i + 1).unwrap_or(0);
-            let name = match name[last_slash..].rfind(':') {
-                Some(i) => &name[..last_slash + i],
-                None => name,
-            };
-            (name.to_string(), Target::Digest(digest.to_string()))
-        }
-        None => {
-            let last_slash = normalized.rfind('/').map(|i| i + 1).unwrap_or(0);
-            match normalized[last_slash..].rfind(':') {
-                Some(i) => (
-                    normalized[..last_slash + i].to_string(),
-                    Target::Tag(normalized[last_slash + i + 1..].to_string()),
-                ),
-                None => (normalized.clone(), Target::Tag("latest".to_string())),
-            }
-        }
-    };
-    let (host, path) = name.split_once('/')?;
-    let repository = if own_hosts.iter().any(|h| h == host) {
-        path.to_string()
-    } else {
-        name.clone()
+    let parsed = mini_regclient::ImageReference::parse(reference).ok()?;
+    let repository = own_hosts
+        .iter()
+        .map(|host| parsed.repository(host))
+        .min_by_key(String::len)
+        .unwrap_or_else(|| parsed.repository(""));
+    let target = match &parsed.digest {
+        Some(digest) => Target::Digest(digest.clone()),
+        None => Target::Tag(parsed.tag_or_digest()),
     };
     valid_repository(&repository).then_some((repository, target))
 }
