@@ -2,7 +2,8 @@
 """Builds the end-to-end tests' container image as an OCI image-layout tarball, with no registry:
 one layer holding /bin/busybox (from Debian's busybox-static) and symlinks for the applets the
 tests use. Usage: build_image.py OUT.tar [NAME] (default NAME mini.local/busybox:1.0); with
-BUILD_IMAGE_VERSION set, /etc/version holds its text, so each version has its own digest."""
+BUILD_IMAGE_VERSION set, /etc/version holds its text, so each version has its own digest; with
+BUILD_IMAGE_RANDOM_MB=N, /random holds N MiB of random bytes (a large image)."""
 
 import hashlib
 import io
@@ -53,6 +54,9 @@ def layer(busybox: bytes) -> bytes:
         add_bytes(tar, "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
         add_bytes(tar, "etc/group", b"root:x:0:\nnobody:x:65534:\n")
         add_bytes(tar, "var/www/index.html", b"hello from mini\n")
+        random_mb = int(os.environ.get("BUILD_IMAGE_RANDOM_MB", "0") or "0")
+        if random_mb > 0:
+            add_bytes(tar, "random", os.urandom(random_mb << 20))
         version = os.environ.get("BUILD_IMAGE_VERSION", "")
         if version:
             add_bytes(tar, "etc/version", version.encode() + b"\n")

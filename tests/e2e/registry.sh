@@ -270,6 +270,35 @@ EOF
     "nsenter --net=$(ns_path "$SERVER_NS") kubectl get pods -l app=survivor -o jsonpath='{range .items[*]}{.spec.nodeName} {.status.phase}{\"\\n\"}{end}' | grep -q '^node-b Running'"
 }
 
+# kill -9 of the server in the middle of a push: after the restart the half-pushed image is not
+# visible at all, what was there before still pulls, and the push succeeds when repeated
+step_crash_during_push() {
+  BUILD_IMAGE_RANDOM_MB=96 build_image "$WORK/big.tar" "big:1" big
+  expect "image_before_crash_pulls" 'Digest' sk inspect --cert-dir "$CERTS/admin" "docker://$REG/default/app:v3"
+  in_ns "$SERVER_NS" skopeo copy --quiet --dest-cert-dir "$CERTS/admin" "oci-archive:$WORK/big.tar" \
+    "docker://$REG/default/big:1" >"$WORK/crash-push.log" 2>&1 &
+  local push_pid=$!
+  # the upload is under way once an upload session file exists
+  local i
+  for i in $(seq 1 100); do
+    [ -n "$(find "$WORK/server/server/registry/uploads" -type f 2>/dev/null | head -n 1)" ] && break
+    sleep 0.1
+  done
+  stop_server KILL
+  wait "$push_pid" 2>/dev/null || true
+  start_node_server "$WORK/server" --disable-agent --registry-gc-interval 2s --registry-gc-grace 30s \
+    --registry-keep-tags 3 || { not_ok "server_restarts_after_kill_during_push" "see server.log"; return 0; }
+  ok "server_restarts_after_kill_during_push"
+  expect_fail "half_pushed_image_is_not_visible" '(manifest unknown|MANIFEST_UNKNOWN|not found|NAME_UNKNOWN)' \
+    sk inspect --cert-dir "$CERTS/admin" "docker://$REG/default/big:1"
+  expect "image_from_before_the_crash_still_pulls" '' sk copy --quiet --src-cert-dir "$CERTS/admin" \
+    "docker://$REG/default/app:v3" "oci-archive:$WORK/after-crash.tar"
+  expect "push_repeated_after_crash_succeeds" '' sk copy --quiet --dest-cert-dir "$CERTS/admin" \
+    "oci-archive:$WORK/big.tar" "docker://$REG/default/big:1"
+  expect "repeated_push_pulls_intact" '' sk copy --quiet --src-cert-dir "$CERTS/admin" \
+    "docker://$REG/default/big:1" "oci-archive:$WORK/big-pulled.tar"
+}
+
 step_start || { summary; exit 1; }
 step_v2_endpoint
 step_mirror_busybox
@@ -278,4 +307,5 @@ step_deploy_rollback_gc
 step_commit
 step_node_tarball_lands_in_registry
 step_node_death
+step_crash_during_push
 summary

@@ -1405,3 +1405,111 @@ async fn run_background_expires_stale_upload() {
     shutdown.cancel();
     assert!(gone, "the stale upload was not expired");
 }
+
+#[tokio::test]
+async fn manifest_unknown_media_type_refused_nothing_stored() {
+    let e = env().await;
+    let m = r#"{"schemaVersion":2,"mediaType":"application/x-not-a-manifest","layers":[]}"#;
+    let a = call(
+        &e.reg,
+        Some("admin"),
+        Method::PUT,
+        "/v2/a/app/manifests/v1",
+        &[("content-type", "application/x-not-a-manifest")],
+        m,
+    )
+    .await;
+    assert!(a.status.is_client_error(), "{:?}", a.status);
+    assert!(
+        matches!(a.code().as_str(), "MANIFEST_INVALID" | "UNSUPPORTED"),
+        "{}",
+        a.code()
+    );
+    let a = call(
+        &e.reg,
+        Some("admin"),
+        Method::GET,
+        "/v2/a/app/manifests/v1",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn manifest_invalid_json_refused_nothing_stored() {
+    let e = env().await;
+    let a = call(
+        &e.reg,
+        Some("admin"),
+        Method::PUT,
+        "/v2/a/app/manifests/v1",
+        &[("content-type", manifest::OCI_MANIFEST)],
+        "{\"schemaVersion\": 2, \"config\": ",
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.code(), "MANIFEST_INVALID");
+    let a = call(
+        &e.reg,
+        Some("admin"),
+        Method::GET,
+        "/v2/a/app/tags/list",
+        &[],
+        "",
+    )
+    .await;
+    assert!(
+        a.status == StatusCode::NOT_FOUND
+            || a.json()["tags"].as_array().is_none_or(|t| t.is_empty()),
+        "no tag may exist: {:?}",
+        a.body
+    );
+}
+
+#[tokio::test]
+async fn blob_truncated_body_refused_nothing_stored() {
+    let e = env().await;
+    let data = b"the whole blob".to_vec();
+    let d = digest(&data);
+    // the client announced the full length but the connection delivered only half
+    let half = data[..data.len() / 2].to_vec();
+    let a = call(
+        &e.reg,
+        Some("admin"),
+        Method::POST,
+        &format!("/v2/a/app/blobs/uploads/?digest={d}"),
+        &[],
+        half,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.code(), "DIGEST_INVALID");
+    let a = call(
+        &e.reg,
+        Some("admin"),
+        Method::HEAD,
+        &format!("/v2/a/app/blobs/{d}"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn blob_path_with_dot_dot_is_name_invalid() {
+    let e = env().await;
+    let a = call(
+        &e.reg,
+        Some("admin"),
+        Method::GET,
+        "/v2/a/../b/tags/list",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.code(), "NAME_INVALID");
+}
