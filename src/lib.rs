@@ -27,9 +27,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the control plane: API server over the embedded store, scheduler, controllers.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Join a cluster as a node: run containerd and the kubelet, serve the node API.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Remove what the agent programmed into this host's network (the VXLAN device, the
     /// mini0 bridge, mini's nftables table); run after stopping the agent.
     Cleanup,
@@ -483,8 +483,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
-        Command::Server(args) => run_server(args),
-        Command::Agent(args) => run_agent(args),
+        Command::Server(args) => run_server(*args),
+        Command::Agent(args) => run_agent(*args),
         Command::Cleanup => run_cleanup(),
         Command::Images(cmd) => images_cmd::run_images(cmd),
         Command::Commit(args) => registry_cmd::run_commit(args),
