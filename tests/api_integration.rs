@@ -1867,17 +1867,17 @@ async fn registry_imagetags_create_is_method_not_allowed() -> Result<()> {
 }
 
 #[tokio::test]
-async fn registry_resources_without_catalog_are_503() -> Result<()> {
+async fn registry_resources_without_catalog_list_empty_and_get_404() -> Result<()> {
     let h = harness().await?;
     let repos: Api<DynamicObject> = Api::namespaced_with(
         h.client.clone(),
         NS,
         &image_resource("Repository", "repositories"),
     );
-    assert_eq!(
-        api_error(repos.list(&ListParams::default()).await).code,
-        503
-    );
+    assert!(repos.list(&ListParams::default()).await?.items.is_empty());
+    let err = api_error(repos.get("app").await);
+    assert_eq!(err.code, 404);
+    assert!(err.message.contains("not running"), "{}", err.message);
     Ok(())
 }
 

@@ -270,6 +270,18 @@ EOF
     "nsenter --net=$(ns_path "$SERVER_NS") kubectl get pods -l app=survivor -o jsonpath='{range .items[*]}{.spec.nodeName} {.status.phase}{\"\\n\"}{end}' | grep -q '^node-b Running'"
 }
 
+# deleting a namespace deletes its repositories (like everything else in it) and finishes
+step_namespace_deletion() {
+  k create namespace scratch >/dev/null
+  expect "push_into_scratch_namespace" '' sk copy --quiet --dest-cert-dir "$CERTS/admin" \
+    "oci-archive:$WORK/app-v3.tar" "docker://$REG/scratch/tmp:1"
+  expect "scratch_repository_listed" 'tmp' k get repositories -n scratch
+  k delete namespace scratch --wait=false >/dev/null
+  check_for "namespace_with_repository_is_deleted" 60 bash -c "! nsenter --net=$(ns_path "$SERVER_NS") kubectl get namespace scratch >/dev/null 2>&1"
+  expect_fail "deleted_namespace_images_are_gone" '(manifest unknown|MANIFEST_UNKNOWN|not found|NAME_UNKNOWN)' \
+    sk inspect --cert-dir "$CERTS/admin" "docker://$REG/scratch/tmp:1"
+}
+
 # kill -9 of the server in the middle of a push: after the restart the half-pushed image is not
 # visible at all, what was there before still pulls, and the push succeeds when repeated
 step_crash_during_push() {
@@ -304,6 +316,7 @@ step_v2_endpoint
 step_mirror_busybox
 step_real_clients
 step_deploy_rollback_gc
+step_namespace_deletion
 step_commit
 step_node_tarball_lands_in_registry
 step_node_death

@@ -100,8 +100,10 @@ impl ImageCatalog for RegistryCatalog {
             .repositories(namespace)
             .await
             .map_err(|e| e.to_string())?;
+        // a repository whose tags are all gone is only waiting for garbage collection
         Ok(repos
             .into_iter()
+            .filter(|r| r.tag_count > 0)
             .map(|r| RepositoryEntry {
                 repository: r.name,
                 namespace: r.namespace,
