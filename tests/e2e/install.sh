@@ -98,6 +98,11 @@ show_failure() {
   if grep -Eqi 'containerd|runc|cgroup' <<<"$logs"; then
     echo "# note: the node side failed inside systemd-nspawn (containerd/runc); the node is covered by the netns suites (agent_pods.sh, network.sh)"
   fi
+  # what the control plane did (a node left without a pod CIDR points at the controllers)
+  echo "    -- warnings, errors and controller lines of the whole journal:"
+  ms journalctl -u "$1" --no-pager -o cat 2>/dev/null | grep -E 'WARN|ERROR|controller|cidr' | tail -20 | sed 's/^/    /' || true
+  echo "    -- nodes as the server sees them:"
+  k get nodes -o custom-columns=NAME:.metadata.name,PODCIDR:.spec.podCIDR,READY:.status.conditions[-1].status 2>&1 | sed 's/^/    /' || true
 }
 
 install_server() {

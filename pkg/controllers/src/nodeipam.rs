@@ -160,7 +160,10 @@ async fn sync_node(
     name: &str,
 ) -> Result<(), ControllerError> {
     alloc.settle(nodes);
-    let Some(node) = nodes.get(&ObjectRef::new(name)) else {
+    let api: Api<Node> = Api::all(ctx.client.clone());
+    // the API's copy decides, not the watch cache: a cache that lags behind (or misses the
+    // node) must neither hold an allocation back nor make every write a conflict
+    let Some(node) = api.get_opt(name).await? else {
         return Ok(());
     };
     if !node_cidrs(&node).is_empty() || node.metadata.deletion_timestamp.is_some() {
@@ -191,11 +194,10 @@ async fn sync_node(
         )));
     };
     let cidr = alloc.set.cidr(index);
-    let mut next = (*node).clone();
+    let mut next = node.clone();
     let spec = next.spec.get_or_insert_with(Default::default);
     spec.pod_cidr = Some(cidr.clone());
     spec.pod_cidrs = Some(vec![cidr.clone()]);
-    let api: Api<Node> = Api::all(ctx.client.clone());
     match api.replace(name, &PostParams::default(), &next).await {
         Ok(_) => {
             tracing::info!(node = name, cidr = %cidr, "allocated pod cidr");
@@ -220,6 +222,9 @@ pub(crate) async fn run(ctx: Arc<Context>) -> Result<(), ControllerError> {
     let (nodes, mut events) = reflect(Api::<Node>::all(ctx.client.clone()), Default::default());
     let mut started = false;
     let mut queue: WorkQueue<String> = WorkQueue::default();
+    // a safety net besides the watch: nodes still without a range are looked at again
+    let mut resync = tokio::time::interval(RESYNC_EVERY);
+    resync.tick().await;
     loop {
         queue.promote_due();
         let deadline = queue.next_deadline();
@@ -262,10 +267,23 @@ pub(crate) async fn run(ctx: Arc<Context>) -> Result<(), ControllerError> {
                     }
                 }
             }
+            _ = resync.tick(), if started => {
+                match Api::<Node>::all(ctx.client.clone()).list(&Default::default()).await {
+                    Ok(list) => {
+                        for n in list.items.iter().filter(|n| node_cidrs(n).is_empty()) {
+                            queue.add(n.name_any());
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "listing nodes for the pod cidr resync failed"),
+                }
+            }
             _ = sleep_until(deadline), if deadline.is_some() => {}
         }
     }
 }
+
+/// How often nodes without a pod range are listed from the API, whatever the watch says.
+const RESYNC_EVERY: Duration = Duration::from_secs(20);
 
 #[cfg(test)]
 mod tests {
