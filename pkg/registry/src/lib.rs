@@ -393,7 +393,24 @@ impl Registry {
                 ));
             }
         }
-        self.disk.write_blob(&digest, bytes).await?;
+        self.record_manifest(repo, reference, &digest, bytes, &parsed, total)
+            .await?;
+        Ok((digest, parsed))
+    }
+
+    /// Stores a verified manifest (blob on disk, then its record, then the tag when `reference`
+    /// is one) and marks the repository pushed; for pushes and pull-through alike. The caller
+    /// holds the GC read guard.
+    async fn record_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        digest: &Digest,
+        bytes: &[u8],
+        parsed: &manifest::Parsed,
+        total_size: u64,
+    ) -> Result<ManifestRecord, E> {
+        self.disk.write_blob(digest, bytes).await?;
         let now = meta::now();
         let record = ManifestRecord {
             media_type: parsed.media_type.clone(),
@@ -403,7 +420,7 @@ impl Registry {
             annotations: parsed.annotations.clone(),
             blobs: parsed.blobs.clone(),
             manifests: parsed.manifests.clone(),
-            total_size: total,
+            total_size,
             pushed: now,
         };
         self.meta
@@ -422,7 +439,7 @@ impl Registry {
                 .await?;
         }
         self.touch_repo(repo).await?;
-        Ok((digest, parsed))
+        Ok(record)
     }
 }
 

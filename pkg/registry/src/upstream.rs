@@ -356,35 +356,10 @@ impl Registry {
         }
         let parsed = manifest::parse(&content_type, &body)?;
         let _guard = self.gc_lock.read().await;
-        self.disk.write_blob(&digest, &body).await?;
-        let now = meta::now();
-        let record = ManifestRecord {
-            media_type: parsed.media_type.clone(),
-            size: body.len() as u64,
-            subject: parsed.subject,
-            artifact_type: parsed.artifact_type,
-            annotations: parsed.annotations,
-            blobs: parsed.blobs,
-            manifests: parsed.manifests,
-            total_size: body.len() as u64 + parsed.blob_sizes,
-            pushed: now,
-        };
-        self.meta
-            .put(&meta::manifest_key(repo, &digest.to_string()), &record)
+        let total = body.len() as u64 + parsed.blob_sizes;
+        let record = self
+            .record_manifest(repo, reference, &digest, &body, &parsed, total)
             .await?;
-        if Digest::parse(reference).is_none() {
-            self.meta
-                .put(
-                    &meta::tag_key(repo, reference),
-                    &TagRecord {
-                        digest: digest.to_string(),
-                        media_type: parsed.media_type,
-                        pushed: now,
-                    },
-                )
-                .await?;
-        }
-        self.touch_repo(repo).await?;
         Ok(Some((digest, record)))
     }
 
