@@ -2020,3 +2020,198 @@ async fn authenticate_credentials_rejects_bad_tokens_and_accepts_none() -> Resul
         .is_err());
     Ok(())
 }
+
+/// Sends a raw request and returns the status code, `Warning` headers and the body bytes,
+/// whatever the status.
+async fn raw_response(
+    client: &Client,
+    method: &str,
+    path_and_query: &str,
+    content_type: Option<&'static str>,
+    body: Vec<u8>,
+) -> Result<(u16, Vec<String>, Vec<u8>)> {
+    use http_body_util::BodyExt;
+    let mut req = http::Request::builder().method(method).uri(path_and_query);
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    let resp = client
+        .send(req.body(kube::client::Body::from(body))?)
+        .await?;
+    let code = resp.status().as_u16();
+    let warnings = resp
+        .headers()
+        .get_all("warning")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    let bytes = resp.into_body().collect().await?.to_bytes().to_vec();
+    Ok((code, warnings, bytes))
+}
+
+#[tokio::test]
+async fn status_not_found_body_matches_upstream_bytes() -> Result<()> {
+    let h = harness().await?;
+    let (code, _, body) = raw_response(
+        &h.client,
+        "GET",
+        "/api/v1/namespaces/default/configmaps/missing",
+        None,
+        Vec::new(),
+    )
+    .await?;
+    assert_eq!(code, 404);
+    assert_eq!(
+        String::from_utf8(body)?,
+        "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"configmaps \\\"missing\\\" not found\",\"reason\":\"NotFound\",\"details\":{\"name\":\"missing\",\"kind\":\"configmaps\"},\"code\":404}\n"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn service_delete_returns_the_deleted_service() -> Result<()> {
+    let h = harness().await?;
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+                     "spec": {"ports": [{"port": 80}], "selector": {"app": "web"}}});
+    let (code, _, _) = raw_response(
+        &h.client,
+        "POST",
+        "/api/v1/namespaces/default/services",
+        Some("application/json"),
+        serde_json::to_vec(&svc)?,
+    )
+    .await?;
+    assert_eq!(code, 201);
+    let (code, _, body) = raw_response(
+        &h.client,
+        "DELETE",
+        "/api/v1/namespaces/default/services/web",
+        None,
+        Vec::new(),
+    )
+    .await?;
+    assert_eq!(code, 200);
+    let deleted: Value = serde_json::from_slice(&body)?;
+    assert_eq!(deleted["kind"], "Service", "{deleted}");
+    assert_eq!(deleted["metadata"]["name"], "web");
+    Ok(())
+}
+
+#[tokio::test]
+async fn configmap_delete_returns_success_status_without_group() -> Result<()> {
+    let h = harness().await?;
+    let api: Api<ConfigMap> = Api::namespaced(h.client.clone(), NS);
+    api.create(
+        &PostParams::default(),
+        &config_map("s", json!({}), json!({})),
+    )
+    .await?;
+    let (code, _, body) = raw_response(
+        &h.client,
+        "DELETE",
+        "/api/v1/namespaces/default/configmaps/s",
+        None,
+        Vec::new(),
+    )
+    .await?;
+    assert_eq!(code, 200);
+    let status: Value = serde_json::from_slice(&body)?;
+    assert_eq!(status["kind"], "Status");
+    assert_eq!(status["status"], "Success");
+    assert!(status["details"].get("group").is_none(), "{status}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn create_with_hundreds_of_unknown_fields_caps_warning_headers() -> Result<()> {
+    let h = harness().await?;
+    let mut cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "w"}});
+    for i in 0..300 {
+        cm[format!("bogus{i}")] = json!(i);
+    }
+    let (code, warnings, _) = raw_response(
+        &h.client,
+        "POST",
+        "/api/v1/namespaces/default/configmaps?fieldValidation=Warn",
+        Some("application/json"),
+        serde_json::to_vec(&cm)?,
+    )
+    .await?;
+    assert_eq!(code, 201);
+    assert!(!warnings.is_empty());
+    assert!(warnings.len() <= 50, "{} warning headers", warnings.len());
+    Ok(())
+}
+
+#[tokio::test]
+async fn apiservices_list_local_builtin_group_versions_as_available() -> Result<()> {
+    let h = harness().await?;
+    let (code, _, body) = raw_response(
+        &h.client,
+        "GET",
+        "/apis/apiregistration.k8s.io/v1/apiservices/v1.apps",
+        None,
+        Vec::new(),
+    )
+    .await?;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let svc: Value = serde_json::from_slice(&body)?;
+    assert_eq!(svc["spec"]["group"], "apps");
+    assert_eq!(svc["status"]["conditions"][0]["status"], "True");
+    assert_eq!(svc["status"]["conditions"][0]["reason"], "Local");
+    Ok(())
+}
+
+#[tokio::test]
+async fn apiservice_with_service_is_stored_and_reported_unavailable() -> Result<()> {
+    let h = harness().await?;
+    let obj = json!({"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+                     "metadata": {"name": "v1beta1.custom.example.com"},
+                     "spec": {"group": "custom.example.com", "version": "v1beta1",
+                              "service": {"namespace": "default", "name": "custom-api"},
+                              "groupPriorityMinimum": 100, "versionPriority": 10,
+                              "insecureSkipTLSVerify": true}});
+    let (code, _, body) = raw_response(
+        &h.client,
+        "POST",
+        "/apis/apiregistration.k8s.io/v1/apiservices",
+        Some("application/json"),
+        serde_json::to_vec(&obj)?,
+    )
+    .await?;
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    let created: Value = serde_json::from_slice(&body)?;
+    assert_eq!(created["status"]["conditions"][0]["status"], "False");
+    assert_eq!(
+        created["status"]["conditions"][0]["reason"],
+        "AggregationNotSupported"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn openapi_v2_is_served_as_json_and_protobuf() -> Result<()> {
+    let h = harness().await?;
+    let (code, _, body) = raw_response(&h.client, "GET", "/openapi/v2", None, Vec::new()).await?;
+    assert_eq!(code, 200);
+    let doc: Value = serde_json::from_slice(&body)?;
+    assert_eq!(doc["swagger"], "2.0");
+    assert!(doc["definitions"]["io.k8s.api.apps.v1.Deployment"].is_object());
+    let req = http::Request::builder()
+        .uri("/openapi/v2")
+        .header(
+            "accept",
+            "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+        )
+        .body(kube::client::Body::empty())?;
+    let resp = h.client.send(req).await?;
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+    );
+    use http_body_util::BodyExt;
+    let pb = resp.into_body().collect().await?.to_bytes();
+    // field 1 (swagger), length-delimited: "2.0"
+    assert_eq!(&pb[..5], b"\x0a\x032.0");
+    Ok(())
+}

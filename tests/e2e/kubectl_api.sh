@@ -104,6 +104,21 @@ YAML
   expect_fail "apply_server_side_conflict_reported" 'conflict with "kubectl-patch".*\.data\.k' k apply --server-side -f "$WORK/ssa.yaml"
   expect "apply_server_side_force_conflicts" "serverside-applied" k apply --server-side --force-conflicts -f "$WORK/ssa.yaml"
   expect_eq "ssa_force_took_value" "v2" k get cm ssa -n dev -o jsonpath='{.data.k}'
+
+  cat >"$WORK/list.yaml" <<'YAML'
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: listed-a, namespace: dev}
+  data: {k: a}
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: listed-b, namespace: dev}
+YAML
+  expect "apply_list_creates_every_item" "configmap/listed-b created" k apply -f "$WORK/list.yaml"
+  expect "apply_list_again_unchanged" "configmap/listed-a unchanged" k apply -f "$WORK/list.yaml"
 }
 
 step_patch() {
@@ -117,7 +132,14 @@ step_patch() {
   expect "scale_uses_subresource" "scaled" k scale deploy app -n dev --replicas=5
   expect "scale_current_replicas_precondition" "scaled" k scale deploy app -n dev --current-replicas=5 --replicas=6
   expect "set_image_updates_container" "image updated" k set image deploy/app -n dev c=busybox:3
+  expect "patch_strategic_adds_container" "patched" k patch deploy app -n dev -p '{"spec":{"template":{"spec":{"containers":[{"name":"extra","image":"busybox:9","command":["sleep","9"]}]}}}}'
+  expect_eq "patch_strategic_new_container_goes_last" "c extra" k get deploy app -n dev -o jsonpath='{.spec.template.spec.containers[*].name}'
+  k patch deploy app -n dev --type json -p '[{"op":"remove","path":"/spec/template/spec/containers/1"}]' >/dev/null
   expect_eq "label_annotate_scale_set_image_applied" "6 busybox:3 blue hi" k get deploy app -n dev -o jsonpath='{.spec.replicas} {.spec.template.spec.containers[0].image} {.metadata.labels.color} {.metadata.annotations.note}'
+}
+
+step_apiservices() {
+  expect "get_apiservices_lists_local_groups" "v1.apps +Local +True" k get apiservices
 }
 
 step_get() {
@@ -370,6 +392,7 @@ step_create
 step_apply
 step_patch
 step_get
+step_apiservices
 step_watch
 step_delete
 step_errors

@@ -400,10 +400,26 @@ def main():
         expect_api_error(422, custom.create_namespaced_custom_object,
                          "e2e.example.com", "v1", ns, "gadgets", body, reason="Invalid")
 
+    @check("strategic_merge_patch_new_container_goes_after_existing_ones")
+    def _():
+        out = apps.patch_namespaced_deployment("web", ns, {"spec": {"template": {"spec": {
+            "containers": [{"name": "extra", "image": "busybox:9"}]}}}})
+        names = [c.name for c in out.spec.template.spec.containers]
+        assert names == ["web", "sidecar", "extra"], names
+
     @check("delete_deployment")
     def _():
         apps.delete_namespaced_deployment("web", ns)
         expect_api_error(404, apps.read_namespaced_deployment, "web", ns, reason="NotFound")
+
+    @check("delete_service_returns_the_service")
+    def _():
+        core.create_namespaced_service(ns, {"apiVersion": "v1", "kind": "Service",
+                                            "metadata": {"name": "gone"},
+                                            "spec": {"ports": [{"port": 80}]}})
+        out = core.delete_namespaced_service("gone", ns)
+        assert out.kind == "Service" and out.metadata.name == "gone", out
+        expect_api_error(404, core.read_namespaced_service, "gone", ns, reason="NotFound")
 
     @check("delete_configmap")
     def _():

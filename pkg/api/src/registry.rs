@@ -108,6 +108,21 @@ impl ResourceInfo {
         self.subresource("status").is_some()
     }
 
+    /// Whether an immediate DELETE answers with the deleted object rather than a `Status`
+    /// (upstream's `ReturnDeletedObject`: pods, services, service accounts, persistent volumes
+    /// and claims, storage classes).
+    pub fn returns_deleted_object(&self) -> bool {
+        matches!(
+            (self.group.as_str(), self.kind.as_str()),
+            ("", "Pod")
+                | ("", "Service")
+                | ("", "ServiceAccount")
+                | ("", "PersistentVolume")
+                | ("", "PersistentVolumeClaim")
+                | ("storage.k8s.io", "StorageClass")
+        )
+    }
+
     pub fn supports_verb(&self, verb: &str) -> bool {
         self.verbs.iter().any(|v| v == verb)
     }
@@ -518,6 +533,16 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
             &["get", "patch", "update"],
         )
         .fields(&["spec.signerName"]),
+        // apiregistration.k8s.io/v1: the built-in group-versions as `Local` APIServices;
+        // service-backed ones are stored and reported unavailable (mini aggregates nothing)
+        def(
+            "apiregistration.k8s.io",
+            "v1",
+            "APIService",
+            "apiservices",
+            false,
+        )
+        .status(),
         // apiextensions.k8s.io/v1
         def(
             "apiextensions.k8s.io",

@@ -162,17 +162,20 @@ impl ApiError {
         )
     }
 
-    /// The `Status` JSON body.
+    /// The `Status` JSON body, fields in upstream's order (kind, apiVersion, metadata, status,
+    /// message, reason, details, code) so bodies compare byte for byte.
     pub fn to_status(&self) -> Value {
-        let mut status = json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code,
-        });
+        let mut status = serde_json::Map::new();
+        status.insert("kind".into(), json!("Status"));
+        status.insert("apiVersion".into(), json!("v1"));
+        status.insert("metadata".into(), json!({}));
+        status.insert("status".into(), json!("Failure"));
+        if !self.message.is_empty() {
+            status.insert("message".into(), json!(self.message));
+        }
+        if !self.reason.is_empty() {
+            status.insert("reason".into(), json!(self.reason));
+        }
         let mut details = serde_json::Map::new();
         if !self.name.is_empty() {
             details.insert("name".into(), json!(self.name));
@@ -203,9 +206,10 @@ impl ApiError {
             details.insert("retryAfterSeconds".into(), json!(s));
         }
         if !details.is_empty() {
-            status["details"] = Value::Object(details);
+            status.insert("details".into(), Value::Object(details));
         }
-        status
+        status.insert("code".into(), json!(self.code));
+        Value::Object(status)
     }
 }
 
@@ -217,20 +221,47 @@ fn qualify(group: &str, name: &str) -> String {
     }
 }
 
-/// A `Status` of success, as returned by immediate deletes.
+/// A `Status` of success, as returned by immediate deletes (upstream omits an empty group).
 pub fn success_status(group: &str, plural: &str, name: &str, uid: &str) -> Value {
+    let mut details = serde_json::Map::new();
+    details.insert("name".into(), json!(name));
+    if !group.is_empty() {
+        details.insert("group".into(), json!(group));
+    }
+    details.insert("kind".into(), json!(plural));
+    details.insert("uid".into(), json!(uid));
     json!({
         "kind": "Status",
         "apiVersion": "v1",
         "metadata": {},
         "status": "Success",
-        "details": {"name": name, "group": group, "kind": plural, "uid": uid},
+        "details": details,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_not_found_serialises_in_upstream_field_order() {
+        let body = serde_json::to_string(&ApiError::not_found("", "pods", "x").to_status())
+            .expect("serialise");
+        assert_eq!(
+            body,
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"pods \"x\" not found","reason":"NotFound","details":{"name":"x","kind":"pods"},"code":404}"#
+        );
+    }
+
+    #[test]
+    fn success_status_core_group_omits_group() {
+        let s = success_status("", "configmaps", "c", "u1");
+        assert!(s["details"].get("group").is_none(), "{s}");
+        assert_eq!(
+            success_status("apps", "deployments", "d", "u")["details"]["group"],
+            "apps"
+        );
+    }
 
     #[test]
     fn not_found_for_group_resource_uses_qualified_name() {

@@ -91,8 +91,30 @@ pub fn prepare_create(res: &ResourceInfo, obj: &mut Value) {
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
             crate::crd::set_accepted_status(obj);
         }
+        ("apiregistration.k8s.io", "APIService") => set_api_service_status(obj),
         _ => {}
     }
+}
+
+/// An APIService's `Available` condition: `Local` without a service (served by this API
+/// server); with a service, unavailable, since mini proxies no aggregated APIs (requests for
+/// that group-version are not forwarded to the service).
+pub fn set_api_service_status(obj: &mut Value) {
+    let service = &obj["spec"]["service"];
+    let condition = if service.is_null() {
+        json!({"type": "Available", "status": "True", "lastTransitionTime": meta::now_rfc3339(),
+               "reason": "Local", "message": "Local APIServices are always available"})
+    } else {
+        json!({"type": "Available", "status": "False", "lastTransitionTime": meta::now_rfc3339(),
+               "reason": "AggregationNotSupported",
+               "message": format!(
+                   "mini does not proxy aggregated APIs: requests for {}/{} are not forwarded to service {}/{}",
+                   obj["spec"]["group"].as_str().unwrap_or_default(),
+                   obj["spec"]["version"].as_str().unwrap_or_default(),
+                   service["namespace"].as_str().unwrap_or_default(),
+                   service["name"].as_str().unwrap_or_default())})
+    };
+    obj["status"] = json!({"conditions": [condition]});
 }
 
 /// Builds the object to store from `old` and what the client sent, per write mode.

@@ -28,8 +28,11 @@ pub(crate) fn wants_gzip(headers: &HeaderMap) -> bool {
         .any(|v| v.split(',').any(|e| e.trim().starts_with("gzip")))
 }
 
-/// A JSON response from already-serialised bytes.
-pub(crate) fn json_bytes(status: StatusCode, bytes: Vec<u8>, gzip: bool) -> Response<Body> {
+/// A JSON response from already-serialised bytes, ending in a newline as upstream's encoder does.
+pub(crate) fn json_bytes(status: StatusCode, mut bytes: Vec<u8>, gzip: bool) -> Response<Body> {
+    if bytes.last() != Some(&b'\n') {
+        bytes.push(b'\n');
+    }
     let mut builder = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json");
@@ -148,7 +151,7 @@ impl ListBody {
             .map(|(kv, _)| mini_api::meta::spliced_len(&kv.value, kv.mod_revision))
             .sum();
         let commas = items.len().saturating_sub(1);
-        let total = prefix.len() + spliced + commas + 2;
+        let total = prefix.len() + spliced + commas + 3;
         ListBody {
             prefix: Some(prefix),
             items: items.into_iter(),
@@ -180,7 +183,7 @@ impl ListBody {
                     );
                 }
                 None => {
-                    chunk.extend_from_slice(b"]}");
+                    chunk.extend_from_slice(b"]}\n");
                     self.done = true;
                     break;
                 }

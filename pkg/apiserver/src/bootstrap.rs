@@ -112,6 +112,34 @@ pub async fn ensure_cluster_objects(server: &ApiServer) -> Result<(), ApiServerE
     .await?;
     ensure_kubernetes_service(server).await?;
     ensure_kube_dns_service(server).await?;
+    ensure_local_api_services(server).await?;
+    Ok(())
+}
+
+/// One `Local` APIService per built-in group-version (`v1.`, `v1.apps`, ...), as upstream's
+/// autoregistration makes them, so `kubectl get apiservices` lists what this server serves.
+async fn ensure_local_api_services(server: &ApiServer) -> Result<(), ApiServerError> {
+    let groups = server.registry().groups();
+    for (group_priority, (group, versions)) in groups.into_iter().enumerate() {
+        let count = versions.len();
+        for (i, version) in versions.into_iter().enumerate() {
+            let name = format!("{version}.{group}");
+            let mut obj = json!({
+                "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+                "metadata": {"name": name, "labels": {"kube-aggregator.kubernetes.io/automanaged": "onstart"}},
+                "spec": {"group": group, "version": version,
+                         "groupPriorityMinimum": 18000 - 100 * group_priority.min(170) as i64,
+                         "versionPriority": 15 + (count - i) as i64},
+            });
+            crate::admission::set_api_service_status(&mut obj);
+            create_if_missing(
+                server,
+                &format!("/registry/apiregistration.k8s.io/apiservices/{name}"),
+                obj,
+            )
+            .await?;
+        }
+    }
     Ok(())
 }
 

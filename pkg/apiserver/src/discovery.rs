@@ -179,7 +179,30 @@ pub struct OpenApiDocs {
     pub index: Value,
     /// (`api/v1` or `apis/<g>/<v>`, serialised document)
     pub documents: Vec<(String, Vec<u8>)>,
+    /// The v3 documents as built, for the v2 document made from them on first request.
+    built: Vec<(String, String, Value)>,
+    /// `/openapi/v2`: (JSON, gnostic protobuf), made once per registry generation.
+    v2: std::sync::OnceLock<(Vec<u8>, Vec<u8>)>,
 }
+
+impl OpenApiDocs {
+    fn v2(&self) -> &(Vec<u8>, Vec<u8>) {
+        self.v2.get_or_init(|| {
+            let doc = mini_openapi::v2::swagger_document(&self.built);
+            (
+                serde_json::to_vec(&doc).unwrap_or_default(),
+                mini_openapi::v2::to_protobuf(&doc),
+            )
+        })
+    }
+}
+
+/// The media types client-go asks `/openapi/v2` for (the first) and that the answer carries
+/// (the second: Go's mime parser refuses the `@`).
+const OPENAPI_V2_PROTOBUF_ACCEPT: [&str; 2] = [
+    "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+];
 
 fn build_openapi(registry: &Registry) -> OpenApiDocs {
     let mut built = Vec::new();
@@ -209,17 +232,22 @@ fn build_openapi(registry: &Registry) -> OpenApiDocs {
     }
     let index = mini_openapi::index(&built);
     let documents = built
-        .into_iter()
+        .iter()
         .map(|(g, v, doc)| {
             let key = if g.is_empty() {
                 format!("api/{v}")
             } else {
                 format!("apis/{g}/{v}")
             };
-            (key, serde_json::to_vec(&doc).unwrap_or_default())
+            (key, serde_json::to_vec(doc).unwrap_or_default())
         })
         .collect();
-    OpenApiDocs { index, documents }
+    OpenApiDocs {
+        index,
+        documents,
+        built,
+        v2: std::sync::OnceLock::new(),
+    }
 }
 
 fn openapi(server: &ApiServer) -> Arc<OpenApiDocs> {
@@ -290,6 +318,24 @@ pub async fn non_resource(
                 )
                 .body(body::full(server.inner.metrics.render()))
                 .expect("valid response"));
+        }
+        "/openapi/v2" => {
+            let docs = openapi(server);
+            let (json_doc, protobuf) = docs.v2();
+            let wants_protobuf = req
+                .headers()
+                .get_all(header::ACCEPT)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| OPENAPI_V2_PROTOBUF_ACCEPT.iter().any(|t| v.contains(t)));
+            if wants_protobuf {
+                return Ok(Response::builder()
+                    .status(StatusCode::OK)
+                    .header(header::CONTENT_TYPE, OPENAPI_V2_PROTOBUF_ACCEPT[1])
+                    .body(body::full(protobuf.clone()))
+                    .expect("valid response"));
+            }
+            return Ok(body::json_bytes(StatusCode::OK, json_doc.clone(), gzip));
         }
         "/openapi/v3" => {
             let docs = openapi(server);

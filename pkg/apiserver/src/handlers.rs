@@ -621,8 +621,43 @@ fn remove_path(obj: &mut Value, path: &str) {
     }
 }
 
+/// Warning header text, in runes, after which upstream's recorder truncates each warning.
+const WARNINGS_TOTAL_RUNES: usize = 4 * 1024;
+/// The length, in runes, a warning is truncated to once the total is exceeded.
+const WARNING_ITEM_RUNES: usize = 256;
+/// At most this many `Warning` headers: Python's http.client refuses a response with more than
+/// 100 headers in all, so a body with hundreds of unknown fields must not produce one each.
+const MAX_WARNING_HEADERS: usize = 50;
+
+/// The warnings as they go out: deduplicated; within 4096 runes in all as upstream's recorder
+/// (past that, every warning is cut to 256 runes and the rest dropped), and at most 50.
+fn capped_warnings(warnings: &[String]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    let unique: Vec<&String> = warnings
+        .iter()
+        .filter(|w| !w.is_empty() && seen.insert(w.as_str()))
+        .collect();
+    let total: usize = unique.iter().map(|w| w.chars().count()).sum();
+    let mut out = Vec::new();
+    if total <= WARNINGS_TOTAL_RUNES {
+        out.extend(unique.into_iter().cloned());
+    } else {
+        let mut written = 0;
+        for w in unique {
+            if written >= WARNINGS_TOTAL_RUNES {
+                break;
+            }
+            let cut: String = w.chars().take(WARNING_ITEM_RUNES).collect();
+            written += cut.chars().count();
+            out.push(cut);
+        }
+    }
+    out.truncate(MAX_WARNING_HEADERS);
+    out
+}
+
 fn with_warnings(mut resp: Response<Body>, warnings: &[String]) -> Response<Body> {
-    for w in warnings {
+    for w in capped_warnings(warnings) {
         let value = format!("299 - \"{}\"", w.replace('"', "\\\""));
         if let Ok(v) = http::HeaderValue::from_str(&value) {
             resp.headers_mut().append(header::WARNING, v);
@@ -1338,7 +1373,7 @@ pub(crate) async fn delete_object(
             Ok(_) => {
                 after_write(ctx, &obj).await;
                 let uid = obj["metadata"]["uid"].as_str().unwrap_or_default();
-                let answer = if is_pod {
+                let answer = if ctx.res.returns_deleted_object() {
                     obj.clone()
                 } else {
                     mini_api::status::success_status(
@@ -1407,4 +1442,34 @@ async fn delete_collection(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
         "items": deleted,
     });
     Ok(body::json(StatusCode::OK, &list))
+}
+
+#[cfg(test)]
+mod warning_tests {
+    use super::*;
+
+    #[test]
+    fn capped_warnings_many_unknown_fields_stay_under_the_header_limit() {
+        let warnings: Vec<String> = (0..300)
+            .map(|i| format!("unknown field \"spec.field{i}\""))
+            .collect();
+        let out = capped_warnings(&warnings);
+        assert_eq!(out.len(), MAX_WARNING_HEADERS);
+        assert_eq!(out[0], warnings[0]);
+    }
+
+    #[test]
+    fn capped_warnings_duplicates_are_sent_once() {
+        let warnings = vec!["a".to_string(), "b".to_string(), "a".to_string()];
+        assert_eq!(capped_warnings(&warnings), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn capped_warnings_over_total_runes_are_truncated_per_item() {
+        let long = "x".repeat(3000);
+        let warnings = vec![long.clone(), format!("{long}y"), "short".to_string()];
+        let out = capped_warnings(&warnings);
+        assert_eq!(out.len(), 3);
+        assert!(out.iter().all(|w| w.chars().count() <= WARNING_ITEM_RUNES));
+    }
 }

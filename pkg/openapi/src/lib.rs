@@ -6,10 +6,12 @@
 //! k8s-openapi's `schemars::JsonSchema` implementations, whose schema names are already
 //! upstream's (`io.k8s.api.apps.v1.Deployment`); custom resources use their CRD's
 //! `openAPIV3Schema`. The `/openapi/v3` index points at each document with a content hash.
+//! `v2` derives the Swagger 2.0 document (`/openapi/v2`, JSON or gnostic protobuf) from them.
 
 mod builtin;
 mod crd;
 mod paths;
+pub mod v2;
 
 use std::collections::BTreeMap;
 

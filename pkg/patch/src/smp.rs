@@ -273,7 +273,14 @@ impl Smp<'_> {
                 merged
             } else {
                 let (in_order, server_only) = partition(merged, &order, key_field);
-                normalize_element_order(in_order, server_only, &order, &original_list, key_field)?
+                normalize_element_order(
+                    in_order,
+                    server_only,
+                    &order,
+                    &original_list,
+                    key_field,
+                    NewItems::WherePatchOrderPutsThem,
+                )?
             };
             original.insert(field, Value::Array(ordered));
         }
@@ -320,7 +327,14 @@ impl Smp<'_> {
                 }
             }
             let (in_patch, server_only) = partition(merged, &patch, None);
-            return normalize_element_order(in_patch, server_only, &patch, &original, None);
+            return normalize_element_order(
+                in_patch,
+                server_only,
+                &patch,
+                &original,
+                None,
+                NewItems::AfterServerItems,
+            );
         }
         let ListStrategy::MergeByKey(key) = strategy else {
             return Err(PatchError::Apply(format!(
@@ -359,7 +373,14 @@ impl Smp<'_> {
             }
         }
         let (in_patch, server_only) = partition(merged, &patch, Some(key));
-        normalize_element_order(in_patch, server_only, &patch, &server_order, Some(key))
+        normalize_element_order(
+            in_patch,
+            server_only,
+            &patch,
+            &server_order,
+            Some(key),
+            NewItems::AfterServerItems,
+        )
     }
 }
 
@@ -443,6 +464,17 @@ fn normalize_slice_order(
     Ok(items)
 }
 
+/// Where items that the server's list does not have yet go when merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NewItems {
+    /// A plain patch list: after the server's items (a container added by a patch comes after
+    /// the existing ones, as a real API server does, so `kubectl logs`/`exec` keep defaulting
+    /// to the first container).
+    AfterServerItems,
+    /// A `$setElementOrder` list decides the order of everything it names.
+    WherePatchOrderPutsThem,
+}
+
 /// Orders the patch items by the patch order and the server-only items by the server order,
 /// then interleaves them (upstream `normalizeElementOrder` / `mergeSortedSlice`).
 fn normalize_element_order(
@@ -451,6 +483,7 @@ fn normalize_element_order(
     patch_order: &[Value],
     server_order: &[Value],
     key: Option<&str>,
+    new_items: NewItems,
 ) -> Result<Vec<Value>, PatchError> {
     let right = normalize_slice_order(patch_items, patch_order, key)?;
     let left = normalize_slice_order(server_only, server_order, key)?;
@@ -467,6 +500,9 @@ fn normalize_element_order(
                 let ri = index_of(server_order, r, key);
                 match (li, ri) {
                     (Some(li), Some(ri)) if li < ri => out.extend(left.next()),
+                    (Some(_), None) if new_items == NewItems::AfterServerItems => {
+                        out.extend(left.next())
+                    }
                     _ => out.extend(right.next()),
                 }
             }
@@ -528,6 +564,24 @@ mod tests {
             ])
         );
         assert_eq!(out["spec"]["replicas"], json!(1));
+    }
+
+    #[test]
+    fn containers_new_container_alone_goes_after_the_existing_ones() {
+        let out = smp(
+            &deployment(),
+            json!({"spec": {"template": {"spec": {"containers": [
+                {"name": "new", "image": "nginx"}
+            ]}}}}),
+        )
+        .unwrap();
+        let names: Vec<&str> = containers(&out)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, vec!["app", "sidecar", "new"]);
     }
 
     #[test]
