@@ -116,11 +116,14 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let incr = rt.block_on(enforcer.sync(&more))?;
     let incr_total = started.elapsed();
+    let started = Instant::now();
     let table = enforcer.desired(&more);
+    let compute = started.elapsed();
     println!(
-        "{{\"policies\":{policies},\"chains\":{},\"sets\":{},\"full_sync_ms\":{:.1},\"full_commands\":{},\"incremental_sync_ms\":{:.2},\"incremental_commands\":{}}}",
+        "{{\"policies\":{policies},\"chains\":{},\"sets\":{},\"compute_ms\":{:.1},\"full_sync_ms\":{:.1},\"full_commands\":{},\"incremental_sync_ms\":{:.2},\"incremental_commands\":{}}}",
         table.chains.len(),
         table.sets.len(),
+        compute.as_secs_f64() * 1000.0,
         full_total.as_secs_f64() * 1000.0,
         full.commands,
         incr_total.as_secs_f64() * 1000.0,
