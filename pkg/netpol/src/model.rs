@@ -344,23 +344,21 @@ fn rule_rules(
 ) {
     let pod_set = format!("{set_prefix}:pods");
     let cidr_set = format!("{set_prefix}:cidr");
+    // The same for every pod the policy selects: built once.
     if peers.has_selectors {
-        sets.insert(
-            pod_set.clone(),
-            SetElems::Addrs(peers.pods.iter().map(|p| p.ip).collect()),
-        );
+        sets.entry(pod_set.clone())
+            .or_insert_with(|| SetElems::Addrs(peers.pods.iter().map(|p| p.ip).collect()));
     }
     if peers.has_blocks {
-        sets.insert(
-            cidr_set.clone(),
+        sets.entry(cidr_set.clone()).or_insert_with(|| {
             SetElems::Ranges(
                 peers
                     .ranges
                     .iter()
                     .map(|(s, e)| (Ipv4Addr::from(*s), Ipv4Addr::from(*e)))
                     .collect(),
-            ),
-        );
+            )
+        });
     }
     // Where the peer address may be: nothing to match (any), the pod set, the ipBlock set.
     let mut heads: Vec<Vec<Value>> = Vec::new();

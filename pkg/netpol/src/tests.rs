@@ -543,3 +543,34 @@ async fn enforcer_batches_apply_to_the_kernel_and_list_intact() {
         "table removed"
     );
 }
+
+#[test]
+fn diff_new_selected_local_pod_adds_its_chain_before_its_map_element() {
+    let before = desired(&inputs(vec![deny_all()], cluster()), "n1");
+    let mut pods = cluster();
+    pods.push(pod("default", "web2", "10.42.0.8", "n1", &[("app", "web")]));
+    let after = desired(&inputs(vec![deny_all()], pods), "n1");
+    let cmds = diff(Some(&before), &after);
+    let kinds: Vec<String> = cmds
+        .iter()
+        .map(|c| {
+            let (verb, obj) = c.as_object().expect("obj").iter().next().expect("one");
+            let (kind, body) = obj.as_object().expect("obj").iter().next().expect("one");
+            let name = body["name"].as_str().or(body["chain"].as_str());
+            format!("{verb} {kind} {}", name.unwrap_or_default())
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "add chain ingress:10.42.0.8",
+            "add rule ingress:10.42.0.8",
+            "add rule ingress:10.42.0.8",
+            "add element ingress-pods"
+        ]
+    );
+    assert_eq!(
+        cmds[3]["add"]["element"]["elem"],
+        json!([["10.42.0.8", {"jump": {"target": "ingress:10.42.0.8"}}]])
+    );
+}
