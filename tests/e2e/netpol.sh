@@ -3,7 +3,8 @@
 # each in a network namespace): a default-deny ingress policy blocks pod-to-pod traffic on one
 # node and across nodes and cuts an established connection, an allow by podSelector (named
 # port) and by namespaceSelector (port range) opens exactly what it names, an egress policy
-# with an ipBlock except blocks the excepted pod, and removing the policies restores traffic.
+# with an ipBlock except blocks the excepted pod, removing the policies restores traffic, and
+# an agent restarted with --disable-network-policy removes its table and polices nothing.
 # Needs root.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -224,6 +225,25 @@ step_removal() {
     "! nsenter --net=$(ns_path "$E2E_NS-node-a") nft list table ip mini-netpol | grep -q 'chain ingress:'"
 }
 
+step_disable_flag() {
+  apply <<EOF
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-web}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  policyTypes: [Ingress]
+EOF
+  check_for "deny_again_blocks" 30 blocked client-b "$WEB_A" 80
+  # node-a's agent restarted with --disable-network-policy: its table goes, its pods are open
+  kill -9 "$AGENT_PID_node_a"
+  start_agent node-a "$(node_ip 1)" "$WORK/node-a" --disable-network-policy
+  check_for "disabled_agent_removes_the_table" 60 bash -c \
+    "! nsenter --net=$(ns_path "$E2E_NS-node-a") nft list table ip mini-netpol >/dev/null 2>&1"
+  check_for "disabled_node_does_not_police" 60 reach client-b "$WEB_A" 80
+  check_for "enforcing_node_still_polices" 30 blocked client-a "$WEB_B" 80
+}
+
 step_cleanup_command() {
   kill -9 "$AGENT_PID_node_b"
   expect "cleanup_command_runs" "removed" in_ns "$E2E_NS-node-b" "$MINI_BIN" cleanup
@@ -238,6 +258,7 @@ main() {
   step_allow_namespace
   step_egress
   step_removal
+  step_disable_flag
   step_cleanup_command
   summary
 }
