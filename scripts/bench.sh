@@ -15,6 +15,7 @@ usage() {
     echo "usage: $0 network [--services N] [--connects N] [--iperf-secs N]" >&2
     echo "usage: $0 agent [--pods N] [--idle-secs N]" >&2
     echo "usage: $0 install [--runs N]" >&2
+    echo "usage: $0 netpol [--policies N] [--connects N]" >&2
     echo "usage: $0 registry [--runs N] [--seconds N] [--concurrency N]" >&2
     echo "usage: $0 api [--quick] [--pods N] [--creates N] [--concurrency N] [--watchers N] [--samples N] [--watch-updates N]" >&2
 }
@@ -509,6 +510,111 @@ run_registry() {
     )
 }
 
+# scripts/bench.sh netpol [--policies N] [--connects N]
+# Connection setup latency through mini's NetworkPolicy table with 0 and N policies (default
+# 1,000), side by side, and with no table at all. Three network namespaces: a client pod
+# (10.42.1.6), a router holding `ip mini-netpol` on its forward hook (programmed by the agent's
+# own Enforcer through `mini-bench-netpol`), a server pod (10.42.0.5:8080, isolated by a
+# default deny plus an allow for the client, the other policies mostly selecting a decoy pod).
+# Each of N connects (default 2,000) is a fresh TCP handshake, so every SYN walks the policy
+# path. Needs root. Writes target/bench-results/netpol-<ts>.json.
+run_netpol() {
+    local policies=1000 connects=2000
+    while [[ $# -gt 0 ]]; do
+        case "$1" in
+            --policies) policies="$2"; shift 2 ;;
+            --connects) connects="$2"; shift 2 ;;
+            *) usage; exit 2 ;;
+        esac
+    done
+    if [[ "$(id -u)" -ne 0 ]]; then
+        echo "bench: netpol needs root (network namespaces, nftables)" >&2
+        exit 1
+    fi
+    echo "bench: building mini-bench-netpol" >&2
+    (cd "${ROOT}" && cargo build -p mini-bench --bin mini-bench-netpol)
+    mkdir -p "${RESULTS_DIR}"
+    local out bin
+    out="${RESULTS_DIR}/netpol-$(date -u +%Y%m%dT%H%M%SZ).json"
+    bin="${CARGO_TARGET_DIR:-${ROOT}/target}/debug/mini-bench-netpol"
+    (
+        set -euo pipefail
+        local cli=np-bench-cli rt=np-bench-rt srv=np-bench-srv server_pid=""
+        teardown() {
+            [[ -n "${server_pid}" ]] && kill "${server_pid}" 2>/dev/null || true
+            ip netns del "${cli}" 2>/dev/null || true
+            ip netns del "${rt}" 2>/dev/null || true
+            ip netns del "${srv}" 2>/dev/null || true
+        }
+        trap teardown EXIT
+        teardown
+        ip netns add "${cli}"
+        ip netns add "${rt}"
+        ip netns add "${srv}"
+        ip -n "${rt}" link add to-cli type veth peer name eth0 netns "${cli}"
+        ip -n "${rt}" link add to-srv type veth peer name eth0 netns "${srv}"
+        ip -n "${rt}" addr add 10.42.1.1/24 dev to-cli
+        ip -n "${rt}" addr add 10.42.0.1/24 dev to-srv
+        ip -n "${cli}" addr add 10.42.1.6/24 dev eth0
+        ip -n "${srv}" addr add 10.42.0.5/24 dev eth0
+        local ns
+        for ns in "${cli}" "${rt}" "${srv}"; do
+            ip -n "${ns}" link set lo up
+        done
+        ip -n "${rt}" link set to-cli up
+        ip -n "${rt}" link set to-srv up
+        ip -n "${cli}" link set eth0 up
+        ip -n "${srv}" link set eth0 up
+        ip -n "${cli}" route add default via 10.42.1.1
+        ip -n "${srv}" route add default via 10.42.0.1
+        ip netns exec "${rt}" sysctl -qw net.ipv4.ip_forward=1
+        nsenter --net="/var/run/netns/${srv}" python3 -c '
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.42.0.5", 8080)); s.listen(1024)
+while True:
+    c, _ = s.accept(); c.close()
+' &
+        server_pid=$!
+        sleep 0.5
+        # connect_latency: N fresh TCP connects from the client; prints "median_us p99_us"
+        connect_latency() {
+            nsenter --net="/var/run/netns/${cli}" python3 -c '
+import socket, sys, time
+n = int(sys.argv[1]); lat = []
+for i in range(n + 100):
+    s = socket.socket(); s.settimeout(3)
+    t = time.perf_counter(); s.connect(("10.42.0.5", 8080)); d = time.perf_counter() - t
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    s.close()
+    if i >= 100: lat.append(d * 1e6)
+lat.sort()
+print("%.1f %.1f" % (lat[len(lat) // 2], lat[int(len(lat) * 0.99)]))
+' "${connects}"
+        }
+        local none zero many zero_sync many_sync
+        none=$(connect_latency)
+        zero_sync=$("${bin}" "${rt}" 0)
+        zero=$(connect_latency)
+        many_sync=$("${bin}" "${rt}" "${policies}")
+        many=$(connect_latency)
+        "${bin}" "${rt}" --cleanup
+        printf '%-34s %14s %14s\n' "connection setup (${connects} connects)" "median us" "p99 us"
+        printf '%-34s %14s %14s\n' "no policy table" ${none}
+        printf '%-34s %14s %14s\n' "mini-netpol, 0 policies" ${zero}
+        printf '%-34s %14s %14s\n' "mini-netpol, ${policies} policies" ${many}
+        echo "table programming, 0 policies: ${zero_sync}"
+        echo "table programming, ${policies} policies: ${many_sync}"
+        read -r n_med n_p99 <<<"${none}"
+        read -r z_med z_p99 <<<"${zero}"
+        read -r m_med m_p99 <<<"${many}"
+        printf '{"connects":%s,"policies":%s,"no_table":{"median_us":%s,"p99_us":%s},"zero_policies":{"median_us":%s,"p99_us":%s,"sync":%s},"many_policies":{"median_us":%s,"p99_us":%s,"sync":%s}}\n' \
+            "${connects}" "${policies}" "${n_med}" "${n_p99}" "${z_med}" "${z_p99}" "${zero_sync}" \
+            "${m_med}" "${m_p99}" "${many_sync}" >"${out}"
+        echo "bench: wrote ${out}" >&2
+    )
+}
+
 main() {
     if [[ $# -lt 1 ]]; then
         usage
@@ -539,6 +645,9 @@ main() {
         registry)
             build_release_registry
             run_registry "$@"
+            ;;
+        netpol)
+            run_netpol "$@"
             ;;
         -h | --help)
             usage

@@ -105,6 +105,9 @@ pub struct NodeArgs {
         value_delimiter = ','
     )]
     pub registry_mirror: Vec<String>,
+    /// Do not enforce NetworkPolicies on this node (and remove mini's policy table).
+    #[arg(long, env = "MINI_DISABLE_NETWORK_POLICY")]
+    pub disable_network_policy: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -368,6 +371,7 @@ fn apply_node_args(config: &mut mini_agent::AgentConfig, args: NodeArgs) -> anyh
     config.drain_on_stop = args.drain_on_stop;
     config.resolv_conf = args.resolv_conf;
     config.registry_mirrors = mini_agent::parse_registry_mirrors(&args.registry_mirror)?;
+    config.disable_network_policy = args.disable_network_policy;
 
     Ok(())
 }

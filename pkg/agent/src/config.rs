@@ -67,6 +67,8 @@ pub struct AgentConfig {
     pub registry_aliases: Vec<String>,
     /// Told what start-up is doing (e.g. for systemd's `STATUS=`), and when the node is up.
     pub progress: Option<ProgressHook>,
+    /// Do not enforce NetworkPolicies (`--disable-network-policy`); the policy table is removed.
+    pub disable_network_policy: bool,
 }
 
 /// A start-up step of the agent, reported through [`AgentConfig::progress`].
@@ -133,6 +135,7 @@ impl AgentConfig {
                 .collect(),
             registry_aliases: Vec::new(),
             progress: None,
+            disable_network_policy: false,
         }
     }
 

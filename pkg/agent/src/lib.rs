@@ -120,6 +120,9 @@ pub async fn cleanup_network() -> Result<(), AgentError> {
     mini_proxy::cleanup(&mini_sys::nft_netlink::NftNetlink::new())
         .await
         .map_err(|e| AgentError::Serve(format!("removing the nftables table: {e}")))?;
+    mini_netpol::cleanup(&mini_sys::nft_netlink::NftNetlink::new())
+        .await
+        .map_err(|e| AgentError::Serve(format!("removing the network policy table: {e}")))?;
     Ok(())
 }
 
@@ -365,6 +368,22 @@ pub async fn start(
                 tracing::error!(error = %e, "the service proxy stopped");
             }
         }));
+        // NetworkPolicies: one more table, policing pod traffic on the forward hook (after
+        // the proxy's DNAT). Disabled, the table is removed so no stale policy lingers.
+        let netpol_nft: Arc<dyn mini_sys::nft::Nft> =
+            Arc::new(mini_sys::nft_netlink::NftNetlink::new());
+        if config.disable_network_policy {
+            if let Err(e) = mini_netpol::cleanup(netpol_nft.as_ref()).await {
+                tracing::warn!(error = %e, "removing the network policy table failed");
+            }
+        } else {
+            let (netpol_client, stop, name) = (client.clone(), shutdown.clone(), node_name.clone());
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = mini_netpol::run(netpol_client, name, netpol_nft, stop).await {
+                    tracing::error!(error = %e, "network policy enforcement stopped");
+                }
+            }));
+        }
         let mut dns = mini_dns::DnsConfig::with_resolv_conf(dns_listen, config.resolv_conf_path());
         dns.cluster_domain = config.cluster_domain.clone();
         let (dns_client, stop) = (client.clone(), shutdown.clone());

@@ -24,7 +24,11 @@ pub const UNITS: [&str; 2] = ["mini-server.service", "mini-agent.service"];
 /// The interfaces the agent creates: the VXLAN device and the pod bridge.
 pub const LINKS: [&str; 2] = ["mini.1", "mini0"];
 /// The nftables tables mini owns (family, name).
-pub const TABLES: [(&str, &str); 2] = [("ip", "mini"), ("ip", "mini-portmap")];
+pub const TABLES: [(&str, &str); 3] = [
+    ("ip", "mini"),
+    ("ip", "mini-portmap"),
+    ("ip", "mini-netpol"),
+];
 /// How long mini processes get to exit after SIGTERM before SIGKILL.
 pub const TERM_GRACE: Duration = Duration::from_secs(10);
 

@@ -413,10 +413,12 @@ async fn killall_full_host_removes_ours_and_leaves_foreign_alone() {
     assert!(netlink.link("eth0").is_some());
     assert_eq!(
         nft.batches(),
-        // the fake lists a table whatever its name: both of mini's tables are deleted
+        // the fake lists a table whatever its name: every one of mini's tables is deleted
         vec![
             r#"{"nftables":[{"delete":{"table":{"family":"ip","name":"mini"}}}]}"#.to_string(),
             r#"{"nftables":[{"delete":{"table":{"family":"ip","name":"mini-portmap"}}}]}"#
+                .to_string(),
+            r#"{"nftables":[{"delete":{"table":{"family":"ip","name":"mini-netpol"}}}]}"#
                 .to_string()
         ]
     );

@@ -180,6 +180,15 @@ fn node_rules() -> Vec<Value> {
             .groups(&[DISCOVERY])
             .resources(&["endpointslices"])
             .build(),
+        // mini's agent enforces NetworkPolicies (pods and namespaces are its peers).
+        rule(READ)
+            .groups(&[NETWORKING])
+            .resources(&["networkpolicies"])
+            .build(),
+        rule(READ)
+            .groups(&[LEGACY])
+            .resources(&["namespaces"])
+            .build(),
         // Registering the Node object and reporting status.
         rule(&["create", "get", "list", "watch"])
             .groups(&[LEGACY])

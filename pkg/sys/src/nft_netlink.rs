@@ -497,7 +497,8 @@ mod tests {
         v
     }
 
-    /// Root-only: the test batches (every construct the encoder knows, plus an interval set)
+    /// Root-only: the test batches (every construct the encoder knows, plus an interval set and
+    /// the network policy constructs: ct direction, port ranges, tcp reset)
     /// applied through `NftNetlink` in one namespace and through `nft -j -f` in another give
     /// the same `nft -j list ruleset`. Skips without root or the nft program.
     #[tokio::test]
@@ -518,7 +519,10 @@ mod tests {
             {"add":{"set":{"family":"ip","table":"v","name":"nets","type":"ipv4_addr","flags":["interval"]}}},
             {"add":{"element":{"family":"ip","table":"v","name":"nets","elem":[{"prefix":{"addr":"10.0.0.0","len":8}},"192.168.1.1",{"range":["172.16.0.1","172.16.0.9"]}]}}},
             {"add":{"chain":{"family":"ip","table":"v","name":"in","type":"filter","hook":"input","prio":0,"policy":"accept"}}},
-            {"add":{"rule":{"family":"ip","table":"v","chain":"in","expr":[{"match":{"op":"==","left":{"payload":{"protocol":"ip","field":"saddr"}},"right":"@nets"}},{"counter":null},{"drop":null}]}}}
+            {"add":{"rule":{"family":"ip","table":"v","chain":"in","expr":[{"match":{"op":"==","left":{"payload":{"protocol":"ip","field":"saddr"}},"right":"@nets"}},{"counter":null},{"drop":null}]}}},
+            {"add":{"rule":{"family":"ip","table":"v","chain":"in","expr":[{"match":{"op":"==","left":{"ct":{"key":"direction"}},"right":"reply"}},{"accept":null}]}}},
+            {"add":{"rule":{"family":"ip","table":"v","chain":"in","expr":[{"match":{"op":"==","left":{"meta":{"key":"l4proto"}},"right":"tcp"}},{"match":{"op":">=","left":{"payload":{"protocol":"th","field":"dport"}},"right":80}},{"match":{"op":"<=","left":{"payload":{"protocol":"th","field":"dport"}},"right":90}},{"accept":null}]}}},
+            {"add":{"rule":{"family":"ip","table":"v","chain":"in","expr":[{"match":{"op":"in","left":{"ct":{"key":"state"}},"right":"established"}},{"reject":{"type":"tcp reset"}}]}}}
         ]}"#;
         let nl = NftNetlink::in_netns(&ours);
         let dir = std::env::temp_dir().join(format!("mininl{}", std::process::id()));

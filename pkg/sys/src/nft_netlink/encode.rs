@@ -1265,6 +1265,7 @@ impl<'a> Encoder<'a> {
                 let key = body.get("key").and_then(Value::as_str).unwrap_or_default();
                 let (num, t) = match key {
                     "state" => (0, Dtype::CtState),
+                    "direction" => (1, Dtype::CtDir),
                     "status" => (2, Dtype::CtStatus),
                     "mark" => (3, Dtype::Mark),
                     other => return Err(format!("unsupported ct key \"{other}\"")),
@@ -1866,6 +1867,44 @@ mod tests {
         let doc = r#"{"nftables":[{"delete":{"table":{"family":"ip","name":"t"}}},{"add":{"table":{"family":"ip","name":"t"}}},{"add":{"element":{"family":"ip","table":"t","name":"s","elem":["1.2.3.4"]}}}]}"#;
         let e = encode(doc).expect_err("set of the deleted table");
         assert!(e.contains("no set s in table t"), "{e}");
+    }
+
+    /// `ct direction reply` is a ct load of key 1 (`NFT_CT_DIRECTION`) and a one-byte compare,
+    /// as `nft --debug=netlink` shows: `[ ct load direction => reg 1 ] [ cmp eq reg 1 0x01 ]`.
+    #[test]
+    fn ct_direction_match_loads_key_one_and_compares_one_byte() {
+        let mut lookup = no_kernel;
+        let mut enc = Encoder::new(100, &mut lookup);
+        let mut ctx = RuleCtx {
+            family: 2,
+            table: "t".into(),
+        };
+        let mut out = Vec::new();
+        enc.statement(
+            &mut ctx,
+            &serde_json::json!({"match": {"op": "==", "left": {"ct": {"key": "direction"}}, "right": "reply"}}),
+            &mut out,
+        )
+        .expect("ct direction");
+        assert_eq!(
+            out,
+            vec![
+                Expr {
+                    name: "ct",
+                    attrs: vec![
+                        A::U32(ea::CT_KEY, 1),
+                        A::U32(ea::CT_DREG, wire::register(0))
+                    ],
+                },
+                cmp(0, 0, vec![1]),
+            ]
+        );
+        let bad = enc.statement(
+            &mut ctx,
+            &serde_json::json!({"match": {"left": {"ct": {"key": "direction"}}, "right": "sideways"}}),
+            &mut Vec::new(),
+        );
+        assert!(bad.expect_err("bad direction").contains("ct_dir"));
     }
 
     #[test]

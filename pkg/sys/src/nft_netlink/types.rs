@@ -14,6 +14,7 @@ pub enum Dtype {
     InetService,
     Mark,
     CtState,
+    CtDir,
     CtStatus,
     FibAddrType,
     IfName,
@@ -31,6 +32,7 @@ impl Dtype {
             Dtype::InetService => 13,
             Dtype::Mark => 19,
             Dtype::CtState => 26,
+            Dtype::CtDir => 27,
             Dtype::CtStatus => 28,
             Dtype::FibAddrType => 38,
             Dtype::IfName => 41,
@@ -47,6 +49,7 @@ impl Dtype {
             Dtype::InetService,
             Dtype::Mark,
             Dtype::CtState,
+            Dtype::CtDir,
             Dtype::CtStatus,
             Dtype::FibAddrType,
             Dtype::IfName,
@@ -78,6 +81,7 @@ impl Dtype {
             Dtype::InetService => "inet_service",
             Dtype::Mark => "mark",
             Dtype::CtState => "ct_state",
+            Dtype::CtDir => "ct_dir",
             Dtype::CtStatus => "ct_status",
             Dtype::FibAddrType => "fib_addrtype",
             Dtype::IfName => "ifname",
@@ -88,7 +92,7 @@ impl Dtype {
     pub fn len(self) -> usize {
         match self {
             Dtype::Verdict => 0,
-            Dtype::InetProto => 1,
+            Dtype::InetProto | Dtype::CtDir => 1,
             Dtype::InetService => 2,
             Dtype::Ipv6Addr | Dtype::IfName => 16,
             _ => 4,
@@ -103,6 +107,7 @@ impl Dtype {
             Dtype::Integer
             | Dtype::Mark
             | Dtype::CtState
+            | Dtype::CtDir
             | Dtype::CtStatus
             | Dtype::FibAddrType
             | Dtype::IfName => 1,
@@ -167,6 +172,11 @@ impl Dtype {
                 }
                 Ok(bits.to_ne_bytes().to_vec())
             }
+            Dtype::CtDir => match v.as_str() {
+                Some("original") => Ok(vec![0]),
+                Some("reply") => Ok(vec![1]),
+                _ => Err(bad()),
+            },
             Dtype::FibAddrType => {
                 let name = v.as_str().ok_or_else(bad)?;
                 let n = FIB_ADDR_TYPES
@@ -213,6 +223,9 @@ impl Dtype {
             | Dtype::CtStatus
             | Dtype::FibAddrType => u32_ne().map_or(Value::Null, Value::from),
             Dtype::IfName => Value::from(super::wire::string(b)),
+            Dtype::CtDir if !b.is_empty() => {
+                Value::from(if b[0] == 0 { "original" } else { "reply" })
+            }
             _ => Value::from(b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
         }
     }
