@@ -171,14 +171,11 @@ fn is_list(value: &Value) -> bool {
 
 fn check_object(value: &Value) -> Result<(), String> {
     for field in ["apiVersion", "kind"] {
-        if !value[field].as_str().is_some_and(|s| !s.is_empty()) {
+        if value[field].as_str().is_none_or(str::is_empty) {
             return Err(format!("object has no {field}"));
         }
     }
-    if !value["metadata"]["name"]
-        .as_str()
-        .is_some_and(|s| !s.is_empty())
-    {
+    if value["metadata"]["name"].as_str().is_none_or(str::is_empty) {
         return Err(format!(
             "{} has no metadata.name (generateName is not supported for applied manifests)",
             value["kind"].as_str().unwrap_or_default()
