@@ -17,7 +17,7 @@ use mini_runtime::{EventRecorder, EventType};
 use serde_json::{json, Value};
 
 use crate::addon::{self, CRD_NAME, NAMESPACE};
-use crate::documents::{self, ObjectRef};
+use crate::documents::{self, ObjectRef, RefKey};
 use crate::files::ManifestFiles;
 use crate::{bundled, ManifestsConfig, ManifestsError, FIELD_MANAGER};
 
@@ -326,7 +326,18 @@ impl Deployer {
                 !unresolved.contains(&(r.group().to_string(), r.kind.clone(), r.name.clone()))
             })
             .collect();
+        let claimed = if prune.is_empty() {
+            BTreeSet::new()
+        } else {
+            self.claimed_elsewhere(addon_name).await?
+        };
+        let mut released = Vec::new();
         for r in prune {
+            if claimed.contains(&r.key()) {
+                // moved to another file: that file's Addon owns it now
+                released.push(r);
+                continue;
+            }
             match delete_object(&self.client, &mut resolver, &r).await {
                 Ok(()) => outcome.pruned.push(r),
                 Err(message) => {
@@ -338,7 +349,8 @@ impl Deployer {
             }
         }
 
-        let refs = addon::merge_refs(&previous, &outcome.pruned, &outcome.applied);
+        released.extend(outcome.pruned.iter().cloned());
+        let refs = addon::merge_refs(&previous, &released, &outcome.applied);
         let last_error = outcome.errors.join("; ");
         addons
             .patch_status(
@@ -383,7 +395,11 @@ impl Deployer {
     /// Removes the objects of an Addon whose file is gone, then the Addon. Returns false (and
     /// reports a Warning Event) while some object cannot be removed.
     async fn remove_addon(&self, name: &str, addon: &Value) -> Result<bool, ManifestsError> {
-        let mut refs = addon::status_refs(addon);
+        let claimed = self.claimed_elsewhere(name).await?;
+        let mut refs: Vec<ObjectRef> = addon::status_refs(addon)
+            .into_iter()
+            .filter(|r| !claimed.contains(&r.key()))
+            .collect();
         addon::sort_for_removal(&mut refs);
         let source = addon["spec"]["source"].as_str().unwrap_or(name).to_string();
         let mut resolver = Resolver::new(self.client.clone());
@@ -422,6 +438,22 @@ impl Deployer {
         }
         tracing::info!(addon = name, file = %source, objects = refs.len(), "manifest removed; its objects are deleted");
         Ok(true)
+    }
+
+    /// The objects other Addons record: an object moved from one file to another is not
+    /// deleted when it leaves the first.
+    async fn claimed_elsewhere(
+        &self,
+        addon_name: &str,
+    ) -> Result<BTreeSet<RefKey>, ManifestsError> {
+        let addons = self.addons().list(&Default::default()).await?;
+        Ok(addons
+            .items
+            .iter()
+            .filter(|a| a.metadata.name.as_deref() != Some(addon_name))
+            .flat_map(|a| addon::status_refs(&serde_json::to_value(a).unwrap_or_default()))
+            .map(|r| r.key())
+            .collect())
     }
 
     async fn event(&self, reference: &ObjectReference, t: EventType, reason: &str, message: &str) {

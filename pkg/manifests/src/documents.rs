@@ -195,6 +195,9 @@ fn type_name(value: &Value) -> &'static str {
     }
 }
 
+/// An object's identity across API versions: (group, kind, namespace, name).
+pub type RefKey = (String, String, String, String);
+
 /// An object applied from a manifest, as the Addon's status records it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectRef {
@@ -239,7 +242,7 @@ impl ObjectRef {
     }
 
     /// Identity across versions: moving `apps/v1beta1` to `apps/v1` is the same object.
-    pub fn key(&self) -> (String, String, String, String) {
+    pub fn key(&self) -> RefKey {
         (
             self.group().to_string(),
             self.kind.clone(),

@@ -235,3 +235,29 @@ async fn disabled_bundled_manifest_is_removed_with_its_objects() {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     assert!(cms.get_opt("extra").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn object_moved_to_another_file_is_not_deleted() {
+    let env = TestEnv::start().await;
+    let client = env.admin_client();
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = deployer(&client, dir.path(), &["ingress", "local-storage"]).await;
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: moving}\ndata: {v: \"1\"}\n";
+    std::fs::write(dir.path().join("b-old.yaml"), cm).unwrap();
+    d.sync_once().await.unwrap();
+    // one pass sees the object leave b-old.yaml and appear in a-new.yaml (applied first)
+    std::fs::write(dir.path().join("b-old.yaml"), "").unwrap();
+    std::fs::write(dir.path().join("a-new.yaml"), cm).unwrap();
+    let report = d.sync_once().await.unwrap();
+    assert_eq!(report.applied, vec!["a-new.yaml", "b-old.yaml"]);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    assert!(cms.get_opt("moving").await.unwrap().is_some());
+    assert_eq!(
+        addons(&client).get("b-old").await.unwrap().data["status"]["objectCount"],
+        0
+    );
+    // the new file's removal does delete it
+    std::fs::remove_file(dir.path().join("a-new.yaml")).unwrap();
+    d.sync_once().await.unwrap();
+    assert!(cms.get_opt("moving").await.unwrap().is_none());
+}
