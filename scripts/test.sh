@@ -112,6 +112,9 @@ e2e() {
   log "end-to-end: install.sh and mini install/uninstall as systemd services in nspawn machines"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/install.sh 2>&1 | tee "$LOGS/e2e-install.log" || true
   count_plain "$LOGS/e2e-install.log"
+  log "end-to-end: auto-deployed manifests (apply, change, broken file, prune, --disable)"
+  MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/manifests.sh 2>&1 | tee "$LOGS/e2e-manifests.log" || true
+  count_plain "$LOGS/e2e-manifests.log"
 }
 
 # the release binary (zig-linked for glibc 2.17, build cached in /var/cache/mini-build) on Debian 11

@@ -212,7 +212,9 @@ pub struct ServerArgs {
     /// File mode of the kubeconfig, in octal.
     #[arg(long, env = "MINI_WRITE_KUBECONFIG_MODE", default_value = "600")]
     pub write_kubeconfig_mode: String,
-    /// Components not to run: `scheduler`, `controllers`, `agent`, `registry` (repeatable).
+    /// Components not to run: `scheduler`, `controllers`, `agent`, `registry` (repeatable);
+    /// any other NAME skips the manifest NAME.yaml of <data-dir>/server/manifests (bundled:
+    /// `ingress`, `local-storage`), removing what it applied.
     #[arg(long, env = "MINI_DISABLE", value_delimiter = ',')]
     pub disable: Vec<String>,
     /// Don't run the scheduler.
@@ -261,9 +263,11 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             "controllers" => config.disable_controllers = true,
             "agent" => disable_agent = true,
             "registry" => disable_registry = true,
+            // like k3s: any other name is a manifest (`ingress`, `local-storage` or a user file)
+            other if !other.is_empty() => config.disabled_manifests.push(other.to_string()),
             other => {
                 anyhow::bail!(
-                    "--disable {other:?}: known components are scheduler, controllers, agent, registry"
+                    "--disable {other:?}: known components are scheduler, controllers, agent, registry, and manifest names such as ingress, local-storage"
                 )
             }
         }

@@ -809,6 +809,7 @@ pub(crate) async fn create_object(
     let now = meta::now_rfc3339();
     match &apply {
         Some((manager, force)) => {
+            let status = obj.get("status").cloned();
             obj = mini_patch::server_side_apply(
                 None,
                 &obj,
@@ -819,6 +820,11 @@ pub(crate) async fn create_object(
                 &now,
             )
             .map_err(patch_error)?;
+            // the status set by the create (a CRD's Established, a Pod's phase) survives an
+            // apply that creates the object
+            if let (Some(status), Some(map)) = (status, obj.as_object_mut()) {
+                map.entry("status").or_insert(status);
+            }
         }
         None => mini_patch::track_update(
             None,

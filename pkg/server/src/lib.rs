@@ -38,6 +38,9 @@ pub struct ServerConfig {
     pub agent: Option<mini_agent::AgentConfig>,
     /// The embedded image registry under `/v2/` (`None`: `--disable registry`).
     pub registry: Option<RegistrySettings>,
+    /// Manifests of `<data-dir>/server/manifests` not to apply (`--disable NAME` skips
+    /// `NAME.yaml`; bundled ones, `ingress` and `local-storage`, are then not written either).
+    pub disabled_manifests: Vec<String>,
 }
 
 /// An upstream the registry pulls through from for mirrored hosts.
@@ -98,6 +101,7 @@ impl ServerConfig {
             disabled_controllers: Vec::new(),
             agent: None,
             registry: Some(RegistrySettings::default()),
+            disabled_manifests: Vec::new(),
         }
     }
 
@@ -326,6 +330,25 @@ pub async fn start(
                 stop.cancel();
             }
         });
+    }
+
+    // 7b. auto-deployed manifests: the files of <data-dir>/server/manifests, applied as the
+    // cluster admin (they may hold any kind, CRDs and RBAC included)
+    for name in &config.disabled_manifests {
+        if !mini_manifests::bundled_names().contains(&name.as_str()) {
+            tracing::info!(
+                name,
+                "--disable {name}: not a component or bundled manifest; {name}.yaml in the manifests directory is skipped"
+            );
+        }
+    }
+    {
+        let client = kube::Client::new(api.local_service(ApiServer::admin_user()), "default");
+        let manifests = mini_manifests::ManifestsConfig::for_data_dir(
+            &config.data_dir,
+            config.disabled_manifests.clone(),
+        );
+        background.spawn(mini_manifests::run(client, manifests, shutdown.clone()));
     }
 
     // 8. serve
