@@ -90,7 +90,19 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), IpPoolError> {
     let networks = config.networks()?;
-    crate::crd::ensure(&client).await?;
+    // the CRDs first; the API server may still be settling, so failures are retried
+    loop {
+        match crate::crd::ensure(&client).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "applying the ip pool CRDs failed; retrying in 2s")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
     let changed = Arc::new(Notify::new());
     let (pods, t1) = watch(Api::<Pod>::all(client.clone()), changed.clone());
     let (pools, t2) = watch(Api::<IpPool>::all(client.clone()), changed.clone());

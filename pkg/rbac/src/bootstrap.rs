@@ -254,6 +254,11 @@ fn node_rules() -> Vec<Value> {
             .groups(&[NODE])
             .resources(&["runtimeclasses"])
             .build(),
+        // Static pod IPs: /32 routes for the pool addresses held on other nodes.
+        rule(READ)
+            .groups(&["mini.dev"])
+            .resources(&["ipallocations", "ippools"])
+            .build(),
     ]
 }
 
