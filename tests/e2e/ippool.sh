@@ -48,7 +48,7 @@ answers_name() { [ "$(http_from "$1" "$2" 80 /name)" = "$3" ]; }
 recreated() { running "$1" && [ "$(pod_uid "$1")" != "$2" ]; }
 # event_for POD REASON: the pod has an event with that reason.
 event_for() {
-  k get events --field-selector "involvedObject.name=$1" -o jsonpath='{range .items[*]}{.reason}{" "}{.message}{"\n"}{end}' | grep "$2"
+  k get events -o jsonpath='{range .items[*]}{.involvedObject.name}{" "}{.reason}{" "}{.message}{"\n"}{end}' | grep "^$1 $2"
 }
 
 # web_pod NAME NODE ANNOTATIONS: an httpd pod answering /name with its name, pinned to NODE.

@@ -105,6 +105,22 @@ pub fn ipallocation_crd() -> Value {
     })
 }
 
+/// Whether the kind of the CRD `name` can be listed.
+async fn served(client: &kube::Client, name: &str) -> bool {
+    let params = kube::api::ListParams::default().limit(1);
+    if name.starts_with("ippools.") {
+        Api::<crate::IpPool>::all(client.clone())
+            .list(&params)
+            .await
+            .is_ok()
+    } else {
+        Api::<crate::IpAllocation>::all(client.clone())
+            .list(&params)
+            .await
+            .is_ok()
+    }
+}
+
 /// Applies both CRDs and waits until the API server serves them.
 pub async fn ensure(client: &kube::Client) -> Result<(), IpPoolError> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -129,7 +145,8 @@ pub async fn ensure(client: &kube::Client) -> Result<(), IpPoolError> {
                     cs.iter()
                         .any(|c| c.type_ == "Established" && c.status == "True")
                 });
-            if established {
+            // (a CRD created by apply may lack the status conditions: being served is enough)
+            if established || served(client, &name).await {
                 break;
             }
             if waited > Duration::from_secs(30) {

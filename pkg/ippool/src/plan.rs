@@ -51,7 +51,7 @@ pub enum Action {
     /// Create the allocation (create-if-absent), then annotate the pod with its address.
     Allocate {
         pod: PodRef,
-        allocation: IpAllocation,
+        allocation: Box<IpAllocation>,
     },
     /// Set `ipam.mini.dev/allocated` on the pod.
     Annotate { pod: PodRef, address: String },
@@ -474,7 +474,7 @@ pub fn plan(state: &State, networks: &Networks) -> Vec<Action> {
         };
         actions.push(Action::Allocate {
             pod: me,
-            allocation,
+            allocation: Box::new(allocation),
         });
     }
 

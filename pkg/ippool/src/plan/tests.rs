@@ -67,7 +67,7 @@ fn allocations(actions: &[Action]) -> Vec<&IpAllocation> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Allocate { allocation, .. } => Some(allocation),
+            Action::Allocate { allocation, .. } => Some(allocation.as_ref()),
             _ => None,
         })
         .collect()
