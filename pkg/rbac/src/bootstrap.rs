@@ -541,6 +541,11 @@ fn kube_scheduler_rules() -> Vec<Value> {
             .groups(&[STORAGE])
             .resources(&["csinodes"])
             .build(),
+        // Static pod IPs: the pools' node selectors.
+        rule(READ)
+            .groups(&["mini.dev"])
+            .resources(&["ippools"])
+            .build(),
         rule(READ)
             .groups(&[LEGACY])
             .resources(&["namespaces"])
