@@ -16,9 +16,11 @@ use mini_ippool::{IpPool, ADDRESS_ANNOTATION, POOL_ANNOTATION};
 use mini_sys::netlink::Ipv4Net;
 use tokio_util::sync::CancellationToken;
 
-/// Pool name → (CIDR, node selector), for the pools that have a node selector.
-static POOLS: RwLock<BTreeMap<String, (Option<Ipv4Net>, BTreeMap<String, String>)>> =
-    RwLock::new(BTreeMap::new());
+/// A pool's CIDR (when it parses) and node selector.
+type PoolSelector = (Option<Ipv4Net>, BTreeMap<String, String>);
+
+/// Pool name → its selector, for the pools that have a node selector.
+static POOLS: RwLock<BTreeMap<String, PoolSelector>> = RwLock::new(BTreeMap::new());
 
 fn remember(pool: &IpPool) {
     let name = pool.metadata.name.clone().unwrap_or_default();
