@@ -224,6 +224,36 @@ step_exhaustion() {
   k delete pod tiny-1 tiny-2 tiny-3 --wait=false >/dev/null 2>&1 || true
 }
 
+step_node_selector() {
+  k label node node-b rack=r1 >/dev/null
+  cat <<EOF | k apply -f - >/dev/null
+apiVersion: mini.dev/v1
+kind: IPPool
+metadata: {name: rack1}
+spec: {cidr: 10.96.0.0/28, nodeSelector: {rack: r1}}
+EOF
+  # the pool is seen (status written) before pods asking for it are created
+  check_for "selector_pool_ready" 30 bash -c "[ \"\$(nsenter --net=$(ns_path "$SERVER_NS") kubectl get ippool rack1 -o jsonpath='{.status.size}')\" = 14 ]"
+  local n
+  for n in 1 2; do
+    cat <<EOF | k apply -f - >/dev/null
+apiVersion: v1
+kind: Pod
+metadata:
+  name: rack-$n
+  annotations: {ipam.mini.dev/pool: rack1}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - {name: sh, image: $IMAGE, command: [sleep, "3600"]}
+EOF
+  done
+  for n in 1 2; do
+    check_for "pool_selector_pod_${n}_running" 90 running "rack-$n"
+    expect_eq "pool_selector_pod_${n}_on_matching_node" "node-b" k get pod "rack-$n" -o jsonpath='{.spec.nodeName}'
+  done
+}
+
 main() {
   step_start || { summary; exit 1; }
   step_pools
@@ -232,6 +262,7 @@ main() {
   step_statefulset
   step_release
   step_exhaustion
+  step_node_selector
   summary
 }
 main
