@@ -122,6 +122,7 @@ EOF
   check_for "pool_status_shows_size" 30 bash -c "nsenter --net=$(ns_path "$SERVER_NS") kubectl get ippool web --no-headers | grep -E '10.99.0.0/24 +0 +254'"
   check_for "overlapping_pool_refused_with_reason" 30 bash -c \
     "nsenter --net=$(ns_path "$SERVER_NS") kubectl get ippool clash -o jsonpath='{.status.conditions[0].reason} {.status.conditions[0].message}' | grep 'OverlapsClusterCIDR.*cluster CIDR'"
+  check_for "overlapping_pool_warning_event" 30 event_for clash "OverlapsClusterCIDR"
 }
 
 step_pool_pod() {

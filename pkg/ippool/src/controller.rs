@@ -316,6 +316,31 @@ impl Allocator {
             Action::PoolStatus { name, status } => {
                 let pools: Api<IpPool> = Api::all(self.client.clone());
                 let patch = serde_json::json!({"status": status});
+                if let Some(refused) = status.conditions.iter().find(|c| c.status == "False") {
+                    // a refused pool is also told as an event (kubectl describe ippool)
+                    let regarding = ObjectReference {
+                        api_version: Some(format!(
+                            "{}/{}",
+                            crate::types::GROUP,
+                            crate::types::VERSION
+                        )),
+                        kind: Some("IPPool".into()),
+                        name: Some(name.clone()),
+                        ..Default::default()
+                    };
+                    if let Err(e) = self
+                        .recorder
+                        .record(
+                            &regarding,
+                            EventType::Warning,
+                            &refused.reason,
+                            &refused.message,
+                        )
+                        .await
+                    {
+                        tracing::debug!(error = %e, "recording an ip pool event failed");
+                    }
+                }
                 match pools
                     .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
