@@ -51,10 +51,16 @@ pub fn plugins(net: &PodNetworkConfig) -> Vec<Value> {
                 "dataDir": net.ipam_dir,
                 "ranges": [[{"subnet": net.pod_cidr}]],
                 "routes": [{"dst": "0.0.0.0/0"}],
+                "pinnedDir": pinned_dir(&net.ipam_dir),
             },
         }),
         json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}),
     ]
+}
+
+/// Where the kubelet leaves pods' pool addresses for host-local (`mini_ippool::pinned`).
+pub fn pinned_dir(ipam_dir: &Path) -> PathBuf {
+    ipam_dir.join("pinned")
 }
 
 /// The conflist document.

@@ -340,6 +340,14 @@ pub async fn start(
                 )?;
         let overlay =
             mini_overlay::OverlayConfig::new(node_name.clone(), underlay_ip, cluster_cidr);
+        // static pod IPs: /32 routes for pool addresses (into the bridge or over the overlay)
+        tasks.push(tokio::spawn(mini_ippool::routes::run(
+            client.clone(),
+            overlay.clone(),
+            cni::BRIDGE_NAME.to_string(),
+            netlink.clone(),
+            shutdown.clone(),
+        )));
         let (overlay_client, stop) = (client.clone(), shutdown.clone());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = mini_overlay::run(overlay_client, overlay, netlink, stop).await {
@@ -407,6 +415,9 @@ pub async fn start(
             cluster_dns: vec![config.cluster_dns],
             cluster_domain: config.cluster_domain.clone(),
             resolv_conf: config.resolv_conf_path().to_path_buf(),
+            pinned_ip_dir: Some(cni::pinned_dir(
+                &config.agent_dir().join("cni").join("ipam"),
+            )),
         },
     );
     {

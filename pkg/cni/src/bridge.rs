@@ -413,11 +413,17 @@ async fn configure(
         let gateway = route
             .gw_v4()
             .or_else(|| gateways.first().map(|(_, gw)| *gw));
+        // a pinned pool address (/32) has no subnet holding its gateway: the gateway is onlink
+        let onlink = gateway.is_some_and(|gw| {
+            gateways
+                .iter()
+                .any(|(address, _)| address.prefix_len == 32 && !address.contains(gw))
+        });
         let entry = RouteEntry {
             dst: dst.trunc(),
             gateway,
             link_index: container.index,
-            onlink: false,
+            onlink,
         };
         pod.set_route(entry)
             .await
@@ -427,7 +433,27 @@ async fn configure(
     // on the host: the gateway address on the bridge, forwarding
     if is_gateway {
         for (address, gw) in &gateways {
-            let on_bridge = Ipv4Net::new(*gw, address.prefix_len).expect("prefix of an address");
+            let prefix_len = if address.prefix_len == 32 && !address.contains(*gw) {
+                // a pinned pool address: the bridge keeps the node range's prefix, and the host
+                // routes the address into the bridge
+                deps.netlink
+                    .set_route(RouteEntry {
+                        dst: *address,
+                        gateway: None,
+                        link_index: bridge.index,
+                        onlink: false,
+                    })
+                    .await
+                    .map_err(nl(format!("failed to route {address} into the bridge")))?;
+                ipam_subnet_prefix(&ctx.stdin, *gw).ok_or_else(|| {
+                    CniError::invalid_config(format!(
+                        "gateway {gw} of the /32 address {address} is in no ipam range subnet"
+                    ))
+                })?
+            } else {
+                address.prefix_len
+            };
+            let on_bridge = Ipv4Net::new(*gw, prefix_len).expect("prefix of an address");
             ensure_bridge_address(deps.netlink.as_ref(), bridge, on_bridge, conf.force_address)
                 .await?;
         }
@@ -465,6 +491,27 @@ async fn configure(
         result.dns = conf.dns.clone();
     }
     Ok(result)
+}
+
+/// The prefix length of the IPAM range subnet holding `gateway` (`ipam.ranges` or
+/// `ipam.subnet` of the config on stdin).
+fn ipam_subnet_prefix(stdin: &[u8], gateway: Ipv4Addr) -> Option<u8> {
+    let conf: Value = serde_json::from_slice(stdin).ok()?;
+    let ipam = conf.get("ipam")?;
+    let ranges = ipam
+        .get("ranges")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_array)
+        .flatten()
+        .filter_map(|r| r.get("subnet"));
+    ranges
+        .chain(ipam.get("subnet"))
+        .filter_map(Value::as_str)
+        .filter_map(|s| s.parse::<Ipv4Net>().ok())
+        .find(|net| net.contains(gateway))
+        .map(|net| net.prefix_len)
 }
 
 async fn del(deps: &Deps, ctx: &Context, conf: &BridgeConf) -> Result<(), CniError> {

@@ -54,6 +54,10 @@ pub struct IpamConf {
     pub routes: Vec<Route>,
     #[serde(rename = "resolvConf", default)]
     pub resolv_conf: Option<String>,
+    /// mini's extension: where the kubelet leaves a pod's pool address (`mini_ippool::pinned`);
+    /// a pod with a request there gets exactly that address (as a /32, routed by the node).
+    #[serde(rename = "pinnedDir", default)]
+    pub pinned_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -278,6 +282,30 @@ impl Store {
         Ok(true)
     }
 
+    /// Takes `ip` for `id`/`ifname` without touching the round-robin state (a pinned pool
+    /// address); `false` when another container holds it.
+    pub fn reserve_exact(&self, id: &str, ifname: &str, ip: Ipv4Addr) -> Result<bool, CniError> {
+        if self.get_by_id(id, ifname)?.contains(&ip) {
+            return Ok(true);
+        }
+        let path = self.lease_path(ip);
+        let mut file = match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(io_error("creating", &path, e)),
+        };
+        let content = format!("{}{LINE_BREAK}{ifname}", id.trim());
+        if let Err(e) = file.write_all(content.as_bytes()) {
+            let _ = std::fs::remove_file(&path);
+            return Err(io_error("writing", &path, e));
+        }
+        Ok(true)
+    }
+
     /// The address last reserved from range set `range_set`.
     pub fn last_reserved(&self, range_set: usize) -> Option<Ipv4Addr> {
         let path = self.dir.join(format!("{LAST_RESERVED_PREFIX}{range_set}"));
@@ -456,6 +484,26 @@ fn refuse_unsupported(
     Ok(())
 }
 
+/// The pool address the kubelet left for the pod named in `CNI_ARGS`, if any.
+fn pinned_request(ctx: &Context, ipam: &IpamConf) -> Result<Option<Ipv4Addr>, CniError> {
+    let (Some(dir), Some(namespace), Some(name)) = (
+        ipam.pinned_dir.as_ref(),
+        ctx.arg("K8S_POD_NAMESPACE"),
+        ctx.arg("K8S_POD_NAME"),
+    ) else {
+        return Ok(None);
+    };
+    mini_ippool::pinned::read_request(dir, namespace, name, ctx.arg("K8S_POD_UID"))
+        .map(|r| r.map(|r| r.address))
+        .map_err(|e| {
+            CniError::new(
+                code::IO,
+                "host-local: reading the pinned pool address",
+                e.to_string(),
+            )
+        })
+}
+
 /// Runs one host-local invocation; `Some` is the JSON to print.
 pub fn run(ctx: &Context) -> Result<Option<Value>, CniError> {
     let conf: HostLocalConf = decode(&ctx.stdin)?;
@@ -472,7 +520,21 @@ pub fn run(ctx: &Context) -> Result<Option<Value>, CniError> {
             let sets = range_sets(ipam)?;
             let store = Store::open(&data_dir(ipam), &conf.name)?;
             let mut result = CniResult::default();
-            for (i, set) in sets.iter().enumerate() {
+            if let Some(pinned) = pinned_request(ctx, ipam)? {
+                // a pool address: exactly it, as a /32; its gateway is the bridge's
+                if !store.reserve_exact(&ctx.container_id, &ctx.ifname, pinned)? {
+                    return Err(CniError::new(
+                        code::NO_ADDRESS,
+                        "host-local: the pinned pool address is held by another container on this node",
+                        pinned.to_string(),
+                    ));
+                }
+                let gateway = sets[0][0].gateway;
+                result
+                    .ips
+                    .push(IpConfig::v4(Ipv4Net::host(pinned), Some(gateway), None));
+            }
+            for (i, set) in sets.iter().enumerate().skip(result.ips.len()) {
                 match allocate(&store, set, i, &ctx.container_id, &ctx.ifname) {
                     Ok((address, gateway)) => {
                         result.ips.push(IpConfig::v4(address, Some(gateway), None))
@@ -713,5 +775,39 @@ mod tests {
             run(&no_ipam).expect_err("no ipam").code,
             code::INVALID_CONFIG
         );
+    }
+
+    #[test]
+    fn host_local_pinned_request_hands_out_exactly_that_address() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pinned = dir.path().join("pinned");
+        let mut stdin = conf(dir.path(), "10.42.1.0/24");
+        stdin["ipam"]["pinnedDir"] = json!(pinned);
+        let mut add = ctx(Command::Add, "c1", &stdin);
+        add.args.push(("K8S_POD_NAMESPACE".into(), "ns".into()));
+        // no request: an address of the node's range
+        let out = run(&add).expect("add").expect("result");
+        assert_eq!(out["ips"][0]["address"], "10.42.1.2/24");
+        run(&ctx(Command::Del, "c1", &stdin)).expect("del");
+        mini_ippool::pinned::write_request(
+            &pinned,
+            "ns",
+            "p",
+            &mini_ippool::pinned::PinnedRequest {
+                address: "10.99.0.5".parse().expect("ip"),
+                uid: String::new(),
+            },
+        )
+        .expect("request");
+        let out = run(&add).expect("add").expect("result");
+        assert_eq!(out["ips"][0]["address"], "10.99.0.5/32");
+        assert_eq!(out["ips"][0]["gateway"], "10.42.1.1");
+        // another container cannot take it on this node; DEL releases it
+        let mut other = ctx(Command::Add, "c2", &stdin);
+        other.args.push(("K8S_POD_NAMESPACE".into(), "ns".into()));
+        assert!(run(&other).is_err());
+        run(&ctx(Command::Del, "c1", &stdin)).expect("del");
+        let out = run(&other).expect("add").expect("result");
+        assert_eq!(out["ips"][0]["address"], "10.99.0.5/32");
     }
 }

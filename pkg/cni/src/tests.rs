@@ -468,3 +468,46 @@ async fn portmap_add_without_prev_result_is_invalid_config() {
     .expect_err("unsupported");
     assert_eq!(err.code, code::UNSUPPORTED_FIELD);
 }
+
+#[tokio::test]
+async fn bridge_add_pinned_pool_address_gets_onlink_gateway_and_host_route() {
+    let w = world();
+    let pinned = w.data.path().join("pinned");
+    let mut conf = bridge_conf(w.data.path(), "1.0.0");
+    conf["ipam"]["pinnedDir"] = json!(pinned);
+    mini_ippool::pinned::write_request(
+        &pinned,
+        "ns",
+        "db-0",
+        &mini_ippool::pinned::PinnedRequest {
+            address: "10.99.0.5".parse().expect("ip"),
+            uid: "u1".into(),
+        },
+    )
+    .expect("request");
+    let mut add = ctx(Command::Add, "c1", Some(NETNS), &conf);
+    add.args.extend([
+        ("K8S_POD_NAMESPACE".into(), "ns".into()),
+        ("K8S_POD_NAME".into(), "db-0".into()),
+        ("K8S_POD_UID".into(), "u1".into()),
+    ]);
+    let out = run_plugin("bridge", &w.deps, &add)
+        .await
+        .expect("add")
+        .expect("result");
+    assert_eq!(out["ips"][0]["address"], "10.99.0.5/32");
+    let bridge = w.host_net.link("mini0").expect("bridge created");
+    assert!(bridge
+        .addresses
+        .contains(&"10.42.1.1/24".parse::<Ipv4Net>().expect("cidr")));
+    let host_routes = w.host_net.routes(bridge.link.index).await.expect("routes");
+    assert!(host_routes
+        .iter()
+        .any(|r| r.dst == "10.99.0.5/32".parse().expect("cidr") && r.gateway.is_none()));
+    let pod = w.host_net.in_netns(Path::new(NETNS)).await.expect("netns");
+    let eth0 = pod.link_by_name("eth0").await.expect("get").expect("eth0");
+    let routes = pod.routes(eth0.index).await.expect("routes");
+    assert_eq!(routes.len(), 1);
+    assert!(routes[0].onlink);
+    assert_eq!(routes[0].gateway, Some("10.42.1.1".parse().expect("ip")));
+}

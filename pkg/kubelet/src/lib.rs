@@ -42,6 +42,8 @@ pub struct KubeletConfig {
     pub cluster_domain: String,
     /// The host resolv.conf used by `dnsPolicy: Default`.
     pub resolv_conf: PathBuf,
+    /// Where pods' pool addresses are left for the CNI IPAM (`None`: static pod IPs are off).
+    pub pinned_ip_dir: Option<PathBuf>,
 }
 
 /// Intervals and back-offs; the defaults are upstream's, tests shorten them.

@@ -457,6 +457,7 @@ mod tests {
             cluster_dns: vec!["10.43.0.10".parse::<IpAddr>().expect("ip")],
             cluster_domain: "cluster.local".into(),
             resolv_conf: "/etc/resolv.conf".into(),
+            pinned_ip_dir: None,
         }
     }
 

@@ -88,6 +88,7 @@ impl Harness {
             cluster_dns: vec!["10.43.0.10".parse().expect("ip")],
             cluster_domain: "cluster.local".into(),
             resolv_conf: resolv,
+            pinned_ip_dir: Some(dir.path().join("pinned")),
         };
         let runtime = Arc::new(FakeRuntime::new());
         runtime.add_image("busybox:1");
@@ -682,4 +683,42 @@ async fn commit_container_answers_runtime_layer_with_spec_image() {
         Err(crate::KubeletError::NotFound(_))
     ));
     h.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn pool_pod_waits_for_its_address_then_leaves_it_for_the_ipam() {
+    let h = Harness::start().await;
+    let mut p = pod(
+        "db",
+        "Always",
+        json!({"name": "app", "image": "busybox:1", "imagePullPolicy": "IfNotPresent"}),
+    );
+    p["metadata"]["annotations"] = json!({"ipam.mini.dev/pool": "db"});
+    let created = h.create(p).await;
+    h.wait_pod("db", "waiting for its pool address", |p| {
+        main_status(p)
+            .and_then(|s| s.state)
+            .and_then(|s| s.waiting)
+            .and_then(|w| w.message)
+            .is_some_and(|m| m.contains("ipam.mini.dev/allocated"))
+    })
+    .await;
+    assert!(h.runtime.calls_of("RunPodSandbox").is_empty());
+    let patch = json!({"metadata": {"annotations": {"ipam.mini.dev/allocated": "10.99.0.5"}}});
+    h.pods()
+        .patch(
+            "db",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .expect("annotate");
+    h.wait_pod("db", "running", |p| phase(p).as_deref() == Some("Running"))
+        .await;
+    let dir = h.config.pinned_ip_dir.clone().expect("dir");
+    let request = mini_ippool::pinned::read_request(&dir, "default", "db", None)
+        .expect("read")
+        .expect("a request");
+    assert_eq!(request.address.to_string(), "10.99.0.5");
+    assert_eq!(Some(request.uid), created.metadata.uid);
 }

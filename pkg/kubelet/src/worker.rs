@@ -302,6 +302,8 @@ pub(crate) struct PodWorker {
     mounts: HashMap<String, Vec<proto::Mount>>,
     next_wake: Option<Duration>,
     last_sent: Option<PodStatus>,
+    /// The pod was told it waits for its pool address (told once).
+    told_pool_wait: bool,
 }
 
 enum Step {
@@ -336,6 +338,7 @@ impl PodWorker {
             mounts: HashMap::new(),
             next_wake: None,
             last_sent: None,
+            told_pool_wait: false,
         }
     }
 
@@ -618,6 +621,27 @@ impl PodWorker {
             }
             let _ = self.kl.runtime.stop_pod_sandbox(&s.id).await;
         }
+        if let Err(message) = self.pinned_address(pod) {
+            if !self.told_pool_wait {
+                self.told_pool_wait = true;
+                event(
+                    &self.kl,
+                    pod,
+                    None,
+                    EventType::Normal,
+                    "WaitingForPoolAddress",
+                    message.clone(),
+                );
+            }
+            for c in all_containers(pod) {
+                self.waiting.insert(
+                    c.name.clone(),
+                    ("ContainerCreating".into(), message.clone()),
+                );
+            }
+            self.wake_after(Duration::from_secs(2));
+            return None;
+        }
         let attempt = obs.max_sandbox_attempt.map_or(0, |a| a + 1);
         let log_dir = mini_logs::pod_log_dir(
             &self.kl.config.logs_dir,
@@ -676,6 +700,38 @@ impl PodWorker {
                 None
             }
         }
+    }
+
+    /// A pod asking for a pool address (`ipam.mini.dev/pool` or `/address`) gets its sandbox
+    /// only once the allocator annotated it `ipam.mini.dev/allocated`; the address is then left
+    /// for the CNI IPAM (`mini_ippool::pinned`). Other pods' stale requests are removed.
+    fn pinned_address(&self, pod: &Pod) -> Result<(), String> {
+        let Some(dir) = &self.kl.config.pinned_ip_dir else {
+            return Ok(());
+        };
+        let (namespace, name) = (pod_namespace(pod), pod_name(pod));
+        let annotations = pod.metadata.annotations.as_ref();
+        if !mini_ippool::wants_pool_address(annotations) {
+            if let Err(e) = mini_ippool::pinned::remove_request(dir, &namespace, &name) {
+                tracing::warn!(error = %e, "removing a stale pool address request");
+            }
+            return Ok(());
+        }
+        let allocated = annotations
+            .and_then(|a| a.get(mini_ippool::ALLOCATED_ANNOTATION))
+            .and_then(|a| a.parse::<std::net::Ipv4Addr>().ok())
+            .ok_or_else(|| {
+                format!(
+                    "waiting for the IP pool allocator to assign an address ({} not set yet)",
+                    mini_ippool::ALLOCATED_ANNOTATION
+                )
+            })?;
+        let request = mini_ippool::pinned::PinnedRequest {
+            address: allocated,
+            uid: self.uid.clone(),
+        };
+        mini_ippool::pinned::write_request(dir, &namespace, &name, &request)
+            .map_err(|e| format!("handing the pool address {allocated} to the network plugin: {e}"))
     }
 
     async fn ensure_volumes(&mut self, pod: &Pod, sandbox_id: &str) -> Result<(), String> {

@@ -536,3 +536,37 @@ async fn interface_ipv4_named_interface_returns_its_address() {
         Err(OverlayError::NoInterfaceAddress(_))
     ));
 }
+
+#[tokio::test]
+async fn reconcile_remotes_leaves_pool_address_host_routes_alone() {
+    let fake = fake_kernel();
+    let vtep = ensure_device(fake.as_ref(), &config(), net("10.42.1.0/24"))
+        .await
+        .expect("device");
+    let remotes = vec![RemoteNode {
+        name: "n2".into(),
+        pod_cidr: net("10.42.2.0/24"),
+        vtep_mac: mac("02:00:00:00:00:02"),
+        public_ip: Ipv4Addr::new(192, 168, 7, 12),
+    }];
+    reconcile_remotes(fake.as_ref(), &vtep, &remotes)
+        .await
+        .expect("first pass");
+    // a /32 of mini-ippool: a pool address held by n2
+    let pool_route = RouteEntry {
+        dst: net("10.99.0.5/32"),
+        gateway: Some(Ipv4Addr::new(10, 42, 2, 0)),
+        link_index: vtep.index,
+        onlink: true,
+    };
+    fake.set_route(pool_route).await.expect("route");
+    let stats = reconcile_remotes(fake.as_ref(), &vtep, &remotes)
+        .await
+        .expect("second pass");
+    assert!(!stats.changed(), "{stats:?}");
+    assert!(fake
+        .routes(vtep.index)
+        .await
+        .expect("routes")
+        .contains(&pool_route));
+}

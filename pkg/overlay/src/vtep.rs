@@ -187,7 +187,8 @@ pub async fn reconcile_remotes(
         .await
         .map_err(netlink_err(format!("listing the routes of {dev}")))?
         .into_iter()
-        .filter(|r| r.gateway.is_some())
+        // /32 routes on the device are pool addresses on other nodes (mini_ippool::routes)
+        .filter(|r| r.gateway.is_some() && r.dst.prefix_len < 32)
         .collect();
 
     let mut stats = ReconcileStats::default();

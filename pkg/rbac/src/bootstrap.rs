@@ -263,6 +263,11 @@ fn node_rules() -> Vec<Value> {
             .groups(&[NODE])
             .resources(&["runtimeclasses"])
             .build(),
+        // Static pod IPs: /32 routes for the pool addresses held on other nodes.
+        rule(READ)
+            .groups(&["mini.dev"])
+            .resources(&["ipallocations", "ippools"])
+            .build(),
     ]
 }
 
@@ -544,6 +549,11 @@ fn kube_scheduler_rules() -> Vec<Value> {
         rule(READ)
             .groups(&[STORAGE])
             .resources(&["csinodes"])
+            .build(),
+        // Static pod IPs: the pools' node selectors.
+        rule(READ)
+            .groups(&["mini.dev"])
+            .resources(&["ippools"])
             .build(),
         rule(READ)
             .groups(&[LEGACY])

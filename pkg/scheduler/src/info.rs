@@ -534,6 +534,7 @@ impl PodInfo {
                 .iter()
                 .flatten()
                 .map(|(k, v)| (k.clone(), v.clone()))
+                .chain(crate::ippool::pool_node_selector(pod))
                 .collect();
             info.tolerations = spec
                 .tolerations

@@ -8,6 +8,7 @@ mod algorithm;
 mod cache;
 mod filters;
 mod info;
+mod ippool;
 mod quantity;
 mod queue;
 mod scheduler;

@@ -125,6 +125,10 @@ pub async fn run(
             synced_tx.clone(),
             stop.clone(),
         )),
+        tokio::spawn(crate::ippool::watch_pools(
+            Api::all(client.clone()),
+            stop.clone(),
+        )),
         tokio::spawn(flush_loop(shared.clone(), stop.clone())),
         tokio::spawn(effects_loop(client.clone(), rx, stop.clone())),
     ];

@@ -309,10 +309,18 @@ pub async fn start(
             ..Default::default()
         };
         background.spawn(mini_controllers::run(
-            client,
+            client.clone(),
             controller_config,
             shutdown.clone(),
         ));
+        // static pod IPs: the IPPool/IPAllocation CRDs and their allocator
+        let ippool = mini_ippool::AllocatorConfig::new(&config.cluster_cidr, &config.service_cidr);
+        let stop = shutdown.clone();
+        background.spawn(async move {
+            if let Err(e) = mini_ippool::run(client, ippool, stop).await {
+                tracing::error!(error = %e, "the ip pool allocator stopped");
+            }
+        });
     }
     if !config.disable_scheduler {
         let client = kube::Client::new(api.local_service(ApiServer::scheduler_user()), "default");
