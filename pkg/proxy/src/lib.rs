@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::Api;
 use mini_sys::nft::{Nft, NftError};
@@ -108,6 +109,7 @@ impl ProxyConfig {
         };
         Ok(rules::RuleConfig {
             cluster_cidr: self.cluster_cidr.parse()?,
+            pool_cidrs: Vec::new(),
             service_cidr: self.service_cidr.parse()?,
             dns,
         })
@@ -140,6 +142,15 @@ impl Proxier {
             config: config.rule_config()?,
             applied: None,
         })
+    }
+
+    /// Sets the CIDRs of the cluster's IP pools (pod addresses outside the cluster CIDR);
+    /// the next sync programs them. Unparsable CIDRs are skipped.
+    pub fn set_pool_cidrs(&mut self, cidrs: &[String]) {
+        let mut parsed: Vec<Ipv4Cidr> = cidrs.iter().filter_map(|c| c.parse().ok()).collect();
+        parsed.sort_by_key(|c| (u32::from(c.addr), c.len));
+        parsed.dedup();
+        self.config.pool_cidrs = parsed;
     }
 
     /// The table this proxier would program for `ports`.
@@ -236,12 +247,32 @@ pub async fn run(
         let stream = reflector(
             slices_writer,
             watcher(
-                Api::<EndpointSlice>::all(client),
+                Api::<EndpointSlice>::all(client.clone()),
                 watcher::Config::default(),
             ),
         )
         .default_backoff();
         watches.spawn(drive("endpointslices", stream, changed));
+    }
+    // IP pools (`mini.dev/v1`, created by the server): their pods are pod traffic too. Not
+    // waited for: a server without the kind leaves the pod ranges at the cluster CIDR.
+    let pool_resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("mini.dev", "v1", "IPPool"),
+        "ippools",
+    );
+    let pools_writer = reflector::store::Writer::<DynamicObject>::new(pool_resource.clone());
+    let pools = pools_writer.as_reader();
+    {
+        let changed = changed.clone();
+        let stream = reflector(
+            pools_writer,
+            watcher(
+                Api::<DynamicObject>::all_with(client, &pool_resource),
+                watcher::Config::default(),
+            ),
+        )
+        .default_backoff();
+        watches.spawn(drive("ippools", stream, changed));
     }
     let ready = async {
         let _ = services.wait_until_ready().await;
@@ -255,6 +286,12 @@ pub async fn run(
     let mut retry = Duration::from_millis(500);
     let mut next_check = tokio::time::Instant::now() + CHECK_INTERVAL;
     loop {
+        let pool_cidrs: Vec<String> = pools
+            .state()
+            .iter()
+            .filter_map(|p| p.data["spec"]["cidr"].as_str().map(str::to_string))
+            .collect();
+        proxier.set_pool_cidrs(&pool_cidrs);
         let ports = service_ports(&services.state(), &slices.state(), &config.node_name);
         let wait = match proxier.sync(&ports).await {
             Ok(stats) => {

@@ -7,7 +7,8 @@
 //!   `ip daddr . meta l4proto . th dport` in the `service-ips` verdict map (ClusterIPs,
 //!   LoadBalancer and external IPs) and, for local destinations, `meta l4proto . th dport` in
 //!   `service-nodeports` -- so lookup cost stays flat however many Services there are.
-//! - `svc-<key>` marks traffic from outside the cluster CIDR for masquerade, honours ClientIP
+//! - `svc-<key>` marks traffic from outside the pod ranges (the cluster CIDR and the CIDRs of
+//!   IP pools) for masquerade, honours ClientIP
 //!   affinity (`aff-<key>__<ep>` sets), and picks an endpoint with `numgen random mod N vmap`.
 //! - `ext-<key>` is the entry for NodePort/LoadBalancer/external IP traffic: Cluster policy
 //!   masquerades and goes to `svc-<key>`; Local policy short-circuits pod and node traffic to
@@ -16,7 +17,7 @@
 //! - Services without endpoints are in `no-endpoint-services` / `no-endpoint-nodeports`, looked
 //!   up by filter chains on new connections, which reject at once (ICMP port unreachable:
 //!   "connection refused"), as is anything else sent to the service CIDR.
-//! - `nat-postrouting` masquerades marked packets and pod traffic leaving the cluster CIDR.
+//! - `nat-postrouting` masquerades marked packets and pod traffic leaving the pod ranges.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -109,6 +110,9 @@ impl Desired {
 #[derive(Debug, Clone)]
 pub(crate) struct RuleConfig {
     pub cluster_cidr: Ipv4Cidr,
+    /// Pod addresses outside the cluster CIDR: the CIDRs of IP pools (`mini.dev/v1` IPPool).
+    /// Traffic from and to them is pod traffic like the cluster CIDR's.
+    pub pool_cidrs: Vec<Ipv4Cidr>,
     pub service_cidr: Ipv4Cidr,
     pub dns: Option<(Ipv4Addr, SocketAddr)>,
 }
@@ -125,6 +129,14 @@ fn meta(key: &str) -> Value {
 
 fn matches(op: &str, left: Value, right: Value) -> Value {
     json!({"match": {"op": op, "left": left, "right": right}})
+}
+
+/// Matches `field` (`saddr`/`daddr`) outside every one of the pod ranges.
+fn outside(pod_ranges: &[Value], field: &str) -> Vec<Value> {
+    pod_ranges
+        .iter()
+        .map(|range| matches("!=", payload("ip", field), range.clone()))
+        .collect()
 }
 
 fn prefix(cidr: &Ipv4Cidr) -> Value {
@@ -208,7 +220,11 @@ fn affinity_set(key: &str, ep: &Endpoint) -> String {
 /// The desired table for these Service ports.
 pub(crate) fn desired(ports: &[ServicePort], config: &RuleConfig) -> Desired {
     let mut d = Desired::default();
-    let cluster = prefix(&config.cluster_cidr);
+    let pod_ranges: Vec<Value> = std::iter::once(&config.cluster_cidr)
+        .chain(config.pool_cidrs.iter())
+        .map(prefix)
+        .collect();
+    let cluster = &pod_ranges;
     let loopback = Ipv4Cidr {
         addr: Ipv4Addr::new(127, 0, 0, 0),
         len: 8,
@@ -234,15 +250,15 @@ pub(crate) fn desired(ports: &[ServicePort], config: &RuleConfig) -> Desired {
             "nat",
             "postrouting",
             100,
-            vec![
-                rule(vec![jump("masquerading")]),
-                rule(vec![
-                    matches("==", payload("ip", "saddr"), cluster.clone()),
-                    matches("!=", payload("ip", "daddr"), cluster.clone()),
-                    matches("!=", payload("ip", "daddr"), prefix(&multicast)),
-                    json!({"masquerade": {"flags": "fully-random"}}),
-                ]),
-            ],
+            std::iter::once(rule(vec![jump("masquerading")]))
+                .chain(pod_ranges.iter().map(|range| {
+                    let mut exprs = vec![matches("==", payload("ip", "saddr"), range.clone())];
+                    exprs.extend(outside(cluster, "daddr"));
+                    exprs.push(matches("!=", payload("ip", "daddr"), prefix(&multicast)));
+                    exprs.push(json!({"masquerade": {"flags": "fully-random"}}));
+                    rule(exprs)
+                }))
+                .collect(),
         ),
     );
     let endpoints_check = rule(vec![ct_new(), jump("endpoints-check")]);
@@ -347,7 +363,7 @@ pub(crate) fn desired(ports: &[ServicePort], config: &RuleConfig) -> Desired {
     }
 
     for sp in ports {
-        add_service_port(&mut d, sp, &cluster);
+        add_service_port(&mut d, sp, cluster);
     }
     d
 }
@@ -364,7 +380,7 @@ fn insert_first(d: &mut Desired, map: &'static str, key: MapKey, chain: &str) ->
     true
 }
 
-fn add_service_port(d: &mut Desired, sp: &ServicePort, cluster: &Value) {
+fn add_service_port(d: &mut Desired, sp: &ServicePort, cluster: &[Value]) {
     let key = sp.key();
     let vip_keys: Vec<MapKey> = std::iter::once(sp.cluster_ip)
         .chain(sp.external_ips.iter().copied())
@@ -451,10 +467,12 @@ fn add_service_port(d: &mut Desired, sp: &ServicePort, cluster: &Value) {
     };
 
     // Service chain: cluster traffic.
-    let mut rules = vec![rule(vec![
-        matches("!=", payload("ip", "saddr"), cluster.clone()),
-        jump(MARK_CHAIN),
-    ])];
+    let mut rules = vec![rule(
+        outside(cluster, "saddr")
+            .into_iter()
+            .chain(std::iter::once(jump(MARK_CHAIN)))
+            .collect(),
+    )];
     rules.extend(affinity_rules(&sp.endpoints));
     rules.push(pick(&ep_chains));
     d.chains.insert(svc_chain.clone(), regular(rules));
@@ -462,14 +480,17 @@ fn add_service_port(d: &mut Desired, sp: &ServicePort, cluster: &Value) {
     // External chain: NodePort, LoadBalancer and external IP traffic.
     if sp.has_external() {
         let rules = if sp.external_local {
-            let mut rules = vec![
-                rule(vec![
-                    matches("==", payload("ip", "saddr"), cluster.clone()),
-                    goto(&svc_chain),
-                ]),
-                rule(vec![fib_local("saddr"), jump(MARK_CHAIN)]),
-                rule(vec![fib_local("saddr"), goto(&svc_chain)]),
-            ];
+            let mut rules: Vec<Value> = cluster
+                .iter()
+                .map(|range| {
+                    rule(vec![
+                        matches("==", payload("ip", "saddr"), range.clone()),
+                        goto(&svc_chain),
+                    ])
+                })
+                .collect();
+            rules.push(rule(vec![fib_local("saddr"), jump(MARK_CHAIN)]));
+            rules.push(rule(vec![fib_local("saddr"), goto(&svc_chain)]));
             rules.extend(affinity_rules(&sp.local_endpoints));
             if sp.local_endpoints.is_empty() {
                 rules.push(rule(vec![json!({"drop": null})]));
@@ -891,6 +912,7 @@ mod tests {
     fn cfg() -> RuleConfig {
         RuleConfig {
             cluster_cidr: "10.42.0.0/16".parse().expect("cidr"),
+            pool_cidrs: Vec::new(),
             service_cidr: "10.43.0.0/16".parse().expect("cidr"),
             dns: None,
         }
