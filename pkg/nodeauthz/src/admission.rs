@@ -385,17 +385,13 @@ fn token(w: &Write) -> Result<(), String> {
         || r["kind"] != "Pod"
         || token_bound_pod(request).is_none()
     {
-        return Err(format!("node requested token not bound to a pod"));
+        return Err("node requested token not bound to a pod".to_string());
     }
     let Some(uid) = r["uid"].as_str().filter(|u| !u.is_empty()) else {
-        return Err(format!(
-            "node requested token with a pod binding without a uid"
-        ));
+        return Err("node requested token with a pod binding without a uid".to_string());
     };
     let Some(pod) = w.old else {
-        return Err(format!(
-            "node requested token bound to a pod that does not exist"
-        ));
+        return Err("node requested token bound to a pod that does not exist".to_string());
     };
     if pod["metadata"]["uid"].as_str() != Some(uid) {
         return Err(format!(
@@ -403,9 +399,9 @@ fn token(w: &Write) -> Result<(), String> {
         ));
     }
     if bound_node(Some(pod)) != node {
-        return Err(format!(
-            "node requested token bound to a pod scheduled on a different node"
-        ));
+        return Err(
+            "node requested token bound to a pod scheduled on a different node".to_string(),
+        );
     }
     Ok(())
 }
