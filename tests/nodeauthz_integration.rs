@@ -313,3 +313,52 @@ async fn node_access_review_reflects_the_node_authorizer() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn server_takes_back_the_node_grants_an_older_mini_wrote() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store: Arc<dyn mini_store::Store> = Arc::new(SledStore::open(dir.path())?);
+    let rbac = "/registry/rbac.authorization.k8s.io";
+    let old_binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "system:node"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:node"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"}]});
+    let old_role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+    "metadata": {"name": "mini:node"},
+    "rules": [
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["persistentvolumeclaims", "persistentvolumes"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "create", "update", "patch"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update", "patch"]}
+    ]});
+    for (key, obj) in [
+        (
+            format!("{rbac}/clusterrolebindings/system:node"),
+            old_binding,
+        ),
+        (format!("{rbac}/clusterroles/mini:node"), old_role),
+    ] {
+        store.create(&key, serde_json::to_vec(&obj)?).await?;
+    }
+    let server = ApiServer::new(store, ApiServerConfig::for_tests()).await?;
+    let admin = Client::new(server.local_service(ApiServer::admin_user()), NS);
+    let get = |path: &str| {
+        let admin = admin.clone();
+        let path = path.to_string();
+        async move {
+            let req = http::Request::get(path).body(Vec::new())?;
+            Ok::<Value, anyhow::Error>(serde_json::from_str(&admin.request_text(req).await?)?)
+        }
+    };
+    let binding = get("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/system:node").await?;
+    assert!(
+        binding["subjects"].as_array().is_none_or(Vec::is_empty),
+        "{binding}"
+    );
+    let role = get("/apis/rbac.authorization.k8s.io/v1/clusterroles/mini:node").await?;
+    assert_eq!(
+        role["rules"],
+        json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}])
+    );
+    Ok(())
+}
