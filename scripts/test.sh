@@ -106,6 +106,9 @@ e2e() {
   log "end-to-end: the embedded image registry (skopeo, podman, ctr, nodes pulling, mirror, GC, commit)"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/registry.sh 2>&1 | tee "$LOGS/e2e-registry.log" || true
   count_plain "$LOGS/e2e-registry.log"
+  log "end-to-end: node isolation (Node authorizer, NodeRestriction) on two agents"
+  MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/nodeauthz.sh 2>&1 | tee "$LOGS/e2e-nodeauthz.log" || true
+  count_plain "$LOGS/e2e-nodeauthz.log"
   log "end-to-end: mini killall removes one data dir's server, containerd, pods and network state"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/killall.sh 2>&1 | tee "$LOGS/e2e-killall.log" || true
   count_plain "$LOGS/e2e-killall.log"

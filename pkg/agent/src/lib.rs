@@ -260,7 +260,6 @@ pub async fn start(
         taints: config.node_taints.clone(),
         kubelet_port: config.kubelet_port,
         data_dir: config.data_dir.clone(),
-        control_plane: config.control_plane,
     };
     node::register(
         &client,

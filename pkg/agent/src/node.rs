@@ -51,7 +51,6 @@ pub struct NodeRegistration {
     pub kubelet_port: u16,
     /// Whose filesystem is reported as ephemeral-storage.
     pub data_dir: PathBuf,
-    pub control_plane: bool,
 }
 
 /// The node's health as the kubelet sees it: drives the Ready condition.
@@ -216,9 +215,8 @@ pub fn node_labels(
         ("beta.kubernetes.io/os".to_string(), "linux".to_string()),
         ("beta.kubernetes.io/arch".to_string(), arch),
     ]);
-    if reg.control_plane {
-        labels.insert(CONTROL_PLANE_LABEL.to_string(), "true".to_string());
-    }
+    // the server labels its own node CONTROL_PLANE_LABEL: NodeRestriction forbids a node to
+    // set node-role labels on itself
     labels.extend(reg.labels.clone());
     Ok(labels)
 }
@@ -290,8 +288,10 @@ fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
-/// Creates the Node or brings an existing one's labels and taints up to date (other labels
-/// and taints, e.g. the node controller's, are kept), then sends the first status.
+/// Creates the Node (with our taints) or brings an existing one's labels up to date (other
+/// labels are kept), then sends the first status. An existing Node's taints stay as they are,
+/// as upstream's kubelet leaves them: NodeRestriction forbids a node to change its own taints
+/// (an admin does, with `kubectl taint`); a missing one of ours is logged.
 pub async fn register(
     client: &kube::Client,
     reg: &NodeRegistration,
@@ -322,16 +322,21 @@ pub async fn register(
             }
         }
         Some(existing) => {
-            let mut taints = existing
+            let taints = existing
                 .spec
                 .as_ref()
                 .and_then(|s| s.taints.clone())
                 .unwrap_or_default();
             for taint in &reg.taints {
-                taints.retain(|t| !(t.key == taint.key && t.effect == taint.effect));
-                taints.push(taint.clone());
+                if !taints.contains(taint) {
+                    tracing::warn!(
+                        node = reg.name,
+                        taint = %format!("{}={}:{}", taint.key, taint.value.clone().unwrap_or_default(), taint.effect),
+                        "the node exists without this --node-taint; a node may not change its own taints: add it with kubectl taint"
+                    );
+                }
             }
-            let patch = json!({"metadata": {"labels": labels}, "spec": {"taints": taints}});
+            let patch = json!({"metadata": {"labels": labels}});
             nodes
                 .patch(&reg.name, &PatchParams::default(), &Patch::Merge(patch))
                 .await

@@ -14,7 +14,6 @@ fn registration() -> NodeRegistration {
         taints: crate::parse_node_taints(&["dedicated=gpu:NoSchedule"]).expect("taint"),
         kubelet_port: 10250,
         data_dir: PathBuf::from("/var/lib/mini"),
-        control_plane: true,
     }
 }
 
@@ -47,7 +46,10 @@ async fn register_new_node_has_labels_taints_and_status() {
     assert_eq!(labels["kubernetes.io/os"], "linux");
     assert_eq!(labels["kubernetes.io/arch"], "amd64");
     assert_eq!(labels["beta.kubernetes.io/arch"], "amd64");
-    assert_eq!(labels[CONTROL_PLANE_LABEL], "true");
+    assert!(
+        labels.get(CONTROL_PLANE_LABEL).is_none(),
+        "the server sets it"
+    );
     assert_eq!(labels["zone"], "a");
     assert_eq!(v["spec"]["taints"][0]["key"], "dedicated");
     assert_eq!(v["spec"]["taints"][0]["effect"], "NoSchedule");
@@ -85,7 +87,7 @@ async fn register_new_node_has_labels_taints_and_status() {
 }
 
 #[tokio::test]
-async fn register_existing_node_keeps_foreign_taints_and_adds_ours() {
+async fn register_existing_node_keeps_its_labels_and_taints_and_adds_our_labels() {
     let env = TestEnv::start().await;
     let host = FakeHost::default();
     let nodes = Api::<Node>::all(env.admin_client());
@@ -98,8 +100,7 @@ async fn register_existing_node_keeps_foreign_taints_and_adds_ours() {
         .create(&PostParams::default(), &existing)
         .await
         .expect("create");
-    let mut reg = registration();
-    reg.control_plane = false;
+    let reg = registration();
     register(&node_client(&env), &reg, &host, &ready())
         .await
         .expect("register");
@@ -113,7 +114,8 @@ async fn register_existing_node_keeps_foreign_taints_and_adds_ours() {
         .iter()
         .filter_map(|t| t["key"].as_str())
         .collect();
-    assert_eq!(keys, ["node.kubernetes.io/unreachable", "dedicated"]);
+    // a node may not change its own taints (NodeRestriction): ours apply at registration only
+    assert_eq!(keys, ["node.kubernetes.io/unreachable"]);
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! What the server does to an object before storing it: server-owned metadata, per-kind
 //! status handling, defaulting hooks, pod QoS and default tolerations, Service IP and
-//! NodePort allocation.
+//! NodePort allocation; NodeRestriction (mini-nodeauthz) for writes by nodes.
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -19,6 +19,66 @@ pub enum WriteMode {
     Finalize,
     /// `certificatesigningrequests/x/approval`: only `status.conditions` changes.
     Approval,
+}
+
+/// NodeRestriction: a write by a node's credentials must concern its own Node, Lease, pods
+/// (see mini-nodeauthz); everybody else passes. `old` is the stored object (for evictions
+/// and token requests, the pod concerned), `new` what is written (or the request body).
+pub(crate) async fn node_restriction(
+    ctx: &crate::handlers::Ctx<'_>,
+    operation: mini_nodeauthz::Operation,
+    old: Option<&Value>,
+    new: Option<&Value>,
+) -> Result<(), ApiError> {
+    let Some(node) = mini_nodeauthz::node_identity(ctx.user) else {
+        return Ok(());
+    };
+    let name = ctx
+        .info
+        .name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .or_else(|| new.map(meta::name))
+        .unwrap_or_default();
+    // a mirror pod naming its node as owner must carry that node's uid
+    let own_node = match new {
+        Some(pod)
+            if ctx.res.kind == "Pod"
+                && operation == mini_nodeauthz::Operation::Create
+                && pod["metadata"].get("ownerReferences").is_some() =>
+        {
+            ctx.server
+                .inner
+                .store
+                .get(&format!("/registry/core/nodes/{node}"))
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?
+                .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+        }
+        _ => None,
+    };
+    let write = mini_nodeauthz::Write {
+        node,
+        operation,
+        group: &ctx.res.group,
+        resource: &ctx.res.plural,
+        subresource: ctx.info.subresource.as_deref().unwrap_or_default(),
+        namespace: ctx.info.namespace.as_deref().unwrap_or_default(),
+        name,
+        old,
+        new,
+        own_node: own_node.as_ref(),
+    };
+    mini_nodeauthz::admit(&write).map_err(|reason| {
+        let mut e = ApiError::forbidden(format!(
+            "{} \"{name}\" is forbidden: {reason}",
+            ctx.res.qualified_plural()
+        ));
+        e.group = ctx.res.group.clone();
+        e.kind = ctx.res.plural.clone();
+        e.name = name.to_string();
+        e
+    })
 }
 
 /// Kinds whose status is reset on create (users can't set it), as upstream strategies do.

@@ -1,5 +1,6 @@
 //! Authentication (client certificates, the server's join token, bootstrap tokens from
-//! `bootstrap.kubernetes.io/token` Secrets, ServiceAccount tokens) and RBAC authorization.
+//! `bootstrap.kubernetes.io/token` Secrets, ServiceAccount tokens) and authorization: the
+//! Node authorizer (mini-nodeauthz), then RBAC, as upstream's `Node,RBAC` chain.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -206,9 +207,8 @@ pub async fn impersonate(
         });
     }
     if !user.groups.iter().any(|g| g == "system:masters") {
-        let policy = policy(server).await?;
         for a in &checks {
-            if let Decision::Deny { .. } = mini_rbac::authorize(&policy, &user, a) {
+            if let Decision::Deny { .. } = decide(server, &user, a).await? {
                 return Err(ApiError::forbidden(format!(
                     "{} \"{}\" is forbidden: User \"{}\" cannot impersonate resource \"{}\" in API group \"\" at the cluster scope",
                     a.resource, a.name, user.name, a.resource
@@ -291,7 +291,11 @@ pub fn attributes(info: &RequestInfo, res: Option<&ResourceInfo>) -> RequestAttr
             resource: info.resource.clone(),
             subresource: info.subresource.clone().unwrap_or_default(),
             namespace: info.namespace.clone().unwrap_or_default(),
-            name: info.name.clone().unwrap_or_default(),
+            name: info
+                .name
+                .clone()
+                .or_else(|| info.selector_name.clone())
+                .unwrap_or_default(),
             path: info.path.clone(),
         },
         None => RequestAttributes {
@@ -343,6 +347,34 @@ pub fn forbidden_message(user: &UserInfo, a: &RequestAttributes, reason: &str) -
     msg
 }
 
+/// The authorizer chain: members of `system:masters` always; then the Node authorizer
+/// (which has no opinion on users that are not nodes), then RBAC. A denial's reason joins
+/// what each authorizer said, as upstream's union authorizer does.
+pub async fn decide(
+    server: &ApiServer,
+    user: &UserInfo,
+    attrs: &RequestAttributes,
+) -> Result<Decision, ApiError> {
+    if user.groups.iter().any(|g| g == "system:masters") {
+        return Ok(Decision::Allow);
+    }
+    let node_reason = match server.inner.node_authz.authorize(user, attrs).await {
+        mini_nodeauthz::Decision::Allow => return Ok(Decision::Allow),
+        mini_nodeauthz::Decision::NoOpinion { reason } => reason,
+    };
+    let policy = policy(server).await?;
+    Ok(match mini_rbac::authorize(&policy, user, attrs) {
+        Decision::Allow => Decision::Allow,
+        Decision::Deny { reason } => Decision::Deny {
+            reason: [node_reason, reason]
+                .into_iter()
+                .filter(|r| !r.is_empty())
+                .collect::<Vec<_>>()
+                .join(", "),
+        },
+    })
+}
+
 pub async fn authorize(
     server: &ApiServer,
     user: &UserInfo,
@@ -353,8 +385,7 @@ pub async fn authorize(
         return Ok(());
     }
     let attrs = attributes(info, res);
-    let policy = policy(server).await?;
-    match mini_rbac::authorize(&policy, user, &attrs) {
+    match decide(server, user, &attrs).await? {
         Decision::Allow => Ok(()),
         Decision::Deny { reason } => {
             let mut e = ApiError::forbidden(forbidden_message(user, &attrs, &reason));

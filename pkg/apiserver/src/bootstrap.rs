@@ -37,6 +37,37 @@ async fn create_if_missing(
     }
 }
 
+/// Sets `field` of the stored object at `key` to `new` when it is exactly `was` (a default
+/// an older mini wrote, which nobody changed since).
+async fn replace_field_if(
+    server: &ApiServer,
+    key: &str,
+    field: &str,
+    was: &Value,
+    new: Value,
+) -> Result<(), ApiServerError> {
+    let Some(kv) = server.inner.store.get(key).await? else {
+        return Ok(());
+    };
+    let Ok(mut obj) = serde_json::from_slice::<Value>(&kv.value) else {
+        return Ok(());
+    };
+    if obj.get(field) != Some(was) {
+        return Ok(());
+    }
+    obj[field] = new;
+    tracing::info!(key, field, "updating a default written by an older mini");
+    match server
+        .inner
+        .store
+        .update(key, meta::to_storage_bytes(&obj), Some(kv.mod_revision))
+        .await
+    {
+        Ok(_) | Err(mini_store::StoreError::Conflict { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Creates what is missing; never overwrites what an admin changed.
 pub async fn ensure_cluster_objects(server: &ApiServer) -> Result<(), ApiServerError> {
     for ns in SYSTEM_NAMESPACES {
@@ -73,21 +104,41 @@ pub async fn ensure_cluster_objects(server: &ApiServer) -> Result<(), ApiServerE
                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:bootstrappers"}]}),
     )
     .await?;
-    // node agents: upstream's system:node role (mini-rbac, bound to system:nodes there) plus
-    // what mini's agent reads beyond it: its namespaces (pod DNS search paths) and listing
-    // persistent volumes and claims for volume setup. There is no Node authorizer: every node
-    // may read every pod, secret and configmap (a known gap; upstream limits this per node).
+    // node agents: the Node authorizer (mini-nodeauthz) grants upstream's node rules, limited
+    // to what each node's pods use; mini's agent also reads namespaces (DNS search paths,
+    // network policies). Servers bootstrapped before the Node authorizer get the old grants
+    // (cluster-wide claims, volumes, leases; system:node bound to every node) taken back.
+    let node_rules = json!([
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}
+    ]);
+    let role_key = "/registry/rbac.authorization.k8s.io/clusterroles/mini:node";
     create_if_missing(
         server,
-        "/registry/rbac.authorization.k8s.io/clusterroles/mini:node",
+        role_key,
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-               "metadata": {"name": "mini:node"},
-               "rules": [
-                   {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
-                   {"apiGroups": [""], "resources": ["persistentvolumeclaims", "persistentvolumes"], "verbs": ["get", "list", "watch"]},
-                   {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "create", "update", "patch"]},
-                   {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update", "patch"]}
-               ]}),
+               "metadata": {"name": "mini:node"}, "rules": node_rules}),
+    )
+    .await?;
+    let before_node_authorizer = json!([
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["persistentvolumeclaims", "persistentvolumes"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "create", "update", "patch"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update", "patch"]}
+    ]);
+    replace_field_if(
+        server,
+        role_key,
+        "rules",
+        &before_node_authorizer,
+        node_rules,
+    )
+    .await?;
+    replace_field_if(
+        server,
+        "/registry/rbac.authorization.k8s.io/clusterrolebindings/system:node",
+        "subjects",
+        &json!([{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"}]),
+        json!([]),
     )
     .await?;
     create_if_missing(

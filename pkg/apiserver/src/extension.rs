@@ -135,7 +135,7 @@ impl ApiServer {
     }
 
     /// Whether `user` may do `verb` on `resource` of `group` in `namespace` (`None`: cluster
-    /// scope), by the cluster's RBAC.
+    /// scope), by the authorizer chain (Node authorizer, then RBAC).
     pub async fn may(
         &self,
         user: &UserInfo,
@@ -157,10 +157,10 @@ impl ApiServer {
             name: name.unwrap_or_default().to_string(),
             ..Default::default()
         };
-        match crate::auth::policy(self).await {
-            Ok(policy) => matches!(mini_rbac::authorize(&policy, user, &attrs), Decision::Allow),
-            Err(_) => false,
-        }
+        matches!(
+            crate::auth::decide(self, user, &attrs).await,
+            Ok(Decision::Allow)
+        )
     }
 
     /// Whether the Namespace `namespace` carries [`ANONYMOUS_PULL_ANNOTATION`]`: "true"`.

@@ -801,6 +801,7 @@ pub(crate) async fn create_object(
     if ctx.res.namespaced {
         check_namespace(ctx, meta::namespace(&obj), meta::name(&obj)).await?;
     }
+    admission::node_restriction(ctx, mini_nodeauthz::Operation::Create, None, Some(&obj)).await?;
     crate::quota::apply_limit_ranges(ctx.server, ctx.res, &mut obj).await?;
     admission::prepare_create(ctx.res, &mut obj);
     validate_create(ctx.res, &obj)?;
@@ -947,6 +948,11 @@ pub(crate) async fn commit_update(
             &ctx.res.kind,
             &now,
         );
+    }
+    // deletions were checked by delete_object
+    if !ctx.info.verb.starts_with("delete") {
+        let op = mini_nodeauthz::Operation::Update;
+        admission::node_restriction(ctx, op, Some(old), Some(&new)).await?;
     }
     validate_update(ctx.res, &new, old)?;
     let _guard = if ctx.res.group.is_empty() && ctx.res.kind == "Service" && mode == WriteMode::Main
@@ -1254,6 +1260,8 @@ pub(crate) async fn delete_object(
 ) -> Result<(StatusCode, Value), ApiError> {
     for _ in 0..MAX_RETRIES {
         let (kv, obj) = read(ctx).await?;
+        admission::node_restriction(ctx, mini_nodeauthz::Operation::Delete, Some(&obj), None)
+            .await?;
         if opts
             .uid
             .as_deref()

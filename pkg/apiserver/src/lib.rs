@@ -180,6 +180,8 @@ pub(crate) struct Inner {
     pub streaming_route: std::sync::OnceLock<Arc<dyn extension::StreamingRoute>>,
     /// What `registry.mini.dev` lists, once installed.
     pub image_catalog: std::sync::OnceLock<Arc<dyn extension::ImageCatalog>>,
+    /// The Node authorizer (first in the chain, before RBAC) and its graph of bound pods.
+    pub node_authz: mini_nodeauthz::NodeAuthorizer,
 }
 
 /// The API server. Cheap to clone.
@@ -207,6 +209,7 @@ impl ApiServer {
         };
         let store: Arc<dyn Store> = Arc::new(metrics::MeteredStore::new(store, &metrics));
         let store: Arc<dyn Store> = Arc::new(events_alias::EventsAliasStore::new(store));
+        let node_authz = mini_nodeauthz::NodeAuthorizer::start(store.clone());
         let server = ApiServer {
             inner: Arc::new(Inner {
                 store,
@@ -225,6 +228,7 @@ impl ApiServer {
                 resource_metrics: resource_metrics::Cache::default(),
                 streaming_route: std::sync::OnceLock::new(),
                 image_catalog: std::sync::OnceLock::new(),
+                node_authz,
             }),
         };
         server.reload_crds().await?;

@@ -21,6 +21,9 @@ pub struct RequestInfo {
     /// method for non-resource requests.
     pub verb: String,
     pub path: String,
+    /// For a list or watch, the name a `metadata.name=` field selector pins (upstream
+    /// authorizes such a request as one for that name).
+    pub selector_name: Option<String>,
 }
 
 /// Query parameters (first value wins, as upstream for single-valued parameters).
@@ -142,6 +145,13 @@ pub fn parse(method: &Method, path: &str, query: &Query) -> RequestInfo {
     }
     .to_string();
     // upstream: a watch naming an object is a watch with a metadata.name field selector
+    if matches!(info.verb.as_str(), "list" | "watch") && info.name.is_none() {
+        info.selector_name = query
+            .get("fieldSelector")
+            .and_then(|f| mini_api::FieldSelector::parse(f).ok())
+            .and_then(|f| f.exact_name().map(str::to_string))
+            .filter(|n| !n.is_empty() && !n.contains('/'));
+    }
     info
 }
 

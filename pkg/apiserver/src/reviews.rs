@@ -52,8 +52,7 @@ async fn access_status(
     if user.groups.iter().any(|g| g == "system:masters") {
         return Ok(json!({"allowed": true}));
     }
-    let policy = crate::auth::policy(ctx.server).await?;
-    Ok(match mini_rbac::authorize(&policy, user, attrs) {
+    Ok(match crate::auth::decide(ctx.server, user, attrs).await? {
         Decision::Allow => json!({"allowed": true, "reason": "RBAC: allowed by a binding"}),
         Decision::Deny { reason } => {
             let mut s = json!({"allowed": false});
@@ -310,6 +309,11 @@ pub async fn evict_pod(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
     } else {
         body::decode_object(&ct, ctx.body)?
     };
+    if mini_nodeauthz::node_identity(ctx.user).is_some() {
+        let (_, pod) = read(ctx).await?;
+        let op = mini_nodeauthz::Operation::Create;
+        crate::admission::node_restriction(ctx, op, Some(&pod), Some(&eviction)).await?;
+    }
     check_disruption_budgets(ctx).await?;
     let opts = &eviction["deleteOptions"];
     let delete_body = if opts.is_object() {

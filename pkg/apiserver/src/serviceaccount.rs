@@ -116,6 +116,22 @@ pub async fn token_request(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
         body::decode_object(&ct, ctx.body)?
     };
     let namespace = ctx.info.namespace.clone().unwrap_or_default();
+    if mini_nodeauthz::node_identity(ctx.user).is_some() {
+        // NodeRestriction: only tokens bound to a pod on the asking node
+        let pod = match mini_nodeauthz::admission::token_bound_pod(&req) {
+            Some(pod) => ctx
+                .server
+                .inner
+                .store
+                .get(&format!("/registry/core/pods/{namespace}/{pod}"))
+                .await
+                .map_err(crate::handlers::store_error)?
+                .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok()),
+            None => None,
+        };
+        let op = mini_nodeauthz::Operation::Create;
+        crate::admission::node_restriction(ctx, op, pod.as_ref(), Some(&req)).await?;
+    }
     let expiration = req["spec"]["expirationSeconds"].as_i64().unwrap_or(3600);
     if expiration < 600 {
         return Err(ApiError::invalid(

@@ -152,8 +152,10 @@ fn aggregated_cluster_role(name: &str, labels: &[(&str, &str)], aggregate_label:
 }
 
 /// What a kubelet needs (upstream's `NodeRules()` with its default feature gates), plus
-/// what mini's agent needs for its service proxy and DNS server.
-fn node_rules() -> Vec<Value> {
+/// what mini's agent needs for its service proxy and DNS server. The Node authorizer grants
+/// these to every node (secrets, configmaps, claims, volumes and tokens only through the
+/// graph of the node's pods); the `system:node` ClusterRoleBinding has no subjects.
+pub fn node_rules() -> Vec<Value> {
     vec![
         // Pulling every image from the embedded registry, and pushing the image tarballs
         // dropped into the node's image directory so every other node can pull them.
@@ -984,11 +986,10 @@ pub fn bootstrap_cluster_role_bindings() -> Vec<Value> {
             "system:volume-scheduler",
             vec![user("system:kube-scheduler")],
         ),
-        // Difference from upstream: upstream leaves this binding without subjects and
-        // authorizes kubelets with the Node authorizer (plus the NodeRestriction admission
-        // plugin). mini has no Node authorizer, so it binds system:node to the
-        // system:nodes group, which grants every node the role cluster-wide.
-        cluster_role_binding("system:node", vec![group("system:nodes")]),
+        // As upstream: no subjects. Nodes get the role's rules from the Node authorizer
+        // (mini-nodeauthz), which limits secrets, configmaps, claims, volumes and tokens to
+        // what the node's pods use; NodeRestriction admission limits their writes.
+        cluster_role_binding("system:node", vec![]),
         cluster_role_binding(
             "system:service-account-issuer-discovery",
             vec![group("system:serviceaccounts")],

@@ -10,7 +10,7 @@ mod selector;
 
 use serde_json::{json, Value};
 
-pub use bootstrap::{bootstrap_cluster_role_bindings, bootstrap_cluster_roles};
+pub use bootstrap::{bootstrap_cluster_role_bindings, bootstrap_cluster_roles, node_rules};
 pub use resolver::ResolveError;
 
 use resolver::{aggregate_message, visit_rules_for};
@@ -94,6 +94,13 @@ pub fn authorize(policy: &PolicySnapshot, user: &UserInfo, attrs: &RequestAttrib
         format!("RBAC: {}", aggregate_message(&errors))
     };
     Decision::Deny { reason }
+}
+
+/// Whether any of `rules` (PolicyRule JSON) grants the request (upstream's `RulesAllow`).
+pub fn rules_allow(rules: &[Value], attrs: &RequestAttributes) -> bool {
+    rules
+        .iter()
+        .any(|r| rule::PolicyRule::from_json(r).allows(attrs))
 }
 
 /// The rules that apply to `user` in `namespace`, for SelfSubjectRulesReview

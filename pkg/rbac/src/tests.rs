@@ -777,29 +777,43 @@ fn basic_user_any_authenticated_creates_selfsubjectaccessreviews() {
 }
 
 #[test]
-fn system_node_kubelet_updates_node_status() {
+fn node_rules_let_kubelet_update_node_status_but_rbac_alone_grants_nodes_nothing() {
     let policy = bootstrap_policy();
     let node = user("system:node:n1", &["system:nodes", "system:authenticated"]);
-    assert!(allowed(
+    let rules = crate::node_rules();
+    // the system:node binding has no subjects: the Node authorizer grants these
+    assert!(!allowed(
+        &policy,
+        &node,
+        &res("get", "", "secrets", "default", "s")
+    ));
+    assert!(!allowed(
         &policy,
         &node,
         &res("update", "", "nodes/status", "", "n1")
     ));
-    assert!(allowed(
-        &policy,
-        &node,
+    assert!(crate::rules_allow(
+        &rules,
+        &res("update", "", "nodes/status", "", "n1")
+    ));
+    assert!(crate::rules_allow(
+        &rules,
         &res("patch", "", "nodes/status", "", "n1")
     ));
-    assert!(allowed(&policy, &node, &res("create", "", "nodes", "", "")));
-    assert!(allowed(&policy, &node, &res("watch", "", "pods", "", "")));
-    assert!(allowed(
-        &policy,
-        &node,
+    assert!(crate::rules_allow(
+        &rules,
+        &res("create", "", "nodes", "", "")
+    ));
+    assert!(crate::rules_allow(
+        &rules,
+        &res("watch", "", "pods", "", "")
+    ));
+    assert!(crate::rules_allow(
+        &rules,
         &res("patch", "", "pods/status", "default", "p")
     ));
-    assert!(allowed(
-        &policy,
-        &node,
+    assert!(crate::rules_allow(
+        &rules,
         &res(
             "update",
             "coordination.k8s.io",
@@ -808,24 +822,20 @@ fn system_node_kubelet_updates_node_status() {
             "n1"
         )
     ));
-    assert!(allowed(
-        &policy,
-        &node,
+    assert!(crate::rules_allow(
+        &rules,
         &res("list", "discovery.k8s.io", "endpointslices", "", "")
     ));
-    assert!(allowed(
-        &policy,
-        &node,
+    assert!(crate::rules_allow(
+        &rules,
         &res("create", "", "serviceaccounts/token", "default", "sa")
     ));
-    assert!(!allowed(
-        &policy,
-        &node,
+    assert!(!crate::rules_allow(
+        &rules,
         &res("delete", "", "nodes", "", "n2")
     ));
-    assert!(!allowed(
-        &policy,
-        &node,
+    assert!(!crate::rules_allow(
+        &rules,
         &res("create", "", "secrets", "default", "")
     ));
 }
@@ -920,7 +930,7 @@ fn bootstrap_bindings_reference_existing_roles() {
             .unwrap_or_default()
     };
     assert_eq!(subjects("cluster-admin")[0]["name"], "system:masters");
-    assert_eq!(subjects("system:node")[0]["name"], "system:nodes");
+    assert_eq!(subjects("system:node"), serde_json::json!([]));
     assert_eq!(
         subjects("system:public-info-viewer")
             .as_array()

@@ -358,6 +358,9 @@ pub async fn start(
         );
         background.spawn(mini_manifests::run(client, manifests, shutdown.clone()));
     }
+    // the server's own node gets its control-plane label from the server, as k3s does
+    // (NodeRestriction forbids a node to set node-role labels on itself)
+    let admin_client = kube::Client::new(api.local_service(ApiServer::admin_user()), "default");
 
     // 8. serve
     let tls = mini_certs::server_tls_config(&pki.serving, pki.ca.cert_pem())?;
@@ -402,6 +405,7 @@ pub async fn start(
                 return Err(e.into());
             }
         };
+        label_control_plane(&admin_client, &agent.node_name).await;
         let served = handle;
         handle = tokio::spawn(async move {
             if let Err(e) = agent.wait().await {
@@ -422,6 +426,25 @@ pub async fn start(
         },
         handle,
     ))
+}
+
+/// Merge-patches [`mini_agent::node::CONTROL_PLANE_LABEL`] onto the server's own Node; a
+/// failure is logged (the node works without it; `kubectl get nodes` shows no role).
+async fn label_control_plane(client: &kube::Client, node: &str) {
+    let body = format!(
+        r#"{{"metadata":{{"labels":{{"{}":"true"}}}}}}"#,
+        mini_agent::node::CONTROL_PLANE_LABEL
+    );
+    let request = http::Request::patch(format!("/api/v1/nodes/{node}?fieldManager=mini"))
+        .header(http::header::CONTENT_TYPE, "application/merge-patch+json")
+        .body(body.into_bytes());
+    let result = match request {
+        Ok(request) => client.request_text(request).await.map(|_| ()),
+        Err(e) => Err(kube::Error::HttpError(e)),
+    };
+    if let Err(e) = result {
+        tracing::warn!(node, error = %e, "labelling the server's node control-plane failed");
+    }
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<(), ServerError> {
