@@ -105,6 +105,9 @@ pub struct NodeArgs {
         value_delimiter = ','
     )]
     pub registry_mirror: Vec<String>,
+    /// Directory for local-path volumes (default: <data-dir>/storage).
+    #[arg(long, env = "MINI_LOCAL_PATH_DIR")]
+    pub local_path_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -368,6 +371,7 @@ fn apply_node_args(config: &mut mini_agent::AgentConfig, args: NodeArgs) -> anyh
     config.drain_on_stop = args.drain_on_stop;
     config.resolv_conf = args.resolv_conf;
     config.registry_mirrors = mini_agent::parse_registry_mirrors(&args.registry_mirror)?;
+    config.local_path_dir = args.local_path_dir;
 
     Ok(())
 }

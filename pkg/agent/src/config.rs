@@ -67,6 +67,8 @@ pub struct AgentConfig {
     pub registry_aliases: Vec<String>,
     /// Told what start-up is doing (e.g. for systemd's `STATUS=`), and when the node is up.
     pub progress: Option<ProgressHook>,
+    /// Where local-path volumes get their directories (default `<data-dir>/storage`).
+    pub local_path_dir: Option<PathBuf>,
 }
 
 /// A start-up step of the agent, reported through [`AgentConfig::progress`].
@@ -133,7 +135,15 @@ impl AgentConfig {
                 .collect(),
             registry_aliases: Vec::new(),
             progress: None,
+            local_path_dir: None,
         }
+    }
+
+    /// The local-path volumes' directory: `--local-path-dir`, else `<data-dir>/storage`.
+    pub fn local_path_dir(&self) -> PathBuf {
+        self.local_path_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("storage"))
     }
 
     pub(crate) fn report(&self, step: AgentProgress) {

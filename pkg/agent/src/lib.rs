@@ -258,6 +258,10 @@ pub async fn start(
         kubelet_port: config.kubelet_port,
         data_dir: config.data_dir.clone(),
         control_plane: config.control_plane,
+        annotations: std::collections::BTreeMap::from([(
+            mini_localpath::NODE_DIR_ANNOTATION.to_string(),
+            config.local_path_dir().display().to_string(),
+        )]),
     };
     node::register(
         &client,
@@ -415,6 +419,10 @@ pub async fn start(
         stats,
         client: client.clone(),
         node_name: node_name.clone(),
+        local_path: mini_localpath::LocalPathDir::new(
+            config.local_path_dir(),
+            Arc::new(mini_localpath::HostDirOps),
+        ),
     });
     tasks.push(tokio::spawn(server::serve(
         listener,

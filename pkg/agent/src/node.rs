@@ -52,6 +52,8 @@ pub struct NodeRegistration {
     /// Whose filesystem is reported as ephemeral-storage.
     pub data_dir: PathBuf,
     pub control_plane: bool,
+    /// Annotations the agent owns on its Node (e.g. the local-path directory).
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// The node's health as the kubelet sees it: drives the Ready condition.
@@ -309,7 +311,7 @@ pub async fn register(
             let node: Node = serde_json::from_value(json!({
                 "apiVersion": "v1",
                 "kind": "Node",
-                "metadata": {"name": reg.name, "labels": labels},
+                "metadata": {"name": reg.name, "labels": labels, "annotations": reg.annotations},
                 "spec": {"taints": reg.taints},
             }))
             .map_err(|e| AgentError::Serve(format!("building the Node: {e}")))?;
@@ -331,7 +333,10 @@ pub async fn register(
                 taints.retain(|t| !(t.key == taint.key && t.effect == taint.effect));
                 taints.push(taint.clone());
             }
-            let patch = json!({"metadata": {"labels": labels}, "spec": {"taints": taints}});
+            let patch = json!({
+                "metadata": {"labels": labels, "annotations": reg.annotations},
+                "spec": {"taints": taints}
+            });
             nodes
                 .patch(&reg.name, &PatchParams::default(), &Patch::Merge(patch))
                 .await

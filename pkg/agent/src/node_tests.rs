@@ -15,6 +15,10 @@ fn registration() -> NodeRegistration {
         kubelet_port: 10250,
         data_dir: PathBuf::from("/var/lib/mini"),
         control_plane: true,
+        annotations: BTreeMap::from([(
+            "storage.mini.dev/local-path-dir".to_string(),
+            "/var/lib/mini/storage".to_string(),
+        )]),
     }
 }
 
@@ -49,6 +53,10 @@ async fn register_new_node_has_labels_taints_and_status() {
     assert_eq!(labels["beta.kubernetes.io/arch"], "amd64");
     assert_eq!(labels[CONTROL_PLANE_LABEL], "true");
     assert_eq!(labels["zone"], "a");
+    assert_eq!(
+        v["metadata"]["annotations"]["storage.mini.dev/local-path-dir"],
+        "/var/lib/mini/storage"
+    );
     assert_eq!(v["spec"]["taints"][0]["key"], "dedicated");
     assert_eq!(v["spec"]["taints"][0]["effect"], "NoSchedule");
     let status = &v["status"];

@@ -305,10 +305,17 @@ pub async fn start(
             ..Default::default()
         };
         background.spawn(mini_controllers::run(
-            client,
+            client.clone(),
             controller_config,
             shutdown.clone(),
         ));
+        // the PV binder and the built-in local-path provisioner, as the controllers' identity
+        let stop = shutdown.clone();
+        background.spawn(async move {
+            if let Err(e) = mini_localpath::run(client, stop).await {
+                tracing::error!(error = %e, "local-path provisioner failed");
+            }
+        });
     }
     if !config.disable_scheduler {
         let client = kube::Client::new(api.local_service(ApiServer::scheduler_user()), "default");
