@@ -43,7 +43,9 @@ impl NodeBackend for KubeletBackend {
             .map_err(|e| BackendError::Internal(format!("removing a local-path directory: {e}")))?;
         match removed {
             Ok(r) => Ok(r),
-            Err(e @ mini_localpath::DirError::Io { .. }) => Err(BackendError::Internal(e.to_string())),
+            Err(e @ mini_localpath::DirError::Io { .. }) => {
+                Err(BackendError::Internal(e.to_string()))
+            }
             Err(e) => Err(BackendError::BadRequest(e.to_string())),
         }
     }

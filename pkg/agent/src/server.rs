@@ -369,14 +369,10 @@ async fn route(
             backend.stats_summary().await.map(|v| json_response(&v))
         }
         (&Method::POST, ["commit"]) => commit(backend, &query).await,
-        (&Method::DELETE, [mini_localpath::AGENT_ROUTE, name]) => {
-            backend.remove_local_path(name).await.map(|removed| {
-                text(
-                    StatusCode::OK,
-                    if removed { "removed" } else { "absent" },
-                )
-            })
-        }
+        (&Method::DELETE, [mini_localpath::AGENT_ROUTE, name]) => backend
+            .remove_local_path(name)
+            .await
+            .map(|removed| text(StatusCode::OK, if removed { "removed" } else { "absent" })),
         (&Method::GET, ["containerLogs", ns, pod, container]) => {
             logs(backend, ns, pod, container, &query, shutdown).await
         }

@@ -319,7 +319,9 @@ async fn node_api_localpath_delete_removes_only_plain_names() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _, _) = del("/localpath/a/b").await.expect("delete");
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = get(&f, Some(&client), "/localpath/pvc-present").await.expect("get");
+    let (status, _) = get(&f, Some(&client), "/localpath/pvc-present")
+        .await
+        .expect("get");
     assert_eq!(status, StatusCode::NOT_FOUND);
     let node =
         f.ca.issue_client("system:node:other", &["system:nodes".to_string()])
