@@ -605,7 +605,7 @@ mod tests {
             }
         );
         let kept = provisioned_volume(&c, &class("Immediate", "Retain"), &n, "/s");
-        assert_eq!(reclaim(&kept, &[n.clone()]), Reclaim::Keep);
+        assert_eq!(reclaim(&kept, std::slice::from_ref(&n)), Reclaim::Keep);
         let mut static_pv = pv("s", "", "1Gi", &["ReadWriteOnce"]);
         static_pv
             .spec
