@@ -266,7 +266,12 @@ fn with_claim_volumes(mut spec: Value) -> Value {
             .entry("volumes")
             .or_insert_with(|| Value::Array(Vec::new()));
         if let Some(v) = volumes.as_array_mut() {
-            v.extend(names);
+            // a template volume of the same name is replaced by the claim in the pods
+            for n in names {
+                if !v.iter().any(|x| x.get("name") == n.get("name")) {
+                    v.push(n);
+                }
+            }
         }
     }
     spec
