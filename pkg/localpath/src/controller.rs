@@ -5,7 +5,7 @@
 //! `pv.kubernetes.io/bind-completed` / `bound-by-controller` annotations), provisioning
 //! local-path volumes, and reclaiming released ones through the node's agent.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,9 @@ struct Controller {
     reported: Mutex<HashMap<(String, String), String>>,
     /// Volumes whose directory removal failed, with when to try again.
     cleanup_after: Mutex<HashMap<String, Instant>>,
+    /// Volumes written while syncing claims in this pass: their snapshot is stale, so they
+    /// wait for the next pass.
+    touched: Mutex<HashSet<String>>,
 }
 
 fn watch<K>(
@@ -99,6 +102,7 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) -> Result<()
         nodes,
         reported: Mutex::new(HashMap::new()),
         cleanup_after: Mutex::new(HashMap::new()),
+        touched: Mutex::new(HashSet::new()),
     };
     let ready = async {
         let _ = ctl.claims.wait_until_ready().await;
@@ -158,7 +162,11 @@ impl Controller {
                 debug!(claim = %binding::claim_key(pvc), error = %e, "syncing claim failed; will retry");
             }
         }
-        for pv in &volumes {
+        let touched = std::mem::take(&mut *self.touched.lock().unwrap_or_else(|e| e.into_inner()));
+        for pv in volumes
+            .iter()
+            .filter(|v| !touched.contains(v.metadata.name.as_deref().unwrap_or_default()))
+        {
             if let Err(e) = self.sync_volume(pv, &claims).await {
                 debug!(volume = pv.metadata.name.as_deref().unwrap_or_default(), error = %e, "syncing volume failed; will retry");
             }
@@ -191,6 +199,13 @@ impl Controller {
         {
             debug!(error = %e, "recording a volume event failed");
         }
+    }
+
+    fn touch(&self, volume: &str) {
+        self.touched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(volume.to_string());
     }
 
     fn nodes(&self) -> Vec<Node> {
@@ -253,6 +268,7 @@ impl Controller {
         pvc: &PersistentVolumeClaim,
     ) -> Result<(), LocalPathError> {
         let name = pv.metadata.name.clone().unwrap_or_default();
+        self.touch(&name);
         let api: Api<PersistentVolume> = Api::all(self.client.clone());
         let mut pv = pv.clone();
         if !binding::is_claimed_by(&pv, pvc)
@@ -283,6 +299,7 @@ impl Controller {
         pvc: &PersistentVolumeClaim,
     ) -> Result<(), LocalPathError> {
         let name = pv.metadata.name.clone().unwrap_or_default();
+        self.touch(&name);
         let pv_phase = pv.status.as_ref().and_then(|s| s.phase.as_deref());
         if pv_phase != Some("Bound") {
             let api: Api<PersistentVolume> = Api::all(self.client.clone());
