@@ -5,7 +5,8 @@
 # landed on; data survives a pod restart; growing a claim is refused with upstream's message; a
 # pod naming a missing claim stays Pending with FailedScheduling; deleting a claim of a Delete
 # class removes its directory and its PV; a Retain class keeps both (PV Released); an Immediate
-# class binds without a pod; a static PV binds to a matching claim.
+# class binds without a pod; a static PV binds to a matching claim; a volume on a node that is gone
+# stays Released with a Warning Event while its directory removal is retried.
 # Needs root (namespaces, containerd).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -288,6 +289,21 @@ EOF
   expect "other_static_pv_still_available" "^Available$" phase pv static-big
 }
 
+# last: stops the agent of the Immediate claim's node, then deletes the claim
+step_node_gone() {
+  local pv host pid_var
+  pv=$(pv_of early)
+  host=$(pv_host "$pv")
+  pid_var="AGENT_PID_${host//-/_}"
+  [ -n "$pv" ] && [ -n "${!pid_var:-}" ] || { not_ok "gone_node_setup" "pv=$pv host=$host"; return 0; }
+  kill -9 "${!pid_var}" 2>/dev/null || true
+  kill_node_processes "$WORK/$host" "$E2E_NS-$host"
+  k delete pvc early --wait=false >/dev/null
+  check_for "gone_node_cleanup_retried_with_warning" 90 bash -c \
+    "nsenter --net=$(ns_path "$SERVER_NS") kubectl get events --field-selector involvedObject.name=$pv,reason=VolumeFailedDelete -o jsonpath='{.items[*].message}' | grep -F 'removing directory'"
+  expect "gone_node_pv_kept_released" "^Released$" phase pv "$pv"
+}
+
 main() {
   step_start || { summary; exit 1; }
   step_statefulset || { summary; exit 1; }
@@ -298,6 +314,7 @@ main() {
   step_retain_reclaim
   step_immediate_class
   step_static_pv
+  step_node_gone
   summary
 }
 main
