@@ -115,6 +115,9 @@ e2e() {
   log "end-to-end: bootstrap tokens, install endpoints, bundle images reaching an agent"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/tokens.sh 2>&1 | tee "$LOGS/e2e-tokens.log" || true
   count_plain "$LOGS/e2e-tokens.log"
+  log "end-to-end: local-path volumes (StatefulSet claims, data across restarts, reclaim, static PVs)"
+  MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/storage.sh 2>&1 | tee "$LOGS/e2e-storage.log" || true
+  count_plain "$LOGS/e2e-storage.log"
   log "end-to-end: install.sh and mini install/uninstall as systemd services in nspawn machines"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/install.sh 2>&1 | tee "$LOGS/e2e-install.log" || true
   count_plain "$LOGS/e2e-install.log"

@@ -108,6 +108,9 @@ pub struct NodeArgs {
     /// Do not enforce NetworkPolicies on this node (and remove mini's policy table).
     #[arg(long, env = "MINI_DISABLE_NETWORK_POLICY")]
     pub disable_network_policy: bool,
+    /// Directory for local-path volumes (default: <data-dir>/storage).
+    #[arg(long, env = "MINI_LOCAL_PATH_DIR")]
+    pub local_path_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -376,6 +379,7 @@ fn apply_node_args(config: &mut mini_agent::AgentConfig, args: NodeArgs) -> anyh
     config.resolv_conf = args.resolv_conf;
     config.registry_mirrors = mini_agent::parse_registry_mirrors(&args.registry_mirror)?;
     config.disable_network_policy = args.disable_network_policy;
+    config.local_path_dir = args.local_path_dir;
 
     Ok(())
 }

@@ -22,6 +22,7 @@ pub(crate) struct KubeletBackend {
     pub stats: Arc<StatsSampler>,
     pub client: kube::Client,
     pub node_name: String,
+    pub local_path: mini_localpath::LocalPathDir,
 }
 
 fn map_err(e: KubeletError) -> BackendError {
@@ -34,6 +35,21 @@ fn map_err(e: KubeletError) -> BackendError {
 
 #[async_trait]
 impl NodeBackend for KubeletBackend {
+    async fn remove_local_path(&self, name: &str) -> Result<bool, BackendError> {
+        let dir = self.local_path.clone();
+        let name = name.to_string();
+        let removed = tokio::task::spawn_blocking(move || dir.remove(&name))
+            .await
+            .map_err(|e| BackendError::Internal(format!("removing a local-path directory: {e}")))?;
+        match removed {
+            Ok(r) => Ok(r),
+            Err(e @ mini_localpath::DirError::Io { .. }) => {
+                Err(BackendError::Internal(e.to_string()))
+            }
+            Err(e) => Err(BackendError::BadRequest(e.to_string())),
+        }
+    }
+
     async fn container_log_path(
         &self,
         namespace: &str,

@@ -69,6 +69,8 @@ pub struct AgentConfig {
     pub progress: Option<ProgressHook>,
     /// Do not enforce NetworkPolicies (`--disable-network-policy`); the policy table is removed.
     pub disable_network_policy: bool,
+    /// Where local-path volumes get their directories (default `<data-dir>/storage`).
+    pub local_path_dir: Option<PathBuf>,
 }
 
 /// A start-up step of the agent, reported through [`AgentConfig::progress`].
@@ -136,7 +138,15 @@ impl AgentConfig {
             registry_aliases: Vec::new(),
             progress: None,
             disable_network_policy: false,
+            local_path_dir: None,
         }
+    }
+
+    /// The local-path volumes' directory: `--local-path-dir`, else `<data-dir>/storage`.
+    pub fn local_path_dir(&self) -> PathBuf {
+        self.local_path_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("storage"))
     }
 
     pub(crate) fn report(&self, step: AgentProgress) {

@@ -260,6 +260,10 @@ pub async fn start(
         taints: config.node_taints.clone(),
         kubelet_port: config.kubelet_port,
         data_dir: config.data_dir.clone(),
+        annotations: std::collections::BTreeMap::from([(
+            mini_localpath::NODE_DIR_ANNOTATION.to_string(),
+            config.local_path_dir().display().to_string(),
+        )]),
     };
     node::register(
         &client,
@@ -444,6 +448,10 @@ pub async fn start(
         stats,
         client: client.clone(),
         node_name: node_name.clone(),
+        local_path: mini_localpath::LocalPathDir::new(
+            config.local_path_dir(),
+            Arc::new(mini_localpath::HostDirOps),
+        ),
     });
     tasks.push(tokio::spawn(server::serve(
         listener,

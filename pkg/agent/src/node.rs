@@ -51,6 +51,8 @@ pub struct NodeRegistration {
     pub kubelet_port: u16,
     /// Whose filesystem is reported as ephemeral-storage.
     pub data_dir: PathBuf,
+    /// Annotations the agent owns on its Node (e.g. the local-path directory).
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// The node's health as the kubelet sees it: drives the Ready condition.
@@ -309,7 +311,7 @@ pub async fn register(
             let node: Node = serde_json::from_value(json!({
                 "apiVersion": "v1",
                 "kind": "Node",
-                "metadata": {"name": reg.name, "labels": labels},
+                "metadata": {"name": reg.name, "labels": labels, "annotations": reg.annotations},
                 "spec": {"taints": reg.taints},
             }))
             .map_err(|e| AgentError::Serve(format!("building the Node: {e}")))?;
@@ -336,7 +338,7 @@ pub async fn register(
                     );
                 }
             }
-            let patch = json!({"metadata": {"labels": labels}});
+            let patch = json!({"metadata": {"labels": labels, "annotations": reg.annotations}});
             nodes
                 .patch(&reg.name, &PatchParams::default(), &Patch::Merge(patch))
                 .await

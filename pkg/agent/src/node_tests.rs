@@ -14,6 +14,10 @@ fn registration() -> NodeRegistration {
         taints: crate::parse_node_taints(&["dedicated=gpu:NoSchedule"]).expect("taint"),
         kubelet_port: 10250,
         data_dir: PathBuf::from("/var/lib/mini"),
+        annotations: BTreeMap::from([(
+            "storage.mini.dev/local-path-dir".to_string(),
+            "/var/lib/mini/storage".to_string(),
+        )]),
     }
 }
 
@@ -51,6 +55,10 @@ async fn register_new_node_has_labels_taints_and_status() {
         "the server sets it"
     );
     assert_eq!(labels["zone"], "a");
+    assert_eq!(
+        v["metadata"]["annotations"]["storage.mini.dev/local-path-dir"],
+        "/var/lib/mini/storage"
+    );
     assert_eq!(v["spec"]["taints"][0]["key"], "dedicated");
     assert_eq!(v["spec"]["taints"][0]["effect"], "NoSchedule");
     let status = &v["status"];

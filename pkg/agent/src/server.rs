@@ -1,6 +1,7 @@
 //! The node's HTTPS API on port 10250, used only by the API server: container logs, exec,
 //! attach, port-forward, `/stats/summary`, `/pods`, `/healthz`, and `POST /commit` (a container's
-//! filesystem changes as a gzip layer, for `mini commit`).
+//! filesystem changes as a gzip layer, for `mini commit`), and `DELETE /localpath/<name>` (the
+//! server's local-path provisioner removing a released volume's directory).
 //!
 //! TLS requires a client certificate chaining to the cluster CA; after the handshake the
 //! certificate's CN must be exactly `system:kube-apiserver-kubelet-client` (else 403).
@@ -100,6 +101,8 @@ pub trait NodeBackend: Send + Sync + 'static {
         opts: LogQuery,
         stop: CancellationToken,
     ) -> Result<Body, BackendError>;
+    /// Removes `<local-path dir>/<name>` (a released local-path volume); false if already gone.
+    async fn remove_local_path(&self, name: &str) -> Result<bool, BackendError>;
 }
 
 /// The `containerLogs` query.
@@ -366,6 +369,10 @@ async fn route(
             backend.stats_summary().await.map(|v| json_response(&v))
         }
         (&Method::POST, ["commit"]) => commit(backend, &query).await,
+        (&Method::DELETE, [mini_localpath::AGENT_ROUTE, name]) => backend
+            .remove_local_path(name)
+            .await
+            .map(|removed| text(StatusCode::OK, if removed { "removed" } else { "absent" })),
         (&Method::GET, ["containerLogs", ns, pod, container]) => {
             logs(backend, ns, pod, container, &query, shutdown).await
         }

@@ -76,6 +76,12 @@ impl NodeBackend for TestBackend {
     ) -> Result<Body, BackendError> {
         Err(BackendError::Internal("unused".into()))
     }
+    async fn remove_local_path(&self, name: &str) -> Result<bool, BackendError> {
+        if !mini_localpath::dirs::is_plain_name(name) {
+            return Err(BackendError::BadRequest(format!("bad name {name:?}")));
+        }
+        Ok(name == "pvc-present")
+    }
 }
 
 struct Fixture {
@@ -294,4 +300,34 @@ fn parse_query_repeated_and_encoded_values_are_decoded() {
     assert!(logs.follow);
     assert_eq!(logs.tail_lines, Some(10));
     assert!(log_query(&parse_query(Some("sinceTime=yesterday"))).is_err());
+}
+
+#[tokio::test]
+async fn node_api_localpath_delete_removes_only_plain_names() {
+    let f = start().await;
+    let client =
+        f.ca.issue_client(API_SERVER_CLIENT_CN, &[])
+            .expect("client");
+    let del = |path: &'static str| send(&f, Some(&client), Method::DELETE, path);
+    let (status, _, body) = del("/localpath/pvc-present").await.expect("delete");
+    assert_eq!((status, body.trim()), (StatusCode::OK, "removed"));
+    let (status, _, body) = del("/localpath/pvc-gone").await.expect("delete");
+    assert_eq!((status, body.trim()), (StatusCode::OK, "absent"));
+    let (status, _, _) = del("/localpath/..").await.expect("delete");
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, _) = del("/localpath/a%2F..%2Fb").await.expect("delete");
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, _) = del("/localpath/a/b").await.expect("delete");
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = get(&f, Some(&client), "/localpath/pvc-present")
+        .await
+        .expect("get");
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let node =
+        f.ca.issue_client("system:node:other", &["system:nodes".to_string()])
+            .expect("client");
+    let (status, _, _) = send(&f, Some(&node), Method::DELETE, "/localpath/pvc-present")
+        .await
+        .expect("delete");
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }

@@ -521,6 +521,89 @@ fn invalid(name: &str, field: &str, message: String) -> ApiError {
     )
 }
 
+const STORAGE_CLASSES: &str = "/registry/storage.k8s.io/storageclasses/";
+
+/// Upstream's PersistentVolumeClaimResize admission: growing a claim's storage request needs
+/// a class that allows volume expansion.
+pub async fn check_claim_resize(
+    server: &ApiServer,
+    old: &Value,
+    new: &Value,
+) -> Result<(), ApiError> {
+    let storage = |v: &Value| {
+        v["spec"]["resources"]["requests"]["storage"]
+            .as_str()
+            .and_then(|s| mini_api::Quantity::parse(s).ok())
+            .map(|q| q.milli())
+            .unwrap_or(0)
+    };
+    if storage(new) <= storage(old) {
+        return Ok(());
+    }
+    let class = new["spec"]["storageClassName"].as_str().unwrap_or_default();
+    let allowed = if class.is_empty() {
+        false
+    } else {
+        server
+            .inner
+            .store
+            .get(&format!("{STORAGE_CLASSES}{class}"))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+            .is_some_and(|sc| sc["allowVolumeExpansion"] == json!(true))
+    };
+    if allowed {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(format!(
+        "persistentvolumeclaims {:?} is forbidden: only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize",
+        meta::name(new)
+    )))
+}
+
+/// Upstream's DefaultStorageClass admission: a claim created without `storageClassName` gets
+/// the default class (annotation `storageclass.kubernetes.io/is-default-class: "true"`; the
+/// newest when several are marked).
+pub async fn default_storage_class(server: &ApiServer, pvc: &mut Value) -> Result<(), ApiError> {
+    if pvc["spec"]
+        .get("storageClassName")
+        .is_some_and(|c| !c.is_null())
+    {
+        return Ok(());
+    }
+    let page = server
+        .inner
+        .store
+        .list(STORAGE_CLASSES, None, 0)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let default = page
+        .items
+        .iter()
+        .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+        .filter(|sc| {
+            let a = &sc["metadata"]["annotations"];
+            a["storageclass.kubernetes.io/is-default-class"] == "true"
+                || a["storageclass.beta.kubernetes.io/is-default-class"] == "true"
+        })
+        .max_by(|a, b| {
+            let created = |v: &Value| {
+                v["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            created(a)
+                .cmp(&created(b))
+                .then_with(|| meta::name(b).cmp(meta::name(a)))
+        });
+    if let (Some(sc), Some(spec)) = (default, pvc.get_mut("spec").and_then(Value::as_object_mut)) {
+        spec.insert("storageClassName".into(), json!(meta::name(&sc)));
+    }
+    Ok(())
+}
+
 /// Allocates a ClusterIP and node ports for a Service being created or updated. Callers hold
 /// `allocation_lock` until the write is done, so two creates never pick the same address.
 pub async fn allocate_service(

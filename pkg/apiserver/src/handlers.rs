@@ -837,6 +837,9 @@ pub(crate) async fn create_object(
             &now,
         ),
     }
+    if ctx.res.group.is_empty() && ctx.res.kind == "PersistentVolumeClaim" {
+        admission::default_storage_class(ctx.server, &mut obj).await?;
+    }
     let _guard = if ctx.res.group.is_empty() && ctx.res.kind == "Service" {
         let guard = ctx.server.inner.allocation_lock.lock().await;
         admission::allocate_service(ctx.server, &mut obj, None).await?;
@@ -955,6 +958,12 @@ pub(crate) async fn commit_update(
         admission::node_restriction(ctx, op, Some(old), Some(&new)).await?;
     }
     validate_update(ctx.res, &new, old)?;
+    if ctx.res.group.is_empty()
+        && ctx.res.kind == "PersistentVolumeClaim"
+        && mode == WriteMode::Main
+    {
+        admission::check_claim_resize(ctx.server, old, &new).await?;
+    }
     let _guard = if ctx.res.group.is_empty() && ctx.res.kind == "Service" && mode == WriteMode::Main
     {
         let guard = ctx.server.inner.allocation_lock.lock().await;

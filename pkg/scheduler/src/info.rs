@@ -221,7 +221,7 @@ pub struct NodeTerm {
 }
 
 impl NodeTerm {
-    fn compile(t: &NodeSelectorTerm) -> NodeTerm {
+    pub(crate) fn compile(t: &NodeSelectorTerm) -> NodeTerm {
         NodeTerm {
             exprs: t
                 .match_expressions
@@ -409,6 +409,8 @@ pub struct PodInfo {
     pub owner_uid: Option<String>,
     /// The current PodScheduled condition (status, reason, message), to skip no-op patches.
     pub scheduled_condition: Option<(String, String, String)>,
+    /// The PersistentVolumeClaims the pod's volumes name (volume binding).
+    pub claims: Vec<String>,
 }
 
 fn container_requests(c: &Container) -> (Resources, Resources) {
@@ -487,6 +489,7 @@ impl PodInfo {
             info.scheduler_name = spec.scheduler_name.clone().unwrap_or_default();
             info.node_name = spec.node_name.clone().unwrap_or_default();
             info.priority = spec.priority.unwrap_or(0);
+            info.claims = crate::volumebinding::pod_claims(spec);
             // Requests: containers add up, init containers take the max (restartable sidecars
             // add to both), then overhead.
             let mut sum = Resources::default();

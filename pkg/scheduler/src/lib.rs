@@ -13,6 +13,7 @@ mod quantity;
 mod queue;
 mod scheduler;
 mod scores;
+mod volumebinding;
 
 #[cfg(test)]
 mod tests;

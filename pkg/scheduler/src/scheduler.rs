@@ -52,6 +52,7 @@ struct Shared {
     wake: Notify,
     config: SchedulerConfig,
     effects: mpsc::Sender<Effect>,
+    volumes: crate::volumebinding::VolumeBinding,
 }
 
 impl Shared {
@@ -101,6 +102,7 @@ pub async fn run(
         wake: Notify::new(),
         config: config.clone(),
         effects: tx,
+        volumes: crate::volumebinding::VolumeBinding::start(&client),
     });
     let (synced_tx, mut synced_rx) = tokio::sync::watch::channel(0usize);
     let synced_tx = Arc::new(synced_tx);
@@ -130,6 +132,7 @@ pub async fn run(
             stop.clone(),
         )),
         tokio::spawn(flush_loop(shared.clone(), stop.clone())),
+        tokio::spawn(volume_changes(shared.clone(), stop.clone())),
         tokio::spawn(effects_loop(client.clone(), rx, stop.clone())),
     ];
 
@@ -181,15 +184,19 @@ async fn schedule_loop(client: kube::Client, shared: Arc<Shared>, stop: Cancella
                 continue;
             }
             let State { cache, queue } = &mut *st;
-            match alg.schedule(cache, &pod) {
+            let decided = shared
+                .volumes
+                .prepare(&pod, cache.present.len())
+                .and_then(|p| alg.schedule(cache, &p).map_err(|d| d.message()));
+            match decided {
                 Ok(idx) => {
                     let node = cache.nodes[idx].spec.name.clone();
                     cache.add_pod(pod.clone(), &node, true);
                     Ok(node)
                 }
-                Err(d) => {
+                Err(message) => {
                     queue.unschedulable(&pod.uid, attempt.moves);
-                    Err(d.message())
+                    Err(message)
                 }
             }
         };
@@ -249,14 +256,22 @@ async fn bind(
             ..Default::default()
         },
     };
-    let res = api
-        .create_subresource::<_, serde_json::Value>(
-            "binding",
-            &pod.name,
-            &PostParams::default(),
-            &binding,
-        )
-        .await;
+    let res = match shared
+        .volumes
+        .select_node(&api.clone().into_client(), &pod, &node)
+        .await
+    {
+        Ok(()) => {
+            api.create_subresource::<_, serde_json::Value>(
+                "binding",
+                &pod.name,
+                &PostParams::default(),
+                &binding,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
     match res {
         Ok(_) => {
             shared.lock().queue.done(&pod.uid);
@@ -300,6 +315,16 @@ async fn bind(
             }
         }
     }
+}
+
+/// Claim, volume and class changes may let parked pods with volumes fit.
+async fn volume_changes(shared: Arc<Shared>, stop: CancellationToken) {
+    let wake = || {
+        if shared.lock().queue.move_all() > 0 {
+            shared.wake.notify_one();
+        }
+    };
+    shared.volumes.forward_changes(wake, stop).await;
 }
 
 /// Retries due backoffs and stale unschedulable pods.

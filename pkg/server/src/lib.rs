@@ -316,9 +316,17 @@ pub async fn start(
         // static pod IPs: the IPPool/IPAllocation CRDs and their allocator
         let ippool = mini_ippool::AllocatorConfig::new(&config.cluster_cidr, &config.service_cidr);
         let stop = shutdown.clone();
+        let ippool_client = client.clone();
         background.spawn(async move {
-            if let Err(e) = mini_ippool::run(client, ippool, stop).await {
+            if let Err(e) = mini_ippool::run(ippool_client, ippool, stop).await {
                 tracing::error!(error = %e, "the ip pool allocator stopped");
+            }
+        });
+        // the PV binder and the built-in local-path provisioner, as the controllers' identity
+        let stop = shutdown.clone();
+        background.spawn(async move {
+            if let Err(e) = mini_localpath::run(client, stop).await {
+                tracing::error!(error = %e, "local-path provisioner failed");
             }
         });
     }

@@ -501,3 +501,18 @@ fn finalizer_names_standard_or_qualified_for_builtins_only() {
     // Custom resources are validated with an empty GVK for their metadata.
     assert_eq!(validate_create("", "", "", &cm), vec![]);
 }
+
+#[test]
+fn statefulset_mounts_of_claim_templates_are_valid_unknown_mounts_are_not() {
+    let mut sts = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"serviceName": "web", "replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "c", "image": "x",
+                                       "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
+                 "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                     "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}});
+    apply_defaults("apps", "v1", "StatefulSet", &mut sts);
+    assert_eq!(create("apps", "StatefulSet", &sts), vec![]);
+    sts["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]["name"] = json!("other");
+    assert_eq!(create("apps", "StatefulSet", &sts).len(), 1);
+}

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::pod;
 use super::util::{
-    at, int_or_percent, int_or_percent_value, join, label_selector, one_of, quote, repr,
+    arr, at, int_or_percent, int_or_percent_value, join, label_selector, one_of, quote, repr,
     selector_matches, selector_repr, str_at, string_map, Errs,
 };
 
@@ -242,7 +242,39 @@ pub(crate) fn stateful_set(obj: &Value, e: &mut Errs) {
     e.non_negative(Some(&spec), "replicas", "spec");
     e.non_negative(Some(&spec), "minReadySeconds", "spec");
     selector_and_template(&spec, "statefulset", true, e);
-    always_template(&spec, "StatefulSet", e);
+    always_template(&with_claim_volumes(spec), "StatefulSet", e);
+}
+
+/// The spec with a volume per volumeClaimTemplate added to the pod template, as the pods get
+/// them: containers may mount claim templates by name.
+fn with_claim_volumes(mut spec: Value) -> Value {
+    let names: Vec<Value> = arr(Some(&spec), "volumeClaimTemplates")
+        .iter()
+        .map(|t| str_at(t.get("metadata").unwrap_or(&Value::Null), "name").to_string())
+        .filter(|n| !n.is_empty())
+        .map(|n| serde_json::json!({"name": n, "persistentVolumeClaim": {"claimName": n}}))
+        .collect();
+    if names.is_empty() {
+        return spec;
+    }
+    if let Some(pod) = spec
+        .get_mut("template")
+        .and_then(|t| t.get_mut("spec"))
+        .and_then(Value::as_object_mut)
+    {
+        let volumes = pod
+            .entry("volumes")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Some(v) = volumes.as_array_mut() {
+            // a template volume of the same name is replaced by the claim in the pods
+            for n in names {
+                if !v.iter().any(|x| x.get("name") == n.get("name")) {
+                    v.push(n);
+                }
+            }
+        }
+    }
+    spec
 }
 
 pub(crate) fn daemon_set(obj: &Value, e: &mut Errs) {
