@@ -189,7 +189,9 @@ EOF
   k rollout undo deploy/app >/dev/null
   check_for "rollout_undo_to_v1_runs_again" 120 bash -c \
     "nsenter --net=$(ns_path "$SERVER_NS") kubectl rollout status deploy/app --timeout=5s && [ \"\$(nsenter --net=$(ns_path "$SERVER_NS") kubectl get deploy app -o jsonpath='{.spec.template.spec.containers[0].image}')\" = $REG/default/app:v1 ]"
-  expect "rolled_back_pod_runs_v1_content" 'v1' bash -c "nsenter --net=$(ns_path "$SERVER_NS") kubectl logs deploy/app"
+  # the old ReplicaSet's pod may still be terminating when the rollout is done: kubectl logs
+  # deploy/app can pick it and find it gone, so ask again until the running pod answers
+  check_for "rolled_back_pod_runs_v1_content" 60 bash -c "nsenter --net=$(ns_path "$SERVER_NS") kubectl logs deploy/app 2>/dev/null | grep -q v1"
 }
 
 step_commit() {

@@ -91,6 +91,9 @@ enum Plan {
     HostPath {
         path: PathBuf,
         type_: String,
+        /// Created world-writable when missing (a local-path volume: any container user may
+        /// write to its claim, as with k3s' local-path provisioner).
+        shared: bool,
     },
     Atomic {
         path: PathBuf,
@@ -264,6 +267,7 @@ impl VolumeManager {
                 Plan::HostPath {
                     path,
                     type_: src.type_.clone().unwrap_or_default(),
+                    shared: false,
                 },
             ));
         }
@@ -391,14 +395,18 @@ impl VolumeManager {
             ));
         }
         if let Some(src) = &volume.persistent_volume_claim {
-            let (path, type_) = self.claim_path(namespace, &src.claim_name).await?;
+            let (path, type_, shared) = self.claim_path(namespace, &src.claim_name).await?;
             return Ok((
                 mounted(
                     VolumeKind::PersistentVolumeClaim,
                     &path,
                     src.read_only.unwrap_or(false),
                 ),
-                Plan::HostPath { path, type_ },
+                Plan::HostPath {
+                    path,
+                    type_,
+                    shared,
+                },
             ));
         }
         Err(VolumeError::UnsupportedVolume(volume_type_name(volume)))
@@ -629,7 +637,7 @@ impl VolumeManager {
         &self,
         namespace: &str,
         claim: &str,
-    ) -> Result<(PathBuf, String), VolumeError> {
+    ) -> Result<(PathBuf, String, bool), VolumeError> {
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), namespace);
         let pvc = claims
             .get_opt(claim)
@@ -659,6 +667,12 @@ impl VolumeManager {
                 name: claim.to_string(),
                 reason: format!("its persistentvolume {pv_name:?} does not exist"),
             })?;
+        let local_path = pv
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("pv.kubernetes.io/provisioned-by"))
+            .is_some_and(|p| p == LOCAL_PATH_PROVISIONER);
         let spec = pv.spec.unwrap_or_default();
         if let Some(r) = &spec.claim_ref {
             let same_claim = r.name.as_deref() == Some(claim)
@@ -676,10 +690,14 @@ impl VolumeManager {
             }
         }
         if let Some(h) = spec.host_path {
-            return Ok((PathBuf::from(h.path), h.type_.unwrap_or_default()));
+            return Ok((
+                PathBuf::from(h.path),
+                h.type_.unwrap_or_default(),
+                local_path,
+            ));
         }
         if let Some(l) = spec.local {
-            return Ok((PathBuf::from(l.path), "Directory".into()));
+            return Ok((PathBuf::from(l.path), "Directory".into(), false));
         }
         Err(VolumeError::UnsupportedPersistentVolume { name: pv_name })
     }
@@ -840,7 +858,11 @@ fn execute(host: &dyn mini_sys::Host, plan: Plan) -> Result<(), VolumeError> {
                 .map_err(io("chmod", &path))?;
             Ok(())
         }
-        Plan::HostPath { path, type_ } => check_host_path(&path, &type_),
+        Plan::HostPath {
+            path,
+            type_,
+            shared,
+        } => check_host_path(&path, &type_, if shared { 0o777 } else { 0o755 }),
         Plan::Atomic {
             path,
             payload,
@@ -869,8 +891,11 @@ fn ensure_tmpfs(
     Ok(())
 }
 
+/// The provisioner name on PVs made by mini's local-path provisioner (mini-localpath).
+const LOCAL_PATH_PROVISIONER: &str = "mini.dev/local-path";
+
 /// Upstream's hostPath `type` checks; `DirectoryOrCreate`/`FileOrCreate` create what is missing.
-fn check_host_path(path: &Path, type_: &str) -> Result<(), VolumeError> {
+fn check_host_path(path: &Path, type_: &str, dir_mode: u32) -> Result<(), VolumeError> {
     let fail = |message: &str| VolumeError::HostPathType {
         path: path.to_path_buf(),
         message: message.to_string(),
@@ -883,7 +908,7 @@ fn check_host_path(path: &Path, type_: &str) -> Result<(), VolumeError> {
             Ok(_) => Err(fail("is not a directory")),
             Err(_) => {
                 std::fs::create_dir_all(path).map_err(io("create dir", path))?;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(dir_mode))
                     .map_err(io("chmod", path))
             }
         },

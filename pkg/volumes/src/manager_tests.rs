@@ -461,6 +461,43 @@ async fn setup_pvc_uses_bound_pv_path_and_refuses_unbound_claims() {
 }
 
 #[tokio::test]
+async fn setup_pvc_of_local_path_pv_creates_its_directory_world_writable() {
+    use std::os::unix::fs::PermissionsExt;
+    let e = env().await;
+    let data = e.dir.path().join("storage").join("pvc-1_default_lp");
+    let pvs: Api<PersistentVolume> = Api::all(e.client.clone());
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": "pvc-1", "annotations": {"pv.kubernetes.io/provisioned-by": "mini.dev/local-path"}},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "hostPath": {"path": data, "type": "DirectoryOrCreate"},
+                 "claimRef": {"namespace": "default", "name": "lp"}}
+    }))
+    .expect("pv json");
+    pvs.create(&PostParams::default(), &pv).await.expect("pv");
+    let _: PersistentVolumeClaim = create(
+        &e.client,
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "lp"},
+               "spec": {"accessModes": ["ReadWriteOnce"], "volumeName": "pvc-1",
+                        "resources": {"requests": {"storage": "1Gi"}}}}),
+    )
+    .await;
+    let p = pod(
+        &e.client,
+        "lp",
+        json!([{"name": "data", "persistentVolumeClaim": {"claimName": "lp"}}]),
+    )
+    .await;
+    e.manager.setup(&p).await.expect("setup");
+    let mode = std::fs::metadata(&data)
+        .expect("created")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o777);
+}
+
+#[tokio::test]
 async fn mounts_for_applies_read_only_sub_path_and_propagation() {
     let e = env().await;
     let _: ConfigMap = create(
