@@ -105,6 +105,12 @@ pub struct NodeArgs {
         value_delimiter = ','
     )]
     pub registry_mirror: Vec<String>,
+    /// Port of the built-in ingress proxy for HTTP/1.1 and h2c (0: do not listen).
+    #[arg(long, env = "MINI_INGRESS_HTTP_PORT", default_value_t = 80)]
+    pub ingress_http_port: u16,
+    /// Port of the built-in ingress proxy for HTTPS, HTTP/2 and HTTP/1.1 (0: do not listen).
+    #[arg(long, env = "MINI_INGRESS_HTTPS_PORT", default_value_t = 443)]
+    pub ingress_https_port: u16,
 }
 
 #[derive(Debug, clap::Args)]
@@ -368,6 +374,8 @@ fn apply_node_args(config: &mut mini_agent::AgentConfig, args: NodeArgs) -> anyh
     config.drain_on_stop = args.drain_on_stop;
     config.resolv_conf = args.resolv_conf;
     config.registry_mirrors = mini_agent::parse_registry_mirrors(&args.registry_mirror)?;
+    config.ingress_http_port = args.ingress_http_port;
+    config.ingress_https_port = args.ingress_https_port;
 
     Ok(())
 }

@@ -67,6 +67,10 @@ pub struct AgentConfig {
     pub registry_aliases: Vec<String>,
     /// Told what start-up is doing (e.g. for systemd's `STATUS=`), and when the node is up.
     pub progress: Option<ProgressHook>,
+    /// Port of the ingress proxy for HTTP (0: do not listen).
+    pub ingress_http_port: u16,
+    /// Port of the ingress proxy for HTTPS (0: do not listen).
+    pub ingress_https_port: u16,
 }
 
 /// A start-up step of the agent, reported through [`AgentConfig::progress`].
@@ -133,6 +137,8 @@ impl AgentConfig {
                 .collect(),
             registry_aliases: Vec::new(),
             progress: None,
+            ingress_http_port: 80,
+            ingress_https_port: 443,
         }
     }
 

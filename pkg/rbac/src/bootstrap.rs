@@ -180,6 +180,11 @@ fn node_rules() -> Vec<Value> {
             .groups(&[DISCOVERY])
             .resources(&["endpointslices"])
             .build(),
+        // mini's agent is the ingress controller (its TLS Secrets are read with get).
+        rule(READ)
+            .groups(&[NETWORKING])
+            .resources(&["ingresses", "ingressclasses"])
+            .build(),
         // Registering the Node object and reporting status.
         rule(&["create", "get", "list", "watch"])
             .groups(&[LEGACY])

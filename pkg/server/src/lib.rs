@@ -305,10 +305,15 @@ pub async fn start(
             ..Default::default()
         };
         background.spawn(mini_controllers::run(
-            client,
+            client.clone(),
             controller_config,
             shutdown.clone(),
         ));
+        // the ingress status: every mini-class Ingress answers on every node's address
+        let stop = shutdown.clone();
+        background.spawn(async move {
+            mini_ingress::run_status(client, stop).await;
+        });
     }
     if !config.disable_scheduler {
         let client = kube::Client::new(api.local_service(ApiServer::scheduler_user()), "default");
