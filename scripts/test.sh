@@ -97,6 +97,8 @@ e2e() {
   log "end-to-end: cluster network on three nodes (overlay, services, DNS)"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/network.sh 2>&1 | tee "$LOGS/e2e-network.log" || true
   count_plain "$LOGS/e2e-network.log"
+  MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/ingress.sh 2>&1 | tee "$LOGS/e2e-ingress.log" || true
+  count_plain "$LOGS/e2e-ingress.log"
   log "end-to-end: the embedded image registry (skopeo, podman, ctr, nodes pulling, mirror, GC, commit)"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/registry.sh 2>&1 | tee "$LOGS/e2e-registry.log" || true
   count_plain "$LOGS/e2e-registry.log"
