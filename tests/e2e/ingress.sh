@@ -192,15 +192,8 @@ step_tls() {
       -addext "subjectAltName=DNS:$h.example.test" -keyout "$WORK/$h.key" -out "$WORK/$h.crt" 2>/dev/null
     k create secret tls "tls-$h" --cert="$WORK/$h.crt" --key="$WORK/$h.key" >/dev/null
   done
-  cat <<'EOF' | k apply -f - >/dev/null
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: tls}
-spec:
-  tls:
-  - {hosts: [a.example.test], secretName: tls-a}
-  - {hosts: [b.example.test], secretName: tls-b}
-EOF
+  k patch ingress web --type=merge \
+    -p '{"spec":{"tls":[{"hosts":["a.example.test"],"secretName":"tls-a"},{"hosts":["b.example.test"],"secretName":"tls-b"}]}}' >/dev/null
   wait_for "tls_serves_cert_of_a" 30 bash -c "nsenter --net=$(ns_path "$SERVER_NS") openssl s_client -connect $(node_ip 1):$HTTPS_PORT -servername a.example.test </dev/null 2>/dev/null | openssl x509 -noout -subject | grep -q 'CN *= *a.example.test'"
   expect "tls_serves_cert_of_b" "CN ?= ?b\.example\.test" served_cn b.example.test
   expect "tls_unknown_name_gets_default_cert" "mini-ingress\.invalid" bash -c \
