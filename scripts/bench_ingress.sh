@@ -110,7 +110,7 @@ spec:
         - -c
         - |
           mkdir -p /var/lib/nginx /var/log/nginx /tmp/nginx
-          printf 'worker_processes 1; error_log stderr; pid /tmp/nginx.pid; events { worker_connections 4096; }\nhttp { access_log off; keepalive_requests 1000000; client_body_temp_path /tmp/nginx; proxy_temp_path /tmp/nginx; fastcgi_temp_path /tmp/nginx; uwsgi_temp_path /tmp/nginx; scgi_temp_path /tmp/nginx;\nserver { listen 8080; location / { return 200 "hello from the backend"; } } }\n' > /tmp/nginx.conf
+          printf 'user nobody nobody; worker_processes 1; error_log stderr; pid /tmp/nginx.pid; events { worker_connections 4096; }\nhttp { access_log off; keepalive_requests 1000000; client_body_temp_path /tmp/nginx; proxy_temp_path /tmp/nginx; fastcgi_temp_path /tmp/nginx; uwsgi_temp_path /tmp/nginx; scgi_temp_path /tmp/nginx;\nserver { listen 8080; location / { return 200 "hello from the backend"; } } }\n' > /tmp/nginx.conf
           exec /usr/sbin/nginx -e stderr -c /tmp/nginx.conf -g 'daemon off;'
         readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
 ---
@@ -131,7 +131,12 @@ spec:
       paths:
       - {path: /, pathType: Prefix, backend: {service: {name: backend, port: {number: 80}}}}
 EOF
-    wait_for "backend_available" 120 k rollout status deployment/backend --timeout=5s >&2
+    wait_for "backend_available" 120 k rollout status deployment/backend --timeout=5s >&2 || {
+        k get pods -o wide >&2
+        k describe pods -l app=backend 2>&1 | tail -25 >&2
+        k logs -l app=backend --tail=20 >&2 || true
+        exit 1
+    }
     POD_IPS=$(k get pods -l app=backend -o jsonpath='{.items[*].status.podIP}')
     mkdir -p "${WORK}/nginx"
     {
@@ -167,7 +172,8 @@ def us(p):
     m = re.search(r"^\s+" + p + r"%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
     v, unit = float(m.group(1)), m.group(2)
     return v * {"us": 1, "ms": 1000, "s": 1000000}[unit]
-print(f"{rps:.0f} {us(50):.0f} {us(99):.0f}")'
+p50, p99 = us("50"), us("99")
+print(f"{rps:.0f} {p50:.0f} {p99:.0f}")'
 }
 
 median() { python3 -c 'import statistics, sys; print(round(statistics.median(float(x) for x in sys.argv[1:])))' "$@"; }
