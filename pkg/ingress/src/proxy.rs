@@ -384,3 +384,148 @@ mod tests {
         assert!(upgrade_protocol(&plain).is_none());
     }
 }
+
+#[cfg(test)]
+mod serve_tests {
+    use super::*;
+    use crate::routes::MiniClasses;
+    use http_body_util::Empty;
+    use serde_json::json;
+
+    /// A loopback backend answering `NAME host=<Host> xff=<X-Forwarded-For> proto=<...>`.
+    async fn backend(name: &'static str) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |req: Request<Incoming>| async move {
+                            let h = |n: &str| {
+                                req.headers()
+                                    .get(n)
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or("-")
+                                    .to_string()
+                            };
+                            let text = format!(
+                                "{name} host={} xff={} proto={} path={}",
+                                h("host"),
+                                h("x-forwarded-for"),
+                                h("x-forwarded-proto"),
+                                req.uri()
+                            );
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        address
+    }
+
+    fn table(routes: &[(&str, SocketAddr)]) -> RouteTable {
+        let classes = MiniClasses::from_classes(&[serde_json::from_value(json!({
+            "metadata": {"name": "mini", "annotations": {crate::routes::DEFAULT_CLASS_ANNOTATION: "true"}},
+            "spec": {"controller": crate::CONTROLLER}
+        }))
+        .expect("class")]);
+        let mut services = Vec::new();
+        let mut slices = Vec::new();
+        let mut rules = Vec::new();
+        for (i, (host, addr)) in routes.iter().enumerate() {
+            let svc = format!("svc{i}");
+            services.push(Arc::new(
+                serde_json::from_value(json!({
+                    "metadata": {"name": svc, "namespace": "default"},
+                    "spec": {"ports": [{"port": 80}]}
+                }))
+                .expect("service"),
+            ));
+            slices.push(Arc::new(
+                serde_json::from_value(json!({
+                    "metadata": {"name": svc, "namespace": "default",
+                                 "labels": {"kubernetes.io/service-name": svc}},
+                    "addressType": "IPv4",
+                    "ports": [{"port": addr.port()}],
+                    "endpoints": [{"addresses": [addr.ip().to_string()]}]
+                }))
+                .expect("slice"),
+            ));
+            rules.push(json!({"host": host, "http": {"paths": [
+                {"path": "/", "pathType": "Prefix",
+                 "backend": {"service": {"name": svc, "port": {"number": 80}}}}]}}));
+        }
+        rules.push(json!({"host": "empty.test", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix",
+             "backend": {"service": {"name": "nope", "port": {"number": 80}}}}]}}));
+        let ingress = Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": "i", "namespace": "default"},
+                "spec": {"rules": rules}
+            }))
+            .expect("ingress"),
+        );
+        RouteTable::build(&classes, &[ingress], &services, &slices)
+    }
+
+    async fn get(
+        client: &Client<HttpConnector, Empty<Bytes>>,
+        proxy: SocketAddr,
+        host: &str,
+    ) -> (StatusCode, String) {
+        let req = Request::builder()
+            .uri(format!("http://{proxy}/p?q=1"))
+            .header("host", host)
+            .body(Empty::new())
+            .expect("request");
+        let resp = client.request(req).await.expect("response");
+        let status = resp.status();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn proxy_routes_forwards_headers_and_follows_a_route_swap_on_one_connection() {
+        let (a, b) = (backend("a").await, backend("b").await);
+        let proxy = Arc::new(Proxy::new());
+        proxy.set_routes(table(&[("a.test", a)]));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("addr");
+        let stop = CancellationToken::new();
+        tokio::spawn(
+            proxy
+                .clone()
+                .serve(listener, None, stop.clone(), stop.clone()),
+        );
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(1)
+            .build(HttpConnector::new());
+
+        let (status, body) = get(&client, address, "A.test:80").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            "a host=A.test:80 xff=127.0.0.1 proto=http path=/p?q=1"
+        );
+        assert_eq!(
+            get(&client, address, "other.test").await.0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            get(&client, address, "empty.test").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+
+        proxy.set_routes(table(&[("a.test", b)]));
+        let (status, body) = get(&client, address, "a.test").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.starts_with("b "), "{body}");
+        stop.cancel();
+    }
+}
