@@ -11,6 +11,9 @@ use rustls::sign::CertifiedKey;
 use crate::routes::TlsRef;
 use crate::tls;
 
+/// How long one Secret GET may take.
+const GET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// One Secret as last read: its certificate, or why there is none.
 #[derive(Debug, Clone)]
 enum Entry {
@@ -44,9 +47,15 @@ impl CertCache {
             }
             let (ns, name) = key;
             let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-            let entry = match api.get(name).await {
-                Ok(secret) => self.parse(key, &secret),
-                Err(e) => Entry::Missing(format!("reading the secret: {e}")),
+            // bounded, so an unreachable API server never holds up route updates for long
+            let entry = match tokio::time::timeout(GET_TIMEOUT, api.get(name)).await {
+                Ok(Ok(secret)) => self.parse(key, &secret),
+                Ok(Err(e)) => Entry::Missing(format!("reading the secret: {e}")),
+                Err(_) => match self.entries.get(key) {
+                    // keep serving what was read before
+                    Some(previous) => previous.clone(),
+                    None => Entry::Missing("reading the secret timed out".into()),
+                },
             };
             self.insert(key.clone(), entry);
         }
