@@ -50,14 +50,18 @@ impl CertCache {
             // bounded, so an unreachable API server never holds up route updates for long
             let entry = match tokio::time::timeout(GET_TIMEOUT, api.get(name)).await {
                 Ok(Ok(secret)) => self.parse(key, &secret),
-                Ok(Err(e)) => Entry::Missing(format!("reading the secret: {e}")),
-                Err(_) => match self.entries.get(key) {
-                    // keep serving what was read before
-                    Some(previous) => previous.clone(),
-                    None => Entry::Missing("reading the secret timed out".into()),
-                },
+                // a failed read keeps serving what was read before
+                Ok(Err(e)) => self.previous_or(key, format!("reading the secret: {e}")),
+                Err(_) => self.previous_or(key, "reading the secret timed out".into()),
             };
             self.insert(key.clone(), entry);
+        }
+    }
+
+    fn previous_or(&self, key: &(String, String), reason: String) -> Entry {
+        match self.entries.get(key) {
+            Some(previous @ Entry::Key { .. }) => previous.clone(),
+            _ => Entry::Missing(reason),
         }
     }
 
