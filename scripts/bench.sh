@@ -13,6 +13,7 @@ BIN_DIR="${CARGO_TARGET_DIR:-${ROOT}/target}/release"
 
 usage() {
     echo "usage: $0 network [--services N] [--connects N] [--iperf-secs N]" >&2
+    echo "usage: $0 ingress [--runs N] [--seconds N] [--connections N]" >&2
     echo "usage: $0 agent [--pods N] [--idle-secs N]" >&2
     echo "usage: $0 install [--runs N]" >&2
     echo "usage: $0 netpol [--policies N] [--connects N]" >&2
@@ -637,6 +638,9 @@ main() {
             ;;
         network)
             run_network "$@"
+            ;;
+        ingress)
+            "${ROOT}/scripts/bench_ingress.sh" "$@"
             ;;
         install)
             build_release_dist

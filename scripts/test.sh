@@ -103,6 +103,9 @@ e2e() {
   log "end-to-end: static pod IPs from IP pools on two nodes"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/ippool.sh 2>&1 | tee "$LOGS/e2e-ippool.log" || true
   count_plain "$LOGS/e2e-ippool.log"
+  log "end-to-end: the built-in ingress controller on two nodes (hosts, paths, TLS by SNI, HTTP/2, upgrades, status)"
+  MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/ingress.sh 2>&1 | tee "$LOGS/e2e-ingress.log" || true
+  count_plain "$LOGS/e2e-ingress.log"
   log "end-to-end: the embedded image registry (skopeo, podman, ctr, nodes pulling, mirror, GC, commit)"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/registry.sh 2>&1 | tee "$LOGS/e2e-registry.log" || true
   count_plain "$LOGS/e2e-registry.log"

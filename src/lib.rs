@@ -111,6 +111,12 @@ pub struct NodeArgs {
     /// Directory for local-path volumes (default: <data-dir>/storage).
     #[arg(long, env = "MINI_LOCAL_PATH_DIR")]
     pub local_path_dir: Option<PathBuf>,
+    /// Port of the built-in ingress proxy for HTTP/1.1 and h2c (0: do not listen).
+    #[arg(long, env = "MINI_INGRESS_HTTP_PORT", default_value_t = 80)]
+    pub ingress_http_port: u16,
+    /// Port of the built-in ingress proxy for HTTPS, HTTP/2 and HTTP/1.1 (0: do not listen).
+    #[arg(long, env = "MINI_INGRESS_HTTPS_PORT", default_value_t = 443)]
+    pub ingress_https_port: u16,
 }
 
 #[derive(Debug, clap::Args)]
@@ -380,6 +386,8 @@ fn apply_node_args(config: &mut mini_agent::AgentConfig, args: NodeArgs) -> anyh
     config.registry_mirrors = mini_agent::parse_registry_mirrors(&args.registry_mirror)?;
     config.disable_network_policy = args.disable_network_policy;
     config.local_path_dir = args.local_path_dir;
+    config.ingress_http_port = args.ingress_http_port;
+    config.ingress_https_port = args.ingress_https_port;
 
     Ok(())
 }

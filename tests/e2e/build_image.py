@@ -3,7 +3,9 @@
 one layer holding /bin/busybox (from Debian's busybox-static) and symlinks for the applets the
 tests use. Usage: build_image.py OUT.tar [NAME] (default NAME mini.local/busybox:1.0); with
 BUILD_IMAGE_VERSION set, /etc/version holds its text, so each version has its own digest; with
-BUILD_IMAGE_RANDOM_MB=N, /random holds N MiB of random bytes (a large image)."""
+BUILD_IMAGE_RANDOM_MB=N, /random holds N MiB of random bytes (a large image); with
+BUILD_IMAGE_FILES=/a:/b, those host files are copied to the same paths (e.g. a binary and its
+libraries)."""
 
 import hashlib
 import io
@@ -57,6 +59,20 @@ def layer(busybox: bytes) -> bytes:
         random_mb = int(os.environ.get("BUILD_IMAGE_RANDOM_MB", "0") or "0")
         if random_mb > 0:
             add_bytes(tar, "random", os.urandom(random_mb << 20))
+        dirs = set()
+        for path in filter(None, os.environ.get("BUILD_IMAGE_FILES", "").split(":")):
+            parts = path.strip("/").split("/")
+            for i in range(1, len(parts)):
+                d = "/".join(parts[:i])
+                if d not in dirs and d not in ("bin", "tmp", "etc", "var", "root"):
+                    dirs.add(d)
+                    info = tarfile.TarInfo(d)
+                    info.type = tarfile.DIRTYPE
+                    info.mode = 0o755
+                    info.mtime = 0
+                    tar.addfile(info)
+            with open(path, "rb") as f:
+                add_bytes(tar, "/".join(parts), f.read(), 0o755)
         version = os.environ.get("BUILD_IMAGE_VERSION", "")
         if version:
             add_bytes(tar, "etc/version", version.encode() + b"\n")

@@ -71,6 +71,10 @@ pub struct AgentConfig {
     pub disable_network_policy: bool,
     /// Where local-path volumes get their directories (default `<data-dir>/storage`).
     pub local_path_dir: Option<PathBuf>,
+    /// Port of the ingress proxy for HTTP (0: do not listen).
+    pub ingress_http_port: u16,
+    /// Port of the ingress proxy for HTTPS (0: do not listen).
+    pub ingress_https_port: u16,
 }
 
 /// A start-up step of the agent, reported through [`AgentConfig::progress`].
@@ -139,6 +143,8 @@ impl AgentConfig {
             progress: None,
             disable_network_policy: false,
             local_path_dir: None,
+            ingress_http_port: 80,
+            ingress_https_port: 443,
         }
     }
 

@@ -405,6 +405,21 @@ pub async fn start(
         }));
     }
 
+    // 6b. the ingress proxy on the node's HTTP and HTTPS ports, while mini's IngressClass exists
+    {
+        let ingress = mini_ingress::IngressConfig::new(
+            node_name.clone(),
+            config.ingress_http_port,
+            config.ingress_https_port,
+        );
+        let (ingress_client, stop) = (client.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = mini_ingress::run(ingress_client, ingress, stop).await {
+                tracing::error!(error = %e, "the ingress proxy stopped");
+            }
+        }));
+    }
+
     // 7. the kubelet
     let kubelet = mini_kubelet::Kubelet::new(
         client.clone(),

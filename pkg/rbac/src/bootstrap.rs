@@ -191,6 +191,11 @@ pub fn node_rules() -> Vec<Value> {
             .groups(&[LEGACY])
             .resources(&["namespaces"])
             .build(),
+        // mini's agent is the ingress controller (its TLS Secrets are read with get).
+        rule(READ)
+            .groups(&[NETWORKING])
+            .resources(&["ingresses", "ingressclasses"])
+            .build(),
         // Registering the Node object and reporting status.
         rule(&["create", "get", "list", "watch"])
             .groups(&[LEGACY])

@@ -324,10 +324,16 @@ pub async fn start(
         });
         // the PV binder and the built-in local-path provisioner, as the controllers' identity
         let stop = shutdown.clone();
+        let localpath_client = client.clone();
         background.spawn(async move {
-            if let Err(e) = mini_localpath::run(client, stop).await {
+            if let Err(e) = mini_localpath::run(localpath_client, stop).await {
                 tracing::error!(error = %e, "local-path provisioner failed");
             }
+        });
+        // the ingress status: every mini-class Ingress answers on every node's address
+        let stop = shutdown.clone();
+        background.spawn(async move {
+            mini_ingress::run_status(client, stop).await;
         });
     }
     if !config.disable_scheduler {
