@@ -87,7 +87,7 @@ EOF
 step_start() {
   setup_network "${NODES[@]}"
   python3 "$HERE/build_image.py" "$WORK/busybox.tar" "$IMAGE"
-  start_node_server "$WORK/server" --disable-agent
+  start_node_server "$WORK/server" --disable-agent --disable ingress
   local i=1 n
   for n in "${NODES[@]}"; do
     mkdir -p "$WORK/$n/agent/images"
