@@ -49,15 +49,10 @@ E2E_NS=ingbn
 # shellcheck source=tests/e2e/nodes_lib.sh
 . "${ROOT}/tests/e2e/nodes_lib.sh"
 
-# The binary measured: $MINI_BIN if set, else a release build in the target dir if there is one,
-# else the debug one (this script builds nothing).
-TARGET_DIR="${CARGO_TARGET_DIR:-${ROOT}/target}"
-if [[ -z "${MINI_BIN:-}" ]]; then
-    MINI_BIN="${TARGET_DIR}/release/mini"
-    [[ -x "${MINI_BIN}" ]] || MINI_BIN="${TARGET_DIR}/debug/mini"
-fi
-MINI_BIN=$(readlink -f "${MINI_BIN}")
-[[ -x "${MINI_BIN}" ]] || { echo "bench ingress: no mini binary at ${MINI_BIN}" >&2; exit 1; }
+# The binary measured: $MINI_BIN, else the newest build (scripts/find_mini.sh; builds nothing).
+# shellcheck source=scripts/find_mini.sh
+. "${ROOT}/scripts/find_mini.sh"
+find_mini ingress
 WORK=$(mktemp -d /tmp/mini-bench-ing.XXXXXX)
 export HOME=${WORK}/home
 mkdir -p "${HOME}"

@@ -45,19 +45,11 @@ E2E_NS=minibn
 # shellcheck source=tests/e2e/nodes_lib.sh
 . "${ROOT}/tests/e2e/nodes_lib.sh"
 
-# The binary measured: $MINI_BIN if set, else the newest `mini` among the release and debug
-# builds of $CARGO_TARGET_DIR, of the checkout's own target/ (a plain `cargo build --release`)
-# and of CI's shared target dir (this script builds nothing).
-if [[ -z "${MINI_BIN:-}" ]]; then
-    MINI_BIN=$(ls -t \
-        ${CARGO_TARGET_DIR:+"${CARGO_TARGET_DIR}/release/mini" "${CARGO_TARGET_DIR}/debug/mini"} \
-        "${ROOT}/target/release/mini" "${ROOT}/target/debug/mini" \
-        /var/tmp/mini-cargo-target/release/mini /var/tmp/mini-cargo-target/debug/mini \
-        2>/dev/null | head -n 1 || true)
-fi
-[[ -n "${MINI_BIN:-}" && -x "$MINI_BIN" ]] || { echo "bench network: no mini binary: run cargo build --release (or set MINI_BIN)" >&2; exit 1; }
-MINI_BIN=$(readlink -f "$MINI_BIN")
-case "$MINI_BIN" in */release/*) PROFILE=release ;; *) PROFILE=debug ;; esac
+# The binary measured: $MINI_BIN, else the newest build (scripts/find_mini.sh; builds nothing).
+# shellcheck source=scripts/find_mini.sh
+. "${ROOT}/scripts/find_mini.sh"
+find_mini network
+case "$MINI_BIN" in */release/*|*/dist/*) PROFILE=release ;; *) PROFILE=debug ;; esac
 echo "bench network: measuring ${MINI_BIN} (${PROFILE} build)" >&2
 
 WORK=$(mktemp -d /tmp/mini-bench-net.XXXXXX)
