@@ -14,7 +14,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
@@ -95,12 +94,12 @@ pub async fn run(
     let (slices, w_sl) = reflector::store::<EndpointSlice>();
     let mut watches = tokio::task::JoinSet::new();
     let wc = watcher::Config::default;
-    watches.spawn(drive(
+    watches.spawn(mini_runtime::watch::notify_on_events(
         "ingresses",
         reflector(w_ing, watcher(Api::<Ingress>::all(client.clone()), wc())).default_backoff(),
         changed.clone(),
     ));
-    watches.spawn(drive(
+    watches.spawn(mini_runtime::watch::notify_on_events(
         "ingressclasses",
         reflector(
             w_cls,
@@ -109,12 +108,12 @@ pub async fn run(
         .default_backoff(),
         changed.clone(),
     ));
-    watches.spawn(drive(
+    watches.spawn(mini_runtime::watch::notify_on_events(
         "services",
         reflector(w_svc, watcher(Api::<Service>::all(client.clone()), wc())).default_backoff(),
         changed.clone(),
     ));
-    watches.spawn(drive(
+    watches.spawn(mini_runtime::watch::notify_on_events(
         "endpointslices",
         reflector(
             w_sl,
@@ -247,20 +246,6 @@ async fn listen(
                     _ = tokio::time::sleep(BIND_RETRY) => {}
                 }
             }
-        }
-    }
-}
-
-/// Drives one reflector stream, poking `changed` on every event.
-async fn drive<K, S>(what: &'static str, stream: S, changed: Arc<Notify>)
-where
-    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
-{
-    futures::pin_mut!(stream);
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(_) => changed.notify_one(),
-            Err(e) => tracing::debug!(watch = what, error = %e, "watch error; backing off"),
         }
     }
 }

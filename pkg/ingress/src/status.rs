@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::routes::MiniClasses;
-use crate::{drive, DEBOUNCE};
+use crate::DEBOUNCE;
 
 /// How often every Ingress is checked again even without a change (failed writes are retried).
 const RESYNC: Duration = Duration::from_secs(30);
@@ -76,12 +76,12 @@ pub async fn run_status(client: kube::Client, shutdown: CancellationToken) {
     let (nodes, w_node) = reflector::store::<Node>();
     let mut watches = tokio::task::JoinSet::new();
     let wc = watcher::Config::default;
-    watches.spawn(drive(
+    watches.spawn(mini_runtime::watch::notify_on_events(
         "ingresses",
         reflector(w_ing, watcher(Api::<Ingress>::all(client.clone()), wc())).default_backoff(),
         changed.clone(),
     ));
-    watches.spawn(drive(
+    watches.spawn(mini_runtime::watch::notify_on_events(
         "ingressclasses",
         reflector(
             w_cls,
@@ -90,7 +90,7 @@ pub async fn run_status(client: kube::Client, shutdown: CancellationToken) {
         .default_backoff(),
         changed.clone(),
     ));
-    watches.spawn(drive(
+    watches.spawn(mini_runtime::watch::notify_on_events(
         "nodes",
         reflector(w_node, watcher(Api::<Node>::all(client.clone()), wc())).default_backoff(),
         changed.clone(),

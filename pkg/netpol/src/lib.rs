@@ -44,7 +44,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::{reflector, watcher, WatchStreamExt};
@@ -209,7 +208,11 @@ pub async fn run(
             ),
         )
         .default_backoff();
-        watches.spawn(drive("networkpolicies", stream, changed.clone()));
+        watches.spawn(mini_runtime::watch::notify_on_events(
+            "networkpolicies",
+            stream,
+            changed.clone(),
+        ));
     }
     {
         let stream = reflector(
@@ -217,7 +220,11 @@ pub async fn run(
             watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
         )
         .default_backoff();
-        watches.spawn(drive("pods", stream, changed.clone()));
+        watches.spawn(mini_runtime::watch::notify_on_events(
+            "pods",
+            stream,
+            changed.clone(),
+        ));
     }
     {
         let stream = reflector(
@@ -225,7 +232,11 @@ pub async fn run(
             watcher(Api::<Namespace>::all(client), watcher::Config::default()),
         )
         .default_backoff();
-        watches.spawn(drive("namespaces", stream, changed.clone()));
+        watches.spawn(mini_runtime::watch::notify_on_events(
+            "namespaces",
+            stream,
+            changed.clone(),
+        ));
     }
     let ready = async {
         let _ = policies.wait_until_ready().await;
@@ -280,20 +291,6 @@ pub async fn run(
     }
     watches.abort_all();
     Ok(())
-}
-
-/// Drives one reflector stream, poking `changed` on every event.
-async fn drive<K, S>(what: &'static str, stream: S, changed: Arc<Notify>)
-where
-    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
-{
-    futures::pin_mut!(stream);
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(_) => changed.notify_one(),
-            Err(e) => tracing::debug!(watch = what, error = %e, "watch error; backing off"),
-        }
-    }
 }
 
 /// Removes the table (agent cleanup, `--disable-network-policy`, killall); a missing table

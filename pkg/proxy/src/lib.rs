@@ -12,7 +12,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
@@ -240,7 +239,9 @@ pub async fn run(
             ),
         )
         .default_backoff();
-        watches.spawn(drive("services", stream, changed));
+        watches.spawn(mini_runtime::watch::notify_on_events(
+            "services", stream, changed,
+        ));
     }
     {
         let changed = changed.clone();
@@ -252,7 +253,11 @@ pub async fn run(
             ),
         )
         .default_backoff();
-        watches.spawn(drive("endpointslices", stream, changed));
+        watches.spawn(mini_runtime::watch::notify_on_events(
+            "endpointslices",
+            stream,
+            changed,
+        ));
     }
     // IP pools (`mini.dev/v1`, created by the server): their pods are pod traffic too. Not
     // waited for: a server without the kind leaves the pod ranges at the cluster CIDR.
@@ -272,7 +277,9 @@ pub async fn run(
             ),
         )
         .default_backoff();
-        watches.spawn(drive("ippools", stream, changed));
+        watches.spawn(mini_runtime::watch::notify_on_events(
+            "ippools", stream, changed,
+        ));
     }
     let ready = async {
         let _ = services.wait_until_ready().await;
@@ -332,20 +339,6 @@ pub async fn run(
     }
     watches.abort_all();
     Ok(())
-}
-
-/// Drives one reflector stream, poking `changed` on every event.
-async fn drive<K, S>(what: &'static str, stream: S, changed: Arc<Notify>)
-where
-    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
-{
-    futures::pin_mut!(stream);
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(_) => changed.notify_one(),
-            Err(e) => tracing::debug!(watch = what, error = %e, "watch error; backing off"),
-        }
-    }
 }
 
 /// Removes the table (for `mini agent cleanup`); a missing table is not an error.

@@ -1,8 +1,9 @@
 //! Client-side helpers shared by mini's controllers, scheduler and agents: recording core/v1
-//! Events, controller owner references, and pod state predicates.
+//! Events, controller owner references, pod state predicates, and driving watch streams.
 
 pub mod events;
 pub mod owner;
 pub mod pod;
+pub mod watch;
 
 pub use events::{EventRecorder, EventType};
