@@ -105,23 +105,7 @@ pub fn ipallocation_crd() -> Value {
     })
 }
 
-/// Whether the kind of the CRD `name` can be listed.
-async fn served(client: &kube::Client, name: &str) -> bool {
-    let params = kube::api::ListParams::default().limit(1);
-    if name.starts_with("ippools.") {
-        Api::<crate::IpPool>::all(client.clone())
-            .list(&params)
-            .await
-            .is_ok()
-    } else {
-        Api::<crate::IpAllocation>::all(client.clone())
-            .list(&params)
-            .await
-            .is_ok()
-    }
-}
-
-/// Applies both CRDs and waits until the API server serves them.
+/// Applies both CRDs and waits until they are Established.
 pub async fn ensure(client: &kube::Client) -> Result<(), IpPoolError> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let params = PatchParams::apply("mini").force();
@@ -133,28 +117,9 @@ pub async fn ensure(client: &kube::Client) -> Result<(), IpPoolError> {
         api.patch(&name, &params, &Patch::Apply(&crd))
             .await
             .map_err(api_err(format!("applying the CRD {name}")))?;
-        let mut waited = Duration::ZERO;
-        loop {
-            let established = api
-                .get_opt(&name)
-                .await
-                .map_err(api_err(format!("reading the CRD {name}")))?
-                .and_then(|c| c.status)
-                .and_then(|s| s.conditions)
-                .is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                });
-            // (a CRD created by apply may lack the status conditions: being served is enough)
-            if established || served(client, &name).await {
-                break;
-            }
-            if waited > Duration::from_secs(30) {
-                return Err(IpPoolError::NotEstablished(name));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            waited += Duration::from_millis(200);
-        }
+        mini_runtime::crd::wait_established(client, &name, Duration::from_secs(30))
+            .await
+            .map_err(|_| IpPoolError::NotEstablished(name))?;
     }
     Ok(())
 }

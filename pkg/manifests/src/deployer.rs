@@ -97,9 +97,9 @@ impl Deployer {
         let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
         crds.patch(CRD_NAME, &apply_params(), &Patch::Apply(addon::crd()))
             .await?;
-        wait_established(&self.client, CRD_NAME)
+        mini_runtime::crd::wait_established(&self.client, CRD_NAME, ESTABLISH_TIMEOUT)
             .await
-            .map_err(ManifestsError::Crd)
+            .map_err(|e| ManifestsError::Crd(e.to_string()))
     }
 
     fn addons(&self) -> Api<DynamicObject> {
@@ -252,7 +252,10 @@ impl Deployer {
             let kind = doc.object["kind"].as_str().unwrap_or_default();
             if documents::apply_rank(kind) > 1 && !pending_crds.is_empty() {
                 for crd in pending_crds.drain(..) {
-                    if let Err(e) = wait_established(&self.client, &crd).await {
+                    if let Err(e) =
+                        mini_runtime::crd::wait_established(&self.client, &crd, ESTABLISH_TIMEOUT)
+                            .await
+                    {
                         outcome.errors.push(format!("{shown}: {e}"));
                     }
                 }
@@ -315,7 +318,9 @@ impl Deployer {
             }
         }
         for crd in pending_crds.drain(..) {
-            if let Err(e) = wait_established(&self.client, &crd).await {
+            if let Err(e) =
+                mini_runtime::crd::wait_established(&self.client, &crd, ESTABLISH_TIMEOUT).await
+            {
                 outcome.errors.push(format!("{shown}: {e}"));
             }
         }
@@ -553,37 +558,5 @@ async fn delete_object(
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
         Err(e) => Err(api_message(&e)),
-    }
-}
-
-/// Waits until the CRD `name` has the condition Established.
-async fn wait_established(client: &Client, name: &str) -> Result<(), String> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let deadline = Instant::now() + ESTABLISH_TIMEOUT;
-    loop {
-        let established = crds
-            .get_opt(name)
-            .await
-            .map_err(|e| {
-                format!(
-                    "reading CustomResourceDefinition {name}: {}",
-                    api_message(&e)
-                )
-            })?
-            .and_then(|crd| crd.status)
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "CustomResourceDefinition {name} is not Established after {}s",
-                ESTABLISH_TIMEOUT.as_secs()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
