@@ -17,6 +17,7 @@ SIM_PIDS=()
 cleanup() {
   for p in "${SIM_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   stop_server KILL
+  keep_logs_on_failure "${E2E_KEEP_LOGS:-/tmp/mini-e2e-workloads-logs}"
   jobs -p | xargs -r kill 2>/dev/null || true
   rm -rf "$WORK"
 }

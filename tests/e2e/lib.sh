@@ -77,3 +77,14 @@ summary() {
   echo "$PASS passed, $FAIL failed"
   [ "$FAIL" -eq 0 ]
 }
+
+# keep_logs_on_failure DIR: after a failed run, copies the server/agent/containerd logs from
+# $WORK to DIR before cleanup removes them.
+keep_logs_on_failure() {
+  local keep=$1
+  if [ "$FAIL" -gt 0 ]; then
+    rm -rf "$keep" && mkdir -p "$keep"
+    (cd "$WORK" && find . -maxdepth 4 -name '*.log' -exec cp --parents {} "$keep" \;) 2>/dev/null || true
+    echo "logs of the failed run kept in $keep"
+  fi
+}

@@ -206,8 +206,23 @@ pub async fn run(
         return Ok(());
     };
     let started = std::time::Instant::now();
-    let mut vtep = ensure_device(netlink.as_ref(), &config, pod_cidr).await?;
-    publish_annotations(&nodes, &config, &vtep).await?;
+    // a failed setup (the kernel or the API server briefly refusing) is retried: an agent
+    // without its overlay device would leave every other node unable to reach its pods
+    let mut vtep = loop {
+        let setup = async {
+            let vtep = ensure_device(netlink.as_ref(), &config, pod_cidr).await?;
+            publish_annotations(&nodes, &config, &vtep).await?;
+            Ok::<_, OverlayError>(vtep)
+        };
+        match setup.await {
+            Ok(vtep) => break vtep,
+            Err(e) => tracing::warn!(error = %e, "overlay device setup failed; retrying in 2s"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    };
     tracing::info!(
         device = vtep.name, mac = %vtep.mac, %pod_cidr, mtu = vtep.mtu,
         elapsed_ms = started.elapsed().as_millis() as u64, "overlay device ready"

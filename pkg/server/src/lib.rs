@@ -239,11 +239,12 @@ pub async fn start(
     write_private(&node_token, &join_token)?;
 
     // 4. store
-    let store = mini_store::SledStore::open(&server_dir.join("db"))?;
+    let store = Arc::new(mini_store::SledStore::open(&server_dir.join("db"))?);
+    let closing_store = store.clone();
 
     // 5. API server over the store
     let api = ApiServer::new(
-        Arc::new(store),
+        store,
         ApiServerConfig {
             service_cidr,
             node_port_range: (30000, 32767),
@@ -383,6 +384,11 @@ pub async fn start(
         let served = mini_apiserver::serve(api, listener, tls, serve_shutdown.clone()).await;
         serve_shutdown.cancel();
         while background.join_next().await.is_some() {}
+        // tasks outside `background` may still hold the store: close it here so every
+        // applied write is on disk and the next start knows the stop was clean
+        if let Err(e) = closing_store.close() {
+            tracing::warn!(error = %e, "closing the store failed");
+        }
         served?;
         Ok(())
     });

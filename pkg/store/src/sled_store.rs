@@ -3,6 +3,7 @@
 //! Layout in the default sled tree: `d<key>` holds `create_revision (8 bytes BE) ||
 //! mod_revision (8 bytes BE) || value`; `r` holds the current revision (8 bytes BE). Each write
 //! updates its key and `r` in one atomic batch, so the revision is never reused after a restart.
+//! `c` exists only while the store is closed cleanly (see [`RESTART_REVISION_GAP`]).
 
 use std::ops::Bound;
 use std::path::Path;
@@ -25,11 +26,23 @@ pub const WATCH_CHANNEL_CAPACITY: usize = 4096;
 const DATA_PREFIX: u8 = b'd';
 const REVISION_KEY: &[u8] = b"r";
 const HEADER_LEN: usize = 16;
+/// Present only between a clean close and the next open.
+const CLEAN_CLOSE_KEY: &[u8] = b"c";
+
+/// How far the revision jumps when the store is opened after its last process stopped without
+/// closing it. Watch events go out when a write is applied, just before it is flushed, so a
+/// watcher may have seen revisions that never reached the disk; were they handed out again, a
+/// client resuming from one would silently miss the new writes. Starting past them (the writes
+/// in flight at a crash are bounded by the concurrent writers, far below this) makes every
+/// resumed watch older than the new revision get `Compacted`, so the client lists again.
+pub const RESTART_REVISION_GAP: Revision = 1_000_000;
 
 /// The state guarded by the write lock.
 struct WriteState {
     revision: Revision,
     hub: Hub,
+    /// Set by [`SledStore::close`]: later writes fail.
+    closed: bool,
 }
 
 /// A [`Store`] on a sled database. Share it as `Arc<dyn Store>`; dropping it stops the flush
@@ -53,6 +66,14 @@ enum Outcome {
     Deleted(Deleted),
 }
 
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        if let Err(error) = self.close() {
+            tracing::warn!(%error, "closing the store cleanly failed; the next start treats it as a crash");
+        }
+    }
+}
+
 impl SledStore {
     /// Opens (or creates) the store at `path` with [`DEFAULT_HISTORY_EVENTS`] of watch history.
     pub fn open(path: &Path) -> Result<SledStore, StoreError> {
@@ -65,7 +86,7 @@ impl SledStore {
             .path(path)
             .open()
             .map_err(|e| backend(format!("opening {}", path.display()), e))?;
-        let revision = match db
+        let stored = match db
             .get(REVISION_KEY)
             .map_err(|e| backend("reading the stored revision", e))?
         {
@@ -73,16 +94,52 @@ impl SledStore {
                 .ok_or_else(|| StoreError::Backend("the stored revision is corrupt".to_string()))?,
             None => 0,
         };
+        let closed_cleanly = db
+            .get(CLEAN_CLOSE_KEY)
+            .map_err(|e| backend("reading the clean-close marker", e))?
+            .is_some();
+        let revision = if closed_cleanly || !db.was_recovered() {
+            stored
+        } else {
+            tracing::info!(
+                stored,
+                "the store was not closed cleanly: revisions continue past any a watcher may have seen"
+            );
+            stored + RESTART_REVISION_GAP
+        };
+        let mut batch = sled::Batch::default();
+        batch.remove(CLEAN_CLOSE_KEY);
+        batch.insert(REVISION_KEY, &revision.to_be_bytes());
+        db.apply_batch(batch)
+            .and_then(|()| db.flush().map(drop))
+            .map_err(|e| backend("recording the store as open", e))?;
         let commit = GroupCommit::start(db.clone(), revision)?;
         Ok(SledStore {
             db,
             write: Mutex::new(WriteState {
                 revision,
                 hub: Hub::new(history_events, revision, WATCH_CHANNEL_CAPACITY),
+                closed: false,
             }),
             revision: AtomicU64::new(revision),
             commit,
         })
+    }
+
+    /// Refuses further writes, makes every applied one durable and marks the store closed
+    /// cleanly, so the next open keeps counting revisions from here. Idempotent.
+    pub fn close(&self) -> Result<(), StoreError> {
+        let mut state = lock(&self.write);
+        if state.closed {
+            return Ok(());
+        }
+        state.closed = true;
+        self.db
+            .flush()
+            .and_then(|_| self.db.insert(CLEAN_CLOSE_KEY, &[] as &[u8]))
+            .and_then(|_| self.db.flush())
+            .map_err(|e| backend("closing the store", e))?;
+        Ok(())
     }
 
     /// The oldest revision a watch can start after without getting `Compacted`, plus one.
@@ -107,6 +164,11 @@ impl SledStore {
     /// key and the revision atomically, and publishes the event. Not yet durable.
     fn apply(&self, key: &str, op: Op) -> Result<Outcome, StoreError> {
         let mut state = lock(&self.write);
+        if state.closed {
+            return Err(StoreError::Backend(
+                "the store is closed: the server is shutting down".to_string(),
+            ));
+        }
         let current = self.read(key)?;
         let revision = state.revision + 1;
         let mut batch = sled::Batch::default();

@@ -371,6 +371,9 @@ pub trait Netlink: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct RtNetlink {
     handle: Handle,
+    /// The kernel serves one dump at a time per netlink socket and answers EBUSY to a dump
+    /// started while another runs, so the dumps of all clones of this handle take turns.
+    dump_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl RtNetlink {
@@ -380,7 +383,7 @@ impl RtNetlink {
         let (connection, handle, _messages) =
             rtnetlink::new_connection().map_err(NetlinkError::Connect)?;
         tokio::spawn(connection);
-        Ok(RtNetlink { handle })
+        Ok(RtNetlink::with_handle(handle))
     }
 
     /// Opens a netlink socket in the network namespace at `netns_path` (e.g.
@@ -411,7 +414,23 @@ impl RtNetlink {
         })?;
         let (connection, handle) = opened?;
         tokio::spawn(connection);
-        Ok(RtNetlink { handle })
+        Ok(RtNetlink::with_handle(handle))
+    }
+
+    fn with_handle(handle: Handle) -> RtNetlink {
+        RtNetlink {
+            handle,
+            dump_turn: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// Runs one dump (or get) request to its end while no other request of this socket dumps.
+    async fn dump<T, Fut>(&self, request: impl FnOnce() -> Fut) -> Result<T, rtnetlink::Error>
+    where
+        Fut: std::future::Future<Output = Result<T, rtnetlink::Error>>,
+    {
+        let _turn = self.dump_turn.lock().await;
+        request().await
     }
 
     async fn links(
@@ -419,10 +438,11 @@ impl RtNetlink {
         request: rtnetlink::LinkGetRequest,
         target: &str,
     ) -> Result<Option<Link>, NetlinkError> {
-        let mut stream = request.execute();
-        match stream.try_next().await {
-            Ok(Some(message)) => Ok(Some(parse_link(&message))),
-            Ok(None) => Ok(None),
+        let first = self
+            .dump(|| request.execute().try_collect::<Vec<LinkMessage>>())
+            .await;
+        match first {
+            Ok(messages) => Ok(messages.first().map(parse_link)),
             Err(e) => {
                 let e = NetlinkError::from_rtnetlink("get link", target, e);
                 if e.is_not_found() {
@@ -596,11 +616,7 @@ impl Netlink for RtNetlink {
 
     async fn link_with_address(&self, ip: IpAddr) -> Result<Option<Link>, NetlinkError> {
         let addresses: Vec<AddressMessage> = self
-            .handle
-            .address()
-            .get()
-            .execute()
-            .try_collect()
+            .dump(|| self.handle.address().get().execute().try_collect())
             .await
             .map_err(|e| NetlinkError::from_rtnetlink("list addresses", ip, e))?;
         let index = addresses.iter().find_map(|message| {
@@ -667,12 +683,14 @@ impl Netlink for RtNetlink {
 
     async fn addresses(&self, index: u32) -> Result<Vec<Ipv4Net>, NetlinkError> {
         let messages: Vec<AddressMessage> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute()
-            .try_collect()
+            .dump(|| {
+                self.handle
+                    .address()
+                    .get()
+                    .set_link_index_filter(index)
+                    .execute()
+                    .try_collect()
+            })
             .await
             .map_err(|e| {
                 NetlinkError::from_rtnetlink("list addresses", format!("index {index}"), e)
@@ -706,12 +724,14 @@ impl Netlink for RtNetlink {
 
     async fn remove_address(&self, index: u32, address: Ipv4Net) -> Result<(), NetlinkError> {
         let messages: Vec<AddressMessage> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute()
-            .try_collect()
+            .dump(|| {
+                self.handle
+                    .address()
+                    .get()
+                    .set_link_index_filter(index)
+                    .execute()
+                    .try_collect()
+            })
             .await
             .map_err(|e| {
                 NetlinkError::from_rtnetlink("list addresses", format!("index {index}"), e)
@@ -742,12 +762,14 @@ impl Netlink for RtNetlink {
 
     async fn fdb_entries(&self, index: u32) -> Result<Vec<FdbEntry>, NetlinkError> {
         let messages: Vec<NeighbourMessage> = self
-            .handle
-            .neighbours()
-            .get()
-            .set_address_family(AddressFamily::Bridge)
-            .execute()
-            .try_collect()
+            .dump(|| {
+                self.handle
+                    .neighbours()
+                    .get()
+                    .set_address_family(AddressFamily::Bridge)
+                    .execute()
+                    .try_collect()
+            })
             .await
             .map_err(|e| NetlinkError::from_rtnetlink("list fdb", format!("index {index}"), e))?;
         Ok(messages
@@ -790,12 +812,14 @@ impl Netlink for RtNetlink {
 
     async fn neighbours(&self, index: u32) -> Result<Vec<NeighbourEntry>, NetlinkError> {
         let messages: Vec<NeighbourMessage> = self
-            .handle
-            .neighbours()
-            .get()
-            .set_address_family(AddressFamily::Inet)
-            .execute()
-            .try_collect()
+            .dump(|| {
+                self.handle
+                    .neighbours()
+                    .get()
+                    .set_address_family(AddressFamily::Inet)
+                    .execute()
+                    .try_collect()
+            })
             .await
             .map_err(|e| {
                 NetlinkError::from_rtnetlink("list neighbours", format!("index {index}"), e)
@@ -858,11 +882,13 @@ impl Netlink for RtNetlink {
 
     async fn routes(&self, index: u32) -> Result<Vec<RouteEntry>, NetlinkError> {
         let messages: Vec<RouteMessage> = self
-            .handle
-            .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-            .execute()
-            .try_collect()
+            .dump(|| {
+                self.handle
+                    .route()
+                    .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+                    .execute()
+                    .try_collect()
+            })
             .await
             .map_err(|e| {
                 NetlinkError::from_rtnetlink("list routes", format!("index {index}"), e)
@@ -1778,5 +1804,34 @@ mod tests {
             .await
             .expect("addresses")
             .contains(&"127.0.0.1/8".parse().expect("cidr")));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rtnetlink_concurrent_dumps_on_one_socket_all_succeed() {
+        // the kernel answers EBUSY to a dump started while another runs on the same socket
+        let netlink = Arc::new(RtNetlink::connect().expect("netlink socket"));
+        let lo = netlink
+            .link_by_name("lo")
+            .await
+            .expect("get lo")
+            .expect("lo exists");
+        let mut tasks = Vec::new();
+        for round in 0..64 {
+            let netlink = netlink.clone();
+            tasks.push(tokio::spawn(async move {
+                match round % 4 {
+                    0 => netlink.routes(lo.index).await.map(|_| ()),
+                    1 => netlink.addresses(lo.index).await.map(|_| ()),
+                    2 => netlink.neighbours(lo.index).await.map(|_| ()),
+                    _ => netlink
+                        .link_with_address(IpAddr::V4(Ipv4Addr::LOCALHOST))
+                        .await
+                        .map(|_| ()),
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.expect("task").expect("dump");
+        }
     }
 }

@@ -239,6 +239,58 @@ async fn revision_survives_reopen_and_is_never_reused() {
     assert_eq!(c.mod_revision, 5, "the deletion's revision is not reused");
 }
 
+/// Leaves the store at `dir` as a process that stopped without closing it would: the
+/// clean-close marker of the last close removed.
+fn forget_clean_close(dir: &tempfile::TempDir) {
+    let db = sled::Config::new()
+        .path(dir.path())
+        .open()
+        .expect("open sled");
+    db.remove(CLEAN_CLOSE_KEY).expect("remove marker");
+    db.flush().expect("flush");
+}
+
+#[tokio::test]
+async fn reopen_after_unclean_stop_continues_past_the_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(&dir);
+        store.create("/a", value("a")).await.unwrap();
+        store.create("/b", value("b")).await.unwrap();
+    }
+    forget_clean_close(&dir);
+    let store = open(&dir);
+    assert_eq!(store.current_revision(), 2 + RESTART_REVISION_GAP);
+    // a watcher resuming from a revision the last process handed out lists again
+    let err = store.watch("/", 2).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Compacted { requested: 2, .. }),
+        "{err}"
+    );
+    let c = store.create("/c", value("c")).await.unwrap();
+    assert_eq!(c.mod_revision, 3 + RESTART_REVISION_GAP);
+    let a = store.get("/a").await.unwrap().unwrap();
+    assert_eq!(a.mod_revision, 1, "stored objects keep their revisions");
+}
+
+#[tokio::test]
+async fn reopen_after_clean_close_twice_keeps_counting() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 1..=3u64 {
+        let store = open(&dir);
+        assert_eq!(store.current_revision(), round - 1);
+        store
+            .create(&format!("/k{round}"), value("v"))
+            .await
+            .unwrap();
+    }
+    forget_clean_close(&dir);
+    // the jump is recorded at open: a second unclean stop with no writes jumps again
+    drop(open(&dir));
+    forget_clean_close(&dir);
+    assert_eq!(open(&dir).current_revision(), 3 + 2 * RESTART_REVISION_GAP);
+}
+
 #[tokio::test]
 async fn watch_replays_history_then_delivers_live_events_in_order() {
     let dir = tempfile::tempdir().unwrap();
