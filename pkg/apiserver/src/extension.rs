@@ -1,6 +1,7 @@
-//! Hooks for server features that live in other crates (the embedded image registry): a route
-//! whose request bodies stream instead of being read into memory, the catalog behind the
-//! `registry.mini.dev` API group, and the identity and permission checks they need.
+//! Hooks for server features that live in other crates (the embedded image registry, the
+//! monitoring and log endpoints): routes whose request bodies stream instead of being read into
+//! memory, the catalog behind the `registry.mini.dev` API group, and the identity and
+//! permission checks they need.
 
 use std::sync::Arc;
 
@@ -89,9 +90,13 @@ pub const ANONYMOUS_PULL_ANNOTATION: &str = "registry.mini.dev/anonymous-pull";
 pub const REGISTRY_GROUP: &str = "registry.mini.dev";
 
 impl ApiServer {
-    /// Installs the streaming route (once; later calls are ignored).
-    pub fn set_streaming_route(&self, route: Arc<dyn StreamingRoute>) {
-        let _ = self.inner.streaming_route.set(route);
+    /// Adds a streaming route; a request goes to the first added route that handles its path.
+    pub fn add_streaming_route(&self, route: Arc<dyn StreamingRoute>) {
+        self.inner
+            .streaming_routes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(route);
     }
 
     /// Installs the image catalog behind `registry.mini.dev` (once).
@@ -101,9 +106,11 @@ impl ApiServer {
 
     pub(crate) fn streaming_route(&self, path: &str) -> Option<Arc<dyn StreamingRoute>> {
         self.inner
-            .streaming_route
-            .get()
-            .filter(|r| r.handles(path))
+            .streaming_routes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|r| r.handles(path))
             .cloned()
     }
 

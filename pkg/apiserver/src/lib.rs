@@ -177,7 +177,7 @@ pub(crate) struct Inner {
     /// The last scrape of the agents' resource usage.
     pub resource_metrics: resource_metrics::Cache,
     /// The route whose request bodies stream (`/v2/`: the image registry), once installed.
-    pub streaming_route: std::sync::OnceLock<Arc<dyn extension::StreamingRoute>>,
+    pub streaming_routes: std::sync::RwLock<Vec<Arc<dyn extension::StreamingRoute>>>,
     /// What `registry.mini.dev` lists, once installed.
     pub image_catalog: std::sync::OnceLock<Arc<dyn extension::ImageCatalog>>,
     /// The Node authorizer (first in the chain, before RBAC) and its graph of bound pods.
@@ -226,7 +226,7 @@ impl ApiServer {
                 tokens,
                 node_tls,
                 resource_metrics: resource_metrics::Cache::default(),
-                streaming_route: std::sync::OnceLock::new(),
+                streaming_routes: std::sync::RwLock::new(Vec::new()),
                 image_catalog: std::sync::OnceLock::new(),
                 node_authz,
             }),

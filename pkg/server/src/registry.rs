@@ -200,7 +200,7 @@ pub(crate) async fn start(
     let registry = Registry::open(config, api.store().clone(), access)
         .await
         .map_err(|e| ServerError::Config(format!("opening the image registry: {e}")))?;
-    api.set_streaming_route(Arc::new(RegistryRoute {
+    api.add_streaming_route(Arc::new(RegistryRoute {
         registry: registry.clone(),
     }));
     api.set_image_catalog(Arc::new(RegistryCatalog {
