@@ -17,9 +17,9 @@ use crate::proto::{
     ListContainerStatsRequest, ListContainersRequest, ListImagesRequest, ListPodSandboxRequest,
     PodSandbox, PodSandboxConfig, PodSandboxFilter, PodSandboxStatusRequest,
     PodSandboxStatusResponse, PortForwardRequest, PullImageRequest, RemoveContainerRequest,
-    RemoveImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StatusRequest, StatusResponse, StopContainerRequest, StopPodSandboxRequest, VersionRequest,
-    VersionResponse,
+    RemoveImageRequest, RemovePodSandboxRequest, ReopenContainerLogRequest, RunPodSandboxRequest,
+    StartContainerRequest, StatusRequest, StatusResponse, StopContainerRequest,
+    StopPodSandboxRequest, VersionRequest, VersionResponse,
 };
 use crate::{CriError, Runtime};
 
@@ -537,6 +537,21 @@ impl Runtime for GrpcRuntime {
         let status = self.container_status(container_id, true).await?;
         let rootfs = ContainerRootfs::from_status(container_id, &status)?;
         crate::commit::container_layer(self.channel.clone(), rootfs, image).await
+    }
+
+    async fn reopen_container_log(&self, container_id: &str) -> Result<(), CriError> {
+        let d = self.deadlines.short;
+        let message = ReopenContainerLogRequest {
+            container_id: container_id.to_string(),
+        };
+        let mut client = self.runtime.clone();
+        self.call(
+            "ReopenContainerLog",
+            d,
+            client.reopen_container_log(request(message, d)),
+        )
+        .await
+        .map(drop)
     }
 }
 

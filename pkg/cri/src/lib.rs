@@ -124,6 +124,20 @@ pub trait Runtime: Send + Sync + 'static {
         container_id: &str,
         image: &str,
     ) -> Result<ContainerLayer, CriError>;
+
+    /// Asks the runtime to reopen a running container's log file (CRI `ReopenContainerLog`), after
+    /// the caller renamed it away for rotation: the runtime creates a new file at the container's
+    /// log path and writes there. The default answers that the runtime cannot, so fakes that do
+    /// not rotate need nothing.
+    async fn reopen_container_log(&self, container_id: &str) -> Result<(), CriError> {
+        Err(CriError::Rpc {
+            method: "ReopenContainerLog",
+            code: "Unimplemented".to_string(),
+            message: format!(
+                "this runtime cannot reopen the log of container {container_id}; use containerd"
+            ),
+        })
+    }
 }
 
 /// The fully qualified form of an image reference, as containerd's CRI plugin stores it:
