@@ -2,6 +2,7 @@
 //!
 //! [`start`] reads top to bottom as the start order: identity and join, containerd and images,
 //! Node registration and lease, CNI config once the server assigned a pod CIDR, the kubelet,
+//! the log shipper (`mini_logship`),
 //! the node API. [`RunningAgent::wait`] is the shutdown order.
 
 mod backend;
@@ -444,6 +445,21 @@ pub async fn start(
             if let Err(e) = kubelet.run(stop.clone()).await {
                 tracing::error!(error = %e, "the kubelet stopped; shutting the agent down");
                 stop.cancel();
+            }
+        }));
+    }
+
+    // 7b. container logs shipped to the server (the shipper also rotates the files)
+    {
+        let logship = mini_logship::LogShipConfig::new(
+            node_name.clone(),
+            config.logs_dir(),
+            config.agent_dir().join("logship"),
+        );
+        let (client, runtime, stop) = (client.clone(), runtime.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = mini_logship::run(client, runtime, logship, stop).await {
+                tracing::error!(error = %e, "container logs are not shipped to the server");
             }
         }));
     }
