@@ -175,7 +175,8 @@ impl Drop for Cleanup {
     }
 }
 
-/// The network namespace CNI made for a sandbox, from the verbose sandbox status.
+/// The network namespace CNI made for a sandbox (its name under /var/run/netns, else its path),
+/// from the verbose sandbox status.
 fn sandbox_netns_name(info: &HashMap<String, String>) -> Option<String> {
     let info: serde_json::Value = serde_json::from_str(info.get("info")?).ok()?;
     let path = info
@@ -187,9 +188,13 @@ fn sandbox_netns_name(info: &HashMap<String, String>) -> Option<String> {
         .get("path")?
         .as_str()?
         .to_string();
-    path.strip_prefix("/var/run/netns/")
+    // containerd 1.6 with a private state dir pins the netns under that dir: keep the full
+    // path then (`Path::new("/var/run/netns").join` of an absolute path is the path itself)
+    let name = path
+        .strip_prefix("/var/run/netns/")
         .or_else(|| path.strip_prefix("/run/netns/"))
-        .map(str::to_string)
+        .map(str::to_string);
+    Some(name.unwrap_or(path))
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -347,6 +352,42 @@ fn sandbox_config(log_dir: &Path) -> PodSandboxConfig {
         log_directory: log_dir.to_string_lossy().to_string(),
         labels: HashMap::from([("app".to_string(), "e2e".to_string())]),
         ..Default::default()
+    }
+}
+
+/// Writes a line to the container's stdout (its process's fd 1, from the host), which containerd
+/// logs.
+async fn echo_to_container_log(runtime: &GrpcRuntime, id: &str, text: &str) {
+    let status = runtime.container_status(id, true).await.expect("status");
+    let info: serde_json::Value =
+        serde_json::from_str(status.info.get("info").expect("verbose info")).expect("info json");
+    let pid = info
+        .get("pid")
+        .and_then(|p| p.as_u64())
+        .expect("container pid");
+    let mut stdout = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/fd/1"))
+        .expect("the container's stdout");
+    stdout
+        .write_all(format!("{text}\n").as_bytes())
+        .expect("writing to the container's stdout");
+}
+
+/// Waits (bounded) until the log file holds `text`.
+async fn wait_for_text(path: &Path, text: &str) {
+    let t = Instant::now();
+    loop {
+        let content = std::fs::read_to_string(path).unwrap_or_default();
+        if content.contains(text) {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{text:?} never reached {}: {content:?}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -559,6 +600,26 @@ fn containerd_supervisor_and_grpc_runtime_run_a_pod() {
             .expect("Exec");
         assert!(url.starts_with("http://127.0.0.1:"), "{url}");
         assert!(!url.starts_with("http://127.0.0.1:0/"), "{url}");
+
+        // log rotation: the file is renamed away and ReopenContainerLog has containerd write a
+        // new one at the container's log path (what mini's log shipper does)
+        let log = log_dir.join("main/0.log");
+        let rotated = log_dir.join("main/0.log.rotated");
+        echo_to_container_log(&runtime, &container_id, "before-rotation").await;
+        wait_for_text(&log, "before-rotation").await;
+        std::fs::rename(&log, &rotated).expect("rename the log away");
+        runtime
+            .reopen_container_log(&container_id)
+            .await
+            .expect("ReopenContainerLog");
+        assert!(log.is_file(), "containerd created no new log file");
+        echo_to_container_log(&runtime, &container_id, "after-rotation").await;
+        wait_for_text(&log, "after-rotation").await;
+        let old = std::fs::read_to_string(&rotated).expect("rotated log");
+        assert!(
+            old.contains("before-rotation") && !old.contains("after-rotation"),
+            "{old}"
+        );
 
         let missing = runtime
             .container_status("0123456789abcdef", false)
