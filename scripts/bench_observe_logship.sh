@@ -24,14 +24,14 @@ done
 
 build() {
     echo "bench: building the log shipping benchmark (release)" >&2
-    (cd "${ROOT}" && cargo build --release -p mini-logship --example bench)
+    (cd "${ROOT}" && cargo build --release -p mini-logship --example logship_bench)
 }
 
 run() {
     mkdir -p "${RESULTS_DIR}"
     local out bin
     out="${RESULTS_DIR}/observe-logship-$(date -u +%Y%m%dT%H%M%SZ).txt"
-    bin="${CARGO_TARGET_DIR:-${ROOT}/target}/release/examples/bench"
+    bin="${CARGO_TARGET_DIR:-${ROOT}/target}/release/examples/logship_bench"
     # the example stops its writer, sink and tail children by PID itself
     "${bin}" "${SECS}" "${RATE}" | tee "${out}"
     echo "bench: results in ${out}" >&2

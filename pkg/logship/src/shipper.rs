@@ -46,6 +46,9 @@ pub struct LogShipConfig {
     pub idle_flush_rounds: u32,
     /// Longest joined entry; longer lines are cut into several entries.
     pub max_entry_bytes: usize,
+    /// Rounds a shipped source whose file is no longer listed is remembered (a file missed by
+    /// one listing continues as the same source when it shows up again).
+    pub forget_after_rounds: u32,
     /// Retry backoff bounds while the server is away.
     pub retry_min: Duration,
     pub retry_max: Duration,
@@ -68,6 +71,7 @@ impl LogShipConfig {
             read_chunk: 256 * 1024,
             idle_flush_rounds: 5,
             max_entry_bytes: 1024 * 1024,
+            forget_after_rounds: 60,
             retry_min: Duration::from_millis(500),
             retry_max: Duration::from_secs(30),
             zstd: true,
@@ -190,6 +194,10 @@ struct Source {
     /// No writer appends any more (rotated and reopened, or the file vanished).
     finished: bool,
     vanished: bool,
+    /// Another file took this one's inode (truncated or deleted and recreated).
+    replaced: bool,
+    /// Scans since the file was last listed.
+    vanished_rounds: u32,
     idle_rounds: u32,
     /// Rounds to wait before trying to rotate again (after a failure, or the container stopped).
     rotate_pause: u32,
@@ -318,13 +326,23 @@ impl Shipper {
             let existing = self
                 .sources
                 .iter_mut()
-                .find(|s| s.inode == f.inode && s.container.key() == key && !s.vanished);
+                .find(|s| s.inode == f.inode && s.container.key() == key && !s.replaced);
             if let Some(s) = existing {
                 if f.size < s.size {
                     // truncated or replaced under the same inode: the old one is over
+                    s.replaced = true;
                     s.vanished = true;
                     s.finished = true;
                 } else {
+                    if s.vanished {
+                        // missed by an earlier listing: the same file, continue where it was
+                        s.vanished = false;
+                        s.vanished_rounds = 0;
+                        s.finished = s.rotated;
+                        if s.file.is_none() && !s.rotated {
+                            s.file = File::open(&f.path).ok();
+                        }
+                    }
                     s.path = f.path;
                     s.size = f.size;
                     s.live = f.live;
@@ -388,6 +406,8 @@ impl Shipper {
                 finished: rotated && !f.live,
                 rotated: rotated && !f.live,
                 vanished: false,
+                replaced: false,
+                vanished_rounds: 0,
                 idle_rounds: 0,
                 rotate_pause: 0,
             });
@@ -397,6 +417,7 @@ impl Shipper {
                 s.vanished = true;
                 s.finished = true;
                 s.live = false;
+                s.vanished_rounds += 1;
             }
             if let Some(l) = labels.get(&s.container.uid) {
                 if *l != s.pod_labels {
@@ -486,6 +507,7 @@ impl Shipper {
                 continue;
             }
             s.vanished = true;
+            s.replaced = true;
             if s.file.take().is_some() {
                 let unread = s.size.saturating_sub(s.tailer.pos());
                 if unread > 0 {
@@ -675,7 +697,15 @@ impl Shipper {
         if self.batch.is_some() {
             return;
         }
-        self.sources.retain(|s| !(s.vanished && s.drained()));
+        let forget = self.config.forget_after_rounds;
+        let before = self.sources.len();
+        self.sources
+            .retain(|s| !(s.vanished && s.drained() && (s.replaced || s.vanished_rounds > forget)));
+        if self.sources.len() != before {
+            if let Err(e) = self.save() {
+                tracing::warn!(error = %e, "saving the log shipping checkpoints failed");
+            }
+        }
     }
 
     /// Writes the checkpoints now.
@@ -685,7 +715,7 @@ impl Shipper {
             sources: self
                 .sources
                 .iter()
-                .filter(|s| !s.vanished)
+                .filter(|s| !s.replaced)
                 .map(Source::checkpoint)
                 .collect(),
         };

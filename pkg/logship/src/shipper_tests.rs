@@ -176,6 +176,7 @@ impl Setup {
         let live = logs.join("ns1_web_uid1").join("app").join("0.log");
         let mut config = LogShipConfig::new("node1".into(), logs, dir.path().join("state"));
         config.idle_flush_rounds = 2;
+        config.forget_after_rounds = 5;
         let labels = StaticPodLabels(HashMap::from([(
             "uid1".to_string(),
             BTreeMap::from([("app".to_string(), "web".to_string())]),
@@ -556,6 +557,9 @@ async fn round_deleted_pod_dir_still_ships_unshipped_lines() {
     s.server.down.store(false, Ordering::SeqCst);
     drain(&mut shipper).await;
     assert_eq!(s.server.lines(), vec!["one", "two"]);
+    for _ in 0..6 {
+        shipper.round().await;
+    }
     assert!(
         shipper.sources.is_empty(),
         "the source is forgotten once shipped"
@@ -571,4 +575,24 @@ fn parse_log_name_live_rotated_and_others() {
     assert_eq!(parse_log_name("3.log.20261205-101010.gz"), None);
     assert_eq!(parse_log_name("3.log.tmp"), None);
     assert_eq!(parse_log_name("x.log"), None);
+}
+
+#[tokio::test]
+async fn round_file_missed_by_one_listing_continues_as_the_same_source() {
+    let s = Setup::new();
+    s.containerd.out("one");
+    let mut shipper = s.shipper();
+    drain(&mut shipper).await;
+    let pod_dir = s.container_dir().parent().unwrap().to_path_buf();
+    let aside = s.config.logs_dir.parent().unwrap().join("aside");
+    std::fs::rename(&pod_dir, &aside).unwrap();
+    s.containerd.out("two");
+    drain(&mut shipper).await;
+    std::fs::rename(&aside, &pod_dir).unwrap();
+    s.containerd.out("three");
+    drain(&mut shipper).await;
+    assert_eq!(s.server.lines(), vec!["one", "two", "three"]);
+    let received = s.server.received();
+    assert_eq!(received.len(), 3);
+    assert!(received.iter().all(|g| g.source == "node1/uid1/app/0/0"));
 }

@@ -1,7 +1,7 @@
 //! Benchmark of the log shipper's CPU: a writer process appends 1,000 CRI lines/s to a container
 //! log file, the shipper (this process) ships them over HTTP to a sink process on loopback, and
 //! `tail -F file > /dev/null` reads the same file as the peer; prints each one's CPU time / wall
-//! time as % of a core. `cargo run --release -p mini-logship --example bench [seconds] [lines/s]`.
+//! time as % of a core. `cargo run --release -p mini-logship --example logship_bench [seconds] [lines/s]`.
 
 use std::io::{Read, Write};
 use std::path::Path;
