@@ -57,7 +57,7 @@ pub struct LogShipConfig {
 }
 
 impl LogShipConfig {
-    /// The defaults: 10 MiB files, 5 files per container, 1 s polls, 1 MiB batches, 64 MiB buffer.
+    /// The defaults: 10 MiB files, 5 files per container, 1 s polls, 1 MiB batches, 16 MiB buffer.
     pub fn new(node_name: String, logs_dir: PathBuf, state_dir: PathBuf) -> LogShipConfig {
         LogShipConfig {
             node_name,
@@ -67,7 +67,7 @@ impl LogShipConfig {
             max_files: 5,
             poll_interval: Duration::from_secs(1),
             batch_max_bytes: 1024 * 1024,
-            buffer_max_bytes: 64 * 1024 * 1024,
+            buffer_max_bytes: 16 * 1024 * 1024,
             read_chunk: 256 * 1024,
             idle_flush_rounds: 5,
             max_entry_bytes: 1024 * 1024,
