@@ -1,5 +1,4 @@
-//! Ships every container's CRI log lines from the node agent to the server and rotates the log files.
-
+//! Log shipping from the agent to the server: the wire types of `POST /v1-mini/logs`.
 pub mod wire;
 
 pub mod pods;

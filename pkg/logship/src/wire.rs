@@ -1,5 +1,4 @@
-//! Wire types of log shipping: the JSON body of `POST /v1-mini/logs` (agent → server).
-
+//! The JSON body of `POST /v1-mini/logs`: a node's batch of log entries, grouped by source stream.
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -23,9 +22,9 @@ pub struct LogStream {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogEntry {
-    /// the byte offset of the entry's first CRI line in its source; strictly increasing per source.
-    /// The server drops an entry whose offset is <= the last offset it stored for that source (exactly once).
     pub offset: u64,
     pub timestamp_ns: i64,
     pub line: String,
 }
+// `offset`: the byte offset of the entry's first CRI line in its source; strictly increasing per source.
+// The server drops an entry whose offset is <= the last offset it stored for that source (exactly once).
