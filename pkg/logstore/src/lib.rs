@@ -598,18 +598,40 @@ impl LogStore {
         self.dropped_lines.fetch_add(seg.lines, Ordering::Relaxed);
     }
 
-    /// Closes the open segment (if it holds records) and starts a new one.
+    /// Closes the open segment (if it holds records) and starts a new one. Order: the closed file is
+    /// written (temp, fsync, rename), then the new open file is created, then the old open file removed;
+    /// a crash in between leaves a closed file and its open file with the same id, and `open` drops the
+    /// open one. On failure the old open segment stays in use.
     fn rotate(&self, inner: &mut Inner) -> Result<(), LogStoreError> {
         if inner.open.cols.len() == 0 {
             return Ok(());
         }
         let cutoff = now_ns().saturating_sub(self.config.retention.as_nanos() as i64);
         inner.sources.retain(|_, s| s.last_ts >= cutoff);
+        let sources: BTreeMap<String, SourceState> =
+            inner.sources.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let old = &inner.open;
+        let done = segment::write_closed(
+            &inner.dir,
+            old.id,
+            &old.streams,
+            &old.cols,
+            &sources,
+            self.block_raw_bytes,
+        )?;
         let id = inner.next_id;
-        let fresh = new_open(&inner.dir, id, &inner.sources)?;
+        let fresh = match new_open(&inner.dir, id, &inner.sources) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = fs::remove_file(&done.path);
+                return Err(e);
+            }
+        };
         inner.next_id += 1;
         let old = std::mem::replace(&mut inner.open, fresh);
-        let done = close_segment(&inner.dir, old, &inner.sources, self.block_raw_bytes)?;
+        if let Err(e) = fs::remove_file(&old.wal.path) {
+            tracing::warn!(path = %old.wal.path.display(), error = %e, "cannot remove a closed open-segment file; it is dropped at the next start");
+        }
         inner.closed.push(Arc::new(done));
         Ok(())
     }
@@ -643,8 +665,8 @@ impl LogStore {
         Ok(())
     }
 
-    /// Closes the open segment now (if it has records); used at shutdown is not needed (the open file is
-    /// replayed), but it makes everything compressed.
+    /// Closes the open segment now (if it has records), so everything stored is compressed. Not needed
+    /// for durability: the open segment's file is replayed at start.
     pub fn flush(&self) -> Result<(), LogStoreError> {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         self.rotate(&mut inner)
