@@ -281,6 +281,8 @@ fn main() {
             other => panic!("unknown argument {other}; use --raw-mb N, --dir DIR, --json FILE"),
         }
     }
+    // A given --dir is kept afterwards (raw.log, raw.log.zst, store/) for further comparisons.
+    let keep = dir.is_some();
     let work = dir.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("mini-logstore-bench-{}", std::process::id()))
     });
@@ -296,14 +298,13 @@ fn main() {
     let store = LogStore::open(&store_dir, config).expect("open the store");
 
     let target = raw_mb << 20;
-    // ~190 bytes per line on average: spread the lines over 24 hours ending now.
-    let est_lines = (target / 190).max(1) as i64;
+    // Time grows with the bytes written: the raw data spans the 24 hours ending now evenly.
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos() as i64;
     let start = now - SPAN_NS;
-    let step = (SPAN_NS / est_lines).max(1);
+    let ts_at = |bytes: u64| start + (bytes as f64 / target as f64 * SPAN_NS as f64) as i64;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut pods = pods();
     let mut raw = BufWriter::with_capacity(
@@ -338,7 +339,7 @@ fn main() {
                         line,
                     });
                 }
-                ts += step;
+                ts = ts_at(raw_bytes).max(ts + 1);
             }
             lines += entries.len() as u64;
             streams.push(LogStream {
@@ -563,5 +564,7 @@ fn main() {
         fs::write(&p, serde_json::to_vec_pretty(&json).unwrap()).expect("write the JSON result");
     }
     drop(store);
-    let _ = fs::remove_dir_all(&work);
+    if !keep {
+        let _ = fs::remove_dir_all(&work);
+    }
 }

@@ -21,8 +21,9 @@ use crate::{io_err, LogStoreError, SourceState, StreamDef};
 const MAGIC: &[u8; 8] = b"MLSEG001";
 const END_MAGIC: &[u8; 8] = b"MLSEGEND";
 const TRAILER: usize = 24;
-/// zstd level of closed blocks (the level `zstd -3` uses).
-const ZSTD_LEVEL: i32 = 3;
+/// zstd level of closed blocks: on realistic lines level 8 compresses ~15% better than 3 at ~36 MB/s
+/// per core (level 9 is no better and half as fast).
+const ZSTD_LEVEL: i32 = 8;
 
 /// Where one block sits in a closed segment and what it holds (for pruning before decompressing).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
