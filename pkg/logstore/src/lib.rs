@@ -293,12 +293,63 @@ pub(crate) struct OpenSegment {
     pub opened: Instant,
 }
 
+/// A former open segment being compressed into a closed one outside the lock; still searched in memory
+/// and its open-segment file stays until the closed file is in place.
+#[derive(Debug)]
+pub(crate) struct Closing {
+    pub id: u64,
+    pub streams: Vec<Arc<StreamDef>>,
+    pub cols: Columns,
+    pub min_ts: i64,
+    pub max_ts: i64,
+    pub wal_path: PathBuf,
+    pub wal_len: u64,
+    pub sources: BTreeMap<String, SourceState>,
+    /// Set while a thread compresses it (a failed close is retried by `apply_retention`).
+    pub busy: std::sync::atomic::AtomicBool,
+}
+
+/// Records held in memory (the open segment or a closing one), as search sees them.
+pub(crate) struct MemSeg<'a> {
+    pub id: u64,
+    pub streams: &'a [Arc<StreamDef>],
+    pub cols: &'a Columns,
+    pub min_ts: i64,
+    pub max_ts: i64,
+}
+
 pub(crate) struct Inner {
     pub dir: PathBuf,
     pub closed: Vec<Arc<ClosedSegment>>,
+    pub closing: Vec<Arc<Closing>>,
     pub open: OpenSegment,
     pub sources: HashMap<String, SourceState>,
     pub next_id: u64,
+}
+
+impl Inner {
+    /// The open segment and the closing ones.
+    pub(crate) fn mem_segments(&self) -> Vec<MemSeg<'_>> {
+        let mut out: Vec<MemSeg<'_>> = self
+            .closing
+            .iter()
+            .map(|c| MemSeg {
+                id: c.id,
+                streams: &c.streams,
+                cols: &c.cols,
+                min_ts: c.min_ts,
+                max_ts: c.max_ts,
+            })
+            .collect();
+        out.push(MemSeg {
+            id: self.open.id,
+            streams: &self.open.streams,
+            cols: &self.open.cols,
+            min_ts: self.open.min_ts,
+            max_ts: self.open.max_ts,
+        });
+        out
+    }
 }
 
 struct Tail {
@@ -451,6 +502,7 @@ impl LogStore {
             inner: RwLock::new(Inner {
                 dir: dir.to_path_buf(),
                 closed,
+                closing: Vec::new(),
                 open,
                 sources,
                 next_id,
@@ -472,8 +524,8 @@ impl LogStore {
     /// Durable when it returns. On `Err` nothing of the batch is stored.
     pub fn ingest(&self, batch: &LogBatch) -> Result<IngestStats, LogStoreError> {
         let mut stats = IngestStats::default();
-        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        let inner = &mut *inner;
+        let mut guard = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let inner = &mut *guard;
         let mut rec = WalRecord::default();
         let mut new_ids: HashMap<Arc<StreamDef>, u32> = HashMap::new();
         let mut tail_items: Vec<(Arc<StreamDef>, usize)> = Vec::new();
@@ -553,10 +605,19 @@ impl LogStore {
         let base = inner.open.cols.len();
         apply_record(&mut inner.open, &mut inner.sources, rec);
         self.notify_tails(&inner.open.cols, base, &tail_items);
-        if inner.open.cols.text.len() >= self.segment_raw_bytes
+        let closing = if inner.open.cols.text.len() >= self.segment_raw_bytes
             || inner.open.opened.elapsed() >= SEGMENT_MAX_AGE
         {
-            self.rotate(inner)?;
+            self.begin_rotate(inner)
+        } else {
+            None
+        };
+        drop(guard);
+        if let Some(c) = closing {
+            // The entries are durable in the open-segment file already; a failed close is retried.
+            if let Err(e) = self.finish_close(&c) {
+                tracing::warn!(error = %e, "cannot close a log segment; it stays in memory and is retried");
+            }
         }
         Ok(stats)
     }
@@ -598,56 +659,112 @@ impl LogStore {
         self.dropped_lines.fetch_add(seg.lines, Ordering::Relaxed);
     }
 
-    /// Closes the open segment (if it holds records) and starts a new one. Order: the closed file is
-    /// written (temp, fsync, rename), then the new open file is created, then the old open file removed;
-    /// a crash in between leaves a closed file and its open file with the same id, and `open` drops the
-    /// open one. On failure the old open segment stays in use.
-    fn rotate(&self, inner: &mut Inner) -> Result<(), LogStoreError> {
+    /// Starts a new open segment and moves the current one (if it holds records) to `closing`; the
+    /// caller then runs [`LogStore::finish_close`] without the lock. On failure (the new open file
+    /// cannot be created) the current open segment stays in use.
+    fn begin_rotate(&self, inner: &mut Inner) -> Option<Arc<Closing>> {
         if inner.open.cols.len() == 0 {
-            return Ok(());
+            return None;
         }
         let cutoff = now_ns().saturating_sub(self.config.retention.as_nanos() as i64);
         inner.sources.retain(|_, s| s.last_ts >= cutoff);
-        let sources: BTreeMap<String, SourceState> =
-            inner.sources.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        let old = &inner.open;
-        let done = segment::write_closed(
-            &inner.dir,
-            old.id,
-            &old.streams,
-            &old.cols,
-            &sources,
-            self.block_raw_bytes,
-        )?;
         let id = inner.next_id;
         let fresh = match new_open(&inner.dir, id, &inner.sources) {
             Ok(f) => f,
             Err(e) => {
-                let _ = fs::remove_file(&done.path);
-                return Err(e);
+                tracing::warn!(error = %e, "cannot start a new log segment; the open one grows on");
+                return None;
             }
         };
         inner.next_id += 1;
         let old = std::mem::replace(&mut inner.open, fresh);
-        if let Err(e) = fs::remove_file(&old.wal.path) {
-            tracing::warn!(path = %old.wal.path.display(), error = %e, "cannot remove a closed open-segment file; it is dropped at the next start");
-        }
+        let c = Arc::new(Closing {
+            id: old.id,
+            streams: old.streams,
+            cols: old.cols,
+            min_ts: old.min_ts,
+            max_ts: old.max_ts,
+            wal_len: old.wal.len,
+            wal_path: old.wal.path,
+            sources: inner.sources.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            busy: std::sync::atomic::AtomicBool::new(true),
+        });
+        inner.closing.push(c.clone());
+        Some(c)
+    }
+
+    /// Writes a closing segment as a closed one (temp, fsync, rename; no lock held), then swaps it in
+    /// and removes its open-segment file. A crash in between leaves both files with the same id; `open`
+    /// drops the open one.
+    fn finish_close(&self, c: &Arc<Closing>) -> Result<(), LogStoreError> {
+        let dir = self
+            .inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .dir
+            .clone();
+        let result = segment::write_closed(
+            &dir,
+            c.id,
+            &c.streams,
+            &c.cols,
+            &c.sources,
+            self.block_raw_bytes,
+        );
+        let done = match result {
+            Ok(d) => d,
+            Err(e) => {
+                c.busy.store(false, Ordering::Release);
+                return Err(e);
+            }
+        };
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        inner.closing.retain(|x| x.id != c.id);
         inner.closed.push(Arc::new(done));
+        inner.closed.sort_by_key(|s| s.id);
+        if let Err(e) = fs::remove_file(&c.wal_path) {
+            tracing::warn!(path = %c.wal_path.display(), error = %e, "cannot remove a closed open-segment file; it is dropped at the next start");
+        }
         Ok(())
+    }
+
+    /// Closes the open segment (if it has records) and every closing one not in progress, now.
+    fn rotate_now(&self, force_open: bool) -> Result<(), LogStoreError> {
+        let pending: Vec<Arc<Closing>> = {
+            let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+            let mut v: Vec<Arc<Closing>> = inner
+                .closing
+                .iter()
+                .filter(|c| !c.busy.swap(true, Ordering::AcqRel))
+                .cloned()
+                .collect();
+            if force_open {
+                v.extend(self.begin_rotate(&mut inner));
+            }
+            v
+        };
+        let mut first_err = None;
+        for c in pending {
+            if let Err(e) = self.finish_close(&c) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
     }
 
     /// Closes an open segment older than [`SEGMENT_MAX_AGE`] and removes segments whose newest entry is
     /// older than the retention (relative to `now_ns`) or that exceed the size cap. Ingest does this as
     /// it goes; call it periodically (e.g. every minute) so an idle store ages out too.
     pub fn apply_retention(&self, now_ns: i64) -> Result<(), LogStoreError> {
+        let cutoff = now_ns.saturating_sub(self.config.retention.as_nanos() as i64);
+        let age_out = {
+            let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+            inner.open.cols.len() > 0
+                && (inner.open.opened.elapsed() >= SEGMENT_MAX_AGE || inner.open.max_ts < cutoff)
+        };
+        self.rotate_now(age_out)?;
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let inner = &mut *inner;
-        let cutoff = now_ns.saturating_sub(self.config.retention.as_nanos() as i64);
-        if inner.open.cols.len() > 0
-            && (inner.open.opened.elapsed() >= SEGMENT_MAX_AGE || inner.open.max_ts < cutoff)
-        {
-            self.rotate(inner)?;
-        }
         let before = inner.closed.len();
         let mut keep = Vec::with_capacity(before);
         for seg in inner.closed.drain(..) {
@@ -668,8 +785,7 @@ impl LogStore {
     /// Closes the open segment now (if it has records), so everything stored is compressed. Not needed
     /// for durability: the open segment's file is replayed at start.
     pub fn flush(&self) -> Result<(), LogStoreError> {
-        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        self.rotate(&mut inner)
+        self.rotate_now(true)
     }
 
     pub fn search(&self, query: &SearchQuery) -> Result<SearchPage, LogStoreError> {
@@ -734,8 +850,10 @@ impl LogStore {
                 }
             }
         }
-        let open = &inner.open;
-        if overlaps(open.min_ts, open.max_ts) {
+        for open in inner.mem_segments() {
+            if !overlaps(open.min_ts, open.max_ts) {
+                continue;
+            }
             let wanted: Vec<bool> = open
                 .streams
                 .iter()
@@ -788,24 +906,25 @@ impl LogStore {
                 }
             }
         }
-        let open = &inner.open;
-        let wanted: Vec<bool> = open
-            .streams
-            .iter()
-            .map(|s| compiled.stream_matches(s))
-            .collect();
-        let mut any = false;
-        for i in 0..open.cols.len() {
-            let sid = open.cols.streams[i] as usize;
-            if wanted[sid] && overlaps(open.cols.ts[i], open.cols.ts[i]) {
-                any = true;
-                out.entries += 1;
-                let (s, e) = open.cols.bounds(i);
-                out.bytes += (e - s) as u64;
-                streams.insert(open.streams[sid].clone());
+        for open in inner.mem_segments() {
+            let wanted: Vec<bool> = open
+                .streams
+                .iter()
+                .map(|s| compiled.stream_matches(s))
+                .collect();
+            let mut any = false;
+            for i in 0..open.cols.len() {
+                let sid = open.cols.streams[i] as usize;
+                if wanted[sid] && overlaps(open.cols.ts[i], open.cols.ts[i]) {
+                    any = true;
+                    out.entries += 1;
+                    let (s, e) = open.cols.bounds(i);
+                    out.bytes += (e - s) as u64;
+                    streams.insert(open.streams[sid].clone());
+                }
             }
+            out.chunks += u64::from(any);
         }
-        out.chunks += u64::from(any);
         out.streams = streams.len() as u64;
         Ok(out)
     }
@@ -863,7 +982,11 @@ impl LogStore {
     pub fn stats(&self) -> LogStoreStats {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
         let (mut raw_closed, mut file_closed) = (0u64, 0u64);
-        let mut lines = inner.open.cols.len() as u64;
+        let (mut lines, mut raw_mem) = (0u64, 0u64);
+        for m in inner.mem_segments() {
+            lines += m.cols.len() as u64;
+            raw_mem += m.cols.text.len() as u64;
+        }
         for s in &inner.closed {
             raw_closed += s.raw_bytes;
             file_closed += s.file_bytes;
@@ -871,14 +994,14 @@ impl LogStore {
         }
         LogStoreStats {
             lines,
-            bytes_raw: raw_closed + inner.open.cols.text.len() as u64,
+            bytes_raw: raw_closed + raw_mem,
             bytes_stored: total_bytes(&inner),
             compression_ratio: if file_closed > 0 {
                 raw_closed as f64 / file_closed as f64
             } else {
                 0.0
             },
-            segments: inner.closed.len() + 1,
+            segments: inner.closed.len() + inner.closing.len() + 1,
             dropped_segments: self.dropped_segments.load(Ordering::Relaxed),
             dropped_lines: self.dropped_lines.load(Ordering::Relaxed),
             refused_full: self.refused_full.load(Ordering::Relaxed),
@@ -890,7 +1013,9 @@ impl LogStore {
 }
 
 fn total_bytes(inner: &Inner) -> u64 {
-    inner.closed.iter().map(|s| s.file_bytes).sum::<u64>() + inner.open.wal.len
+    inner.closed.iter().map(|s| s.file_bytes).sum::<u64>()
+        + inner.closing.iter().map(|c| c.wal_len).sum::<u64>()
+        + inner.open.wal.len
 }
 
 fn merge_sources(

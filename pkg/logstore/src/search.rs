@@ -295,7 +295,7 @@ pub(crate) fn run(inner: &Inner, q: &SearchQuery) -> Result<SearchPage, LogStore
     // Candidates: closed segments overlapping the range with a matching stream, and the open segment.
     enum Cand<'a> {
         Closed(&'a Arc<ClosedSegment>, Vec<bool>),
-        Open,
+        Mem(usize),
     }
     let mut cands: Vec<(i64, i64, u64, Cand<'_>)> = Vec::new();
     for seg in &inner.closed {
@@ -311,9 +311,11 @@ pub(crate) fn run(inner: &Inner, q: &SearchQuery) -> Result<SearchPage, LogStore
             cands.push((seg.min_ts, seg.max_ts, seg.id, Cand::Closed(seg, wanted)));
         }
     }
-    let open = &inner.open;
-    if open.cols.len() > 0 && in_range(open.min_ts, open.max_ts) {
-        cands.push((open.min_ts, open.max_ts, open.id, Cand::Open));
+    let mems = inner.mem_segments();
+    for (k, m) in mems.iter().enumerate() {
+        if m.cols.len() > 0 && in_range(m.min_ts, m.max_ts) {
+            cands.push((m.min_ts, m.max_ts, m.id, Cand::Mem(k)));
+        }
     }
     if backward {
         cands.sort_by_key(|c| std::cmp::Reverse((c.1, c.2)));
@@ -330,27 +332,19 @@ pub(crate) fn run(inner: &Inner, q: &SearchQuery) -> Result<SearchPage, LogStore
             continue;
         }
         match cand {
-            Cand::Open => {
+            Cand::Mem(k) => {
                 if started.elapsed() >= q.time_budget {
                     page.truncated_by_budget = true;
                     break 'segments;
                 }
-                let wanted: Vec<bool> = open
+                let m = &mems[*k];
+                let wanted: Vec<bool> = m
                     .streams
                     .iter()
                     .map(|s| compiled.stream_matches(s))
                     .collect();
-                page.scanned_bytes += open.cols.text.len() as u64;
-                scan_into(
-                    &compiled,
-                    &open.cols,
-                    open.id,
-                    0,
-                    &wanted,
-                    &open.streams,
-                    q,
-                    &mut col,
-                );
+                page.scanned_bytes += m.cols.text.len() as u64;
+                scan_into(&compiled, m.cols, m.id, 0, &wanted, m.streams, q, &mut col);
             }
             Cand::Closed(seg, wanted) => {
                 let file = match File::open(&seg.path) {
