@@ -13,6 +13,7 @@ mod disk;
 mod encoding;
 mod logql;
 mod loki;
+mod metric;
 mod search;
 mod segment;
 
@@ -786,6 +787,24 @@ impl LogStore {
     /// for durability: the open segment's file is replayed at start.
     pub fn flush(&self) -> Result<(), LogStoreError> {
         self.rotate_now(true)
+    }
+
+    /// Visits every entry matching `query` (its limit, cursor and direction are ignored) without
+    /// materializing lines: `f(loki labels of the stream, timestamp, line length)`. Returns the raw bytes
+    /// scanned and whether the time budget cut the scan short. Used for metric queries (counts).
+    pub fn visit_matches(
+        &self,
+        query: &SearchQuery,
+        mut f: impl FnMut(&BTreeMap<String, String>, i64, usize),
+    ) -> Result<(u64, bool), LogStoreError> {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let mut cache: HashMap<*const StreamDef, BTreeMap<String, String>> = HashMap::new();
+        search::for_each(&inner, query, |def, ts, len| {
+            let labels = cache
+                .entry(def as *const StreamDef)
+                .or_insert_with(|| def.loki_labels());
+            f(labels, ts, len)
+        })
     }
 
     pub fn search(&self, query: &SearchQuery) -> Result<SearchPage, LogStoreError> {

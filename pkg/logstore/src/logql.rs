@@ -17,7 +17,7 @@ pub struct LogQlError {
 }
 
 impl LogQlError {
-    fn new(q: &str, position: usize, message: impl Into<String>) -> LogQlError {
+    pub(crate) fn at(q: &str, position: usize, message: impl Into<String>) -> LogQlError {
         let position = position.min(q.len());
         let before = &q[..position];
         let line = before.matches('\n').count() + 1;
@@ -38,7 +38,7 @@ struct Parser<'a> {
 
 impl<'a> Parser<'a> {
     fn err(&self, at: usize, message: impl Into<String>) -> LogQlError {
-        LogQlError::new(self.q, at, message)
+        LogQlError::at(self.q, at, message)
     }
 
     fn rest(&self) -> &'a str {
@@ -296,6 +296,21 @@ pub fn parse_logql(q: &str) -> Result<(Vec<LabelMatcher>, Vec<LineFilter>), LogQ
         } else if p.eat("!~") {
             3
         } else if p.eat("|") {
+            if p.eat("drop") {
+                // `| drop __error__` (Grafana adds it): no stage here produces errors, so a no-op.
+                loop {
+                    p.skip_ws();
+                    let name_at = p.pos;
+                    let name = p.ident()?;
+                    if name != "__error__" && name != "__error_details__" {
+                        return Err(p.err(name_at, format!("| drop {name} is not supported: only __error__ and __error_details__ can be dropped")));
+                    }
+                    if !p.eat(",") {
+                        break;
+                    }
+                }
+                continue;
+            }
             let stage: String = p
                 .rest()
                 .trim_start()
@@ -419,6 +434,14 @@ mod tests {
         assert!(e.message.contains("json"));
         let e = parse_logql(r#"count_over_time({app="x"}[1m])"#).unwrap_err();
         assert!(e.message.contains("metric queries"), "{e}");
+    }
+
+    #[test]
+    fn parse_drop_error_stage_is_a_no_op() {
+        let (_, fs) =
+            parse_logql(r#"{app="x"} |= "a" | drop __error__, __error_details__"#).unwrap();
+        assert_eq!(fs, vec![LineFilter::Contains("a".into())]);
+        assert!(parse_logql(r#"{app="x"} | drop level"#).is_err());
     }
 
     #[test]

@@ -439,3 +439,68 @@ fn scan_into(
         });
     }
 }
+
+/// Calls `f(stream, timestamp, line length)` for every entry matching `q` (limit, cursor and direction
+/// ignored) in segment order, until the time budget runs out. Returns (scanned bytes, truncated).
+pub(crate) fn for_each(
+    inner: &Inner,
+    q: &SearchQuery,
+    mut f: impl FnMut(&StreamDef, i64, usize),
+) -> Result<(u64, bool), LogStoreError> {
+    let started = Instant::now();
+    let compiled = Compiled::new(&q.matchers, &q.line_filters, &q.namespaces)?;
+    let in_range = |min: i64, max: i64| max >= q.start_ns && min < q.end_ns;
+    let mut scanned = 0u64;
+    let mut visit = |cols: &Columns, wanted: &[bool], streams: &[Arc<StreamDef>]| {
+        for i in compiled.matching_lines(cols) {
+            let ts = cols.ts[i];
+            let sid = cols.streams[i] as usize;
+            if ts >= q.start_ns && ts < q.end_ns && wanted.get(sid).copied().unwrap_or(false) {
+                let (s, e) = cols.bounds(i);
+                f(&streams[sid], ts, e - s);
+            }
+        }
+    };
+    for seg in inner.closed.iter().filter(|s| in_range(s.min_ts, s.max_ts)) {
+        let wanted: Vec<bool> = seg
+            .streams
+            .iter()
+            .map(|s| compiled.stream_matches(s))
+            .collect();
+        if !wanted.iter().any(|w| *w) {
+            continue;
+        }
+        let Ok(file) = File::open(&seg.path) else {
+            continue;
+        };
+        for meta in &seg.blocks {
+            if !in_range(meta.min_ts, meta.max_ts)
+                || !meta.streams.iter().any(|&s| wanted[s as usize])
+            {
+                continue;
+            }
+            if started.elapsed() >= q.time_budget {
+                return Ok((scanned, true));
+            }
+            let cols = read_block(&file, &seg.path, meta)?;
+            scanned += meta.raw_bytes;
+            visit(&cols, &wanted, &seg.streams);
+        }
+    }
+    for m in inner.mem_segments() {
+        if m.cols.len() == 0 || !in_range(m.min_ts, m.max_ts) {
+            continue;
+        }
+        if started.elapsed() >= q.time_budget {
+            return Ok((scanned, true));
+        }
+        let wanted: Vec<bool> = m
+            .streams
+            .iter()
+            .map(|s| compiled.stream_matches(s))
+            .collect();
+        scanned += m.cols.text.len() as u64;
+        visit(m.cols, &wanted, m.streams);
+    }
+    Ok((scanned, false))
+}

@@ -849,3 +849,62 @@ fn stats_count_lines_and_sources() {
     assert!(s.bytes_raw > 0 && s.bytes_stored > 0);
     let _ = BTreeMap::<String, String>::new();
 }
+
+#[test]
+fn loki_metric_query_range_returns_a_matrix() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = mixed_store(dir.path());
+    // Lines 0..300 of each pod at T0 + i s; count per 100 s window ending at each step.
+    let p = params(&[
+        (
+            "query",
+            r#"sum by (pod) (count_over_time({namespace=~"prod|dev"} |= "line" | drop __error__ [100s]))"#,
+        ),
+        ("start", &(T0 + 99 * SEC).to_string()),
+        ("end", &(T0 + 299 * SEC).to_string()),
+        ("step", "100s"),
+    ]);
+    let (status, body) = loki_api("query_range", &p, &store, &NamespaceScope::All, T0);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["resultType"], "matrix");
+    let t = |s: i64| json!((T0 + s * SEC) as f64 / 1e9);
+    assert_eq!(
+        body["data"]["result"],
+        json!([
+            {"metric": {"pod": "db"}, "values": [[t(99), "100"], [t(199), "100"], [t(299), "100"]]},
+            {"metric": {"pod": "web"}, "values": [[t(99), "100"], [t(199), "100"], [t(299), "100"]]},
+        ])
+    );
+    let scope = NamespaceScope::Only(BTreeSet::from(["dev".to_string()]));
+    let (_, body) = loki_api("query_range", &p, &store, &scope, T0);
+    assert_eq!(body["data"]["result"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn loki_metric_instant_query_returns_a_vector() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = mixed_store(dir.path());
+    let p = params(&[
+        ("query", r#"count_over_time({pod="web"}[10s])"#),
+        ("time", &(T0 + 50 * SEC).to_string()),
+    ]);
+    let (status, body) = loki_api("query", &p, &store, &NamespaceScope::All, T0);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["resultType"], "vector");
+    assert_eq!(body["data"]["result"][0]["value"][1], "10");
+    let (status, body) = loki_api(
+        "query",
+        &params(&[("query", "topk(1, x)")]),
+        &store,
+        &NamespaceScope::All,
+        T0,
+    );
+    assert_eq!(status, 400);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("parse error at line 1, col 1"),
+        "{body}"
+    );
+}
