@@ -8,6 +8,10 @@
 //! a closed segment of ~[`BLOCK_RAW_BYTES`] zstd blocks. Each source's last stored offset travels with the
 //! data: in every open-segment frame, in every closed segment's footer, and as the first frame of each
 //! new open segment, so exactly-once holds across restarts and after retention removed old segments.
+//!
+//! Queries: [`LogStore::search`] (log lines), [`parse_logql`] (stream selector and line filters) and
+//! [`loki_api`], which also answers the metric queries Grafana's logs volume sends (`count_over_time`,
+//! `rate`, `bytes_over_time`, `bytes_rate`, in `sum`/`count`/`min`/`max`/`avg` `by`/`without`).
 
 mod disk;
 mod encoding;
@@ -29,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 pub use disk::{DiskSpace, StatvfsDisk};
 pub use logql::{parse_logql, LogQlError};
-pub use loki::loki_api;
+pub use loki::{loki_api, loki_tail_message};
 
 use encoding::{Columns, WalRecord};
 use search::Compiled;

@@ -252,6 +252,36 @@ pub fn loki_api(
     }
 }
 
+/// One message of Loki's live tail (`/loki/api/v1/tail`, a websocket of JSON messages) for records
+/// from [`LogStore::tail`]: `{"streams":[{"stream":{…},"values":[["<ns>","line"]]}],"dropped_entries":[]}`.
+pub fn loki_tail_message(records: &[crate::LogRecord]) -> Value {
+    json!({"streams": streams_json(records), "dropped_entries": []})
+}
+
+/// Records grouped by stream (Loki labels) in the order they come, as Loki's `streams` results.
+fn streams_json(records: &[crate::LogRecord]) -> Vec<Value> {
+    let mut streams: Vec<(BTreeMap<String, String>, Vec<Value>)> = Vec::new();
+    let mut index: BTreeMap<BTreeMap<String, String>, usize> = BTreeMap::new();
+    for r in records {
+        let def = crate::StreamDef {
+            labels: r.labels.clone(),
+            pod_labels: r.pod_labels.clone(),
+        };
+        let labels = def.loki_labels();
+        let i = *index.entry(labels.clone()).or_insert_with(|| {
+            streams.push((labels, Vec::new()));
+            streams.len() - 1
+        });
+        streams[i]
+            .1
+            .push(json!([r.timestamp_ns.to_string(), r.line]));
+    }
+    streams
+        .into_iter()
+        .map(|(stream, values)| json!({"stream": stream, "values": values}))
+        .collect()
+}
+
 fn query(
     params: &[(String, String)],
     store: &LogStore,
@@ -312,26 +342,7 @@ fn query(
         })
         .map_err(store_error)?;
     let exec = started.elapsed().as_secs_f64();
-    let mut streams: Vec<(BTreeMap<String, String>, Vec<Value>)> = Vec::new();
-    let mut index: BTreeMap<BTreeMap<String, String>, usize> = BTreeMap::new();
-    for r in &page.records {
-        let def = crate::StreamDef {
-            labels: r.labels.clone(),
-            pod_labels: r.pod_labels.clone(),
-        };
-        let labels = def.loki_labels();
-        let i = *index.entry(labels.clone()).or_insert_with(|| {
-            streams.push((labels, Vec::new()));
-            streams.len() - 1
-        });
-        streams[i]
-            .1
-            .push(json!([r.timestamp_ns.to_string(), r.line]));
-    }
-    let result: Vec<Value> = streams
-        .into_iter()
-        .map(|(stream, values)| json!({"stream": stream, "values": values}))
-        .collect();
+    let result = streams_json(&page.records);
     let lines = page.records.len();
     let per_sec = |n: f64| if exec > 0.0 { (n / exec) as u64 } else { 0 };
     let mut body = json!({

@@ -908,3 +908,42 @@ fn loki_metric_instant_query_returns_a_vector() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn loki_tail_message_has_streams_and_dropped_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open_small(dir.path(), config());
+    let mut rx = store.tail(&query(
+        vec![eq("pod", "web")],
+        vec![],
+        Direction::Forward,
+        0,
+    ));
+    store
+        .ingest(&batch(vec![stream(
+            "prod",
+            "web",
+            "w",
+            vec![(1, T0, "hello".into())],
+        )]))
+        .unwrap();
+    let r = rx.recv().await.unwrap();
+    assert_eq!(
+        loki_tail_message(&[r]),
+        json!({"streams": [{"stream": {"app_kubernetes_io_name": "web-app", "container": "main", "namespace": "prod", "node": "n1", "pod": "web", "stream": "stdout"}, "values": [[T0.to_string(), "hello"]]}], "dropped_entries": []})
+    );
+    drop(rx);
+    store
+        .ingest(&batch(vec![stream(
+            "prod",
+            "web",
+            "w",
+            vec![(2, T0, "again".into())],
+        )]))
+        .unwrap();
+    assert_eq!(
+        store.stats().tail_dropped,
+        0,
+        "a closed tail is removed, not counted as slow"
+    );
+}
