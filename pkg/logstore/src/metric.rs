@@ -151,45 +151,38 @@ pub(crate) fn parse_metric(q: &str) -> Result<MetricQuery, LogQlError> {
         "avg" => Some(AggOp::Avg),
         _ => None,
     };
-    let mut outer = None;
-    let end;
-    if let Some(op) = agg {
-        i += w.len();
-        let mut g = None;
-        if let Some((gr, next)) = grouping(q, i)? {
-            g = Some(gr);
-            i = next;
-        }
-        i = skip_ws(q, i);
-        if q.as_bytes().get(i) != Some(&b'(') {
-            return Err(err(q, i, format!("syntax error: expecting ( after {w}")));
-        }
-        let close = matching_paren(q, i).ok_or_else(|| err(q, i, "syntax error: unclosed ("))?;
-        let inner = parse_range_fn(q, skip_ws(q, i + 1), close - 1)?;
-        let mut after = close;
-        if let Some((gr, next)) = grouping(q, close)? {
-            if g.is_some() {
-                return Err(err(q, close, "syntax error: grouping given twice"));
-            }
-            g = Some(gr);
-            after = next;
-        }
-        outer = Some((op, g.unwrap_or(Grouping::By(Vec::new()))));
-        end = after;
-        let mut m = inner;
-        m.agg = outer.take();
-        let rest = skip_ws(q, end);
-        if rest < q.len() {
-            return Err(err(
-                q,
-                rest,
-                "syntax error: unexpected input after the expression",
-            ));
-        }
-        return Ok(m);
+    let Some(op) = agg else {
+        return parse_range_fn(q, i, q.len());
+    };
+    i += w.len();
+    let mut g = None;
+    if let Some((gr, next)) = grouping(q, i)? {
+        g = Some(gr);
+        i = next;
     }
-    let m = parse_range_fn(q, i, q.len())?;
-    let _ = outer;
+    i = skip_ws(q, i);
+    if q.as_bytes().get(i) != Some(&b'(') {
+        return Err(err(q, i, format!("syntax error: expecting ( after {w}")));
+    }
+    let close = matching_paren(q, i).ok_or_else(|| err(q, i, "syntax error: unclosed ("))?;
+    let mut m = parse_range_fn(q, skip_ws(q, i + 1), close - 1)?;
+    let mut end = close;
+    if let Some((gr, next)) = grouping(q, close)? {
+        if g.is_some() {
+            return Err(err(q, close, "syntax error: grouping given twice"));
+        }
+        g = Some(gr);
+        end = next;
+    }
+    m.agg = Some((op, g.unwrap_or(Grouping::By(Vec::new()))));
+    let rest = skip_ws(q, end);
+    if rest < q.len() {
+        return Err(err(
+            q,
+            rest,
+            "syntax error: unexpected input after the expression",
+        ));
+    }
     Ok(m)
 }
 
