@@ -947,3 +947,51 @@ async fn loki_tail_message_has_streams_and_dropped_entries() {
         "a closed tail is removed, not counted as slow"
     );
 }
+
+#[test]
+fn concurrent_ingest_and_search_lose_and_duplicate_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open_small(dir.path(), config());
+    let store = Arc::new(store);
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for k in 0..40 {
+                    let b = batch(vec![stream(
+                        "a",
+                        &format!("p{w}"),
+                        &format!("s{w}"),
+                        lines("c", k * 10, 10),
+                    )]);
+                    store.ingest(&b).unwrap();
+                    // A retry of the same batch (as after a lost response) adds nothing.
+                    assert_eq!(store.ingest(&b).unwrap().accepted, 0);
+                }
+            })
+        })
+        .collect();
+    let reader = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for _ in 0..50 {
+                let page = store
+                    .search(&query(vec![], vec![], Direction::Backward, 50))
+                    .unwrap();
+                assert!(page
+                    .records
+                    .windows(2)
+                    .all(|w| w[0].timestamp_ns >= w[1].timestamp_ns));
+            }
+        })
+    };
+    for t in writers {
+        t.join().unwrap();
+    }
+    reader.join().unwrap();
+    assert_eq!(all_lines(&store, Direction::Forward).len(), 1200);
+    drop(store);
+    let (store, _) = open_small(dir.path(), config());
+    assert_eq!(all_lines(&store, Direction::Forward).len(), 1200);
+    assert_eq!(store.stats().sources, 3);
+}
