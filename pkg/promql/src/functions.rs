@@ -1,0 +1,577 @@
+//! PromQL functions: their signatures (checked by the parser) and their evaluation, with rate,
+//! increase and delta extrapolated as Prometheus' `extrapolatedRate` does.
+
+use std::sync::Arc;
+
+use crate::ast::{Expr, ValueType};
+use crate::eval::{
+    drop_name, quantile, type_of, valid_label_name, Engine, EvalError, Labels, QueryValue,
+    RangeSeries, Sample,
+};
+
+/// Argument and result types of a function.
+pub(crate) struct Signature {
+    pub args: &'static [ValueType],
+    /// 0: exactly `args`; n > 0: up to n more of the last type; -1: any number more.
+    pub variadic: i32,
+    pub ret: ValueType,
+}
+
+impl Signature {
+    pub(crate) fn arg_type(&self, i: usize) -> ValueType {
+        self.args[i.min(self.args.len() - 1)]
+    }
+}
+
+use ValueType::{Matrix as M, Scalar as S, String as Str, Vector as V};
+
+pub(crate) fn signature(name: &str) -> Option<Signature> {
+    let sig = |args: &'static [ValueType], variadic: i32, ret: ValueType| Signature {
+        args,
+        variadic,
+        ret,
+    };
+    Some(match name {
+        "rate" | "irate" | "increase" | "delta" | "idelta" | "deriv" | "avg_over_time"
+        | "max_over_time" | "min_over_time" | "sum_over_time" | "count_over_time"
+        | "last_over_time" | "stddev_over_time" | "stdvar_over_time" | "present_over_time"
+        | "changes" | "resets" => sig(&[M], 0, V),
+        "quantile_over_time" => sig(&[S, M], 0, V),
+        "abs" | "ceil" | "floor" | "exp" | "sqrt" | "ln" | "log2" | "log10" | "sgn" | "sort"
+        | "sort_desc" | "timestamp" | "absent" => sig(&[V], 0, V),
+        "round" => sig(&[V, S], 1, V),
+        "clamp" => sig(&[V, S, S], 0, V),
+        "clamp_min" | "clamp_max" => sig(&[V, S], 0, V),
+        "label_replace" => sig(&[V, Str, Str, Str, Str], 0, V),
+        "label_join" => sig(&[V, Str, Str, Str], -1, V),
+        "histogram_quantile" => sig(&[S, V], 0, V),
+        "time" => sig(&[], 0, S),
+        "vector" => sig(&[S], 0, V),
+        "scalar" => sig(&[V], 0, S),
+        _ => return None,
+    })
+}
+
+fn arg_scalar(engine: &mut Engine<'_>, e: &Expr, t: i64) -> Result<f64, EvalError> {
+    match engine.eval(e, t)? {
+        QueryValue::Scalar(v) => Ok(v),
+        other => Err(EvalError::Execution(format!(
+            "expected scalar, got {}",
+            type_of(&other).name()
+        ))),
+    }
+}
+
+fn arg_string(e: &Expr) -> Result<String, EvalError> {
+    match e {
+        Expr::String(s) => Ok(s.clone()),
+        Expr::Paren(inner) => arg_string(inner),
+        _ => Err(EvalError::Execution(
+            "expected a string literal".to_string(),
+        )),
+    }
+}
+
+fn arg_vector(engine: &mut Engine<'_>, e: &Expr, t: i64) -> Result<Vec<Sample>, EvalError> {
+    match engine.eval(e, t)? {
+        QueryValue::Vector(v) => Ok(v),
+        other => Err(EvalError::Execution(format!(
+            "expected instant vector, got {}",
+            type_of(&other).name()
+        ))),
+    }
+}
+
+/// The range vector argument of a `*_over_time`/rate function with its window end and length.
+fn arg_matrix(
+    engine: &mut Engine<'_>,
+    e: &Expr,
+    t: i64,
+) -> Result<(Vec<RangeSeries>, i64, i64), EvalError> {
+    match e {
+        Expr::Paren(inner) => arg_matrix(engine, inner, t),
+        Expr::Matrix(vs, range) => {
+            let end = engine.selector_time(vs.at, vs.offset_ms, t);
+            Ok((engine.matrix(vs, *range, t), end, *range))
+        }
+        Expr::Subquery {
+            range_ms,
+            offset_ms,
+            at,
+            ..
+        } => {
+            let end = engine.selector_time(*at, *offset_ms, t);
+            match engine.eval(e, t)? {
+                QueryValue::Matrix(m) => Ok((m, end, *range_ms)),
+                _ => Err(EvalError::Execution(
+                    "subquery did not yield a range".into(),
+                )),
+            }
+        }
+        _ => Err(EvalError::Execution("expected a range vector".to_string())),
+    }
+}
+
+fn map_values(samples: Vec<Sample>, f: impl Fn(f64) -> f64) -> Vec<Sample> {
+    samples
+        .into_iter()
+        .map(|s| Sample {
+            labels: drop_name(&s.labels),
+            value: f(s.value),
+        })
+        .collect()
+}
+
+fn over_time(
+    series: Vec<RangeSeries>,
+    keep_name: bool,
+    f: impl Fn(&[(i64, f64)]) -> Option<f64>,
+) -> Vec<Sample> {
+    series
+        .into_iter()
+        .filter_map(|s| {
+            f(&s.points).map(|value| Sample {
+                labels: if keep_name {
+                    s.labels.clone()
+                } else {
+                    drop_name(&s.labels)
+                },
+                value,
+            })
+        })
+        .collect()
+}
+
+pub(crate) fn call(
+    engine: &mut Engine<'_>,
+    func: &str,
+    args: &[Expr],
+    t: i64,
+) -> Result<QueryValue, EvalError> {
+    let vector = |v: Vec<Sample>| Ok(QueryValue::Vector(v));
+    match func {
+        "time" => Ok(QueryValue::Scalar(t as f64 / 1000.0)),
+        "vector" => {
+            let v = arg_scalar(engine, &args[0], t)?;
+            vector(vec![Sample {
+                labels: Arc::new(Labels::new()),
+                value: v,
+            }])
+        }
+        "scalar" => {
+            let v = arg_vector(engine, &args[0], t)?;
+            Ok(QueryValue::Scalar(if v.len() == 1 {
+                v[0].value
+            } else {
+                f64::NAN
+            }))
+        }
+        "rate" | "increase" | "delta" => {
+            let (m, end, range) = arg_matrix(engine, &args[0], t)?;
+            let is_counter = func != "delta";
+            let is_rate = func == "rate";
+            vector(over_time(m, false, |p| {
+                extrapolated_rate(p, end - range, end, range, is_counter, is_rate)
+            }))
+        }
+        "irate" | "idelta" => {
+            let (m, _, _) = arg_matrix(engine, &args[0], t)?;
+            let is_rate = func == "irate";
+            vector(over_time(m, false, |p| instant_value(p, is_rate)))
+        }
+        "deriv" => {
+            let (m, _, _) = arg_matrix(engine, &args[0], t)?;
+            vector(over_time(m, false, |p| {
+                if p.len() < 2 {
+                    return None;
+                }
+                // Least-squares slope, times relative to the first sample for precision.
+                let t0 = p[0].0;
+                let n = p.len() as f64;
+                let (mut sx, mut sy, mut sxy, mut sxx) = (0.0, 0.0, 0.0, 0.0);
+                for &(ts, v) in p {
+                    let x = (ts - t0) as f64 / 1000.0;
+                    sx += x;
+                    sy += v;
+                    sxy += x * v;
+                    sxx += x * x;
+                }
+                let cov = sxy - sx * sy / n;
+                let var = sxx - sx * sx / n;
+                Some(cov / var)
+            }))
+        }
+        "avg_over_time" | "max_over_time" | "min_over_time" | "sum_over_time"
+        | "count_over_time" | "last_over_time" | "stddev_over_time" | "stdvar_over_time"
+        | "present_over_time" | "changes" | "resets" => {
+            let (m, _, _) = arg_matrix(engine, &args[0], t)?;
+            let keep_name = func == "last_over_time";
+            let f: fn(&[(i64, f64)]) -> Option<f64> = match func {
+                "avg_over_time" => |p| {
+                    let mut mean = 0.0;
+                    for (i, &(_, v)) in p.iter().enumerate() {
+                        mean += (v - mean) / (i as f64 + 1.0);
+                    }
+                    Some(mean)
+                },
+                "max_over_time" => |p| {
+                    Some(p.iter().map(|x| x.1).fold(p[0].1, |a, v| {
+                        if v > a || a.is_nan() {
+                            v
+                        } else {
+                            a
+                        }
+                    }))
+                },
+                "min_over_time" => |p| {
+                    Some(p.iter().map(|x| x.1).fold(p[0].1, |a, v| {
+                        if v < a || a.is_nan() {
+                            v
+                        } else {
+                            a
+                        }
+                    }))
+                },
+                "sum_over_time" => |p| Some(p.iter().map(|x| x.1).sum()),
+                "count_over_time" => |p| Some(p.len() as f64),
+                "last_over_time" => |p| p.last().map(|x| x.1),
+                "present_over_time" => |_| Some(1.0),
+                "changes" => |p| Some(p.windows(2).filter(|w| w[1].1 != w[0].1).count() as f64),
+                "resets" => |p| Some(p.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64),
+                "stdvar_over_time" => |p| Some(variance(p)),
+                _ => |p| Some(variance(p).sqrt()),
+            };
+            vector(over_time(m, keep_name, f))
+        }
+        "quantile_over_time" => {
+            let q = arg_scalar(engine, &args[0], t)?;
+            let (m, _, _) = arg_matrix(engine, &args[1], t)?;
+            vector(over_time(m, false, |p| {
+                Some(quantile(q, p.iter().map(|x| x.1).collect()))
+            }))
+        }
+        "abs" | "ceil" | "floor" | "exp" | "sqrt" | "ln" | "log2" | "log10" | "sgn" => {
+            let v = arg_vector(engine, &args[0], t)?;
+            let f: fn(f64) -> f64 = match func {
+                "abs" => f64::abs,
+                "ceil" => f64::ceil,
+                "floor" => f64::floor,
+                "exp" => f64::exp,
+                "sqrt" => f64::sqrt,
+                "ln" => f64::ln,
+                "log2" => f64::log2,
+                "log10" => f64::log10,
+                _ => |x: f64| {
+                    if x > 0.0 {
+                        1.0
+                    } else if x < 0.0 {
+                        -1.0
+                    } else {
+                        x
+                    }
+                },
+            };
+            vector(map_values(v, f))
+        }
+        "round" => {
+            let v = arg_vector(engine, &args[0], t)?;
+            let to = if args.len() > 1 {
+                arg_scalar(engine, &args[1], t)?
+            } else {
+                1.0
+            };
+            let inv = 1.0 / to;
+            vector(map_values(v, |x| (x * inv + 0.5).floor() / inv))
+        }
+        "clamp" | "clamp_min" | "clamp_max" => {
+            let v = arg_vector(engine, &args[0], t)?;
+            let a = arg_scalar(engine, &args[1], t)?;
+            let (lo, hi) = match func {
+                "clamp" => (a, arg_scalar(engine, &args[2], t)?),
+                "clamp_min" => (a, f64::INFINITY),
+                _ => (f64::NEG_INFINITY, a),
+            };
+            if func == "clamp" && hi < lo {
+                return vector(Vec::new());
+            }
+            vector(map_values(v, |x| {
+                if x.is_nan() {
+                    x
+                } else {
+                    x.max(lo).min(hi)
+                }
+            }))
+        }
+        "sort" | "sort_desc" => {
+            let mut v = arg_vector(engine, &args[0], t)?;
+            v.sort_by(|a, b| {
+                let o = a.value.total_cmp(&b.value);
+                if func == "sort" {
+                    o
+                } else {
+                    o.reverse()
+                }
+            });
+            vector(v)
+        }
+        "timestamp" => {
+            let v = arg_vector(engine, &args[0], t)?;
+            let ts = match &args[0] {
+                Expr::Vector(vs) => engine.selector_time(vs.at, vs.offset_ms, t),
+                _ => t,
+            };
+            vector(map_values(v, |_| ts as f64 / 1000.0))
+        }
+        "absent" => {
+            let v = arg_vector(engine, &args[0], t)?;
+            if !v.is_empty() {
+                return vector(Vec::new());
+            }
+            let mut labels = Labels::new();
+            if let Expr::Vector(vs) = &args[0] {
+                for m in &vs.matchers {
+                    if m.op == crate::MatchOp::Equal && m.name != "__name__" {
+                        labels.insert(m.name.clone(), m.value.clone());
+                    }
+                }
+            }
+            vector(vec![Sample {
+                labels: Arc::new(labels),
+                value: 1.0,
+            }])
+        }
+        "label_replace" => {
+            let v = arg_vector(engine, &args[0], t)?;
+            let dst = arg_string(&args[1])?;
+            let repl = arg_string(&args[2])?;
+            let src = arg_string(&args[3])?;
+            let re_text = arg_string(&args[4])?;
+            let re = crate::anchored_regex(&re_text).map_err(|e| {
+                EvalError::Execution(format!(
+                    "invalid regular expression in label_replace(): {e}"
+                ))
+            })?;
+            if !valid_label_name(&dst) {
+                return Err(EvalError::Execution(format!(
+                    "invalid destination label name in label_replace(): {dst}"
+                )));
+            }
+            let out = v
+                .into_iter()
+                .map(|s| {
+                    let value = s.labels.get(&src).cloned().unwrap_or_default();
+                    let Some(caps) = re.captures(&value) else {
+                        return s;
+                    };
+                    let mut res = String::new();
+                    caps.expand(&repl, &mut res);
+                    let mut labels = (*s.labels).clone();
+                    if res.is_empty() {
+                        labels.remove(&dst);
+                    } else {
+                        labels.insert(dst.clone(), res);
+                    }
+                    Sample {
+                        labels: Arc::new(labels),
+                        value: s.value,
+                    }
+                })
+                .collect();
+            vector(out)
+        }
+        "label_join" => {
+            let v = arg_vector(engine, &args[0], t)?;
+            let dst = arg_string(&args[1])?;
+            let sep = arg_string(&args[2])?;
+            let srcs: Vec<String> = args[3..].iter().map(arg_string).collect::<Result<_, _>>()?;
+            if !valid_label_name(&dst) {
+                return Err(EvalError::Execution(format!(
+                    "invalid destination label name in label_join(): {dst}"
+                )));
+            }
+            let out = v
+                .into_iter()
+                .map(|s| {
+                    let joined: Vec<&str> = srcs
+                        .iter()
+                        .map(|n| s.labels.get(n).map_or("", |v| v.as_str()))
+                        .collect();
+                    let joined = joined.join(&sep);
+                    let mut labels = (*s.labels).clone();
+                    if joined.is_empty() {
+                        labels.remove(&dst);
+                    } else {
+                        labels.insert(dst.clone(), joined);
+                    }
+                    Sample {
+                        labels: Arc::new(labels),
+                        value: s.value,
+                    }
+                })
+                .collect();
+            vector(out)
+        }
+        "histogram_quantile" => {
+            let q = arg_scalar(engine, &args[0], t)?;
+            let v = arg_vector(engine, &args[1], t)?;
+            vector(histogram_quantile(q, v))
+        }
+        other => Err(EvalError::Execution(format!("unknown function {other:?}"))),
+    }
+}
+
+fn variance(p: &[(i64, f64)]) -> f64 {
+    let (mut mean, mut m2) = (0.0, 0.0);
+    for (i, &(_, v)) in p.iter().enumerate() {
+        let delta = v - mean;
+        mean += delta / (i as f64 + 1.0);
+        m2 += delta * (v - mean);
+    }
+    m2 / p.len() as f64
+}
+
+/// rate/increase/delta over the points of one series in the window `(range_start, range_end]`,
+/// extrapolated to the window's edges exactly as Prometheus' `extrapolatedRate`.
+pub(crate) fn extrapolated_rate(
+    points: &[(i64, f64)],
+    range_start: i64,
+    range_end: i64,
+    range_ms: i64,
+    is_counter: bool,
+    is_rate: bool,
+) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    let first = points[0];
+    let last = points[points.len() - 1];
+    let mut result = last.1 - first.1;
+    if is_counter {
+        let mut last_value = 0.0;
+        for &(_, v) in points {
+            if v < last_value {
+                result += last_value;
+            }
+            last_value = v;
+        }
+    }
+    let mut duration_to_start = (first.0 - range_start) as f64 / 1000.0;
+    let mut duration_to_end = (range_end - last.0) as f64 / 1000.0;
+    let sampled_interval = (last.0 - first.0) as f64 / 1000.0;
+    let average_between = sampled_interval / (points.len() - 1) as f64;
+    let threshold = average_between * 1.1;
+    let mut extrapolate_to = sampled_interval;
+    if duration_to_start >= threshold {
+        duration_to_start = average_between / 2.0;
+    }
+    if is_counter && result > 0.0 && first.1 >= 0.0 {
+        // Counters cannot be negative: do not extrapolate below the counter's zero point.
+        let duration_to_zero = sampled_interval * (first.1 / result);
+        if duration_to_zero < duration_to_start {
+            duration_to_start = duration_to_zero;
+        }
+    }
+    extrapolate_to += duration_to_start;
+    if duration_to_end >= threshold {
+        duration_to_end = average_between / 2.0;
+    }
+    extrapolate_to += duration_to_end;
+    let mut factor = extrapolate_to / sampled_interval;
+    if is_rate {
+        factor /= range_ms as f64 / 1000.0;
+    }
+    Some(result * factor)
+}
+
+/// irate/idelta: from the last two points of the window.
+fn instant_value(points: &[(i64, f64)], is_rate: bool) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    let last = points[points.len() - 1];
+    let prev = points[points.len() - 2];
+    let mut value = if is_rate && last.1 < prev.1 {
+        last.1
+    } else {
+        last.1 - prev.1
+    };
+    let interval = last.0 - prev.0;
+    if interval == 0 {
+        return None;
+    }
+    if is_rate {
+        value /= interval as f64 / 1000.0;
+    }
+    Some(value)
+}
+
+/// histogram_quantile over classic buckets (`le` label), as Prometheus' `bucketQuantile`.
+fn histogram_quantile(q: f64, samples: Vec<Sample>) -> Vec<Sample> {
+    use std::collections::BTreeMap;
+    let mut groups: BTreeMap<Labels, Vec<(f64, f64)>> = BTreeMap::new();
+    for s in samples {
+        let Some(le) = s.labels.get("le").and_then(|v| parse_le(v)) else {
+            continue;
+        };
+        let mut key = (*s.labels).clone();
+        key.remove("le");
+        key.remove("__name__");
+        groups.entry(key).or_default().push((le, s.value));
+    }
+    groups
+        .into_iter()
+        .map(|(labels, mut buckets)| Sample {
+            labels: Arc::new(labels),
+            value: bucket_quantile(q, &mut buckets),
+        })
+        .collect()
+}
+
+fn parse_le(v: &str) -> Option<f64> {
+    match v {
+        "+Inf" | "Inf" | "inf" => Some(f64::INFINITY),
+        _ => v.parse().ok(),
+    }
+}
+
+fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
+    if q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if buckets.len() < 2 || buckets[buckets.len() - 1].0 != f64::INFINITY {
+        return f64::NAN;
+    }
+    // Make the counts monotonic, as Prometheus does for slightly inconsistent buckets.
+    for i in 1..buckets.len() {
+        if buckets[i].1 < buckets[i - 1].1 {
+            buckets[i].1 = buckets[i - 1].1;
+        }
+    }
+    let total = buckets[buckets.len() - 1].1;
+    if total == 0.0 {
+        return f64::NAN;
+    }
+    let rank = q * total;
+    let b = buckets.partition_point(|x| x.1 < rank);
+    if b == buckets.len() - 1 {
+        return buckets[buckets.len() - 2].0;
+    }
+    if b == 0 && buckets[0].0 <= 0.0 {
+        return buckets[0].0;
+    }
+    let (mut start, mut count, mut rank) = (0.0, buckets[b].1, rank);
+    let end = buckets[b].0;
+    if b > 0 {
+        start = buckets[b - 1].0;
+        count -= buckets[b - 1].1;
+        rank -= buckets[b - 1].1;
+    }
+    start + (end - start) * (rank / count)
+}
