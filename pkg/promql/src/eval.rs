@@ -137,10 +137,12 @@ pub fn range_query(
                     out.entry(s.labels).or_default().push((t, s.value));
                 }
             }
-            _ => return Err(EvalError::Execution(format!(
+            _ => {
+                return Err(EvalError::Execution(format!(
                 "invalid expression type {:?} for range query, must be Scalar or instant Vector",
                 expr.value_type().name()
-            ))),
+            )))
+            }
         }
         if points + engine.samples > limits.max_samples {
             return Err(EvalError::TooManySamples);
@@ -168,7 +170,7 @@ impl<'a> Engine<'a> {
     }
 
     pub(crate) fn check_deadline(&self) -> Result<(), EvalError> {
-        if Instant::now() > self.deadline {
+        if Instant::now() >= self.deadline {
             return Err(EvalError::Timeout);
         }
         Ok(())
@@ -829,5 +831,503 @@ pub(crate) fn type_of(v: &QueryValue) -> ValueType {
         QueryValue::String(_) => ValueType::String,
         QueryValue::Vector(_) => ValueType::Vector,
         QueryValue::Matrix(_) => ValueType::Matrix,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse;
+    use crate::testsource::MemSource;
+    use std::time::Duration;
+
+    /// The result of an instant query as `(labels as text, value)`, in result order.
+    fn instant(src: &MemSource, q: &str, t_s: i64) -> Vec<(String, f64)> {
+        let e = parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
+        match instant_query(&e, src, &Limits::default(), t_s * 1000).unwrap() {
+            QueryValue::Vector(v) => v
+                .into_iter()
+                .map(|s| (format_labels(&s.labels), s.value))
+                .collect(),
+            QueryValue::Scalar(v) => vec![("scalar".to_string(), v)],
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn one(src: &MemSource, q: &str, t_s: i64) -> f64 {
+        let r = instant(src, q, t_s);
+        assert_eq!(r.len(), 1, "{q}: {r:?}");
+        r[0].1
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    fn cpu() -> MemSource {
+        let mut s = MemSource::default();
+        for (node, mode, v) in [
+            ("a", "idle", 1.0),
+            ("a", "user", 2.0),
+            ("b", "idle", 3.0),
+            ("b", "user", 4.0),
+        ] {
+            s.add(
+                &[("__name__", "cpu"), ("node", node), ("mode", mode)],
+                &[(0, v)],
+            );
+        }
+        s
+    }
+
+    fn counters() -> MemSource {
+        let mut s = MemSource::default();
+        // 1/s, samples every 10 s from 0 to 60 s.
+        s.add(
+            &[("__name__", "c_total"), ("pod", "steady")],
+            &[
+                (0, 0.0),
+                (10, 10.0),
+                (20, 20.0),
+                (30, 30.0),
+                (40, 40.0),
+                (50, 50.0),
+                (60, 60.0),
+            ],
+        );
+        // A reset after 30.
+        s.add(
+            &[("__name__", "r_total"), ("pod", "reset")],
+            &[
+                (10, 10.0),
+                (20, 20.0),
+                (30, 30.0),
+                (40, 5.0),
+                (50, 15.0),
+                (60, 25.0),
+            ],
+        );
+        // A series that starts in the middle of the window.
+        s.add(
+            &[("__name__", "late_total"), ("pod", "late")],
+            &[(30, 100.0), (40, 110.0), (50, 120.0), (60, 130.0)],
+        );
+        s.add(
+            &[("__name__", "g"), ("pod", "gauge")],
+            &[
+                (10, 5.0),
+                (20, 3.0),
+                (30, 8.0),
+                (40, 1.0),
+                (50, 0.0),
+                (60, 2.0),
+            ],
+        );
+        s
+    }
+
+    #[test]
+    fn rate_steady_counter_is_exact() {
+        let s = counters();
+        // Window (0, 60]: samples 10..60, extrapolated 10 s to the start.
+        assert!(close(one(&s, "rate(c_total[1m])", 60), 1.0));
+        assert!(close(one(&s, "increase(c_total[1m])", 60), 60.0));
+        assert_eq!(
+            instant(&s, "rate(c_total[1m])", 60)[0].0,
+            "{pod=\"steady\"}"
+        );
+    }
+
+    #[test]
+    fn rate_counter_reset_adds_the_value_before_the_reset() {
+        let s = counters();
+        // Raw increase 15 + 30 (reset) = 45, extrapolated by 60/50.
+        assert!(close(one(&s, "increase(r_total[1m])", 60), 54.0));
+        assert!(close(one(&s, "rate(r_total[1m])", 60), 0.9));
+    }
+
+    #[test]
+    fn rate_series_starting_in_window_extrapolates_half_an_interval() {
+        let s = counters();
+        // First sample 30 s after the window start (>= 1.1 × 10 s): extrapolate only 5 s.
+        assert!(close(one(&s, "increase(late_total[1m])", 60), 35.0));
+        assert!(close(one(&s, "rate(late_total[1m])", 60), 35.0 / 60.0));
+    }
+
+    #[test]
+    fn rate_counter_does_not_extrapolate_below_zero() {
+        let mut s = MemSource::default();
+        s.add(
+            &[("__name__", "z_total")],
+            &[(20, 1.0), (30, 11.0), (40, 21.0)],
+        );
+        // Window (0, 60]: to start 20 s >= 11 → 5 s, zero point 20 × 1/20 = 1 s < 5 s → 1 s; to end
+        // 20 s → 5 s. Increase 20 × (20 + 1 + 5) / 20 = 26.
+        assert!(close(one(&s, "increase(z_total[1m])", 60), 26.0));
+    }
+
+    #[test]
+    fn irate_uses_last_two_samples_and_resets() {
+        let s = counters();
+        assert!(close(one(&s, "irate(c_total[1m])", 60), 1.0));
+        let mut r = MemSource::default();
+        r.add(&[("__name__", "x")], &[(50, 30.0), (60, 5.0)]);
+        assert!(close(one(&r, "irate(x[1m])", 60), 0.5));
+        assert!(close(one(&r, "idelta(x[1m])", 60), -25.0));
+    }
+
+    #[test]
+    fn delta_gauge_extrapolates_without_counter_logic() {
+        let s = counters();
+        assert!(close(one(&s, "delta(g[1m])", 60), -3.6));
+    }
+
+    #[test]
+    fn over_time_functions_hand_computed() {
+        let s = counters();
+        // Window (0, 60] of g: 5 3 8 1 0 2.
+        assert!(close(one(&s, "avg_over_time(g[1m])", 60), 19.0 / 6.0));
+        assert!(close(one(&s, "max_over_time(g[1m])", 60), 8.0));
+        assert!(close(one(&s, "min_over_time(g[1m])", 60), 0.0));
+        assert!(close(one(&s, "sum_over_time(g[1m])", 60), 19.0));
+        assert!(close(one(&s, "count_over_time(g[1m])", 60), 6.0));
+        assert!(close(one(&s, "last_over_time(g[1m])", 60), 2.0));
+        assert_eq!(
+            instant(&s, "last_over_time(g[1m])", 60)[0].0,
+            "{__name__=\"g\", pod=\"gauge\"}"
+        );
+        assert_eq!(
+            instant(&s, "max_over_time(g[1m])", 60)[0].0,
+            "{pod=\"gauge\"}"
+        );
+        // Left-open window: at t=20 the [10s] range holds only the sample at 20.
+        assert!(close(one(&s, "count_over_time(g[10s])", 20), 1.0));
+    }
+
+    #[test]
+    fn selector_lookback_is_five_minutes_and_offset_shifts() {
+        let s = counters();
+        assert!(close(one(&s, "g", 60), 2.0));
+        assert!(close(one(&s, "g", 60 + 299), 2.0));
+        assert!(instant(&s, "g", 60 + 300).is_empty());
+        assert!(close(one(&s, "g offset 30s", 60), 8.0));
+        assert!(close(one(&s, "g offset 25s", 60), 8.0));
+        assert!(close(one(&s, "g @ 40", 1000), 1.0));
+    }
+
+    #[test]
+    fn aggregations_by_and_without() {
+        let s = cpu();
+        assert_eq!(
+            instant(&s, "sum by (node) (cpu)", 0),
+            vec![
+                ("{node=\"a\"}".to_string(), 3.0),
+                ("{node=\"b\"}".to_string(), 7.0)
+            ]
+        );
+        assert_eq!(
+            instant(&s, "sum without (mode) (cpu)", 0),
+            vec![
+                ("{node=\"a\"}".to_string(), 3.0),
+                ("{node=\"b\"}".to_string(), 7.0)
+            ]
+        );
+        assert_eq!(
+            instant(&s, "avg by (mode) (cpu)", 0),
+            vec![
+                ("{mode=\"idle\"}".to_string(), 2.0),
+                ("{mode=\"user\"}".to_string(), 3.0)
+            ]
+        );
+        assert_eq!(
+            instant(&s, "max by (node) (cpu)", 0),
+            vec![
+                ("{node=\"a\"}".to_string(), 2.0),
+                ("{node=\"b\"}".to_string(), 4.0)
+            ]
+        );
+        assert_eq!(one(&s, "min(cpu)", 0), 1.0);
+        assert_eq!(one(&s, "count(cpu)", 0), 4.0);
+        assert_eq!(one(&s, "quantile(0.5, cpu)", 0), 2.5);
+        assert!(close(one(&s, "stddev(cpu)", 0), 1.25f64.sqrt()));
+        assert_eq!(instant(&s, "sum(cpu)", 0)[0].0, "{}");
+    }
+
+    #[test]
+    fn topk_and_bottomk_keep_labels_and_order() {
+        let s = cpu();
+        assert_eq!(
+            instant(&s, "topk(2, cpu)", 0),
+            vec![
+                (
+                    "{__name__=\"cpu\", mode=\"user\", node=\"b\"}".to_string(),
+                    4.0
+                ),
+                (
+                    "{__name__=\"cpu\", mode=\"idle\", node=\"b\"}".to_string(),
+                    3.0
+                ),
+            ]
+        );
+        assert_eq!(
+            instant(&s, "bottomk by (node) (1, cpu)", 0),
+            vec![
+                (
+                    "{__name__=\"cpu\", mode=\"idle\", node=\"a\"}".to_string(),
+                    1.0
+                ),
+                (
+                    "{__name__=\"cpu\", mode=\"idle\", node=\"b\"}".to_string(),
+                    3.0
+                ),
+            ]
+        );
+    }
+
+    fn pods() -> MemSource {
+        let mut s = MemSource::default();
+        s.add(
+            &[("__name__", "mem"), ("node", "n1"), ("pod", "p1")],
+            &[(0, 10.0)],
+        );
+        s.add(
+            &[("__name__", "mem"), ("node", "n1"), ("pod", "p2")],
+            &[(0, 20.0)],
+        );
+        s.add(
+            &[("__name__", "mem"), ("node", "n2"), ("pod", "p3")],
+            &[(0, 30.0)],
+        );
+        s.add(
+            &[("__name__", "info"), ("node", "n1"), ("zone", "z1")],
+            &[(0, 1.0)],
+        );
+        s.add(
+            &[("__name__", "info"), ("node", "n2"), ("zone", "z2")],
+            &[(0, 2.0)],
+        );
+        s
+    }
+
+    #[test]
+    fn binary_group_left_copies_labels_from_one_side() {
+        let s = pods();
+        assert_eq!(
+            instant(&s, "mem + on (node) group_left (zone) info", 0),
+            vec![
+                ("{node=\"n1\", pod=\"p1\", zone=\"z1\"}".to_string(), 11.0),
+                ("{node=\"n1\", pod=\"p2\", zone=\"z1\"}".to_string(), 21.0),
+                ("{node=\"n2\", pod=\"p3\", zone=\"z2\"}".to_string(), 32.0),
+            ]
+        );
+        assert_eq!(
+            instant(&s, "info * on (node) group_right mem", 0),
+            vec![
+                ("{node=\"n1\", pod=\"p1\"}".to_string(), 10.0),
+                ("{node=\"n1\", pod=\"p2\"}".to_string(), 20.0),
+                ("{node=\"n2\", pod=\"p3\"}".to_string(), 60.0),
+            ]
+        );
+    }
+
+    #[test]
+    fn binary_one_to_one_with_many_matches_is_an_error() {
+        let s = pods();
+        let e = parse("mem + on (node) info").unwrap();
+        let err = instant_query(&e, &s, &Limits::default(), 0).unwrap_err();
+        assert!(
+            err.to_string().starts_with("multiple matches for labels"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn binary_on_one_to_one_keeps_only_on_labels() {
+        let s = pods();
+        assert_eq!(
+            instant(&s, "sum by (node) (mem) / on (node) info", 0),
+            vec![
+                ("{node=\"n1\"}".to_string(), 30.0),
+                ("{node=\"n2\"}".to_string(), 15.0)
+            ]
+        );
+        let c = cpu();
+        assert_eq!(
+            instant(
+                &c,
+                "cpu{mode=\"user\"} / ignoring (mode) cpu{mode=\"idle\"}",
+                0
+            ),
+            vec![
+                ("{node=\"a\"}".to_string(), 2.0),
+                ("{node=\"b\"}".to_string(), 4.0 / 3.0)
+            ]
+        );
+    }
+
+    #[test]
+    fn comparisons_filter_or_return_bool() {
+        let s = pods();
+        assert_eq!(
+            instant(&s, "mem > 15", 0),
+            vec![
+                (
+                    "{__name__=\"mem\", node=\"n1\", pod=\"p2\"}".to_string(),
+                    20.0
+                ),
+                (
+                    "{__name__=\"mem\", node=\"n2\", pod=\"p3\"}".to_string(),
+                    30.0
+                ),
+            ]
+        );
+        assert_eq!(
+            instant(&s, "mem > bool 15", 0),
+            vec![
+                ("{node=\"n1\", pod=\"p1\"}".to_string(), 0.0),
+                ("{node=\"n1\", pod=\"p2\"}".to_string(), 1.0),
+                ("{node=\"n2\", pod=\"p3\"}".to_string(), 1.0),
+            ]
+        );
+        // Scalar on the left of a filter keeps the vector's value.
+        assert_eq!(
+            instant(&s, "25 < mem", 0),
+            vec![(
+                "{__name__=\"mem\", node=\"n2\", pod=\"p3\"}".to_string(),
+                30.0
+            )]
+        );
+        assert_eq!(one(&s, "2 > bool 1", 0), 1.0);
+        assert_eq!(one(&s, "2 ^ 3 ^ 2 - 10 % 4", 0), 510.0);
+    }
+
+    #[test]
+    fn set_operators_match_on_labels() {
+        let s = pods();
+        let names =
+            |q: &str| -> Vec<String> { instant(&s, q, 0).into_iter().map(|x| x.0).collect() };
+        assert_eq!(
+            names("mem and on (node) info{zone=\"z2\"}"),
+            vec!["{__name__=\"mem\", node=\"n2\", pod=\"p3\"}"]
+        );
+        assert_eq!(
+            names("mem unless on (node) info{zone=\"z2\"}"),
+            vec![
+                "{__name__=\"mem\", node=\"n1\", pod=\"p1\"}",
+                "{__name__=\"mem\", node=\"n1\", pod=\"p2\"}"
+            ]
+        );
+        assert_eq!(names("mem{pod=\"p1\"} or info").len(), 3);
+    }
+
+    #[test]
+    fn label_replace_and_math_functions() {
+        let s = pods();
+        assert_eq!(
+            instant(
+                &s,
+                "label_replace(mem{pod=\"p1\"}, \"short\", \"$1\", \"pod\", \"p(.*)\")",
+                0
+            ),
+            vec![(
+                "{__name__=\"mem\", node=\"n1\", pod=\"p1\", short=\"1\"}".to_string(),
+                10.0
+            )]
+        );
+        // No match: unchanged.
+        assert_eq!(
+            instant(
+                &s,
+                "label_replace(mem{pod=\"p1\"}, \"short\", \"$1\", \"pod\", \"x(.*)\")",
+                0
+            )[0]
+            .0,
+            "{__name__=\"mem\", node=\"n1\", pod=\"p1\"}"
+        );
+        assert_eq!(one(&s, "clamp_max(mem{pod=\"p3\"}, 25)", 0), 25.0);
+        assert_eq!(one(&s, "clamp_min(mem{pod=\"p1\"}, 15)", 0), 15.0);
+        assert_eq!(one(&s, "abs(-mem{pod=\"p1\"})", 0), 10.0);
+        assert_eq!(one(&s, "round(mem{pod=\"p1\"} / 3, 0.5)", 0), 3.5);
+        assert_eq!(one(&s, "ceil(mem{pod=\"p1\"} / 3)", 0), 4.0);
+        assert_eq!(one(&s, "floor(mem{pod=\"p1\"} / 3)", 0), 3.0);
+        assert_eq!(one(&s, "scalar(mem{pod=\"p2\"}) * 2", 0), 40.0);
+        assert_eq!(one(&s, "time()", 42), 42.0);
+        assert_eq!(instant(&s, "vector(1)", 0), vec![("{}".to_string(), 1.0)]);
+    }
+
+    #[test]
+    fn histogram_quantile_interpolates_within_bucket() {
+        let mut s = MemSource::default();
+        for (le, v) in [("0.1", 10.0), ("0.5", 30.0), ("1", 40.0), ("+Inf", 40.0)] {
+            s.add(&[("__name__", "h_bucket"), ("le", le)], &[(0, v)]);
+        }
+        // rank 20 in bucket (0.1, 0.5] holding 20 → 0.1 + 0.4 × 10/20.
+        assert!(close(one(&s, "histogram_quantile(0.5, h_bucket)", 0), 0.3));
+    }
+
+    #[test]
+    fn range_query_steps_from_start_and_sorts_series() {
+        let s = counters();
+        let e = parse("g").unwrap();
+        let r = range_query(&e, &s, &Limits::default(), 15_000, 45_000, 15_000).unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            r[0].points,
+            vec![(15_000, 5.0), (30_000, 8.0), (45_000, 1.0)]
+        );
+        let e = parse("sum_over_time(g[20s:10s])").unwrap();
+        let r = range_query(&e, &s, &Limits::default(), 60_000, 60_000, 1000).unwrap();
+        // Subquery steps 50 s and 60 s (left-open window (40, 60]).
+        assert_eq!(r[0].points, vec![(60_000, 2.0)]);
+    }
+
+    #[test]
+    fn limits_series_samples_and_time_are_enforced() {
+        let s = cpu();
+        let e = parse("cpu").unwrap();
+        let few_series = Limits {
+            max_series: 3,
+            ..Limits::default()
+        };
+        assert_eq!(
+            instant_query(&e, &s, &few_series, 0),
+            Err(EvalError::TooManySeries(3))
+        );
+        let few_samples = Limits {
+            max_samples: 2,
+            ..Limits::default()
+        };
+        assert_eq!(
+            instant_query(&e, &s, &few_samples, 0),
+            Err(EvalError::TooManySamples)
+        );
+        let no_time = Limits {
+            timeout: Duration::ZERO,
+            ..Limits::default()
+        };
+        assert_eq!(instant_query(&e, &s, &no_time, 0), Err(EvalError::Timeout));
+        // Range results count against the sample limit too.
+        let e = parse("vector(1)").unwrap();
+        let l = Limits {
+            max_samples: 5,
+            ..Limits::default()
+        };
+        assert_eq!(
+            range_query(&e, &s, &l, 0, 10_000, 1000),
+            Err(EvalError::TooManySamples)
+        );
+    }
+
+    #[test]
+    fn duplicate_labelsets_after_dropping_names_are_an_error() {
+        let mut s = MemSource::default();
+        s.add(&[("__name__", "a"), ("x", "1")], &[(0, 1.0)]);
+        s.add(&[("__name__", "b"), ("x", "1")], &[(0, 2.0)]);
+        let e = parse("{x=\"1\"} * 2").unwrap();
+        let err = instant_query(&e, &s, &Limits::default(), 0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "vector cannot contain metrics with the same labelset"
+        );
     }
 }

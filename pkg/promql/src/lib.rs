@@ -8,6 +8,8 @@ pub mod eval;
 mod functions;
 mod lexer;
 pub mod parser;
+#[cfg(test)]
+mod testsource;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
