@@ -204,6 +204,17 @@ impl Params<'_> {
     }
 }
 
+/// The parameters of a request as [`api`] takes them: the URL-encoded form body (POST with
+/// `application/x-www-form-urlencoded`) first, then the URL query, so body values win as in Go's
+/// `Request.ParseForm` that Prometheus uses.
+pub fn request_params(url_query: Option<&str>, form_body: &[u8]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = form_urlencoded::parse(form_body).into_owned().collect();
+    if let Some(q) = url_query {
+        out.extend(form_urlencoded::parse(q.as_bytes()).into_owned());
+    }
+    out
+}
+
 /// A timestamp parameter: unix seconds (float) or RFC 3339; returns unix ms.
 pub fn parse_time(s: &str) -> Option<i64> {
     if let Ok(f) = s.parse::<f64>() {
@@ -561,4 +572,368 @@ fn format_query(p: &Params<'_>) -> Result<Value, ApiError> {
 fn query_exemplars(p: &Params<'_>) -> Result<Value, ApiError> {
     parse_query(p)?;
     Ok(json!([]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testsource::MemSource;
+
+    fn src() -> MemSource {
+        let mut s = MemSource::default();
+        s.add(
+            &[
+                ("__name__", "container_cpu_usage_seconds_total"),
+                ("namespace", "a"),
+                ("pod", "web"),
+            ],
+            &[(0, 0.0), (15, 1.5), (30, 3.0), (45, 4.5), (60, 6.0)],
+        );
+        s.add(
+            &[
+                ("__name__", "node_load1"),
+                ("node", "n1"),
+                ("instance", "n1"),
+            ],
+            &[(0, 0.5), (30, 0.25)],
+        );
+        s
+    }
+
+    fn call(path: &str, params: &[(&str, &str)]) -> (u16, Value) {
+        let params: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        api(path, &params, &src(), &Limits::default(), 100_000)
+    }
+
+    #[test]
+    fn api_query_vector_has_prometheus_shape() {
+        let (code, body) = call(
+            "query",
+            &[
+                ("query", "rate(container_cpu_usage_seconds_total[1m])"),
+                ("time", "60"),
+            ],
+        );
+        assert_eq!(code, 200);
+        // 4.5 × (60 / 45) / 60 in the order Prometheus multiplies: not exactly 0.1 in float64.
+        assert_eq!(
+            body,
+            json!({"status":"success","data":{"resultType":"vector","result":[
+                {"metric":{"namespace":"a","pod":"web"},"value":[60,"0.09999999999999999"]}
+            ]}})
+        );
+        assert_eq!(
+            serde_json::to_string(&body).unwrap(),
+            r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"namespace":"a","pod":"web"},"value":[60,"0.09999999999999999"]}]}}"#
+        );
+    }
+
+    #[test]
+    fn api_query_scalar_string_and_matrix_shapes() {
+        let (_, body) = call("query", &[("query", "1+1"), ("time", "1.5")]);
+        assert_eq!(
+            serde_json::to_string(&body).unwrap(),
+            r#"{"status":"success","data":{"resultType":"scalar","result":[1.5,"2"]}}"#
+        );
+        let (_, body) = call("query", &[("query", "\"hi\""), ("time", "2")]);
+        assert_eq!(
+            body,
+            json!({"status":"success","data":{"resultType":"string","result":[2,"hi"]}})
+        );
+        let (_, body) = call("query", &[("query", "node_load1[1m]"), ("time", "60")]);
+        assert_eq!(
+            body,
+            json!({"status":"success","data":{"resultType":"matrix","result":[
+                {"metric":{"__name__":"node_load1","instance":"n1","node":"n1"},"values":[[30,"0.25"]]}
+            ]}})
+        );
+        // Default time is now; special values are spelled as Prometheus does.
+        let (_, body) = call("query", &[("query", "vector(1/0) or vector(-1/0)")]);
+        assert_eq!(body["data"]["result"][0]["value"], json!([100, "+Inf"]));
+    }
+
+    #[test]
+    fn api_query_range_matrix_with_rfc3339_and_duration_step() {
+        let (code, body) = call(
+            "query_range",
+            &[
+                ("query", "node_load1"),
+                ("start", "1970-01-01T00:00:00Z"),
+                ("end", "1970-01-01T00:01:00.000Z"),
+                ("step", "30s"),
+            ],
+        );
+        assert_eq!(code, 200);
+        assert_eq!(
+            serde_json::to_string(&body).unwrap(),
+            r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"__name__":"node_load1","instance":"n1","node":"n1"},"values":[[0,"0.5"],[30,"0.25"],[60,"0.25"]]}]}}"#
+        );
+        let (_, body) = call(
+            "query_range",
+            &[
+                ("query", "time()"),
+                ("start", "0.5"),
+                ("end", "1.5"),
+                ("step", "0.5"),
+            ],
+        );
+        assert_eq!(
+            body,
+            json!({"status":"success","data":{"resultType":"matrix","result":[
+                {"metric":{},"values":[[0.5,"0.5"],[1,"1"],[1.5,"1.5"]]}
+            ]}})
+        );
+    }
+
+    #[test]
+    fn api_errors_have_prometheus_types_and_codes() {
+        type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16, Value);
+        let cases: Vec<Case> = vec![
+            (
+                "query",
+                vec![("query", "sum(rate(x[5m])")],
+                400,
+                json!({"status":"error","errorType":"bad_data","error":"invalid parameter \"query\": 1:4: parse error: unclosed left parenthesis"}),
+            ),
+            (
+                "query",
+                vec![("query", "up"), ("time", "yesterday")],
+                400,
+                json!({"status":"error","errorType":"bad_data","error":"invalid parameter \"time\": cannot parse \"yesterday\" to a valid timestamp"}),
+            ),
+            (
+                "query_range",
+                vec![
+                    ("query", "up"),
+                    ("start", "10"),
+                    ("end", "5"),
+                    ("step", "1"),
+                ],
+                400,
+                json!({"status":"error","errorType":"bad_data","error":"invalid parameter \"end\": end timestamp must not be before start time"}),
+            ),
+            (
+                "query_range",
+                vec![("query", "up"), ("start", "0"), ("end", "5"), ("step", "0")],
+                400,
+                json!({"status":"error","errorType":"bad_data","error":"invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer"}),
+            ),
+            (
+                "query_range",
+                vec![("query", "up"), ("start", "0"), ("end", "5"), ("step", "x")],
+                400,
+                json!({"status":"error","errorType":"bad_data","error":"invalid parameter \"step\": cannot parse \"x\" to a valid duration"}),
+            ),
+            (
+                "query_range",
+                vec![
+                    ("query", "up"),
+                    ("start", "0"),
+                    ("end", "100000"),
+                    ("step", "1"),
+                ],
+                400,
+                json!({"status":"error","errorType":"bad_data","error":"exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"}),
+            ),
+            (
+                "query_range",
+                vec![
+                    ("query", "up[5m]"),
+                    ("start", "0"),
+                    ("end", "5"),
+                    ("step", "1"),
+                ],
+                400,
+                json!({"status":"error","errorType":"bad_data","error":"invalid parameter \"query\": invalid expression type \"range vector\" for range query, must be Scalar or instant Vector"}),
+            ),
+            (
+                "series",
+                vec![],
+                400,
+                json!({"status":"error","errorType":"bad_data","error":"no match[] parameter provided"}),
+            ),
+            (
+                "label/1x/values",
+                vec![],
+                400,
+                json!({"status":"error","errorType":"bad_data","error":"invalid label name: \"1x\""}),
+            ),
+            (
+                "nope",
+                vec![],
+                404,
+                json!({"status":"error","errorType":"not_found","error":"unknown api endpoint \"nope\""}),
+            ),
+        ];
+        for (path, params, code, want) in cases {
+            assert_eq!(call(path, &params), (code, want), "{path} {params:?}");
+        }
+    }
+
+    #[test]
+    fn api_limits_answer_422_and_503() {
+        let params = vec![("query".to_string(), "node_load1".to_string())];
+        let few = Limits {
+            max_samples: 1,
+            ..Limits::default()
+        };
+        assert_eq!(
+            api("query", &params, &src(), &few, 60_000),
+            (
+                422,
+                json!({"status":"error","errorType":"execution","error":"query processing would load too many samples into memory in query execution"})
+            )
+        );
+        let no_time = Limits {
+            timeout: Duration::ZERO,
+            ..Limits::default()
+        };
+        assert_eq!(
+            api("query", &params, &src(), &no_time, 60_000),
+            (
+                503,
+                json!({"status":"error","errorType":"timeout","error":"query timed out in expression evaluation"})
+            )
+        );
+        // A timeout parameter can only shorten the configured budget.
+        let mut p = params.clone();
+        p.push(("timeout".to_string(), "0s".to_string()));
+        assert_eq!(api("query", &p, &src(), &Limits::default(), 60_000).0, 503);
+    }
+
+    #[test]
+    fn api_series_labels_and_values_shapes() {
+        let (code, body) = call(
+            "series",
+            &[
+                ("match[]", "{__name__=~\"node.*\"}"),
+                ("start", "0"),
+                ("end", "60"),
+            ],
+        );
+        assert_eq!(code, 200);
+        assert_eq!(
+            body,
+            json!({"status":"success","data":[{"__name__":"node_load1","instance":"n1","node":"n1"}]})
+        );
+        assert_eq!(
+            call("labels", &[]),
+            (
+                200,
+                json!({"status":"success","data":["__name__","instance","namespace","node","pod"]})
+            )
+        );
+        assert_eq!(
+            call("labels", &[("match[]", "node_load1")]),
+            (
+                200,
+                json!({"status":"success","data":["__name__","instance","node"]})
+            )
+        );
+        assert_eq!(
+            call("label/__name__/values", &[]),
+            (
+                200,
+                json!({"status":"success","data":["container_cpu_usage_seconds_total","node_load1"]})
+            )
+        );
+        assert_eq!(
+            call("label/pod/values", &[("match[]", "node_load1")]),
+            (200, json!({"status":"success","data":[]}))
+        );
+        let (code, body) = call("series", &[("match[]", "up{")]);
+        assert_eq!(code, 400);
+        assert_eq!(body["errorType"], "bad_data");
+    }
+
+    #[test]
+    fn api_status_metadata_format_and_exemplars_shapes() {
+        assert_eq!(
+            call("status/buildinfo", &[]),
+            (
+                200,
+                json!({"status":"success","data":{"version":"3.0.0","revision":"","branch":"","buildUser":"","buildDate":"","goVersion":""}})
+            )
+        );
+        assert_eq!(
+            call("metadata", &[]),
+            (
+                200,
+                json!({"status":"success","data":{
+                    "container_cpu_usage_seconds_total":[{"type":"counter","help":"Cumulative cpu time consumed in seconds.","unit":""}],
+                    "node_load1":[{"type":"gauge","help":"1m load average.","unit":""}]
+                }})
+            )
+        );
+        assert_eq!(
+            call("metadata", &[("metric", "node_load1")]),
+            (
+                200,
+                json!({"status":"success","data":{"node_load1":[{"type":"gauge","help":"1m load average.","unit":""}]}})
+            )
+        );
+        assert_eq!(
+            call(
+                "format_query",
+                &[("query", "sum(rate(x{a=\"b\"}[5m]))by(pod)")]
+            ),
+            (
+                200,
+                json!({"status":"success","data":"sum by (pod) (rate(x{a=\"b\"}[5m]))"})
+            )
+        );
+        assert_eq!(
+            call(
+                "query_exemplars",
+                &[("query", "up"), ("start", "0"), ("end", "1")]
+            ),
+            (200, json!({"status":"success","data":[]}))
+        );
+        let info = ServerInfo {
+            start_time_ms: 1_000,
+            cwd: "/".to_string(),
+            storage_retention: "3d".to_string(),
+            revision: "0.1.0".to_string(),
+        };
+        let (code, body) = api_with_info(
+            "status/runtimeinfo",
+            &[],
+            &src(),
+            &Limits::default(),
+            0,
+            &info,
+        );
+        assert_eq!(code, 200);
+        assert_eq!(body["data"]["startTime"], "1970-01-01T00:00:01.000Z");
+        assert_eq!(body["data"]["storageRetention"], "3d");
+        assert_eq!(body["data"]["reloadConfigSuccess"], true);
+    }
+
+    #[test]
+    fn api_request_params_body_wins_over_url() {
+        let p = request_params(Some("query=up&time=1"), b"query=sum%28up%29&match%5B%5D=a");
+        assert_eq!(Params(&p).get("query"), Some("sum(up)"));
+        assert_eq!(Params(&p).get("time"), Some("1"));
+        assert_eq!(Params(&p).all("match[]"), vec!["a"]);
+    }
+
+    #[test]
+    fn api_time_and_duration_formats() {
+        assert_eq!(format_time(1_435_781_451_781), json!(1435781451.781));
+        assert_eq!(serde_json::to_string(&format_time(1_500)).unwrap(), "1.5");
+        assert_eq!(serde_json::to_string(&format_time(2_000)).unwrap(), "2");
+        assert_eq!(format_value(1e21), "1000000000000000000000");
+        assert_eq!(format_value(f64::NAN), "NaN");
+        assert_eq!(
+            parse_time("2015-07-01T20:10:51.781Z"),
+            Some(1_435_781_451_781)
+        );
+        assert_eq!(parse_time("1435781451.781"), Some(1_435_781_451_781));
+        assert_eq!(parse_duration("1h30m"), Some(5_400_000));
+        assert_eq!(parse_duration("15"), Some(15_000));
+        assert_eq!(parse_duration("0.5"), Some(500));
+    }
 }

@@ -14,7 +14,7 @@ mod testsource;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-pub use api::{api, api_with_info, ServerInfo};
+pub use api::{api, api_with_info, request_params, ServerInfo};
 pub use ast::Expr;
 pub use eval::{instant_query, range_query, EvalError, QueryValue, RangeSeries, Sample};
 pub use parser::{parse, ParseError};

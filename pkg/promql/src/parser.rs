@@ -151,10 +151,7 @@ impl<'a> Parser<'a> {
     /// Binary expressions with operators of at least `min_prec`.
     fn expr(&mut self, min_prec: u8) -> Result<Expr, ParseError> {
         let mut lhs = self.unary()?;
-        loop {
-            let Some(op) = binop_of(self.peek()) else {
-                break;
-            };
+        while let Some(op) = binop_of(self.peek()) {
             let prec = op.precedence();
             if prec < min_prec {
                 break;
@@ -901,8 +898,7 @@ impl<'a> Parser<'a> {
 fn first_line(s: &str) -> String {
     s.lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .last()
+        .rfind(|l| !l.is_empty())
         .unwrap_or("")
         .to_string()
 }
