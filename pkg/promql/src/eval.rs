@@ -286,25 +286,38 @@ impl<'a> Engine<'a> {
         out
     }
 
+    /// Each series' latest sample within the lookback window before `t` (after `@`/offset), with
+    /// the sample's own timestamp.
+    pub(crate) fn instant_selector(&self, vs: &VectorSelector, t: i64) -> Vec<(Sample, i64)> {
+        let tt = self.selector_time(vs.at, vs.offset_ms, t);
+        let mut out = Vec::new();
+        for s in self.loaded(vs) {
+            let idx = s.samples.partition_point(|p| p.0 <= tt);
+            if idx > 0 && s.samples[idx - 1].0 > tt - LOOKBACK_MS {
+                let (ts, value) = s.samples[idx - 1];
+                out.push((
+                    Sample {
+                        labels: s.labels.clone(),
+                        value,
+                    },
+                    ts,
+                ));
+            }
+        }
+        out
+    }
+
     pub(crate) fn eval(&mut self, expr: &Expr, t: i64) -> Result<QueryValue, EvalError> {
         match expr {
             Expr::Number(v) => Ok(QueryValue::Scalar(*v)),
             Expr::String(s) => Ok(QueryValue::String(s.clone())),
             Expr::Paren(e) => self.eval(e, t),
-            Expr::Vector(vs) => {
-                let tt = self.selector_time(vs.at, vs.offset_ms, t);
-                let mut out = Vec::new();
-                for s in self.loaded(vs) {
-                    let idx = s.samples.partition_point(|p| p.0 <= tt);
-                    if idx > 0 && s.samples[idx - 1].0 > tt - LOOKBACK_MS {
-                        out.push(Sample {
-                            labels: s.labels.clone(),
-                            value: s.samples[idx - 1].1,
-                        });
-                    }
-                }
-                Ok(QueryValue::Vector(out))
-            }
+            Expr::Vector(vs) => Ok(QueryValue::Vector(
+                self.instant_selector(vs, t)
+                    .into_iter()
+                    .map(|(s, _)| s)
+                    .collect(),
+            )),
             Expr::Matrix(vs, range) => Ok(QueryValue::Matrix(self.matrix(vs, *range, t))),
             Expr::Subquery {
                 expr,
@@ -1013,6 +1026,9 @@ mod tests {
         assert!(close(one(&s, "g offset 30s", 60), 8.0));
         assert!(close(one(&s, "g offset 25s", 60), 8.0));
         assert!(close(one(&s, "g @ 40", 1000), 1.0));
+        assert!(close(one(&s, "timestamp(g)", 65), 60.0));
+        assert!(instant(&s, "timestamp(g offset 1m)", 65).is_empty());
+        assert!(close(one(&s, "timestamp(g offset 10s)", 65), 50.0));
     }
 
     #[test]

@@ -315,12 +315,24 @@ pub(crate) fn call(
             vector(v)
         }
         "timestamp" => {
-            let v = arg_vector(engine, &args[0], t)?;
-            let ts = match &args[0] {
-                Expr::Vector(vs) => engine.selector_time(vs.at, vs.offset_ms, t),
-                _ => t,
+            // A selector's samples carry their own timestamps; computed samples are stamped with
+            // the evaluation time.
+            let stamped: Vec<(Sample, i64)> = match &args[0] {
+                Expr::Vector(vs) => engine.instant_selector(vs, t),
+                other => arg_vector(engine, other, t)?
+                    .into_iter()
+                    .map(|s| (s, t))
+                    .collect(),
             };
-            vector(map_values(v, |_| ts as f64 / 1000.0))
+            vector(
+                stamped
+                    .into_iter()
+                    .map(|(s, ts)| Sample {
+                        labels: drop_name(&s.labels),
+                        value: ts as f64 / 1000.0,
+                    })
+                    .collect(),
+            )
         }
         "absent" => {
             let v = arg_vector(engine, &args[0], t)?;
