@@ -1,7 +1,9 @@
 //! The PromQL evaluator: loads each selector's series once for the whole query, then evaluates the
 //! expression at every step with Prometheus' semantics (lookback, vector matching, aggregation).
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -58,7 +60,73 @@ pub enum EvalError {
 struct Loaded {
     labels: Arc<Labels>,
     samples: Vec<(i64, f64)>,
+    /// Where the last lookups ended (range start, range end): steps move forward in time, so
+    /// the next lookup usually scans a few samples from there instead of searching the series.
+    lo: Cursor,
+    hi: Cursor,
 }
+
+/// A remembered position in a series: `pos` samples have timestamps `<= at`.
+struct Cursor {
+    pos: Cell<usize>,
+    at: Cell<i64>,
+}
+
+impl Cursor {
+    fn new() -> Cursor {
+        Cursor {
+            pos: Cell::new(0),
+            at: Cell::new(i64::MIN),
+        }
+    }
+
+    /// The number of samples with timestamps `<= t`.
+    fn seek(&self, samples: &[(i64, f64)], t: i64) -> usize {
+        let mut p = self.pos.get().min(samples.len());
+        if t >= self.at.get() {
+            let mut scanned = 0;
+            while p < samples.len() && samples[p].0 <= t {
+                p += 1;
+                scanned += 1;
+                if scanned == 16 {
+                    p += samples[p..].partition_point(|x| x.0 <= t);
+                    break;
+                }
+            }
+        } else {
+            p = samples.partition_point(|x| x.0 <= t);
+        }
+        self.pos.set(p);
+        self.at.set(t);
+        p
+    }
+}
+
+/// FNV-1a: a fast hasher for label sets hashed at every step (no untrusted-key concerns here:
+/// the keys are the query's own series).
+#[derive(Default)]
+pub(crate) struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+pub(crate) type FastSet<K> = HashSet<K, BuildHasherDefault<Fnv>>;
 
 pub(crate) struct Engine<'a> {
     source: &'a dyn SeriesSource,
@@ -67,6 +135,9 @@ pub(crate) struct Engine<'a> {
     end: i64,
     deadline: Instant,
     data: HashMap<*const VectorSelector, Vec<Loaded>>,
+    /// The labels without `__name__` of every loaded series, by the address of its labels (loaded
+    /// labels live as long as the engine, so their addresses are never reused meanwhile).
+    unnamed: HashMap<*const Labels, Arc<Labels>>,
     series: usize,
     samples: usize,
 }
@@ -164,6 +235,7 @@ impl<'a> Engine<'a> {
             end,
             deadline: Instant::now() + limits.timeout,
             data: HashMap::new(),
+            unnamed: HashMap::new(),
             series: 0,
             samples: 0,
         }
@@ -254,9 +326,14 @@ impl<'a> Engine<'a> {
             if self.samples > self.limits.max_samples {
                 return Err(EvalError::TooManySamples);
             }
+            let labels = Arc::new(s.labels);
+            self.unnamed
+                .insert(Arc::as_ptr(&labels), drop_name(&labels));
             loaded.push(Loaded {
-                labels: Arc::new(s.labels),
+                labels,
                 samples: s.samples,
+                lo: Cursor::new(),
+                hi: Cursor::new(),
             });
         }
         self.data.insert(vs as *const VectorSelector, loaded);
@@ -274,8 +351,8 @@ impl<'a> Engine<'a> {
         let t = self.selector_time(vs.at, vs.offset_ms, t);
         let mut out = Vec::new();
         for s in self.loaded(vs) {
-            let hi = s.samples.partition_point(|p| p.0 <= t);
-            let lo = s.samples[..hi].partition_point(|p| p.0 <= t - range);
+            let hi = s.hi.seek(&s.samples, t);
+            let lo = s.lo.seek(&s.samples, t - range).min(hi);
             if lo < hi {
                 out.push(RangeSeries {
                     labels: s.labels.clone(),
@@ -292,7 +369,7 @@ impl<'a> Engine<'a> {
         let tt = self.selector_time(vs.at, vs.offset_ms, t);
         let mut out = Vec::new();
         for s in self.loaded(vs) {
-            let idx = s.samples.partition_point(|p| p.0 <= tt);
+            let idx = s.hi.seek(&s.samples, tt);
             if idx > 0 && s.samples[idx - 1].0 > tt - LOOKBACK_MS {
                 let (ts, value) = s.samples[idx - 1];
                 out.push((
@@ -305,6 +382,14 @@ impl<'a> Engine<'a> {
             }
         }
         out
+    }
+
+    /// The labels without `__name__`, from the cache for loaded series.
+    pub(crate) fn unnamed(&self, labels: &Arc<Labels>) -> Arc<Labels> {
+        match self.unnamed.get(&Arc::as_ptr(labels)) {
+            Some(l) => l.clone(),
+            None => drop_name(labels),
+        }
     }
 
     pub(crate) fn eval(&mut self, expr: &Expr, t: i64) -> Result<QueryValue, EvalError> {
@@ -355,7 +440,7 @@ impl<'a> Engine<'a> {
                     let out: Vec<Sample> = samples
                         .into_iter()
                         .map(|s| Sample {
-                            labels: drop_name(&s.labels),
+                            labels: self.unnamed(&s.labels),
                             value: -s.value,
                         })
                         .collect();
@@ -419,7 +504,7 @@ fn check_unique(samples: &[Sample]) -> Result<(), EvalError> {
     if samples.len() < 2 {
         return Ok(());
     }
-    let mut seen = HashSet::with_capacity(samples.len());
+    let mut seen = FastSet::with_capacity_and_hasher(samples.len(), Default::default());
     for s in samples {
         if !seen.insert(&*s.labels) {
             return Err(EvalError::Execution(
@@ -702,34 +787,66 @@ fn aggregate(
         }
     }
     let mut groups: Vec<Group> = Vec::new();
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+    // Groups by the hash of their projected labels; equal hashes are told apart by comparing.
+    let mut index: FastMap<u64, Vec<usize>> = FastMap::default();
     for s in samples {
-        let mut key: Labels = if without {
-            s.labels
-                .iter()
-                .filter(|(k, _)| *k != "__name__" && !grouping.contains(k))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        } else {
-            s.labels
-                .iter()
-                .filter(|(k, _)| grouping.contains(k))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
+        let in_key = |k: &String| {
+            if without {
+                k != "__name__" && !grouping.contains(k)
+            } else {
+                grouping.contains(k)
+            }
         };
-        if let Some(name) = &label_param {
-            key.insert(name.clone(), crate::api::format_value(s.value));
+        let extra = label_param
+            .as_ref()
+            .map(|name| (name, crate::api::format_value(s.value)));
+        let projected = || {
+            s.labels
+                .iter()
+                .filter(|(k, _)| in_key(k) && extra.as_ref().is_none_or(|(n, _)| *n != *k))
+        };
+        let mut h = Fnv::default();
+        for (k, v) in projected() {
+            h.write(k.as_bytes());
+            h.write(&[0xff]);
+            h.write(v.as_bytes());
+            h.write(&[0xff]);
         }
-        let gi = *index.entry(key.clone()).or_insert_with(|| {
-            groups.push(Group {
-                labels: key,
-                value: 0.0,
-                mean: 0.0,
-                count: 0.0,
-                members: Vec::new(),
-            });
-            groups.len() - 1
+        if let Some((n, v)) = &extra {
+            h.write(n.as_bytes());
+            h.write(v.as_bytes());
+        }
+        let hash = h.finish();
+        let candidates = index.entry(hash).or_default();
+        let found = candidates.iter().copied().find(|&gi| {
+            let g = &groups[gi].labels;
+            let mut want = projected()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect::<Vec<_>>();
+            if let Some((n, v)) = &extra {
+                want.push((n.as_str(), v.as_str()));
+                want.sort();
+            }
+            g.len() == want.len() && g.iter().zip(want).all(|((a, b), (c, d))| a == c && b == d)
         });
+        let gi = match found {
+            Some(gi) => gi,
+            None => {
+                let mut key: Labels = projected().map(|(k, v)| (k.clone(), v.clone())).collect();
+                if let Some((n, v)) = extra {
+                    key.insert(n.clone(), v);
+                }
+                groups.push(Group {
+                    labels: key,
+                    value: 0.0,
+                    mean: 0.0,
+                    count: 0.0,
+                    members: Vec::new(),
+                });
+                candidates.push(groups.len() - 1);
+                groups.len() - 1
+            }
+        };
         let g = &mut groups[gi];
         let v = s.value;
         g.count += 1.0;

@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use crate::ast::{Expr, ValueType};
 use crate::eval::{
-    drop_name, quantile, type_of, valid_label_name, Engine, EvalError, Labels, QueryValue,
-    RangeSeries, Sample,
+    quantile, type_of, valid_label_name, Engine, EvalError, Labels, QueryValue, RangeSeries, Sample,
 };
 
 /// Argument and result types of a function.
@@ -112,17 +111,18 @@ fn arg_matrix(
     }
 }
 
-fn map_values(samples: Vec<Sample>, f: impl Fn(f64) -> f64) -> Vec<Sample> {
+fn map_values(engine: &Engine<'_>, samples: Vec<Sample>, f: impl Fn(f64) -> f64) -> Vec<Sample> {
     samples
         .into_iter()
         .map(|s| Sample {
-            labels: drop_name(&s.labels),
+            labels: engine.unnamed(&s.labels),
             value: f(s.value),
         })
         .collect()
 }
 
 fn over_time(
+    engine: &Engine<'_>,
     series: Vec<RangeSeries>,
     keep_name: bool,
     f: impl Fn(&[(i64, f64)]) -> Option<f64>,
@@ -134,7 +134,7 @@ fn over_time(
                 labels: if keep_name {
                     s.labels.clone()
                 } else {
-                    drop_name(&s.labels)
+                    engine.unnamed(&s.labels)
                 },
                 value,
             })
@@ -170,18 +170,18 @@ pub(crate) fn call(
             let (m, end, range) = arg_matrix(engine, &args[0], t)?;
             let is_counter = func != "delta";
             let is_rate = func == "rate";
-            vector(over_time(m, false, |p| {
+            vector(over_time(engine, m, false, |p| {
                 extrapolated_rate(p, end - range, end, range, is_counter, is_rate)
             }))
         }
         "irate" | "idelta" => {
             let (m, _, _) = arg_matrix(engine, &args[0], t)?;
             let is_rate = func == "irate";
-            vector(over_time(m, false, |p| instant_value(p, is_rate)))
+            vector(over_time(engine, m, false, |p| instant_value(p, is_rate)))
         }
         "deriv" => {
             let (m, _, _) = arg_matrix(engine, &args[0], t)?;
-            vector(over_time(m, false, |p| {
+            vector(over_time(engine, m, false, |p| {
                 if p.len() < 2 {
                     return None;
                 }
@@ -241,12 +241,12 @@ pub(crate) fn call(
                 "stdvar_over_time" => |p| Some(variance(p)),
                 _ => |p| Some(variance(p).sqrt()),
             };
-            vector(over_time(m, keep_name, f))
+            vector(over_time(engine, m, keep_name, f))
         }
         "quantile_over_time" => {
             let q = arg_scalar(engine, &args[0], t)?;
             let (m, _, _) = arg_matrix(engine, &args[1], t)?;
-            vector(over_time(m, false, |p| {
+            vector(over_time(engine, m, false, |p| {
                 Some(quantile(q, p.iter().map(|x| x.1).collect()))
             }))
         }
@@ -271,7 +271,7 @@ pub(crate) fn call(
                     }
                 },
             };
-            vector(map_values(v, f))
+            vector(map_values(engine, v, f))
         }
         "round" => {
             let v = arg_vector(engine, &args[0], t)?;
@@ -281,7 +281,7 @@ pub(crate) fn call(
                 1.0
             };
             let inv = 1.0 / to;
-            vector(map_values(v, |x| (x * inv + 0.5).floor() / inv))
+            vector(map_values(engine, v, |x| (x * inv + 0.5).floor() / inv))
         }
         "clamp" | "clamp_min" | "clamp_max" => {
             let v = arg_vector(engine, &args[0], t)?;
@@ -294,7 +294,7 @@ pub(crate) fn call(
             if func == "clamp" && hi < lo {
                 return vector(Vec::new());
             }
-            vector(map_values(v, |x| {
+            vector(map_values(engine, v, |x| {
                 if x.is_nan() {
                     x
                 } else {
@@ -328,7 +328,7 @@ pub(crate) fn call(
                 stamped
                     .into_iter()
                     .map(|(s, ts)| Sample {
-                        labels: drop_name(&s.labels),
+                        labels: engine.unnamed(&s.labels),
                         value: ts as f64 / 1000.0,
                     })
                     .collect(),
