@@ -4,56 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use mini_promql::{api, Limits, Matcher, Series, SeriesSource};
-
-/// Series held in memory, filtered by matchers and time like a store would.
-struct Table {
-    series: Vec<Series>,
-}
-
-impl Table {
-    fn matching<'a>(&'a self, matchers: &'a [Matcher]) -> impl Iterator<Item = &'a Series> + 'a {
-        self.series.iter().filter(move |s| {
-            matchers
-                .iter()
-                .all(|m| m.matches(s.labels.get(&m.name).map_or("", |v| v.as_str())))
-        })
-    }
-}
-
-impl SeriesSource for Table {
-    fn select(&self, m: &[Matcher], start: i64, end: i64) -> Result<Vec<Series>, String> {
-        Ok(self
-            .matching(m)
-            .map(|s| {
-                let lo = s.samples.partition_point(|p| p.0 < start);
-                let hi = s.samples.partition_point(|p| p.0 <= end);
-                Series {
-                    labels: s.labels.clone(),
-                    samples: s.samples[lo..hi].to_vec(),
-                }
-            })
-            .collect())
-    }
-    fn label_names(&self, m: &[Matcher], _: i64, _: i64) -> Result<Vec<String>, String> {
-        let mut v: Vec<String> = self
-            .matching(m)
-            .flat_map(|s| s.labels.keys().cloned())
-            .collect();
-        v.sort();
-        v.dedup();
-        Ok(v)
-    }
-    fn label_values(&self, n: &str, m: &[Matcher], _: i64, _: i64) -> Result<Vec<String>, String> {
-        let mut v: Vec<String> = self
-            .matching(m)
-            .filter_map(|s| s.labels.get(n).cloned())
-            .collect();
-        v.sort();
-        v.dedup();
-        Ok(v)
-    }
-}
+use mini_promql::{api, Limits, MemorySource, Series};
 
 const DAY_MS: i64 = 86_400_000;
 const STEP_MS: i64 = 10_000;
@@ -67,7 +18,7 @@ fn labels(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
 
 /// 50 nodes × 30 pods, each with a pod-level and two container CPU counters; `span_ms` of samples
 /// every 10 s ending at `end_ms`.
-fn build(span_ms: i64, end_ms: i64) -> Table {
+fn build(span_ms: i64, end_ms: i64) -> MemorySource {
     let mut series = Vec::new();
     for n in 0..50 {
         for p in 0..30 {
@@ -94,7 +45,7 @@ fn build(span_ms: i64, end_ms: i64) -> Table {
             }
         }
     }
-    Table { series }
+    MemorySource { series }
 }
 
 fn time<T>(runs: u32, mut f: impl FnMut() -> T) -> (Duration, T) {

@@ -577,7 +577,7 @@ fn query_exemplars(p: &Params<'_>) -> Result<Value, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testsource::MemSource;
+    use crate::memory::MemorySource as MemSource;
 
     fn src() -> MemSource {
         let mut s = MemSource::default();

@@ -967,8 +967,8 @@ pub(crate) fn type_of(v: &QueryValue) -> ValueType {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory::MemorySource as MemSource;
     use crate::parse;
-    use crate::testsource::MemSource;
     use std::time::Duration;
 
     /// The result of an instant query as `(labels as text, value)`, in result order.

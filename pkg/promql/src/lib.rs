@@ -7,9 +7,8 @@ pub mod ast;
 pub mod eval;
 mod functions;
 mod lexer;
+pub mod memory;
 pub mod parser;
-#[cfg(test)]
-mod testsource;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,6 +16,7 @@ use std::time::Duration;
 pub use api::{api, api_with_info, request_params, ServerInfo};
 pub use ast::Expr;
 pub use eval::{instant_query, range_query, EvalError, QueryValue, RangeSeries, Sample};
+pub use memory::MemorySource;
 pub use parser::{parse, ParseError};
 
 /// Where the evaluator reads series from (mini's TSDB in the server, an in-memory table in tests).
