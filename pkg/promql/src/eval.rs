@@ -1187,6 +1187,18 @@ mod tests {
     }
 
     #[test]
+    fn count_values_counts_equal_values_per_group() {
+        let s = cpu();
+        assert_eq!(
+            instant(&s, "count_values(\"v\", round(cpu / 2))", 0),
+            vec![
+                ("{v=\"1\"}".to_string(), 2.0),
+                ("{v=\"2\"}".to_string(), 2.0),
+            ]
+        );
+    }
+
+    #[test]
     fn topk_and_bottomk_keep_labels_and_order() {
         let s = cpu();
         assert_eq!(

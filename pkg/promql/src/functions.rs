@@ -11,7 +11,8 @@ use crate::eval::{
 /// Argument and result types of a function.
 pub(crate) struct Signature {
     pub args: &'static [ValueType],
-    /// 0: exactly `args`; n > 0: up to n more of the last type; -1: any number more.
+    /// 0: exactly `args`; otherwise the last type may be left out or repeated, up to `variadic`
+    /// times (any number when negative).
     pub variadic: i32,
     pub ret: ValueType,
 }

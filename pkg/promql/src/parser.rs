@@ -856,18 +856,19 @@ impl<'a> Parser<'a> {
             }
         }
         self.next();
+        // As Prometheus: a variadic function may leave out its last argument type (`round(v)`)
+        // and repeat it up to `variadic` times (any number when negative).
         let n = sig.args.len();
-        let ok = match sig.variadic {
-            0 => args.len() == n,
-            v if v < 0 => args.len() >= n,
-            v => args.len() >= n && args.len() <= n + v as usize,
+        let problem = if sig.variadic == 0 {
+            (args.len() != n).then(|| format!("{n}"))
+        } else if args.len() < n - 1 {
+            Some(format!("at least {}", n - 1))
+        } else if sig.variadic > 0 && args.len() > n - 1 + sig.variadic as usize {
+            Some(format!("at most {}", n - 1 + sig.variadic as usize))
+        } else {
+            None
         };
-        if !ok {
-            let expected = if sig.variadic == 0 {
-                format!("{n}")
-            } else {
-                format!("at least {n}")
-            };
+        if let Some(expected) = problem {
             return Err(ParseError::at(
                 self.input,
                 pos,
@@ -1006,6 +1007,19 @@ mod tests {
 
         let e = err("x[5m][1m]");
         assert_eq!(e.position, 0);
+
+        assert!(parse("round(x)").is_ok());
+        assert!(parse("label_join(x, \"a\", \",\")").is_ok());
+        let e = err("round(x, 1, 2)");
+        assert_eq!(
+            e.message,
+            "expected at most 2 argument(s) in call to \"round\", got 3"
+        );
+        let e = err("clamp(x, 1)");
+        assert_eq!(
+            e.message,
+            "expected 3 argument(s) in call to \"clamp\", got 2"
+        );
 
         let e = err("x $");
         assert_eq!(e.to_string(), "1:3: parse error: unexpected character: '$'");
