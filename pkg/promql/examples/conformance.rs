@@ -344,6 +344,7 @@ const QUERIES: &[&str] = &[
     "scalar(sum(g))",
     "time() - scalar(max(g))",
     "1 + 2 * 3",
+    "g * 1e6 + 123456 - 1234567 + 0.0001 + 0.00001 + 1e20 + 1e21 + 1.5e-7",
     "sort_desc(g)",
     "timestamp(g)",
     "absent(nonexistent{job=\"x\"})",
@@ -353,6 +354,28 @@ const QUERIES: &[&str] = &[
     "avg_over_time(g[10m:1m] offset 2m)",
     "g @ 1700003000.5",
     "sum(rate(c_total[5m] @ 1700004000))",
+];
+
+/// Malformed queries: Prometheus' answer (status, type, message with position) is the reference.
+/// (Invalid regexes are left out: the position matches, but Go's regexp words its errors unlike
+/// Rust's `regex`.)
+const BAD_QUERIES: &[&str] = &[
+    "",
+    "sum(rate(c_total[5m])",
+    "rate(g)",
+    "g{node=\"n1\" pod=\"p-1\"}",
+    "nosuch(g)",
+    "1 > 2",
+    "g[5m] + 1",
+    "{node=\"\"}",
+    "sum(g) by (",
+    "g offset",
+    "rate(g[5m]",
+    "g )",
+    "topk(g)",
+    "g $",
+    "\"unterminated",
+    "g and 1",
 ];
 
 fn main() -> ExitCode {
@@ -442,6 +465,65 @@ fn main() -> ExitCode {
                     failed += 1;
                     println!("not ok - {name}: {e}");
                 }
+            }
+        }
+    }
+    // Metadata endpoints, the canonical text of every query, and errors (type, code, message).
+    let mut extra: Vec<(&str, Vec<(String, String)>)> = vec![
+        ("labels", vec![]),
+        ("labels", vec![("match[]".into(), "g".into())]),
+        ("label/node/values", vec![]),
+        (
+            "label/__name__/values",
+            vec![("match[]".into(), "{node=\"n1\"}".into())],
+        ),
+        (
+            "series",
+            vec![
+                ("match[]".into(), "g".into()),
+                ("match[]".into(), "c_total{mode=\"user\"}".into()),
+            ],
+        ),
+        ("series", vec![]),
+        ("label/1x/values", vec![]),
+    ];
+    for q in QUERIES {
+        extra.push(("format_query", vec![("query".into(), q.to_string())]));
+    }
+    for q in BAD_QUERIES {
+        extra.push((
+            "query",
+            vec![
+                ("query".into(), q.to_string()),
+                ("time".into(), s(instants[0])),
+            ],
+        ));
+    }
+    for (path, params) in extra {
+        let name = format!("{path} {params:?}");
+        let (code, mine) = api(path, &params, &source, &limits, T0);
+        let verdict = match http_get(port, &format!("/api/v1/{path}?{}", encode(&params))) {
+            Ok((their_code, theirs)) if their_code != code => {
+                Err(format!("status {code} vs {their_code}: {mine} vs {theirs}"))
+            }
+            Ok((_, theirs)) if mine["status"] == "error" || !mine["data"].is_object() => {
+                if mine == theirs {
+                    Ok(())
+                } else {
+                    Err(format!("\n  mini: {mine}\n  prom: {theirs}"))
+                }
+            }
+            Ok((_, theirs)) => same(&mine, &theirs),
+            Err(e) => Err(format!("prometheus: {e}")),
+        };
+        match verdict {
+            Ok(()) => {
+                passed += 1;
+                println!("ok - {name}");
+            }
+            Err(e) => {
+                failed += 1;
+                println!("not ok - {name}: {e}");
             }
         }
     }

@@ -696,7 +696,7 @@ mod tests {
                 "query",
                 vec![("query", "sum(rate(x[5m])")],
                 400,
-                json!({"status":"error","errorType":"bad_data","error":"invalid parameter \"query\": 1:4: parse error: unclosed left parenthesis"}),
+                json!({"status":"error","errorType":"bad_data","error":"invalid parameter \"query\": 1:16: parse error: unclosed left parenthesis"}),
             ),
             (
                 "query",

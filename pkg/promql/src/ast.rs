@@ -266,13 +266,24 @@ impl Expr {
     }
 }
 
-/// Formats a float as Go's `strconv.FormatFloat(v, 'f', -1, 64)` with Prometheus' spelling of
-/// infinities and NaN in query text.
+/// Formats a number literal as Prometheus prints it in query text (Go's `fmt.Sprint` of a float:
+/// shortest digits, exponent form below 1e-4 or from 1e6 on, as `strconv.FormatFloat(v, 'g', -1, 64)`, `+Inf`, `-Inf`, `NaN`).
 pub(crate) fn format_number(v: f64) -> String {
     if v.is_nan() {
-        "NaN".to_string()
-    } else if v.is_infinite() {
-        if v > 0.0 { "Inf" } else { "-Inf" }.to_string()
+        return "NaN".to_string();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf" } else { "-Inf" }.to_string();
+    }
+    if v == 0.0 {
+        return if v.is_sign_negative() { "-0" } else { "0" }.to_string();
+    }
+    let sci = format!("{v:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if !(-4..6).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.abs())
     } else {
         format!("{v}")
     }

@@ -382,7 +382,7 @@ fn lex_string(input: &str, start: usize) -> Result<(String, usize), ParseError> 
     Err(ParseError::at(
         input,
         start,
-        format!("unterminated quoted string {quote}"),
+        "unterminated quoted string".to_string(),
     ))
 }
 

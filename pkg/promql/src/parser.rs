@@ -50,6 +50,7 @@ pub fn parse(query: &str) -> Result<Expr, ParseError> {
         input: query,
         tokens,
         i: 0,
+        depth: 0,
     };
     if p.peek() == &Tok::Eof {
         return Err(p.err_here("no expression found in input".to_string()));
@@ -57,6 +58,14 @@ pub fn parse(query: &str) -> Result<Expr, ParseError> {
     let e = p.expr(0)?;
     if p.peek() != &Tok::Eof {
         let what = p.peek().describe();
+        if p.peek() == &Tok::RParen {
+            // Prometheus' lexer rejects an unmatched ')' once it has read it.
+            return Err(ParseError::at(
+                query,
+                p.pos() + 1,
+                format!("unexpected {what}"),
+            ));
+        }
         return Err(p.err_here(format!("unexpected {what}")));
     }
     Ok(e)
@@ -78,6 +87,9 @@ struct Parser<'a> {
     input: &'a str,
     tokens: Vec<Token>,
     i: usize,
+    /// Open parentheses consumed so far: reaching the end with some open is reported as Prometheus'
+    /// lexer does ("unclosed left parenthesis" at the end of the input).
+    depth: usize,
 }
 
 fn binop_of(tok: &Tok) -> Option<BinOp> {
@@ -120,6 +132,11 @@ impl<'a> Parser<'a> {
 
     fn next(&mut self) -> Tok {
         let t = self.tokens[self.i].tok.clone();
+        match t {
+            Tok::LParen => self.depth += 1,
+            Tok::RParen => self.depth = self.depth.saturating_sub(1),
+            _ => {}
+        }
         if self.i < self.tokens.len() - 1 {
             self.i += 1;
         }
@@ -127,12 +144,27 @@ impl<'a> Parser<'a> {
     }
 
     fn err_here(&self, message: String) -> ParseError {
+        if *self.peek() == Tok::Eof && self.depth > 0 {
+            return self.unclosed();
+        }
         ParseError::at(self.input, self.pos(), message)
+    }
+
+    fn unclosed(&self) -> ParseError {
+        ParseError::at(
+            self.input,
+            self.input.len(),
+            "unclosed left parenthesis".to_string(),
+        )
     }
 
     fn unexpected(&self, context: &str) -> ParseError {
         let what = self.peek().describe();
-        self.err_here(format!("unexpected {what} {context}"))
+        self.err_here(
+            format!("unexpected {what} {context}")
+                .trim_end()
+                .to_string(),
+        )
     }
 
     fn is_keyword(&self, kw: &str) -> bool {
@@ -150,6 +182,7 @@ impl<'a> Parser<'a> {
 
     /// Binary expressions with operators of at least `min_prec`.
     fn expr(&mut self, min_prec: u8) -> Result<Expr, ParseError> {
+        let start = self.pos();
         let mut lhs = self.unary()?;
         while let Some(op) = binop_of(self.peek()) {
             let prec = op.precedence();
@@ -206,16 +239,14 @@ impl<'a> Parser<'a> {
                     "group_left/group_right need on(...) or ignoring(...) before them".to_string(),
                 ));
             }
-            let rhs_start = self.pos();
             // `^` is right-associative; all others are left-associative.
             let next_min = if op == BinOp::Pow { prec } else { prec + 1 };
             let rhs = self.expr(next_min)?;
-            lhs = self.binary(op, lhs, rhs, return_bool, matching, op_pos, rhs_start)?;
+            lhs = self.binary(op, lhs, rhs, return_bool, matching, (start, op_pos))?;
         }
         Ok(lhs)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn binary(
         &self,
         op: BinOp,
@@ -223,15 +254,16 @@ impl<'a> Parser<'a> {
         rhs: Expr,
         return_bool: bool,
         matching: Option<VectorMatching>,
-        op_pos: usize,
-        rhs_pos: usize,
+        (start, op_pos): (usize, usize),
     ) -> Result<Expr, ParseError> {
+        // Errors point where Prometheus' do: type errors at the start of the binary expression,
+        // a comparison of scalars without bool at the operator.
         let (lt, rt) = (lhs.value_type(), rhs.value_type());
-        for (t, pos) in [(lt, op_pos), (rt, rhs_pos)] {
+        for t in [lt, rt] {
             if t != ValueType::Scalar && t != ValueType::Vector {
                 return Err(ParseError::at(
                     self.input,
-                    pos,
+                    start,
                     "binary expression must contain only scalar and instant vector types"
                         .to_string(),
                 ));
@@ -241,7 +273,7 @@ impl<'a> Parser<'a> {
         if op.is_set() && !both_vectors {
             return Err(ParseError::at(
                 self.input,
-                op_pos,
+                start,
                 format!(
                     "set operator \"{}\" not allowed in binary scalar expression",
                     op.as_str()
@@ -259,7 +291,7 @@ impl<'a> Parser<'a> {
         if matching.is_some() && !both_vectors {
             return Err(ParseError::at(
                 self.input,
-                op_pos,
+                start,
                 "vector matching only allowed between instant vectors".to_string(),
             ));
         }
@@ -276,7 +308,7 @@ impl<'a> Parser<'a> {
             if let Some(l) = m.include.iter().find(|l| m.on && m.labels.contains(l)) {
                 return Err(ParseError::at(
                     self.input,
-                    op_pos,
+                    start,
                     format!("label \"{l}\" must not occur in ON and GROUP clause at once"),
                 ));
             }
@@ -572,11 +604,7 @@ impl<'a> Parser<'a> {
                 let e = self.expr(0)?;
                 if *self.peek() != Tok::RParen {
                     if *self.peek() == Tok::Eof {
-                        return Err(ParseError::at(
-                            self.input,
-                            pos,
-                            "unclosed left parenthesis".to_string(),
-                        ));
+                        return Err(self.unclosed());
                     }
                     return Err(self.unexpected("in parenthesized expression"));
                 }
@@ -652,6 +680,7 @@ impl<'a> Parser<'a> {
                 self.next();
                 return Ok(out);
             }
+            let matcher_pos = self.pos();
             let name = match self.peek().clone() {
                 Tok::Ident(s) => s,
                 Tok::Str(s) => s,
@@ -673,7 +702,6 @@ impl<'a> Parser<'a> {
                 }
             };
             self.next();
-            let vpos = self.pos();
             let value = match self.peek().clone() {
                 Tok::Str(s) => s,
                 _ => return Err(self.unexpected("in label matching, expected string")),
@@ -683,11 +711,8 @@ impl<'a> Parser<'a> {
                 if let Err(e) = anchored_regex(&value) {
                     return Err(ParseError::at(
                         self.input,
-                        vpos,
-                        format!(
-                            "invalid regular expression {value:?}: {}",
-                            first_line(&e.to_string())
-                        ),
+                        matcher_pos,
+                        format!("error parsing regexp: {}", first_line(&e.to_string())),
                     ));
                 }
             }
@@ -743,6 +768,7 @@ impl<'a> Parser<'a> {
     }
 
     fn aggregate(&mut self, op: AggOp) -> Result<Expr, ParseError> {
+        let start = self.pos();
         self.next();
         let mut grouping = self.grouping()?;
         let lparen = self.pos();
@@ -760,13 +786,7 @@ impl<'a> Parser<'a> {
                     self.next();
                 }
                 Tok::RParen => {}
-                Tok::Eof => {
-                    return Err(ParseError::at(
-                        self.input,
-                        lparen,
-                        "unclosed left parenthesis".to_string(),
-                    ))
-                }
+                Tok::Eof => return Err(self.unclosed()),
                 _ => return Err(self.unexpected("in aggregation")),
             }
         }
@@ -778,7 +798,7 @@ impl<'a> Parser<'a> {
         if args.len() != want {
             return Err(ParseError::at(
                 self.input,
-                lparen,
+                start,
                 format!(
                     "wrong number of arguments for aggregate expression provided, expected {want}, got {}",
                     args.len()
@@ -830,7 +850,6 @@ impl<'a> Parser<'a> {
             ));
         };
         self.next();
-        let lparen = self.pos();
         self.expect(Tok::LParen, "in function call")?;
         let mut args = Vec::new();
         let mut positions = Vec::new();
@@ -845,13 +864,7 @@ impl<'a> Parser<'a> {
                     self.next();
                 }
                 Tok::RParen => {}
-                Tok::Eof => {
-                    return Err(ParseError::at(
-                        self.input,
-                        lparen,
-                        "unclosed left parenthesis".to_string(),
-                    ))
-                }
+                Tok::Eof => return Err(self.unclosed()),
                 _ => return Err(self.unexpected("in function call")),
             }
         }
@@ -932,6 +945,15 @@ mod tests {
     }
 
     #[test]
+    fn format_numbers_as_go_shortest_g() {
+        let e = parse("1e6 + 123456 + 1234567 + 0.0001 + 0.00001 + 1.5e-7 + Inf + NaN").unwrap();
+        assert_eq!(
+            e.to_string(),
+            "1e+06 + 123456 + 1.234567e+06 + 0.0001 + 1e-05 + 1.5e-07 + +Inf + NaN"
+        );
+    }
+
+    #[test]
     fn parse_precedence_follows_prometheus() {
         assert_eq!(parse("1 + 2 * 3").unwrap().to_string(), "1 + 2 * 3");
         match parse("1 + 2 * 3").unwrap() {
@@ -967,8 +989,11 @@ mod tests {
     #[test]
     fn parse_errors_carry_positions() {
         let e = err("sum(rate(x[5m])");
-        assert_eq!((e.line, e.column), (1, 4));
-        assert_eq!(e.to_string(), "1:4: parse error: unclosed left parenthesis");
+        assert_eq!((e.line, e.column), (1, 16));
+        assert_eq!(
+            e.to_string(),
+            "1:16: parse error: unclosed left parenthesis"
+        );
 
         let e = err("rate(x)");
         assert_eq!(e.position, 5);
@@ -981,8 +1006,8 @@ mod tests {
         assert_eq!(e.position, 10);
 
         let e = err("x{a=~\"(\"}");
-        assert_eq!(e.position, 5);
-        assert!(e.message.starts_with("invalid regular expression"), "{e}");
+        assert_eq!(e.position, 2);
+        assert!(e.message.starts_with("error parsing regexp"), "{e}");
 
         let e = err("nosuch(x)");
         assert_eq!(
@@ -992,6 +1017,8 @@ mod tests {
 
         let e = err("1 > 2");
         assert_eq!(e.position, 2);
+        let e = err("g and 1");
+        assert_eq!(e.position, 0);
 
         let e = err("up\n  + )");
         assert_eq!((e.line, e.column), (2, 5));
