@@ -419,9 +419,15 @@ impl<'a> Engine<'a> {
                     ts += step;
                 }
                 let mut acc: BTreeMap<Arc<Labels>, Vec<(i64, f64)>> = BTreeMap::new();
+                let mut points = 0usize;
                 while ts <= tt {
                     self.check_deadline()?;
                     if let QueryValue::Vector(samples) = self.eval(expr, ts)? {
+                        // The subquery's points are held in memory like loaded samples.
+                        points += samples.len();
+                        if points + self.samples > self.limits.max_samples {
+                            return Err(EvalError::TooManySamples);
+                        }
                         for s in samples {
                             acc.entry(s.labels).or_default().push((ts, s.value));
                         }
@@ -1451,6 +1457,16 @@ mod tests {
             ..Limits::default()
         };
         assert_eq!(instant_query(&e, &s, &no_time, 0), Err(EvalError::Timeout));
+        // Subquery points count against the sample limit.
+        let e = parse("max_over_time(vector(1)[1h:1s])").unwrap();
+        let l = Limits {
+            max_samples: 100,
+            ..Limits::default()
+        };
+        assert_eq!(
+            instant_query(&e, &s, &l, 3_600_000),
+            Err(EvalError::TooManySamples)
+        );
         // Range results count against the sample limit too.
         let e = parse("vector(1)").unwrap();
         let l = Limits {
