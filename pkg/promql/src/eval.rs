@@ -348,19 +348,32 @@ impl<'a> Engine<'a> {
 
     /// The points of each series of a range selector in `(t - range, t]` (`t` after `@`/offset).
     pub(crate) fn matrix(&self, vs: &VectorSelector, range: i64, t: i64) -> Vec<RangeSeries> {
-        let t = self.selector_time(vs.at, vs.offset_ms, t);
         let mut out = Vec::new();
+        self.for_each_window(vs, range, t, |labels, points| {
+            out.push(RangeSeries {
+                labels: labels.clone(),
+                points: points.to_vec(),
+            })
+        });
+        out
+    }
+
+    /// Calls `f` with each series' points in `(t - range, t]` (`t` after `@`/offset), borrowed.
+    pub(crate) fn for_each_window(
+        &self,
+        vs: &VectorSelector,
+        range: i64,
+        t: i64,
+        mut f: impl FnMut(&Arc<Labels>, &[(i64, f64)]),
+    ) {
+        let t = self.selector_time(vs.at, vs.offset_ms, t);
         for s in self.loaded(vs) {
             let hi = s.hi.seek(&s.samples, t);
             let lo = s.lo.seek(&s.samples, t - range).min(hi);
             if lo < hi {
-                out.push(RangeSeries {
-                    labels: s.labels.clone(),
-                    points: s.samples[lo..hi].to_vec(),
-                });
+                f(&s.labels, &s.samples[lo..hi]);
             }
         }
-        out
     }
 
     /// Each series' latest sample within the lookback window before `t` (after `@`/offset), with

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::ast::{Expr, ValueType};
 use crate::eval::{
-    quantile, type_of, valid_label_name, Engine, EvalError, Labels, QueryValue, RangeSeries, Sample,
+    quantile, type_of, valid_label_name, Engine, EvalError, Labels, QueryValue, Sample,
 };
 
 /// Argument and result types of a function.
@@ -82,17 +82,34 @@ fn arg_vector(engine: &mut Engine<'_>, e: &Expr, t: i64) -> Result<Vec<Sample>, 
     }
 }
 
-/// The range vector argument of a `*_over_time`/rate function with its window end and length.
-fn arg_matrix(
+/// Applies `f(points, window_end, range)` to each series of the range vector argument of a
+/// `*_over_time`/rate function; selector windows are borrowed, not copied.
+fn over_matrix(
     engine: &mut Engine<'_>,
     e: &Expr,
     t: i64,
-) -> Result<(Vec<RangeSeries>, i64, i64), EvalError> {
+    keep_name: bool,
+    f: impl Fn(&[(i64, f64)], i64, i64) -> Option<f64>,
+) -> Result<Vec<Sample>, EvalError> {
     match e {
-        Expr::Paren(inner) => arg_matrix(engine, inner, t),
+        Expr::Paren(inner) => over_matrix(engine, inner, t, keep_name, f),
         Expr::Matrix(vs, range) => {
+            let engine: &Engine<'_> = engine;
             let end = engine.selector_time(vs.at, vs.offset_ms, t);
-            Ok((engine.matrix(vs, *range, t), end, *range))
+            let mut out = Vec::new();
+            engine.for_each_window(vs, *range, t, |labels, points| {
+                if let Some(value) = f(points, end, *range) {
+                    out.push(Sample {
+                        labels: if keep_name {
+                            labels.clone()
+                        } else {
+                            engine.unnamed(labels)
+                        },
+                        value,
+                    });
+                }
+            });
+            Ok(out)
         }
         Expr::Subquery {
             range_ms,
@@ -101,12 +118,23 @@ fn arg_matrix(
             ..
         } => {
             let end = engine.selector_time(*at, *offset_ms, t);
-            match engine.eval(e, t)? {
-                QueryValue::Matrix(m) => Ok((m, end, *range_ms)),
-                _ => Err(EvalError::Execution(
+            let QueryValue::Matrix(m) = engine.eval(e, t)? else {
+                return Err(EvalError::Execution(
                     "subquery did not yield a range".into(),
-                )),
-            }
+                ));
+            };
+            Ok(m.into_iter()
+                .filter_map(|s| {
+                    f(&s.points, end, *range_ms).map(|value| Sample {
+                        labels: if keep_name {
+                            s.labels.clone()
+                        } else {
+                            engine.unnamed(&s.labels)
+                        },
+                        value,
+                    })
+                })
+                .collect())
         }
         _ => Err(EvalError::Execution("expected a range vector".to_string())),
     }
@@ -118,27 +146,6 @@ fn map_values(engine: &Engine<'_>, samples: Vec<Sample>, f: impl Fn(f64) -> f64)
         .map(|s| Sample {
             labels: engine.unnamed(&s.labels),
             value: f(s.value),
-        })
-        .collect()
-}
-
-fn over_time(
-    engine: &Engine<'_>,
-    series: Vec<RangeSeries>,
-    keep_name: bool,
-    f: impl Fn(&[(i64, f64)]) -> Option<f64>,
-) -> Vec<Sample> {
-    series
-        .into_iter()
-        .filter_map(|s| {
-            f(&s.points).map(|value| Sample {
-                labels: if keep_name {
-                    s.labels.clone()
-                } else {
-                    engine.unnamed(&s.labels)
-                },
-                value,
-            })
         })
         .collect()
 }
@@ -168,21 +175,20 @@ pub(crate) fn call(
             }))
         }
         "rate" | "increase" | "delta" => {
-            let (m, end, range) = arg_matrix(engine, &args[0], t)?;
             let is_counter = func != "delta";
             let is_rate = func == "rate";
-            vector(over_time(engine, m, false, |p| {
+            vector(over_matrix(engine, &args[0], t, false, |p, end, range| {
                 extrapolated_rate(p, end - range, end, range, is_counter, is_rate)
-            }))
+            })?)
         }
         "irate" | "idelta" => {
-            let (m, _, _) = arg_matrix(engine, &args[0], t)?;
             let is_rate = func == "irate";
-            vector(over_time(engine, m, false, |p| instant_value(p, is_rate)))
+            vector(over_matrix(engine, &args[0], t, false, |p, _, _| {
+                instant_value(p, is_rate)
+            })?)
         }
         "deriv" => {
-            let (m, _, _) = arg_matrix(engine, &args[0], t)?;
-            vector(over_time(engine, m, false, |p| {
+            vector(over_matrix(engine, &args[0], t, false, |p, _, _| {
                 if p.len() < 2 {
                     return None;
                 }
@@ -200,12 +206,11 @@ pub(crate) fn call(
                 let cov = sxy - sx * sy / n;
                 let var = sxx - sx * sx / n;
                 Some(cov / var)
-            }))
+            })?)
         }
         "avg_over_time" | "max_over_time" | "min_over_time" | "sum_over_time"
         | "count_over_time" | "last_over_time" | "stddev_over_time" | "stdvar_over_time"
         | "present_over_time" | "changes" | "resets" => {
-            let (m, _, _) = arg_matrix(engine, &args[0], t)?;
             let keep_name = func == "last_over_time";
             let f: fn(&[(i64, f64)]) -> Option<f64> = match func {
                 "avg_over_time" => |p| {
@@ -242,14 +247,13 @@ pub(crate) fn call(
                 "stdvar_over_time" => |p| Some(variance(p)),
                 _ => |p| Some(variance(p).sqrt()),
             };
-            vector(over_time(engine, m, keep_name, f))
+            vector(over_matrix(engine, &args[0], t, keep_name, |p, _, _| f(p))?)
         }
         "quantile_over_time" => {
             let q = arg_scalar(engine, &args[0], t)?;
-            let (m, _, _) = arg_matrix(engine, &args[1], t)?;
-            vector(over_time(engine, m, false, |p| {
+            vector(over_matrix(engine, &args[1], t, false, |p, _, _| {
                 Some(quantile(q, p.iter().map(|x| x.1).collect()))
-            }))
+            })?)
         }
         "abs" | "ceil" | "floor" | "exp" | "sqrt" | "ln" | "log2" | "log10" | "sgn" => {
             let v = arg_vector(engine, &args[0], t)?;
