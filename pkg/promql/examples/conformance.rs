@@ -486,6 +486,16 @@ fn main() -> ExitCode {
         ),
         ("series", vec![]),
         ("label/1x/values", vec![]),
+        ("rules", vec![]),
+        ("alerts", vec![]),
+        (
+            "query_exemplars",
+            vec![
+                ("query".into(), "g".into()),
+                ("start".into(), s(T0)),
+                ("end".into(), s(T0 + MIN)),
+            ],
+        ),
     ];
     for q in QUERIES {
         extra.push(("format_query", vec![("query".into(), q.to_string())]));

@@ -82,6 +82,10 @@ pub fn api_with_info(
             "storageRetention": info.storage_retention,
         })),
         "metadata" => metadata(&p, source),
+        // mini evaluates no recording or alerting rules: the lists are empty (Grafana's alerting
+        // views ask for them).
+        "rules" => Ok(json!({"groups": []})),
+        "alerts" => Ok(json!({"alerts": []})),
         "format_query" => format_query(&p),
         "query_exemplars" => query_exemplars(&p),
         _ => match path
@@ -910,6 +914,30 @@ mod tests {
         assert_eq!(body["data"]["startTime"], "1970-01-01T00:00:01.000Z");
         assert_eq!(body["data"]["storageRetention"], "3d");
         assert_eq!(body["data"]["reloadConfigSuccess"], true);
+    }
+
+    #[test]
+    fn api_series_over_the_series_limit_is_422() {
+        let few = Limits {
+            max_series: 1,
+            ..Limits::default()
+        };
+        let params = vec![("match[]".to_string(), "{__name__=~\".+\"}".to_string())];
+        assert_eq!(
+            api("series", &params, &src(), &few, 0),
+            (
+                422,
+                json!({"status":"error","errorType":"execution","error":"query selects more than 1 series; narrow the selectors or shorten the time range"})
+            )
+        );
+        assert_eq!(
+            call("rules", &[]),
+            (200, json!({"status":"success","data":{"groups":[]}}))
+        );
+        assert_eq!(
+            call("alerts", &[]),
+            (200, json!({"status":"success","data":{"alerts":[]}}))
+        );
     }
 
     #[test]
