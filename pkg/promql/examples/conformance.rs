@@ -83,7 +83,9 @@ fn generate() -> Vec<Series> {
                     .into_iter()
                     .enumerate()
                     .map(|(i, t)| {
-                        v += (rng.next() * 20.0).floor();
+                        // Fractional increments: exact ties between series would make topk's
+                        // choice depend on Prometheus' (randomised) internal series order.
+                        v += (rng.next() * 20_000.0).floor() / 1000.0;
                         if reset && (i == 300 || i == 500) {
                             v = (rng.next() * 5.0).floor();
                         }
@@ -107,7 +109,7 @@ fn generate() -> Vec<Series> {
                 .into_iter()
                 .map(|t| {
                     v = (v + (rng.next() - 0.5) * 20.0).clamp(0.0, 100.0);
-                    (t, (v * 100.0).round() / 100.0)
+                    (t, v)
                 })
                 .collect();
             out.push(series(
@@ -266,7 +268,15 @@ fn same(a: &Value, b: &Value) -> Result<(), String> {
     for (k, pa) in &ka {
         let pb = &kb[k];
         if pa.len() != pb.len() {
-            return Err(format!("{k}: {} points vs {}", pa.len(), pb.len()));
+            let ta: Vec<&String> = pa.iter().map(|p| &p.0).collect();
+            let tb: Vec<&String> = pb.iter().map(|p| &p.0).collect();
+            let only_a: Vec<&&String> = ta.iter().filter(|t| !tb.contains(t)).take(3).collect();
+            let only_b: Vec<&&String> = tb.iter().filter(|t| !ta.contains(t)).take(3).collect();
+            return Err(format!(
+                "{k}: {} points vs {} (only mini at {only_a:?}, only prometheus at {only_b:?})",
+                pa.len(),
+                pb.len()
+            ));
         }
         for (x, y) in pa.iter().zip(pb) {
             if x.0 != y.0 || !close(&x.1, &y.1) {
@@ -354,6 +364,39 @@ const QUERIES: &[&str] = &[
     "avg_over_time(g[10m:1m] offset 2m)",
     "g @ 1700003000.5",
     "sum(rate(c_total[5m] @ 1700004000))",
+    "sum by (node) (rate(c_total[5m])) > bool 5",
+    "topk(1, sum by (node, mode) (rate(c_total[5m])))",
+    "count(count by (node) (g))",
+    "g != g",
+    "-(g)",
+    "+g",
+    "max(g) - min(g)",
+    "avg(g) by (node)",
+    "sum without (pod, node) (g)",
+    "rate(c_total[1m]) * on (node, cpu, mode) c_total",
+    "g unless g",
+    "group by (node) (g)",
+    "absent(g)",
+    "vector(time())",
+    "time() % 3600",
+    "ceil(rate(c_total[5m]))",
+    "label_replace(g, \"node\", \"\", \"node\", \".*\")",
+    "sum by (pod) (g) / ignoring (pod) group_left sum(g)",
+    "quantile by (node) (0.5, g)",
+    "stddev_over_time(c_total[1m])",
+    "irate(g[30s])",
+    "g offset -1m",
+    "1 - avg by (node) (rate(c_total{mode=\"idle\"}[5m]))",
+    "histogram_quantile(0.99, sum by (le, node) (rate(h_bucket[5m])))",
+    "timestamp(vector(1))",
+    "scalar(g)",
+    "count_over_time(g[1m:15s])",
+    "c_total{mode=~\"us.*\", cpu!=\"1\", node!~\"n2\"}",
+    "{__name__=~\"g|c_total\", node=\"n1\"}",
+    "sum by (__name__) ({__name__=~\"g|c_total\"})",
+    "bottomk(2, rate(c_total[5m])) or topk(1, g)",
+    "g > on (node) group_left avg by (node) (g)",
+    "count by (le) (h_bucket)",
 ];
 
 /// Malformed queries: Prometheus' answer (status, type, message with position) is the reference.

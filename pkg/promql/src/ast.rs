@@ -220,8 +220,10 @@ pub enum Expr {
         at: Option<At>,
     },
     Paren(Box<Expr>),
-    /// Unary minus (unary plus is dropped by the parser).
+    /// Unary minus (on a number literal the parser folds it into the number).
     Neg(Box<Expr>),
+    /// Unary plus: the value unchanged (kept so the query prints as written, as Prometheus does).
+    Plus(Box<Expr>),
     Binary {
         op: BinOp,
         lhs: Box<Expr>,
@@ -251,7 +253,7 @@ impl Expr {
             Expr::String(_) => ValueType::String,
             Expr::Vector(_) | Expr::Aggregate { .. } => ValueType::Vector,
             Expr::Matrix(..) | Expr::Subquery { .. } => ValueType::Matrix,
-            Expr::Paren(e) | Expr::Neg(e) => e.value_type(),
+            Expr::Paren(e) | Expr::Neg(e) | Expr::Plus(e) => e.value_type(),
             Expr::Binary { lhs, rhs, .. } => {
                 if lhs.value_type() == ValueType::Scalar && rhs.value_type() == ValueType::Scalar {
                     ValueType::Scalar
@@ -361,11 +363,17 @@ impl fmt::Display for VectorSelector {
 }
 
 impl VectorSelector {
+    /// As Prometheus: the matcher texts sorted and joined by `,`, the name's own matcher left out.
     fn fmt_selector(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shown: Vec<String> = self
+        let mut shown: Vec<String> = self
             .matchers
             .iter()
-            .filter(|m| !(self.name.is_some() && m.name == "__name__" && m.op == MatchOp::Equal))
+            .filter(|m| {
+                !(m.name == "__name__"
+                    && m.op == MatchOp::Equal
+                    && self.name.as_deref() == Some(m.value.as_str())
+                    && !m.value.is_empty())
+            })
             .map(|m| {
                 let op = match m.op {
                     MatchOp::Equal => "=",
@@ -376,11 +384,12 @@ impl VectorSelector {
                 format!("{}{}{}", m.name, op, quote(&m.value))
             })
             .collect();
+        shown.sort();
         if let Some(name) = &self.name {
             write!(f, "{name}")?;
         }
-        if !shown.is_empty() || self.name.is_none() {
-            write!(f, "{{{}}}", shown.join(", "))?;
+        if !shown.is_empty() {
+            write!(f, "{{{}}}", shown.join(","))?;
         }
         Ok(())
     }
@@ -410,6 +419,7 @@ impl fmt::Display for Expr {
             }
             Expr::Paren(e) => write!(f, "({e})"),
             Expr::Neg(e) => write!(f, "-{e}"),
+            Expr::Plus(e) => write!(f, "+{e}"),
             Expr::Binary {
                 op,
                 lhs,

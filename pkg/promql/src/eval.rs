@@ -278,7 +278,7 @@ impl<'a> Engine<'a> {
                 let (lo, hi) = self.at_range(*at, lo, hi);
                 self.load(expr, lo - offset_ms - range_ms, hi - offset_ms)
             }
-            Expr::Paren(e) | Expr::Neg(e) => self.load(e, lo, hi),
+            Expr::Paren(e) | Expr::Neg(e) | Expr::Plus(e) => self.load(e, lo, hi),
             Expr::Binary { lhs, rhs, .. } => {
                 self.load(lhs, lo, hi)?;
                 self.load(rhs, lo, hi)
@@ -317,6 +317,10 @@ impl<'a> Engine<'a> {
         if self.series > self.limits.max_series {
             return Err(EvalError::TooManySeries(self.limits.max_series));
         }
+        // Series in label order, as Prometheus' storage returns them (ties in topk/bottomk then
+        // resolve the same way).
+        let mut found = found;
+        found.sort_by(|a, b| a.labels.cmp(&b.labels));
         let mut loaded = Vec::with_capacity(found.len());
         for mut s in found {
             if !s.samples.is_sorted_by_key(|p| p.0) {
@@ -409,7 +413,7 @@ impl<'a> Engine<'a> {
         match expr {
             Expr::Number(v) => Ok(QueryValue::Scalar(*v)),
             Expr::String(s) => Ok(QueryValue::String(s.clone())),
-            Expr::Paren(e) => self.eval(e, t),
+            Expr::Paren(e) | Expr::Plus(e) => self.eval(e, t),
             Expr::Vector(vs) => Ok(QueryValue::Vector(
                 self.instant_selector(vs, t)
                     .into_iter()

@@ -345,7 +345,8 @@ impl<'a> Parser<'a> {
                     ));
                 }
                 Ok(match (neg, e) {
-                    (false, e) => e,
+                    (false, Expr::Number(v)) => Expr::Number(v),
+                    (false, e) => Expr::Plus(Box::new(e)),
                     (true, Expr::Number(v)) => Expr::Number(-v),
                     (true, e) => Expr::Neg(Box::new(e)),
                 })
@@ -928,7 +929,8 @@ mod tests {
     #[test]
     fn parse_round_trips_through_display() {
         for q in [
-            "rate(container_cpu_usage_seconds_total{namespace=\"a\", pod=~\"web-.*\"}[5m])",
+            "rate(container_cpu_usage_seconds_total{namespace=\"a\",pod=~\"web-.*\"}[5m])",
+            "+x",
             "sum by (namespace) (rate(x[1m] offset 5m))",
             "topk(3, sum without (cpu) (y))",
             "a + on (node) group_left (pod) b",
