@@ -397,6 +397,10 @@ const QUERIES: &[&str] = &[
     "bottomk(2, rate(c_total[5m])) or topk(1, g)",
     "g > on (node) group_left avg by (node) (g)",
     "count by (le) (h_bucket)",
+    "predict_linear(g[10m], 3600)",
+    "predict_linear(c_total[5m] offset 1m, 600)",
+    "absent_over_time(g{pod=\"p-1\"}[1m])",
+    "absent_over_time(nope{job=\"x\"}[1m])",
 ];
 
 /// Malformed queries: Prometheus' answer (status, type, message with position) is the reference.

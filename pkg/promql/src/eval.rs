@@ -1158,6 +1158,22 @@ mod tests {
     }
 
     #[test]
+    fn predict_linear_and_absent_over_time() {
+        let s = counters();
+        // c_total grows 1/s: 10 minutes after t=60 it is at 660.
+        assert!(close(
+            one(&s, "predict_linear(c_total[1m], 600)", 60),
+            660.0
+        ));
+        assert!(close(one(&s, "deriv(c_total[1m])", 60), 1.0));
+        assert!(instant(&s, "absent_over_time(c_total[1m])", 60).is_empty());
+        assert_eq!(
+            instant(&s, "absent_over_time(nope{job=\"x\"}[1m])", 60),
+            vec![("{job=\"x\"}".to_string(), 1.0)]
+        );
+    }
+
+    #[test]
     fn selector_lookback_is_five_minutes_and_offset_shifts() {
         let s = counters();
         assert!(close(one(&s, "g", 60), 2.0));

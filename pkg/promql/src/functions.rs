@@ -37,6 +37,8 @@ pub(crate) fn signature(name: &str) -> Option<Signature> {
         | "last_over_time" | "stddev_over_time" | "stdvar_over_time" | "present_over_time"
         | "changes" | "resets" => sig(&[M], 0, V),
         "quantile_over_time" => sig(&[S, M], 0, V),
+        "predict_linear" => sig(&[M, S], 0, V),
+        "absent_over_time" => sig(&[M], 0, V),
         "abs" | "ceil" | "floor" | "exp" | "sqrt" | "ln" | "log2" | "log10" | "sgn" | "sort"
         | "sort_desc" | "timestamp" | "absent" => sig(&[V], 0, V),
         "round" => sig(&[V, S], 1, V),
@@ -187,27 +189,37 @@ pub(crate) fn call(
                 instant_value(p, is_rate)
             })?)
         }
-        "deriv" => {
+        "predict_linear" => {
+            let ahead = arg_scalar(engine, &args[1], t)?;
             vector(over_matrix(engine, &args[0], t, false, |p, _, _| {
-                if p.len() < 2 {
-                    return None;
-                }
-                // Least-squares slope, times relative to the first sample for precision.
-                let t0 = p[0].0;
-                let n = p.len() as f64;
-                let (mut sx, mut sy, mut sxy, mut sxx) = (0.0, 0.0, 0.0, 0.0);
-                for &(ts, v) in p {
-                    let x = (ts - t0) as f64 / 1000.0;
-                    sx += x;
-                    sy += v;
-                    sxy += x * v;
-                    sxx += x * x;
-                }
-                let cov = sxy - sx * sy / n;
-                let var = sxx - sx * sx / n;
-                Some(cov / var)
+                linear_regression(p, t).map(|(slope, intercept)| slope * ahead + intercept)
             })?)
         }
+        "absent_over_time" => {
+            let present = !over_matrix(engine, &args[0], t, false, |_, _, _| Some(1.0))?.is_empty();
+            if present {
+                return vector(Vec::new());
+            }
+            let mut labels = Labels::new();
+            let mut inner = &args[0];
+            while let Expr::Paren(e) = inner {
+                inner = e;
+            }
+            if let Expr::Matrix(vs, _) = inner {
+                for m in &vs.matchers {
+                    if m.op == crate::MatchOp::Equal && m.name != "__name__" {
+                        labels.insert(m.name.clone(), m.value.clone());
+                    }
+                }
+            }
+            vector(vec![Sample {
+                labels: Arc::new(labels),
+                value: 1.0,
+            }])
+        }
+        "deriv" => vector(over_matrix(engine, &args[0], t, false, |p, _, _| {
+            linear_regression(p, p.first().map_or(0, |x| x.0)).map(|(slope, _)| slope)
+        })?),
         "avg_over_time" | "max_over_time" | "min_over_time" | "sum_over_time"
         | "count_over_time" | "last_over_time" | "stddev_over_time" | "stdvar_over_time"
         | "present_over_time" | "changes" | "resets" => {
@@ -435,6 +447,34 @@ pub(crate) fn call(
         }
         other => Err(EvalError::Execution(format!("unknown function {other:?}"))),
     }
+}
+
+/// Least-squares slope (per second) and the value at `intercept_ms`, as Prometheus'
+/// `linearRegression` (a constant series has slope 0); None below two points.
+fn linear_regression(p: &[(i64, f64)], intercept_ms: i64) -> Option<(f64, f64)> {
+    if p.len() < 2 {
+        return None;
+    }
+    let first = p[0].1;
+    if p.iter().all(|x| x.1 == first) {
+        if first.is_infinite() {
+            return Some((f64::NAN, f64::NAN));
+        }
+        return Some((0.0, first));
+    }
+    let n = p.len() as f64;
+    let (mut sx, mut sy, mut sxy, mut sxx) = (0.0, 0.0, 0.0, 0.0);
+    for &(ts, v) in p {
+        let x = (ts - intercept_ms) as f64 / 1000.0;
+        sx += x;
+        sy += v;
+        sxy += x * v;
+        sxx += x * x;
+    }
+    let cov = sxy - sx * sy / n;
+    let var = sxx - sx * sx / n;
+    let slope = cov / var;
+    Some((slope, sy / n - slope * sx / n))
 }
 
 fn variance(p: &[(i64, f64)]) -> f64 {
