@@ -401,6 +401,11 @@ const QUERIES: &[&str] = &[
     "predict_linear(c_total[5m] offset 1m, 600)",
     "absent_over_time(g{pod=\"p-1\"}[1m])",
     "absent_over_time(nope{job=\"x\"}[1m])",
+    "hour()",
+    "minute(vector(time()))",
+    "day_of_week()",
+    "days_in_month(g * 1e7)",
+    "year(g * 1e7) + month(g * 1e7) + day_of_year(g * 1e7) + day_of_month(g * 1e7)",
 ];
 
 /// Malformed queries: Prometheus' answer (status, type, message with position) is the reference.

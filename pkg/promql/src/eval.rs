@@ -1158,6 +1158,22 @@ mod tests {
     }
 
     #[test]
+    fn time_functions_read_unix_seconds() {
+        let mut s = MemSource::default();
+        // 2024-02-29T13:45:00Z, a Thursday.
+        s.add(&[("__name__", "boot")], &[(0, 1_709_214_300.0)]);
+        assert_eq!(one(&s, "year(boot)", 0), 2024.0);
+        assert_eq!(one(&s, "month(boot)", 0), 2.0);
+        assert_eq!(one(&s, "days_in_month(boot)", 0), 29.0);
+        assert_eq!(one(&s, "day_of_month(boot)", 0), 29.0);
+        assert_eq!(one(&s, "day_of_week(boot)", 0), 4.0);
+        assert_eq!(one(&s, "day_of_year(boot)", 0), 60.0);
+        assert_eq!(one(&s, "hour(boot)", 0), 13.0);
+        assert_eq!(one(&s, "minute(boot)", 0), 45.0);
+        assert_eq!(one(&s, "hour()", 3600 * 5), 5.0);
+    }
+
+    #[test]
     fn predict_linear_and_absent_over_time() {
         let s = counters();
         // c_total grows 1/s: 10 minutes after t=60 it is at 660.

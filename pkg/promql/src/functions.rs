@@ -42,6 +42,8 @@ pub(crate) fn signature(name: &str) -> Option<Signature> {
         "abs" | "ceil" | "floor" | "exp" | "sqrt" | "ln" | "log2" | "log10" | "sgn" | "sort"
         | "sort_desc" | "timestamp" | "absent" => sig(&[V], 0, V),
         "round" => sig(&[V, S], 1, V),
+        "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour" | "minute"
+        | "month" | "year" => sig(&[V], 1, V),
         "clamp" => sig(&[V, S, S], 0, V),
         "clamp_min" | "clamp_max" => sig(&[V, S], 0, V),
         "label_replace" => sig(&[V, Str, Str, Str, Str], 0, V),
@@ -289,6 +291,44 @@ pub(crate) fn call(
                 },
             };
             vector(map_values(engine, v, f))
+        }
+        "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour" | "minute"
+        | "month" | "year" => {
+            use chrono::{Datelike, Timelike};
+            let v = match args.first() {
+                Some(a) => arg_vector(engine, a, t)?,
+                None => vec![Sample {
+                    labels: Arc::new(Labels::new()),
+                    value: t as f64 / 1000.0,
+                }],
+            };
+            let part = |x: f64| -> f64 {
+                if !x.is_finite() {
+                    return f64::NAN;
+                }
+                let Some(d) = chrono::DateTime::from_timestamp(x as i64, 0) else {
+                    return f64::NAN;
+                };
+                f64::from(match func {
+                    "day_of_month" => d.day(),
+                    "day_of_week" => d.weekday().num_days_from_sunday(),
+                    "day_of_year" => d.ordinal(),
+                    "days_in_month" => {
+                        let (y, m) = (d.year(), d.month());
+                        let next = if m == 12 {
+                            chrono::NaiveDate::from_ymd_opt(y + 1, 1, 1)
+                        } else {
+                            chrono::NaiveDate::from_ymd_opt(y, m + 1, 1)
+                        };
+                        next.and_then(|n| n.pred_opt()).map_or(0, |l| l.day())
+                    }
+                    "hour" => d.hour(),
+                    "minute" => d.minute(),
+                    "month" => d.month(),
+                    _ => return f64::from(d.year()),
+                })
+            };
+            vector(map_values(engine, v, part))
         }
         "round" => {
             let v = arg_vector(engine, &args[0], t)?;
