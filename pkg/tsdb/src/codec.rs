@@ -1,5 +1,6 @@
 //! Gorilla-class chunk codec: delta-of-delta timestamps and XOR-compressed floats, bit-packed with
-//! `bitstream-io` (the layout of Facebook's Gorilla paper, as Prometheus' XOR chunks use it).
+//! `bitstream-io` (the layout of Facebook's Gorilla paper; timestamp buckets of 7/14/20/64 bits tuned
+//! for millisecond jitter on a regular interval).
 
 use bitstream_io::{BigEndian, BitRead, BitReader, BitRecorder, BitWrite, BitWriter};
 
@@ -98,12 +99,13 @@ impl ChunkEncoder {
         let dod = delta.wrapping_sub(self.delta);
         if dod == 0 {
             w.write_bit(false)?;
-        } else if fits(dod, 14) {
+        } else if fits(dod, 7) {
+            // Millisecond jitter of a regular interval (the common case for agents).
             w.write_var::<u8>(2, 0b10)?;
-            w.write_var::<u64>(14, mask(dod, 14))?;
-        } else if fits(dod, 17) {
+            w.write_var::<u64>(7, mask(dod, 7))?;
+        } else if fits(dod, 14) {
             w.write_var::<u8>(3, 0b110)?;
-            w.write_var::<u64>(17, mask(dod, 17))?;
+            w.write_var::<u64>(14, mask(dod, 14))?;
         } else if fits(dod, 20) {
             w.write_var::<u8>(4, 0b1110)?;
             w.write_var::<u64>(20, mask(dod, 20))?;
@@ -188,8 +190,8 @@ fn decode_inner(bytes: &[u8], count: u16) -> std::io::Result<Vec<(i64, f64)>> {
         }
         let dod = match prefix {
             0 => 0,
-            1 => sign_extend(r.read_var::<u64>(14)?, 14),
-            2 => sign_extend(r.read_var::<u64>(17)?, 17),
+            1 => sign_extend(r.read_var::<u64>(7)?, 7),
+            2 => sign_extend(r.read_var::<u64>(14)?, 14),
             3 => sign_extend(r.read_var::<u64>(20)?, 20),
             _ => r.read_var::<u64>(64)? as i64,
         };
