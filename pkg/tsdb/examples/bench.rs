@@ -56,7 +56,9 @@ struct Gen {
 impl Gen {
     fn step(&mut self, r: &mut Rng) -> f64 {
         match self.kind {
-            Kind::Centi(a, b) => self.value = ((self.value + a + b * r.f()) * 100.0).round() / 100.0,
+            Kind::Centi(a, b) => {
+                self.value = ((self.value + a + b * r.f()) * 100.0).round() / 100.0
+            }
             Kind::Nanos(a, b) => {
                 let ns = (self.value * 1e9).round() + ((a + b * r.f()) * 1e9).round();
                 self.value = ns / 1e9;
@@ -93,7 +95,11 @@ fn node_series(node: usize, pods: usize, r: &mut Rng) -> Vec<Gen> {
         let mut l = lbl(&base);
         l.insert("__name__".into(), name.into());
         l.extend(lbl(extra));
-        out.push(Gen { labels: l, kind, value });
+        out.push(Gen {
+            labels: l,
+            kind,
+            value,
+        });
     };
     for cpu in ["0", "1"] {
         for (mode, a, b) in [
@@ -106,50 +112,163 @@ fn node_series(node: usize, pods: usize, r: &mut Rng) -> Vec<Gen> {
             ("softirq", 0.0, 0.05),
             ("steal", 0.0, 0.0),
         ] {
-            add("node_cpu_seconds_total", &[("cpu", cpu), ("mode", mode)], Kind::Centi(a, b), 10_000.0 * r.f());
+            add(
+                "node_cpu_seconds_total",
+                &[("cpu", cpu), ("mode", mode)],
+                Kind::Centi(a, b),
+                10_000.0 * r.f(),
+            );
         }
     }
-    add("node_memory_MemTotal_bytes", &[], Kind::Constant, 8_341_000.0 * 1024.0);
-    add("node_memory_MemAvailable_bytes", &[], Kind::Pages(64.0, 0.9), 5_000_000.0 * 1024.0);
-    add("node_memory_MemFree_bytes", &[], Kind::Pages(64.0, 0.9), 2_000_000.0 * 1024.0);
-    add("node_memory_Buffers_bytes", &[], Kind::Pages(2.0, 0.1), 120_000.0 * 1024.0);
-    add("node_memory_Cached_bytes", &[], Kind::Pages(16.0, 0.5), 2_500_000.0 * 1024.0);
+    add(
+        "node_memory_MemTotal_bytes",
+        &[],
+        Kind::Constant,
+        8_341_000.0 * 1024.0,
+    );
+    add(
+        "node_memory_MemAvailable_bytes",
+        &[],
+        Kind::Pages(64.0, 0.9),
+        5_000_000.0 * 1024.0,
+    );
+    add(
+        "node_memory_MemFree_bytes",
+        &[],
+        Kind::Pages(64.0, 0.9),
+        2_000_000.0 * 1024.0,
+    );
+    add(
+        "node_memory_Buffers_bytes",
+        &[],
+        Kind::Pages(2.0, 0.1),
+        120_000.0 * 1024.0,
+    );
+    add(
+        "node_memory_Cached_bytes",
+        &[],
+        Kind::Pages(16.0, 0.5),
+        2_500_000.0 * 1024.0,
+    );
     for name in ["node_load1", "node_load5", "node_load15"] {
         add(name, &[], Kind::Load(0.2), 0.5);
     }
     for (dev, mp) in [("/dev/sda1", "/"), ("/dev/sdb1", "/var/lib/mini")] {
         let fs = [("device", dev), ("mountpoint", mp), ("fstype", "ext4")];
-        add("node_filesystem_size_bytes", &fs, Kind::Constant, 100.0 * (1u64 << 30) as f64);
-        add("node_filesystem_avail_bytes", &fs, Kind::Pages(8.0, 0.3), 60.0 * (1u64 << 30) as f64);
+        add(
+            "node_filesystem_size_bytes",
+            &fs,
+            Kind::Constant,
+            100.0 * (1u64 << 30) as f64,
+        );
+        add(
+            "node_filesystem_avail_bytes",
+            &fs,
+            Kind::Pages(8.0, 0.3),
+            60.0 * (1u64 << 30) as f64,
+        );
     }
-    add("node_network_receive_bytes_total", &[("device", "eth0")], Kind::Bytes(20_000.0, 500_000.0), 1e9);
-    add("node_network_transmit_bytes_total", &[("device", "eth0")], Kind::Bytes(10_000.0, 200_000.0), 5e8);
-    add("node_boot_time_seconds", &[], Kind::Constant, 1_764_000_000.0);
+    add(
+        "node_network_receive_bytes_total",
+        &[("device", "eth0")],
+        Kind::Bytes(20_000.0, 500_000.0),
+        1e9,
+    );
+    add(
+        "node_network_transmit_bytes_total",
+        &[("device", "eth0")],
+        Kind::Bytes(10_000.0, 200_000.0),
+        5e8,
+    );
+    add(
+        "node_boot_time_seconds",
+        &[],
+        Kind::Constant,
+        1_764_000_000.0,
+    );
     for p in 0..pods {
         let ns = format!("ns-{}", p % 10);
         let pod = format!("pod-{node}-{p}");
-        let pl = |c: &'static str| [("namespace", ns.clone()), ("pod", pod.clone()), ("container", c.to_string())];
-        let as_ref = |v: &[(&'static str, String); 3]| -> Vec<(&str, String)> { v.iter().map(|(k, s)| (*k, s.clone())).collect() };
+        let pl = |c: &'static str| {
+            [
+                ("namespace", ns.clone()),
+                ("pod", pod.clone()),
+                ("container", c.to_string()),
+            ]
+        };
+        let as_ref = |v: &[(&'static str, String); 3]| -> Vec<(&str, String)> {
+            v.iter().map(|(k, s)| (*k, s.clone())).collect()
+        };
         let pod_l = as_ref(&pl(""));
         let app_l = as_ref(&pl("app"));
         let pod_r: Vec<(&str, &str)> = pod_l.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let app_r: Vec<(&str, &str)> = app_l.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let rate = 0.05 + r.f();
-        add("container_cpu_usage_seconds_total", &pod_r, Kind::Nanos(rate * 10.0, 0.5), 100.0 * r.f());
-        add("container_cpu_usage_seconds_total", &app_r, Kind::Nanos(rate * 10.0, 0.5), 100.0 * r.f());
+        add(
+            "container_cpu_usage_seconds_total",
+            &pod_r,
+            Kind::Nanos(rate * 10.0, 0.5),
+            100.0 * r.f(),
+        );
+        add(
+            "container_cpu_usage_seconds_total",
+            &app_r,
+            Kind::Nanos(rate * 10.0, 0.5),
+            100.0 * r.f(),
+        );
         let mem = (50.0 + 500.0 * r.f()) * 1_048_576.0;
-        add("container_memory_working_set_bytes", &pod_r, Kind::Pages(32.0, 0.5), mem);
-        add("container_memory_working_set_bytes", &app_r, Kind::Pages(32.0, 0.5), mem);
-        add("container_memory_rss", &app_r, Kind::Pages(16.0, 0.3), mem * 0.8);
-        add("container_memory_usage_bytes", &app_r, Kind::Pages(32.0, 0.5), mem * 1.2);
-        add("kube_pod_container_status_restarts_total", &app_r, Kind::Constant, 0.0);
+        add(
+            "container_memory_working_set_bytes",
+            &pod_r,
+            Kind::Pages(32.0, 0.5),
+            mem,
+        );
+        add(
+            "container_memory_working_set_bytes",
+            &app_r,
+            Kind::Pages(32.0, 0.5),
+            mem,
+        );
+        add(
+            "container_memory_rss",
+            &app_r,
+            Kind::Pages(16.0, 0.3),
+            mem * 0.8,
+        );
+        add(
+            "container_memory_usage_bytes",
+            &app_r,
+            Kind::Pages(32.0, 0.5),
+            mem * 1.2,
+        );
+        add(
+            "kube_pod_container_status_restarts_total",
+            &app_r,
+            Kind::Constant,
+            0.0,
+        );
         let mut net = pod_r.clone();
         net.retain(|(k, _)| *k != "container");
         net.push(("container", ""));
         net.push(("interface", "eth0"));
-        add("container_network_receive_bytes_total", &net, Kind::Bytes(1_000.0, 50_000.0), 1e7);
-        add("container_network_transmit_bytes_total", &net, Kind::Bytes(500.0, 20_000.0), 5e6);
-        add("container_spec_memory_limit_bytes", &app_r, Kind::Constant, 1024.0 * 1_048_576.0);
+        add(
+            "container_network_receive_bytes_total",
+            &net,
+            Kind::Bytes(1_000.0, 50_000.0),
+            1e7,
+        );
+        add(
+            "container_network_transmit_bytes_total",
+            &net,
+            Kind::Bytes(500.0, 20_000.0),
+            5e6,
+        );
+        add(
+            "container_spec_memory_limit_bytes",
+            &app_r,
+            Kind::Constant,
+            1024.0 * 1_048_576.0,
+        );
     }
     out
 }
@@ -162,7 +281,8 @@ struct NodeGen {
 
 impl NodeGen {
     fn new(node: usize, pods: usize) -> Self {
-        let mut r = Rng(0x9E37_79B9_7F4A_7C15 ^ (node as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
+        let mut r =
+            Rng(0x9E37_79B9_7F4A_7C15 ^ (node as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
         let gens = node_series(node, pods, &mut r);
         NodeGen { r, gens }
     }
@@ -170,7 +290,8 @@ impl NodeGen {
     /// Hour `h`'s samples of every series, in the order of `gens`.
     fn hour(&mut self, h: i64) -> Vec<Vec<(i64, f64)>> {
         let per_hour = 3_600_000 / STEP_MS;
-        let mut batch: Vec<Vec<(i64, f64)>> = vec![Vec::with_capacity(per_hour as usize); self.gens.len()];
+        let mut batch: Vec<Vec<(i64, f64)>> =
+            vec![Vec::with_capacity(per_hour as usize); self.gens.len()];
         for i in 0..per_hour {
             // The agent samples every 10 s; reading /proc and cgroups takes a few ms.
             let t = START_MS + (h * per_hour + i) * STEP_MS + (self.r.next() % 20) as i64;
@@ -181,13 +302,25 @@ impl NodeGen {
         batch
     }
 
-    fn with_labels(&self, batch: Vec<Vec<(i64, f64)>>) -> Vec<(BTreeMap<String, String>, Vec<(i64, f64)>)> {
-        self.gens.iter().map(|g| g.labels.clone()).zip(batch).collect()
+    fn with_labels(
+        &self,
+        batch: Vec<Vec<(i64, f64)>>,
+    ) -> Vec<(BTreeMap<String, String>, Vec<(i64, f64)>)> {
+        self.gens
+            .iter()
+            .map(|g| g.labels.clone())
+            .zip(batch)
+            .collect()
     }
 }
 
 /// One node's samples for `hours`, an hour-long batch at a time.
-fn generate(node: usize, pods: usize, hours: i64, mut each: impl FnMut(&[Gen], &[Vec<(i64, f64)>])) {
+fn generate(
+    node: usize,
+    pods: usize,
+    hours: i64,
+    mut each: impl FnMut(&[Gen], &[Vec<(i64, f64)>]),
+) {
     let mut g = NodeGen::new(node, pods);
     for h in 0..hours {
         let batch = g.hour(h);
@@ -208,7 +341,9 @@ fn rss_bytes() -> u64 {
 }
 
 fn dir_bytes(p: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return 0;
+    };
     rd.filter_map(|e| e.ok())
         .map(|e| {
             let m = e.metadata().ok();
@@ -230,7 +365,13 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args { nodes: 50, pods: 30, hours: 24, promtool: "promtool".into(), json: None };
+    let mut a = Args {
+        nodes: 50,
+        pods: 30,
+        hours: 24,
+        promtool: "promtool".into(),
+        json: None,
+    };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i + 1 < v.len() {
@@ -303,7 +444,10 @@ fn prometheus_side(a: &Args, tmp: &Path) -> Option<(u64, u64, u64, f64)> {
         if let Some(n) = meta
             .split("\"numSamples\":")
             .nth(1)
-            .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).find(|x| !x.is_empty()))
+            .and_then(|s| {
+                s.split(|c: char| !c.is_ascii_digit())
+                    .find(|x| !x.is_empty())
+            })
             .and_then(|s| s.parse::<u64>().ok())
         {
             samples += n;
@@ -329,7 +473,11 @@ fn main() {
     let mini_one = {
         let db = Tsdb::open(&one, TsdbConfig::default()).expect("open");
         generate(0, a.pods, a.hours, |gens, batch| {
-            let series: Vec<_> = gens.iter().map(|g| g.labels.clone()).zip(batch.iter().cloned()).collect();
+            let series: Vec<_> = gens
+                .iter()
+                .map(|g| g.labels.clone())
+                .zip(batch.iter().cloned())
+                .collect();
             db.append(&series).expect("append");
         });
         db.flush().expect("flush");
@@ -341,16 +489,39 @@ fn main() {
     let per = |b: u64, n: u64| if n == 0 { 0.0 } else { b as f64 / n as f64 };
     let mini_bps = per(mini_one.1, mini_one.0);
     let mini_disk_bps = per(mini_one.2, mini_one.0);
-    row("samples (node 0, 1 node)", mini_one.0.to_string(),
-        prom.map(|p| p.0.to_string()).unwrap_or("n/a".into()), "one_node_samples", mini_one.0 as f64);
-    row("chunk bytes / sample", format!("{mini_bps:.3}"),
-        prom.map(|p| format!("{:.3}", per(p.1, p.0))).unwrap_or("n/a".into()), "bytes_per_sample", mini_bps);
-    row("disk bytes / sample (all files)", format!("{mini_disk_bps:.3}"),
-        prom.map(|p| format!("{:.3}", per(p.2, p.0))).unwrap_or("n/a".into()), "disk_bytes_per_sample", mini_disk_bps);
+    row(
+        "samples (node 0, 1 node)",
+        mini_one.0.to_string(),
+        prom.map(|p| p.0.to_string()).unwrap_or("n/a".into()),
+        "one_node_samples",
+        mini_one.0 as f64,
+    );
+    row(
+        "chunk bytes / sample",
+        format!("{mini_bps:.3}"),
+        prom.map(|p| format!("{:.3}", per(p.1, p.0)))
+            .unwrap_or("n/a".into()),
+        "bytes_per_sample",
+        mini_bps,
+    );
+    row(
+        "disk bytes / sample (all files)",
+        format!("{mini_disk_bps:.3}"),
+        prom.map(|p| format!("{:.3}", per(p.2, p.0)))
+            .unwrap_or("n/a".into()),
+        "disk_bytes_per_sample",
+        mini_disk_bps,
+    );
     let mut extra_json = Vec::new();
     if let Some(p) = prom {
-        extra_json.push(format!("\"prometheus_bytes_per_sample\": {}", per(p.1, p.0)));
-        extra_json.push(format!("\"prometheus_disk_bytes_per_sample\": {}", per(p.2, p.0)));
+        extra_json.push(format!(
+            "\"prometheus_bytes_per_sample\": {}",
+            per(p.1, p.0)
+        ));
+        extra_json.push(format!(
+            "\"prometheus_disk_bytes_per_sample\": {}",
+            per(p.2, p.0)
+        ));
         extra_json.push(format!("\"promtool_seconds\": {}", p.3));
     }
 
@@ -376,8 +547,16 @@ fn main() {
     let rss_after = rss_bytes();
     let end = START_MS + a.hours * 3_600_000;
     let matchers = [
-        Matcher { name: "namespace".into(), op: MatchOp::Equal, value: "ns-3".into() },
-        Matcher { name: "pod".into(), op: MatchOp::Equal, value: "pod-7-3".into() },
+        Matcher {
+            name: "namespace".into(),
+            op: MatchOp::Equal,
+            value: "ns-3".into(),
+        },
+        Matcher {
+            name: "pod".into(),
+            op: MatchOp::Equal,
+            value: format!("pod-{}-3", a.nodes / 2),
+        },
     ];
     let mut times = Vec::new();
     let mut points = 0;
@@ -391,25 +570,82 @@ fn main() {
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
-    let label = format!("cluster ({} nodes x {} pods, {} h)", a.nodes, a.pods, a.hours);
-    row(&label, format!("{} series", st.series), "-".into(), "series", st.series as f64);
-    row("  samples ingested", samples.to_string(), "-".into(), "samples", samples as f64);
-    row("  ingest rate (samples/s)", format!("{:.0}", samples as f64 / ingest_secs), "-".into(),
-        "ingest_samples_per_sec", samples as f64 / ingest_secs);
-    row("  chunk bytes / sample (raw)", format!("{:.3}", st.bytes_per_sample), "-".into(),
-        "cluster_bytes_per_sample", st.bytes_per_sample);
-    row("  bytes on disk (MiB)", format!("{:.1}", st.bytes_on_disk as f64 / 1_048_576.0), "-".into(),
-        "bytes_on_disk", st.bytes_on_disk as f64);
-    row("  resident memory growth (MiB)", format!("{:.1}", rss_after.saturating_sub(rss_before) as f64 / 1_048_576.0),
-        "-".into(), "rss_growth_bytes", rss_after.saturating_sub(rss_before) as f64);
-    row("  process RSS (MiB)", format!("{:.1}", rss_after as f64 / 1_048_576.0), "-".into(), "rss_bytes", rss_after as f64);
-    row("  store's own heap estimate (MiB)", format!("{:.1}", st.bytes_in_memory as f64 / 1_048_576.0), "-".into(),
-        "heap_estimate_bytes", st.bytes_in_memory as f64);
-    row(&format!("  select 1 day, one pod ({nseries} series, {points} points), median ms"), format!("{median:.2}"),
-        "-".into(), "select_day_pod_ms", median);
+    let label = format!(
+        "cluster ({} nodes x {} pods, {} h)",
+        a.nodes, a.pods, a.hours
+    );
+    row(
+        &label,
+        format!("{} series", st.series),
+        "-".into(),
+        "series",
+        st.series as f64,
+    );
+    row(
+        "  samples ingested",
+        samples.to_string(),
+        "-".into(),
+        "samples",
+        samples as f64,
+    );
+    row(
+        "  ingest rate (samples/s)",
+        format!("{:.0}", samples as f64 / ingest_secs),
+        "-".into(),
+        "ingest_samples_per_sec",
+        samples as f64 / ingest_secs,
+    );
+    row(
+        "  chunk bytes / sample (raw)",
+        format!("{:.3}", st.bytes_per_sample),
+        "-".into(),
+        "cluster_bytes_per_sample",
+        st.bytes_per_sample,
+    );
+    row(
+        "  bytes on disk (MiB)",
+        format!("{:.1}", st.bytes_on_disk as f64 / 1_048_576.0),
+        "-".into(),
+        "bytes_on_disk",
+        st.bytes_on_disk as f64,
+    );
+    row(
+        "  resident memory growth (MiB)",
+        format!(
+            "{:.1}",
+            rss_after.saturating_sub(rss_before) as f64 / 1_048_576.0
+        ),
+        "-".into(),
+        "rss_growth_bytes",
+        rss_after.saturating_sub(rss_before) as f64,
+    );
+    row(
+        "  process RSS (MiB)",
+        format!("{:.1}", rss_after as f64 / 1_048_576.0),
+        "-".into(),
+        "rss_bytes",
+        rss_after as f64,
+    );
+    row(
+        "  store's own heap estimate (MiB)",
+        format!("{:.1}", st.bytes_in_memory as f64 / 1_048_576.0),
+        "-".into(),
+        "heap_estimate_bytes",
+        st.bytes_in_memory as f64,
+    );
+    row(
+        &format!("  select 1 day, one pod ({nseries} series, {points} points), median ms"),
+        format!("{median:.2}"),
+        "-".into(),
+        "select_day_pod_ms",
+        median,
+    );
     drop(db);
 
-    println!("{:<62} {:>16} {:>16}", "metric", "mini-tsdb", "prometheus 2.42");
+    println!(
+        "{:<62} {:>16} {:>16}",
+        "metric", "mini-tsdb", "prometheus 2.42"
+    );
     for (name, m, p) in &rows {
         println!("{name:<62} {m:>16} {p:>16}");
     }

@@ -256,13 +256,19 @@ pub(crate) fn load_block(path: &Path) -> Result<(u8, Vec<LoadedEntry>), TsdbErro
         });
     }
     if !r.done() {
-        return Err(TsdbError::Corrupt("trailing bytes after the last series".into()));
+        return Err(TsdbError::Corrupt(
+            "trailing bytes after the last series".into(),
+        ));
     }
     Ok((tier, out))
 }
 
 /// Reads one series' chunks from a block file.
-pub(crate) fn read_entry(path: &PathBuf, offset: u32, len: u32) -> Result<Vec<StoredChunk>, TsdbError> {
+pub(crate) fn read_entry(
+    path: &PathBuf,
+    offset: u32,
+    len: u32,
+) -> Result<Vec<StoredChunk>, TsdbError> {
     let f = File::open(path).map_err(|e| TsdbError::io(path, e))?;
     let mut buf = vec![0u8; len as usize];
     f.read_exact_at(&mut buf, u64::from(offset))

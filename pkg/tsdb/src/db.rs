@@ -126,7 +126,11 @@ impl HeadSeries {
     }
 
     fn heap_bytes(&self) -> usize {
-        let labels: usize = self.labels.iter().map(|(k, v)| k.len() + v.len() + 64).sum();
+        let labels: usize = self
+            .labels
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 64)
+            .sum();
         let open: usize = self.open.iter().map(|o| o.byte_len() + 96).sum();
         let closed: usize = self
             .closed
@@ -230,15 +234,20 @@ impl Inner {
     fn tier_for(&self, start: i64) -> usize {
         (0..TIERS)
             .find(|&tier| {
-                let cutoff = self
-                    .horizon[tier]
-                    .max(self.max_t.saturating_sub(self.retention_ms(tier)));
+                let cutoff =
+                    self.horizon[tier].max(self.max_t.saturating_sub(self.retention_ms(tier)));
                 start >= cutoff
             })
             .unwrap_or(TIERS - 1)
     }
 
-    fn samples_of(&self, id: u32, tier: usize, start: i64, end: i64) -> Result<Vec<(i64, f64)>, TsdbError> {
+    fn samples_of(
+        &self,
+        id: u32,
+        tier: usize,
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<(i64, f64)>, TsdbError> {
         let s = &self.series[id as usize];
         let mut out = Vec::new();
         let take = |out: &mut Vec<(i64, f64)>, c: &StoredChunk| -> Result<(), TsdbError> {
@@ -290,7 +299,12 @@ impl Inner {
             .select(&compiled, |id| &self.series[id as usize].labels))
     }
 
-    fn overlapping(&self, matchers: &[Matcher], start: i64, end: i64) -> Result<Vec<u32>, TsdbError> {
+    fn overlapping(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<u32>, TsdbError> {
         Ok(self
             .matching(matchers)?
             .into_iter()
@@ -301,7 +315,12 @@ impl Inner {
             .collect())
     }
 
-    fn append_one(&mut self, labels: &BTreeMap<String, String>, samples: &[(i64, f64)], stats: &mut AppendStats) -> Option<(u32, Vec<(i64, f64)>)> {
+    fn append_one(
+        &mut self,
+        labels: &BTreeMap<String, String>,
+        samples: &[(i64, f64)],
+        stats: &mut AppendStats,
+    ) -> Option<(u32, Vec<(i64, f64)>)> {
         if !valid_labels(labels) {
             stats.invalid_series += 1;
             return None;
@@ -390,7 +409,12 @@ impl Inner {
         self.next_seq += 1;
         block::write_atomic(&self.blocks_dir, &name, &bytes)?;
         let path = self.blocks_dir.join(&name);
-        let loaded = self.register_block(&path, tier as u8, block::load_block(&path)?.1, bytes.len() as u64);
+        let loaded = self.register_block(
+            &path,
+            tier as u8,
+            block::load_block(&path)?.1,
+            bytes.len() as u64,
+        );
         self.blocks.push(loaded);
         if let Some(i) = merge_into {
             let old = self.blocks.remove(i);
@@ -402,7 +426,13 @@ impl Inner {
     }
 
     /// Indexes a loaded block's entries under series ids (creating series as needed).
-    fn register_block(&mut self, path: &Path, tier: u8, entries: Vec<block::LoadedEntry>, size: u64) -> Block {
+    fn register_block(
+        &mut self,
+        path: &Path,
+        tier: u8,
+        entries: Vec<block::LoadedEntry>,
+        size: u64,
+    ) -> Block {
         let tier = usize::from(tier);
         let mut b = Block {
             path: path.to_path_buf(),
@@ -595,7 +625,11 @@ impl Inner {
             }
             mem += s.heap_bytes();
         }
-        mem += self.blocks.iter().map(|b| b.entries.capacity() * 12 + 128).sum::<usize>();
+        mem += self
+            .blocks
+            .iter()
+            .map(|b| b.entries.capacity() * 12 + 128)
+            .sum::<usize>();
         TsdbStats {
             series: self.series.len() as u64,
             bytes_per_sample: if samples.raw > 0 {
@@ -761,7 +795,12 @@ impl Tsdb {
     /// that still covers the range (raw, then 1 min, then 1 h). Downsampled points are the bucket's
     /// last value for counters (`_total`, `_count`, `_sum`, `_bucket`) and the average for gauges,
     /// stamped with the time of the bucket's last raw sample. Gaps stay gaps.
-    pub fn select(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Result<Vec<Series>, TsdbError> {
+    pub fn select(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Series>, TsdbError> {
         let inner = self.inner.read().map_err(|_| TsdbError::Poisoned)?;
         let tier = inner.tier_for(start_ms);
         let mut out = Vec::new();
@@ -778,7 +817,12 @@ impl Tsdb {
     }
 
     /// Label names of the series matching `matchers` that have data in the range, sorted.
-    pub fn label_names(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Result<Vec<String>, TsdbError> {
+    pub fn label_names(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<String>, TsdbError> {
         let inner = self.inner.read().map_err(|_| TsdbError::Poisoned)?;
         let mut names = BTreeSet::new();
         for id in inner.overlapping(matchers, start_ms, end_ms)? {
@@ -881,8 +925,12 @@ mod tests {
     }
 
     fn all(db: &Tsdb, start: i64, end: i64) -> Vec<Series> {
-        db.select(&[Matcher::new("__name__", MatchOp::Regex, ".+")], start, end)
-            .unwrap()
+        db.select(
+            &[Matcher::new("__name__", MatchOp::Regex, ".+")],
+            start,
+            end,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -978,17 +1026,31 @@ mod tests {
         let db = Tsdb::open(dir.path(), TsdbConfig::default()).unwrap();
         let l = labels("load1", "x");
         let st = db
-            .append(&[(l.clone(), vec![(T0, 1.0), (T0 + 10, 2.0), (T0 + 10, 3.0), (T0 + 5, 4.0)])])
+            .append(&[(
+                l.clone(),
+                vec![(T0, 1.0), (T0 + 10, 2.0), (T0 + 10, 3.0), (T0 + 5, 4.0)],
+            )])
             .unwrap();
-        assert_eq!((st.appended, st.duplicate, st.out_of_order, st.new_series), (2, 1, 1, 1));
-        let st = db.append(&[(l.clone(), vec![(T0 + 10, 9.0), (T0 + 20, 5.0)])]).unwrap();
+        assert_eq!(
+            (st.appended, st.duplicate, st.out_of_order, st.new_series),
+            (2, 1, 1, 1)
+        );
+        let st = db
+            .append(&[(l.clone(), vec![(T0 + 10, 9.0), (T0 + 20, 5.0)])])
+            .unwrap();
         assert_eq!((st.appended, st.duplicate), (1, 1));
         let st = db.append(&[(BTreeMap::new(), vec![(T0, 1.0)])]).unwrap();
         assert_eq!(st.invalid_series, 1);
         let got = db.select(&[eq("__name__", "load1")], T0, T0 + 100).unwrap();
-        assert_eq!(got[0].samples, vec![(T0, 1.0), (T0 + 10, 2.0), (T0 + 20, 5.0)]);
+        assert_eq!(
+            got[0].samples,
+            vec![(T0, 1.0), (T0 + 10, 2.0), (T0 + 20, 5.0)]
+        );
         let stats = db.stats();
-        assert_eq!((stats.out_of_order_dropped, stats.duplicates_dropped), (1, 2));
+        assert_eq!(
+            (stats.out_of_order_dropped, stats.duplicates_dropped),
+            (1, 2)
+        );
     }
 
     #[test]
@@ -1000,12 +1062,22 @@ mod tests {
         let end = T0 + 1_079 * STEP;
         let start = end - 2 * 3_600_000;
         let got = db.select(&[eq("pod", "web-1")], start, end).unwrap();
-        let counter = got.iter().find(|s| s.labels["__name__"] == "cpu_seconds_total").unwrap();
-        let gauge = got.iter().find(|s| s.labels["__name__"] == "memory_bytes").unwrap();
+        let counter = got
+            .iter()
+            .find(|s| s.labels["__name__"] == "cpu_seconds_total")
+            .unwrap();
+        let gauge = got
+            .iter()
+            .find(|s| s.labels["__name__"] == "memory_bytes")
+            .unwrap();
         // One point per minute, stamped with the last raw sample of its minute.
         assert!(counter.samples.len() <= 121 && counter.samples.len() >= 119);
         for &(t, v) in &counter.samples {
-            assert_eq!(v, (t - T0) as f64 / 1000.0 * 5.0, "counter keeps the bucket's last value");
+            assert_eq!(
+                v,
+                (t - T0) as f64 / 1000.0 * 5.0,
+                "counter keeps the bucket's last value"
+            );
         }
         for &(t, v) in &gauge.samples {
             let bucket = t.div_euclid(60_000) * 60_000;
@@ -1045,10 +1117,14 @@ mod tests {
         let db = Tsdb::open(dir.path(), TsdbConfig::default()).unwrap();
         ingest(&db, "web-1", T0, 60);
         ingest(&db, "web-1", T0 + 3_600_000, 60);
-        let got = db.select(&[eq("__name__", "memory_bytes")], T0, T0 + 7_200_000).unwrap();
+        let got = db
+            .select(&[eq("__name__", "memory_bytes")], T0, T0 + 7_200_000)
+            .unwrap();
         let s = &got[0].samples;
         assert_eq!(s.len(), 120);
-        assert!(!s.iter().any(|(t, _)| *t > T0 + 59 * STEP && *t < T0 + 3_600_000));
+        assert!(!s
+            .iter()
+            .any(|(t, _)| *t > T0 + 59 * STEP && *t < T0 + 3_600_000));
     }
 
     #[test]
@@ -1065,9 +1141,15 @@ mod tests {
             .select(&[eq("__name__", "memory_bytes")], end - 1_800_000, end)
             .unwrap();
         assert_eq!(raw[0].samples.len(), 181);
-        assert!(st.samples.raw < 2 * (4 * 3_600 / 10) * 2, "{:?}", st.samples);
+        assert!(
+            st.samples.raw < 2 * (4 * 3_600 / 10) * 2,
+            "{:?}",
+            st.samples
+        );
         // The oldest day is still there at one point per hour.
-        let old = db.select(&[eq("__name__", "memory_bytes")], T0, end).unwrap();
+        let old = db
+            .select(&[eq("__name__", "memory_bytes")], T0, end)
+            .unwrap();
         assert!(old[0].samples.len() >= 47 && old[0].samples.len() <= 49);
     }
 
@@ -1109,8 +1191,13 @@ mod tests {
             vec!["web-1"]
         );
         assert_eq!(
-            db.label_values("__name__", &[Matcher::new("pod", MatchOp::Regex, "db-.*")], T0, end)
-                .unwrap(),
+            db.label_values(
+                "__name__",
+                &[Matcher::new("pod", MatchOp::Regex, "db-.*")],
+                T0,
+                end
+            )
+            .unwrap(),
             vec!["cpu_seconds_total", "memory_bytes"]
         );
         assert_eq!(

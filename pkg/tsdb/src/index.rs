@@ -186,8 +186,16 @@ mod tests {
 
     fn fixture() -> (Postings, Vec<BTreeMap<String, String>>) {
         let all = vec![
-            labels(&[("__name__", "cpu_total"), ("pod", "web-1"), ("namespace", "a")]),
-            labels(&[("__name__", "cpu_total"), ("pod", "web-2"), ("namespace", "b")]),
+            labels(&[
+                ("__name__", "cpu_total"),
+                ("pod", "web-1"),
+                ("namespace", "a"),
+            ]),
+            labels(&[
+                ("__name__", "cpu_total"),
+                ("pod", "web-2"),
+                ("namespace", "b"),
+            ]),
             labels(&[("__name__", "mem"), ("pod", "db-1"), ("namespace", "a")]),
             labels(&[("__name__", "node_load1")]),
         ];
@@ -206,7 +214,10 @@ mod tests {
 
     #[test]
     fn index_equal_and_not_equal_select_expected_series() {
-        assert_eq!(run(&[Matcher::new("__name__", MatchOp::Equal, "cpu_total")]), vec![0, 1]);
+        assert_eq!(
+            run(&[Matcher::new("__name__", MatchOp::Equal, "cpu_total")]),
+            vec![0, 1]
+        );
         assert_eq!(
             run(&[
                 Matcher::new("__name__", MatchOp::Equal, "cpu_total"),
@@ -215,19 +226,34 @@ mod tests {
             vec![1]
         );
         // A missing label equals "": `namespace=""` selects the node-level series.
-        assert_eq!(run(&[Matcher::new("namespace", MatchOp::Equal, "")]), vec![3]);
+        assert_eq!(
+            run(&[Matcher::new("namespace", MatchOp::Equal, "")]),
+            vec![3]
+        );
     }
 
     #[test]
     fn index_regex_is_anchored() {
-        assert_eq!(run(&[Matcher::new("pod", MatchOp::Regex, "web")]), Vec::<u32>::new());
-        assert_eq!(run(&[Matcher::new("pod", MatchOp::Regex, "web-.*")]), vec![0, 1]);
-        assert_eq!(run(&[Matcher::new("pod", MatchOp::Regex, "web-1|db-1")]), vec![0, 2]);
+        assert_eq!(
+            run(&[Matcher::new("pod", MatchOp::Regex, "web")]),
+            Vec::<u32>::new()
+        );
+        assert_eq!(
+            run(&[Matcher::new("pod", MatchOp::Regex, "web-.*")]),
+            vec![0, 1]
+        );
+        assert_eq!(
+            run(&[Matcher::new("pod", MatchOp::Regex, "web-1|db-1")]),
+            vec![0, 2]
+        );
     }
 
     #[test]
     fn index_not_regex_excludes_and_keeps_missing() {
-        assert_eq!(run(&[Matcher::new("pod", MatchOp::NotRegex, "web-.*")]), vec![2, 3]);
+        assert_eq!(
+            run(&[Matcher::new("pod", MatchOp::NotRegex, "web-.*")]),
+            vec![2, 3]
+        );
         assert_eq!(
             run(&[Matcher::new("__name__", MatchOp::NotRegex, ".*_total|mem")]),
             vec![3]

@@ -94,7 +94,9 @@ pub struct TsdbStats {
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum TsdbError {
-    #[error("tsdb i/o on {path} failed: {source}; check the data dir's permissions and free space")]
+    #[error(
+        "tsdb i/o on {path} failed: {source}; check the data dir's permissions and free space"
+    )]
     Io {
         path: String,
         #[source]
