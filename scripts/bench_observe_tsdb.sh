@@ -38,7 +38,7 @@ install_peer() {
         return 0
     fi
     echo "bench observe-tsdb: installing the prometheus package (for promtool)" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null
     stop_peer_units
 }
 
@@ -46,7 +46,8 @@ stop_peer_units() {
     # The package starts prometheus and node-exporter; the benchmark only needs promtool.
     if command -v systemctl >/dev/null; then
         local unit
-        for unit in prometheus prometheus-node-exporter; do
+        for unit in prometheus prometheus-node-exporter \
+            $(systemctl list-unit-files --no-legend 'prometheus-node-exporter-*.timer' 2>/dev/null | awk '{print $1}'); do
             systemctl stop "${unit}" 2>/dev/null || true
             systemctl disable "${unit}" 2>/dev/null || true
         done
