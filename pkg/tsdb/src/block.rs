@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::TsdbError;
 
@@ -175,16 +175,71 @@ pub(crate) struct BlockSeries<'a> {
     pub(crate) chunks: Vec<StoredChunk>,
 }
 
-/// Encodes a block file of one tier.
-pub(crate) fn encode_block(tier: u8, series: &[BlockSeries<'_>]) -> Vec<u8> {
+/// What the store keeps in memory about a block: bounds, counts and where its lookup table is.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct BlockInfo {
+    pub(crate) tier: u8,
+    pub(crate) min_t: i64,
+    pub(crate) max_t: i64,
+    pub(crate) samples: u64,
+    pub(crate) chunk_bytes: u64,
+    /// File offset of the table of (label hash, entry offset, entry length), sorted by hash.
+    pub(crate) table_off: u32,
+    pub(crate) count: u32,
+}
+
+/// Stable 64-bit FNV-1a hash of a label set (stored in block tables, so it must never change).
+pub(crate) fn label_hash(labels: &BTreeMap<String, String>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (k, v) in labels {
+        for b in k.bytes().chain([0xff]).chain(v.bytes()).chain([0xfe]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// Encodes a block file of one tier: entries (labels then chunks), then the lookup table, then the
+/// table's offset; sealed with magic and CRC.
+pub(crate) fn encode_block(tier: u8, series: &[BlockSeries<'_>]) -> (Vec<u8>, BlockInfo) {
     let mut b = Buf::default();
     b.u8(tier);
     b.u32(series.len() as u32);
+    let mut info = BlockInfo {
+        tier,
+        min_t: i64::MAX,
+        max_t: i64::MIN,
+        count: series.len() as u32,
+        ..BlockInfo::default()
+    };
+    let mut table: Vec<(u64, u32, u32)> = Vec::with_capacity(series.len());
     for s in series {
+        // File offsets: the body starts after the 8-byte magic.
+        let start = b.0.len() + 8;
         b.labels(s.labels);
         write_chunks(&mut b, &s.chunks);
+        table.push((
+            label_hash(s.labels),
+            start as u32,
+            (b.0.len() + 8 - start) as u32,
+        ));
+        for c in &s.chunks {
+            info.min_t = info.min_t.min(c.min_t);
+            info.max_t = info.max_t.max(c.max_t);
+            info.samples += u64::from(c.count);
+            info.chunk_bytes += c.bytes.len() as u64;
+        }
     }
-    seal(BLOCK_MAGIC, &b.0)
+    table.sort_unstable();
+    info.table_off = (b.0.len() + 8) as u32;
+    for (h, off, len) in table {
+        b.0.extend_from_slice(&h.to_le_bytes());
+        b.u32(off);
+        b.u32(len);
+    }
+    b.u32(info.table_off);
+    (seal(BLOCK_MAGIC, &b.0), info)
 }
 
 pub(crate) fn write_chunks(b: &mut Buf, chunks: &[StoredChunk]) {
@@ -211,19 +266,15 @@ pub(crate) fn read_chunks(r: &mut Rd<'_>) -> Result<Vec<StoredChunk>, TsdbError>
     Ok(out)
 }
 
-/// A series entry of a loaded block: where its chunk list sits in the file and its bounds.
-pub(crate) struct LoadedEntry {
+/// A series of a block read at open: its labels and bounds.
+pub(crate) struct LoadedSeries {
     pub(crate) labels: BTreeMap<String, String>,
-    pub(crate) offset: u32,
-    pub(crate) len: u32,
     pub(crate) min_t: i64,
     pub(crate) max_t: i64,
-    pub(crate) samples: u64,
-    pub(crate) chunk_bytes: u64,
 }
 
-/// Reads and verifies a whole block file; returns its tier and entries.
-pub(crate) fn load_block(path: &Path) -> Result<(u8, Vec<LoadedEntry>), TsdbError> {
+/// Reads and verifies a whole block file; returns its info and series.
+pub(crate) fn load_block(path: &Path) -> Result<(BlockInfo, Vec<LoadedSeries>), TsdbError> {
     let file = fs::read(path).map_err(|e| TsdbError::io(path, e))?;
     let body = unseal(BLOCK_MAGIC, &file)?;
     let mut r = Rd::new(body);
@@ -232,46 +283,119 @@ pub(crate) fn load_block(path: &Path) -> Result<(u8, Vec<LoadedEntry>), TsdbErro
         return Err(TsdbError::Corrupt(format!("unknown tier {tier}")));
     }
     let n = r.u32()?;
+    let mut info = BlockInfo {
+        tier,
+        min_t: i64::MAX,
+        max_t: i64::MIN,
+        count: n,
+        ..BlockInfo::default()
+    };
     let mut out = Vec::with_capacity(n.min(1 << 20) as usize);
     for _ in 0..n {
         let labels = r.labels()?;
-        let start = r.pos;
         let chunks = read_chunks(&mut r)?;
-        let (mut min_t, mut max_t, mut samples, mut chunk_bytes) = (i64::MAX, i64::MIN, 0, 0);
+        let (mut min_t, mut max_t) = (i64::MAX, i64::MIN);
         for c in &chunks {
             min_t = min_t.min(c.min_t);
             max_t = max_t.max(c.max_t);
-            samples += u64::from(c.count);
-            chunk_bytes += c.bytes.len() as u64;
+            info.samples += u64::from(c.count);
+            info.chunk_bytes += c.bytes.len() as u64;
         }
-        out.push(LoadedEntry {
+        info.min_t = info.min_t.min(min_t);
+        info.max_t = info.max_t.max(max_t);
+        out.push(LoadedSeries {
             labels,
-            // The body starts after the 8-byte magic.
-            offset: (start + 8) as u32,
-            len: (r.pos - start) as u32,
             min_t,
             max_t,
-            samples,
-            chunk_bytes,
         });
     }
-    if !r.done() {
-        return Err(TsdbError::Corrupt(
-            "trailing bytes after the last series".into(),
-        ));
+    info.table_off = (r.pos + 8) as u32;
+    r.take(n as usize * 16)?;
+    if r.u32()? != info.table_off || !r.done() {
+        return Err(TsdbError::Corrupt("block table is misplaced".into()));
     }
-    Ok((tier, out))
+    Ok((info, out))
 }
 
-/// Reads one series' chunks from a block file.
-pub(crate) fn read_entry(
-    path: &PathBuf,
-    offset: u32,
+fn read_at(f: &File, path: &Path, off: u64, len: usize) -> Result<Vec<u8>, TsdbError> {
+    let mut buf = vec![0u8; len];
+    f.read_exact_at(&mut buf, off)
+        .map_err(|e| TsdbError::io(path, e))?;
+    Ok(buf)
+}
+
+fn table_row(
+    f: &File,
+    path: &Path,
+    info: &BlockInfo,
+    i: u32,
+) -> Result<(u64, u32, u32), TsdbError> {
+    let row = read_at(f, path, u64::from(info.table_off) + u64::from(i) * 16, 16)?;
+    let mut r = Rd::new(&row);
+    let h = u64::from_le_bytes(r.take(8)?.try_into().unwrap_or([0; 8]));
+    Ok((h, r.u32()?, r.u32()?))
+}
+
+fn read_series(
+    f: &File,
+    path: &Path,
+    off: u32,
     len: u32,
+) -> Result<(BTreeMap<String, String>, Vec<StoredChunk>), TsdbError> {
+    let buf = read_at(f, path, u64::from(off), len as usize)?;
+    let mut r = Rd::new(&buf);
+    Ok((r.labels()?, read_chunks(&mut r)?))
+}
+
+/// One series' chunks in a block, found by binary search over the block's table on disk.
+pub(crate) fn lookup(
+    path: &Path,
+    info: &BlockInfo,
+    labels: &BTreeMap<String, String>,
 ) -> Result<Vec<StoredChunk>, TsdbError> {
     let f = File::open(path).map_err(|e| TsdbError::io(path, e))?;
-    let mut buf = vec![0u8; len as usize];
-    f.read_exact_at(&mut buf, u64::from(offset))
-        .map_err(|e| TsdbError::io(path, e))?;
-    read_chunks(&mut Rd::new(&buf))
+    let want = label_hash(labels);
+    let (mut lo, mut hi) = (0u32, info.count);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if table_row(&f, path, info, mid)?.0 < want {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    while lo < info.count {
+        let (h, off, len) = table_row(&f, path, info, lo)?;
+        if h != want {
+            break;
+        }
+        let (l, chunks) = read_series(&f, path, off, len)?;
+        if &l == labels {
+            return Ok(chunks);
+        }
+        lo += 1;
+    }
+    Ok(Vec::new())
+}
+
+/// Every series of a block with its chunks (for merging a small block into a new one).
+pub(crate) fn read_all(
+    path: &Path,
+    info: &BlockInfo,
+) -> Result<Vec<(BTreeMap<String, String>, Vec<StoredChunk>)>, TsdbError> {
+    let f = File::open(path).map_err(|e| TsdbError::io(path, e))?;
+    let table = read_at(
+        &f,
+        path,
+        u64::from(info.table_off),
+        info.count as usize * 16,
+    )?;
+    let mut r = Rd::new(&table);
+    let mut out = Vec::with_capacity(info.count as usize);
+    for _ in 0..info.count {
+        r.take(8)?;
+        let (off, len) = (r.u32()?, r.u32()?);
+        out.push(read_series(&f, path, off, len)?);
+    }
+    Ok(out)
 }

@@ -1,10 +1,8 @@
 //! The store: series table and postings, the head (open Gorilla chunks per tier, downsampling buckets),
 //! the write-ahead log, block flushing and merging, retention per tier, the size cap, and queries.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
@@ -21,9 +19,9 @@ const WIDTH: [i64; TIERS] = [0, 60_000, 3_600_000];
 /// A flush merges new chunks into the tier's newest block while that block spans less than this.
 const BLOCK_SPAN: [i64; TIERS] = [2 * 3_600_000, 86_400_000, 30 * 86_400_000];
 /// Blocks larger than this are not merged into.
-const MERGE_MAX_BYTES: u64 = 64 << 20;
+const MERGE_MAX_BYTES: u64 = 8 << 20;
 /// The head is flushed on its own once it holds this much raw time or log.
-const AUTO_FLUSH_SPAN_MS: i64 = 2 * 3_600_000;
+const AUTO_FLUSH_SPAN_MS: i64 = 3_600_000;
 const AUTO_FLUSH_WAL_BYTES: u64 = 256 << 20;
 const STATE_FILE: &str = "head.state";
 
@@ -157,10 +155,7 @@ struct Block {
     min_t: i64,
     max_t: i64,
     size: u64,
-    samples: u64,
-    chunk_bytes: u64,
-    /// (series id, offset, len) sorted by id.
-    entries: Vec<(u32, u32, u32)>,
+    info: block::BlockInfo,
 }
 
 #[derive(Default)]
@@ -191,11 +186,7 @@ struct Inner {
     counters: Counters,
 }
 
-fn label_hash(labels: &BTreeMap<String, String>) -> u64 {
-    let mut h = DefaultHasher::new();
-    labels.hash(&mut h);
-    h.finish()
-}
+use block::label_hash;
 
 fn valid_labels(labels: &BTreeMap<String, String>) -> bool {
     labels.get("__name__").is_some_and(|n| !n.is_empty()) && labels.keys().all(|k| !k.is_empty())
@@ -265,11 +256,8 @@ impl Inner {
             .iter()
             .filter(|b| b.tier == tier && b.max_t >= start && b.min_t <= end)
         {
-            if let Ok(i) = b.entries.binary_search_by_key(&id, |e| e.0) {
-                let (_, off, len) = b.entries[i];
-                for c in block::read_entry(&b.path, off, len)? {
-                    take(&mut out, &c)?;
-                }
+            for c in block::lookup(&b.path, &b.info, &s.labels)? {
+                take(&mut out, &c)?;
             }
         }
         for c in &s.closed[tier] {
@@ -390,32 +378,42 @@ impl Inner {
         let mut all: BTreeMap<u32, Vec<StoredChunk>> = BTreeMap::new();
         if let Some(i) = merge_into {
             let b = &self.blocks[i];
-            for &(id, off, len) in &b.entries {
-                all.insert(id, block::read_entry(&b.path, off, len)?);
+            for (labels, chunks) in block::read_all(&b.path, &b.info)? {
+                if let Some(id) = self.lookup(&labels) {
+                    all.insert(id, chunks);
+                }
             }
         }
+        let mut newest: Vec<(u32, i64)> = Vec::with_capacity(fresh.len());
         for (id, chunks) in fresh {
+            newest.push((id, chunks.iter().map(|c| c.max_t).max().unwrap_or(i64::MIN)));
             all.entry(id).or_default().extend(chunks);
         }
-        let series: Vec<block::BlockSeries<'_>> = all
-            .iter()
+        let series: Vec<block::BlockSeries<'_>> = std::mem::take(&mut all)
+            .into_iter()
             .map(|(id, chunks)| block::BlockSeries {
-                labels: &self.series[*id as usize].labels,
-                chunks: chunks.clone(),
+                labels: &self.series[id as usize].labels,
+                chunks,
             })
             .collect();
-        let bytes = block::encode_block(tier as u8, &series);
+        let (bytes, info) = block::encode_block(tier as u8, &series);
+        drop(series);
         let name = format!("{tier}-{:016}.blk", self.next_seq);
         self.next_seq += 1;
         block::write_atomic(&self.blocks_dir, &name, &bytes)?;
         let path = self.blocks_dir.join(&name);
-        let loaded = self.register_block(
-            &path,
-            tier as u8,
-            block::load_block(&path)?.1,
-            bytes.len() as u64,
-        );
-        self.blocks.push(loaded);
+        self.blocks.push(Block {
+            path,
+            tier,
+            min_t: info.min_t,
+            max_t: info.max_t,
+            size: bytes.len() as u64,
+            info,
+        });
+        for (id, t) in newest {
+            let s = &mut self.series[id as usize];
+            s.persisted[tier] = s.persisted[tier].max(t);
+        }
         if let Some(i) = merge_into {
             let old = self.blocks.remove(i);
             if let Err(e) = fs::remove_file(&old.path) {
@@ -425,38 +423,29 @@ impl Inner {
         Ok(())
     }
 
-    /// Indexes a loaded block's entries under series ids (creating series as needed).
+    /// Indexes a block read at open under series ids (creating series as needed).
     fn register_block(
         &mut self,
         path: &Path,
-        tier: u8,
-        entries: Vec<block::LoadedEntry>,
+        info: block::BlockInfo,
+        series: Vec<block::LoadedSeries>,
         size: u64,
     ) -> Block {
-        let tier = usize::from(tier);
-        let mut b = Block {
-            path: path.to_path_buf(),
-            tier,
-            min_t: i64::MAX,
-            max_t: i64::MIN,
-            size,
-            samples: 0,
-            chunk_bytes: 0,
-            entries: Vec::with_capacity(entries.len()),
-        };
-        for e in entries {
+        let tier = usize::from(info.tier);
+        for e in series {
             let (id, _) = self.get_or_create(&e.labels);
             let s = &mut self.series[id as usize];
             s.persisted[tier] = s.persisted[tier].max(e.max_t);
             s.first_t = s.first_t.min(e.min_t);
-            b.min_t = b.min_t.min(e.min_t);
-            b.max_t = b.max_t.max(e.max_t);
-            b.samples += e.samples;
-            b.chunk_bytes += e.chunk_bytes;
-            b.entries.push((id, e.offset, e.len));
         }
-        b.entries.sort_unstable_by_key(|e| e.0);
-        b
+        Block {
+            path: path.to_path_buf(),
+            tier,
+            min_t: info.min_t,
+            max_t: info.max_t,
+            size,
+            info,
+        }
     }
 
     fn drop_block(&mut self, i: usize) {
@@ -612,8 +601,8 @@ impl Inner {
             _ => t.hour += n,
         };
         for b in &self.blocks {
-            add(&mut samples, b.tier, b.samples);
-            add(&mut chunk_bytes, b.tier, b.chunk_bytes);
+            add(&mut samples, b.tier, b.info.samples);
+            add(&mut chunk_bytes, b.tier, b.info.chunk_bytes);
         }
         let mut mem = self.postings.heap_bytes() + self.by_hash.len() * 48;
         for s in &self.series {
@@ -625,11 +614,7 @@ impl Inner {
             }
             mem += s.heap_bytes();
         }
-        mem += self
-            .blocks
-            .iter()
-            .map(|b| b.entries.capacity() * 12 + 128)
-            .sum::<usize>();
+        mem += self.blocks.len() * 256;
         TsdbStats {
             series: self.series.len() as u64,
             bytes_per_sample: if samples.raw > 0 {
@@ -698,9 +683,9 @@ impl Tsdb {
                 inner.next_seq = inner.next_seq.max(seq + 1);
             }
             match block::load_block(&path) {
-                Ok((tier, entries)) => {
+                Ok((info, series)) => {
                     let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                    let b = inner.register_block(&path, tier, entries, size);
+                    let b = inner.register_block(&path, info, series, size);
                     inner.blocks.push(b);
                 }
                 Err(e) => {
