@@ -289,12 +289,16 @@ impl NodeGen {
 
     /// Hour `h`'s samples of every series, in the order of `gens`.
     fn hour(&mut self, h: i64) -> Vec<Vec<(i64, f64)>> {
-        let per_hour = 3_600_000 / STEP_MS;
+        self.window(h, 3_600_000 / STEP_MS)
+    }
+
+    /// Window `w` of `steps` samples of every series, in the order of `gens`.
+    fn window(&mut self, w: i64, steps: i64) -> Vec<Vec<(i64, f64)>> {
         let mut batch: Vec<Vec<(i64, f64)>> =
-            vec![Vec::with_capacity(per_hour as usize); self.gens.len()];
-        for i in 0..per_hour {
+            vec![Vec::with_capacity(steps as usize); self.gens.len()];
+        for i in 0..steps {
             // The agent samples every 10 s; reading /proc and cgroups takes a few ms.
-            let t = START_MS + (h * per_hour + i) * STEP_MS + (self.r.next() % 20) as i64;
+            let t = START_MS + (w * steps + i) * STEP_MS + (self.r.next() % 20) as i64;
             for (g, out) in self.gens.iter_mut().zip(batch.iter_mut()) {
                 out.push((t, g.step(&mut self.r)));
             }
@@ -531,11 +535,11 @@ fn main() {
     let db = Tsdb::open(&full, TsdbConfig::default()).expect("open");
     let started = Instant::now();
     let mut samples = 0u64;
-    // Hour by hour across all nodes, as the server sees it.
+    // Five minutes at a time across all nodes, as the server sees agents that were briefly away.
     let mut nodes: Vec<NodeGen> = (0..a.nodes).map(|n| NodeGen::new(n, a.pods)).collect();
-    for h in 0..a.hours {
+    for w in 0..a.hours * 12 {
         for g in nodes.iter_mut() {
-            let batch = g.hour(h);
+            let batch = g.window(w, 30);
             let series = g.with_labels(batch);
             samples += series.iter().map(|s| s.1.len() as u64).sum::<u64>();
             db.append(&series).expect("append");

@@ -200,12 +200,23 @@ pub(crate) fn label_hash(labels: &BTreeMap<String, String>) -> u64 {
     h
 }
 
-/// Encodes a block file of one tier: entries (labels then chunks), then the lookup table, then the
-/// table's offset; sealed with magic and CRC.
-pub(crate) fn encode_block(tier: u8, series: &[BlockSeries<'_>]) -> (Vec<u8>, BlockInfo) {
-    let mut b = Buf::default();
-    b.u8(tier);
-    b.u32(series.len() as u32);
+/// Writes a block file of one tier atomically (temp file, fsync, rename, fsync dir), streaming it so
+/// no copy of the block is held in memory: magic, entries (labels then chunks), the lookup table,
+/// the table's offset, CRC-32 of all before it, end marker. Returns the block's info and file size.
+pub(crate) fn write_block(
+    dir: &Path,
+    name: &str,
+    tier: u8,
+    series: &[BlockSeries<'_>],
+) -> Result<(BlockInfo, u64), TsdbError> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let dst = dir.join(name);
+    let file = File::create(&tmp).map_err(|e| TsdbError::io(&tmp, e))?;
+    let mut w = CrcWriter {
+        inner: std::io::BufWriter::with_capacity(256 << 10, file),
+        crc: crc32fast::Hasher::new(),
+        len: 0,
+    };
     let mut info = BlockInfo {
         tier,
         min_t: i64::MAX,
@@ -213,17 +224,19 @@ pub(crate) fn encode_block(tier: u8, series: &[BlockSeries<'_>]) -> (Vec<u8>, Bl
         count: series.len() as u32,
         ..BlockInfo::default()
     };
+    let io = |e| TsdbError::io(&tmp, e);
+    let mut head = Buf::default();
+    head.0.extend_from_slice(BLOCK_MAGIC);
+    head.u8(tier);
+    head.u32(series.len() as u32);
+    w.put(&head.0).map_err(io)?;
     let mut table: Vec<(u64, u32, u32)> = Vec::with_capacity(series.len());
     for s in series {
-        // File offsets: the body starts after the 8-byte magic.
-        let start = b.0.len() + 8;
+        let mut b = Buf::default();
         b.labels(s.labels);
         write_chunks(&mut b, &s.chunks);
-        table.push((
-            label_hash(s.labels),
-            start as u32,
-            (b.0.len() + 8 - start) as u32,
-        ));
+        table.push((label_hash(s.labels), w.len as u32, b.0.len() as u32));
+        w.put(&b.0).map_err(io)?;
         for c in &s.chunks {
             info.min_t = info.min_t.min(c.min_t);
             info.max_t = info.max_t.max(c.max_t);
@@ -232,14 +245,44 @@ pub(crate) fn encode_block(tier: u8, series: &[BlockSeries<'_>]) -> (Vec<u8>, Bl
         }
     }
     table.sort_unstable();
-    info.table_off = (b.0.len() + 8) as u32;
+    info.table_off = w.len as u32;
+    let mut t = Buf::default();
     for (h, off, len) in table {
-        b.0.extend_from_slice(&h.to_le_bytes());
-        b.u32(off);
-        b.u32(len);
+        t.0.extend_from_slice(&h.to_le_bytes());
+        t.u32(off);
+        t.u32(len);
     }
-    b.u32(info.table_off);
-    (seal(BLOCK_MAGIC, &b.0), info)
+    t.u32(info.table_off);
+    w.put(&t.0).map_err(io)?;
+    let crc = w.crc.clone().finalize();
+    let mut tail = crc.to_le_bytes().to_vec();
+    tail.extend_from_slice(END_MAGIC);
+    w.put(&tail).map_err(io)?;
+    let size = w.len;
+    let file = w
+        .inner
+        .into_inner()
+        .map_err(|e| TsdbError::io(&tmp, e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    drop(file);
+    fs::rename(&tmp, &dst).map_err(|e| TsdbError::io(&dst, e))?;
+    sync_dir(dir)?;
+    Ok((info, size))
+}
+
+struct CrcWriter<W: Write> {
+    inner: W,
+    crc: crc32fast::Hasher,
+    len: u64,
+}
+
+impl<W: Write> CrcWriter<W> {
+    fn put(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.inner.write_all(b)?;
+        self.crc.update(b);
+        self.len += b.len() as u64;
+        Ok(())
+    }
 }
 
 pub(crate) fn write_chunks(b: &mut Buf, chunks: &[StoredChunk]) {

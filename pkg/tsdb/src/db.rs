@@ -396,18 +396,17 @@ impl Inner {
                 chunks,
             })
             .collect();
-        let (bytes, info) = block::encode_block(tier as u8, &series);
-        drop(series);
         let name = format!("{tier}-{:016}.blk", self.next_seq);
         self.next_seq += 1;
-        block::write_atomic(&self.blocks_dir, &name, &bytes)?;
+        let (info, size) = block::write_block(&self.blocks_dir, &name, tier as u8, &series)?;
+        drop(series);
         let path = self.blocks_dir.join(&name);
         self.blocks.push(Block {
             path,
             tier,
             min_t: info.min_t,
             max_t: info.max_t,
-            size: bytes.len() as u64,
+            size,
             info,
         });
         for (id, t) in newest {

@@ -105,11 +105,20 @@ impl Wal {
                 b.f64(v);
             }
             frame(&mut out, &b.0);
+            // Write in pieces so a large append holds no large buffer.
+            if out.len() >= 64 << 10 {
+                self.file
+                    .write_all(&out)
+                    .map_err(|e| TsdbError::io(&self.path, e))?;
+                self.len += out.len() as u64;
+                out.clear();
+            }
         }
         self.file
             .write_all(&out)
             .map_err(|e| TsdbError::io(&self.path, e))?;
         self.len += out.len() as u64;
+        out.clear();
         self.dirty = true;
         if self.last_sync.elapsed() >= SYNC_EVERY {
             self.sync()?;
