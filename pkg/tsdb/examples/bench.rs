@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use mini_tsdb::{MatchOp, Matcher, Tsdb, TsdbConfig};
+use mini_tsdb::{MatchOp, Matcher, SeriesPoints, Tsdb, TsdbConfig};
 
 const STEP_MS: i64 = 10_000;
 const START_MS: i64 = 1_764_547_200_000; // 2025-12-01T00:00:00Z
@@ -306,10 +306,7 @@ impl NodeGen {
         batch
     }
 
-    fn with_labels(
-        &self,
-        batch: Vec<Vec<(i64, f64)>>,
-    ) -> Vec<(BTreeMap<String, String>, Vec<(i64, f64)>)> {
+    fn with_labels(&self, batch: Vec<Vec<(i64, f64)>>) -> Vec<SeriesPoints> {
         self.gens
             .iter()
             .map(|g| g.labels.clone())

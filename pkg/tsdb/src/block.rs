@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::TsdbError;
 
@@ -111,17 +111,6 @@ impl<'a> Rd<'a> {
     }
 }
 
-/// Wraps a body with its magic, a CRC-32 and an end marker.
-pub(crate) fn seal(magic: &[u8; 8], body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len() + 20);
-    out.extend_from_slice(magic);
-    out.extend_from_slice(body);
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(END_MAGIC);
-    out
-}
-
 /// Checks magic, CRC and end marker; returns the body.
 pub(crate) fn unseal<'a>(magic: &[u8; 8], file: &'a [u8]) -> Result<&'a [u8], TsdbError> {
     if file.len() < 20 || &file[..8] != magic || &file[file.len() - 8..] != END_MAGIC {
@@ -142,18 +131,6 @@ pub(crate) fn unseal<'a>(magic: &[u8; 8], file: &'a [u8]) -> Result<&'a [u8], Ts
     Ok(&file[8..crc_at])
 }
 
-/// Writes `bytes` to `dir/name` atomically: temp file, fsync, rename, fsync of the directory.
-pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), TsdbError> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let dst = dir.join(name);
-    let mut f = File::create(&tmp).map_err(|e| TsdbError::io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| TsdbError::io(&tmp, e))?;
-    f.sync_all().map_err(|e| TsdbError::io(&tmp, e))?;
-    drop(f);
-    fs::rename(&tmp, &dst).map_err(|e| TsdbError::io(&dst, e))?;
-    sync_dir(dir)
-}
-
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), TsdbError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -168,6 +145,9 @@ pub(crate) struct StoredChunk {
     pub(crate) count: u16,
     pub(crate) bytes: Vec<u8>,
 }
+
+/// A series' labels with its chunks.
+pub(crate) type SeriesChunks = (BTreeMap<String, String>, Vec<StoredChunk>);
 
 /// A series' entry in a block being written.
 pub(crate) struct BlockSeries<'a> {
@@ -209,14 +189,7 @@ pub(crate) fn write_block(
     tier: u8,
     series: &[BlockSeries<'_>],
 ) -> Result<(BlockInfo, u64), TsdbError> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let dst = dir.join(name);
-    let file = File::create(&tmp).map_err(|e| TsdbError::io(&tmp, e))?;
-    let mut w = CrcWriter {
-        inner: std::io::BufWriter::with_capacity(256 << 10, file),
-        crc: crc32fast::Hasher::new(),
-        len: 0,
-    };
+    let mut w = SealedWriter::create(dir, name, BLOCK_MAGIC)?;
     let mut info = BlockInfo {
         tier,
         min_t: i64::MAX,
@@ -224,19 +197,17 @@ pub(crate) fn write_block(
         count: series.len() as u32,
         ..BlockInfo::default()
     };
-    let io = |e| TsdbError::io(&tmp, e);
     let mut head = Buf::default();
-    head.0.extend_from_slice(BLOCK_MAGIC);
     head.u8(tier);
     head.u32(series.len() as u32);
-    w.put(&head.0).map_err(io)?;
+    w.put(&head.0)?;
     let mut table: Vec<(u64, u32, u32)> = Vec::with_capacity(series.len());
     for s in series {
         let mut b = Buf::default();
         b.labels(s.labels);
         write_chunks(&mut b, &s.chunks);
-        table.push((label_hash(s.labels), w.len as u32, b.0.len() as u32));
-        w.put(&b.0).map_err(io)?;
+        table.push((label_hash(s.labels), w.len() as u32, b.0.len() as u32));
+        w.put(&b.0)?;
         for c in &s.chunks {
             info.min_t = info.min_t.min(c.min_t);
             info.max_t = info.max_t.max(c.max_t);
@@ -245,7 +216,7 @@ pub(crate) fn write_block(
         }
     }
     table.sort_unstable();
-    info.table_off = w.len as u32;
+    info.table_off = w.len() as u32;
     let mut t = Buf::default();
     for (h, off, len) in table {
         t.0.extend_from_slice(&h.to_le_bytes());
@@ -253,21 +224,63 @@ pub(crate) fn write_block(
         t.u32(len);
     }
     t.u32(info.table_off);
-    w.put(&t.0).map_err(io)?;
-    let crc = w.crc.clone().finalize();
-    let mut tail = crc.to_le_bytes().to_vec();
-    tail.extend_from_slice(END_MAGIC);
-    w.put(&tail).map_err(io)?;
-    let size = w.len;
-    let file = w
-        .inner
-        .into_inner()
-        .map_err(|e| TsdbError::io(&tmp, e.into_error()))?;
-    file.sync_all().map_err(io)?;
-    drop(file);
-    fs::rename(&tmp, &dst).map_err(|e| TsdbError::io(&dst, e))?;
-    sync_dir(dir)?;
+    w.put(&t.0)?;
+    let size = w.finish()?;
     Ok((info, size))
+}
+
+/// A sealed file written as a stream: magic, the body in pieces, CRC-32 of all before it, end
+/// marker; temp file, fsync, rename, fsync of the directory.
+pub(crate) struct SealedWriter {
+    tmp: PathBuf,
+    dst: PathBuf,
+    dir: PathBuf,
+    w: CrcWriter<std::io::BufWriter<File>>,
+}
+
+impl SealedWriter {
+    pub(crate) fn create(dir: &Path, name: &str, magic: &[u8; 8]) -> Result<Self, TsdbError> {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let file = File::create(&tmp).map_err(|e| TsdbError::io(&tmp, e))?;
+        let mut w = SealedWriter {
+            dst: dir.join(name),
+            dir: dir.to_path_buf(),
+            w: CrcWriter {
+                inner: std::io::BufWriter::with_capacity(256 << 10, file),
+                crc: crc32fast::Hasher::new(),
+                len: 0,
+            },
+            tmp,
+        };
+        w.put(magic)?;
+        Ok(w)
+    }
+
+    pub(crate) fn put(&mut self, b: &[u8]) -> Result<(), TsdbError> {
+        self.w.put(b).map_err(|e| TsdbError::io(&self.tmp, e))
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.w.len
+    }
+
+    /// Seals, syncs and renames into place; returns the file's size.
+    pub(crate) fn finish(mut self) -> Result<u64, TsdbError> {
+        let crc = self.w.crc.clone().finalize();
+        self.put(&crc.to_le_bytes())?;
+        self.put(END_MAGIC)?;
+        let size = self.w.len;
+        let file = self
+            .w
+            .inner
+            .into_inner()
+            .map_err(|e| TsdbError::io(&self.tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| TsdbError::io(&self.tmp, e))?;
+        drop(file);
+        fs::rename(&self.tmp, &self.dst).map_err(|e| TsdbError::io(&self.dst, e))?;
+        sync_dir(&self.dir)?;
+        Ok(size)
+    }
 }
 
 struct CrcWriter<W: Write> {
@@ -422,10 +435,7 @@ pub(crate) fn lookup(
 }
 
 /// Every series of a block with its chunks (for merging a small block into a new one).
-pub(crate) fn read_all(
-    path: &Path,
-    info: &BlockInfo,
-) -> Result<Vec<(BTreeMap<String, String>, Vec<StoredChunk>)>, TsdbError> {
+pub(crate) fn read_all(path: &Path, info: &BlockInfo) -> Result<Vec<SeriesChunks>, TsdbError> {
     let f = File::open(path).map_err(|e| TsdbError::io(path, e))?;
     let table = read_at(
         &f,

@@ -46,7 +46,9 @@ impl ChunkEncoder {
         }
     }
 
-    /// Rebuilds the encoder of a chunk from its bytes (re-encoding gives the identical bit stream).
+    /// Rebuilds the encoder of a chunk from its bytes (re-encoding gives the identical bit stream,
+    /// which the head state relies on when it re-encodes open chunks at load).
+    #[cfg(test)]
     pub fn restore(bytes: &[u8], count: u16) -> Result<Self, TsdbError> {
         let mut enc = ChunkEncoder::new();
         for (t, v) in decode(bytes, count)? {

@@ -10,7 +10,9 @@ use crate::block::{self, Buf, Rd, StoredChunk};
 use crate::codec::{self, ChunkEncoder};
 use crate::index::{Compiled, Postings};
 use crate::wal::{Record, Wal};
-use crate::{AppendStats, Matcher, Series, TierSamples, TsdbConfig, TsdbError, TsdbStats};
+use crate::{
+    AppendStats, Matcher, Series, SeriesPoints, TierSamples, TsdbConfig, TsdbError, TsdbStats,
+};
 
 const TIERS: usize = 3;
 const RAW: usize = 0;
@@ -21,7 +23,7 @@ const BLOCK_SPAN: [i64; TIERS] = [2 * 3_600_000, 86_400_000, 30 * 86_400_000];
 /// Blocks larger than this are not merged into.
 const MERGE_MAX_BYTES: u64 = 8 << 20;
 /// The head is flushed on its own once it holds this much raw time or log.
-const AUTO_FLUSH_SPAN_MS: i64 = 3_600_000;
+const AUTO_FLUSH_SPAN_MS: i64 = 1_800_000;
 const AUTO_FLUSH_WAL_BYTES: u64 = 256 << 20;
 const STATE_FILE: &str = "head.state";
 
@@ -87,8 +89,8 @@ impl HeadSeries {
         if t > self.persisted[RAW] {
             self.push(RAW, t, v);
         }
-        for tier in 1..TIERS {
-            let start = t.div_euclid(WIDTH[tier]) * WIDTH[tier];
+        for (tier, width) in WIDTH.iter().enumerate().skip(1) {
+            let start = t.div_euclid(*width) * width;
             match &mut self.buckets[tier] {
                 Some(b) if b.start == start => {
                     b.last_t = t;
@@ -497,12 +499,15 @@ impl Inner {
     }
 
     fn write_state(&mut self) -> Result<(), TsdbError> {
+        let mut w = block::SealedWriter::create(&self.dir, STATE_FILE, block::STATE_MAGIC)?;
         let mut b = Buf::default();
         for h in self.horizon {
             b.i64(h);
         }
         b.u32(self.series.len() as u32);
+        w.put(&b.0)?;
         for s in &self.series {
+            let mut b = Buf::default();
             b.labels(&s.labels);
             b.i64(s.first_t);
             b.i64(s.last_t);
@@ -523,10 +528,9 @@ impl Inner {
                 b.u16(o.len());
                 b.bytes(&o.bytes());
             }
+            w.put(&b.0)?;
         }
-        let bytes = block::seal(block::STATE_MAGIC, &b.0);
-        block::write_atomic(&self.dir, STATE_FILE, &bytes)?;
-        self.state_bytes = bytes.len() as u64;
+        self.state_bytes = w.finish()?;
         Ok(())
     }
 
@@ -735,10 +739,7 @@ impl Tsdb {
 
     /// Appends points; out-of-order or duplicate points of a series are dropped and counted (never
     /// stored twice). Series without a non-empty `__name__` are refused and counted.
-    pub fn append(
-        &self,
-        series: &[(BTreeMap<String, String>, Vec<(i64, f64)>)],
-    ) -> Result<AppendStats, TsdbError> {
+    pub fn append(&self, series: &[SeriesPoints]) -> Result<AppendStats, TsdbError> {
         let mut inner = self.inner.write().map_err(|_| TsdbError::Poisoned)?;
         let mut stats = AppendStats::default();
         let mut batch: Vec<(u32, Vec<(i64, f64)>)> = Vec::with_capacity(series.len());
@@ -749,7 +750,7 @@ impl Tsdb {
         }
         {
             let inner = &mut *inner;
-            let records: Vec<(u32, &BTreeMap<String, String>, &[(i64, f64)])> = batch
+            let records: Vec<crate::wal::Entry<'_>> = batch
                 .iter()
                 .map(|(id, s)| (*id, &inner.series[*id as usize].labels, s.as_slice()))
                 .collect();
@@ -915,6 +916,12 @@ mod tests {
             end,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn tsdb_is_send_and_sync() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Tsdb>();
     }
 
     #[test]

@@ -1,6 +1,13 @@
 //! mini-tsdb: the server's compact time-series store for monitoring history — Gorilla chunks, a label
 //! index with postings, an in-memory head with a write-ahead log, immutable crash-safe blocks, 1-minute and
 //! 1-hour downsampled tiers with per-tier retention and a hard size cap.
+//!
+//! Durability: every `append` is written to the log before it returns, so a crash of the process loses
+//! nothing that was acknowledged; the log is fsynced on an append at least 1 s after the previous
+//! fsync and on `flush`, so a power loss loses at most the appends since the last fsync (with agents
+//! shipping every 10 s: about the last round of batches). Blocks and the head state are written to a
+//! temp file, fsynced and renamed; one that fails its CRC at open is logged, renamed `*.corrupt` and
+//! never served.
 
 mod block;
 mod codec;
@@ -11,9 +18,14 @@ mod wal;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-pub use codec::{decode as decode_chunk, ChunkEncoder, CHUNK_SAMPLES};
 pub use db::Tsdb;
 pub use index::{MatchOp, Matcher};
+
+/// A series' labels (the metric name is `__name__`).
+pub type Labels = BTreeMap<String, String>;
+
+/// One series' points `(unix ms, value)` as `append` takes them.
+pub type SeriesPoints = (Labels, Vec<(i64, f64)>);
 
 /// Retention per tier and the hard cap on the bytes the store keeps on disk.
 #[derive(Debug, Clone, PartialEq)]

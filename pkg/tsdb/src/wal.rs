@@ -13,6 +13,9 @@ use crate::TsdbError;
 
 const SYNC_EVERY: Duration = Duration::from_secs(1);
 
+/// One series' accepted samples for the log: (series id, labels, samples).
+pub(crate) type Entry<'a> = (u32, &'a BTreeMap<String, String>, &'a [(i64, f64)]);
+
 pub(crate) enum Record {
     Series(u32, BTreeMap<String, String>),
     Samples(u32, Vec<(i64, f64)>),
@@ -80,10 +83,7 @@ impl Wal {
     }
 
     /// Frames and writes one append's records: series definitions first, then samples.
-    pub(crate) fn write(
-        &mut self,
-        batch: &[(u32, &BTreeMap<String, String>, &[(i64, f64)])],
-    ) -> Result<(), TsdbError> {
+    pub(crate) fn write(&mut self, batch: &[Entry<'_>]) -> Result<(), TsdbError> {
         let mut out = Vec::new();
         for (id, labels, samples) in batch {
             if self.defined.insert(*id) {
