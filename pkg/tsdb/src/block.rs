@@ -146,15 +146,6 @@ pub(crate) struct StoredChunk {
     pub(crate) bytes: Vec<u8>,
 }
 
-/// A series' labels with its chunks.
-pub(crate) type SeriesChunks = (BTreeMap<String, String>, Vec<StoredChunk>);
-
-/// A series' entry in a block being written.
-pub(crate) struct BlockSeries<'a> {
-    pub(crate) labels: &'a BTreeMap<String, String>,
-    pub(crate) chunks: Vec<StoredChunk>,
-}
-
 /// What the store keeps in memory about a block: bounds, counts and where its lookup table is.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct BlockInfo {
@@ -180,53 +171,68 @@ pub(crate) fn label_hash(labels: &BTreeMap<String, String>) -> u64 {
     h
 }
 
-/// Writes a block file of one tier atomically (temp file, fsync, rename, fsync dir), streaming it so
-/// no copy of the block is held in memory: magic, entries (labels then chunks), the lookup table,
-/// the table's offset, CRC-32 of all before it, end marker. Returns the block's info and file size.
-pub(crate) fn write_block(
-    dir: &Path,
-    name: &str,
-    tier: u8,
-    series: &[BlockSeries<'_>],
-) -> Result<(BlockInfo, u64), TsdbError> {
-    let mut w = SealedWriter::create(dir, name, BLOCK_MAGIC)?;
-    let mut info = BlockInfo {
-        tier,
-        min_t: i64::MAX,
-        max_t: i64::MIN,
-        count: series.len() as u32,
-        ..BlockInfo::default()
-    };
-    let mut head = Buf::default();
-    head.u8(tier);
-    head.u32(series.len() as u32);
-    w.put(&head.0)?;
-    let mut table: Vec<(u64, u32, u32)> = Vec::with_capacity(series.len());
-    for s in series {
+/// Writes a block file of one tier as a stream, one series at a time, so no copy of the block is
+/// held in memory: magic, tier, entries (labels then chunks), the lookup table sorted by label hash,
+/// the entry count and the table's offset, CRC-32 of all before it, end marker (sealed atomically).
+pub(crate) struct BlockWriter {
+    w: SealedWriter,
+    info: BlockInfo,
+    table: Vec<(u64, u32, u32)>,
+}
+
+impl BlockWriter {
+    pub(crate) fn create(dir: &Path, name: &str, tier: u8) -> Result<Self, TsdbError> {
+        let mut w = SealedWriter::create(dir, name, BLOCK_MAGIC)?;
+        w.put(&[tier])?;
+        Ok(BlockWriter {
+            w,
+            info: BlockInfo {
+                tier,
+                min_t: i64::MAX,
+                max_t: i64::MIN,
+                ..BlockInfo::default()
+            },
+            table: Vec::new(),
+        })
+    }
+
+    pub(crate) fn add(
+        &mut self,
+        labels: &BTreeMap<String, String>,
+        chunks: &[StoredChunk],
+    ) -> Result<(), TsdbError> {
         let mut b = Buf::default();
-        b.labels(s.labels);
-        write_chunks(&mut b, &s.chunks);
-        table.push((label_hash(s.labels), w.len() as u32, b.0.len() as u32));
-        w.put(&b.0)?;
-        for c in &s.chunks {
-            info.min_t = info.min_t.min(c.min_t);
-            info.max_t = info.max_t.max(c.max_t);
-            info.samples += u64::from(c.count);
-            info.chunk_bytes += c.bytes.len() as u64;
+        b.labels(labels);
+        write_chunks(&mut b, chunks);
+        self.table
+            .push((label_hash(labels), self.w.len() as u32, b.0.len() as u32));
+        self.w.put(&b.0)?;
+        for c in chunks {
+            self.info.min_t = self.info.min_t.min(c.min_t);
+            self.info.max_t = self.info.max_t.max(c.max_t);
+            self.info.samples += u64::from(c.count);
+            self.info.chunk_bytes += c.bytes.len() as u64;
         }
+        Ok(())
     }
-    table.sort_unstable();
-    info.table_off = w.len() as u32;
-    let mut t = Buf::default();
-    for (h, off, len) in table {
-        t.0.extend_from_slice(&h.to_le_bytes());
-        t.u32(off);
-        t.u32(len);
+
+    /// Writes the table and seals the file; returns the block's info and file size.
+    pub(crate) fn finish(mut self) -> Result<(BlockInfo, u64), TsdbError> {
+        self.table.sort_unstable();
+        self.info.table_off = self.w.len() as u32;
+        self.info.count = self.table.len() as u32;
+        let mut t = Buf::default();
+        for &(h, off, len) in &self.table {
+            t.0.extend_from_slice(&h.to_le_bytes());
+            t.u32(off);
+            t.u32(len);
+        }
+        t.u32(self.info.count);
+        t.u32(self.info.table_off);
+        self.w.put(&t.0)?;
+        let size = self.w.finish()?;
+        Ok((self.info, size))
     }
-    t.u32(info.table_off);
-    w.put(&t.0)?;
-    let size = w.finish()?;
-    Ok((info, size))
 }
 
 /// A sealed file written as a stream: magic, the body in pieces, CRC-32 of all before it, end
@@ -333,21 +339,32 @@ pub(crate) struct LoadedSeries {
 pub(crate) fn load_block(path: &Path) -> Result<(BlockInfo, Vec<LoadedSeries>), TsdbError> {
     let file = fs::read(path).map_err(|e| TsdbError::io(path, e))?;
     let body = unseal(BLOCK_MAGIC, &file)?;
-    let mut r = Rd::new(body);
+    if body.len() < 9 {
+        return Err(TsdbError::Corrupt("block is too short".into()));
+    }
+    let mut tail = Rd::new(&body[body.len() - 8..]);
+    let count = tail.u32()?;
+    let table_off = tail.u32()?;
+    // The body starts after the 8-byte magic.
+    let entries_end = (table_off as usize)
+        .checked_sub(8)
+        .filter(|&e| e + count as usize * 16 + 8 == body.len())
+        .ok_or_else(|| TsdbError::Corrupt("block table is misplaced".into()))?;
+    let mut r = Rd::new(&body[..entries_end]);
     let tier = r.u8()?;
     if tier > 2 {
         return Err(TsdbError::Corrupt(format!("unknown tier {tier}")));
     }
-    let n = r.u32()?;
     let mut info = BlockInfo {
         tier,
         min_t: i64::MAX,
         max_t: i64::MIN,
-        count: n,
+        count,
+        table_off,
         ..BlockInfo::default()
     };
-    let mut out = Vec::with_capacity(n.min(1 << 20) as usize);
-    for _ in 0..n {
+    let mut out = Vec::with_capacity(count.min(1 << 20) as usize);
+    while !r.done() {
         let labels = r.labels()?;
         let chunks = read_chunks(&mut r)?;
         let (mut min_t, mut max_t) = (i64::MAX, i64::MIN);
@@ -365,10 +382,10 @@ pub(crate) fn load_block(path: &Path) -> Result<(BlockInfo, Vec<LoadedSeries>), 
             max_t,
         });
     }
-    info.table_off = (r.pos + 8) as u32;
-    r.take(n as usize * 16)?;
-    if r.u32()? != info.table_off || !r.done() {
-        return Err(TsdbError::Corrupt("block table is misplaced".into()));
+    if out.len() != count as usize {
+        return Err(TsdbError::Corrupt(
+            "block entry count does not match its table".into(),
+        ));
     }
     Ok((info, out))
 }
@@ -434,21 +451,25 @@ pub(crate) fn lookup(
     Ok(Vec::new())
 }
 
-/// Every series of a block with its chunks (for merging a small block into a new one).
-pub(crate) fn read_all(path: &Path, info: &BlockInfo) -> Result<Vec<SeriesChunks>, TsdbError> {
-    let f = File::open(path).map_err(|e| TsdbError::io(path, e))?;
+/// Every series of a block with its chunks, one at a time (for merging a block into a new one).
+pub(crate) fn for_each_series(
+    path: &Path,
+    info: &BlockInfo,
+    mut f: impl FnMut(BTreeMap<String, String>, Vec<StoredChunk>) -> Result<(), TsdbError>,
+) -> Result<(), TsdbError> {
+    let file = File::open(path).map_err(|e| TsdbError::io(path, e))?;
     let table = read_at(
-        &f,
+        &file,
         path,
         u64::from(info.table_off),
         info.count as usize * 16,
     )?;
     let mut r = Rd::new(&table);
-    let mut out = Vec::with_capacity(info.count as usize);
     for _ in 0..info.count {
         r.take(8)?;
         let (off, len) = (r.u32()?, r.u32()?);
-        out.push(read_series(&f, path, off, len)?);
+        let (labels, chunks) = read_series(&file, path, off, len)?;
+        f(labels, chunks)?;
     }
-    Ok(out)
+    Ok(())
 }

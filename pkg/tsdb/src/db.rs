@@ -21,7 +21,7 @@ const WIDTH: [i64; TIERS] = [0, 60_000, 3_600_000];
 /// A flush merges new chunks into the tier's newest block while that block spans less than this.
 const BLOCK_SPAN: [i64; TIERS] = [2 * 3_600_000, 86_400_000, 30 * 86_400_000];
 /// Blocks larger than this are not merged into.
-const MERGE_MAX_BYTES: u64 = 8 << 20;
+const MERGE_MAX_BYTES: u64 = 512 << 20;
 /// The head is flushed on its own once it holds this much raw time or log.
 const AUTO_FLUSH_SPAN_MS: i64 = 1_800_000;
 const AUTO_FLUSH_WAL_BYTES: u64 = 256 << 20;
@@ -377,31 +377,31 @@ impl Inner {
                 b.size < MERGE_MAX_BYTES && new_max.saturating_sub(b.min_t) < BLOCK_SPAN[tier]
             })
             .map(|(i, _)| i);
-        let mut all: BTreeMap<u32, Vec<StoredChunk>> = BTreeMap::new();
-        if let Some(i) = merge_into {
-            let b = &self.blocks[i];
-            for (labels, chunks) in block::read_all(&b.path, &b.info)? {
-                if let Some(id) = self.lookup(&labels) {
-                    all.insert(id, chunks);
-                }
-            }
-        }
-        let mut newest: Vec<(u32, i64)> = Vec::with_capacity(fresh.len());
-        for (id, chunks) in fresh {
-            newest.push((id, chunks.iter().map(|c| c.max_t).max().unwrap_or(i64::MIN)));
-            all.entry(id).or_default().extend(chunks);
-        }
-        let series: Vec<block::BlockSeries<'_>> = std::mem::take(&mut all)
-            .into_iter()
-            .map(|(id, chunks)| block::BlockSeries {
-                labels: &self.series[id as usize].labels,
-                chunks,
-            })
-            .collect();
         let name = format!("{tier}-{:016}.blk", self.next_seq);
         self.next_seq += 1;
-        let (info, size) = block::write_block(&self.blocks_dir, &name, tier as u8, &series)?;
-        drop(series);
+        let mut w = block::BlockWriter::create(&self.blocks_dir, &name, tier as u8)?;
+        let mut newest: Vec<(u32, i64)> = fresh
+            .iter()
+            .map(|(id, c)| (*id, c.iter().map(|c| c.max_t).max().unwrap_or(i64::MIN)))
+            .collect();
+        if let Some(i) = merge_into {
+            // Stream the old block through, one series at a time, adding the new chunks.
+            let b = &self.blocks[i];
+            let (path, info) = (b.path.clone(), b.info.clone());
+            block::for_each_series(&path, &info, |labels, mut chunks| {
+                if let Some(id) = self.lookup(&labels) {
+                    if let Some(more) = fresh.remove(&id) {
+                        chunks.extend(more);
+                    }
+                }
+                w.add(&labels, &chunks)
+            })?;
+        }
+        for (id, chunks) in &fresh {
+            w.add(&self.series[*id as usize].labels, chunks)?;
+        }
+        drop(fresh);
+        let (info, size) = w.finish()?;
         let path = self.blocks_dir.join(&name);
         self.blocks.push(Block {
             path,
@@ -411,6 +411,7 @@ impl Inner {
             size,
             info,
         });
+        newest.sort_unstable();
         for (id, t) in newest {
             let s = &mut self.series[id as usize];
             s.persisted[tier] = s.persisted[tier].max(t);
