@@ -66,11 +66,31 @@ run() {
     local promtool
     promtool="$(command -v promtool || echo promtool)"
     "${BIN_DIR}/bench" --nodes "${NODES}" --pods "${PODS}" --hours "${HOURS}" \
-        --promtool "${promtool}" --json "${out}"
+        --promtool "${promtool}" --json "${out}" &
+    BENCH_PID=$!
+    wait "${BENCH_PID}"
+    BENCH_PID=""
     echo "bench observe-tsdb: results in ${out}" >&2
 }
 
+BENCH_PID=""
+
+cleanup() {
+    # Interrupted: stop the bench and the promtool it may be running (by PID, nothing else).
+    local rc=$?
+    if [[ -n "${BENCH_PID}" ]]; then
+        local child
+        for child in $(ps -o pid= --ppid "${BENCH_PID}" 2>/dev/null); do
+            kill "${child}" 2>/dev/null || true
+        done
+        kill "${BENCH_PID}" 2>/dev/null || true
+    fi
+    return "${rc}"
+}
+
 main() {
+    trap cleanup EXIT
+    trap "exit 130" INT TERM
     install_peer
     build
     run
