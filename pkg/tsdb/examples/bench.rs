@@ -528,12 +528,13 @@ fn main() {
 
     // 2. The full cluster: memory after ingesting, select of one pod's day.
     let full = tmp.path().join("full");
+    // The generators (the agents' side) exist before the baseline, so the growth is the store's.
+    let mut nodes: Vec<NodeGen> = (0..a.nodes).map(|n| NodeGen::new(n, a.pods)).collect();
     let rss_before = rss_bytes();
     let db = Tsdb::open(&full, TsdbConfig::default()).expect("open");
     let started = Instant::now();
     let mut samples = 0u64;
     // Five minutes at a time across all nodes, as the server sees agents that were briefly away.
-    let mut nodes: Vec<NodeGen> = (0..a.nodes).map(|n| NodeGen::new(n, a.pods)).collect();
     for w in 0..a.hours * 12 {
         for g in nodes.iter_mut() {
             let batch = g.window(w, 30);

@@ -9,6 +9,7 @@ use std::sync::RwLock;
 use crate::block::{self, Buf, Rd, StoredChunk};
 use crate::codec::{self, ChunkEncoder};
 use crate::index::{Compiled, Postings};
+use crate::labels::Packed;
 use crate::wal::{Record, Wal};
 use crate::{
     AppendStats, Matcher, Series, SeriesPoints, TierSamples, TsdbConfig, TsdbError, TsdbStats,
@@ -53,7 +54,7 @@ impl Bucket {
 }
 
 struct HeadSeries {
-    labels: BTreeMap<String, String>,
+    labels: Packed,
     counter: bool,
     first_t: i64,
     last_t: i64,
@@ -65,13 +66,13 @@ struct HeadSeries {
 }
 
 impl HeadSeries {
-    fn new(labels: BTreeMap<String, String>) -> Self {
+    fn new(labels: &BTreeMap<String, String>) -> Self {
         let name = labels.get("__name__").map(String::as_str).unwrap_or("");
         let counter = ["_total", "_count", "_sum", "_bucket"]
             .iter()
             .any(|s| name.ends_with(s));
         HeadSeries {
-            labels,
+            labels: Packed::pack(labels),
             counter,
             first_t: i64::MAX,
             last_t: i64::MIN,
@@ -126,11 +127,7 @@ impl HeadSeries {
     }
 
     fn heap_bytes(&self) -> usize {
-        let labels: usize = self
-            .labels
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 64)
-            .sum();
+        let labels = self.labels.heap_bytes();
         let open: usize = self.open.iter().map(|o| o.byte_len() + 96).sum();
         let closed: usize = self
             .closed
@@ -200,7 +197,7 @@ impl Inner {
             .get(&label_hash(labels))?
             .iter()
             .copied()
-            .find(|&id| &self.series[id as usize].labels == labels)
+            .find(|&id| self.series[id as usize].labels.eq_map(labels))
     }
 
     fn get_or_create(&mut self, labels: &BTreeMap<String, String>) -> (u32, bool) {
@@ -210,7 +207,7 @@ impl Inner {
         let id = self.series.len() as u32;
         self.postings.add(id, labels);
         self.by_hash.entry(label_hash(labels)).or_default().push(id);
-        self.series.push(HeadSeries::new(labels.clone()));
+        self.series.push(HeadSeries::new(labels));
         (id, true)
     }
 
@@ -258,7 +255,7 @@ impl Inner {
             .iter()
             .filter(|b| b.tier == tier && b.max_t >= start && b.min_t <= end)
         {
-            for c in block::lookup(&b.path, &b.info, &s.labels)? {
+            for c in block::lookup(&b.path, &b.info, &s.labels.unpack())? {
                 take(&mut out, &c)?;
             }
         }
@@ -398,7 +395,7 @@ impl Inner {
             })?;
         }
         for (id, chunks) in &fresh {
-            w.add(&self.series[*id as usize].labels, chunks)?;
+            w.add(&self.series[*id as usize].labels.unpack(), chunks)?;
         }
         drop(fresh);
         let (info, size) = w.finish()?;
@@ -509,7 +506,7 @@ impl Inner {
         w.put(&b.0)?;
         for s in &self.series {
             let mut b = Buf::default();
-            b.labels(&s.labels);
+            b.labels(&s.labels.unpack());
             b.i64(s.first_t);
             b.i64(s.last_t);
             for bucket in &s.buckets {
@@ -744,19 +741,20 @@ impl Tsdb {
         let mut inner = self.inner.write().map_err(|_| TsdbError::Poisoned)?;
         let mut stats = AppendStats::default();
         let mut batch: Vec<(u32, Vec<(i64, f64)>)> = Vec::with_capacity(series.len());
+        let mut labels_of: Vec<&BTreeMap<String, String>> = Vec::with_capacity(series.len());
         for (labels, samples) in series {
             if let Some(x) = inner.append_one(labels, samples, &mut stats) {
                 batch.push(x);
+                labels_of.push(labels);
             }
         }
-        {
-            let inner = &mut *inner;
-            let records: Vec<crate::wal::Entry<'_>> = batch
-                .iter()
-                .map(|(id, s)| (*id, &inner.series[*id as usize].labels, s.as_slice()))
-                .collect();
-            inner.wal.write(&records)?;
-        }
+        let records: Vec<crate::wal::Entry<'_>> = batch
+            .iter()
+            .zip(&labels_of)
+            .map(|((id, s), l)| (*id, *l, s.as_slice()))
+            .collect();
+        inner.wal.write(&records)?;
+        drop(records);
         for (id, samples) in batch {
             let s = &mut inner.series[id as usize];
             for &(t, v) in &samples {
@@ -794,7 +792,7 @@ impl Tsdb {
             let samples = inner.samples_of(id, tier, start_ms, end_ms)?;
             if !samples.is_empty() {
                 out.push(Series {
-                    labels: inner.series[id as usize].labels.clone(),
+                    labels: inner.series[id as usize].labels.unpack(),
                     samples,
                 });
             }
@@ -812,7 +810,12 @@ impl Tsdb {
         let inner = self.inner.read().map_err(|_| TsdbError::Poisoned)?;
         let mut names = BTreeSet::new();
         for id in inner.overlapping(matchers, start_ms, end_ms)? {
-            names.extend(inner.series[id as usize].labels.keys().cloned());
+            names.extend(
+                inner.series[id as usize]
+                    .labels
+                    .iter()
+                    .map(|(k, _)| k.to_string()),
+            );
         }
         Ok(names.into_iter().collect())
     }
@@ -829,7 +832,7 @@ impl Tsdb {
         let mut values = BTreeSet::new();
         for id in inner.overlapping(matchers, start_ms, end_ms)? {
             if let Some(v) = inner.series[id as usize].labels.get(name) {
-                values.insert(v.clone());
+                values.insert(v.to_string());
             }
         }
         Ok(values.into_iter().collect())

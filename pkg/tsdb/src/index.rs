@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use regex::Regex;
 
+use crate::labels::Packed;
 use crate::TsdbError;
 
 /// How a matcher compares a label's value.
@@ -73,8 +74,8 @@ impl Compiled {
         }
     }
 
-    pub(crate) fn matches_labels(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.matches(labels.get(&self.name).map(String::as_str).unwrap_or(""))
+    pub(crate) fn matches_labels(&self, labels: &Packed) -> bool {
+        self.matches(labels.get(&self.name).unwrap_or(""))
     }
 }
 
@@ -118,7 +119,7 @@ impl Postings {
     pub(crate) fn select<'a>(
         &self,
         matchers: &[Compiled],
-        labels_of: impl Fn(u32) -> &'a BTreeMap<String, String>,
+        labels_of: impl Fn(u32) -> &'a Packed,
     ) -> Vec<u32> {
         // Matchers that do not match the empty string restrict the candidates to the union of the
         // postings of the values they match; intersect those, then check every matcher on the labels.
@@ -184,7 +185,7 @@ mod tests {
             .collect()
     }
 
-    fn fixture() -> (Postings, Vec<BTreeMap<String, String>>) {
+    fn fixture() -> (Postings, Vec<Packed>) {
         let all = vec![
             labels(&[
                 ("__name__", "cpu_total"),
@@ -203,7 +204,7 @@ mod tests {
         for (i, l) in all.iter().enumerate() {
             p.add(i as u32, l);
         }
-        (p, all)
+        (p, all.iter().map(Packed::pack).collect())
     }
 
     fn run(ms: &[Matcher]) -> Vec<u32> {

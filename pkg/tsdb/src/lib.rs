@@ -13,6 +13,7 @@ mod block;
 mod codec;
 mod db;
 mod index;
+mod labels;
 mod wal;
 
 use std::collections::BTreeMap;
