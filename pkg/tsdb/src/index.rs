@@ -186,7 +186,7 @@ mod tests {
     }
 
     fn fixture() -> (Postings, Vec<Packed>) {
-        let all = vec![
+        let all = [
             labels(&[
                 ("__name__", "cpu_total"),
                 ("pod", "web-1"),
