@@ -1146,6 +1146,39 @@ mod tests {
             .select(&[eq("__name__", "memory_bytes")], T0, end)
             .unwrap();
         assert!(old[0].samples.len() >= 47 && old[0].samples.len() <= 49);
+        // The same after a restart (tier horizons are kept with the head state).
+        drop(db);
+        let db = Tsdb::open(dir.path(), small_config()).unwrap();
+        let again = db
+            .select(&[eq("__name__", "memory_bytes")], T0, end)
+            .unwrap();
+        assert_eq!(again, old);
+        let raw_again = db
+            .select(&[eq("__name__", "memory_bytes")], end - 1_800_000, end)
+            .unwrap();
+        assert_eq!(raw_again, raw);
+    }
+
+    #[test]
+    fn tsdb_block_left_twice_by_an_interrupted_merge_serves_no_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = {
+            let db = Tsdb::open(dir.path(), TsdbConfig::default()).unwrap();
+            ingest(&db, "web-1", T0, 1_800);
+            all(&db, T0, T0 + 86_400_000)
+        };
+        // A crash after a merged block was renamed into place but before the old one was removed
+        // leaves the same chunks in two blocks.
+        let blocks = dir.path().join("blocks");
+        let first = fs::read_dir(&blocks)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("0-"))
+            .min()
+            .unwrap();
+        fs::copy(&first, blocks.join("0-9999999999999999.blk")).unwrap();
+        let db = Tsdb::open(dir.path(), TsdbConfig::default()).unwrap();
+        assert_eq!(all(&db, T0, T0 + 86_400_000), before);
     }
 
     #[test]
