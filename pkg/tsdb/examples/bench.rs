@@ -484,8 +484,9 @@ fn main() {
         db.flush().expect("flush");
         let st = db.stats();
         drop(db);
-        (st.samples.raw, st.chunk_bytes.raw, dir_bytes(&one))
+        (st.samples.raw, st.chunk_bytes.raw, dir_bytes(&one), st)
     };
+    let one_stats = mini_one.3.clone();
     let prom = prometheus_side(&a, tmp.path());
     let per = |b: u64, n: u64| if n == 0 { 0.0 } else { b as f64 / n as f64 };
     let mini_bps = per(mini_one.1, mini_one.0);
@@ -512,6 +513,28 @@ fn main() {
             .unwrap_or("n/a".into()),
         "disk_bytes_per_sample",
         mini_disk_bps,
+    );
+    row(
+        "  of which 1-minute tier: samples / chunk bytes per sample",
+        format!(
+            "{} / {:.2}",
+            one_stats.samples.minute,
+            per(one_stats.chunk_bytes.minute, one_stats.samples.minute)
+        ),
+        "-".into(),
+        "minute_tier_bytes_per_sample",
+        per(one_stats.chunk_bytes.minute, one_stats.samples.minute),
+    );
+    row(
+        "  of which 1-hour tier: samples / chunk bytes per sample",
+        format!(
+            "{} / {:.2}",
+            one_stats.samples.hour,
+            per(one_stats.chunk_bytes.hour, one_stats.samples.hour)
+        ),
+        "-".into(),
+        "hour_tier_bytes_per_sample",
+        per(one_stats.chunk_bytes.hour, one_stats.samples.hour),
     );
     let mut extra_json = Vec::new();
     if let Some(p) = prom {
