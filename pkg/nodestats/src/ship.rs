@@ -1,0 +1,140 @@
+//! Shipping: every interval one round goes into the bounded queue, then the queue is sent
+//! oldest first to the server (`POST /v1-mini/samples` with the node's client certificate),
+//! stopping at the first failure so batches arrive in order; the next round retries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::queue::BatchQueue;
+use crate::sampler::Sampler;
+use crate::wire::SampleBatch;
+use crate::NodeStatsError;
+
+/// The server's ingest path for [`SampleBatch`] JSON bodies.
+pub const SAMPLES_PATH: &str = "/v1-mini/samples";
+
+/// How long one send may take before it counts as failed.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where batches go.
+#[async_trait]
+pub trait SampleSink: Send + Sync + 'static {
+    /// Ok once the receiver accepted the batch (2xx).
+    async fn send(&self, batch: &SampleBatch) -> Result<(), NodeStatsError>;
+}
+
+/// The API server, through the agent's client (node credentials, cluster CA).
+#[derive(Clone)]
+pub struct ApiSink {
+    client: kube::Client,
+}
+
+impl std::fmt::Debug for ApiSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiSink").finish()
+    }
+}
+
+impl ApiSink {
+    pub fn new(client: kube::Client) -> ApiSink {
+        ApiSink { client }
+    }
+}
+
+#[async_trait]
+impl SampleSink for ApiSink {
+    async fn send(&self, batch: &SampleBatch) -> Result<(), NodeStatsError> {
+        let request = http::Request::post(SAMPLES_PATH)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(batch.to_json())
+            .map_err(|e| NodeStatsError::Ship(e.to_string()))?;
+        self.client
+            .request_text(request)
+            .await
+            .map(|_| ())
+            .map_err(|e| NodeStatsError::Ship(e.to_string()))
+    }
+}
+
+/// Sends queued batches oldest first until the queue is empty or a send fails.
+pub(crate) async fn drain(
+    queue: &mut BatchQueue,
+    sink: &dyn SampleSink,
+    sampler: &Sampler,
+) -> Result<(), NodeStatsError> {
+    let metrics = &sampler.shipping;
+    let result = loop {
+        let Some(batch) = queue.front() else {
+            break Ok(());
+        };
+        let sent = match tokio::time::timeout(SEND_TIMEOUT, sink.send(batch)).await {
+            Ok(r) => r,
+            Err(_) => Err(NodeStatsError::Ship(format!(
+                "no answer within {}s",
+                SEND_TIMEOUT.as_secs()
+            ))),
+        };
+        match sent {
+            Ok(()) => {
+                metrics.batches_sent.inc();
+                metrics.points_sent.inc_by(batch.points() as u64);
+                queue.pop_front();
+            }
+            Err(e) => {
+                metrics.batches_failed.inc();
+                break Err(e);
+            }
+        }
+    };
+    metrics.queue_batches.set(queue.len() as i64);
+    result
+}
+
+/// Samples every interval and ships until `shutdown`.
+pub async fn run(sampler: Arc<Sampler>, sink: Arc<dyn SampleSink>, shutdown: CancellationToken) {
+    let config = sampler.config().clone();
+    let mut queue = BatchQueue::new(config.queue_capacity);
+    let mut ticker = tokio::time::interval(config.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        match sampler.sample(now_ms).await {
+            Ok(batch) => {
+                let dropped = queue.push(batch);
+                if dropped > 0 {
+                    sampler.shipping.batches_dropped.inc_by(dropped as u64);
+                    tracing::warn!(
+                        dropped,
+                        capacity = config.queue_capacity,
+                        "the server has been unreachable too long: dropped the oldest sample batches"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "sampling the node failed"),
+        }
+        let sent = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            sent = drain(&mut queue, sink.as_ref(), &sampler) => sent,
+        };
+        match sent {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("the server accepts samples again; the queue is empty");
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, queued = queue.len(), "samples are queued until the server answers");
+            }
+            Err(e) => tracing::debug!(error = %e, queued = queue.len(), "samples still queued"),
+        }
+    }
+}
