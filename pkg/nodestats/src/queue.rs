@@ -5,10 +5,13 @@ use std::collections::VecDeque;
 
 use crate::wire::SampleBatch;
 
+/// Queued batches, each with a sequence number so the sender can tell whether the batch it
+/// sent is still the oldest (the sampler may have dropped it meanwhile).
 #[derive(Debug)]
 pub struct BatchQueue {
     capacity: usize,
-    items: VecDeque<SampleBatch>,
+    next_seq: u64,
+    items: VecDeque<(u64, SampleBatch)>,
 }
 
 impl BatchQueue {
@@ -16,6 +19,7 @@ impl BatchQueue {
     pub fn new(capacity: usize) -> BatchQueue {
         BatchQueue {
             capacity: capacity.max(1),
+            next_seq: 0,
             items: VecDeque::new(),
         }
     }
@@ -27,18 +31,30 @@ impl BatchQueue {
             self.items.pop_front();
             dropped += 1;
         }
-        self.items.push_back(batch);
+        self.items.push_back((self.next_seq, batch));
+        self.next_seq += 1;
         dropped
     }
 
-    /// The oldest batch, the next to send.
-    pub fn front(&self) -> Option<&SampleBatch> {
-        self.items.front()
+    /// The oldest batch and its sequence number, the next to send.
+    pub fn front(&self) -> Option<(u64, &SampleBatch)> {
+        self.items.front().map(|(seq, b)| (*seq, b))
     }
 
-    /// Removes the oldest batch once the server accepted it.
+    /// Removes the oldest batch.
     pub fn pop_front(&mut self) -> Option<SampleBatch> {
-        self.items.pop_front()
+        self.items.pop_front().map(|(_, b)| b)
+    }
+
+    /// Removes batch `seq` once the server accepted it, if it is still the oldest (false when
+    /// it was dropped while being sent).
+    pub fn ack(&mut self, seq: u64) -> bool {
+        if self.items.front().is_some_and(|(s, _)| *s == seq) {
+            self.items.pop_front();
+            true
+        } else {
+            false
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -83,9 +99,22 @@ mod tests {
     fn batch_queue_front_is_kept_until_popped() {
         let mut q = BatchQueue::new(0);
         q.push(batch(1));
-        assert_eq!(q.front(), Some(&batch(1)));
-        assert_eq!(q.front(), Some(&batch(1)));
+        assert_eq!(q.front(), Some((0, &batch(1))));
+        assert_eq!(q.front(), Some((0, &batch(1))));
         assert_eq!(q.push(batch(2)), 1, "capacity is at least one");
         assert_eq!(q.pop_front(), Some(batch(2)));
+    }
+
+    #[test]
+    fn batch_queue_ack_of_a_dropped_batch_removes_nothing() {
+        let mut q = BatchQueue::new(1);
+        q.push(batch(1));
+        let (sent, _) = q.front().expect("front");
+        q.push(batch(2)); // full: batch 1 dropped while it was being sent
+        assert!(!q.ack(sent));
+        assert_eq!(q.len(), 1);
+        let (next, _) = q.front().expect("front");
+        assert!(q.ack(next));
+        assert!(q.is_empty());
     }
 }

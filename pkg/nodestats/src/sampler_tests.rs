@@ -426,12 +426,13 @@ async fn drain_server_away_keeps_batches_and_sends_them_in_order_later() {
     node_files(&fs, V1_MOUNTS);
     let s = sampler(fs);
     let sink = FakeSink::default();
-    let mut queue = BatchQueue::new(3);
+    let queue = Mutex::new(BatchQueue::new(3));
     *sink.down.lock().expect("lock") = true;
     for t in 1..=4 {
-        let dropped = queue.push(s.sample_containers(t * 10_000, &[]).expect("round"));
+        let batch = s.sample_containers(t * 10_000, &[]).expect("round");
+        let dropped = queue.lock().expect("lock").push(batch);
         s.shipping.batches_dropped.inc_by(dropped as u64);
-        assert!(drain(&mut queue, &sink, &s).await.is_err());
+        assert!(drain(&queue, &sink, &s).await.is_err());
     }
     assert!(sink.accepted.lock().expect("lock").is_empty());
     let counts = s.shipping_counts();
@@ -444,7 +445,7 @@ async fn drain_server_away_keeps_batches_and_sends_them_in_order_later() {
         (4, 1, 3)
     );
     *sink.down.lock().expect("lock") = false;
-    drain(&mut queue, &sink, &s).await.expect("sent");
+    drain(&queue, &sink, &s).await.expect("sent");
     let times: Vec<i64> = sink
         .accepted
         .lock()

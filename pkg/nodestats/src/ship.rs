@@ -1,11 +1,13 @@
-//! Shipping: every interval one round goes into the bounded queue, then the queue is sent
+//! Shipping: every interval one round goes into the bounded queue; alongside, the queue is sent
 //! oldest first to the server (`POST /v1-mini/samples` with the node's client certificate),
-//! stopping at the first failure so batches arrive in order; the next round retries.
+//! stopping at the first failure so batches arrive in order and once; the next round's arrival
+//! is the retry.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::queue::BatchQueue;
@@ -59,18 +61,20 @@ impl SampleSink for ApiSink {
     }
 }
 
-/// Sends queued batches oldest first until the queue is empty or a send fails.
+/// Sends queued batches oldest first until the queue is empty or a send fails. The queue is
+/// not locked while a batch is on its way (the sampler keeps pushing).
 pub(crate) async fn drain(
-    queue: &mut BatchQueue,
+    queue: &Mutex<BatchQueue>,
     sink: &dyn SampleSink,
     sampler: &Sampler,
 ) -> Result<(), NodeStatsError> {
     let metrics = &sampler.shipping;
+    let lock = || queue.lock().unwrap_or_else(|e| e.into_inner());
     let result = loop {
-        let Some(batch) = queue.front() else {
+        let Some((seq, batch)) = lock().front().map(|(seq, b)| (seq, b.clone())) else {
             break Ok(());
         };
-        let sent = match tokio::time::timeout(SEND_TIMEOUT, sink.send(batch)).await {
+        let sent = match tokio::time::timeout(SEND_TIMEOUT, sink.send(&batch)).await {
             Ok(r) => r,
             Err(_) => Err(NodeStatsError::Ship(format!(
                 "no answer within {}s",
@@ -81,7 +85,7 @@ pub(crate) async fn drain(
             Ok(()) => {
                 metrics.batches_sent.inc();
                 metrics.points_sent.inc_by(batch.points() as u64);
-                queue.pop_front();
+                lock().ack(seq);
             }
             Err(e) => {
                 metrics.batches_failed.inc();
@@ -89,52 +93,65 @@ pub(crate) async fn drain(
             }
         }
     };
-    metrics.queue_batches.set(queue.len() as i64);
+    metrics.queue_batches.set(lock().len() as i64);
     result
 }
 
-/// Samples every interval and ships until `shutdown`.
+/// Samples every interval into the queue and, alongside, ships the queue until `shutdown`.
+/// Sampling never waits for the server: a slow or absent server delays no round.
 pub async fn run(sampler: Arc<Sampler>, sink: Arc<dyn SampleSink>, shutdown: CancellationToken) {
     let config = sampler.config().clone();
-    let mut queue = BatchQueue::new(config.queue_capacity);
-    let mut ticker = tokio::time::interval(config.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failing = false;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        match sampler.sample(now_ms).await {
-            Ok(batch) => {
-                let dropped = queue.push(batch);
-                if dropped > 0 {
-                    sampler.shipping.batches_dropped.inc_by(dropped as u64);
-                    tracing::warn!(
-                        dropped,
-                        capacity = config.queue_capacity,
-                        "the server has been unreachable too long: dropped the oldest sample batches"
-                    );
+    let queue = Mutex::new(BatchQueue::new(config.queue_capacity));
+    let queued = Notify::new();
+    let sampling = async {
+        let mut ticker = tokio::time::interval(config.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            match sampler.sample(now_ms).await {
+                Ok(batch) => {
+                    let (dropped, len) = {
+                        let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
+                        (q.push(batch), q.len())
+                    };
+                    sampler.shipping.queue_batches.set(len as i64);
+                    if dropped > 0 {
+                        sampler.shipping.batches_dropped.inc_by(dropped as u64);
+                        tracing::warn!(
+                            dropped,
+                            capacity = config.queue_capacity,
+                            "the server has been unreachable too long: dropped the oldest sample batches"
+                        );
+                    }
+                    queued.notify_one();
                 }
+                Err(e) => tracing::warn!(error = %e, "sampling the node failed"),
             }
-            Err(e) => tracing::warn!(error = %e, "sampling the node failed"),
         }
-        let sent = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            sent = drain(&mut queue, sink.as_ref(), &sampler) => sent,
-        };
-        match sent {
-            Ok(()) if failing => {
-                failing = false;
-                tracing::info!("the server accepts samples again; the queue is empty");
+    };
+    let shipping = async {
+        let mut failing = false;
+        loop {
+            // after a failure the next round's arrival is the retry
+            queued.notified().await;
+            match drain(&queue, sink.as_ref(), &sampler).await {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("the server accepts samples again; the queue is empty");
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "samples are queued until the server answers");
+                }
+                Err(e) => tracing::debug!(error = %e, "samples still queued"),
             }
-            Ok(()) => {}
-            Err(e) if !failing => {
-                failing = true;
-                tracing::warn!(error = %e, queued = queue.len(), "samples are queued until the server answers");
-            }
-            Err(e) => tracing::debug!(error = %e, queued = queue.len(), "samples still queued"),
         }
+    };
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = sampling => {}
+        _ = shipping => {}
     }
 }
