@@ -48,6 +48,8 @@ pub enum NodeStatsError {
     Runtime(String),
     #[error("sending samples to the server: {0}; they stay queued and are sent when it answers")]
     Ship(String),
+    #[error("the server refused a sample batch: {0}")]
+    Rejected(String),
 }
 
 /// How the sampler runs.

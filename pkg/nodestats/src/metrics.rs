@@ -21,6 +21,7 @@ pub struct ShippingMetrics {
     pub batches_sent: Counter,
     pub batches_failed: Counter,
     pub batches_dropped: Counter,
+    pub batches_rejected: Counter,
     pub points_sent: Counter,
     pub queue_batches: Gauge,
 }
@@ -31,6 +32,7 @@ pub struct ShippingCounts {
     pub batches_sent: u64,
     pub batches_failed: u64,
     pub batches_dropped: u64,
+    pub batches_rejected: u64,
     pub queue_batches: i64,
 }
 
@@ -40,6 +42,7 @@ impl ShippingMetrics {
             batches_sent: self.batches_sent.get(),
             batches_failed: self.batches_failed.get(),
             batches_dropped: self.batches_dropped.get(),
+            batches_rejected: self.batches_rejected.get(),
             queue_batches: self.queue_batches.get(),
         }
     }
@@ -136,6 +139,11 @@ pub(crate) fn registry(fs: Arc<dyn HostFs>, shipping: &ShippingMetrics) -> Regis
         s.batches_dropped.clone(),
     );
     registry.register(
+        "mini_nodestats_batches_rejected",
+        "Sample batches the server refused (400, 413, 422); they are not sent again.",
+        s.batches_rejected.clone(),
+    );
+    registry.register(
         "mini_nodestats_points_sent",
         "Sample points the server accepted.",
         s.points_sent.clone(),
@@ -200,6 +208,7 @@ mod tests {
                 batches_sent: 3,
                 batches_failed: 0,
                 batches_dropped: 1,
+                batches_rejected: 0,
                 queue_batches: 2
             }
         );

@@ -143,6 +143,8 @@ impl Sampler {
         let node = &self.config.node_name;
         let series = points
             .into_iter()
+            // JSON has no NaN or infinity; such a reading is no point at all
+            .filter(|(_, value)| value.is_finite())
             .map(|(mut labels, value)| {
                 labels.insert("node".into(), node.clone());
                 labels.insert("instance".into(), node.clone());

@@ -402,10 +402,12 @@ fn summary_two_rounds_give_rates_from_the_same_samples() {
     assert_eq!(summary["node"]["cpu"]["usageNanoCores"], 1_000_000_000);
 }
 
-/// A sink that fails while `down` and records what it accepted.
+/// A sink that fails while `down`, refuses the batches of times in `refuse`, and records
+/// what it accepted.
 #[derive(Default)]
 struct FakeSink {
     down: Mutex<bool>,
+    refuse: Mutex<Vec<i64>>,
     accepted: Mutex<Vec<SampleBatch>>,
 }
 
@@ -414,6 +416,14 @@ impl SampleSink for FakeSink {
     async fn send(&self, batch: &SampleBatch) -> Result<(), NodeStatsError> {
         if *self.down.lock().expect("lock") {
             return Err(NodeStatsError::Ship("connection refused".into()));
+        }
+        if self
+            .refuse
+            .lock()
+            .expect("lock")
+            .contains(&batch.series[0].samples[0].0)
+        {
+            return Err(NodeStatsError::Rejected("400 bad batch".into()));
         }
         self.accepted.lock().expect("lock").push(batch.clone());
         Ok(())
@@ -470,4 +480,31 @@ async fn drain_server_away_keeps_batches_and_sends_them_in_order_later() {
     assert!(s
         .metrics_text()
         .contains("mini_nodestats_batches_sent_total 3"));
+}
+
+#[tokio::test]
+async fn drain_refused_batch_is_dropped_and_the_rest_still_sent() {
+    let fs = Arc::new(FakeFs::new());
+    node_files(&fs, V1_MOUNTS);
+    let s = sampler(fs);
+    let sink = FakeSink::default();
+    sink.refuse.lock().expect("lock").push(10_000);
+    let queue = Mutex::new(BatchQueue::new(10));
+    for t in 1..=2 {
+        let batch = s.sample_containers(t * 10_000, &[]).expect("round");
+        queue.lock().expect("lock").push(batch);
+    }
+    drain(&queue, &sink, &s).await.expect("drained");
+    let accepted = sink.accepted.lock().expect("lock").clone();
+    assert_eq!(accepted.len(), 1);
+    assert_eq!(accepted[0].series[0].samples[0].0, 20_000);
+    let counts = s.shipping_counts();
+    assert_eq!(
+        (
+            counts.batches_rejected,
+            counts.batches_sent,
+            counts.queue_batches
+        ),
+        (1, 1, 0)
+    );
 }

@@ -24,7 +24,9 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Where batches go.
 #[async_trait]
 pub trait SampleSink: Send + Sync + 'static {
-    /// Ok once the receiver accepted the batch (2xx).
+    /// Ok once the receiver accepted the batch (2xx); [`NodeStatsError::Rejected`] when it
+    /// refused this batch for good (400, 413, 422: dropped, counted); any other error keeps
+    /// the batch queued.
     async fn send(&self, batch: &SampleBatch) -> Result<(), NodeStatsError>;
 }
 
@@ -53,11 +55,30 @@ impl SampleSink for ApiSink {
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(batch.to_json())
             .map_err(|e| NodeStatsError::Ship(e.to_string()))?;
-        self.client
-            .request_text(request)
+        let response = self
+            .client
+            .send(request.map(kube::client::Body::from))
             .await
-            .map(|_| ())
-            .map_err(|e| NodeStatsError::Ship(e.to_string()))
+            .map_err(|e| NodeStatsError::Ship(e.to_string()))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = response
+            .into_body()
+            .collect_bytes()
+            .await
+            .unwrap_or_default();
+        let message = format!(
+            "{status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(300)]).trim()
+        );
+        // the batch itself is refused: sending it again cannot help
+        if matches!(status.as_u16(), 400 | 413 | 422) {
+            Err(NodeStatsError::Rejected(message))
+        } else {
+            Err(NodeStatsError::Ship(message))
+        }
     }
 }
 
@@ -85,6 +106,11 @@ pub(crate) async fn drain(
             Ok(()) => {
                 metrics.batches_sent.inc();
                 metrics.points_sent.inc_by(batch.points() as u64);
+                lock().ack(seq);
+            }
+            Err(NodeStatsError::Rejected(reason)) => {
+                metrics.batches_rejected.inc();
+                tracing::warn!(reason, "the server refused a sample batch; it is dropped");
                 lock().ack(seq);
             }
             Err(e) => {

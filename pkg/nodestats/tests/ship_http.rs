@@ -9,16 +9,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use mini_nodestats::{
-    ApiSink, FakeFs, NodeStatsConfig, SampleBatch, SampleSink, Sampler, SAMPLES_PATH,
+    ApiSink, FakeFs, NodeStatsConfig, NodeStatsError, SampleBatch, SampleSink, Sampler,
+    SAMPLES_PATH,
 };
 use tokio_util::sync::CancellationToken;
 
 /// What the local server saw: (path, content type, body, answered status).
 type Seen = Arc<Mutex<Vec<(String, String, Vec<u8>, u16)>>>;
 
-/// Serves on loopback; the first `refuse` requests get 500 (not 503: the kube client retries
-/// 429/503/504 itself before reporting a failure).
-async fn sink_server(refuse: usize) -> (String, Seen, CancellationToken) {
+/// Serves on loopback; request i gets `statuses[i]`, later ones 200 (refusals use 500, not
+/// 503: the kube client retries 429/503/504 itself before reporting a failure).
+async fn sink_server(statuses: Vec<u16>) -> (String, Seen, CancellationToken) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -32,11 +33,11 @@ async fn sink_server(refuse: usize) -> (String, Seen, CancellationToken) {
                 _ = stop2.cancelled() => return,
                 a = listener.accept() => match a { Ok((t, _)) => t, Err(_) => continue },
             };
-            let seen = seen2.clone();
+            let (seen, statuses) = (seen2.clone(), statuses.clone());
             tokio::spawn(async move {
                 let service =
                     hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let seen = seen.clone();
+                        let (seen, statuses) = (seen.clone(), statuses.clone());
                         async move {
                             let path = req.uri().path().to_string();
                             let ctype = req
@@ -52,7 +53,7 @@ async fn sink_server(refuse: usize) -> (String, Seen, CancellationToken) {
                                 .map(|b| b.to_bytes().to_vec())
                                 .unwrap_or_default();
                             let mut seen = seen.lock().expect("lock");
-                            let status = if seen.len() < refuse { 500 } else { 200 };
+                            let status = statuses.get(seen.len()).copied().unwrap_or(200);
                             seen.push((path, ctype, body, status));
                             let reply = http::Response::builder()
                                 .status(status)
@@ -91,17 +92,24 @@ fn sampler(interval: Duration) -> Arc<Sampler> {
 
 #[tokio::test]
 async fn api_sink_posts_json_batches_and_reports_refusals() {
-    let (url, seen, stop) = sink_server(1).await;
+    let (url, seen, stop) = sink_server(vec![500, 400]).await;
     let sink = ApiSink::new(client(&url));
     let batch = sampler(Duration::from_secs(10))
         .sample(1_700_000_000_000)
         .await
         .expect("round");
-    assert!(sink.send(&batch).await.is_err(), "500 is a failure");
+    assert!(
+        matches!(sink.send(&batch).await, Err(NodeStatsError::Ship(_))),
+        "500: try again later"
+    );
+    assert!(
+        matches!(sink.send(&batch).await, Err(NodeStatsError::Rejected(_))),
+        "400: refused for good"
+    );
     sink.send(&batch).await.expect("accepted");
     let seen = seen.lock().expect("lock").clone();
-    assert_eq!(seen.len(), 2);
-    let (path, ctype, body, _) = &seen[1];
+    assert_eq!(seen.len(), 3);
+    let (path, ctype, body, _) = &seen[2];
     assert_eq!(path, SAMPLES_PATH);
     assert_eq!(ctype, "application/json");
     assert_eq!(&SampleBatch::from_json(body).expect("decodes"), &batch);
@@ -110,7 +118,7 @@ async fn api_sink_posts_json_batches_and_reports_refusals() {
 
 #[tokio::test]
 async fn run_server_away_then_back_delivers_every_round_once_in_order() {
-    let (url, seen, stop) = sink_server(5).await;
+    let (url, seen, stop) = sink_server(vec![500; 5]).await;
     let sampler = sampler(Duration::from_millis(20));
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(mini_nodestats::run(
