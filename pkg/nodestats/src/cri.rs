@@ -150,4 +150,79 @@ mod tests {
         status.info.insert("info".into(), r#"{"pid": 0}"#.into());
         assert_eq!(pid_from_status(&status), None);
     }
+
+    #[tokio::test]
+    async fn container_lister_fake_runtime_lists_kubelet_containers_with_attempts() {
+        use mini_cri::proto::{
+            ContainerConfig, CreateContainerRequest, ImageSpec, PodSandboxConfig,
+            PodSandboxMetadata, RunPodSandboxRequest,
+        };
+        let runtime = mini_cri::FakeRuntime::new();
+        let image = "mini.local/busybox:1";
+        runtime.add_image(image);
+        let sandbox_config = PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: "web".into(),
+                uid: "u1".into(),
+                namespace: "shop".into(),
+                attempt: 0,
+            }),
+            ..Default::default()
+        };
+        let sandbox = runtime
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(sandbox_config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .expect("sandbox");
+        let create = |name: &str, attempt: u32, kubelet: bool| {
+            let mut labels = std::collections::HashMap::new();
+            if kubelet {
+                labels.insert(LABEL_POD_NAME.to_string(), "web".to_string());
+                labels.insert(LABEL_POD_NAMESPACE.to_string(), "shop".to_string());
+                labels.insert(LABEL_POD_UID.to_string(), "u1".to_string());
+                labels.insert(LABEL_CONTAINER_NAME.to_string(), name.to_string());
+            }
+            CreateContainerRequest {
+                pod_sandbox_id: sandbox.clone(),
+                config: Some(ContainerConfig {
+                    metadata: Some(ContainerMetadata {
+                        name: name.into(),
+                        attempt,
+                    }),
+                    image: Some(ImageSpec {
+                        image: image.into(),
+                        ..Default::default()
+                    }),
+                    labels,
+                    ..Default::default()
+                }),
+                sandbox_config: Some(sandbox_config.clone()),
+            }
+        };
+        let app = runtime
+            .create_container(create("app", 2, true))
+            .await
+            .expect("create");
+        runtime.start_container(&app).await.expect("start");
+        runtime
+            .create_container(create("other", 0, false))
+            .await
+            .expect("create");
+        let lister = ContainerLister::default();
+        let refs = lister.list(&runtime).await.expect("list");
+        assert_eq!(refs.len(), 1, "only the kubelet's containers: {refs:?}");
+        assert_eq!(
+            (
+                refs[0].pod.as_str(),
+                refs[0].container.as_str(),
+                refs[0].attempt
+            ),
+            ("web", "app", 2)
+        );
+        // this runtime reports no pid: the container counts for restarts, not for cgroups
+        assert_eq!(refs[0].pid, None);
+        assert_eq!(runtime.calls_of("ContainerStatus").len(), 1);
+    }
 }
