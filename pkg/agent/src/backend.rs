@@ -122,6 +122,10 @@ impl NodeBackend for KubeletBackend {
         self.stats.summary().await.map_err(BackendError::Internal)
     }
 
+    async fn metrics(&self) -> Result<String, BackendError> {
+        Ok(self.stats.metrics_text())
+    }
+
     async fn pods(&self) -> Result<Value, BackendError> {
         let params = ListParams::default().fields(&format!("spec.nodeName={}", self.node_name));
         let list = Api::<Pod>::all(self.client.clone())

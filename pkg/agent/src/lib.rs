@@ -465,8 +465,19 @@ pub async fn start(
     }
 
     // 8. the node API on the kubelet port
-    let stats = stats::StatsSampler::new(runtime.clone(), host.clone(), node_name.clone());
-    tasks.push(tokio::spawn(stats.clone().run(shutdown.clone())));
+    //    node, pod and container samples every 10 s, shipped to the server; the same samples
+    //    answer /stats/summary and the agent's /metrics
+    let sampler = mini_nodestats::Sampler::new(
+        mini_nodestats::NodeStatsConfig::new(node_name.clone(), &config.data_dir),
+        Arc::new(mini_nodestats::RealFs),
+        Some(runtime.clone()),
+    );
+    tasks.push(tokio::spawn(mini_nodestats::run(
+        sampler.clone(),
+        Arc::new(mini_nodestats::ApiSink::new(client.clone())),
+        shutdown.clone(),
+    )));
+    let stats = stats::StatsSampler::new(sampler);
     let address = SocketAddr::from(([0, 0, 0, 0], config.kubelet_port));
     let listener = tokio::net::TcpListener::bind(address)
         .await

@@ -1,7 +1,8 @@
 //! The node's HTTPS API on port 10250, used only by the API server: container logs, exec,
-//! attach, port-forward, `/stats/summary`, `/pods`, `/healthz`, and `POST /commit` (a container's
-//! filesystem changes as a gzip layer, for `mini commit`), and `DELETE /localpath/<name>` (the
-//! server's local-path provisioner removing a released volume's directory).
+//! attach, port-forward, `/stats/summary`, `/metrics` (the agent's own), `/pods`, `/healthz`,
+//! and `POST /commit` (a container's filesystem changes as a gzip layer, for `mini commit`),
+//! and `DELETE /localpath/<name>` (the server's local-path provisioner removing a released
+//! volume's directory).
 //!
 //! TLS requires a client certificate chaining to the cluster CA; after the handshake the
 //! certificate's CN must be exactly `system:kube-apiserver-kubelet-client` (else 403).
@@ -85,6 +86,10 @@ pub trait NodeBackend: Send + Sync + 'static {
     ) -> Result<String, BackendError>;
     async fn pod_network(&self, namespace: &str, pod: &str) -> Result<PodNet, BackendError>;
     async fn stats_summary(&self) -> Result<Value, BackendError>;
+    /// The agent's own metrics in Prometheus text (`GET /metrics`).
+    async fn metrics(&self) -> Result<String, BackendError> {
+        Err(BackendError::NotFound("this node serves no metrics".into()))
+    }
     /// The pods bound to this node, as a PodList.
     async fn pods(&self) -> Result<Value, BackendError>;
     /// Commits a container (its current instance): the layer of its filesystem changes, streamed.
@@ -365,6 +370,16 @@ async fn route(
     let result = match (&method, segs.as_slice()) {
         (&Method::GET, ["healthz"]) => return text(StatusCode::OK, "ok"),
         (&Method::GET, ["pods"]) => backend.pods().await.map(|v| json_response(&v)),
+        (&Method::GET, ["metrics"]) => backend.metrics().await.map(|text| {
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(
+                    http::header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
+                .body(full(text))
+                .unwrap_or_else(|_| Response::new(full("")))
+        }),
         (&Method::GET, ["stats", "summary"]) => {
             backend.stats_summary().await.map(|v| json_response(&v))
         }

@@ -45,6 +45,9 @@ impl NodeBackend for TestBackend {
     async fn stats_summary(&self) -> Result<Value, BackendError> {
         Ok(json!({"node": {"nodeName": "n1"}, "pods": []}))
     }
+    async fn metrics(&self) -> Result<String, BackendError> {
+        Ok("process_resident_memory_bytes 1.0\n# EOF\n".into())
+    }
     async fn pods(&self) -> Result<Value, BackendError> {
         Ok(json!({"kind": "PodList", "apiVersion": "v1", "items": []}))
     }
@@ -185,6 +188,17 @@ async fn node_api_api_server_cert_is_served() {
         serde_json::from_str::<Value>(&body).expect("json")["node"]["nodeName"],
         "n1"
     );
+}
+
+#[tokio::test]
+async fn node_api_metrics_are_served_as_openmetrics_text() {
+    let f = start().await;
+    let client =
+        f.ca.issue_client(API_SERVER_CLIENT_CN, &[])
+            .expect("client");
+    let (status, body) = get(&f, Some(&client), "/metrics").await.expect("get");
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("process_resident_memory_bytes"), "{body}");
 }
 
 #[tokio::test]

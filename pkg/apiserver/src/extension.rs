@@ -99,6 +99,11 @@ impl ApiServer {
             .push(route);
     }
 
+    /// Adds metric families another crate renders to the server's `/metrics`.
+    pub fn add_metrics_source(&self, source: crate::metrics::MetricsSource) {
+        self.inner.metrics.add_source(source);
+    }
+
     /// Installs the image catalog behind `registry.mini.dev` (once).
     pub fn set_image_catalog(&self, catalog: Arc<dyn ImageCatalog>) {
         let _ = self.inner.image_catalog.set(catalog);

@@ -20,6 +20,7 @@ mod images_api;
 mod install;
 mod join;
 mod metrics;
+pub use metrics::MetricsSource;
 mod nodeproxy;
 mod quota;
 mod request;

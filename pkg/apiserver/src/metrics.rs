@@ -43,8 +43,13 @@ fn latency_histogram() -> Histogram {
     ])
 }
 
+/// Metrics text (Prometheus/OpenMetrics exposition) that another crate renders on demand.
+pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
+
 pub struct Metrics {
     registry: Registry,
+    /// Rendered after the API server's own families, before the closing `# EOF`.
+    sources: std::sync::RwLock<Vec<MetricsSource>>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<LatencyLabels, Histogram, fn() -> Histogram>,
     watches: Family<WatchLabels, Gauge>,
@@ -98,7 +103,16 @@ impl Metrics {
             latency,
             watches,
             store_latency,
+            sources: std::sync::RwLock::new(Vec::new()),
         }
+    }
+
+    /// Adds families that another crate renders (its own `prometheus_client` registry).
+    pub fn add_source(&self, source: MetricsSource) {
+        self.sources
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(source);
     }
 
     pub fn observe_request(
@@ -138,8 +152,22 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
+        const EOF: &str = "# EOF\n";
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let sources = self
+            .sources
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if sources.is_empty() {
+            return out;
+        }
+        out.truncate(out.strip_suffix(EOF).map_or(out.len(), str::len));
+        for source in sources.iter() {
+            let text = source();
+            out.push_str(text.strip_suffix(EOF).unwrap_or(&text));
+        }
+        out.push_str(EOF);
         out
     }
 }
@@ -220,5 +248,23 @@ impl Store for MeteredStore {
         let r = self.inner.compact(revision).await;
         self.observe("compact", t);
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_with_source_keeps_one_eof_at_the_end() {
+        let metrics = Metrics::new();
+        metrics.observe_request("get", "", "pods", 200, Duration::from_millis(3));
+        metrics.add_source(Arc::new(|| {
+            "# TYPE mini_extra_total counter\nmini_extra_total 7\n# EOF\n".to_string()
+        }));
+        let text = metrics.render();
+        assert!(text.ends_with("mini_extra_total 7\n# EOF\n"), "{text}");
+        assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+        assert!(text.contains("apiserver_request_total"), "{text}");
     }
 }
