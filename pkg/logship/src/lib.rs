@@ -49,6 +49,18 @@ pub async fn run(
     config: LogShipConfig,
     shutdown: CancellationToken,
 ) -> Result<(), LogShipError> {
+    run_with_stats(client, runtime, config, Arc::default(), shutdown).await
+}
+
+/// [`run`], counting into `stats` (for the agent's `/metrics`: entries shipped, batches failed,
+/// gap bytes, rotations, buffered bytes).
+pub async fn run_with_stats(
+    client: kube::Client,
+    runtime: Arc<dyn mini_cri::Runtime>,
+    config: LogShipConfig,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+) -> Result<(), LogShipError> {
     let (pods, watch) = watch_node_pods(client.clone(), &config.node_name);
     let sink = Arc::new(HttpSink::new(client, config.zstd));
     let shipper = Shipper::new(
@@ -56,7 +68,8 @@ pub async fn run(
         sink,
         Arc::new(CriReopener::new(runtime)),
         Arc::new(pods),
-    )?;
+    )?
+    .with_stats(stats);
     let watch = tokio::spawn(watch);
     shipper.run(shutdown).await;
     watch.abort();

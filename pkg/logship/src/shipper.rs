@@ -278,6 +278,12 @@ impl Shipper {
         })
     }
 
+    /// Counts into `stats` from now on (counters owned by the caller, e.g. for `/metrics`).
+    pub fn with_stats(mut self, stats: Arc<Stats>) -> Shipper {
+        self.stats = stats;
+        self
+    }
+
     /// The shipper's counters (shared; they keep counting after `run` took the shipper).
     pub fn stats(&self) -> Arc<Stats> {
         self.stats.clone()
