@@ -75,3 +75,83 @@ impl Reopener for CriReopener {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mini_cri::proto::{
+        ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, PodSandboxConfig,
+        PodSandboxMetadata, RunPodSandboxRequest,
+    };
+    use mini_cri::FakeRuntime;
+
+    async fn running_container(fake: &FakeRuntime) -> String {
+        fake.add_image("busybox");
+        let sandbox = fake
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(PodSandboxConfig {
+                    metadata: Some(PodSandboxMetadata {
+                        name: "web".into(),
+                        uid: "u1".into(),
+                        namespace: "ns".into(),
+                        attempt: 0,
+                    }),
+                    ..Default::default()
+                }),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap();
+        let id = fake
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: sandbox,
+                config: Some(ContainerConfig {
+                    metadata: Some(ContainerMetadata {
+                        name: "app".into(),
+                        attempt: 0,
+                    }),
+                    image: Some(ImageSpec {
+                        image: "busybox".into(),
+                        ..Default::default()
+                    }),
+                    labels: [(LABEL_POD_UID.to_string(), "u1".to_string())].into(),
+                    ..Default::default()
+                }),
+                sandbox_config: None,
+            })
+            .await
+            .unwrap();
+        fake.start_container(&id).await.unwrap();
+        id
+    }
+
+    #[tokio::test]
+    async fn reopen_running_container_calls_the_runtime() {
+        let fake = Arc::new(FakeRuntime::new());
+        running_container(&fake).await;
+        let reopener = CriReopener::new(fake.clone());
+        // the fake keeps the trait's default answer: the call reached ReopenContainerLog
+        let e = reopener.reopen("u1", "app", 0).await.unwrap_err();
+        assert!(e.contains("ReopenContainerLog"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn reopen_unknown_or_exited_container_is_not_running() {
+        let fake = Arc::new(FakeRuntime::new());
+        let id = running_container(&fake).await;
+        let reopener = CriReopener::new(fake.clone());
+        assert_eq!(
+            reopener.reopen("u1", "app", 1).await,
+            Ok(Reopened::NotRunning)
+        );
+        assert_eq!(
+            reopener.reopen("u2", "app", 0).await,
+            Ok(Reopened::NotRunning)
+        );
+        fake.exit_container(&id, 0, "Completed");
+        assert_eq!(
+            reopener.reopen("u1", "app", 0).await,
+            Ok(Reopened::NotRunning)
+        );
+    }
+}
