@@ -14,6 +14,7 @@ BIN_DIR="${CARGO_TARGET_DIR:-${ROOT}/target}/release"
 usage() {
     echo "usage: $0 network [--services N] [--connects N] [--iperf-secs N]" >&2
     echo "usage: $0 ingress [--runs N] [--seconds N] [--connections N]" >&2
+    echo "usage: $0 observe [--nodes N] [--pods N] [--history 24h] [--only server|stores]" >&2
     echo "usage: $0 agent [--pods N] [--idle-secs N]" >&2
     echo "usage: $0 install [--runs N]" >&2
     echo "usage: $0 netpol [--policies N] [--connects N]" >&2
@@ -641,6 +642,11 @@ main() {
             ;;
         ingress)
             "${ROOT}/scripts/bench_ingress.sh" "$@"
+            ;;
+        observe)
+            echo "bench: building the release binary" >&2
+            (cd "${ROOT}" && cargo build --release -p mini --bin mini)
+            MINI_BIN="${BIN_DIR}/mini" "${ROOT}/scripts/bench_observe.sh" "$@"
             ;;
         install)
             build_release_dist

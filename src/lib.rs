@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 pub mod check_cmd;
 pub mod images_cmd;
 pub mod install_cmd;
+pub mod observe_cmd;
 pub mod registry_cmd;
 pub mod token_cmd;
 
@@ -33,6 +34,9 @@ pub enum Command {
     /// Remove what the agent programmed into this host's network (the VXLAN device, the
     /// mini0 bridge, mini's nftables table); run after stopping the agent.
     Cleanup,
+    /// Search the container logs the server keeps (`mini logs search`).
+    #[command(subcommand)]
+    Logs(observe_cmd::LogsCommand),
     /// Images in the cluster's registry (ls, push, rm, import), or this node's containerd.
     #[command(subcommand)]
     Images(images_cmd::ImagesCommand),
@@ -117,6 +121,13 @@ pub struct NodeArgs {
     /// Port of the built-in ingress proxy for HTTPS, HTTP/2 and HTTP/1.1 (0: do not listen).
     #[arg(long, env = "MINI_INGRESS_HTTPS_PORT", default_value_t = 443)]
     pub ingress_https_port: u16,
+    /// Rotate a container's log file past this size (e.g. 10Mi), as the kubelet's
+    /// containerLogMaxSize; the rotated files are shipped to the server first.
+    #[arg(long, env = "MINI_CONTAINER_LOG_MAX_SIZE", default_value = "10Mi", value_parser = observe_cmd::parse_size)]
+    pub container_log_max_size: u64,
+    /// Log files kept per container, the current one included (containerLogMaxFiles).
+    #[arg(long, env = "MINI_CONTAINER_LOG_MAX_FILES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub container_log_max_files: u32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -153,6 +164,34 @@ pub enum SimCommand {
     /// Register simulated nodes (no containers run): they hold leases, report capacity and
     /// mark pods bound to them Running with made-up IPs. For scale tests only.
     Nodes(SimNodesArgs),
+    /// Post the monitoring history simulated nodes and pods would have sent (for benchmarks of
+    /// the metrics store): `mini sim samples --nodes 50 --pods 30 --history 24h`.
+    Samples(SimSamplesArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimSamplesArgs {
+    /// Kubeconfig of the cluster (an administrator's: it posts for nodes that do not exist).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: PathBuf,
+    /// How many nodes.
+    #[arg(long, default_value_t = 50)]
+    pub nodes: usize,
+    /// Pods per node.
+    #[arg(long, default_value_t = 30)]
+    pub pods: usize,
+    /// How far back the history starts (it ends now).
+    #[arg(long, default_value = "24h", value_parser = token_cmd::parse_ttl)]
+    pub history: std::time::Duration,
+    /// Time between samples.
+    #[arg(long, default_value = "10s", value_parser = token_cmd::parse_ttl)]
+    pub interval: std::time::Duration,
+    /// Node names are <prefix><index>.
+    #[arg(long, default_value = "sim-node-")]
+    pub prefix: String,
+    /// Batches in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -236,6 +275,8 @@ pub struct ServerArgs {
     pub node: NodeArgs,
     #[command(flatten)]
     pub registry: registry_cmd::RegistryArgs,
+    #[command(flatten)]
+    pub observe: observe_cmd::ObserveArgs,
     /// A controller not to run (repeatable), e.g. `deployment`, `garbagecollector`.
     #[arg(
         long = "disable-controller",
@@ -266,17 +307,19 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     config.write_kubeconfig_mode = mode;
     let mut disable_agent = false;
     let mut disable_registry = false;
+    let mut disable_observe = false;
     for component in &args.disable {
         match component.as_str() {
             "scheduler" => config.disable_scheduler = true,
             "controllers" => config.disable_controllers = true,
             "agent" => disable_agent = true,
             "registry" => disable_registry = true,
+            "observe" => disable_observe = true,
             // like k3s: any other name is a manifest (`ingress`, `local-storage` or a user file)
             other if !other.is_empty() => config.disabled_manifests.push(other.to_string()),
             other => {
                 anyhow::bail!(
-                    "--disable {other:?}: known components are scheduler, controllers, agent, registry, and manifest names such as ingress, local-storage"
+                    "--disable {other:?}: known components are scheduler, controllers, agent, registry, observe, and manifest names such as ingress, local-storage"
                 )
             }
         }
@@ -297,6 +340,7 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     } else {
         Some(registry_cmd::registry_settings(args.registry).map_err(anyhow::Error::msg)?)
     };
+    config.observe = (!disable_observe).then(|| observe_cmd::retention(&args.observe));
     check_cmd::preflight(&check_cmd::Preflight {
         role: mini_check::Role::Server,
         data_dir: config.data_dir.clone(),
@@ -364,6 +408,34 @@ fn run_sim_nodes(args: SimNodesArgs) -> anyhow::Result<()> {
     })
 }
 
+fn run_sim_samples(args: SimSamplesArgs) -> anyhow::Result<()> {
+    if args.interval.is_zero() {
+        anyhow::bail!("--interval must be more than 0s");
+    }
+    let load = mini_simnode::samples::SampleLoad {
+        prefix: args.prefix,
+        nodes: args.nodes,
+        pods_per_node: args.pods,
+        history: args.history,
+        interval: args.interval,
+        concurrency: args.concurrency,
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let client = kube_client(&args.kubeconfig, "").await?;
+        let report = mini_simnode::samples::post_history(&client, &load).await?;
+        println!(
+            "series={} samples={} requests={} seconds={:.1} samples_per_second={:.0}",
+            report.series,
+            report.samples,
+            report.requests,
+            report.elapsed.as_secs_f64(),
+            report.samples as f64 / report.elapsed.as_secs_f64().max(1e-9)
+        );
+        Ok(())
+    })
+}
+
 /// Copies the node flags into an agent config.
 fn apply_node_args(config: &mut mini_agent::AgentConfig, args: NodeArgs) -> anyhow::Result<()> {
     config.node_name = args.node_name;
@@ -388,6 +460,8 @@ fn apply_node_args(config: &mut mini_agent::AgentConfig, args: NodeArgs) -> anyh
     config.local_path_dir = args.local_path_dir;
     config.ingress_http_port = args.ingress_http_port;
     config.ingress_https_port = args.ingress_https_port;
+    config.container_log_max_bytes = args.container_log_max_size;
+    config.container_log_max_files = args.container_log_max_files as usize;
 
     Ok(())
 }
@@ -491,7 +565,9 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     };
     // the host tools print their own report: only their warnings are logged
     let default_log = match cli.command {
-        Command::Check(_) | Command::Status(_) | Command::Killall(_) => "warn,kube_client=off",
+        Command::Check(_) | Command::Status(_) | Command::Killall(_) | Command::Logs(_) => {
+            "warn,kube_client=off"
+        }
         _ => "info,hickory_server=warn,hickory_proto=warn",
     };
     tracing_subscriber::fmt()
@@ -509,6 +585,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Images(cmd) => images_cmd::run_images(cmd),
         Command::Commit(args) => registry_cmd::run_commit(args),
         Command::Sim(SimCommand::Nodes(args)) => run_sim_nodes(args),
+        Command::Sim(SimCommand::Samples(args)) => run_sim_samples(args),
         Command::Install(args) => install_cmd::run_install(args),
         Command::Uninstall(args) => install_cmd::run_uninstall(args),
         Command::Check(args) => check_cmd::run_check(args),
@@ -516,6 +593,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Killall(args) => check_cmd::run_killall(args),
         Command::Token(cmd) => token_cmd::run_token(cmd),
         Command::Bundle(cmd) => token_cmd::run_bundle(cmd),
+        Command::Logs(cmd) => observe_cmd::run_logs(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

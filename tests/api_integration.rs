@@ -1995,7 +1995,7 @@ async fn streaming_route_gets_requests_under_its_prefix_with_the_caller() -> Res
     h.server
         .as_ref()
         .unwrap()
-        .set_streaming_route(Arc::new(EchoRoute));
+        .add_streaming_route(Arc::new(EchoRoute));
     let out = raw_request(&h.client, "PUT", "/v2/x/blobs", None, vec![7u8; 1000]).await?;
     assert_eq!(out, "1000 system:admin");
     // other paths still reach the Kubernetes API

@@ -75,6 +75,10 @@ pub struct AgentConfig {
     pub ingress_http_port: u16,
     /// Port of the ingress proxy for HTTPS (0: do not listen).
     pub ingress_https_port: u16,
+    /// A container's log file is rotated past this size (by the log shipper).
+    pub container_log_max_bytes: u64,
+    /// Log files kept per container, the current one included.
+    pub container_log_max_files: usize,
 }
 
 /// A start-up step of the agent, reported through [`AgentConfig::progress`].
@@ -145,6 +149,8 @@ impl AgentConfig {
             local_path_dir: None,
             ingress_http_port: 80,
             ingress_https_port: 443,
+            container_log_max_bytes: 10 << 20,
+            container_log_max_files: 5,
         }
     }
 

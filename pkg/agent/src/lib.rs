@@ -451,11 +451,13 @@ pub async fn start(
 
     // 7b. container logs shipped to the server (the shipper also rotates the files)
     {
-        let logship = mini_logship::LogShipConfig::new(
+        let mut logship = mini_logship::LogShipConfig::new(
             node_name.clone(),
             config.logs_dir(),
             config.agent_dir().join("logship"),
         );
+        logship.max_file_bytes = config.container_log_max_bytes;
+        logship.max_files = config.container_log_max_files.max(1);
         let (client, runtime, stop) = (client.clone(), runtime.clone(), shutdown.clone());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = mini_logship::run(client, runtime, logship, stop).await {

@@ -146,8 +146,9 @@ impl ApiServer {
         }
     }
 
-    /// Whether `user` may do `verb` on `resource` of `group` in `namespace` (`None`: cluster
-    /// scope), by the authorizer chain (Node authorizer, then RBAC).
+    /// Whether `user` may do `verb` on `resource` (`pods`, or with a subresource `pods/log`) of
+    /// `group` in `namespace` (`None`: cluster scope), by the authorizer chain (Node
+    /// authorizer, then RBAC).
     pub async fn may(
         &self,
         user: &UserInfo,
@@ -160,11 +161,13 @@ impl ApiServer {
         if user.groups.iter().any(|g| g == "system:masters") {
             return true;
         }
+        let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
         let attrs = RequestAttributes {
             verb: verb.to_string(),
             resource_request: true,
             api_group: group.to_string(),
             resource: resource.to_string(),
+            subresource: subresource.to_string(),
             namespace: namespace.unwrap_or_default().to_string(),
             name: name.unwrap_or_default().to_string(),
             ..Default::default()

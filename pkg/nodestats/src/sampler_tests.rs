@@ -508,3 +508,12 @@ async fn drain_refused_batch_is_dropped_and_the_rest_still_sent() {
         (1, 1, 0)
     );
 }
+
+#[test]
+fn on_grid_rounds_jittered_times_to_the_nearest_tick() {
+    use crate::ship::on_grid;
+    assert_eq!(on_grid(1_700_000_010_013, 10_000), 1_700_000_010_000);
+    assert_eq!(on_grid(1_700_000_009_990, 10_000), 1_700_000_010_000);
+    assert_eq!(on_grid(1_700_000_014_999, 10_000), 1_700_000_010_000);
+    assert_eq!(on_grid(1_700_000_015_000, 10_000), 1_700_000_020_000);
+}

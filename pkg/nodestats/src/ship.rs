@@ -123,6 +123,11 @@ pub(crate) async fn drain(
     result
 }
 
+/// The point of the `interval_ms` grid nearest to `time_ms`.
+pub fn on_grid(time_ms: i64, interval_ms: i64) -> i64 {
+    (time_ms + interval_ms / 2).div_euclid(interval_ms) * interval_ms
+}
+
 /// Samples every interval into the queue and, alongside, ships the queue until `shutdown`.
 /// Sampling never waits for the server: a slow or absent server delays no round.
 pub async fn run(sampler: Arc<Sampler>, sink: Arc<dyn SampleSink>, shutdown: CancellationToken) {
@@ -130,11 +135,22 @@ pub async fn run(sampler: Arc<Sampler>, sink: Arc<dyn SampleSink>, shutdown: Can
     let queue = Mutex::new(BatchQueue::new(config.queue_capacity));
     let queued = Notify::new();
     let sampling = async {
-        let mut ticker = tokio::time::interval(config.interval);
+        let interval_ms = i64::try_from(config.interval.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        // rounds start on the interval's grid (…:00, :10, :20 for 10 s) and are stamped with
+        // the grid time, so consecutive timestamps differ by exactly the interval and the
+        // metrics store keeps one bit per timestamp instead of the scheduling jitter
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let first = tokio::time::Instant::now()
+            + Duration::from_millis(
+                u64::try_from(interval_ms - now_ms.rem_euclid(interval_ms)).unwrap_or(0),
+            );
+        let mut ticker = tokio::time::interval_at(first, config.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            let now_ms = chrono::Utc::now().timestamp_millis();
+            let now_ms = on_grid(chrono::Utc::now().timestamp_millis(), interval_ms);
             match sampler.sample(now_ms).await {
                 Ok(batch) => {
                     let (dropped, len) = {

@@ -38,6 +38,8 @@ pub struct ServerConfig {
     pub agent: Option<mini_agent::AgentConfig>,
     /// The embedded image registry under `/v2/` (`None`: `--disable registry`).
     pub registry: Option<RegistrySettings>,
+    /// Monitoring history and log search (`None`: `--disable observe`).
+    pub observe: Option<mini_observe::Retention>,
     /// Manifests of `<data-dir>/server/manifests` not to apply (`--disable NAME` skips
     /// `NAME.yaml`; bundled ones, `ingress` and `local-storage`, are then not written either).
     pub disabled_manifests: Vec<String>,
@@ -101,6 +103,7 @@ impl ServerConfig {
             disabled_controllers: Vec::new(),
             agent: None,
             registry: Some(RegistrySettings::default()),
+            observe: Some(mini_observe::Retention::default()),
             disabled_manifests: Vec::new(),
         }
     }
@@ -124,6 +127,8 @@ pub enum ServerError {
     },
     #[error("certificates: {0}")]
     Certs(#[from] mini_certs::CertError),
+    #[error("monitoring and logs: {0}")]
+    Observe(#[from] mini_observe::ObserveError),
     #[error("store: {0}")]
     Store(#[from] mini_store::StoreError),
     #[error("api server: {0}")]
@@ -283,6 +288,19 @@ pub async fn start(
         .await?;
     }
 
+    // 5c. monitoring history and log search: every node's samples and container logs
+    let observe = match &config.observe {
+        Some(retention) => Some(
+            mini_observe::start(
+                &api,
+                mini_observe::ObserveConfig::new(&config.data_dir, retention),
+                shutdown.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+
     // 6. admin kubeconfig
     let kubeconfig = config.kubeconfig_path();
     let host = if config.bind_address.is_unspecified() {
@@ -386,6 +404,9 @@ pub async fn start(
         while background.join_next().await.is_some() {}
         // tasks outside `background` may still hold the store: close it here so every
         // applied write is on disk and the next start knows the stop was clean
+        if let Some(observe) = &observe {
+            observe.close();
+        }
         if let Err(e) = closing_store.close() {
             tracing::warn!(error = %e, "closing the store failed");
         }

@@ -1,7 +1,10 @@
 //! Simulated nodes for load testing (like kwok): they register, hold leases, report capacity,
 //! and mark pods bound to them Running with made-up IPs — no containers run. A pod annotated
 //! `sim.mini.dev/complete-after: <seconds>` finishes with phase Succeeded after that long, so
-//! Jobs complete. This is a test tool, never a way to run workloads.
+//! Jobs complete. This is a test tool, never a way to run workloads. `samples` posts the
+//! monitoring history such nodes would have sent, for benchmarks of the metrics store.
+
+pub mod samples;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -58,6 +61,8 @@ pub enum SimError {
     Kube(#[from] kube::Error),
     #[error("watching pods failed: {0}")]
     Watch(#[from] watcher::Error),
+    #[error("simulated monitoring load: {0}")]
+    Load(String),
 }
 
 fn now_micro() -> MicroTime {

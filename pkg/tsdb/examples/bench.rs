@@ -1,10 +1,11 @@
 //! Benchmark of mini-tsdb on generated, realistic node and pod series (counters that grow, gauges that
-//! wander, constants, millisecond jitter on a 10 s interval): bytes per stored sample, resident memory
+//! wander, constants, on a 10 s interval — on the grid as mini's agents stamp them, or with
+//! `--jitter-ms N` as a scraper that stamps read times would): bytes per stored sample, resident memory
 //! after a day of 50 nodes × 30 pods, `select` of a day for one pod; and the same data for one node
 //! through Prometheus' TSDB (`promtool tsdb create-blocks-from openmetrics`) side by side.
 //!
 //! `cargo run --release -p mini-tsdb --example bench -- [--nodes 50] [--pods 30] [--hours 24]
-//!  [--promtool /usr/bin/promtool] [--json FILE]`
+//!  [--jitter-ms 0] [--promtool /usr/bin/promtool] [--json FILE]`
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -273,6 +274,9 @@ fn node_series(node: usize, pods: usize, r: &mut Rng) -> Vec<Gen> {
     out
 }
 
+/// Milliseconds of random delay added to each round's timestamp (`--jitter-ms`).
+static JITTER_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// One node's generators, stepped an hour at a time.
 struct NodeGen {
     r: Rng,
@@ -297,8 +301,16 @@ impl NodeGen {
         let mut batch: Vec<Vec<(i64, f64)>> =
             vec![Vec::with_capacity(steps as usize); self.gens.len()];
         for i in 0..steps {
-            // The agent samples every 10 s; reading /proc and cgroups takes a few ms.
-            let t = START_MS + (w * steps + i) * STEP_MS + (self.r.next() % 20) as i64;
+            // mini's agents stamp each round with its 10 s grid time; a scraper that stamps
+            // the read time adds a few ms of jitter (--jitter-ms)
+            let jitter = JITTER_MS.load(std::sync::atomic::Ordering::Relaxed);
+            let t = START_MS
+                + (w * steps + i) * STEP_MS
+                + if jitter > 0 {
+                    (self.r.next() % jitter) as i64
+                } else {
+                    0
+                };
             for (g, out) in self.gens.iter_mut().zip(batch.iter_mut()) {
                 out.push((t, g.step(&mut self.r)));
             }
@@ -381,6 +393,10 @@ fn args() -> Args {
             "--pods" => a.pods = v[i + 1].parse().expect("--pods takes a number"),
             "--hours" => a.hours = v[i + 1].parse().expect("--hours takes a number"),
             "--promtool" => a.promtool = v[i + 1].clone(),
+            "--jitter-ms" => JITTER_MS.store(
+                v[i + 1].parse().expect("--jitter-ms takes a number"),
+                std::sync::atomic::Ordering::Relaxed,
+            ),
             "--json" => a.json = Some(v[i + 1].clone()),
             other => panic!("unknown flag {other}"),
         }
