@@ -204,6 +204,10 @@ pub fn logql(args: &LogsSearchArgs) -> anyhow::Result<String> {
     if selector_body.is_empty() && filters.is_empty() {
         return Ok(String::new());
     }
+    if selector_body.is_empty() {
+        // LogQL needs one non-empty matcher; every stream has a namespace
+        selector_body.push_str(r#"namespace=~".+""#);
+    }
     Ok(format!("{{{selector_body}}} {filters}").trim().to_string())
 }
 
