@@ -6,7 +6,8 @@
 #      /metrics, and `query_range` of one day for one pod through the Prometheus API (median of
 #      10, with curl);
 #   2. the stores' own benchmarks, each next to its peer in the same run: the metrics store
-#      against Prometheus 2.42's TSDB (scripts/bench_observe_tsdb.sh), the log store against
+#      against Prometheus 2.42's TSDB (scripts/bench_observe_tsdb.sh), the PromQL evaluator's
+#      speed and its answers against Prometheus' (scripts/bench_observe_promql.sh), the log store against
 #      grep and zstd (scripts/bench_observe_logstore.sh), the log shipper against `tail -F`
 #      (scripts/bench_observe_logship.sh).
 # Usually run as `scripts/bench.sh observe`.
@@ -131,7 +132,7 @@ if [[ "${ONLY}" != "stores" ]]; then
     run_server_bench
 fi
 if [[ "${ONLY}" != "server" ]]; then
-    for part in tsdb logstore logship; do
+    for part in tsdb promql logstore logship; do
         if [[ -x "${ROOT}/scripts/bench_observe_${part}.sh" ]]; then
             echo
             "${ROOT}/scripts/bench_observe_${part}.sh"
