@@ -143,6 +143,11 @@ impl Observe {
     }
 }
 
+/// The wall clock in Unix nanoseconds.
+pub(crate) fn now_ns() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
 /// How often the log store applies its retention (and closes an idle open segment).
 const LOG_RETENTION_EVERY: Duration = Duration::from_secs(60);
 
@@ -199,7 +204,7 @@ pub async fn start(
                 _ = every.tick() => {}
             }
             let store = logs.clone();
-            let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+            let now = now_ns();
             match tokio::task::spawn_blocking(move || store.apply_retention(now)).await {
                 Ok(Err(e)) => tracing::warn!(error = %e, "applying the log retention failed"),
                 Err(e) => tracing::warn!(error = %e, "applying the log retention panicked"),

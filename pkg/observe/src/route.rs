@@ -272,8 +272,23 @@ async fn answer(
     )
 }
 
-fn now_ns() -> i64 {
-    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
+/// Runs one synchronous query API answer (`(status, JSON)`) off the async threads.
+async fn blocking_answer(
+    path: &'static str,
+    answer: impl FnOnce() -> (u16, Value) + Send + 'static,
+) -> Response<Body> {
+    match tokio::task::spawn_blocking(answer).await {
+        Ok((status, body)) => json_response(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            &body,
+        ),
+        Err(e) => failure(
+            path,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            &format!("the query failed: {e}"),
+        ),
+    }
 }
 
 async fn prometheus(
@@ -283,7 +298,7 @@ async fn prometheus(
     scope: Scope,
 ) -> Response<Body> {
     let observe = observe.clone();
-    let answered = tokio::task::spawn_blocking(move || {
+    blocking_answer("/prometheus/", move || {
         let source = ScopedSeries {
             tsdb: &observe.tsdb,
             scope: &scope,
@@ -293,23 +308,11 @@ async fn prometheus(
             &pairs,
             &source,
             &observe.config.query_limits,
-            now_ns() / 1_000_000,
+            crate::now_ns() / 1_000_000,
             &observe.info,
         )
     })
-    .await;
-    match answered {
-        Ok((status, body)) => json_response(
-            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            &body,
-        ),
-        Err(e) => failure(
-            "/prometheus/",
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalError",
-            &format!("the query failed: {e}"),
-        ),
-    }
+    .await
 }
 
 async fn loki(
@@ -319,22 +322,16 @@ async fn loki(
     scope: Scope,
 ) -> Response<Body> {
     let observe = observe.clone();
-    let answered = tokio::task::spawn_blocking(move || {
-        mini_logstore::loki_api(&rest, &pairs, &observe.logs, &scope.log_scope(), now_ns())
+    blocking_answer("/loki/", move || {
+        mini_logstore::loki_api(
+            &rest,
+            &pairs,
+            &observe.logs,
+            &scope.log_scope(),
+            crate::now_ns(),
+        )
     })
-    .await;
-    match answered {
-        Ok((status, body)) => json_response(
-            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            &body,
-        ),
-        Err(e) => failure(
-            "/loki/",
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalError",
-            &format!("the query failed: {e}"),
-        ),
-    }
+    .await
 }
 
 /// The time-series store as PromQL sees it, narrowed to one caller's scope.

@@ -95,16 +95,12 @@ pub(crate) fn query_from(
     })
 }
 
-fn now_ns() -> i64 {
-    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
-}
-
 pub(crate) async fn search(
     observe: &Arc<Observe>,
     pairs: &[(String, String)],
     scope: &Scope,
 ) -> Response<Body> {
-    let query = match query_from(pairs, scope, observe.config.search_budget, now_ns()) {
+    let query = match query_from(pairs, scope, observe.config.search_budget, crate::now_ns()) {
         Ok(query) => query,
         Err(message) => return bad(message),
     };
@@ -134,7 +130,7 @@ pub(crate) fn tail(
     pairs: &[(String, String)],
     scope: &Scope,
 ) -> Response<Body> {
-    let query = match query_from(pairs, scope, observe.config.search_budget, now_ns()) {
+    let query = match query_from(pairs, scope, observe.config.search_budget, crate::now_ns()) {
         Ok(query) => query,
         Err(message) => return bad(message),
     };

@@ -433,6 +433,27 @@ impl RtNetlink {
         request().await
     }
 
+    /// The kernel's address messages of the link `index` (filtered in the kernel and again here).
+    async fn address_messages(&self, index: u32) -> Result<Vec<AddressMessage>, NetlinkError> {
+        let messages: Vec<AddressMessage> = self
+            .dump(|| {
+                self.handle
+                    .address()
+                    .get()
+                    .set_link_index_filter(index)
+                    .execute()
+                    .try_collect()
+            })
+            .await
+            .map_err(|e| {
+                NetlinkError::from_rtnetlink("list addresses", format!("index {index}"), e)
+            })?;
+        Ok(messages
+            .into_iter()
+            .filter(|m| m.header.index == index)
+            .collect())
+    }
+
     async fn links(
         &self,
         request: rtnetlink::LinkGetRequest,
@@ -682,24 +703,8 @@ impl Netlink for RtNetlink {
     }
 
     async fn addresses(&self, index: u32) -> Result<Vec<Ipv4Net>, NetlinkError> {
-        let messages: Vec<AddressMessage> = self
-            .dump(|| {
-                self.handle
-                    .address()
-                    .get()
-                    .set_link_index_filter(index)
-                    .execute()
-                    .try_collect()
-            })
-            .await
-            .map_err(|e| {
-                NetlinkError::from_rtnetlink("list addresses", format!("index {index}"), e)
-            })?;
-        Ok(messages
-            .iter()
-            .filter(|m| m.header.index == index)
-            .filter_map(address_net)
-            .collect())
+        let messages = self.address_messages(index).await?;
+        Ok(messages.iter().filter_map(address_net).collect())
     }
 
     async fn add_address(&self, index: u32, address: Ipv4Net) -> Result<(), NetlinkError> {
@@ -723,21 +728,9 @@ impl Netlink for RtNetlink {
     }
 
     async fn remove_address(&self, index: u32, address: Ipv4Net) -> Result<(), NetlinkError> {
-        let messages: Vec<AddressMessage> = self
-            .dump(|| {
-                self.handle
-                    .address()
-                    .get()
-                    .set_link_index_filter(index)
-                    .execute()
-                    .try_collect()
-            })
-            .await
-            .map_err(|e| {
-                NetlinkError::from_rtnetlink("list addresses", format!("index {index}"), e)
-            })?;
+        let messages = self.address_messages(index).await?;
         for message in messages {
-            if message.header.index == index && address_net(&message) == Some(address) {
+            if address_net(&message) == Some(address) {
                 let result = self
                     .handle
                     .address()
