@@ -330,7 +330,7 @@ mod tests {
     fn logql_plain_text_query_is_a_line_filter() {
         assert_eq!(
             logql(&args(&["disk full"])).unwrap(),
-            r#"{} |= "disk full""#
+            r#"{namespace=~".+"} |= "disk full""#
         );
     }
 

@@ -163,6 +163,20 @@ EOF
   expect_fail "bad_search_time_is_refused" "start" raw "/v1-mini/logs/search?start=yesterday"
 }
 
+step_live_tail() {
+  local out=$WORK/tail.out
+  # nsenter execs mini, so $! is the follower's own PID
+  nsenter --net="$(ns_path "$SERVER_NS")" "$MINI_BIN" logs search --kubeconfig "$KUBECONFIG" \
+    -n team-a --grep "tail-$MARK" --follow >"$out" 2>&1 &
+  local follower=$!
+  sleep 2
+  k exec -n team-a printer -- sh -c "echo tail-$MARK one >/proc/1/fd/1; echo tail-$MARK two >/proc/1/fd/1"
+  check_for "live_tail_follows_new_lines" 45 grep -q "tail-$MARK two" "$out"
+  expect_eq "live_tail_prints_each_line_once" "2" grep -c "tail-$MARK" "$out"
+  kill "$follower" 2>/dev/null || true
+  wait "$follower" 2>/dev/null || true
+}
+
 step_rotation_and_restarts() {
   cat <<EOF | k apply -f - >/dev/null
 apiVersion: v1
@@ -250,6 +264,7 @@ step_node_gone() {
 run_steps() {
   step_start || return 0
   step_known_lines
+  step_live_tail
   step_rotation_and_restarts
   step_metrics
   step_read_only_user

@@ -207,7 +207,8 @@ pub async fn run(
     };
     let started = std::time::Instant::now();
     // a failed setup (the kernel or the API server briefly refusing) is retried: an agent
-    // without its overlay device would leave every other node unable to reach its pods
+    // without its overlay device would leave every other node unable to reach its pods;
+    // configuration errors (no interface for the node IP, a bad podCIDR) end the overlay
     let mut vtep = loop {
         let setup = async {
             let vtep = ensure_device(netlink.as_ref(), &config, pod_cidr).await?;
@@ -216,7 +217,11 @@ pub async fn run(
         };
         match setup.await {
             Ok(vtep) => break vtep,
-            Err(e) => tracing::warn!(error = %e, "overlay device setup failed; retrying in 2s"),
+            // a busy kernel or an API server away passes; a wrong address or CIDR does not
+            Err(e @ (OverlayError::Netlink { .. } | OverlayError::Api { .. })) => {
+                tracing::warn!(error = %e, "overlay device setup failed; retrying in 2s")
+            }
+            Err(e) => return Err(e),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
