@@ -84,6 +84,9 @@ run_server_bench() {
     rss_after=$(rss_mib)
     samples=$(metric mini_metrics_ingested_samples_total)
     bytes=$(metric mini_metrics_disk_bytes)
+    local chunk_bps store_mem
+    chunk_bps=$(metric mini_metrics_bytes_per_sample)
+    store_mem=$(metric mini_metrics_memory_bytes)
     # one pod's CPU over the last day, 1-minute steps (1,440 points)
     local now start q times
     now=$(date +%s)
@@ -111,10 +114,10 @@ EOF
     sleep 3
     rss_restart=$(rss_mib)
     stop_server
-    python3 - "${idle_rss}" "${rss_after}" "${rss_restart}" "${samples:-0}" "${bytes:-0}" "${points}" "${load_out}" ${times} <<'EOF'
+    python3 - "${idle_rss}" "${rss_after}" "${rss_restart}" "${samples:-0}" "${bytes:-0}" "${points}" "${load_out}" "${chunk_bps:-0}" "${store_mem:-0}" ${times} <<'EOF'
 import statistics, sys
-idle, after, restart, samples, disk, points, load = sys.argv[1:8]
-times = sorted(float(t) * 1000 for t in sys.argv[8:])
+idle, after, restart, samples, disk, points, load, chunk_bps, store_mem = sys.argv[1:10]
+times = sorted(float(t) * 1000 for t in sys.argv[10:])
 samples, disk = float(samples), float(disk)
 print()
 print("metrics store in a real mini server (%s)" % load)
@@ -122,7 +125,9 @@ print("  %-52s %10s" % ("server RSS idle (MiB)", idle))
 print("  %-52s %10s   (goal <= 60 MB)" % ("server RSS after the history (MiB)", after))
 print("  %-52s %10s" % ("server RSS after a restart (MiB)", restart))
 print("  %-52s %10.0f" % ("samples stored", samples))
-print("  %-52s %10.2f   (goal <= 2; Prometheus 1-2: see below)" % ("bytes per sample on disk", disk / samples if samples else float("nan")))
+print("  %-52s %10.2f   (goal <= 2; Prometheus: see the store bench below)" % ("chunk bytes per raw sample", float(chunk_bps)))
+print("  %-52s %10.2f   (all files: blocks, tiers, WAL)" % ("disk bytes per sample", disk / samples if samples else float("nan")))
+print("  %-52s %10.1f" % ("the store's own memory estimate (MiB)", float(store_mem) / 1048576))
 print("  %-52s %10.1f   (goal <= 50 ms; %s points)" % ("query_range 1 day, one pod, median ms", statistics.median(times), points))
 print("  %-52s %10.1f" % ("query_range 1 day, one pod, max ms", times[-1]))
 EOF
