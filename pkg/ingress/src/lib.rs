@@ -17,8 +17,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
-use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::Api;
+use mini_runtime::watch::spawn_store;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -88,40 +88,31 @@ pub async fn run(
     );
 
     let changed = Arc::new(Notify::new());
-    let (ingresses, w_ing) = reflector::store::<Ingress>();
-    let (classes, w_cls) = reflector::store::<IngressClass>();
-    let (services, w_svc) = reflector::store::<Service>();
-    let (slices, w_sl) = reflector::store::<EndpointSlice>();
     let mut watches = tokio::task::JoinSet::new();
-    let wc = watcher::Config::default;
-    watches.spawn(mini_runtime::watch::notify_on_events(
+    let ingresses = spawn_store(
+        &mut watches,
         "ingresses",
-        reflector(w_ing, watcher(Api::<Ingress>::all(client.clone()), wc())).default_backoff(),
-        changed.clone(),
-    ));
-    watches.spawn(mini_runtime::watch::notify_on_events(
+        Api::<Ingress>::all(client.clone()),
+        &changed,
+    );
+    let classes = spawn_store(
+        &mut watches,
         "ingressclasses",
-        reflector(
-            w_cls,
-            watcher(Api::<IngressClass>::all(client.clone()), wc()),
-        )
-        .default_backoff(),
-        changed.clone(),
-    ));
-    watches.spawn(mini_runtime::watch::notify_on_events(
+        Api::<IngressClass>::all(client.clone()),
+        &changed,
+    );
+    let services = spawn_store(
+        &mut watches,
         "services",
-        reflector(w_svc, watcher(Api::<Service>::all(client.clone()), wc())).default_backoff(),
-        changed.clone(),
-    ));
-    watches.spawn(mini_runtime::watch::notify_on_events(
+        Api::<Service>::all(client.clone()),
+        &changed,
+    );
+    let slices = spawn_store(
+        &mut watches,
         "endpointslices",
-        reflector(
-            w_sl,
-            watcher(Api::<EndpointSlice>::all(client.clone()), wc()),
-        )
-        .default_backoff(),
-        changed.clone(),
-    ));
+        Api::<EndpointSlice>::all(client.clone()),
+        &changed,
+    );
     let ready = async {
         let _ = ingresses.wait_until_ready().await;
         let _ = classes.wait_until_ready().await;

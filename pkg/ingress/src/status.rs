@@ -8,8 +8,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::{Patch, PatchParams};
-use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::Api;
+use mini_runtime::watch::spawn_store;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -71,30 +71,25 @@ pub fn pending(
 /// Keeps the status of mini-class Ingresses in step with the nodes until `shutdown`.
 pub async fn run_status(client: kube::Client, shutdown: CancellationToken) {
     let changed = Arc::new(Notify::new());
-    let (ingresses, w_ing) = reflector::store::<Ingress>();
-    let (classes, w_cls) = reflector::store::<IngressClass>();
-    let (nodes, w_node) = reflector::store::<Node>();
     let mut watches = tokio::task::JoinSet::new();
-    let wc = watcher::Config::default;
-    watches.spawn(mini_runtime::watch::notify_on_events(
+    let ingresses = spawn_store(
+        &mut watches,
         "ingresses",
-        reflector(w_ing, watcher(Api::<Ingress>::all(client.clone()), wc())).default_backoff(),
-        changed.clone(),
-    ));
-    watches.spawn(mini_runtime::watch::notify_on_events(
+        Api::<Ingress>::all(client.clone()),
+        &changed,
+    );
+    let classes = spawn_store(
+        &mut watches,
         "ingressclasses",
-        reflector(
-            w_cls,
-            watcher(Api::<IngressClass>::all(client.clone()), wc()),
-        )
-        .default_backoff(),
-        changed.clone(),
-    ));
-    watches.spawn(mini_runtime::watch::notify_on_events(
+        Api::<IngressClass>::all(client.clone()),
+        &changed,
+    );
+    let nodes = spawn_store(
+        &mut watches,
         "nodes",
-        reflector(w_node, watcher(Api::<Node>::all(client.clone()), wc())).default_backoff(),
-        changed.clone(),
-    ));
+        Api::<Node>::all(client.clone()),
+        &changed,
+    );
     let ready = async {
         let _ = ingresses.wait_until_ready().await;
         let _ = classes.wait_until_ready().await;

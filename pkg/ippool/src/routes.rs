@@ -11,12 +11,10 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
 use kube::Api;
 use mini_overlay::OverlayConfig;
+use mini_runtime::watch::spawn_store;
 use mini_sys::netlink::{Ipv4Net, Netlink, RouteEntry};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -174,33 +172,6 @@ pub async fn sync(
     Ok(local + remote)
 }
 
-fn watch<K>(api: Api<K>, changed: Arc<Notify>) -> (Store<K>, tokio::task::JoinHandle<()>)
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store::<K>();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
-    );
-    let task = tokio::spawn(async move {
-        futures::pin_mut!(stream);
-        while let Some(event) = stream.next().await {
-            if let Err(e) = event {
-                tracing::debug!(error = %e, "ippool route watch failed; retrying");
-            }
-            changed.notify_one();
-        }
-    });
-    (reader, task)
-}
-
 /// Keeps this node's pool-address routes until `shutdown` (routes stay on exit, like the
 /// overlay's, so pods keep their network across agent restarts).
 pub async fn run(
@@ -211,8 +182,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let changed = Arc::new(Notify::new());
-    let (allocations, t1) = watch(Api::<IpAllocation>::all(client.clone()), changed.clone());
-    let (nodes, t2) = watch(Api::<Node>::all(client), changed.clone());
+    let mut watches = tokio::task::JoinSet::new();
+    let allocations = spawn_store(
+        &mut watches,
+        "ipallocations",
+        Api::<IpAllocation>::all(client.clone()),
+        &changed,
+    );
+    let nodes = spawn_store(&mut watches, "nodes", Api::<Node>::all(client), &changed);
     let vtep = config.device_name();
     // never act on a half-listed cluster: that would remove routes still in use
     let ready = async {
@@ -220,7 +197,7 @@ pub async fn run(
         nodes.wait_until_ready().await.ok()
     };
     tokio::select! {
-        _ = shutdown.cancelled() => { t1.abort(); t2.abort(); return; }
+        _ = shutdown.cancelled() => return,
         _ = ready => {}
     }
     let mut delay = Duration::ZERO;
@@ -248,8 +225,6 @@ pub async fn run(
             }
         }
     }
-    t1.abort();
-    t2.abort();
 }
 
 #[cfg(test)]

@@ -46,8 +46,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::runtime::reflector;
 use kube::Api;
+use mini_runtime::watch::spawn_store;
 use mini_sys::nft::{Nft, NftError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -195,49 +196,25 @@ pub async fn run(
 ) -> Result<(), NetpolError> {
     let mut enforcer = Enforcer::new(nft, node_name.clone());
     let changed = Arc::new(Notify::new());
-    let (policies, policies_writer) = reflector::store::<NetworkPolicy>();
-    let (pods, pods_writer) = reflector::store::<Pod>();
-    let (namespaces, namespaces_writer) = reflector::store::<Namespace>();
     let mut watches = tokio::task::JoinSet::new();
-    {
-        let stream = reflector(
-            policies_writer,
-            watcher(
-                Api::<NetworkPolicy>::all(client.clone()),
-                watcher::Config::default(),
-            ),
-        )
-        .default_backoff();
-        watches.spawn(mini_runtime::watch::notify_on_events(
-            "networkpolicies",
-            stream,
-            changed.clone(),
-        ));
-    }
-    {
-        let stream = reflector(
-            pods_writer,
-            watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
-        )
-        .default_backoff();
-        watches.spawn(mini_runtime::watch::notify_on_events(
-            "pods",
-            stream,
-            changed.clone(),
-        ));
-    }
-    {
-        let stream = reflector(
-            namespaces_writer,
-            watcher(Api::<Namespace>::all(client), watcher::Config::default()),
-        )
-        .default_backoff();
-        watches.spawn(mini_runtime::watch::notify_on_events(
-            "namespaces",
-            stream,
-            changed.clone(),
-        ));
-    }
+    let policies = spawn_store(
+        &mut watches,
+        "networkpolicies",
+        Api::<NetworkPolicy>::all(client.clone()),
+        &changed,
+    );
+    let pods = spawn_store(
+        &mut watches,
+        "pods",
+        Api::<Pod>::all(client.clone()),
+        &changed,
+    );
+    let namespaces = spawn_store(
+        &mut watches,
+        "namespaces",
+        Api::<Namespace>::all(client),
+        &changed,
+    );
     let ready = async {
         let _ = policies.wait_until_ready().await;
         let _ = pods.wait_until_ready().await;
