@@ -256,6 +256,38 @@ fn succeeded_status(pod: &Pod) -> serde_json::Value {
                        {"type": "ContainersReady", "status": "False", "reason": "PodCompleted", "lastProbeTime": null, "lastTransitionTime": now}]}})
 }
 
+/// Writes a pod's status the way a kubelet's sync loop does: an API server that is away (a
+/// restart) is waited for, so a pod bound just before the restart is not left Pending; a pod
+/// that is gone or changed (404, 409) ends the attempt. Returns whether the status was written.
+async fn patch_status_until_done(
+    api: &Api<Pod>,
+    name: &str,
+    status: serde_json::Value,
+    shutdown: &CancellationToken,
+) -> bool {
+    const ATTEMPTS: u32 = 120;
+    for attempt in 1..=ATTEMPTS {
+        match api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+        {
+            Ok(_) => return true,
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
+                tracing::debug!(pod = name, error = %e, "pod gone or changed; status not written");
+                return false;
+            }
+            Err(e) => {
+                tracing::info!(pod = name, attempt, error = %e, "writing pod status failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return false,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+    false
+}
+
 /// Watches pods and plays the kubelet for those bound to the simulated nodes.
 async fn run_pods(
     client: kube::Client,
@@ -314,8 +346,7 @@ async fn run_pods(
                 if phase != "Running" && handled.lock().expect("poisoned").insert(uid.clone()) {
                     let ip = book.lock().expect("poisoned").pod_ip(node_index, &node);
                     let status = running_status(&pod, &ip, &node_ip(node_index));
-                    if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status)).await {
-                        tracing::debug!(pod = name, error = %e, "marking pod running failed");
+                    if !patch_status_until_done(&api, &name, status, &shutdown).await {
                         handled.lock().expect("poisoned").remove(&uid);
                         return;
                     }
@@ -326,7 +357,7 @@ async fn run_pods(
                             tokio::select! {
                                 _ = shutdown.cancelled() => {}
                                 _ = tokio::time::sleep(Duration::from_secs_f64(secs.max(0.0))) => {
-                                    let _ = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(succeeded_status(&pod))).await;
+                                    patch_status_until_done(&api, &name, succeeded_status(&pod), &shutdown).await;
                                 }
                             }
                         });
