@@ -1,8 +1,10 @@
 //! Gorilla-class chunk codec: delta-of-delta timestamps and XOR-compressed floats, bit-packed with
 //! `bitstream-io` (the layout of Facebook's Gorilla paper; timestamp buckets of 7/14/20/64 bits tuned
-//! for millisecond jitter on a regular interval), plus a decimal-delta value mode: when both values are
-//! exactly `m / 10^e` (counters in 1/100 s, nanoseconds as seconds, byte counts), the change of `m` is
-//! written instead of the XOR whenever that is shorter — lossless, checked bit for bit.
+//! for millisecond jitter on a regular interval), plus a decimal value mode: when both values are
+//! exactly `m / 10^e` (counters in 1/100 s, nanoseconds as seconds, byte counts), the change of `m` —
+//! or, for counters with a steady rate, the change of that change — is written instead of the XOR
+//! whenever that is shorter, in a bit width that is reused until a wider one is needed — lossless,
+//! checked bit for bit.
 
 use bitstream_io::{BigEndian, BitRead, BitReader, BitRecorder, BitWrite, BitWriter};
 
@@ -24,6 +26,10 @@ pub struct ChunkEncoder {
     v: u64,
     leading: u8,
     trailing: u8,
+    /// The last step of the decimal mantissa (exponent, change), when the last two values had one.
+    step: Option<(u8, i64)>,
+    /// The bit width the last decimal value was written in (reused while changes fit).
+    width: Option<u8>,
 }
 
 impl Default for ChunkEncoder {
@@ -43,6 +49,8 @@ impl ChunkEncoder {
             v: 0,
             leading: NO_WINDOW,
             trailing: 0,
+            step: None,
+            width: None,
         }
     }
 
@@ -118,6 +126,8 @@ impl ChunkEncoder {
             w.write_var::<u64>(64, dod as u64)?;
         }
         let xor = v ^ self.v;
+        let prev = f64::from_bits(self.v);
+        let base = decimal_base(prev, self.step);
         if xor == 0 {
             w.write_bit(false)?;
         } else {
@@ -130,18 +140,48 @@ impl ChunkEncoder {
             } else {
                 3 + 11 + 64 - u32::from(leading) - u32::from(trailing)
             };
-            // Decimal delta: both values are m / 10^e with the previous value's exponent.
-            let dec = decimal(f64::from_bits(self.v)).and_then(|(pm, e)| {
+            // Decimal: both values are m / 10^e; the change of m, or the change of that change.
+            let dec = base.and_then(|(e, pm, last)| {
                 let m = exact_mantissa(f64::from_bits(v), e)?;
-                let zz = zigzag(m.checked_sub(pm)?);
-                let n = 64 - zz.leading_zeros();
-                (n <= 63).then_some((zz, n))
+                let change = m.checked_sub(pm)?;
+                let by_change = (false, zigzag(change));
+                let best = match last.and_then(|l| change.checked_sub(l)) {
+                    Some(dod) if zigzag(dod) < by_change.1 => (true, zigzag(dod)),
+                    _ => by_change,
+                };
+                let n = 64 - best.1.leading_zeros();
+                (n <= 63).then_some((best.0, best.1, n))
+            });
+            let dec = dec.map(|(of_change, zz, n)| {
+                let reuse = self.width.filter(|&w| u32::from(w) >= n);
+                let cost = match reuse {
+                    Some(w) if 5 + u32::from(w) <= 11 + n => 5 + u32::from(w),
+                    _ => 11 + n,
+                };
+                (
+                    of_change,
+                    zz,
+                    n,
+                    reuse.filter(|&w| 5 + u32::from(w) <= 11 + n),
+                    cost,
+                )
             });
             match dec {
-                Some((zz, n)) if 3 + 6 + n < xor_cost => {
+                Some((of_change, zz, n, reuse_width, cost)) if cost < xor_cost => {
                     w.write_var::<u8>(3, 0b111)?;
-                    w.write_var::<u8>(6, n as u8)?;
-                    w.write_var::<u64>(n, zz)?;
+                    w.write_bit(of_change)?;
+                    match reuse_width {
+                        Some(width) => {
+                            w.write_bit(false)?;
+                            w.write_var::<u64>(u32::from(width), zz)?;
+                        }
+                        None => {
+                            w.write_bit(true)?;
+                            w.write_var::<u8>(6, n as u8)?;
+                            w.write_var::<u64>(n, zz)?;
+                            self.width = Some(n as u8);
+                        }
+                    }
                 }
                 _ if reuse => {
                     w.write_var::<u8>(2, 0b10)?;
@@ -160,6 +200,7 @@ impl ChunkEncoder {
                 }
             }
         }
+        self.step = next_step(base, f64::from_bits(v));
         self.t = t;
         self.delta = delta;
         self.v = v;
@@ -196,6 +237,37 @@ fn exact_mantissa(v: f64, e: u8) -> Option<i64> {
     let m = (v * p).round();
     // Checked the way the decoder rebuilds it (from the integer), so -0.0 never takes this path.
     (m.abs() < MAX_MANTISSA && ((m as i64) as f64 / p).to_bits() == v.to_bits()).then_some(m as i64)
+}
+
+/// What a decimal value after `prev` is written against: the exponent (`prev`'s own, or the
+/// previous step's when that is finer), `prev`'s mantissa at it, and the previous step's change
+/// scaled to it (for a change of the change).
+fn decimal_base(prev: f64, step: Option<(u8, i64)>) -> Option<(u8, i64, Option<i64>)> {
+    if let Some((se, change)) = step {
+        // the common case, one multiplication: `prev` has the step's resolution (then its own
+        // smallest exponent is no larger)
+        if let Some(spm) = exact_mantissa(prev, se) {
+            return Some((se, spm, Some(change)));
+        }
+    }
+    let (pm, e) = decimal(prev)?;
+    if let Some((se, change)) = step {
+        if se < e {
+            let scaled = 10i64
+                .checked_pow(u32::from(e - se))
+                .and_then(|f| change.checked_mul(f));
+            return Some((e, pm, scaled));
+        }
+    }
+    Some((e, pm, None))
+}
+
+/// The decimal step to `cur` from the base of the value before it (both sides of the codec keep
+/// it the same way).
+fn next_step(base: Option<(u8, i64, Option<i64>)>, cur: f64) -> Option<(u8, i64)> {
+    let (e, pm, _) = base?;
+    let m = exact_mantissa(cur, e)?;
+    Some((e, m.checked_sub(pm)?))
 }
 
 fn zigzag(v: i64) -> u64 {
@@ -238,7 +310,10 @@ fn decode_inner(bytes: &[u8], count: u16) -> std::io::Result<Vec<(i64, f64)>> {
     let mut delta = 0i64;
     let mut leading = 0u32;
     let mut trailing = 0u32;
+    let mut step: Option<(u8, i64)> = None;
+    let mut width: Option<u8> = None;
     for _ in 1..count {
+        let base = decimal_base(f64::from_bits(v), step);
         let mut prefix = 0u32;
         while prefix < 4 && r.read_bit()? {
             prefix += 1;
@@ -268,17 +343,33 @@ fn decode_inner(bytes: &[u8], count: u16) -> std::io::Result<Vec<(i64, f64)>> {
                 trailing = 64 - leading - sig;
                 v ^= r.read_var::<u64>(sig)? << trailing;
             } else {
-                let n = u32::from(r.read_var::<u8>(6)?);
+                let of_change = r.read_bit()?;
+                let n = if r.read_bit()? {
+                    let n = r.read_var::<u8>(6)?;
+                    width = Some(n);
+                    u32::from(n)
+                } else {
+                    u32::from(width.ok_or_else(|| {
+                        std::io::Error::other("decimal value reuses a width never written")
+                    })?)
+                };
                 let zz = if n == 0 { 0 } else { r.read_var::<u64>(n)? };
-                let (pm, e) = decimal(f64::from_bits(v)).ok_or_else(|| {
-                    std::io::Error::other("decimal delta after a non-decimal value")
+                let (e, pm, last) = base.ok_or_else(|| {
+                    std::io::Error::other("decimal value after a non-decimal value")
                 })?;
-                let m = pm
-                    .checked_add(unzigzag(zz))
-                    .ok_or_else(|| std::io::Error::other("decimal delta overflows"))?;
+                let change = if of_change {
+                    last.ok_or_else(|| std::io::Error::other("change of a change without a step"))?
+                        .checked_add(unzigzag(zz))
+                } else {
+                    Some(unzigzag(zz))
+                };
+                let m = change
+                    .and_then(|c| pm.checked_add(c))
+                    .ok_or_else(|| std::io::Error::other("decimal value overflows"))?;
                 v = (m as f64 / POW10[usize::from(e)]).to_bits();
             }
         }
+        step = next_step(base, f64::from_bits(v));
         out.push((t, f64::from_bits(v)));
     }
     Ok(out)
@@ -385,6 +476,59 @@ mod tests {
         }
         let bytes = enc.bytes();
         assert!(decode(&bytes[..bytes.len() / 2], enc.len()).is_err());
+    }
+
+    #[test]
+    fn codec_mixed_resolutions_round_trip_exactly() {
+        // values hopping between resolutions, non-decimal values, huge and negative ones: every
+        // mode switch of the decimal coding must still give back the values bit for bit
+        let mut seed = 7u64;
+        let mut rnd = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut v = 1000.0f64;
+        let mut samples = Vec::new();
+        for i in 0..2_000i64 {
+            v = match rnd() % 9 {
+                0 => v + (rnd() % 100) as f64,
+                1 => ((v * 100.0).round() + (rnd() % 50) as f64) / 100.0,
+                2 => ((v * 1e6).round() + (rnd() % 5_000) as f64) / 1e6,
+                3 => v / 3.0,
+                4 => -v,
+                5 => 9_007_199_254_740_000.0 + (rnd() % 900) as f64,
+                6 => 0.0,
+                7 => v,
+                _ => (rnd() % 1_000_000) as f64 * 4096.0,
+            };
+            samples.push((i * 10_000, v));
+        }
+        for chunk in samples.chunks(usize::from(CHUNK_SAMPLES)) {
+            assert!(same(&round_trip(chunk), chunk));
+        }
+    }
+
+    #[test]
+    fn codec_steady_counter_writes_the_change_of_its_change() {
+        // a nanosecond CPU counter (as seconds) advancing ~0.25 s per 10 s with a little noise:
+        // the change of the change is far smaller than the change itself
+        let mut enc = ChunkEncoder::new();
+        let mut ns = 1_234_567_890_123i64;
+        let mut seed = 3u64;
+        for i in 0..i64::from(CHUNK_SAMPLES) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            ns += 250_000_000 + (seed % 20_000) as i64;
+            enc.push(i * 10_000, ns as f64 / 1e9);
+        }
+        let per_sample = enc.byte_len() as f64 / f64::from(enc.len());
+        // the change alone needs 29 bits; its change fits in 16
+        assert!(per_sample < 3.0, "{per_sample} bytes per sample");
+        let decoded = decode(&enc.bytes(), enc.len()).unwrap();
+        assert_eq!(decoded.len(), usize::from(CHUNK_SAMPLES));
     }
 
     #[test]
