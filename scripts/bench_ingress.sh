@@ -7,16 +7,19 @@
 #     `return 200` on :8080
 #   - throughput: wrk -t2 -c CONNS for SECS seconds through each proxy (and directly, for scale)
 #   - latency: wrk -t1 -c1 for 5 s, p50/p99, through each proxy and directly to one pod
+#   - route updates: how long a new host rule takes from the API to the proxy, while wrk keeps
+#     connections open through mini (and whether any of them saw an error)
 # Runs alternate mini, nginx, direct RUNS times; medians are reported. Prints a table and writes
 # target/bench-results/ingress-<timestamp>.json. Numbers are reported, never asserted. Needs root.
 # Usually run as `scripts/bench.sh ingress`.
 #
-#   scripts/bench_ingress.sh [--runs N] [--seconds N] [--connections N]
+#   scripts/bench_ingress.sh [--runs N] [--seconds N] [--connections N] [--updates N]
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RESULTS_DIR="${ROOT}/target/bench-results"
 RUNS=3
+UPDATES=10
 SECS=10
 CONNS=64
 HTTP_PORT=21080
@@ -27,7 +30,8 @@ while [[ $# -gt 0 ]]; do
         --runs) RUNS=$2; shift 2 ;;
         --seconds) SECS=$2; shift 2 ;;
         --connections) CONNS=$2; shift 2 ;;
-        *) echo "usage: $0 [--runs N] [--seconds N] [--connections N]" >&2; exit 2 ;;
+        --updates) UPDATES=$2; shift 2 ;;
+        *) echo "usage: $0 [--runs N] [--seconds N] [--connections N] [--updates N]" >&2; exit 2 ;;
     esac
 done
 
@@ -215,13 +219,57 @@ report() {
     echo "mini / nginx requests/s: ${ratio} (target >= 0.8); medians of ${RUNS} runs, ${SECS}s each at ${CONNS} connections"
     mkdir -p "${RESULTS_DIR}"
     out="${RESULTS_DIR}/ingress-$(date -u +%Y%m%dT%H%M%SZ).json"
-    printf '{"runs":%s,"seconds":%s,"connections":%s,"mini":{"rps":%s,"p50_us":%s,"p99_us":%s},"nginx":{"rps":%s,"p50_us":%s,"p99_us":%s},"direct":{"rps":%s,"p50_us":%s,"p99_us":%s},"ratio":%s}\n' \
+    printf '{"runs":%s,"seconds":%s,"connections":%s,"mini":{"rps":%s,"p50_us":%s,"p99_us":%s},"nginx":{"rps":%s,"p50_us":%s,"p99_us":%s},"direct":{"rps":%s,"p50_us":%s,"p99_us":%s},"ratio":%s,"route_update_ms":[%s],"errors_during_updates":"%s"}\n' \
         "${RUNS}" "${SECS}" "${CONNS}" "${M_RPS[mini]}" "${M_P50[mini]}" "${M_P99[mini]}" \
-        "${M_RPS[nginx]}" "${M_P50[nginx]}" "${M_P99[nginx]}" "${M_RPS[direct]}" "${M_P50[direct]}" "${M_P99[direct]}" "${ratio}" >"${out}"
+        "${M_RPS[nginx]}" "${M_P50[nginx]}" "${M_P99[nginx]}" "${M_RPS[direct]}" "${M_P50[direct]}" "${M_P99[direct]}" "${ratio}" \
+        "$(IFS=,; echo "${UPDATE_MS[*]}")" "${UPDATE_ERRORS}" >"${out}"
     echo "bench ingress: wrote ${out}" >&2
+}
+
+# route_updates: while wrk keeps 16 connections busy through mini, adds a new host rule to
+# the Ingress UPDATES times and times each from the API's acknowledgement of the change to the
+# first 200 for the new host (polled every 10 ms); wrk's errors show whether open connections
+# were dropped while the route table was swapped.
+route_updates() {
+    local ip i t0 t1 wrk_out
+    ip=$(node_ip 1)
+    wrk_out="${WORK}/wrk-during-updates.txt"
+    on_node wrk -t1 -c16 -d"$((UPDATES * 2 + 4))s" -H 'Host: bench.test' "http://${ip}:${HTTP_PORT}/" >"${wrk_out}" 2>&1 &
+    local wrk_pid=$!
+    sleep 2
+    UPDATE_MS=()
+    for i in $(seq 1 "${UPDATES}"); do
+        k patch ingress bench --type=json -p "[{\"op\":\"add\",\"path\":\"/spec/rules/-\",\"value\":{\"host\":\"new-${i}.test\",\"http\":{\"paths\":[{\"path\":\"/\",\"pathType\":\"Prefix\",\"backend\":{\"service\":{\"name\":\"backend\",\"port\":{\"number\":80}}}}]}}}]" >/dev/null
+        t0=$(date +%s%N)
+        until [[ "$(on_node curl -s -o /dev/null -w '%{http_code}' -H "Host: new-${i}.test" "http://${ip}:${HTTP_PORT}/")" == 200 ]]; do
+            if (( $(date +%s%N) - t0 > 30000000000 )); then
+                echo "bench ingress: route for new-${i}.test never appeared" >&2
+                break
+            fi
+            sleep 0.01
+        done
+        t1=$(date +%s%N)
+        UPDATE_MS+=("$(( (t1 - t0) / 1000000 ))")
+        sleep 1
+    done
+    wait "${wrk_pid}" || true
+    UPDATE_RPS=$(grep -Eo 'Requests/sec:\s+[0-9.]+' "${wrk_out}" | awk '{print int($2)}')
+    UPDATE_ERRORS=$(grep -E 'Socket errors|Non-2xx' "${wrk_out}" | tr -s ' ' | paste -sd';' - || true)
+    UPDATE_ERRORS=${UPDATE_ERRORS:-none}
+}
+
+report_updates() {
+    local sorted
+    sorted=$(printf '%s\n' "${UPDATE_MS[@]}" | sort -n | paste -sd' ' -)
+    echo
+    echo "route updates: ${#UPDATE_MS[@]} new host rules, API acknowledgement -> first 200 (ms, 10 ms polling): ${sorted}"
+    echo "route updates: median $(median "${UPDATE_MS[@]}") ms, max $(printf '%s\n' "${UPDATE_MS[@]}" | sort -n | tail -1) ms (target <= 1000)"
+    echo "route updates: wrk through mini meanwhile: ${UPDATE_RPS:-?} req/s, errors: ${UPDATE_ERRORS}"
 }
 
 echo "bench ingress: measuring ${MINI_BIN}" >&2
 setup
 measure
+route_updates
+report_updates
 report

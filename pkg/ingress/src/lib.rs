@@ -193,6 +193,28 @@ struct Listen {
     shutdown: CancellationToken,
 }
 
+/// One socket bound to `address` per CPU, sharing the port with `SO_REUSEPORT`: each becomes
+/// one worker's listener.
+pub fn bind_workers(address: SocketAddr) -> std::io::Result<Vec<tokio::net::TcpSocket>> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut sockets = Vec::with_capacity(workers);
+    let mut address = address;
+    for _ in 0..workers {
+        let socket = if address.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(address)?;
+        // port 0: the others join the port the first one got
+        address = socket.local_addr()?;
+        sockets.push(socket);
+    }
+    Ok(sockets)
+}
+
 /// Binds `address` (retrying every 10 s while it is taken) and serves it until `stop`.
 async fn listen(
     proxy: Arc<Proxy>,
@@ -202,10 +224,12 @@ async fn listen(
 ) {
     let scheme = if tls.is_some() { "https" } else { "http" };
     loop {
-        match tokio::net::TcpListener::bind(address).await {
-            Ok(listener) => {
-                tracing::info!(%address, scheme, "ingress proxy listening");
-                proxy.serve(listener, tls, l.stop, l.shutdown).await;
+        match bind_workers(address) {
+            Ok(sockets) => {
+                tracing::info!(%address, scheme, workers = sockets.len(), "ingress proxy listening");
+                proxy
+                    .serve_on_workers(sockets, tls, l.stop, l.shutdown)
+                    .await;
                 return;
             }
             Err(e) => {

@@ -17,18 +17,16 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
 use crate::routes::RouteTable;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
-/// What every connection shares: the current routes and the upstream connection pool.
+/// The current routes, shared by every worker thread; swapped whole on each change.
 pub struct Proxy {
     routes: RwLock<Arc<RouteTable>>,
-    client: Client<HttpConnector, Incoming>,
-    builder: auto::Builder<TokioExecutor>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -45,23 +43,8 @@ impl Default for Proxy {
 
 impl Proxy {
     pub fn new() -> Proxy {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(http);
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().timer(hyper_util::rt::TokioTimer::new());
-        builder
-            .http2()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .max_concurrent_streams(1024);
         Proxy {
             routes: RwLock::new(Arc::new(RouteTable::default())),
-            client,
-            builder,
         }
     }
 
@@ -77,8 +60,74 @@ impl Proxy {
             .clone()
     }
 
+    /// Serves each bound socket on a worker thread of its own (nginx's worker model): every
+    /// worker is a single-threaded runtime with its own listener (the sockets share the port
+    /// through `SO_REUSEPORT`, so the kernel spreads connections) and its own upstream pool,
+    /// so a request, its client connection and its upstream connection never change threads.
+    /// A worker stops accepting at `stop` and ends once its connections have closed, or at
+    /// `shutdown`.
+    /// Returns once every worker listens.
+    pub async fn serve_on_workers(
+        self: Arc<Self>,
+        sockets: Vec<TcpSocket>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        stop: CancellationToken,
+        shutdown: CancellationToken,
+    ) {
+        let mut listening = Vec::new();
+        for (index, socket) in sockets.into_iter().enumerate() {
+            let (proxy, tls, stop, shutdown) =
+                (self.clone(), tls.clone(), stop.clone(), shutdown.clone());
+            let (ready, ready_rx) = tokio::sync::oneshot::channel::<()>();
+            listening.push(ready_rx);
+            let spawned = std::thread::Builder::new()
+                .name(format!("ingress-{index}"))
+                .spawn(move || {
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => runtime,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "starting an ingress worker failed");
+                            return;
+                        }
+                    };
+                    runtime.block_on(async move {
+                        let listener = match socket.listen(LISTEN_BACKLOG) {
+                            Ok(listener) => {
+                                let _ = ready.send(());
+                                listener
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "an ingress worker cannot listen");
+                                return;
+                            }
+                        };
+                        proxy.serve(listener, tls, stop, shutdown.clone()).await;
+                        // let open connections (and upgraded streams) finish on this thread
+                        let metrics = tokio::runtime::Handle::current().metrics();
+                        while metrics.num_alive_tasks() > 0 {
+                            tokio::select! {
+                                _ = shutdown.cancelled() => return,
+                                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            }
+                        }
+                    });
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "starting an ingress worker thread failed");
+            }
+        }
+        for ready in listening {
+            // an error means the worker could not listen (logged there)
+            let _ = ready.await;
+        }
+    }
+
     /// Accepts connections on `listener` until `stop`; each connection is served until it closes
     /// or `shutdown` (connections outlive `stop`, so disabling a port drops nothing in flight).
+    /// The connections accepted here share one upstream pool.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
@@ -86,6 +135,7 @@ impl Proxy {
         stop: CancellationToken,
         shutdown: CancellationToken,
     ) {
+        let forwarder = Arc::new(Forwarder::new(self));
         loop {
             let (stream, remote) = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -99,15 +149,15 @@ impl Proxy {
                 },
             };
             let _ = stream.set_nodelay(true);
-            let (proxy, tls, shutdown) = (self.clone(), tls.clone(), shutdown.clone());
+            let (forwarder, tls, shutdown) = (forwarder.clone(), tls.clone(), shutdown.clone());
             tokio::spawn(async move {
                 let served = async {
                     match tls {
                         Some(acceptor) => match acceptor.accept(stream).await {
-                            Ok(stream) => proxy.serve_connection(stream, remote, true).await,
+                            Ok(stream) => forwarder.serve_connection(stream, remote, true).await,
                             Err(e) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
                         },
-                        None => proxy.serve_connection(stream, remote, false).await,
+                        None => forwarder.serve_connection(stream, remote, false).await,
                     }
                 };
                 tokio::select! {
@@ -117,15 +167,48 @@ impl Proxy {
             });
         }
     }
+}
+
+/// Pending connections the kernel queues per worker socket.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// One worker's forwarding state: the shared routes and this worker's upstream pool.
+struct Forwarder {
+    proxy: Arc<Proxy>,
+    client: Client<HttpConnector, Incoming>,
+    builder: auto::Builder<TokioExecutor>,
+}
+
+impl Forwarder {
+    fn new(proxy: Arc<Proxy>) -> Forwarder {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .build(http);
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(hyper_util::rt::TokioTimer::new());
+        builder
+            .http2()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .max_concurrent_streams(1024);
+        Forwarder {
+            proxy,
+            client,
+            builder,
+        }
+    }
 
     async fn serve_connection<I>(self: Arc<Self>, io: I, remote: SocketAddr, https: bool)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let proxy = self.clone();
+        let forwarder = self.clone();
         let service = hyper::service::service_fn(move |req| {
-            let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, remote, https).await) }
+            let forwarder = forwarder.clone();
+            async move { Ok::<_, Infallible>(forwarder.handle(req, remote, https).await) }
         });
         if let Err(e) = self
             .builder
@@ -137,7 +220,7 @@ impl Proxy {
     }
 
     /// Routes and forwards one request.
-    pub async fn handle(
+    async fn handle(
         &self,
         mut req: Request<Incoming>,
         remote: SocketAddr,
@@ -146,7 +229,7 @@ impl Proxy {
         let Some(host) = request_host(&req) else {
             return error(StatusCode::BAD_REQUEST, "the request names no host\n");
         };
-        let table = self.routes();
+        let table = self.proxy.routes();
         let Some(backend) = table.route(&host, req.uri().path()) else {
             return error(
                 StatusCode::NOT_FOUND,
@@ -527,5 +610,50 @@ mod serve_tests {
         assert_eq!(status, StatusCode::OK);
         assert!(body.starts_with("b "), "{body}");
         stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn workers_share_one_port_and_keep_open_connections_after_stop() {
+        let a = backend("a").await;
+        let proxy = Arc::new(Proxy::new());
+        proxy.set_routes(table(&[("a.test", a)]));
+        let sockets = crate::bind_workers("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let address = sockets[0].local_addr().expect("addr");
+        for socket in &sockets {
+            assert_eq!(socket.local_addr().expect("addr"), address);
+        }
+        let (stop, shutdown) = (CancellationToken::new(), CancellationToken::new());
+        proxy
+            .clone()
+            .serve_on_workers(sockets, None, stop.clone(), shutdown.clone())
+            .await;
+        // a fresh connection per request: the kernel spreads them over the workers
+        let fresh = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(HttpConnector::new());
+        for _ in 0..8 {
+            let (status, body) = get(&fresh, address, "a.test").await;
+            assert_eq!(status, StatusCode::OK);
+            assert!(body.starts_with("a "), "{body}");
+        }
+        let kept = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(1)
+            .build(HttpConnector::new());
+        assert_eq!(get(&kept, address, "a.test").await.0, StatusCode::OK);
+
+        stop.cancel();
+        let mut refused = false;
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(address).await.is_err() {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(refused, "stopped workers still accept connections");
+        let (status, body) = get(&kept, address, "a.test").await;
+        assert_eq!(status, StatusCode::OK, "the open connection outlives stop");
+        assert!(body.starts_with("a "), "{body}");
+        shutdown.cancel();
     }
 }
