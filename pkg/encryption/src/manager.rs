@@ -36,8 +36,9 @@ pub struct Encryption {
     pub(crate) config_path: PathBuf,
     pub(crate) progress_path: PathBuf,
     enabled: bool,
-    /// The configuration file was written by this start (a cluster without one before).
-    generated: bool,
+    /// The configuration file was written by this start for a store that already held data
+    /// (a cluster from before encryption): its plain values are sealed at start.
+    seal_existing: bool,
     keyring: RwLock<Arc<Keyring>>,
     /// Writers of sealed values hold it shared; a keyring change holds it exclusively.
     pub(crate) gate: tokio::sync::RwLock<()>,
@@ -73,6 +74,7 @@ impl Encryption {
     ) -> Result<Arc<Encryption>, EncryptionError> {
         let config_path = server_dir.join(CONFIG_FILE);
         let progress_path = server_dir.join(PROGRESS_FILE);
+        let had_data = inner.current_revision() > 0;
         let (ring, generated) = match config::read(&config_path)? {
             Some(config) => (Keyring::new(config, enabled)?, false),
             None if enabled => {
@@ -88,7 +90,7 @@ impl Encryption {
             config_path,
             progress_path,
             enabled,
-            generated,
+            seal_existing: generated && had_data,
             keyring: RwLock::new(Arc::new(ring)),
             gate: tokio::sync::RwLock::new(()),
             pass_lock: Arc::new(tokio::sync::Mutex::new(())),
@@ -138,8 +140,7 @@ impl Encryption {
     pub fn start(self: &Arc<Self>, shutdown: CancellationToken) {
         let _ = self.shutdown.set(shutdown);
         let interrupted = self.progress_path.exists();
-        let existing_data = self.generated && self.inner.current_revision() > 0;
-        if !(interrupted || existing_data) {
+        if !(interrupted || self.seal_existing) {
             return;
         }
         match self.begin_pass() {
@@ -150,6 +151,11 @@ impl Encryption {
             ),
             Err(e) => tracing::warn!(error = %e, "could not start the re-encryption pass"),
         }
+    }
+
+    /// Returns once no pass runs (after shutdown, the pass stops at its next value).
+    pub async fn stopped(&self) {
+        let _idle = self.pass_lock.lock().await;
     }
 
     fn shutdown_token(&self) -> CancellationToken {
