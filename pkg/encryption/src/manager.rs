@@ -135,10 +135,14 @@ impl Encryption {
     }
 
     /// Resumes a pass a restart interrupted, or, when this start generated the keyring for a
-    /// cluster that already holds data, seals what was stored plain. Passes stop with
+    /// cluster that already holds data, seals what was stored plain. With encryption off
+    /// nothing starts on its own (a pass then would write values plain). Passes stop with
     /// `shutdown`.
     pub fn start(self: &Arc<Self>, shutdown: CancellationToken) {
         let _ = self.shutdown.set(shutdown);
+        if !self.enabled {
+            return;
+        }
         let interrupted = self.progress_path.exists();
         if !(interrupted || self.seal_existing) {
             return;
