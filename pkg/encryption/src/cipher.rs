@@ -21,10 +21,33 @@ const TAG: usize = 16;
 type Aes192Gcm = AesGcm<aes_gcm::aes::Aes192, aes_gcm::aead::consts::U12>;
 
 enum Cipher {
+    Gcm(Gcm),
+    SecretBox(Box<XSalsa20Poly1305>),
+}
+
+/// AES-GCM by key size (16, 24 or 32 bytes).
+enum Gcm {
     Aes128(Box<Aes128Gcm>),
     Aes192(Box<Aes192Gcm>),
     Aes256(Box<Aes256Gcm>),
-    SecretBox(Box<XSalsa20Poly1305>),
+}
+
+impl Gcm {
+    fn encrypt(&self, nonce: &[u8; GCM_NONCE], payload: Payload) -> aes_gcm::aead::Result<Vec<u8>> {
+        match self {
+            Gcm::Aes128(c) => c.encrypt(nonce.into(), payload),
+            Gcm::Aes192(c) => c.encrypt(nonce.into(), payload),
+            Gcm::Aes256(c) => c.encrypt(nonce.into(), payload),
+        }
+    }
+
+    fn decrypt(&self, nonce: &[u8; GCM_NONCE], payload: Payload) -> aes_gcm::aead::Result<Vec<u8>> {
+        match self {
+            Gcm::Aes128(c) => c.decrypt(nonce.into(), payload),
+            Gcm::Aes192(c) => c.decrypt(nonce.into(), payload),
+            Gcm::Aes256(c) => c.decrypt(nonce.into(), payload),
+        }
+    }
 }
 
 /// A key of the configuration, ready to seal and open.
@@ -164,9 +187,15 @@ fn cipher_for(provider: &'static str, bytes: &[u8]) -> Result<Cipher, String> {
         (SECRETBOX, _) => Cipher::SecretBox(Box::new(
             XSalsa20Poly1305::new_from_slice(bytes).map_err(bad)?,
         )),
-        (_, 16) => Cipher::Aes128(Box::new(Aes128Gcm::new_from_slice(bytes).map_err(bad)?)),
-        (_, 24) => Cipher::Aes192(Box::new(Aes192Gcm::new_from_slice(bytes).map_err(bad)?)),
-        _ => Cipher::Aes256(Box::new(Aes256Gcm::new_from_slice(bytes).map_err(bad)?)),
+        (_, 16) => Cipher::Gcm(Gcm::Aes128(Box::new(
+            Aes128Gcm::new_from_slice(bytes).map_err(bad)?,
+        ))),
+        (_, 24) => Cipher::Gcm(Gcm::Aes192(Box::new(
+            Aes192Gcm::new_from_slice(bytes).map_err(bad)?,
+        ))),
+        _ => Cipher::Gcm(Gcm::Aes256(Box::new(
+            Aes256Gcm::new_from_slice(bytes).map_err(bad)?,
+        ))),
     })
 }
 
@@ -197,19 +226,13 @@ impl NamedKey {
                 out.extend_from_slice(&nonce);
                 out.extend_from_slice(&sealed);
             }
-            gcm => {
+            Cipher::Gcm(gcm) => {
                 let nonce = random::<GCM_NONCE>()?;
                 let payload = Payload {
                     msg: plain,
                     aad: storage_key.as_bytes(),
                 };
-                let sealed = match gcm {
-                    Cipher::Aes128(c) => c.encrypt(&nonce.into(), payload),
-                    Cipher::Aes192(c) => c.encrypt(&nonce.into(), payload),
-                    Cipher::Aes256(c) => c.encrypt(&nonce.into(), payload),
-                    Cipher::SecretBox(_) => unreachable!("handled above"),
-                }
-                .map_err(failed)?;
+                let sealed = gcm.encrypt(&nonce, payload).map_err(failed)?;
                 out.extend_from_slice(&nonce);
                 out.extend_from_slice(&sealed);
             }
@@ -234,7 +257,7 @@ impl NamedKey {
                 let nonce: [u8; SECRETBOX_NONCE] = nonce.try_into().map_err(|_| tampered())?;
                 c.decrypt(&nonce.into(), sealed).map_err(|_| tampered())
             }
-            gcm => {
+            Cipher::Gcm(gcm) => {
                 if body.len() < GCM_NONCE + TAG {
                     return Err(tampered());
                 }
@@ -244,13 +267,7 @@ impl NamedKey {
                     msg: sealed,
                     aad: storage_key.as_bytes(),
                 };
-                match gcm {
-                    Cipher::Aes128(c) => c.decrypt(&nonce.into(), payload),
-                    Cipher::Aes192(c) => c.decrypt(&nonce.into(), payload),
-                    Cipher::Aes256(c) => c.decrypt(&nonce.into(), payload),
-                    Cipher::SecretBox(_) => unreachable!("handled above"),
-                }
-                .map_err(|_| tampered())
+                gcm.decrypt(&nonce, payload).map_err(|_| tampered())
             }
         }
     }

@@ -55,16 +55,15 @@ impl EncryptingStore {
         F: FnOnce(Vec<u8>) -> Fut,
         Fut: std::future::Future<Output = Result<KeyValue, StoreError>>,
     {
-        let ring = self.enc.keyring();
-        let Some(entry) = ring.entry_for(key) else {
+        if self.enc.keyring().entry_for(key).is_none() {
             return write(value).await;
-        };
+        }
         let _gate = self.enc.gate.read().await;
         // the ring may have changed while waiting for the gate
-        let ring = self.enc.keyring();
-        let entry = ring.entry_for(key).unwrap_or(entry);
-        let sealed = ring
-            .seal_in(entry, key, &value)
+        let sealed = self
+            .enc
+            .keyring()
+            .seal(key, &value)
             .map_err(crate::EncryptionError::into_store)?;
         let kv = write(sealed).await?;
         Ok(KeyValue { value, ..kv })
