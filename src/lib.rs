@@ -12,6 +12,7 @@ pub mod images_cmd;
 pub mod install_cmd;
 pub mod observe_cmd;
 pub mod registry_cmd;
+pub mod secrets_cmd;
 pub mod token_cmd;
 
 #[derive(Debug, Parser)]
@@ -60,6 +61,9 @@ pub enum Command {
     /// Air-gap bundles: the binary, images and packages in one file.
     #[command(subcommand)]
     Bundle(token_cmd::BundleCommand),
+    /// Secrets encryption at rest on the running server: status, rotate-keys, reencrypt.
+    #[command(subcommand)]
+    SecretsEncrypt(secrets_cmd::SecretsEncryptCommand),
     /// Install this binary as a systemd service (server, or agent with --server/--token) and
     /// wait until it is Ready; re-running changes only what differs.
     Install(install_cmd::InstallArgs),
@@ -286,6 +290,18 @@ pub struct ServerArgs {
     pub disable_controller: Vec<String>,
     #[command(flatten)]
     pub config_file: install_cmd::ConfigFileArgs,
+    /// Seal Secrets in the datastore (AES-GCM; keys in
+    /// <data-dir>/server/cred/encryption-config.json); `--secrets-encryption=false` writes new
+    /// values plain and still reads sealed ones.
+    #[arg(
+        long,
+        env = "MINI_SECRETS_ENCRYPTION",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub secrets_encryption: bool,
 }
 
 fn run_server(args: ServerArgs) -> anyhow::Result<()> {
@@ -335,6 +351,7 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         config.agent = Some(agent);
     }
     config.disabled_controllers = args.disable_controller;
+    config.secrets_encryption = args.secrets_encryption;
     config.registry = if disable_registry {
         None
     } else {
@@ -593,6 +610,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Killall(args) => check_cmd::run_killall(args),
         Command::Token(cmd) => token_cmd::run_token(cmd),
         Command::Bundle(cmd) => token_cmd::run_bundle(cmd),
+        Command::SecretsEncrypt(cmd) => secrets_cmd::run_secrets_encrypt(cmd),
         Command::Logs(cmd) => observe_cmd::run_logs(cmd),
     };
     match result {

@@ -178,6 +178,21 @@ impl ApiServer {
         )
     }
 
+    /// Whether `user` may `verb` (the lowercase HTTP method) the non-resource URL `path`, by
+    /// the authorizer chain (RBAC `nonResourceURLs`; cluster admins may everything).
+    pub async fn may_path(&self, user: &UserInfo, verb: &str, path: &str) -> bool {
+        let attrs = RequestAttributes {
+            verb: verb.to_string(),
+            resource_request: false,
+            path: path.to_string(),
+            ..Default::default()
+        };
+        matches!(
+            crate::auth::decide(self, user, &attrs).await,
+            Ok(Decision::Allow)
+        )
+    }
+
     /// Whether the Namespace `namespace` carries [`ANONYMOUS_PULL_ANNOTATION`]`: "true"`.
     pub async fn namespace_allows_anonymous_pull(&self, namespace: &str) -> bool {
         let key = format!("/registry/core/namespaces/{namespace}");

@@ -43,6 +43,9 @@ pub struct ServerConfig {
     /// Manifests of `<data-dir>/server/manifests` not to apply (`--disable NAME` skips
     /// `NAME.yaml`; bundled ones, `ingress` and `local-storage`, are then not written either).
     pub disabled_manifests: Vec<String>,
+    /// Seal Secrets at rest (`--secrets-encryption`, on by default); off still reads sealed
+    /// values with the keys of an existing configuration.
+    pub secrets_encryption: bool,
 }
 
 /// An upstream the registry pulls through from for mirrored hosts.
@@ -105,6 +108,7 @@ impl ServerConfig {
             registry: Some(RegistrySettings::default()),
             observe: Some(mini_observe::Retention::default()),
             disabled_manifests: Vec::new(),
+            secrets_encryption: true,
         }
     }
 
@@ -131,6 +135,8 @@ pub enum ServerError {
     Observe(#[from] mini_observe::ObserveError),
     #[error("store: {0}")]
     Store(#[from] mini_store::StoreError),
+    #[error("secrets encryption: {0}")]
+    Encryption(#[from] mini_encryption::EncryptionError),
     #[error("api server: {0}")]
     ApiServer(#[from] mini_apiserver::ApiServerError),
     #[error("node agent: {0} (run with --disable-agent for a control plane without a node)")]
@@ -246,10 +252,13 @@ pub async fn start(
     // 4. store
     let store = Arc::new(mini_store::SledStore::open(&server_dir.join("db"))?);
     let closing_store = store.clone();
+    // 4b. encryption at rest: values of Secrets sealed with the keyring in cred/
+    let encryption =
+        mini_encryption::Encryption::open(&server_dir, store, config.secrets_encryption)?;
 
     // 5. API server over the store
     let api = ApiServer::new(
-        store,
+        encryption.store(),
         ApiServerConfig {
             service_cidr,
             node_port_range: (30000, 32767),
@@ -269,6 +278,9 @@ pub async fn start(
         },
     )
     .await?;
+    mini_encryption::install(&api, encryption.clone());
+    encryption.start(shutdown.clone());
+    let closing_encryption = encryption.clone();
 
     // 5b. the embedded image registry under /v2/, pulled from by every node
     let registry_hosts = vec![
@@ -407,6 +419,7 @@ pub async fn start(
         if let Some(observe) = &observe {
             observe.close();
         }
+        closing_encryption.stopped().await;
         if let Err(e) = closing_store.close() {
             tracing::warn!(error = %e, "closing the store failed");
         }

@@ -1,0 +1,155 @@
+//! `/v1-mini/secrets-encrypt/{status,rotate-keys,reencrypt}` on the API port, for cluster
+//! administrators only: the caller is authenticated like any API request and authorized by
+//! RBAC as a non-resource URL (`cluster-admin` and `system:masters` may; others get 403).
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use mini_apiserver::{ApiServer, Body, StreamingRoute};
+use mini_rbac::UserInfo;
+use serde_json::json;
+
+use crate::{Encryption, EncryptionError};
+
+const PREFIX: &str = "/v1-mini/secrets-encrypt/";
+pub const STATUS_PATH: &str = "/v1-mini/secrets-encrypt/status";
+pub const ROTATE_PATH: &str = "/v1-mini/secrets-encrypt/rotate-keys";
+pub const REENCRYPT_PATH: &str = "/v1-mini/secrets-encrypt/reencrypt";
+
+struct Route {
+    api: ApiServer,
+    enc: Arc<Encryption>,
+}
+
+/// Serves the endpoints on `api`'s port.
+pub fn install(api: &ApiServer, enc: Arc<Encryption>) {
+    api.add_streaming_route(Arc::new(Route {
+        api: api.clone(),
+        enc,
+    }));
+}
+
+impl StreamingRoute for Route {
+    fn handles(&self, path: &str) -> bool {
+        path.starts_with(PREFIX)
+    }
+
+    fn handle(
+        &self,
+        req: Request<Body>,
+        peer: Option<UserInfo>,
+    ) -> BoxFuture<'static, Response<Body>> {
+        let api = self.api.clone();
+        let enc = self.enc.clone();
+        Box::pin(async move { answer(api, enc, req, peer).await })
+    }
+}
+
+fn json_response(status: StatusCode, bytes: Vec<u8>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(
+            Full::new(bytes::Bytes::from(bytes))
+                .map_err(|never: std::convert::Infallible| match never {})
+                .boxed_unsync(),
+        )
+        .expect("valid response")
+}
+
+/// A Kubernetes `Status` failure, as the rest of the API port answers.
+fn failure(status: StatusCode, reason: &str, message: &str) -> Response<Body> {
+    let body = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": status.as_u16(),
+    });
+    json_response(status, serde_json::to_vec(&body).unwrap_or_default())
+}
+
+fn error_response(e: EncryptionError) -> Response<Body> {
+    let (status, reason) = match &e {
+        EncryptionError::Busy(_) => (StatusCode::CONFLICT, "Conflict"),
+        EncryptionError::Disabled | EncryptionError::NothingToRotate => {
+            (StatusCode::BAD_REQUEST, "BadRequest")
+        }
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+    };
+    failure(status, reason, &e.to_string())
+}
+
+fn ok<T: serde::Serialize>(value: &T) -> Response<Body> {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => json_response(StatusCode::OK, bytes),
+        Err(e) => failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            &format!("encoding the answer: {e}"),
+        ),
+    }
+}
+
+async fn answer(
+    api: ApiServer,
+    enc: Arc<Encryption>,
+    req: Request<Body>,
+    peer: Option<UserInfo>,
+) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let user = match api
+        .authenticate_credentials(req.headers(), peer.as_ref())
+        .await
+    {
+        Ok(Some(user)) => user,
+        Ok(None) => {
+            return failure(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "secrets encryption needs credentials: use the admin kubeconfig",
+            )
+        }
+        Err(e) => return failure(StatusCode::UNAUTHORIZED, "Unauthorized", &e),
+    };
+    let verb = method.as_str().to_ascii_lowercase();
+    if !api.may_path(&user, &verb, &path).await {
+        return failure(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!(
+                "user {:?} cannot {verb} path {path:?}: secrets encryption is for cluster administrators",
+                user.name
+            ),
+        );
+    }
+    match (path.as_str(), method) {
+        (STATUS_PATH, Method::GET) => match enc.status().await {
+            Ok(status) => ok(&status),
+            Err(e) => error_response(e),
+        },
+        (ROTATE_PATH, Method::POST) => match enc.rotate_keys().await {
+            Ok(started) => ok(&started),
+            Err(e) => error_response(e),
+        },
+        (REENCRYPT_PATH, Method::POST) => match enc.begin_pass() {
+            Ok(started) => ok(&started),
+            Err(e) => error_response(e),
+        },
+        (STATUS_PATH | ROTATE_PATH | REENCRYPT_PATH, other) => failure(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            &format!("{other} is not allowed on {path} (status is GET, rotate-keys and reencrypt are POST)"),
+        ),
+        _ => failure(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("{path}: not an endpoint (status, rotate-keys, reencrypt)"),
+        ),
+    }
+}
