@@ -43,6 +43,8 @@ pub struct ServerConfig {
     /// Manifests of `<data-dir>/server/manifests` not to apply (`--disable NAME` skips
     /// `NAME.yaml`; bundled ones, `ingress` and `local-storage`, are then not written either).
     pub disabled_manifests: Vec<String>,
+    /// How long people's login sessions last (`--session-idle-timeout`, `--session-lifetime`).
+    pub sessions: mini_accounts::SessionLimits,
 }
 
 /// An upstream the registry pulls through from for mirrored hosts.
@@ -105,6 +107,7 @@ impl ServerConfig {
             registry: Some(RegistrySettings::default()),
             observe: Some(mini_observe::Retention::default()),
             disabled_manifests: Vec::new(),
+            sessions: mini_accounts::SessionLimits::default(),
         }
     }
 
@@ -300,6 +303,12 @@ pub async fn start(
         ),
         None => None,
     };
+
+    // 5d. people's accounts: login sessions, account tokens, the audit log
+    let mut accounts =
+        mini_accounts::AccountsConfig::new(&server_dir, pki.ca.cert_pem().to_string());
+    accounts.sessions = config.sessions;
+    mini_accounts::install(&api, accounts, shutdown.clone());
 
     // 6. admin kubeconfig
     let kubeconfig = config.kubeconfig_path();
