@@ -130,6 +130,9 @@ e2e() {
   log "end-to-end: monitoring history and log search on two nodes (rotation, restarts, PromQL, LogQL, RBAC)"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/observe.sh 2>&1 | tee "$LOGS/e2e-observe.log" || true
   count_plain "$LOGS/e2e-observe.log"
+  log "end-to-end: accounts (mini user, login sessions, CSRF, restart, kubeconfig download, escalation, audit log)"
+  MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/accounts.sh 2>&1 | tee "$LOGS/e2e-accounts.log" || true
+  count_plain "$LOGS/e2e-accounts.log"
 }
 
 # the release binary (zig-linked for glibc 2.17, build cached in /var/cache/mini-build) on Debian 11

@@ -133,7 +133,11 @@ impl Accounts {
             subresource: String::new(),
             namespace: String::new(),
             name: name.to_string(),
-            request_uri: ctx.uri.to_string(),
+            request_uri: ctx
+                .uri
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
             code,
             source_ip: ctx.source_ip,
         });

@@ -113,7 +113,11 @@ pub(crate) async fn handle(
                 subresource: info.subresource.clone().unwrap_or_default(),
                 namespace: info.namespace.clone().unwrap_or_default(),
                 name: info.name.clone().unwrap_or_default(),
-                request_uri: req.uri().to_string(),
+                request_uri: req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
                 code: response.status().as_u16(),
                 source_ip: req
                     .extensions()
