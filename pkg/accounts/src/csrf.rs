@@ -52,13 +52,20 @@ pub fn token_matches(headers: &HeaderMap, expected: &str) -> bool {
     !expected.is_empty() && bool::from(sent.as_bytes().ct_eq(expected.as_bytes()))
 }
 
-/// Why a cookie-authenticated write is refused; `None` when it passes (or is no write).
+/// Why a cookie-authenticated request is refused; `None` when it passes. Writes need the
+/// token and the server's origin; a connection upgrade (a WebSocket `exec` or log stream,
+/// which arrives as GET) needs the server's origin.
 pub fn refusal(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
     csrf: &str,
 ) -> Option<&'static str> {
+    if headers.contains_key(header::UPGRADE) && !origin_matches(uri, headers) {
+        return Some(
+            "the upgrade request's Origin is not this server: cross-site connections are refused",
+        );
+    }
     if !is_write(method) {
         return None;
     }
@@ -147,6 +154,22 @@ mod tests {
         assert!(refusal(&Method::PUT, &uri(), &bad, "t").is_some());
         let none = headers(&[("host", "h:1"), ("x-csrf-token", "t")]);
         assert!(refusal(&Method::PATCH, &uri(), &none, "t").is_some());
+    }
+
+    #[test]
+    fn refusal_websocket_upgrade_needs_own_origin() {
+        let foreign = headers(&[
+            ("host", "h:1"),
+            ("upgrade", "websocket"),
+            ("origin", "https://evil.example"),
+        ]);
+        assert!(refusal(&Method::GET, &uri(), &foreign, "t").is_some());
+        let own = headers(&[
+            ("host", "h:1"),
+            ("upgrade", "websocket"),
+            ("origin", "https://h:1"),
+        ]);
+        assert_eq!(refusal(&Method::GET, &uri(), &own, "t"), None);
     }
 
     #[test]

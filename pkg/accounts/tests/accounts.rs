@@ -209,6 +209,48 @@ async fn edit_account_in_namespace_a_creates_there_and_is_refused_in_b() {
 }
 
 #[tokio::test]
+async fn admin_impersonating_an_account_gets_only_its_rights() {
+    let f = fixture().await;
+    f.accounts
+        .add(&ApiServer::admin_user(), add("gina", "edit", &["a"]))
+        .await
+        .unwrap();
+    let admin = f.env.admin_client();
+    let as_gina = |ns: &str| {
+        Request::builder()
+            .method(Method::POST)
+            .uri(format!("/api/v1/namespaces/{ns}/configmaps"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("Impersonate-User", "gina")
+            .header("Impersonate-Group", mini_accounts::ACCOUNTS_GROUP)
+            .body(
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}})
+                    .to_string()
+                    .into_bytes(),
+            )
+            .unwrap()
+    };
+    assert!(admin.request_text(as_gina("a")).await.is_ok());
+    match admin.request_text(as_gina("b")).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 403);
+            assert!(s.message.contains("User \"gina\""), "{}", s.message);
+        }
+        other => panic!("impersonated write in b: {other:?}"),
+    }
+    // an account cannot impersonate anybody
+    let gina = account_client(&f.env, "gina");
+    let mut req = as_gina("a");
+    req.headers_mut()
+        .insert("Impersonate-User", "system:admin".parse().unwrap());
+    req.headers_mut().remove("Impersonate-Group");
+    match gina.request_text(req).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403),
+        other => panic!("impersonation by an account: {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn view_account_cannot_create() {
     let f = fixture().await;
     f.accounts
