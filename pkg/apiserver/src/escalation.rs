@@ -214,10 +214,10 @@ async fn confirm_no_escalation(
         ctx,
         name,
         format!(
-            "user \"{}\" (groups={:?}) is attempting to grant RBAC permissions not currently held:\n{}{more}",
+            "user \"{}\" (groups={:?}) is attempting to grant RBAC permissions not currently held: {}{more}",
             ctx.user.name,
             ctx.user.groups,
-            shown.join("\n")
+            shown.join(", ")
         ),
     ))
 }
