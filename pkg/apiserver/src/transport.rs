@@ -63,26 +63,26 @@ pub async fn serve(
                         groups,
                     }
                 });
-            let service =
-                hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let server = server.clone();
+                let peer_user = peer_user.clone();
+                async move {
+                    let mut req = req;
                     req.extensions_mut()
                         .insert(crate::extension::RemoteAddr(remote));
-                    let server = server.clone();
-                    let peer_user = peer_user.clone();
-                    async move {
-                        if let Some(route) = server.streaming_route(req.uri().path()) {
-                            let req = req.map(|b| b.map_err(std::io::Error::other).boxed_unsync());
-                            return Ok::<_, Infallible>(route.handle(req, peer_user).await);
-                        }
-                        let (parts, body) = req.into_parts();
-                        let bytes = match body.collect().await {
-                            Ok(c) => c.to_bytes(),
-                            Err(_) => Bytes::new(),
-                        };
-                        let req = Request::from_parts(parts, bytes);
-                        Ok::<_, Infallible>(crate::handlers::handle(&server, req, peer_user).await)
+                    if let Some(route) = server.streaming_route(req.uri().path()) {
+                        let req = req.map(|b| b.map_err(std::io::Error::other).boxed_unsync());
+                        return Ok::<_, Infallible>(route.handle(req, peer_user).await);
                     }
-                });
+                    let (parts, body) = req.into_parts();
+                    let bytes = match body.collect().await {
+                        Ok(c) => c.to_bytes(),
+                        Err(_) => Bytes::new(),
+                    };
+                    let req = Request::from_parts(parts, bytes);
+                    Ok::<_, Infallible>(crate::handlers::handle(&server, req, peer_user).await)
+                }
+            });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(conn);
