@@ -133,6 +133,9 @@ e2e() {
   log "end-to-end: secrets encryption at rest (sealed in the datastore, rotate-keys, reencrypt, restart, off, 403)"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/secrets_encrypt.sh 2>&1 | tee "$LOGS/e2e-secrets-encrypt.log" || true
   count_plain "$LOGS/e2e-secrets-encrypt.log"
+  log "end-to-end: accounts (mini user, login sessions, CSRF, restart, kubeconfig download, escalation, audit log)"
+  MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/accounts.sh 2>&1 | tee "$LOGS/e2e-accounts.log" || true
+  count_plain "$LOGS/e2e-accounts.log"
 }
 
 # the release binary (zig-linked for glibc 2.17, build cached in /var/cache/mini-build) on Debian 11

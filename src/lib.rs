@@ -14,6 +14,7 @@ pub mod observe_cmd;
 pub mod registry_cmd;
 pub mod secrets_cmd;
 pub mod token_cmd;
+pub mod user_cmd;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -69,6 +70,10 @@ pub enum Command {
     Install(install_cmd::InstallArgs),
     /// Stop mini (`mini killall`) and remove its binary, units, config and data.
     Uninstall(install_cmd::UninstallArgs),
+    /// People's accounts (add, passwd, rm, ls): Kubernetes users with RBAC roles who log in
+    /// with a password.
+    #[command(subcommand)]
+    User(user_cmd::UserCommand),
 }
 
 /// How this machine runs as a node: shared by `mini agent` and the agent inside `mini server`.
@@ -281,6 +286,8 @@ pub struct ServerArgs {
     pub registry: registry_cmd::RegistryArgs,
     #[command(flatten)]
     pub observe: observe_cmd::ObserveArgs,
+    #[command(flatten)]
+    pub sessions: user_cmd::SessionArgs,
     /// A controller not to run (repeatable), e.g. `deployment`, `garbagecollector`.
     #[arg(
         long = "disable-controller",
@@ -358,6 +365,7 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         Some(registry_cmd::registry_settings(args.registry).map_err(anyhow::Error::msg)?)
     };
     config.observe = (!disable_observe).then(|| observe_cmd::retention(&args.observe));
+    config.sessions = user_cmd::session_limits(&args.sessions)?;
     check_cmd::preflight(&check_cmd::Preflight {
         role: mini_check::Role::Server,
         data_dir: config.data_dir.clone(),
@@ -612,6 +620,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Bundle(cmd) => token_cmd::run_bundle(cmd),
         Command::SecretsEncrypt(cmd) => secrets_cmd::run_secrets_encrypt(cmd),
         Command::Logs(cmd) => observe_cmd::run_logs(cmd),
+        Command::User(cmd) => user_cmd::run_user(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

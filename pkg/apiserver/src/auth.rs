@@ -1,5 +1,6 @@
 //! Authentication (client certificates, the server's join token, bootstrap tokens from
-//! `bootstrap.kubernetes.io/token` Secrets, ServiceAccount tokens) and authorization: the
+//! `bootstrap.kubernetes.io/token` Secrets, ServiceAccount tokens, then people's accounts
+//! through the installed account authenticator) and authorization: the
 //! Node authorizer (mini-nodeauthz), then RBAC, as upstream's `Node,RBAC` chain.
 
 use std::collections::BTreeMap;
@@ -32,7 +33,31 @@ pub async fn authenticate(
     if let Some(user) = crate::serviceaccount::authenticate(server, token).await {
         return Ok(user);
     }
+    if let Some(hook) = server.inner.account_authenticator.get() {
+        if let Some(result) = hook.authenticate_token(token).await {
+            return result;
+        }
+    }
     Err(ApiError::unauthorized())
+}
+
+/// [`authenticate`], and for a request with neither token nor client certificate the
+/// account authenticator's session cookie (which checks CSRF and Origin on writes).
+pub async fn authenticate_request(
+    server: &ApiServer,
+    method: &http::Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    peer_user: Option<UserInfo>,
+) -> Result<UserInfo, ApiError> {
+    if bearer(headers).is_none() && peer_user.is_none() {
+        if let Some(hook) = server.inner.account_authenticator.get() {
+            if let Some(result) = hook.authenticate_session(method, uri, headers).await {
+                return result;
+            }
+        }
+    }
+    authenticate(server, headers, peer_user).await
 }
 
 /// The bearer token of a request, if any.

@@ -84,6 +84,48 @@ pub struct ContainerCommit {
     pub target_tag: String,
 }
 
+/// Authenticates people's accounts (mini-accounts): their session cookies and the tokens of
+/// their downloaded kubeconfigs. Installed once; the API server asks it after its own
+/// authenticators found nothing.
+#[async_trait]
+pub trait AccountAuthenticator: Send + Sync + 'static {
+    /// The user of a bearer token; `None` when the token is not an account token.
+    async fn authenticate_token(&self, token: &str) -> Option<Result<UserInfo, ApiError>>;
+    /// The user of a request carrying a session cookie; `None` without one. A write (any
+    /// method but GET/HEAD/OPTIONS) must pass the CSRF and Origin checks, else `Err` (403).
+    /// `uri` gives the server's own origin when HTTP/2 sends no `Host` header.
+    async fn authenticate_session(
+        &self,
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+    ) -> Option<Result<UserInfo, ApiError>>;
+}
+
+/// One request as the audit log sees it (a subset of upstream's `audit.k8s.io/v1` Event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub user: UserInfo,
+    pub verb: String,
+    pub api_group: String,
+    pub resource: String,
+    pub subresource: String,
+    pub namespace: String,
+    pub name: String,
+    pub request_uri: String,
+    pub code: u16,
+    pub source_ip: Option<std::net::IpAddr>,
+}
+
+/// Receives every mutating request once its answer is known; decides itself what to keep.
+pub trait AuditSink: Send + Sync + 'static {
+    fn record(&self, record: AuditRecord);
+}
+
+/// The client's address, set on each request by the TLS listener (absent in-process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteAddr(pub std::net::SocketAddr);
+
 /// The annotation on a Namespace that lets anonymous clients pull its repositories.
 pub const ANONYMOUS_PULL_ANNOTATION: &str = "registry.mini.dev/anonymous-pull";
 /// The API group of the registry's resources.
@@ -107,6 +149,46 @@ impl ApiServer {
     /// Installs the image catalog behind `registry.mini.dev` (once).
     pub fn set_image_catalog(&self, catalog: Arc<dyn ImageCatalog>) {
         let _ = self.inner.image_catalog.set(catalog);
+    }
+
+    /// Installs the account authenticator (once).
+    pub fn set_account_authenticator(&self, authenticator: Arc<dyn AccountAuthenticator>) {
+        let _ = self.inner.account_authenticator.set(authenticator);
+    }
+
+    /// Installs the audit sink (once).
+    pub fn set_audit_sink(&self, sink: Arc<dyn AuditSink>) {
+        let _ = self.inner.audit_sink.set(sink);
+    }
+
+    /// The caller of a request outside the Kubernetes API, including session cookies (with
+    /// their CSRF and Origin checks for writes): as [`ApiServer::authenticate_credentials`],
+    /// then the account authenticator. `Ok(None)`: no credentials at all.
+    pub async fn authenticate_request(
+        &self,
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        peer: Option<&UserInfo>,
+    ) -> Result<Option<UserInfo>, ApiError> {
+        if credential(headers).ok().flatten().is_none() && peer.is_none() {
+            if let Some(hook) = self.inner.account_authenticator.get() {
+                if let Some(result) = hook.authenticate_session(method, uri, headers).await {
+                    return result.map(Some);
+                }
+            }
+        }
+        self.authenticate_credentials(headers, peer)
+            .await
+            .map_err(|m| ApiError::new(401, "Unauthorized", m))
+    }
+
+    /// Whether `user` may do what `attrs` says (the authorizer chain).
+    pub async fn allows(&self, user: &UserInfo, attrs: &RequestAttributes) -> bool {
+        matches!(
+            crate::auth::decide(self, user, attrs).await,
+            Ok(Decision::Allow)
+        )
     }
 
     pub(crate) fn streaming_route(&self, path: &str) -> Option<Arc<dyn StreamingRoute>> {

@@ -95,10 +95,37 @@ pub(crate) async fn handle(
     let started = Instant::now();
     let query = Query::parse(req.uri().query());
     let info = request::parse(req.method(), req.uri().path(), &query);
-    let response = match route(server, &req, &query, &info, peer_user).await {
+    let mut caller = None;
+    let response = match route(server, &req, &query, &info, peer_user, &mut caller).await {
         Ok(r) => r,
         Err(e) => body::error(&e),
     };
+    if let (Some(sink), Some(user)) = (server.inner.audit_sink.get(), caller) {
+        if matches!(
+            info.verb.as_str(),
+            "create" | "update" | "patch" | "delete" | "deletecollection"
+        ) {
+            sink.record(crate::extension::AuditRecord {
+                user,
+                verb: info.verb.clone(),
+                api_group: info.group.clone(),
+                resource: info.resource.clone(),
+                subresource: info.subresource.clone().unwrap_or_default(),
+                namespace: info.namespace.clone().unwrap_or_default(),
+                name: info.name.clone().unwrap_or_default(),
+                request_uri: req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
+                code: response.status().as_u16(),
+                source_ip: req
+                    .extensions()
+                    .get::<crate::extension::RemoteAddr>()
+                    .map(|a| a.0.ip()),
+            });
+        }
+    }
     let resource = if info.resource_request {
         match &info.subresource {
             Some(s) => format!("{}/{s}", info.resource),
@@ -123,6 +150,7 @@ async fn route(
     query: &Query,
     info: &RequestInfo,
     peer_user: Option<UserInfo>,
+    caller: &mut Option<UserInfo>,
 ) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path();
     // unauthenticated: health, version and the CA bundle the agent pins by hash
@@ -142,12 +170,15 @@ async fn route(
     if crate::install::handles(path) {
         return crate::install::handle(server, req).await;
     }
-    let user = auth::authenticate(server, req.headers(), peer_user).await?;
+    let user =
+        auth::authenticate_request(server, req.method(), req.uri(), req.headers(), peer_user)
+            .await?;
     if path == crate::join::JOIN_PATH {
         // only the join token may join; no impersonation
         return crate::join::handle(server, req, &user).await;
     }
     let user = auth::impersonate(server, req.headers(), user).await?;
+    *caller = Some(user.clone());
     if !info.resource_request {
         auth::authorize(server, &user, info, None).await?;
         return discovery::non_resource(server, req, query, path).await;
@@ -802,6 +833,7 @@ pub(crate) async fn create_object(
         check_namespace(ctx, meta::namespace(&obj), meta::name(&obj)).await?;
     }
     admission::node_restriction(ctx, mini_nodeauthz::Operation::Create, None, Some(&obj)).await?;
+    crate::escalation::check(ctx, None, &obj).await?;
     crate::quota::apply_limit_ranges(ctx.server, ctx.res, &mut obj).await?;
     admission::prepare_create(ctx.res, &mut obj);
     validate_create(ctx.res, &obj)?;
@@ -956,6 +988,9 @@ pub(crate) async fn commit_update(
     if !ctx.info.verb.starts_with("delete") {
         let op = mini_nodeauthz::Operation::Update;
         admission::node_restriction(ctx, op, Some(old), Some(&new)).await?;
+        if mode == WriteMode::Main {
+            crate::escalation::check(ctx, Some(old), &new).await?;
+        }
     }
     validate_update(ctx.res, &new, old)?;
     if ctx.res.group.is_empty()

@@ -13,6 +13,7 @@ mod body;
 mod bootstrap;
 mod crd;
 mod discovery;
+mod escalation;
 mod events_alias;
 mod extension;
 mod handlers;
@@ -41,8 +42,8 @@ use mini_store::Store;
 
 pub use body::Body;
 pub use extension::{
-    ContainerCommit, ImageCatalog, RepositoryEntry, StreamingRoute, TagEntry,
-    ANONYMOUS_PULL_ANNOTATION, REGISTRY_GROUP,
+    AccountAuthenticator, AuditRecord, AuditSink, ContainerCommit, ImageCatalog, RemoteAddr,
+    RepositoryEntry, StreamingRoute, TagEntry, ANONYMOUS_PULL_ANNOTATION, REGISTRY_GROUP,
 };
 pub use transport::{serve, LocalService};
 
@@ -183,6 +184,10 @@ pub(crate) struct Inner {
     pub image_catalog: std::sync::OnceLock<Arc<dyn extension::ImageCatalog>>,
     /// The Node authorizer (first in the chain, before RBAC) and its graph of bound pods.
     pub node_authz: mini_nodeauthz::NodeAuthorizer,
+    /// People's accounts: session cookies and account tokens (mini-accounts), once installed.
+    pub account_authenticator: std::sync::OnceLock<Arc<dyn extension::AccountAuthenticator>>,
+    /// Where mutating requests are reported once answered, once installed.
+    pub audit_sink: std::sync::OnceLock<Arc<dyn extension::AuditSink>>,
 }
 
 /// The API server. Cheap to clone.
@@ -230,6 +235,8 @@ impl ApiServer {
                 streaming_routes: std::sync::RwLock::new(Vec::new()),
                 image_catalog: std::sync::OnceLock::new(),
                 node_authz,
+                account_authenticator: std::sync::OnceLock::new(),
+                audit_sink: std::sync::OnceLock::new(),
             }),
         };
         server.reload_crds().await?;

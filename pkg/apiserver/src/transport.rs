@@ -26,7 +26,7 @@ pub async fn serve(
 ) -> Result<(), ApiServerError> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
-        let (tcp, _peer) = tokio::select! {
+        let (tcp, remote) = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -67,6 +67,9 @@ pub async fn serve(
                 let server = server.clone();
                 let peer_user = peer_user.clone();
                 async move {
+                    let mut req = req;
+                    req.extensions_mut()
+                        .insert(crate::extension::RemoteAddr(remote));
                     if let Some(route) = server.streaming_route(req.uri().path()) {
                         let req = req.map(|b| b.map_err(std::io::Error::other).boxed_unsync());
                         return Ok::<_, Infallible>(route.handle(req, peer_user).await);

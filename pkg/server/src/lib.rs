@@ -46,6 +46,8 @@ pub struct ServerConfig {
     /// Seal Secrets at rest (`--secrets-encryption`, on by default); off still reads sealed
     /// values with the keys of an existing configuration.
     pub secrets_encryption: bool,
+    /// How long people's login sessions last (`--session-idle-timeout`, `--session-lifetime`).
+    pub sessions: mini_accounts::SessionLimits,
 }
 
 /// An upstream the registry pulls through from for mirrored hosts.
@@ -109,6 +111,7 @@ impl ServerConfig {
             observe: Some(mini_observe::Retention::default()),
             disabled_manifests: Vec::new(),
             secrets_encryption: true,
+            sessions: mini_accounts::SessionLimits::default(),
         }
     }
 
@@ -312,6 +315,12 @@ pub async fn start(
         ),
         None => None,
     };
+
+    // 5d. people's accounts: login sessions, account tokens, the audit log
+    let mut accounts =
+        mini_accounts::AccountsConfig::new(&server_dir, pki.ca.cert_pem().to_string());
+    accounts.sessions = config.sessions;
+    mini_accounts::install(&api, accounts, shutdown.clone());
 
     // 6. admin kubeconfig
     let kubeconfig = config.kubeconfig_path();
