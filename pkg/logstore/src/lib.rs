@@ -43,8 +43,9 @@ use segment::{ClosedSegment, WalFile};
 pub const SEGMENT_RAW_BYTES: usize = 16 << 20;
 /// Age after which the open segment is closed even if small (so retention can drop it).
 pub const SEGMENT_MAX_AGE: Duration = Duration::from_secs(3600);
-/// Raw bytes of lines per compressed block of a closed segment.
-pub const BLOCK_RAW_BYTES: usize = 1 << 20;
+/// Raw bytes of lines per compressed block of a closed segment (4 MiB compresses ~3% better than
+/// 1 MiB; a search decompresses whole blocks, still a few ms each).
+pub const BLOCK_RAW_BYTES: usize = 4 << 20;
 /// Capacity of a live tail's channel; entries beyond it are dropped (counted) for that tail.
 pub const TAIL_CHANNEL: usize = 4096;
 
