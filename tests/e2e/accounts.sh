@@ -85,6 +85,8 @@ step_login() {
   expect_eq "wrong_password_401" "401" login alice wrong-password bad
   expect_eq "cookie_get_pods_in_a" "200" as_cookie alice GET /api/v1/namespaces/a/pods
   expect_eq "cookie_get_pods_in_b_forbidden" "403" as_cookie alice GET /api/v1/namespaces/b/pods
+  expect_eq "cookie_reads_prometheus_api" "200" as_cookie alice GET /prometheus/api/v1/labels
+  expect_eq "cookie_reads_loki_api" "200" as_cookie alice GET /loki/api/v1/labels
   local token
   token=$(csrf alice)
   expect_eq "cookie_post_without_csrf_403" "403" as_cookie alice POST /api/v1/namespaces/a/configmaps \

@@ -188,22 +188,22 @@ async fn answer(
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
+    // client certificates, bearer tokens, or a console session cookie (with its CSRF checks)
     let user = match observe
         .api
-        .authenticate_credentials(&parts.headers, peer.as_ref())
+        .authenticate_request(&parts.method, &parts.uri, &parts.headers, peer.as_ref())
         .await
     {
         Ok(Some(user)) => user,
-        Ok(None) => {
-            return failure(
-                &path,
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized",
-                "authentication required: use a client certificate or a bearer token",
-            )
-        }
-        Err(message) => {
-            return failure(&path, StatusCode::UNAUTHORIZED, "Unauthorized", &message);
+        Ok(None) => return failure(
+            &path,
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "authentication required: use a client certificate, a bearer token or a login session",
+        ),
+        Err(e) => {
+            let status = StatusCode::from_u16(e.code).unwrap_or(StatusCode::UNAUTHORIZED);
+            return failure(&path, status, &e.reason, &e.message);
         }
     };
     let ingest_path = path == SAMPLES_PATH || path == LOGS_PATH;
