@@ -550,6 +550,22 @@ fn run_cleanup() -> anyhow::Result<()> {
 
 /// A client for the cluster of the kubeconfig at `path`; `hint` (empty, or `; what to do`)
 /// follows the message when the file cannot be read.
+/// A client with `kubeconfig`, else the server's admin kubeconfig under `data_dir` (the
+/// administration commands: `mini token`, `mini user`, `mini secrets-encrypt`).
+pub(crate) async fn admin_client(
+    kubeconfig: Option<&std::path::Path>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<kube::Client> {
+    let path = kubeconfig
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| data_dir.join("server").join("admin.kubeconfig"));
+    kube_client(
+        &path,
+        "; pass --kubeconfig or run on the server (the admin kubeconfig)",
+    )
+    .await
+}
+
 pub(crate) async fn kube_client(
     path: &std::path::Path,
     hint: &str,

@@ -49,15 +49,7 @@ pub struct SecretsPassArgs {
 }
 
 async fn kube(args: &SecretsClientArgs) -> anyhow::Result<kube::Client> {
-    let path = args
-        .kubeconfig
-        .clone()
-        .unwrap_or_else(|| args.data_dir.join("server").join("admin.kubeconfig"));
-    crate::kube_client(
-        &path,
-        "; pass --kubeconfig or run on the server (the admin kubeconfig)",
-    )
-    .await
+    crate::admin_client(args.kubeconfig.as_deref(), &args.data_dir).await
 }
 
 async fn pass(args: SecretsPassArgs, rotate: bool) -> anyhow::Result<()> {

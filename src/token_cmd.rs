@@ -115,15 +115,7 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
 }
 
 async fn client(args: &TokenClientArgs) -> anyhow::Result<kube::Client> {
-    let path = args
-        .kubeconfig
-        .clone()
-        .unwrap_or_else(|| args.data_dir.join("server").join("admin.kubeconfig"));
-    crate::kube_client(
-        &path,
-        "; pass --kubeconfig or run on the server (the admin kubeconfig)",
-    )
-    .await
+    crate::admin_client(args.kubeconfig.as_deref(), &args.data_dir).await
 }
 
 /// Runs a `mini token` command.

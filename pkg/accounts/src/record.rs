@@ -46,6 +46,28 @@ fn store_err(e: StoreError) -> AccountsError {
     AccountsError::Internal(format!("account store: {e}"))
 }
 
+/// Deletes the records under `prefix` whose `owner` (read from the stored value; `None` when it
+/// does not parse) is `user` or unreadable; returns how many went.
+pub(crate) async fn delete_owned_by(
+    store: &dyn Store,
+    prefix: &str,
+    user: &str,
+    owner: impl Fn(&[u8]) -> Option<String>,
+) -> Result<usize, StoreError> {
+    let page = store.list(prefix, None, 0).await?;
+    let mut removed = 0;
+    for kv in page.items {
+        let owner = owner(&kv.value).unwrap_or_default();
+        if owner == user || owner.is_empty() {
+            match store.delete(&kv.key, None).await {
+                Ok(_) | Err(StoreError::NotFound { .. }) => removed += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// Account names: a DNS label-like name (lowercase letters, digits, `-`, `.`; at most 63),
 /// so it is a valid user, label value and part of an object name.
 pub fn check_name(name: &str) -> Result<(), AccountsError> {
@@ -200,24 +222,13 @@ impl Records {
 
     /// Revokes every token of `user`.
     pub async fn revoke_tokens(&self, user: &str) -> Result<usize, AccountsError> {
-        let page = self
-            .store
-            .list(TOKEN_PREFIX, None, 0)
-            .await
-            .map_err(store_err)?;
-        let mut removed = 0;
-        for kv in page.items {
-            let owner = serde_json::from_slice::<TokenRecord>(&kv.value)
+        delete_owned_by(&*self.store, TOKEN_PREFIX, user, |value| {
+            serde_json::from_slice::<TokenRecord>(value)
+                .ok()
                 .map(|t| t.user)
-                .unwrap_or_default();
-            if owner == user || owner.is_empty() {
-                match self.store.delete(&kv.key, None).await {
-                    Ok(_) | Err(StoreError::NotFound { .. }) => removed += 1,
-                    Err(e) => return Err(store_err(e)),
-                }
-            }
-        }
-        Ok(removed)
+        })
+        .await
+        .map_err(store_err)
     }
 }
 

@@ -219,24 +219,13 @@ impl Sessions {
     /// Ends every session of `user` (password changed, account removed); returns how many.
     pub async fn remove_user(&self, user: &str) -> Result<usize, AccountsError> {
         self.cache().retain(|_, c| c.session.user != user);
-        let page = self
-            .store
-            .list(SESSION_PREFIX, None, 0)
-            .await
-            .map_err(store_err)?;
-        let mut removed = 0;
-        for kv in page.items {
-            let owner = serde_json::from_slice::<Session>(&kv.value)
+        crate::record::delete_owned_by(&*self.store, SESSION_PREFIX, user, |value| {
+            serde_json::from_slice::<Session>(value)
+                .ok()
                 .map(|s| s.user)
-                .unwrap_or_default();
-            if owner == user || owner.is_empty() {
-                match self.store.delete(&kv.key, None).await {
-                    Ok(_) | Err(StoreError::NotFound { .. }) => removed += 1,
-                    Err(e) => return Err(store_err(e)),
-                }
-            }
-        }
-        Ok(removed)
+        })
+        .await
+        .map_err(store_err)
     }
 
     /// Deletes expired sessions from the store (run now and then).
