@@ -1,0 +1,532 @@
+//! The [`Store`] on an external etcd cluster (v3 API, etcd 3.4 and later).
+//!
+//! Revisions are etcd's: every write is one transaction whose header revision becomes the
+//! object's `mod_revision`; preconditions are transaction compares (`create_revision == 0` for
+//! create, `mod_revision == expected` for update and delete). One etcd watch over the whole key
+//! space (with previous values) feeds an in-memory [`Hub`], so API watchers are served from
+//! memory and keep working while etcd has no quorum; the hub starts at etcd's revision when the
+//! store connects, so an older watch gets `Compacted` (the API server answers 410 and clients
+//! list again). A broken etcd watch reconnects from the last revision it delivered; if etcd
+//! compacted past it, every watcher is closed and the hub starts over.
+
+mod convert;
+mod watch;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity,
+    PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, TxnResponse,
+};
+use mini_store::{
+    Deleted, Hub, KeyValue, ListPage, Revision, Store, StoreError, WatchReceiver,
+    DEFAULT_HISTORY_EVENTS, WATCH_CHANNEL_CAPACITY,
+};
+
+use convert::{from_etcd, header_revision, prefix_end, to_i64, unavailable_or_backend};
+
+/// How long one etcd request may take before it fails as unavailable.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Items fetched per etcd range request; larger listings are read in pages at one revision.
+const LIST_PAGE: usize = 500;
+
+/// Where the etcd cluster is and how to authenticate to it.
+#[derive(Debug, Clone)]
+pub struct EtcdConfig {
+    /// Client URLs (`https://host:2379` or `http://host:2379`).
+    pub endpoints: Vec<String>,
+    /// CA bundle that signed the etcd servers' certificates.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key for etcd's client certificate authentication.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Deadline of each etcd request.
+    pub request_timeout: Duration,
+    /// Events kept in memory for watch replay.
+    pub history_events: usize,
+}
+
+impl EtcdConfig {
+    /// A configuration for `endpoints` with default timeouts and history and no TLS files.
+    pub fn new(endpoints: Vec<String>) -> EtcdConfig {
+        EtcdConfig {
+            endpoints,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            history_events: DEFAULT_HISTORY_EVENTS,
+        }
+    }
+}
+
+/// Why the store could not connect.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("no etcd endpoint given: pass --datastore-endpoint https://HOST:2379[,...]")]
+    NoEndpoints,
+    #[error("the etcd endpoint {endpoint:?} is not an http:// or https:// URL")]
+    BadEndpoint { endpoint: String },
+    #[error("reading {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("--datastore-certfile and --datastore-keyfile must be given together")]
+    PartialIdentity,
+    #[error("setting up the etcd client for {endpoints}: {message}")]
+    Client { endpoints: String, message: String },
+    #[error("cannot use the etcd cluster: {details}; check --datastore-endpoint and the --datastore-cafile/certfile/keyfile")]
+    Unreachable { details: String },
+}
+
+/// State shared with the watch task, under one lock so publishing and subscribing serialize.
+struct WatchState {
+    hub: Hub,
+    /// The revision of the last event (or progress notification) the etcd watch delivered.
+    seen: Revision,
+}
+
+struct Shared {
+    watch: Mutex<WatchState>,
+    /// The highest revision seen in any etcd response header.
+    revision: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, WatchState> {
+        self.watch.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn observe(&self, revision: Revision) {
+        self.revision.fetch_max(revision, Ordering::AcqRel);
+    }
+}
+
+/// A [`Store`] on an etcd cluster. Share it as `Arc<dyn Store>`; dropping it stops the etcd
+/// watch and closes every watch channel.
+pub struct EtcdStore {
+    client: Client,
+    shared: Arc<Shared>,
+    timeout: Duration,
+    watch_task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for EtcdStore {
+    fn drop(&mut self) {
+        self.watch_task.abort();
+    }
+}
+
+/// Builds the client options from the TLS files.
+fn connect_options(config: &EtcdConfig) -> Result<ConnectOptions, EtcdError> {
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|source| EtcdError::ReadFile {
+            path: path.clone(),
+            source,
+        })
+    };
+    let mut options = ConnectOptions::new()
+        .with_connect_timeout(config.request_timeout)
+        .with_keep_alive(Duration::from_secs(10), config.request_timeout)
+        .with_require_leader(true);
+    let identity = match (&config.cert_file, &config.key_file) {
+        (Some(cert), Some(key)) => Some(Identity::from_pem(read(cert)?, read(key)?)),
+        (None, None) => None,
+        _ => return Err(EtcdError::PartialIdentity),
+    };
+    let tls_wanted = config.ca_file.is_some()
+        || identity.is_some()
+        || config.endpoints.iter().any(|e| e.starts_with("https://"));
+    if tls_wanted {
+        let mut tls = TlsOptions::new();
+        if let Some(ca) = &config.ca_file {
+            tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        if let Some(identity) = identity {
+            tls = tls.identity(identity);
+        }
+        options = options.with_tls(tls);
+    }
+    Ok(options)
+}
+
+/// The whole error chain of `error` on one line.
+pub(crate) fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+impl EtcdStore {
+    /// Connects to the cluster and reads its revision; fails naming each endpoint and why it
+    /// could not be used when the cluster does not answer within the request timeout.
+    pub async fn connect(config: EtcdConfig) -> Result<EtcdStore, EtcdError> {
+        if config.endpoints.is_empty() {
+            return Err(EtcdError::NoEndpoints);
+        }
+        if let Some(endpoint) = config
+            .endpoints
+            .iter()
+            .find(|e| !e.starts_with("http://") && !e.starts_with("https://"))
+        {
+            return Err(EtcdError::BadEndpoint {
+                endpoint: endpoint.clone(),
+            });
+        }
+        let options = connect_options(&config)?;
+        let client = Client::connect(&config.endpoints, Some(options.clone()))
+            .await
+            .map_err(|e| EtcdError::Client {
+                endpoints: config.endpoints.join(","),
+                message: describe(&e),
+            })?;
+        let revision = match read_revision(&client, config.request_timeout).await {
+            Ok(revision) => revision,
+            Err(_) => {
+                let details = probe_endpoints(&config, options).await;
+                return Err(EtcdError::Unreachable { details });
+            }
+        };
+        let shared = Arc::new(Shared {
+            watch: Mutex::new(WatchState {
+                hub: Hub::new(config.history_events, revision, WATCH_CHANNEL_CAPACITY),
+                seen: revision,
+            }),
+            revision: AtomicU64::new(revision),
+        });
+        let watch_task = tokio::spawn(watch::run(
+            client.clone(),
+            Arc::clone(&shared),
+            revision,
+            config.request_timeout,
+        ));
+        tracing::info!(endpoints = %config.endpoints.join(","), revision, "connected to etcd");
+        Ok(EtcdStore {
+            client,
+            shared,
+            timeout: config.request_timeout,
+            watch_task,
+        })
+    }
+
+    /// The oldest revision a watch can start after without getting `Compacted`, plus one.
+    pub fn oldest_retained_revision(&self) -> Revision {
+        self.shared.lock().hub.oldest_retained()
+    }
+
+    /// Number of registered watchers (closed ones are pruned on the next event).
+    pub fn watcher_count(&self) -> usize {
+        self.shared.lock().hub.watcher_count()
+    }
+
+    /// Runs one etcd request with the store's deadline.
+    async fn call<T, F>(&self, what: &str, request: F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        match tokio::time::timeout(self.timeout, request).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => Err(unavailable_or_backend(what, &error)),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "{what}: etcd did not answer within {:?} (is a quorum of its members up?)",
+                self.timeout
+            ))),
+        }
+    }
+
+    async fn txn(&self, what: &str, txn: Txn) -> Result<TxnResponse, StoreError> {
+        let mut kv = self.client.kv_client();
+        let response = self.call(what, kv.txn(txn)).await?;
+        self.shared.observe(header_revision(response.header()));
+        Ok(response)
+    }
+
+    /// The current value of `key` read in the failure branch of a transaction.
+    fn failed_read(key: &str, response: &TxnResponse) -> Result<Option<KeyValue>, StoreError> {
+        for op in response.op_responses() {
+            if let TxnOpResponse::Get(get) = op {
+                return get.kvs().first().map(from_etcd).transpose();
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "etcd answered the transaction on {key} without its read"
+        )))
+    }
+
+    /// The precondition failed: explain why from the key's current state.
+    fn precondition_failed(
+        key: &str,
+        expected: Option<Revision>,
+        response: &TxnResponse,
+    ) -> StoreError {
+        match Self::failed_read(key, response) {
+            Err(error) => error,
+            Ok(None) => StoreError::NotFound {
+                key: key.to_string(),
+            },
+            Ok(Some(current)) => StoreError::Conflict {
+                key: key.to_string(),
+                expected: expected.unwrap_or_default(),
+                actual: current.mod_revision,
+            },
+        }
+    }
+
+    /// The compares of an update or delete: the key exists and, with `expected`, has that mod
+    /// revision.
+    fn preconditions(key: &str, expected: Option<Revision>) -> Vec<Compare> {
+        let mut compares = vec![Compare::create_revision(key, CompareOp::Greater, 0)];
+        if let Some(expected) = expected {
+            compares.push(Compare::mod_revision(
+                key,
+                CompareOp::Equal,
+                to_i64(expected),
+            ));
+        }
+        compares
+    }
+}
+
+/// Reads the cluster's current revision (a linearizable read of one key).
+async fn read_revision(client: &Client, timeout: Duration) -> Result<Revision, String> {
+    let mut kv = client.kv_client();
+    let request = kv.get(
+        "/",
+        Some(GetOptions::new().with_count_only().with_limit(1)),
+    );
+    match tokio::time::timeout(timeout, request).await {
+        Ok(Ok(response)) => Ok(header_revision(response.header())),
+        Ok(Err(error)) => Err(describe(&error)),
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+    }
+}
+
+/// Tries each endpoint on its own and says, per endpoint, why it cannot be used.
+async fn probe_endpoints(config: &EtcdConfig, options: ConnectOptions) -> String {
+    let mut reports = Vec::new();
+    for endpoint in &config.endpoints {
+        let outcome = match Client::connect([endpoint], Some(options.clone())).await {
+            Ok(client) => read_revision(&client, config.request_timeout).await,
+            Err(error) => Err(describe(&error)),
+        };
+        let report = match outcome {
+            Ok(_) => format!("{endpoint} answers alone but the cluster has no quorum"),
+            Err(reason) => format!("{endpoint}: {reason}"),
+        };
+        reports.push(report);
+    }
+    reports.join("; ")
+}
+
+#[async_trait]
+impl Store for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let mut kv = self.client.kv_client();
+        let response = self
+            .call(&format!("reading {key}"), kv.get(key, None))
+            .await?;
+        self.shared.observe(header_revision(response.header()));
+        response.kvs().first().map(from_etcd).transpose()
+    }
+
+    /// Reads in pages of [`LIST_PAGE`] items; every page after the first is read at the first
+    /// page's revision, so the listing is one consistent snapshot.
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, StoreError> {
+        let end = prefix_end(prefix);
+        let mut start: Vec<u8> = match start_after {
+            Some(after) if after >= prefix => [after.as_bytes(), b"\0"].concat(),
+            _ if prefix.is_empty() => vec![0],
+            _ => prefix.as_bytes().to_vec(),
+        };
+        let mut items = Vec::new();
+        let mut revision: Revision = 0;
+        let mut kv = self.client.kv_client();
+        loop {
+            let want = if limit == 0 {
+                LIST_PAGE
+            } else {
+                (limit - items.len()).min(LIST_PAGE)
+            };
+            let mut options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(to_i64(want as u64));
+            if revision > 0 {
+                options = options.with_revision(to_i64(revision));
+            }
+            let response = self
+                .call(
+                    &format!("listing {prefix}"),
+                    kv.get(start.clone(), Some(options)),
+                )
+                .await?;
+            if revision == 0 {
+                revision = header_revision(response.header());
+                self.shared.observe(revision);
+            }
+            let more = response.more();
+            for item in response.kvs() {
+                items.push(from_etcd(item)?);
+            }
+            let done = limit > 0 && items.len() >= limit;
+            if !more || done {
+                return Ok(ListPage {
+                    items,
+                    revision,
+                    more,
+                });
+            }
+            match items.last() {
+                Some(last) => start = [last.key.as_bytes(), b"\0"].concat(),
+                None => {
+                    return Ok(ListPage {
+                        items,
+                        revision,
+                        more,
+                    })
+                }
+            }
+        }
+    }
+
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue, StoreError> {
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, value.clone(), None)]);
+        let response = self.txn(&format!("creating {key}"), txn).await?;
+        if !response.succeeded() {
+            return Err(StoreError::AlreadyExists {
+                key: key.to_string(),
+            });
+        }
+        let revision = header_revision(response.header());
+        Ok(KeyValue {
+            key: key.to_string(),
+            value,
+            create_revision: revision,
+            mod_revision: revision,
+        })
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Option<Revision>,
+    ) -> Result<KeyValue, StoreError> {
+        let txn = Txn::new()
+            .when(Self::preconditions(key, expected))
+            .and_then([TxnOp::put(
+                key,
+                value.clone(),
+                Some(PutOptions::new().with_prev_key()),
+            )])
+            .or_else([TxnOp::get(key, None)]);
+        let response = self.txn(&format!("updating {key}"), txn).await?;
+        if !response.succeeded() {
+            return Err(Self::precondition_failed(key, expected, &response));
+        }
+        let revision = header_revision(response.header());
+        let create_revision = response
+            .op_responses()
+            .into_iter()
+            .find_map(|op| match op {
+                TxnOpResponse::Put(put) => put.prev_key().map(|prev| prev.create_revision()),
+                _ => None,
+            })
+            .and_then(|r| Revision::try_from(r).ok())
+            .ok_or_else(|| {
+                StoreError::Backend(format!("etcd did not return the previous value of {key}"))
+            })?;
+        Ok(KeyValue {
+            key: key.to_string(),
+            value,
+            create_revision,
+            mod_revision: revision,
+        })
+    }
+
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Deleted, StoreError> {
+        let txn = Txn::new()
+            .when(Self::preconditions(key, expected))
+            .and_then([TxnOp::delete(
+                key,
+                Some(DeleteOptions::new().with_prev_key()),
+            )])
+            .or_else([TxnOp::get(key, None)]);
+        let response = self.txn(&format!("deleting {key}"), txn).await?;
+        if !response.succeeded() {
+            return Err(Self::precondition_failed(key, expected, &response));
+        }
+        let revision = header_revision(response.header());
+        let prev = response
+            .op_responses()
+            .into_iter()
+            .find_map(|op| match op {
+                TxnOpResponse::Delete(delete) => delete.prev_kvs().first().map(from_etcd),
+                _ => None,
+            })
+            .transpose()?
+            .ok_or_else(|| {
+                StoreError::Backend(format!("etcd did not return the deleted value of {key}"))
+            })?;
+        Ok(Deleted { prev, revision })
+    }
+
+    fn watch(&self, prefix: &str, after: Revision) -> Result<WatchReceiver, StoreError> {
+        let mut state = self.shared.lock();
+        let seen = state.seen;
+        state.hub.subscribe_after(prefix, after, seen)
+    }
+
+    fn current_revision(&self) -> Revision {
+        self.shared.revision.load(Ordering::Acquire)
+    }
+
+    /// Compacts etcd's history up to `revision` (never beyond the current revision) and drops
+    /// the watch cache's events up to it.
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        let upto = revision.min(self.current_revision());
+        if upto == 0 {
+            return Ok(());
+        }
+        let mut kv = self.client.kv_client();
+        match self
+            .call(
+                &format!("compacting etcd to revision {upto}"),
+                kv.compact(to_i64(upto), None),
+            )
+            .await
+        {
+            Ok(_) => {}
+            // already compacted at least this far
+            Err(StoreError::Backend(message)) if message.contains("has been compacted") => {}
+            Err(error) => return Err(error),
+        }
+        self.shared.lock().hub.compact(upto, upto);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod cluster;
+#[cfg(test)]
+mod tests;
