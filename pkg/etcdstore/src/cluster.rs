@@ -176,7 +176,9 @@ impl Cluster {
                 .arg(format!("--trusted-ca-file={}", tls.ca.display()))
                 .arg("--client-cert-auth");
         }
-        let child = command.spawn().expect("start etcd (apt-get install etcd-server)");
+        let child = command
+            .spawn()
+            .expect("start etcd (apt-get install etcd-server)");
         self.members[index].child = Some(child);
     }
 
@@ -194,7 +196,7 @@ impl Cluster {
         let mut config = self.config();
         config.request_timeout = Duration::from_secs(1);
         loop {
-            let options = crate::connect_options(&config).expect("client options");
+            let (options, _) = crate::connect_options(&config).expect("client options");
             if let Ok(client) = etcd_client::Client::connect(self.endpoints(), Some(options)).await
             {
                 if crate::read_revision(&client, Duration::from_secs(1))

@@ -100,7 +100,9 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, WatchState> {
-        self.watch.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.watch
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn observe(&self, revision: Revision) {
@@ -123,8 +125,8 @@ impl Drop for EtcdStore {
     }
 }
 
-/// Builds the client options from the TLS files.
-fn connect_options(config: &EtcdConfig) -> Result<ConnectOptions, EtcdError> {
+/// The client options and, for HTTPS endpoints, the TLS settings built from the TLS files.
+fn connect_options(config: &EtcdConfig) -> Result<(ConnectOptions, Option<TlsOptions>), EtcdError> {
     let read = |path: &PathBuf| {
         std::fs::read(path).map_err(|source| EtcdError::ReadFile {
             path: path.clone(),
@@ -143,17 +145,18 @@ fn connect_options(config: &EtcdConfig) -> Result<ConnectOptions, EtcdError> {
     let tls_wanted = config.ca_file.is_some()
         || identity.is_some()
         || config.endpoints.iter().any(|e| e.starts_with("https://"));
-    if tls_wanted {
-        let mut tls = TlsOptions::new();
-        if let Some(ca) = &config.ca_file {
-            tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
-        }
-        if let Some(identity) = identity {
-            tls = tls.identity(identity);
-        }
-        options = options.with_tls(tls);
+    if !tls_wanted {
+        return Ok((options, None));
     }
-    Ok(options)
+    let mut tls = TlsOptions::new();
+    if let Some(ca) = &config.ca_file {
+        tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+    }
+    if let Some(identity) = identity {
+        tls = tls.identity(identity);
+    }
+    options = options.with_tls(tls.clone());
+    Ok((options, Some(tls)))
 }
 
 /// The whole error chain of `error` on one line.
@@ -187,7 +190,7 @@ impl EtcdStore {
                 endpoint: endpoint.clone(),
             });
         }
-        let options = connect_options(&config)?;
+        let (options, tls) = connect_options(&config)?;
         let client = Client::connect(&config.endpoints, Some(options.clone()))
             .await
             .map_err(|e| EtcdError::Client {
@@ -197,7 +200,7 @@ impl EtcdStore {
         let revision = match read_revision(&client, config.request_timeout).await {
             Ok(revision) => revision,
             Err(_) => {
-                let details = probe_endpoints(&config, options).await;
+                let details = probe_endpoints(&config, options, tls).await;
                 return Err(EtcdError::Unreachable { details });
             }
         };
@@ -304,10 +307,7 @@ impl EtcdStore {
 /// Reads the cluster's current revision (a linearizable read of one key).
 async fn read_revision(client: &Client, timeout: Duration) -> Result<Revision, String> {
     let mut kv = client.kv_client();
-    let request = kv.get(
-        "/",
-        Some(GetOptions::new().with_count_only().with_limit(1)),
-    );
+    let request = kv.get("/", Some(GetOptions::new().with_count_only().with_limit(1)));
     match tokio::time::timeout(timeout, request).await {
         Ok(Ok(response)) => Ok(header_revision(response.header())),
         Ok(Err(error)) => Err(describe(&error)),
@@ -315,21 +315,52 @@ async fn read_revision(client: &Client, timeout: Duration) -> Result<Revision, S
     }
 }
 
-/// Tries each endpoint on its own and says, per endpoint, why it cannot be used.
-async fn probe_endpoints(config: &EtcdConfig, options: ConnectOptions) -> String {
-    let mut reports = Vec::new();
-    for endpoint in &config.endpoints {
-        let outcome = match Client::connect([endpoint], Some(options.clone())).await {
-            Ok(client) => read_revision(&client, config.request_timeout).await,
-            Err(error) => Err(describe(&error)),
-        };
-        let report = match outcome {
-            Ok(_) => format!("{endpoint} answers alone but the cluster has no quorum"),
-            Err(reason) => format!("{endpoint}: {reason}"),
-        };
-        reports.push(report);
+/// Tries every endpoint on its own (at once) and says, per endpoint, why it cannot be used.
+async fn probe_endpoints(
+    config: &EtcdConfig,
+    options: ConnectOptions,
+    tls: Option<TlsOptions>,
+) -> String {
+    let mut probes = tokio::task::JoinSet::new();
+    for (index, endpoint) in config.endpoints.iter().enumerate() {
+        let (endpoint, options, tls) = (endpoint.clone(), options.clone(), tls.clone());
+        let timeout = config.request_timeout;
+        probes.spawn(async move {
+            let report = match probe(&endpoint, options, tls, timeout).await {
+                Ok(()) => format!("{endpoint} answers alone but the cluster has no leader"),
+                Err(reason) => format!("{endpoint}: {reason}"),
+            };
+            (index, report)
+        });
     }
+    let mut reports: Vec<(usize, String)> = probes.join_all().await;
+    reports.sort();
+    let reports: Vec<String> = reports.into_iter().map(|(_, report)| report).collect();
     reports.join("; ")
+}
+
+/// Connects to one endpoint (TCP and TLS handshake) and reads through it.
+async fn probe(
+    endpoint: &str,
+    options: ConnectOptions,
+    tls: Option<TlsOptions>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+        .map_err(|e| describe(&e))?
+        .connect_timeout(timeout);
+    if let (Some(tls), true) = (tls, endpoint.starts_with("https://")) {
+        channel = channel.tls_config(tls).map_err(|e| describe(&e))?;
+    }
+    match tokio::time::timeout(timeout, channel.connect()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => return Err(describe(&error)),
+        Err(_) => return Err(format!("no connection within {timeout:?}")),
+    }
+    let client = Client::connect([endpoint], Some(options))
+        .await
+        .map_err(|e| describe(&e))?;
+    read_revision(&client, timeout).await.map(drop)
 }
 
 #[async_trait]

@@ -133,7 +133,10 @@ pub async fn update_or_delete_missing_key_returns_not_found(store: Arc<dyn Store
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
-    let err = store.update(&missing, value("x"), Some(0)).await.unwrap_err();
+    let err = store
+        .update(&missing, value("x"), Some(0))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
     let err = store.delete(&missing, None).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
@@ -293,10 +296,7 @@ pub async fn watch_replays_history_then_delivers_live_events_in_order(
     assert_no_event(&mut rx).await;
 }
 
-pub async fn watch_from_current_revision_gets_only_live_events(
-    store: Arc<dyn Store>,
-    root: &str,
-) {
+pub async fn watch_from_current_revision_gets_only_live_events(store: Arc<dyn Store>, root: &str) {
     let first = store.create(&format!("{root}a"), value("1")).await.unwrap();
     // a watch from the revision a write was just acknowledged at gets exactly what follows
     let mut current = store.watch(root, first.mod_revision).unwrap();
@@ -359,7 +359,10 @@ pub async fn compact_makes_older_watches_compacted(store: Arc<dyn Store>, root: 
     store.compact(base + 100).await.unwrap();
     assert!(store.watch(root, base + 4).is_err());
     let mut rx = store.watch(root, base + 5).unwrap();
-    let six = store.create(&format!("{root}k6"), value("v")).await.unwrap();
+    let six = store
+        .create(&format!("{root}k6"), value("v"))
+        .await
+        .unwrap();
     assert_eq!(next(&mut rx).await.revision(), six.mod_revision);
 }
 

@@ -139,7 +139,9 @@ impl Hub {
                 oldest: self.oldest_retained(),
             });
         }
-        let start = self.history.partition_point(|event| event.revision() <= after);
+        let start = self
+            .history
+            .partition_point(|event| event.revision() <= after);
         let replay: Vec<&WatchEvent> = if after >= current {
             Vec::new()
         } else {
