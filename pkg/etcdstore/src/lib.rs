@@ -81,7 +81,7 @@ pub enum EtcdError {
     PartialIdentity,
     #[error("setting up the etcd client for {endpoints}: {message}")]
     Client { endpoints: String, message: String },
-    #[error("cannot use the etcd cluster: {details}; check --datastore-endpoint and the --datastore-cafile/certfile/keyfile")]
+    #[error("cannot use the etcd datastore: {details}; check --datastore-endpoint and --datastore-cafile/certfile/keyfile")]
     Unreachable { details: String },
 }
 

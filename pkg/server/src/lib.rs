@@ -43,6 +43,9 @@ pub struct ServerConfig {
     /// Manifests of `<data-dir>/server/manifests` not to apply (`--disable NAME` skips
     /// `NAME.yaml`; bundled ones, `ingress` and `local-storage`, are then not written either).
     pub disabled_manifests: Vec<String>,
+    /// An external etcd cluster as the store (`--datastore-endpoint`); `None`: sled in the
+    /// data directory.
+    pub datastore: Option<mini_etcdstore::EtcdConfig>,
 }
 
 /// An upstream the registry pulls through from for mirrored hosts.
@@ -105,6 +108,7 @@ impl ServerConfig {
             registry: Some(RegistrySettings::default()),
             observe: Some(mini_observe::Retention::default()),
             disabled_manifests: Vec::new(),
+            datastore: None,
         }
     }
 
@@ -131,6 +135,8 @@ pub enum ServerError {
     Observe(#[from] mini_observe::ObserveError),
     #[error("store: {0}")]
     Store(#[from] mini_store::StoreError),
+    #[error(transparent)]
+    Etcd(#[from] mini_etcdstore::EtcdError),
     #[error("api server: {0}")]
     ApiServer(#[from] mini_apiserver::ApiServerError),
     #[error("node agent: {0} (run with --disable-agent for a control plane without a node)")]
@@ -244,8 +250,16 @@ pub async fn start(
     write_private(&node_token, &join_token)?;
 
     // 4. store
-    let store = Arc::new(mini_store::SledStore::open(&server_dir.join("db"))?);
-    let closing_store = store.clone();
+    let (store, closing_store): (Arc<dyn mini_store::Store>, _) = match &config.datastore {
+        Some(etcd) => (
+            Arc::new(mini_etcdstore::EtcdStore::connect(etcd.clone()).await?),
+            None,
+        ),
+        None => {
+            let sled = Arc::new(mini_store::SledStore::open(&server_dir.join("db"))?);
+            (sled.clone(), Some(sled))
+        }
+    };
 
     // 5. API server over the store
     let api = ApiServer::new(
@@ -407,7 +421,7 @@ pub async fn start(
         if let Some(observe) = &observe {
             observe.close();
         }
-        if let Err(e) = closing_store.close() {
+        if let Some(Err(e)) = closing_store.map(|sled| sled.close()) {
             tracing::warn!(error = %e, "closing the store failed");
         }
         served?;
