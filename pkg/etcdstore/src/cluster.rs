@@ -195,16 +195,13 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut config = self.config();
         config.request_timeout = Duration::from_secs(1);
+        let client = crate::client::Etcd::new(&config).expect("client settings");
         loop {
-            let (options, _) = crate::connect_options(&config).expect("client options");
-            if let Ok(client) = etcd_client::Client::connect(self.endpoints(), Some(options)).await
+            if crate::read_revision(&client, Duration::from_secs(1))
+                .await
+                .is_ok()
             {
-                if crate::read_revision(&client, Duration::from_secs(1))
-                    .await
-                    .is_ok()
-                {
-                    return;
-                }
+                return;
             }
             assert!(
                 Instant::now() < deadline,

@@ -9,8 +9,22 @@
 //! list again). A broken etcd watch reconnects from the last revision it delivered; if etcd
 //! compacted past it, every watcher is closed and the hub starts over.
 
+mod client;
 mod convert;
 mod watch;
+
+/// The etcd v3 API, generated from the vendored `proto/` files and committed (building needs no
+/// `protoc`; `codegen_tests` keeps it in step). Left exactly as generated.
+#[allow(clippy::all, rustdoc::all)]
+pub mod pb {
+    /// Messages and clients of etcd's gRPC services (package `etcdserverpb`).
+    #[rustfmt::skip]
+    pub mod etcdserverpb; /// Stored key-values and watch events (package `mvccpb`).
+    #[rustfmt::skip]
+    pub mod mvccpb; /// Users and roles (package `authpb`).
+    #[rustfmt::skip]
+    pub mod authpb;
+}
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,16 +32,21 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity,
-    PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, TxnResponse,
-};
 use mini_store::{
     Deleted, Hub, KeyValue, ListPage, Revision, Store, StoreError, WatchReceiver,
     DEFAULT_HISTORY_EVENTS, WATCH_CHANNEL_CAPACITY,
 };
 
-use convert::{from_etcd, header_revision, prefix_end, to_i64, unavailable_or_backend};
+use client::Etcd;
+use convert::{
+    compare_create, compare_mod, from_etcd, header_revision, op, prefix_end, to_i64,
+    unavailable_or_backend,
+};
+use pb::etcdserverpb::compare::CompareResult;
+use pb::etcdserverpb::{
+    request_op, response_op, CompactionRequest, Compare, DeleteRangeRequest, PutRequest,
+    RangeRequest, TxnRequest, TxnResponse,
+};
 
 /// How long one etcd request may take before it fails as unavailable.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -113,7 +132,7 @@ impl Shared {
 /// A [`Store`] on an etcd cluster. Share it as `Arc<dyn Store>`; dropping it stops the etcd
 /// watch and closes every watch channel.
 pub struct EtcdStore {
-    client: Client,
+    client: Etcd,
     shared: Arc<Shared>,
     timeout: Duration,
     watch_task: tokio::task::JoinHandle<()>,
@@ -123,40 +142,6 @@ impl Drop for EtcdStore {
     fn drop(&mut self) {
         self.watch_task.abort();
     }
-}
-
-/// The client options and, for HTTPS endpoints, the TLS settings built from the TLS files.
-fn connect_options(config: &EtcdConfig) -> Result<(ConnectOptions, Option<TlsOptions>), EtcdError> {
-    let read = |path: &PathBuf| {
-        std::fs::read(path).map_err(|source| EtcdError::ReadFile {
-            path: path.clone(),
-            source,
-        })
-    };
-    let mut options = ConnectOptions::new()
-        .with_connect_timeout(config.request_timeout)
-        .with_keep_alive(Duration::from_secs(10), config.request_timeout)
-        .with_require_leader(true);
-    let identity = match (&config.cert_file, &config.key_file) {
-        (Some(cert), Some(key)) => Some(Identity::from_pem(read(cert)?, read(key)?)),
-        (None, None) => None,
-        _ => return Err(EtcdError::PartialIdentity),
-    };
-    let tls_wanted = config.ca_file.is_some()
-        || identity.is_some()
-        || config.endpoints.iter().any(|e| e.starts_with("https://"));
-    if !tls_wanted {
-        return Ok((options, None));
-    }
-    let mut tls = TlsOptions::new();
-    if let Some(ca) = &config.ca_file {
-        tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
-    }
-    if let Some(identity) = identity {
-        tls = tls.identity(identity);
-    }
-    options = options.with_tls(tls.clone());
-    Ok((options, Some(tls)))
 }
 
 /// The whole error chain of `error` on one line.
@@ -170,6 +155,19 @@ pub(crate) fn describe(error: &dyn std::error::Error) -> String {
             text.push_str(&cause_text);
         }
         source = cause.source();
+    }
+    text
+}
+
+/// A gRPC status on one line: its code, message and the transport error behind it.
+pub(crate) fn describe_status(status: &tonic::Status) -> String {
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    if let Some(source) = std::error::Error::source(status) {
+        let cause = describe(source);
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
     }
     text
 }
@@ -190,17 +188,11 @@ impl EtcdStore {
                 endpoint: endpoint.clone(),
             });
         }
-        let (options, tls) = connect_options(&config)?;
-        let client = Client::connect(&config.endpoints, Some(options.clone()))
-            .await
-            .map_err(|e| EtcdError::Client {
-                endpoints: config.endpoints.join(","),
-                message: describe(&e),
-            })?;
+        let client = Etcd::new(&config)?;
         let revision = match read_revision(&client, config.request_timeout).await {
             Ok(revision) => revision,
             Err(_) => {
-                let details = probe_endpoints(&config, options, tls).await;
+                let details = probe_endpoints(&config).await;
                 return Err(EtcdError::Unreachable { details });
             }
         };
@@ -239,11 +231,11 @@ impl EtcdStore {
     /// Runs one etcd request with the store's deadline.
     async fn call<T, F>(&self, what: &str, request: F) -> Result<T, StoreError>
     where
-        F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+        F: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         match tokio::time::timeout(self.timeout, request).await {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) => Err(unavailable_or_backend(what, &error)),
+            Ok(Err(status)) => Err(unavailable_or_backend(what, &status)),
             Err(_) => Err(StoreError::Unavailable(format!(
                 "{what}: etcd did not answer within {:?} (is a quorum of its members up?)",
                 self.timeout
@@ -251,18 +243,29 @@ impl EtcdStore {
         }
     }
 
-    async fn txn(&self, what: &str, txn: Txn) -> Result<TxnResponse, StoreError> {
-        let mut kv = self.client.kv_client();
-        let response = self.call(what, kv.txn(txn)).await?;
-        self.shared.observe(header_revision(response.header()));
+    async fn txn(
+        &self,
+        what: &str,
+        compare: Vec<Compare>,
+        success: request_op::Request,
+        failure: Option<request_op::Request>,
+    ) -> Result<TxnResponse, StoreError> {
+        let txn = TxnRequest {
+            compare,
+            success: vec![op(success)],
+            failure: failure.into_iter().map(op).collect(),
+        };
+        let response = self.call(what, self.client.txn(txn)).await?;
+        self.shared
+            .observe(header_revision(response.header.as_ref()));
         Ok(response)
     }
 
     /// The current value of `key` read in the failure branch of a transaction.
     fn failed_read(key: &str, response: &TxnResponse) -> Result<Option<KeyValue>, StoreError> {
-        for op in response.op_responses() {
-            if let TxnOpResponse::Get(get) = op {
-                return get.kvs().first().map(from_etcd).transpose();
+        for op in &response.responses {
+            if let Some(response_op::Response::ResponseRange(range)) = &op.response {
+                return range.kvs.first().map(from_etcd).transpose();
             }
         }
         Err(StoreError::Backend(format!(
@@ -292,43 +295,46 @@ impl EtcdStore {
     /// The compares of an update or delete: the key exists and, with `expected`, has that mod
     /// revision.
     fn preconditions(key: &str, expected: Option<Revision>) -> Vec<Compare> {
-        let mut compares = vec![Compare::create_revision(key, CompareOp::Greater, 0)];
+        let mut compares = vec![compare_create(key, CompareResult::Greater, 0)];
         if let Some(expected) = expected {
-            compares.push(Compare::mod_revision(
-                key,
-                CompareOp::Equal,
-                to_i64(expected),
-            ));
+            compares.push(compare_mod(key, to_i64(expected)));
         }
         compares
     }
 }
 
-/// Reads the cluster's current revision (a linearizable read of one key).
-async fn read_revision(client: &Client, timeout: Duration) -> Result<Revision, String> {
-    let mut kv = client.kv_client();
-    let request = kv.get("/", Some(GetOptions::new().with_count_only().with_limit(1)));
-    match tokio::time::timeout(timeout, request).await {
-        Ok(Ok(response)) => Ok(header_revision(response.header())),
-        Ok(Err(error)) => Err(describe(&error)),
+/// A read of the single key `key`.
+fn get_request(key: &str) -> RangeRequest {
+    RangeRequest {
+        key: key.as_bytes().to_vec(),
+        ..RangeRequest::default()
+    }
+}
+
+/// Reads the cluster's current revision (a linearizable read through the leader).
+pub(crate) async fn read_revision(client: &Etcd, timeout: Duration) -> Result<Revision, String> {
+    let request = RangeRequest {
+        count_only: true,
+        ..get_request("/")
+    };
+    match tokio::time::timeout(timeout, client.range(request)).await {
+        Ok(Ok(response)) => Ok(header_revision(response.header.as_ref())),
+        Ok(Err(status)) => Err(describe_status(&status)),
         Err(_) => Err(format!("no answer within {timeout:?}")),
     }
 }
 
 /// Tries every endpoint on its own (at once) and says, per endpoint, why it cannot be used.
-async fn probe_endpoints(
-    config: &EtcdConfig,
-    options: ConnectOptions,
-    tls: Option<TlsOptions>,
-) -> String {
+async fn probe_endpoints(config: &EtcdConfig) -> String {
+    let tls = client::tls_config(config).ok().flatten();
     let mut probes = tokio::task::JoinSet::new();
-    for (index, endpoint) in config.endpoints.iter().enumerate() {
-        let (endpoint, options, tls) = (endpoint.clone(), options.clone(), tls.clone());
+    for (index, url) in config.endpoints.iter().enumerate() {
+        let (url, tls) = (url.clone(), tls.clone());
         let timeout = config.request_timeout;
         probes.spawn(async move {
-            let report = match probe(&endpoint, options, tls, timeout).await {
-                Ok(()) => format!("{endpoint} answers alone but the cluster has no leader"),
-                Err(reason) => format!("{endpoint}: {reason}"),
+            let report = match probe(&url, tls, timeout).await {
+                Ok(()) => format!("{url} answers alone but the cluster has no leader"),
+                Err(reason) => format!("{url}: {reason}"),
             };
             (index, report)
         });
@@ -341,37 +347,33 @@ async fn probe_endpoints(
 
 /// Connects to one endpoint (TCP and TLS handshake) and reads through it.
 async fn probe(
-    endpoint: &str,
-    options: ConnectOptions,
-    tls: Option<TlsOptions>,
+    url: &str,
+    tls: Option<tonic::transport::ClientTlsConfig>,
     timeout: Duration,
 ) -> Result<(), String> {
-    let mut channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
-        .map_err(|e| describe(&e))?
-        .connect_timeout(timeout);
-    if let (Some(tls), true) = (tls, endpoint.starts_with("https://")) {
-        channel = channel.tls_config(tls).map_err(|e| describe(&e))?;
-    }
-    match tokio::time::timeout(timeout, channel.connect()).await {
-        Ok(Ok(_)) => {}
+    let endpoint = client::endpoint(url, tls.as_ref(), timeout).map_err(|e| e.to_string())?;
+    let channel = match tokio::time::timeout(timeout, endpoint.connect()).await {
+        Ok(Ok(channel)) => channel,
         Ok(Err(error)) => return Err(describe(&error)),
         Err(_) => return Err(format!("no connection within {timeout:?}")),
-    }
-    let client = Client::connect([endpoint], Some(options))
+    };
+    read_revision(&Etcd::from_channel(channel), timeout)
         .await
-        .map_err(|e| describe(&e))?;
-    read_revision(&client, timeout).await.map(drop)
+        .map(drop)
 }
 
 #[async_trait]
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let mut kv = self.client.kv_client();
         let response = self
-            .call(&format!("reading {key}"), kv.get(key, None))
+            .call(
+                &format!("reading {key}"),
+                self.client.range(get_request(key)),
+            )
             .await?;
-        self.shared.observe(header_revision(response.header()));
-        response.kvs().first().map(from_etcd).transpose()
+        self.shared
+            .observe(header_revision(response.header.as_ref()));
+        response.kvs.first().map(from_etcd).transpose()
     }
 
     /// Reads in pages of [`LIST_PAGE`] items; every page after the first is read at the first
@@ -382,7 +384,7 @@ impl Store for EtcdStore {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<ListPage, StoreError> {
-        let end = prefix_end(prefix);
+        let range_end = prefix_end(prefix);
         let mut start: Vec<u8> = match start_after {
             Some(after) if after >= prefix => [after.as_bytes(), b"\0"].concat(),
             _ if prefix.is_empty() => vec![0],
@@ -390,44 +392,34 @@ impl Store for EtcdStore {
         };
         let mut items = Vec::new();
         let mut revision: Revision = 0;
-        let mut kv = self.client.kv_client();
         loop {
             let want = if limit == 0 {
                 LIST_PAGE
             } else {
                 (limit - items.len()).min(LIST_PAGE)
             };
-            let mut options = GetOptions::new()
-                .with_range(end.clone())
-                .with_limit(to_i64(want as u64));
-            if revision > 0 {
-                options = options.with_revision(to_i64(revision));
-            }
+            let request = RangeRequest {
+                key: start.clone(),
+                range_end: range_end.clone(),
+                limit: to_i64(want as u64),
+                revision: to_i64(revision),
+                ..RangeRequest::default()
+            };
             let response = self
-                .call(
-                    &format!("listing {prefix}"),
-                    kv.get(start.clone(), Some(options)),
-                )
+                .call(&format!("listing {prefix}"), self.client.range(request))
                 .await?;
             if revision == 0 {
-                revision = header_revision(response.header());
+                revision = header_revision(response.header.as_ref());
                 self.shared.observe(revision);
             }
-            let more = response.more();
-            for item in response.kvs() {
+            for item in &response.kvs {
                 items.push(from_etcd(item)?);
             }
+            let more = response.more;
             let done = limit > 0 && items.len() >= limit;
-            if !more || done {
-                return Ok(ListPage {
-                    items,
-                    revision,
-                    more,
-                });
-            }
             match items.last() {
-                Some(last) => start = [last.key.as_bytes(), b"\0"].concat(),
-                None => {
+                Some(last) if more && !done => start = [last.key.as_bytes(), b"\0"].concat(),
+                _ => {
                     return Ok(ListPage {
                         items,
                         revision,
@@ -439,16 +431,25 @@ impl Store for EtcdStore {
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue, StoreError> {
-        let txn = Txn::new()
-            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key, value.clone(), None)]);
-        let response = self.txn(&format!("creating {key}"), txn).await?;
-        if !response.succeeded() {
+        let put = request_op::Request::RequestPut(PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: value.clone(),
+            ..PutRequest::default()
+        });
+        let response = self
+            .txn(
+                &format!("creating {key}"),
+                vec![compare_create(key, CompareResult::Equal, 0)],
+                put,
+                None,
+            )
+            .await?;
+        if !response.succeeded {
             return Err(StoreError::AlreadyExists {
                 key: key.to_string(),
             });
         }
-        let revision = header_revision(response.header());
+        let revision = header_revision(response.header.as_ref());
         Ok(KeyValue {
             key: key.to_string(),
             value,
@@ -463,27 +464,35 @@ impl Store for EtcdStore {
         value: Vec<u8>,
         expected: Option<Revision>,
     ) -> Result<KeyValue, StoreError> {
-        let txn = Txn::new()
-            .when(Self::preconditions(key, expected))
-            .and_then([TxnOp::put(
-                key,
-                value.clone(),
-                Some(PutOptions::new().with_prev_key()),
-            )])
-            .or_else([TxnOp::get(key, None)]);
-        let response = self.txn(&format!("updating {key}"), txn).await?;
-        if !response.succeeded() {
+        let put = request_op::Request::RequestPut(PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: value.clone(),
+            prev_kv: true,
+            ..PutRequest::default()
+        });
+        let read = request_op::Request::RequestRange(get_request(key));
+        let response = self
+            .txn(
+                &format!("updating {key}"),
+                Self::preconditions(key, expected),
+                put,
+                Some(read),
+            )
+            .await?;
+        if !response.succeeded {
             return Err(Self::precondition_failed(key, expected, &response));
         }
-        let revision = header_revision(response.header());
+        let revision = header_revision(response.header.as_ref());
         let create_revision = response
-            .op_responses()
-            .into_iter()
-            .find_map(|op| match op {
-                TxnOpResponse::Put(put) => put.prev_key().map(|prev| prev.create_revision()),
+            .responses
+            .iter()
+            .find_map(|op| match &op.response {
+                Some(response_op::Response::ResponsePut(put)) => {
+                    put.prev_kv.as_ref().map(|prev| prev.create_revision)
+                }
                 _ => None,
             })
-            .and_then(|r| Revision::try_from(r).ok())
+            .map(convert::to_revision)
             .ok_or_else(|| {
                 StoreError::Backend(format!("etcd did not return the previous value of {key}"))
             })?;
@@ -496,23 +505,31 @@ impl Store for EtcdStore {
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Deleted, StoreError> {
-        let txn = Txn::new()
-            .when(Self::preconditions(key, expected))
-            .and_then([TxnOp::delete(
-                key,
-                Some(DeleteOptions::new().with_prev_key()),
-            )])
-            .or_else([TxnOp::get(key, None)]);
-        let response = self.txn(&format!("deleting {key}"), txn).await?;
-        if !response.succeeded() {
+        let delete = request_op::Request::RequestDeleteRange(DeleteRangeRequest {
+            key: key.as_bytes().to_vec(),
+            prev_kv: true,
+            ..DeleteRangeRequest::default()
+        });
+        let read = request_op::Request::RequestRange(get_request(key));
+        let response = self
+            .txn(
+                &format!("deleting {key}"),
+                Self::preconditions(key, expected),
+                delete,
+                Some(read),
+            )
+            .await?;
+        if !response.succeeded {
             return Err(Self::precondition_failed(key, expected, &response));
         }
-        let revision = header_revision(response.header());
+        let revision = header_revision(response.header.as_ref());
         let prev = response
-            .op_responses()
-            .into_iter()
-            .find_map(|op| match op {
-                TxnOpResponse::Delete(delete) => delete.prev_kvs().first().map(from_etcd),
+            .responses
+            .iter()
+            .find_map(|op| match &op.response {
+                Some(response_op::Response::ResponseDeleteRange(delete)) => {
+                    delete.prev_kvs.first().map(from_etcd)
+                }
                 _ => None,
             })
             .transpose()?
@@ -539,11 +556,14 @@ impl Store for EtcdStore {
         if upto == 0 {
             return Ok(());
         }
-        let mut kv = self.client.kv_client();
+        let request = CompactionRequest {
+            revision: to_i64(upto),
+            physical: false,
+        };
         match self
             .call(
                 &format!("compacting etcd to revision {upto}"),
-                kv.compact(to_i64(upto), None),
+                self.client.compact(request),
             )
             .await
         {
@@ -559,5 +579,7 @@ impl Store for EtcdStore {
 
 #[cfg(test)]
 mod cluster;
+#[cfg(test)]
+mod codegen_tests;
 #[cfg(test)]
 mod tests;

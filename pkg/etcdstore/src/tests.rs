@@ -144,11 +144,12 @@ async fn etcd_compaction_behind_the_watch_cache_keeps_watchers() {
     let a = store.create("/a", b"1".to_vec()).await.unwrap();
     assert_eq!(next(&mut rx).await.revision(), a.mod_revision);
     // another client compacts etcd; the cache has every event, so nothing changes
-    let mut other = etcd_client::Client::connect(cluster.endpoints(), None)
-        .await
-        .unwrap();
+    let other = crate::client::Etcd::new(&cluster.config()).unwrap();
     other
-        .compact(crate::convert::to_i64(a.mod_revision), None)
+        .compact(crate::pb::etcdserverpb::CompactionRequest {
+            revision: crate::convert::to_i64(a.mod_revision),
+            physical: false,
+        })
         .await
         .unwrap();
     let b = store.create("/b", b"2".to_vec()).await.unwrap();

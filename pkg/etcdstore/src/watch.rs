@@ -4,11 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, EventType, WatchOptions};
 use mini_store::{Deleted, KeyValue, Revision, WatchEvent};
 
+use crate::client::Etcd;
 use crate::convert::{from_etcd, header_revision, to_i64, to_revision};
-use crate::{describe, read_revision, Shared};
+use crate::pb::etcdserverpb::{watch_request, WatchCreateRequest, WatchRequest};
+use crate::pb::mvccpb::{self, event::EventType};
+use crate::{describe_status, read_revision, Shared};
 
 /// Pause between attempts while etcd cannot be watched.
 const RETRY: Duration = Duration::from_secs(1);
@@ -22,7 +24,7 @@ enum Ended {
 }
 
 /// Watches every key from `start + 1` on, forever (until the task is aborted).
-pub(crate) async fn run(client: Client, shared: Arc<Shared>, start: Revision, timeout: Duration) {
+pub(crate) async fn run(client: Etcd, shared: Arc<Shared>, start: Revision, timeout: Duration) {
     let mut next = start + 1;
     let mut failing = false;
     loop {
@@ -58,34 +60,42 @@ pub(crate) async fn run(client: Client, shared: Arc<Shared>, start: Revision, ti
 
 /// Runs one watch stream until it ends; publishes its events and advances `next`.
 async fn watch_once(
-    client: &Client,
+    client: &Etcd,
     shared: &Shared,
     next: &mut Revision,
     failing: &mut bool,
 ) -> Ended {
-    let options = WatchOptions::new()
-        .with_all_keys()
-        .with_start_revision(to_i64(*next))
-        .with_prev_key()
-        .with_progress_notify();
-    let mut watch_client = client.watch_client();
-    let mut stream = match watch_client.watch(vec![0], Some(options)).await {
-        Ok(stream) => stream,
-        Err(error) => return Ended::Broken(describe(&error)),
+    let create = WatchRequest {
+        request_union: Some(watch_request::RequestUnion::CreateRequest(
+            WatchCreateRequest {
+                // every key: from "\0" to the end of the key space
+                key: vec![0],
+                range_end: vec![0],
+                start_revision: to_i64(*next),
+                progress_notify: true,
+                prev_kv: true,
+                ..WatchCreateRequest::default()
+            },
+        )),
+    };
+    // the sender keeps the request side of the stream open
+    let (_requests, mut stream) = match client.watch(create).await {
+        Ok(opened) => opened,
+        Err(status) => return Ended::Broken(describe_status(&status)),
     };
     loop {
         let response = match stream.message().await {
             Ok(Some(response)) => response,
             Ok(None) => return Ended::Broken("etcd closed the watch stream".to_string()),
-            Err(error) => return Ended::Broken(describe(&error)),
+            Err(status) => return Ended::Broken(describe_status(&status)),
         };
-        if response.canceled() {
-            if response.compact_revision() > 0 {
+        if response.canceled {
+            if response.compact_revision > 0 {
                 return Ended::Compacted;
             }
             return Ended::Broken(format!(
                 "etcd canceled the watch: {}",
-                response.cancel_reason()
+                response.cancel_reason
             ));
         }
         if *failing {
@@ -93,7 +103,7 @@ async fn watch_once(
             *failing = false;
         }
         let mut state = shared.lock();
-        for event in response.events() {
+        for event in &response.events {
             let Some(converted) = convert(event) else {
                 continue;
             };
@@ -103,8 +113,8 @@ async fn watch_once(
             *next = (*next).max(revision + 1);
         }
         // a progress notification: every event up to the header's revision was delivered
-        if response.events().is_empty() && !response.created() {
-            let revision = header_revision(response.header());
+        if response.events.is_empty() && !response.created {
+            let revision = header_revision(response.header.as_ref());
             state.seen = state.seen.max(revision);
             *next = (*next).max(revision + 1);
         }
@@ -113,18 +123,18 @@ async fn watch_once(
 }
 
 /// An etcd event as a store event; `None` for keys that are not UTF-8 (not the store's).
-fn convert(event: &etcd_client::Event) -> Option<WatchEvent> {
-    let kv = event.kv()?;
-    let prev = event.prev_kv().and_then(|prev| from_etcd(prev).ok());
-    match event.event_type() {
+fn convert(event: &mvccpb::Event) -> Option<WatchEvent> {
+    let kv = event.kv.as_ref()?;
+    let prev = event.prev_kv.as_ref().and_then(|prev| from_etcd(prev).ok());
+    match EventType::try_from(event.r#type).ok()? {
         EventType::Put => {
             let kv = from_etcd(kv).ok()?;
             let prev = prev.filter(|_| kv.create_revision != kv.mod_revision);
             Some(WatchEvent::Put { kv, prev })
         }
         EventType::Delete => {
-            let key = kv.key_str().ok()?.to_string();
-            let revision = to_revision(kv.mod_revision());
+            let key = String::from_utf8(kv.key.clone()).ok()?;
+            let revision = to_revision(kv.mod_revision);
             // etcd no longer had the previous value (compacted): keep the key at least
             let prev = prev.unwrap_or(KeyValue {
                 key,
