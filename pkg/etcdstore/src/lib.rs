@@ -233,6 +233,7 @@ impl EtcdStore {
     where
         F: std::future::Future<Output = Result<T, tonic::Status>>,
     {
+        tracing::trace!(what, "etcd request");
         match tokio::time::timeout(self.timeout, request).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(status)) => Err(unavailable_or_backend(what, &status)),
