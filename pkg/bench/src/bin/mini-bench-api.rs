@@ -47,9 +47,9 @@ fn main() -> anyhow::Result<()> {
             "--server-arg" => opts
                 .server_args
                 .push(args.next().context("--server-arg needs a value")?),
-            other if other.starts_with("--server-arg=") => {
-                opts.server_args.push(other["--server-arg=".len()..].to_string())
-            }
+            other if other.starts_with("--server-arg=") => opts
+                .server_args
+                .push(other["--server-arg=".len()..].to_string()),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
