@@ -114,7 +114,14 @@ step_restart() {
   kill "$WATCH_PID" 2>/dev/null || true
   wait "$WATCH_PID" 2>/dev/null || true
   WATCH_PID=""
-  stop_server TERM
+  kill -TERM "$SERVER_PID" 2>/dev/null || true
+  local stopped=no
+  for _ in $(seq 1 40); do
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then stopped=yes; break; fi
+    sleep 0.5
+  done
+  if [ "$stopped" = yes ]; then ok "server_stops_on_term"; else not_ok "server_stops_on_term" "still running 20s after TERM"; fi
+  stop_server KILL
   if start_etcd_server; then ok "server_restarts_on_etcd"; else not_ok "server_restarts_on_etcd"; return; fi
   expect_eq "data_survives_restart" "green" k get cm applied -n e2e -o jsonpath='{.data.color}'
   k create cm after-restart -n e2e >/dev/null
