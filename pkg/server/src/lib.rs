@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub secrets_encryption: bool,
     /// How long people's login sessions last (`--session-idle-timeout`, `--session-lifetime`).
     pub sessions: mini_accounts::SessionLimits,
+    /// The web console under `/console/` (`false`: `--disable console`).
+    pub console: bool,
 }
 
 /// An upstream the registry pulls through from for mirrored hosts.
@@ -112,6 +114,7 @@ impl ServerConfig {
             disabled_manifests: Vec::new(),
             secrets_encryption: true,
             sessions: mini_accounts::SessionLimits::default(),
+            console: true,
         }
     }
 
@@ -321,6 +324,11 @@ pub async fn start(
         mini_accounts::AccountsConfig::new(&server_dir, pki.ca.cert_pem().to_string());
     accounts.sessions = config.sessions;
     mini_accounts::install(&api, accounts, shutdown.clone());
+
+    // 5e. the web console's assets under /console/ (its data comes through the API as the person)
+    if config.console {
+        mini_console::install(&api);
+    }
 
     // 6. admin kubeconfig
     let kubeconfig = config.kubeconfig_path();
