@@ -69,7 +69,6 @@ function namespacePicker() {
     localStorage.setItem('mini.namespace', state.namespace);
     renderPage();
   } });
-  select.id = 'namespace';
   const fill = () => {
     const names = new Set(state.namespaces);
     if (state.namespace) names.add(state.namespace);
@@ -90,7 +89,6 @@ function shell() {
   const picker = namespacePicker();
   const nav = h('nav.side', { 'aria-label': t('nav.label') });
   const main = h('main#page');
-  main.id = 'page';
   const top = h('header.top',
     h('a.brand', { href: BASE, 'data-link': '' }, h('span.logo', 'mini'), h('span', t('console'))),
     h('label.ns', h('span', t('namespace')), picker.el),
@@ -101,7 +99,6 @@ function shell() {
     h('a.button', { href: '/v1-mini/session/kubeconfig', download: `${state.user.user}.kubeconfig` }, t('kubeconfig')),
     h('button', { type: 'button', id: 'logout', onclick: logout }, t('logout')));
   mount(root, top, h('div.body', nav, h('div.content', h('div#messages.messages'), main)));
-  document.getElementById('messages').id = 'messages';
   state.stopShell = picker.stop;
   Promise.all(PAGES.map((p) => p.allowed())).then((allowed) => {
     mount(nav, PAGES.filter((_, i) => allowed[i]).map((p) =>

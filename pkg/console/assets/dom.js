@@ -1,7 +1,9 @@
-// Building DOM nodes without HTML strings: h('tag.class', {attrs, onclick}, ...children).
+// Building DOM nodes without HTML strings: h('tag#id.class', {attrs, onclick}, ...children).
 export function h(spec, attrs, ...children) {
-  const [tag, ...classes] = spec.split('.');
+  const [head, ...classes] = spec.split('.');
+  const [tag, id] = head.split('#');
   const el = document.createElement(tag || 'div');
+  if (id) el.id = id;
   if (classes.length) el.className = classes.join(' ');
   if (attrs && (typeof attrs !== 'object' || attrs instanceof Node || Array.isArray(attrs))) {
     children.unshift(attrs);
