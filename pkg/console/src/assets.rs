@@ -172,3 +172,60 @@ mod tests {
         assert_eq!(a.index.body, Bytes::from(a.version.clone()));
     }
 }
+
+#[cfg(test)]
+mod dictionary_tests {
+    use std::collections::BTreeSet;
+
+    /// The keys of one dictionary (`const NAME = { ... };`) of `i18n.js`.
+    fn keys(source: &str, name: &str) -> BTreeSet<String> {
+        let start = source
+            .find(&format!("const {name} = {{"))
+            .unwrap_or_else(|| panic!("no dictionary {name}"));
+        let body = &source[start..];
+        let body = &body[..body.find("\n};").expect("dictionary ends")];
+        body.lines()
+            .skip(1)
+            .filter_map(|l| l.trim().split_once(": "))
+            .map(|(k, _)| k.trim_matches('\'').to_string())
+            .collect()
+    }
+
+    fn i18n() -> String {
+        String::from_utf8_lossy(include_bytes!("../assets/i18n.js")).into_owned()
+    }
+
+    #[test]
+    fn dictionaries_english_and_chinese_have_the_same_keys() {
+        let source = i18n();
+        let en = keys(&source, "en");
+        let zh = keys(&source, "zh");
+        assert!(en.len() > 40);
+        assert_eq!(
+            en.symmetric_difference(&zh).collect::<Vec<_>>(),
+            Vec::<&String>::new()
+        );
+    }
+
+    #[test]
+    fn dictionaries_every_literal_key_used_exists() {
+        let en = keys(&i18n(), "en");
+        for (path, bytes) in super::ASSET_FILES {
+            if !path.ends_with(".js") {
+                continue;
+            }
+            let text = String::from_utf8_lossy(bytes);
+            for (at, _) in text.match_indices("t('") {
+                let before = text[..at].chars().next_back().unwrap_or(' ');
+                if before.is_alphanumeric() || before == '_' || before == '.' {
+                    continue;
+                }
+                let key = text[at + 3..].split('\'').next().unwrap_or("");
+                assert!(
+                    en.contains(key),
+                    "{path} uses t('{key}') missing from i18n.js"
+                );
+            }
+        }
+    }
+}
