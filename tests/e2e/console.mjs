@@ -28,9 +28,10 @@ async function check(name, fn) {
 
 function assert(cond, message) { if (!cond) throw new Error(message); }
 
-// Console errors the app causes on purpose: the 401 of "who am I" before login and the 403
-// of a forced request are logged by chromium as failed loads; everything else counts.
-const EXPECTED = /^Failed to load resource: the server responded with a status of 40[13]/;
+// Console errors the app causes on purpose: the 401 of "who am I" before login and of wrong
+// passwords, the 403 of a forced request and the 429 of too many logins are logged by chromium
+// as failed loads; everything else counts.
+const EXPECTED = /^Failed to load resource: the server responded with a status of (401|403|429)/;
 
 function watchProblems(page, label) {
   page.on('console', (msg) => {
@@ -181,6 +182,19 @@ async function main() {
     await context.clearCookies();
     await page.click('nav.side a[data-path=""]');
     await page.waitForSelector('#login-name');
+  });
+
+  await check('login_rate_limited_shows_retry_seconds', async () => {
+    // five failures a minute per name or address: the next attempt answers 429
+    let text = '';
+    for (let i = 0; i < 8 && !/Too many attempts, retry in \d+ s/.test(text); i++) {
+      await login(page, 'nobody', 'wrong-password');
+      await page.waitForFunction(() => document.querySelector('#login-error').textContent !== ''
+        && !document.querySelector('#login-submit').disabled);
+      text = await page.textContent('#login-error');
+    }
+    assert(/Too many attempts, retry in \d+ s/.test(text), `last message: ${text}`);
+    await shot(page, 'login-rate-limited');
   });
 
   await check('no_console_errors_or_csp_violations', async () => {
