@@ -86,7 +86,7 @@ async function main() {
   });
 
   await check('overview_pods_by_phase', async () => {
-    await page.waitForFunction(() => document.querySelector('#overview-pods li[data-phase="Running"] .count')?.textContent === '3');
+    await page.waitForFunction(() => document.querySelector('#overview-pods li[data-phase="Running"] .count')?.textContent === '5');
     await shot(page, 'overview');
   });
 
@@ -176,6 +176,19 @@ async function main() {
     assert(text.includes('You may not cordon node sim-a-0'), `message: ${text}`);
     await shot(page, 'viewer-forbidden');
     await page.unroute('**/selfsubjectaccessreviews');
+  });
+
+  await check('namespace_editor_gets_own_namespace_and_no_nodes_page', async () => {
+    await page.click('#logout');
+    await page.waitForSelector('#login-name');
+    await page.evaluate(() => localStorage.removeItem('mini.namespace'));
+    await login(page, 'clerk', 'clerk-password');
+    await page.waitForFunction(() => document.querySelector('#namespace')?.value === 'shop');
+    await page.waitForFunction(() => document.querySelector('#overview-pods li[data-phase="Running"] .count')?.textContent === '2');
+    await page.waitForSelector('nav.side a[data-path=""]');
+    assert(!(await page.$('nav.side a[data-path="nodes"]')), 'no Nodes link for a namespace editor');
+    assert(!(await page.$('#overview-nodes')), 'no nodes card for a namespace editor');
+    await shot(page, 'overview-namespace-editor');
   });
 
   await check('session_expiry_returns_to_login', async () => {

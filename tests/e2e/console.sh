@@ -70,6 +70,10 @@ step_start() {
   wait_for "sim_nodes_ready" 40 bash -c "[ \$(kubectl get nodes --no-headers 2>/dev/null | grep -c ' Ready ') -eq 2 ]"
   expect "admin_account_added" "boss" bash -c "echo boss-password | $MINI_BIN user add boss --role cluster-admin --password-stdin --kubeconfig $KUBECONFIG"
   expect "viewer_account_added" "viewer" bash -c "echo viewer-password | $MINI_BIN user add viewer --role view --password-stdin --kubeconfig $KUBECONFIG"
+  k create namespace shop >/dev/null
+  expect "editor_account_added" "clerk" bash -c "echo clerk-password | $MINI_BIN user add clerk --role edit --namespace shop --password-stdin --kubeconfig $KUBECONFIG"
+  k -n shop create deployment shelf --image=nginx:1.0 --replicas=2 >/dev/null
+  # the Overview of all namespaces counts 5 running pods: web (3) and shelf (2)
   # `view` does not cover nodes (as upstream): let the viewer read them, not change them
   k create clusterrole node-reader --verb=get,list,watch --resource=nodes >/dev/null
   k create clusterrolebinding viewer-node-reader --clusterrole=node-reader --user=viewer >/dev/null

@@ -80,9 +80,30 @@ function namespacePicker() {
   fill();
   const stop = watchList('/api/v1/namespaces', {
     onChange: (items) => { state.namespaces = items.map((n) => n.metadata.name); fill(); },
-    onError: () => { state.namespaces = ['default']; fill(); },
+    onError: () => ownNamespaces().then((names) => {
+      state.namespaces = names;
+      if (!state.namespace && names.length) {
+        state.namespace = names[0];
+        fill();
+        renderPage();
+      } else {
+        fill();
+      }
+    }),
   });
   return { el: select, stop };
+}
+
+// For someone who may not list namespaces: the namespaces their account's roles are bound in.
+async function ownNamespaces() {
+  try {
+    const list = await get('/v1-mini/accounts');
+    const me = (list.items || []).find((a) => a.name === state.user.user);
+    const names = [...new Set(((me && me.roles) || []).map((r) => r.namespace).filter(Boolean))];
+    return names.length ? names.sort() : ['default'];
+  } catch (_) {
+    return ['default'];
+  }
 }
 
 function shell() {

@@ -1,5 +1,5 @@
 // Overview: nodes ready of total, pods by phase and the latest Warning events, all live.
-import { watchList } from './api.js';
+import { watchList, can } from './api.js';
 import { t } from './i18n.js';
 import { h, mount, age } from './dom.js';
 
@@ -19,24 +19,31 @@ export function overviewPage(ctx) {
   const nodesBody = h('div.stat', { id: 'overview-nodes' }, t('loading'));
   const podsBody = h('div', { id: 'overview-pods' }, t('loading'));
   const eventsBody = h('div', { id: 'overview-events' }, t('loading'));
+  const nodesCard = h('section.card', h('h2', t('overview.nodes')), nodesBody);
   const el = h('div.overview',
     h('h1', t('nav.overview')),
     h('div.cards',
-      h('section.card', h('h2', t('overview.nodes')), nodesBody),
+      nodesCard,
       h('section.card', h('h2', ns ? t('overview.podsIn', { ns }) : t('overview.pods')), podsBody)),
     h('section.card', h('h2', t('overview.warnings')), eventsBody));
 
   const stops = [];
-  stops.push(watchList('/api/v1/nodes', {
-    onChange: (nodes) => {
-      const ready = nodes.filter(nodeReady).length;
-      mount(nodesBody,
-        h('span.big', { id: 'nodes-ready' }, String(ready)),
-        h('span.of', ` / ${nodes.length}`),
-        h('span.label', t('overview.ready')));
-    },
-    onError: (e) => mount(nodesBody, h('p.muted', forbidden(e))),
-  }));
+  let stopped = false;
+  // nodes are cluster-scoped: shown only to those who may list them
+  can('list', 'nodes').then((ok) => {
+    if (stopped) return;
+    if (!ok) { nodesCard.remove(); return; }
+    stops.push(watchList('/api/v1/nodes', {
+      onChange: (nodes) => {
+        const ready = nodes.filter(nodeReady).length;
+        mount(nodesBody,
+          h('span.big', { id: 'nodes-ready' }, String(ready)),
+          h('span.of', ` / ${nodes.length}`),
+          h('span.label', t('overview.ready')));
+      },
+      onError: (e) => mount(nodesBody, h('p.muted', forbidden(e))),
+    }));
+  });
 
   const base = ns ? `/api/v1/namespaces/${encodeURIComponent(ns)}` : '/api/v1';
   stops.push(watchList(`${base}/pods`, {
@@ -79,5 +86,5 @@ export function overviewPage(ctx) {
     onError: (e) => mount(eventsBody, h('p.muted', forbidden(e))),
   }));
 
-  return { el, stop: () => stops.forEach((s) => s()) };
+  return { el, stop: () => { stopped = true; stops.forEach((s) => s()); } };
 }
