@@ -1,7 +1,7 @@
 // The browser half of tests/e2e/console.sh: drives Debian's chromium through playwright-core
 // against CONSOLE_URL and prints `ok - name` / `not ok - name` lines. Fails on any browser
 // console error, page error or CSP violation. Screenshots go to SHOTS.
-import { spawn } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -87,6 +87,21 @@ async function main() {
 
   await check('overview_pods_by_phase', async () => {
     await page.waitForFunction(() => document.querySelector('#overview-pods li[data-phase="Running"] .count')?.textContent === '5');
+    await shot(page, 'overview');
+  });
+
+  await check('overview_warning_event_appears_live', async () => {
+    const event = {
+      apiVersion: 'v1', kind: 'Event', type: 'Warning', reason: 'ConsoleCheck',
+      message: 'a warning the console shows without reload',
+      metadata: { name: 'console-check', namespace: 'default' },
+      involvedObject: { kind: 'Deployment', name: 'web', namespace: 'default' },
+      firstTimestamp: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+      lastTimestamp: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+      count: 1, source: { component: 'console-e2e' },
+    };
+    execFileSync('kubectl', ['create', '-f', '-'], { input: JSON.stringify(event), stdio: ['pipe', 'ignore', 'inherit'] });
+    await page.waitForFunction(() => document.querySelector('#overview-events')?.textContent.includes('ConsoleCheck'));
     await shot(page, 'overview');
   });
 
@@ -184,6 +199,8 @@ async function main() {
     await page.evaluate(() => localStorage.removeItem('mini.namespace'));
     await login(page, 'clerk', 'clerk-password');
     await page.waitForFunction(() => document.querySelector('#namespace')?.value === 'shop');
+    const options = await page.$$eval('#namespace option', (os) => os.map((o) => o.value));
+    assert(options.join(',') === 'shop', `namespace choices: ${options}`);
     await page.waitForFunction(() => document.querySelector('#overview-pods li[data-phase="Running"] .count')?.textContent === '2');
     await page.waitForSelector('nav.side a[data-path=""]');
     assert(!(await page.$('nav.side a[data-path="nodes"]')), 'no Nodes link for a namespace editor');

@@ -13,6 +13,8 @@ const state = {
   user: null,
   namespace: localStorage.getItem('mini.namespace') || '',
   namespaces: [],
+  // whether "all namespaces" is offered (not to those who may not list namespaces)
+  allNamespaces: true,
   stopPage: null,
   stopShell: null,
 };
@@ -52,6 +54,8 @@ function stopAll() {
 function sessionEnded() {
   stopAll();
   state.user = null;
+  state.allNamespaces = true;
+  state.namespaces = [];
   setCsrfToken('');
   forgetReviews();
   if (routePath() !== 'login') history.replaceState(null, '', `${BASE}login`);
@@ -73,7 +77,7 @@ function namespacePicker() {
     const names = new Set(state.namespaces);
     if (state.namespace) names.add(state.namespace);
     mount(select,
-      h('option', { value: '' }, t('ns.all')),
+      state.allNamespaces ? h('option', { value: '' }, t('ns.all')) : null,
       [...names].sort().map((n) => h('option', { value: n }, n)));
     select.value = state.namespace;
   };
@@ -81,6 +85,7 @@ function namespacePicker() {
   const stop = watchList('/api/v1/namespaces', {
     onChange: (items) => { state.namespaces = items.map((n) => n.metadata.name); fill(); },
     onError: () => ownNamespaces().then((names) => {
+      state.allNamespaces = false;
       state.namespaces = names;
       if (!state.namespace && names.length) {
         state.namespace = names[0];
