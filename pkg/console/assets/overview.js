@@ -79,9 +79,9 @@ export function overviewPage(ctx) {
         h('thead', h('tr', h('th', t('col.age')), h('th', t('col.object')), h('th', t('col.reason')), h('th', t('col.message')))),
         h('tbody', warnings.map((e) => h('tr',
           h('td', age(when(e))),
-          h('td', `${(e.involvedObject && e.involvedObject.kind) || ''}/${(e.involvedObject && e.involvedObject.name) || ''}`),
+          h('td', `${ns ? '' : `${e.metadata.namespace}: `}${(e.involvedObject && e.involvedObject.kind) || ''}/${(e.involvedObject && e.involvedObject.name) || ''}`),
           h('td', e.reason || ''),
-          h('td.message', e.message || ''))))));
+          h('td.event-message', e.message || ''))))));
     },
     onError: (e) => mount(eventsBody, h('p.muted', forbidden(e))),
   }));
