@@ -20,6 +20,7 @@ usage() {
     echo "usage: $0 console [--nodes N] [--samples N]" >&2
     echo "usage: $0 netpol [--policies N] [--connects N]" >&2
     echo "usage: $0 registry [--runs N] [--seconds N] [--concurrency N]" >&2
+    echo "usage: $0 ha [--quick] [mini-bench-api flags...]" >&2
     echo "usage: $0 api [--quick] [--pods N] [--creates N] [--concurrency N] [--watchers N] [--samples N] [--watch-updates N]" >&2
 }
 
@@ -664,6 +665,10 @@ main() {
             ;;
         netpol)
             run_netpol "$@"
+            ;;
+        ha)
+            build_release
+            "${ROOT}/scripts/bench_ha.sh" "$@"
             ;;
         -h | --help)
             usage

@@ -26,6 +26,10 @@ install_deps() {
   for pair in skopeo:skopeo podman:podman docker-registry:docker-registry; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
   done
+  # the etcd store's integration tests and its e2e suite start a real 3-member etcd
+  for pair in etcd:etcd-server; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+  done
   # the console suite drives Debian's chromium (playwright-core from npm, cached outside the checkout)
   for pair in chromium:chromium node:nodejs npm:npm; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
@@ -128,6 +132,9 @@ e2e() {
   log "end-to-end: install.sh and mini install/uninstall as systemd services in nspawn machines"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/install.sh 2>&1 | tee "$LOGS/e2e-install.log" || true
   count_plain "$LOGS/e2e-install.log"
+  log "end-to-end: mini server on a 3-member etcd (kubectl verbs, restart, member loss, quorum loss and recovery)"
+  MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/etcd.sh 2>&1 | tee "$LOGS/e2e-etcd.log" || true
+  count_plain "$LOGS/e2e-etcd.log"
   log "end-to-end: auto-deployed manifests (apply, change, broken file, prune, --disable)"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/manifests.sh 2>&1 | tee "$LOGS/e2e-manifests.log" || true
   count_plain "$LOGS/e2e-manifests.log"

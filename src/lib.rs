@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod check_cmd;
+pub mod datastore_cmd;
 pub mod images_cmd;
 pub mod install_cmd;
 pub mod observe_cmd;
@@ -284,6 +285,8 @@ pub struct ServerArgs {
     #[command(flatten)]
     pub node: NodeArgs,
     #[command(flatten)]
+    pub datastore: datastore_cmd::DatastoreArgs,
+    #[command(flatten)]
     pub registry: registry_cmd::RegistryArgs,
     #[command(flatten)]
     pub observe: observe_cmd::ObserveArgs,
@@ -361,6 +364,7 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     }
     config.disabled_controllers = args.disable_controller;
     config.secrets_encryption = args.secrets_encryption;
+    config.datastore = datastore_cmd::etcd_config(args.datastore)?;
     config.registry = if disable_registry {
         None
     } else {

@@ -83,7 +83,10 @@ impl Ctx<'_> {
 }
 
 pub(crate) fn store_error(err: StoreError) -> ApiError {
-    ApiError::internal(err.to_string())
+    match err {
+        StoreError::Unavailable(_) => ApiError::new(503, "ServiceUnavailable", err.to_string()),
+        other => ApiError::internal(other.to_string()),
+    }
 }
 
 /// The single entry point for every request, from TLS connections and in-process clients.

@@ -31,7 +31,7 @@ pub async fn run_api_bench(opts: ApiBenchOptions) -> Result<ApiBenchReport, Benc
     opts.validate()?;
     let machine = MachineInfo::detect();
     let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let mut server = ServerProcess::spawn(&opts.mini_bin, START_TIMEOUT).await?;
+    let mut server = ServerProcess::spawn(&opts.mini_bin, &opts.server_args, START_TIMEOUT).await?;
     tracing::info!(pid = server.pid(), url = %server.url, "mini server started");
     let result = phases(&opts, &mut server, machine, timestamp).await;
     let result = match result {

@@ -39,6 +39,8 @@ pub struct ApiBenchOptions {
     /// How long the server sits untouched before idle RSS is read, and after the creates
     /// before the loaded RSS is read.
     pub settle: Duration,
+    /// Extra `mini server` flags (`--datastore-endpoint URL` runs it on etcd).
+    pub server_args: Vec<String>,
 }
 
 impl Default for ApiBenchOptions {
@@ -52,6 +54,7 @@ impl Default for ApiBenchOptions {
             samples: 200,
             watch_updates: 50,
             settle: Duration::from_secs(3),
+            server_args: Vec::new(),
         }
     }
 }

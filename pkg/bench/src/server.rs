@@ -28,8 +28,13 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts `mini server` with port 0 (the server picks a free port and prints it) and
-    /// waits until it prints its address and has written the admin kubeconfig.
-    pub async fn spawn(mini_bin: &Path, timeout: Duration) -> Result<Self, BenchError> {
+    /// waits until it prints its address and has written the admin kubeconfig. `extra_args`
+    /// are appended to the server's flags.
+    pub async fn spawn(
+        mini_bin: &Path,
+        extra_args: &[String],
+        timeout: Duration,
+    ) -> Result<Self, BenchError> {
         let dir = tempfile::Builder::new()
             .prefix("mini-bench-")
             .tempdir()
@@ -48,6 +53,7 @@ impl ServerProcess {
             // the API benchmark measures the API server alone: its pods are bound to nodes that
             // don't exist, which pod GC would (rightly) delete
             .args(["--disable", "scheduler", "--disable", "controllers"])
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))

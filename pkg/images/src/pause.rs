@@ -235,8 +235,18 @@ mod tests {
         let path = dir.path().join("pause");
         std::fs::write(&path, pause_binary()).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let child = std::process::Command::new(&path).spawn().unwrap();
-        (dir, child)
+        // another test thread may fork while this file is still open for writing: the child
+        // holds the descriptor until it execs, and exec here fails with ETXTBSY meanwhile
+        for _ in 0..50 {
+            match std::process::Command::new(&path).spawn() {
+                Ok(child) => return (dir, child),
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("spawning the pause binary: {e}"),
+            }
+        }
+        panic!("the pause binary stayed busy (ETXTBSY) for a second")
     }
 
     #[cfg(target_arch = "x86_64")]

@@ -48,6 +48,9 @@ pub struct ServerConfig {
     pub secrets_encryption: bool,
     /// How long people's login sessions last (`--session-idle-timeout`, `--session-lifetime`).
     pub sessions: mini_accounts::SessionLimits,
+    /// An external etcd cluster as the store (`--datastore-endpoint`); `None`: sled in the
+    /// data directory.
+    pub datastore: Option<mini_etcdstore::EtcdConfig>,
     /// The web console under `/console/` (`false`: `--disable console`).
     pub console: bool,
 }
@@ -114,6 +117,7 @@ impl ServerConfig {
             disabled_manifests: Vec::new(),
             secrets_encryption: true,
             sessions: mini_accounts::SessionLimits::default(),
+            datastore: None,
             console: true,
         }
     }
@@ -143,6 +147,8 @@ pub enum ServerError {
     Store(#[from] mini_store::StoreError),
     #[error("secrets encryption: {0}")]
     Encryption(#[from] mini_encryption::EncryptionError),
+    #[error(transparent)]
+    Etcd(#[from] mini_etcdstore::EtcdError),
     #[error("api server: {0}")]
     ApiServer(#[from] mini_apiserver::ApiServerError),
     #[error("node agent: {0} (run with --disable-agent for a control plane without a node)")]
@@ -256,8 +262,16 @@ pub async fn start(
     write_private(&node_token, &join_token)?;
 
     // 4. store
-    let store = Arc::new(mini_store::SledStore::open(&server_dir.join("db"))?);
-    let closing_store = store.clone();
+    let (store, closing_store): (Arc<dyn mini_store::Store>, _) = match &config.datastore {
+        Some(etcd) => (
+            Arc::new(mini_etcdstore::EtcdStore::connect(etcd.clone()).await?),
+            None,
+        ),
+        None => {
+            let sled = Arc::new(mini_store::SledStore::open(&server_dir.join("db"))?);
+            (sled.clone() as Arc<dyn mini_store::Store>, Some(sled))
+        }
+    };
     // 4b. encryption at rest: values of Secrets sealed with the keyring in cred/
     let encryption =
         mini_encryption::Encryption::open(&server_dir, store, config.secrets_encryption)?;
@@ -437,7 +451,7 @@ pub async fn start(
             observe.close();
         }
         closing_encryption.stopped().await;
-        if let Err(e) = closing_store.close() {
+        if let Some(Err(e)) = closing_store.map(|sled| sled.close()) {
             tracing::warn!(error = %e, "closing the store failed");
         }
         served?;

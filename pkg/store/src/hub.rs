@@ -2,7 +2,9 @@
 //!
 //! The hub lives under the store's write lock, so publishing an event and registering a
 //! watcher are serialized: a new watcher gets every retained event after its revision and then
-//! every live event, with no gap and no duplicate.
+//! every live event, with no gap and no duplicate. Backends that learn of their own writes
+//! later than they acknowledge them (etcd) feed the hub from a watch and register watchers with
+//! [`Hub::subscribe_after`], which also holds back live events up to the requested revision.
 
 use std::collections::VecDeque;
 
@@ -12,11 +14,15 @@ use crate::{Revision, StoreError, WatchEvent, WatchReceiver};
 
 struct Watcher {
     prefix: String,
+    /// Live events at or below this revision are not sent.
+    skip_through: Revision,
     tx: mpsc::Sender<WatchEvent>,
 }
 
-pub(crate) struct Hub {
-    /// Events with revisions `floor + 1 ..= floor + history.len()`, one per revision.
+/// Recent events and the watchers they go to.
+pub struct Hub {
+    /// Every event with a revision above `floor`, in revision order (a backend may publish
+    /// several events of one revision).
     history: VecDeque<WatchEvent>,
     /// Maximum number of retained events.
     history_events: usize,
@@ -29,7 +35,7 @@ pub(crate) struct Hub {
 
 impl Hub {
     /// An empty hub for a store whose current revision is `current`.
-    pub(crate) fn new(history_events: usize, current: Revision, live_capacity: usize) -> Hub {
+    pub fn new(history_events: usize, current: Revision, live_capacity: usize) -> Hub {
         Hub {
             history: VecDeque::new(),
             history_events,
@@ -40,12 +46,20 @@ impl Hub {
     }
 
     /// The oldest revision whose events are still retained (`floor + 1`).
-    pub(crate) fn oldest_retained(&self) -> Revision {
+    pub fn oldest_retained(&self) -> Revision {
         self.floor + 1
     }
 
-    pub(crate) fn watcher_count(&self) -> usize {
+    pub fn watcher_count(&self) -> usize {
         self.watchers.len()
+    }
+
+    /// Closes every watcher's channel (their clients list again) and forgets the history: every
+    /// event up to `floor` is then unavailable.
+    pub fn reset(&mut self, floor: Revision) {
+        self.watchers.clear();
+        self.history.clear();
+        self.floor = floor;
     }
 
     #[cfg(test)]
@@ -55,13 +69,13 @@ impl Hub {
 
     /// Sends `event` to matching watchers and records it in the history. Watchers whose
     /// channel is full or closed are dropped; the client re-lists.
-    pub(crate) fn publish(&mut self, event: WatchEvent) {
+    pub fn publish(&mut self, event: WatchEvent) {
         let key = event.key();
         self.watchers.retain(|watcher| {
             if watcher.tx.is_closed() {
                 return false;
             }
-            if !key.starts_with(&watcher.prefix) {
+            if !key.starts_with(&watcher.prefix) || event.revision() <= watcher.skip_through {
                 return true;
             }
             match watcher.tx.try_send(event.clone()) {
@@ -89,12 +103,35 @@ impl Hub {
         }
     }
 
-    /// Registers a watcher for keys under `prefix` with events after `after`.
-    pub(crate) fn subscribe(
+    /// Registers a watcher for keys under `prefix` with events after `after`; `current` is the
+    /// revision of the last published event.
+    pub fn subscribe(
         &mut self,
         prefix: &str,
         after: Revision,
         current: Revision,
+    ) -> Result<WatchReceiver, StoreError> {
+        self.register(prefix, after, current, after.min(current))
+    }
+
+    /// Like [`Hub::subscribe`], for a backend whose writes may be acknowledged before they are
+    /// published here: live events up to and including `after` are not sent either, so a
+    /// watcher starting from a revision the hub has not seen yet gets exactly the later events.
+    pub fn subscribe_after(
+        &mut self,
+        prefix: &str,
+        after: Revision,
+        current: Revision,
+    ) -> Result<WatchReceiver, StoreError> {
+        self.register(prefix, after, current, after)
+    }
+
+    fn register(
+        &mut self,
+        prefix: &str,
+        after: Revision,
+        current: Revision,
+        skip_through: Revision,
     ) -> Result<WatchReceiver, StoreError> {
         if after < self.floor {
             return Err(StoreError::Compacted {
@@ -102,8 +139,9 @@ impl Hub {
                 oldest: self.oldest_retained(),
             });
         }
-        // History is contiguous: the event with revision `after + 1` is at `after - floor`.
-        let start = usize::try_from(after - self.floor).unwrap_or(usize::MAX);
+        let start = self
+            .history
+            .partition_point(|event| event.revision() <= after);
         let replay: Vec<&WatchEvent> = if after >= current {
             Vec::new()
         } else {
@@ -124,13 +162,14 @@ impl Hub {
         }
         self.watchers.push(Watcher {
             prefix: prefix.to_string(),
+            skip_through,
             tx,
         });
         Ok(rx)
     }
 
     /// Drops history up to and including `revision` (never beyond `current`).
-    pub(crate) fn compact(&mut self, revision: Revision, current: Revision) {
+    pub fn compact(&mut self, revision: Revision, current: Revision) {
         let upto = revision.min(current);
         while self
             .history

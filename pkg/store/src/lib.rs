@@ -3,9 +3,13 @@
 //! [`SledStore`] is the production backend: one global revision persisted with every write,
 //! group-committed fsyncs, and an in-memory event history that feeds watchers.
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 mod flush;
 mod hub;
 mod sled_store;
+
+pub use hub::Hub;
 
 pub use sled_store::{SledStore, DEFAULT_HISTORY_EVENTS, WATCH_CHANNEL_CAPACITY};
 
@@ -88,6 +92,10 @@ pub enum StoreError {
     },
     #[error("store backend failed: {0}")]
     Backend(String),
+    /// The backend cannot be reached or cannot commit (an etcd cluster without quorum); the
+    /// request may succeed when retried later.
+    #[error("store backend unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Events for one watcher, in revision order. The channel closes when the watcher falls too far

@@ -9,8 +9,10 @@ use mini_bench::{run_api_bench, ApiBenchOptions};
 
 const USAGE: &str = "usage: mini-bench-api [--mini PATH] [--quick] [--pods N] [--creates N] \
 [--concurrency N] [--watchers N] [--samples N] [--watch-updates N] [--settle-secs N] [--out FILE]
+[--server-arg ARG]...
 
-  --quick   2,000 pods, 500 sequential creates, 100 GETs, 20 watch updates";
+  --quick        2,000 pods, 500 sequential creates, 100 GETs, 20 watch updates
+  --server-arg   an extra `mini server` flag (repeatable), e.g. --server-arg=--datastore-endpoint=URL";
 
 fn parse_num(flag: &str, value: Option<String>) -> anyhow::Result<usize> {
     let v = value.with_context(|| format!("{flag} needs a value"))?;
@@ -42,6 +44,12 @@ fn main() -> anyhow::Result<()> {
                 opts.settle = Duration::from_secs(parse_num(&arg, args.next())? as u64)
             }
             "--out" => out = Some(args.next().context("--out needs a path")?.into()),
+            "--server-arg" => opts
+                .server_args
+                .push(args.next().context("--server-arg needs a value")?),
+            other if other.starts_with("--server-arg=") => opts
+                .server_args
+                .push(other["--server-arg=".len()..].to_string()),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
