@@ -17,6 +17,7 @@ usage() {
     echo "usage: $0 observe [--nodes N] [--pods N] [--history 24h] [--only server|stores]" >&2
     echo "usage: $0 agent [--pods N] [--idle-secs N]" >&2
     echo "usage: $0 install [--runs N]" >&2
+    echo "usage: $0 console [--nodes N] [--samples N]" >&2
     echo "usage: $0 netpol [--policies N] [--connects N]" >&2
     echo "usage: $0 registry [--runs N] [--seconds N] [--concurrency N]" >&2
     echo "usage: $0 ha [--quick] [mini-bench-api flags...]" >&2
@@ -648,6 +649,11 @@ main() {
             echo "bench: building the release binary" >&2
             (cd "${ROOT}" && cargo build --release -p mini --bin mini)
             MINI_BIN="${BIN_DIR}/mini" "${ROOT}/scripts/bench_observe.sh" "$@"
+            ;;
+        console)
+            echo "bench: building the release binary" >&2
+            (cd "${ROOT}" && cargo build --release -p mini --bin mini)
+            MINI_BIN="${BIN_DIR}/mini" "${ROOT}/scripts/bench_console.sh" "$@"
             ;;
         install)
             build_release_dist

@@ -30,6 +30,10 @@ install_deps() {
   for pair in etcd:etcd-server; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
   done
+  # the console suite drives Debian's chromium (playwright-core from npm, cached outside the checkout)
+  for pair in chromium:chromium node:nodejs npm:npm; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+  done
   if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
@@ -143,6 +147,9 @@ e2e() {
   log "end-to-end: accounts (mini user, login sessions, CSRF, restart, kubeconfig download, escalation, audit log)"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/accounts.sh 2>&1 | tee "$LOGS/e2e-accounts.log" || true
   count_plain "$LOGS/e2e-accounts.log"
+  log "end-to-end: web console in chromium (login, live overview and nodes, join, cordon, refused viewer, zh, logout)"
+  MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/console.sh 2>&1 | tee "$LOGS/e2e-console.log" || true
+  count_plain "$LOGS/e2e-console.log"
 }
 
 # the release binary (zig-linked for glibc 2.17, build cached in /var/cache/mini-build) on Debian 11

@@ -270,7 +270,8 @@ pub struct ServerArgs {
     /// File mode of the kubeconfig, in octal.
     #[arg(long, env = "MINI_WRITE_KUBECONFIG_MODE", default_value = "600")]
     pub write_kubeconfig_mode: String,
-    /// Components not to run: `scheduler`, `controllers`, `agent`, `registry` (repeatable);
+    /// Components not to run: `scheduler`, `controllers`, `agent`, `registry`, `observe`,
+    /// `console` (repeatable);
     /// any other NAME skips the manifest NAME.yaml of <data-dir>/server/manifests (bundled:
     /// `ingress`, `local-storage`), removing what it applied.
     #[arg(long, env = "MINI_DISABLE", value_delimiter = ',')]
@@ -341,11 +342,12 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             "agent" => disable_agent = true,
             "registry" => disable_registry = true,
             "observe" => disable_observe = true,
+            "console" => config.console = false,
             // like k3s: any other name is a manifest (`ingress`, `local-storage` or a user file)
             other if !other.is_empty() => config.disabled_manifests.push(other.to_string()),
             other => {
                 anyhow::bail!(
-                    "--disable {other:?}: known components are scheduler, controllers, agent, registry, observe, and manifest names such as ingress, local-storage"
+                    "--disable {other:?}: known components are scheduler, controllers, agent, registry, observe, console, and manifest names such as ingress, local-storage"
                 )
             }
         }

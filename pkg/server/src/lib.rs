@@ -51,6 +51,8 @@ pub struct ServerConfig {
     /// An external etcd cluster as the store (`--datastore-endpoint`); `None`: sled in the
     /// data directory.
     pub datastore: Option<mini_etcdstore::EtcdConfig>,
+    /// The web console under `/console/` (`false`: `--disable console`).
+    pub console: bool,
 }
 
 /// An upstream the registry pulls through from for mirrored hosts.
@@ -116,6 +118,7 @@ impl ServerConfig {
             secrets_encryption: true,
             sessions: mini_accounts::SessionLimits::default(),
             datastore: None,
+            console: true,
         }
     }
 
@@ -335,6 +338,11 @@ pub async fn start(
         mini_accounts::AccountsConfig::new(&server_dir, pki.ca.cert_pem().to_string());
     accounts.sessions = config.sessions;
     mini_accounts::install(&api, accounts, shutdown.clone());
+
+    // 5e. the web console's assets under /console/ (its data comes through the API as the person)
+    if config.console {
+        mini_console::install(&api);
+    }
 
     // 6. admin kubeconfig
     let kubeconfig = config.kubeconfig_path();

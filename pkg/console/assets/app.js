@@ -1,0 +1,198 @@
+// The app shell: session check, the router (history API under /console/), the top bar (user,
+// namespace, language, logout), the navigation and the message area; pages render into <main>.
+import { get, post, setCsrfToken, onSessionLost, forgetReviews, can, watchList } from './api.js';
+import { t, lang, setLang } from './i18n.js';
+import { h, mount } from './dom.js';
+import { loginPage } from './login.js';
+import { overviewPage } from './overview.js';
+import { nodesPage } from './nodes.js';
+
+const BASE = '/console/';
+const root = document.getElementById('app');
+const state = {
+  user: null,
+  namespace: localStorage.getItem('mini.namespace') || '',
+  namespaces: [],
+  // whether "all namespaces" is offered (not to those who may not list namespaces)
+  allNamespaces: true,
+  stopPage: null,
+  stopShell: null,
+};
+
+// Pages: path below /console/, title key, module, and the check that decides whether to offer it.
+const PAGES = [
+  { path: '', title: 'nav.overview', page: overviewPage, allowed: () => true },
+  { path: 'nodes', title: 'nav.nodes', page: nodesPage, allowed: () => can('list', 'nodes') },
+];
+
+function routePath() {
+  const p = location.pathname.startsWith(BASE) ? location.pathname.slice(BASE.length) : '';
+  return p.replace(/\/+$/, '');
+}
+
+export function navigate(path) {
+  history.pushState(null, '', BASE + path);
+  render();
+}
+
+function notify(message, kind = 'error') {
+  const area = document.getElementById('messages');
+  if (!area) return;
+  const item = h(`div.message.${kind}`, { role: kind === 'error' ? 'alert' : 'status' },
+    h('span', message),
+    h('button.close', { type: 'button', 'aria-label': t('close'), onclick: () => item.remove() }, '×'));
+  area.append(item);
+  if (kind !== 'error') setTimeout(() => item.remove(), 6000);
+}
+
+function stopAll() {
+  if (state.stopPage) state.stopPage();
+  if (state.stopShell) state.stopShell();
+  state.stopPage = state.stopShell = null;
+}
+
+function sessionEnded() {
+  stopAll();
+  state.user = null;
+  state.allNamespaces = true;
+  state.namespaces = [];
+  setCsrfToken('');
+  forgetReviews();
+  if (routePath() !== 'login') history.replaceState(null, '', `${BASE}login`);
+  render();
+}
+
+async function logout() {
+  try { await post('/v1-mini/session/logout', {}); } catch (_) { /* already gone */ }
+  sessionEnded();
+}
+
+function namespacePicker() {
+  const select = h('select#namespace', { 'aria-label': t('namespace'), onchange: () => {
+    state.namespace = select.value;
+    localStorage.setItem('mini.namespace', state.namespace);
+    renderPage();
+  } });
+  const fill = () => {
+    const names = new Set(state.namespaces);
+    if (state.namespace) names.add(state.namespace);
+    mount(select,
+      state.allNamespaces ? h('option', { value: '' }, t('ns.all')) : null,
+      [...names].sort().map((n) => h('option', { value: n }, n)));
+    select.value = state.namespace;
+  };
+  fill();
+  const stop = watchList('/api/v1/namespaces', {
+    onChange: (items) => { state.namespaces = items.map((n) => n.metadata.name); fill(); },
+    onError: () => ownNamespaces().then((names) => {
+      state.allNamespaces = false;
+      state.namespaces = names;
+      if (!state.namespace && names.length) {
+        state.namespace = names[0];
+        fill();
+        renderPage();
+      } else {
+        fill();
+      }
+    }),
+  });
+  return { el: select, stop };
+}
+
+// For someone who may not list namespaces: the namespaces their account's roles are bound in.
+async function ownNamespaces() {
+  try {
+    const list = await get('/v1-mini/accounts');
+    const me = (list.items || []).find((a) => a.name === state.user.user);
+    const names = [...new Set(((me && me.roles) || []).map((r) => r.namespace).filter(Boolean))];
+    return names.length ? names.sort() : ['default'];
+  } catch (_) {
+    return ['default'];
+  }
+}
+
+function shell() {
+  const picker = namespacePicker();
+  const nav = h('nav.side', { 'aria-label': t('nav.label') });
+  const main = h('main#page');
+  const top = h('header.top',
+    h('a.brand', { href: BASE, 'data-link': '' }, h('span.logo', 'mini'), h('span', t('console'))),
+    h('label.ns', h('span', t('namespace')), picker.el),
+    h('span.spacer'),
+    h('button.lang', { type: 'button', id: 'lang', onclick: () => { setLang(lang() === 'zh' ? 'en' : 'zh'); stopAll(); render(); } },
+      lang() === 'zh' ? 'English' : '中文'),
+    h('span.user', { id: 'user' }, state.user.user),
+    h('a.button', { href: '/v1-mini/session/kubeconfig', download: `${state.user.user}.kubeconfig` }, t('kubeconfig')),
+    h('button', { type: 'button', id: 'logout', onclick: logout }, t('logout')));
+  mount(root, top, h('div.body', nav, h('div.content', h('div#messages.messages'), main)));
+  state.stopShell = picker.stop;
+  Promise.all(PAGES.map((p) => p.allowed())).then((allowed) => {
+    mount(nav, PAGES.filter((_, i) => allowed[i]).map((p) =>
+      h('a', { href: BASE + p.path, 'data-link': '', 'data-path': p.path }, t(p.title))));
+    markNav();
+  });
+}
+
+function markNav() {
+  const path = routePath();
+  for (const a of document.querySelectorAll('nav.side a')) {
+    a.classList.toggle('active', a.dataset.path === path);
+  }
+}
+
+function renderPage() {
+  if (state.stopPage) state.stopPage();
+  state.stopPage = null;
+  const main = document.getElementById('page');
+  const path = routePath();
+  const entry = PAGES.find((p) => p.path === path);
+  markNav();
+  if (!entry) {
+    mount(main, h('section.card', h('h1', t('notfound.title')), h('p', t('notfound.text')),
+      h('a', { href: BASE, 'data-link': '' }, t('nav.overview'))));
+    return;
+  }
+  document.title = `${t(entry.title)} · mini`;
+  const ctx = { namespace: state.namespace, user: state.user, notify, navigate };
+  const page = entry.page(ctx);
+  mount(main, page.el);
+  state.stopPage = page.stop;
+}
+
+function render() {
+  document.documentElement.lang = lang() === 'zh' ? 'zh-CN' : 'en';
+  if (!state.user) {
+    stopAll();
+    document.title = `${t('login.title')} · mini`;
+    mount(root, loginPage({ onLogin: (session) => {
+      state.user = session;
+      setCsrfToken(session.csrfToken);
+      history.replaceState(null, '', BASE);
+      render();
+    } }));
+    return;
+  }
+  if (routePath() === 'login') history.replaceState(null, '', BASE);
+  if (!state.stopShell) shell();
+  renderPage();
+}
+
+document.addEventListener('click', (e) => {
+  const a = e.target.closest('a[data-link]');
+  if (!a || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey) return;
+  e.preventDefault();
+  navigate(a.getAttribute('href').slice(BASE.length));
+});
+window.addEventListener('popstate', () => render());
+onSessionLost(() => { if (state.user) { sessionEnded(); } });
+
+(async () => {
+  try {
+    const session = await get('/v1-mini/session', { noSessionCheck: true });
+    state.user = session;
+    setCsrfToken(session.csrfToken);
+  } catch (_) {
+    state.user = null;
+  }
+  render();
+})();

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# End-to-end: the web console in a real headless browser (Debian's chromium driven by
+# playwright-core from npm) against a real `mini server --disable-agent` with simulated nodes:
+# login, the live Overview and Nodes pages, a node joining without reload, cordon and uncordon,
+# the join command, a read-only account refused, Chinese strings, logout; any browser console
+# error or CSP violation fails. Screenshots land in $CARGO_TARGET_DIR/test-logs/console/.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=tests/e2e/lib.sh
+. "$HERE/lib.sh"
+MINI_BIN=${MINI_BIN:-$HERE/../../target/debug/mini}
+MINI_BIN=$(readlink -f "$MINI_BIN")
+WORK=$(mktemp -d /tmp/mini-e2e-console.XXXXXX)
+PORT=$(free_port)
+URL="https://127.0.0.1:$PORT"
+export HOME=$WORK/home KUBECONFIG=$WORK/data/server/admin.kubeconfig
+mkdir -p "$HOME"
+# playwright-core lives outside the checkout, installed once at this pinned version
+PLAYWRIGHT_VERSION=1.65.2
+NODE_CACHE=${MINI_TEST_NODE_CACHE:-/var/cache/mini-test}
+SHOTS=${CARGO_TARGET_DIR:-$HERE/../../target}/test-logs/console
+SIM_PIDS=()
+
+cleanup() {
+  for p in "${SIM_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  keep_logs_on_failure "${E2E_KEEP_LOGS:-/tmp/mini-e2e-console-logs}"
+  stop_server KILL
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+k() { kubectl --request-timeout=20s "$@"; }
+
+# start_sim NAME ARGS...: runs `mini sim nodes` in the background, remembering its PID.
+start_sim() {
+  local name=$1
+  shift
+  "$MINI_BIN" sim nodes --kubeconfig "$KUBECONFIG" --lease-interval 2 "$@" >"$WORK/sim-$name.log" 2>&1 &
+  SIM_PIDS+=($!)
+}
+
+# wait_for NAME SECONDS CMD...: polls CMD until it succeeds.
+wait_for() {
+  local name=$1 secs=$2
+  shift 2
+  local end=$((SECONDS + secs)) out=""
+  while [ $SECONDS -lt $end ]; do
+    if out=$("$@" 2>&1); then ok "$name"; return 0; fi
+    sleep 1
+  done
+  not_ok "$name" "timed out after ${secs}s: $out"
+}
+
+step_tools() {
+  if [ ! -x /usr/bin/chromium ]; then
+    not_ok "chromium_installed" "/usr/bin/chromium is missing (apt-get install chromium)"
+    return 1
+  fi
+  if [ ! -f "$NODE_CACHE/node_modules/playwright-core/package.json" ] ||
+    ! grep -q "\"version\": \"$PLAYWRIGHT_VERSION\"" "$NODE_CACHE/node_modules/playwright-core/package.json"; then
+    mkdir -p "$NODE_CACHE"
+    npm install --prefix "$NODE_CACHE" --no-save --no-audit --no-fund --silent "playwright-core@$PLAYWRIGHT_VERSION" >/dev/null
+  fi
+  ok "playwright_core_available"
+}
+
+step_start() {
+  start_server "$WORK/data" "$PORT"
+  start_sim first --count 2 --prefix sim-a-
+  wait_for "sim_nodes_ready" 40 bash -c "[ \$(kubectl get nodes --no-headers 2>/dev/null | grep -c ' Ready ') -eq 2 ]"
+  expect "admin_account_added" "boss" bash -c "echo boss-password | $MINI_BIN user add boss --role cluster-admin --password-stdin --kubeconfig $KUBECONFIG"
+  expect "viewer_account_added" "viewer" bash -c "echo viewer-password | $MINI_BIN user add viewer --role view --password-stdin --kubeconfig $KUBECONFIG"
+  k create namespace shop >/dev/null
+  expect "editor_account_added" "clerk" bash -c "echo clerk-password | $MINI_BIN user add clerk --role edit --namespace shop --password-stdin --kubeconfig $KUBECONFIG"
+  k -n shop create deployment shelf --image=nginx:1.0 --replicas=2 >/dev/null
+  # the Overview of all namespaces counts 5 running pods: web (3) and shelf (2)
+  # `view` does not cover nodes (as upstream): let the viewer read them, not change them
+  k create clusterrole node-reader --verb=get,list,watch --resource=nodes >/dev/null
+  k create clusterrolebinding viewer-node-reader --clusterrole=node-reader --user=viewer >/dev/null
+  k create deployment web --image=nginx:1.0 --replicas=3 >/dev/null
+  expect_eq "console_redirects_to_slash" "location: /console/" \
+    bash -c "curl -sk -D - -o /dev/null '$URL/console' | tr -d '\r' | grep -i '^location:' | tr 'A-Z' 'a-z'"
+  expect "console_index_has_csp" "default-src 'self'" curl -sk -D - -o /dev/null "$URL/console/nodes"
+}
+
+# the sim node added while the browser watches the Nodes page
+step_browser() {
+  local rc=0
+  mkdir -p "$SHOTS"
+  NODE_PATH="$NODE_CACHE/node_modules" CONSOLE_URL="$URL" SHOTS="$SHOTS" \
+    MINI_BIN="$MINI_BIN" SIM_LOG="$WORK/sim-second.log" \
+    node "$HERE/console.mjs" >"$WORK/browser.out" 2>&1 || rc=$?
+  cat "$WORK/browser.out"
+  PASS=$((PASS + $(grep -c '^ok - ' "$WORK/browser.out" || true)))
+  FAIL=$((FAIL + $(grep -c '^not ok - ' "$WORK/browser.out" || true)))
+  while read -r name; do FAILED_NAMES+=("$name"); done < <(sed -n 's/^not ok - //p' "$WORK/browser.out")
+  if [ -f "$WORK/sim-second.pid" ]; then SIM_PIDS+=("$(cat "$WORK/sim-second.pid")"); fi
+  [ "$rc" -eq 0 ] || [ "$FAIL" -gt 0 ] || not_ok "browser_suite_ran" "node exited $rc"
+}
+
+step_tools || { summary; exit 1; }
+step_start
+step_browser
+summary
