@@ -17,7 +17,7 @@ use mini_rbac::UserInfo;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::audit::{AuditLog, Event};
+use crate::audit::AuditLog;
 use crate::manage::{is_account, AddRequest, PasswordRequest};
 use crate::ratelimit::RateLimiter;
 use crate::record::Records;
@@ -125,7 +125,7 @@ impl Accounts {
         name: &str,
         code: u16,
     ) {
-        self.audit.write(&Event {
+        self.audit.write(&mini_apiserver::AuditRecord {
             user,
             verb: verb.to_string(),
             api_group: "accounts.mini.dev".to_string(),

@@ -3,12 +3,10 @@
 //! `<data-dir>/server/audit.log` and rotated by size (`audit.log.1` … `audit.log.<keep>`).
 
 use std::io::Write;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use mini_apiserver::{AuditRecord, AuditSink};
-use mini_rbac::UserInfo;
 use serde_json::{json, Value};
 
 use crate::ACCOUNTS_GROUP;
@@ -34,52 +32,35 @@ impl AuditConfig {
     }
 }
 
-/// One event to log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    pub user: UserInfo,
-    pub verb: String,
-    pub api_group: String,
-    pub resource: String,
-    pub subresource: String,
-    pub namespace: String,
-    pub name: String,
-    pub request_uri: String,
-    pub code: u16,
-    pub source_ip: Option<IpAddr>,
-}
-
-impl Event {
-    /// The JSON line (without the newline).
-    pub fn to_json(&self, timestamp: &str) -> Value {
-        let mut object_ref = serde_json::Map::new();
-        for (k, v) in [
-            ("resource", &self.resource),
-            ("subresource", &self.subresource),
-            ("namespace", &self.namespace),
-            ("name", &self.name),
-            ("apiGroup", &self.api_group),
-        ] {
-            if !v.is_empty() {
-                object_ref.insert(k.into(), json!(v));
-            }
+/// The JSON line of one audited request (without the newline).
+pub fn to_json(event: &AuditRecord, timestamp: &str) -> Value {
+    let mut object_ref = serde_json::Map::new();
+    for (k, v) in [
+        ("resource", &event.resource),
+        ("subresource", &event.subresource),
+        ("namespace", &event.namespace),
+        ("name", &event.name),
+        ("apiGroup", &event.api_group),
+    ] {
+        if !v.is_empty() {
+            object_ref.insert(k.into(), json!(v));
         }
-        json!({
-            "kind": "Event",
-            "apiVersion": "audit.k8s.io/v1",
-            "level": "Metadata",
-            "auditID": hex::encode(rand::random::<[u8; 16]>()),
-            "stage": "ResponseComplete",
-            "requestURI": self.request_uri,
-            "verb": self.verb,
-            "user": {"username": self.user.name, "groups": self.user.groups},
-            "sourceIPs": self.source_ip.map(|ip| vec![ip.to_string()]).unwrap_or_default(),
-            "objectRef": object_ref,
-            "responseStatus": {"code": self.code},
-            "requestReceivedTimestamp": timestamp,
-            "stageTimestamp": timestamp,
-        })
     }
+    json!({
+        "kind": "Event",
+        "apiVersion": "audit.k8s.io/v1",
+        "level": "Metadata",
+        "auditID": hex::encode(rand::random::<[u8; 16]>()),
+        "stage": "ResponseComplete",
+        "requestURI": event.request_uri,
+        "verb": event.verb,
+        "user": {"username": event.user.name, "groups": event.user.groups},
+        "sourceIPs": event.source_ip.map(|ip| vec![ip.to_string()]).unwrap_or_default(),
+        "objectRef": object_ref,
+        "responseStatus": {"code": event.code},
+        "requestReceivedTimestamp": timestamp,
+        "stageTimestamp": timestamp,
+    })
 }
 
 /// The log file, rotated by size; writes are serialised.
@@ -101,9 +82,9 @@ impl AuditLog {
     }
 
     /// Appends `event`; a failure is logged, never fails the request.
-    pub fn write(&self, event: &Event) {
+    pub fn write(&self, event: &AuditRecord) {
         let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        let mut line = event.to_json(&timestamp).to_string();
+        let mut line = to_json(event, &timestamp).to_string();
         line.push('\n');
         if let Err(e) = self.append(line.as_bytes()) {
             tracing::warn!(path = %self.config.path.display(), error = %e, "writing the audit log failed");
@@ -168,27 +149,17 @@ impl AuditSink for AuditLog {
         if !r.user.groups.iter().any(|g| g == ACCOUNTS_GROUP) {
             return;
         }
-        self.write(&Event {
-            user: r.user,
-            verb: r.verb,
-            api_group: r.api_group,
-            resource: r.resource,
-            subresource: r.subresource,
-            namespace: r.namespace,
-            name: r.name,
-            request_uri: r.request_uri,
-            code: r.code,
-            source_ip: r.source_ip,
-        });
+        self.write(&r);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mini_rbac::UserInfo;
 
-    fn event(name: &str) -> Event {
-        Event {
+    fn event(name: &str) -> AuditRecord {
+        AuditRecord {
             user: UserInfo {
                 name: "alice".into(),
                 groups: vec![ACCOUNTS_GROUP.into()],
