@@ -132,9 +132,9 @@ e2e() {
   log "end-to-end: install.sh and mini install/uninstall as systemd services in nspawn machines"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/install.sh 2>&1 | tee "$LOGS/e2e-install.log" || true
   count_plain "$LOGS/e2e-install.log"
-  # tests/e2e/etcd.sh (mini server on a 3-member etcd) is not run here yet: on etcd the in-process
-  # controllers sometimes never sync and the server then ignores TERM (README, "Running on etcd");
-  # the etcd store's own integration tests against a real cluster run with the unit tests above
+  log "end-to-end: mini server on a 3-member etcd (controllers, restart, member loss, quorum loss, bad endpoint)"
+  MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/etcd.sh 2>&1 | tee "$LOGS/e2e-etcd.log" || true
+  count_plain "$LOGS/e2e-etcd.log"
   log "end-to-end: auto-deployed manifests (apply, change, broken file, prune, --disable)"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/manifests.sh 2>&1 | tee "$LOGS/e2e-manifests.log" || true
   count_plain "$LOGS/e2e-manifests.log"

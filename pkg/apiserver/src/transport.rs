@@ -128,10 +128,14 @@ where
         Poll::Ready(Ok(()))
     }
 
+    /// Each request runs on a task of its own, as every HTTPS connection does: it completes
+    /// even while its caller stops polling it (kube-runtime may park a request future while
+    /// other streams make progress), so a lock it takes on the way (the RBAC reload's) can never
+    /// be held by a future nobody polls.
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let server = self.server.clone();
         let user = self.user.clone();
-        Box::pin(async move {
+        let handled = tokio::spawn(async move {
             if let Some(route) = server.streaming_route(req.uri().path()) {
                 let req = req.map(|b| {
                     b.map_frame(|frame| {
@@ -155,6 +159,11 @@ where
                 crate::handlers::handle(&server, Request::from_parts(parts, bytes), Some(user))
                     .await,
             )
+        });
+        Box::pin(async move {
+            handled.await.map_err(|e| {
+                std::io::Error::other(format!("in-process request task failed: {e}"))
+            })?
         })
     }
 }

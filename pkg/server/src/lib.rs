@@ -171,6 +171,50 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
     }
 }
 
+/// This server's candidate identity in leader elections: `<hostname>_<id>`, the id made once
+/// and kept in `<server dir>/server-id`, so a restarted server takes its own Leases back at once.
+fn server_identity(server_dir: &Path) -> Result<String, ServerError> {
+    let path = server_dir.join("server-id");
+    let id = match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => id.trim().to_string(),
+        _ => {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            std::fs::write(&path, format!("{id}\n")).map_err(io_err(&path))?;
+            id
+        }
+    };
+    Ok(format!("{}_{id}", hostname()))
+}
+
+/// The controllers, the IP pool allocator, the PV binder with the local-path provisioner and the
+/// ingress status writer: the work the `kube-controller-manager` Lease's holder does, until `stop`.
+async fn run_controllers(
+    client: kube::Client,
+    config: mini_controllers::ControllerConfig,
+    ippool: mini_ippool::AllocatorConfig,
+    stop: CancellationToken,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(mini_controllers::run(client.clone(), config, stop.clone()));
+    // static pod IPs: the IPPool/IPAllocation CRDs and their allocator
+    let (ippool_client, ippool_stop) = (client.clone(), stop.clone());
+    tasks.spawn(async move {
+        if let Err(e) = mini_ippool::run(ippool_client, ippool, ippool_stop).await {
+            tracing::error!(error = %e, "the ip pool allocator stopped");
+        }
+    });
+    // the PV binder and the built-in local-path provisioner, as the controllers' identity
+    let (localpath_client, localpath_stop) = (client.clone(), stop.clone());
+    tasks.spawn(async move {
+        if let Err(e) = mini_localpath::run(localpath_client, localpath_stop).await {
+            tracing::error!(error = %e, "local-path provisioner failed");
+        }
+    });
+    // the ingress status: every mini-class Ingress answers on every node's address
+    tasks.spawn(mini_ingress::run_status(client, stop));
+    while tasks.join_next().await.is_some() {}
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -360,8 +404,10 @@ pub async fn start(
         config.write_kubeconfig_mode,
     )?;
 
-    // 7. controllers and scheduler: in-process API clients (no TCP, no TLS), through RBAC
+    // 7. controllers and scheduler: in-process API clients (no TCP, no TLS), through RBAC; each
+    // group runs on one server at a time, while this server holds its coordination.k8s.io Lease
     let mut background = tokio::task::JoinSet::new();
+    let identity = server_identity(&server_dir)?;
     if !config.disable_controllers {
         let client = kube::Client::new(api.local_service(ApiServer::controllers_user()), "default");
         let controller_config = mini_controllers::ControllerConfig {
@@ -370,50 +416,48 @@ pub async fn start(
             root_ca_pem: pki.ca.cert_pem().to_string(),
             ..Default::default()
         };
-        background.spawn(mini_controllers::run(
-            client.clone(),
-            controller_config,
-            shutdown.clone(),
-        ));
-        // static pod IPs: the IPPool/IPAllocation CRDs and their allocator
         let ippool = mini_ippool::AllocatorConfig::new(&config.cluster_cidr, &config.service_cidr);
-        let stop = shutdown.clone();
-        let ippool_client = client.clone();
-        background.spawn(async move {
-            if let Err(e) = mini_ippool::run(ippool_client, ippool, stop).await {
-                tracing::error!(error = %e, "the ip pool allocator stopped");
-            }
-        });
-        // the PV binder and the built-in local-path provisioner, as the controllers' identity
-        let stop = shutdown.clone();
-        let localpath_client = client.clone();
-        background.spawn(async move {
-            if let Err(e) = mini_localpath::run(localpath_client, stop).await {
-                tracing::error!(error = %e, "local-path provisioner failed");
-            }
-        });
-        // the ingress status: every mini-class Ingress answers on every node's address
-        let stop = shutdown.clone();
-        background.spawn(async move {
-            mini_ingress::run_status(client, stop).await;
-        });
+        let election = mini_leader::ElectionConfig::new("kube-controller-manager", &identity);
+        background.spawn(mini_leader::run_while_leader(
+            client.clone(),
+            election,
+            shutdown.clone(),
+            move |stop| {
+                run_controllers(
+                    client.clone(),
+                    controller_config.clone(),
+                    ippool.clone(),
+                    stop,
+                )
+            },
+        ));
     }
     if !config.disable_scheduler {
         let client = kube::Client::new(api.local_service(ApiServer::scheduler_user()), "default");
-        let stop = shutdown.clone();
-        background.spawn(async move {
-            // a failed scheduler asks the whole server to stop rather than limping on
-            if let Err(e) = mini_scheduler::run(
-                client,
-                mini_scheduler::SchedulerConfig::default(),
-                stop.clone(),
-            )
-            .await
-            {
-                tracing::error!(error = %e, "scheduler failed; shutting down");
-                stop.cancel();
-            }
-        });
+        let election = mini_leader::ElectionConfig::new("kube-scheduler", &identity);
+        let server_stop = shutdown.clone();
+        background.spawn(mini_leader::run_while_leader(
+            client.clone(),
+            election,
+            shutdown.clone(),
+            move |stop| {
+                let client = client.clone();
+                let server_stop = server_stop.clone();
+                async move {
+                    // a failed scheduler asks the whole server to stop rather than limping on
+                    if let Err(e) = mini_scheduler::run(
+                        client,
+                        mini_scheduler::SchedulerConfig::default(),
+                        stop,
+                    )
+                    .await
+                    {
+                        tracing::error!(error = %e, "scheduler failed; shutting down");
+                        server_stop.cancel();
+                    }
+                }
+            },
+        ));
     }
 
     // 7b. auto-deployed manifests: the files of <data-dir>/server/manifests, applied as the
