@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Monitoring and logs benchmark (issue 12). Numbers are printed, never asserted.
 #   1. a real `mini server` (no agent) takes the history 50 simulated nodes x 30 pods would have
-#      sent every 10 s (`mini sim samples`); reported: ingest rate, the server's resident memory
-#      after it (and after a restart, which reloads the store), bytes per stored sample from its
-#      /metrics, and `query_range` of one day for one pod through the Prometheus API (median of
-#      10, with curl);
+#      sent every 10 s (`mini sim samples`), is restarted (which reloads the store), then takes
+#      the same nodes' samples in real time, every 10 s, for --live (as agents send them);
+#      reported: ingest rate, the server's resident memory at each step (the goal's figure is
+#      the steady state: real-time samples on top of a day of history), bytes per stored sample
+#      from its /metrics, and `query_range` of one day for one pod through the Prometheus API
+#      (median of 10, with curl);
 #   2. the stores' own benchmarks, each next to its peer in the same run: the metrics store
 #      against Prometheus 2.42's TSDB (scripts/bench_observe_tsdb.sh), the PromQL evaluator's
 #      speed and its answers against Prometheus' (scripts/bench_observe_promql.sh), the log store against
@@ -12,13 +14,14 @@
 #      (scripts/bench_observe_logship.sh).
 # Usually run as `scripts/bench.sh observe`.
 #
-#   scripts/bench_observe.sh [--nodes N] [--pods N] [--history 24h] [--only server|stores]
+#   scripts/bench_observe.sh [--nodes N] [--pods N] [--history 24h] [--live 3m] [--only server|stores]
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 NODES=50
 PODS=30
 HISTORY=24h
+LIVE=3m
 ONLY=""
 PORT=27643
 
@@ -27,8 +30,9 @@ while [[ $# -gt 0 ]]; do
         --nodes) NODES=$2; shift 2 ;;
         --pods) PODS=$2; shift 2 ;;
         --history) HISTORY=$2; shift 2 ;;
+        --live) LIVE=$2; shift 2 ;;
         --only) ONLY=$2; shift 2 ;;
-        *) echo "usage: $0 [--nodes N] [--pods N] [--history 24h] [--only server|stores]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--nodes N] [--pods N] [--history 24h] [--live 3m] [--only server|stores]" >&2; exit 2 ;;
     esac
 done
 
@@ -67,6 +71,8 @@ stop_server() {
 }
 
 rss_mib() { awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/${SERVER_PID}/status"; }
+# anonymous (heap, stacks) and file-backed (the binary's code) parts of the resident memory
+rss_parts() { awk '/^RssAnon/ {a = $2} /^RssFile/ {f = $2} END {printf "%.1f/%.1f", a / 1024, f / 1024}' "/proc/${SERVER_PID}/status"; }
 
 # metric NAME: the value of an unlabelled series on the server's /metrics.
 metric() { kubectl --kubeconfig "${KUBECONFIG}" get --raw /metrics | awk -v n="$1" '$1 == n {print $2}'; }
@@ -74,9 +80,10 @@ metric() { kubectl --kubeconfig "${KUBECONFIG}" get --raw /metrics | awk -v n="$
 run_server_bench() {
     start_server
     export KUBECONFIG="${WORK}/data/server/admin.kubeconfig"
-    local idle_rss load_out rss_after rss_restart samples bytes
+    local idle_rss idle_parts load_out rss_after rss_restart samples bytes
     sleep 2
     idle_rss=$(rss_mib)
+    idle_parts=$(rss_parts)
     echo "bench observe: posting ${HISTORY} of samples for ${NODES} nodes x ${PODS} pods" >&2
     load_out=$("${MINI_BIN}" sim samples --kubeconfig "${KUBECONFIG}" --nodes "${NODES}" --pods "${PODS}" \
         --history "${HISTORY}" --prefix bench-node-)
@@ -113,17 +120,25 @@ EOF
     start_server
     sleep 3
     rss_restart=$(rss_mib)
+    echo "bench observe: the same nodes send in real time every 10 s for ${LIVE}" >&2
+    local live_out rss_steady steady_parts
+    live_out=$("${MINI_BIN}" sim samples --kubeconfig "${KUBECONFIG}" --nodes "${NODES}" --pods "${PODS}" \
+        --history 0 --live "${LIVE}" --prefix bench-node-)
+    rss_steady=$(rss_mib)
+    steady_parts=$(rss_parts)
+    store_mem=$(metric mini_metrics_memory_bytes)
     stop_server
-    python3 - "${idle_rss}" "${rss_after}" "${rss_restart}" "${samples:-0}" "${bytes:-0}" "${points}" "${load_out}" "${chunk_bps:-0}" "${store_mem:-0}" ${times} <<'EOF'
+    python3 - "${idle_rss}" "${rss_after}" "${rss_restart}" "${samples:-0}" "${bytes:-0}" "${points}" "${load_out}" "${chunk_bps:-0}" "${store_mem:-0}" "${rss_steady}" "${idle_parts}" "${steady_parts}" "${live_out}" ${times} <<'EOF'
 import statistics, sys
-idle, after, restart, samples, disk, points, load, chunk_bps, store_mem = sys.argv[1:10]
-times = sorted(float(t) * 1000 for t in sys.argv[10:])
+idle, after, restart, samples, disk, points, load, chunk_bps, store_mem, steady, idle_parts, steady_parts, live = sys.argv[1:14]
+times = sorted(float(t) * 1000 for t in sys.argv[14:])
 samples, disk = float(samples), float(disk)
 print()
-print("metrics store in a real mini server (%s)" % load)
-print("  %-52s %10s" % ("server RSS idle (MiB)", idle))
-print("  %-52s %10s   (goal <= 60 MB)" % ("server RSS after the history (MiB)", after))
+print("metrics store in a real mini server (%s; then live: %s)" % (load, live))
+print("  %-52s %10s   (anonymous/file-backed: %s)" % ("server RSS idle (MiB)", idle, idle_parts))
+print("  %-52s %10s   (a day posted in one go)" % ("server RSS right after the history (MiB)", after))
 print("  %-52s %10s" % ("server RSS after a restart (MiB)", restart))
+print("  %-52s %10s   (goal <= 60 MB; anonymous/file-backed: %s)" % ("server RSS, steady: real time on a day of history", steady, steady_parts))
 print("  %-52s %10.0f" % ("samples stored", samples))
 print("  %-52s %10.2f   (goal <= 2; Prometheus: see the store bench below)" % ("chunk bytes per raw sample", float(chunk_bps)))
 print("  %-52s %10.2f   (all files: blocks, tiers, WAL)" % ("disk bytes per sample", disk / samples if samples else float("nan")))

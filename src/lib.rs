@@ -202,6 +202,9 @@ pub struct SimSamplesArgs {
     /// Batches in flight at once.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
+    /// After the history, keep sending every interval in real time for this long, as agents do.
+    #[arg(long, default_value = "0", value_parser = token_cmd::parse_ttl)]
+    pub live: std::time::Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -450,6 +453,7 @@ fn run_sim_samples(args: SimSamplesArgs) -> anyhow::Result<()> {
         history: args.history,
         interval: args.interval,
         concurrency: args.concurrency,
+        live: args.live,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {

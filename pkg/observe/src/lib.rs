@@ -81,6 +81,7 @@ impl ObserveConfig {
                 minute_retention: retention.metrics_minute,
                 hour_retention: retention.metrics_hour,
                 max_bytes: retention.metrics_max_bytes,
+                ..TsdbConfig::default()
             },
             logs: LogStoreConfig {
                 retention: retention.logs,

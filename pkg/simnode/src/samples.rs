@@ -1,6 +1,7 @@
 //! Simulated monitoring load: the samples that `nodes` nodes with `pods` pods each would have
 //! sent every 10 s over a past period (CPU counters that grow at a wandering rate, memory that
-//! drifts, restarts that are rare), posted to the server's `/v1-mini/samples` in hourly batches.
+//! drifts, restarts that are rare), posted to the server's `/v1-mini/samples` in hourly batches,
+//! then optionally in real time as agents send them (one batch per node and interval).
 //! For benchmarks of the metrics store only.
 
 use std::collections::BTreeMap;
@@ -25,6 +26,8 @@ pub struct SampleLoad {
     pub interval: Duration,
     /// Batches in flight at once.
     pub concurrency: usize,
+    /// After the history, keep sending in real time for this long (zero: not at all).
+    pub live: Duration,
 }
 
 /// What was sent.
@@ -241,7 +244,7 @@ pub fn series_per_node(pods: usize) -> usize {
     node_generators("n", pods, 0).len()
 }
 
-/// Posts the whole history, one batch per node and hour.
+/// Posts the whole history, one batch per node and hour, then `live` of real-time batches.
 pub async fn post_history(
     client: &kube::Client,
     load: &SampleLoad,
@@ -251,7 +254,7 @@ pub async fn post_history(
     let step_ms = i64::try_from(load.interval.as_millis())
         .unwrap_or(10_000)
         .max(1);
-    let points = (load.history.as_millis() as i64 / step_ms).max(1);
+    let points = load.history.as_millis() as i64 / step_ms;
     let first_ms = now_ms - points * step_ms;
     let per_batch = (3_600_000 / step_ms).max(1);
     let mut jobs = Vec::new();
@@ -293,6 +296,37 @@ pub async fn post_history(
             .await;
         results.into_iter().collect::<Result<Vec<()>, _>>()?;
         start = end;
+    }
+    // Real time: every interval, each node sends the one point of each of its series.
+    let live_until = Instant::now() + load.live;
+    let mut tick = now_ms;
+    while !load.live.is_zero() && Instant::now() < live_until {
+        tick += step_ms;
+        let wait = tick - chrono::Utc::now().timestamp_millis();
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+        }
+        let batches: Vec<SampleBatch> = jobs
+            .iter_mut()
+            .map(|(node, generators, rng)| SampleBatch {
+                node: node.clone(),
+                series: generators
+                    .iter_mut()
+                    .map(|g| SeriesSamples {
+                        labels: g.labels.clone(),
+                        samples: vec![(tick, g.next(rng, step_ms as f64 / 1000.0))],
+                    })
+                    .collect(),
+            })
+            .collect();
+        samples += batches.iter().map(|b| b.series.len() as u64).sum::<u64>();
+        requests += batches.len();
+        let results: Vec<Result<(), SimError>> = futures::stream::iter(batches)
+            .map(|batch| post(client, batch))
+            .buffer_unordered(load.concurrency.max(1))
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<Vec<()>, _>>()?;
     }
     Ok(LoadReport {
         series,

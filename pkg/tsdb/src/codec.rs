@@ -73,10 +73,6 @@ impl ChunkEncoder {
         self.count == 0
     }
 
-    pub fn is_full(&self) -> bool {
-        self.count >= CHUNK_SAMPLES
-    }
-
     pub fn min_t(&self) -> i64 {
         self.min_t
     }

@@ -19,12 +19,16 @@ const TIERS: usize = 3;
 const RAW: usize = 0;
 /// Bucket width of each tier in ms (raw has none).
 const WIDTH: [i64; TIERS] = [0, 60_000, 3_600_000];
+/// Samples per chunk of each tier: 20 min of raw at 10 s (as Prometheus' 120), 1 h of minutes,
+/// 1 day of hours. Shorter downsampled chunks keep the open ones (held in memory per series) small.
+const CHUNK_SAMPLES: [u16; TIERS] = [codec::CHUNK_SAMPLES, 60, 24];
 /// A flush merges new chunks into the tier's newest block while that block spans less than this.
 const BLOCK_SPAN: [i64; TIERS] = [2 * 3_600_000, 86_400_000, 30 * 86_400_000];
 /// Blocks larger than this are not merged into.
 const MERGE_MAX_BYTES: u64 = 512 << 20;
-/// The head is flushed on its own once it holds this much raw time or log.
-const AUTO_FLUSH_SPAN_MS: i64 = 1_800_000;
+/// The head is flushed on its own once it holds this much raw time or log, or closed chunks of
+/// `TsdbConfig::head_closed_bytes`: closed chunks wait in memory only until the next flush.
+const AUTO_FLUSH_SPAN_MS: i64 = 600_000;
 const AUTO_FLUSH_WAL_BYTES: u64 = 256 << 20;
 const STATE_FILE: &str = "head.state";
 
@@ -60,7 +64,8 @@ struct HeadSeries {
     last_t: i64,
     open: [ChunkEncoder; TIERS],
     closed: [Vec<StoredChunk>; TIERS],
-    buckets: [Option<Bucket>; TIERS],
+    /// The open buckets of the downsampled tiers (`tier - 1`; raw has none).
+    buckets: [Option<Bucket>; TIERS - 1],
     /// Newest time of this series already in blocks, per tier.
     persisted: [i64; TIERS],
 }
@@ -78,21 +83,22 @@ impl HeadSeries {
             last_t: i64::MIN,
             open: Default::default(),
             closed: Default::default(),
-            buckets: [None; TIERS],
+            buckets: [None; TIERS - 1],
             persisted: [i64::MIN; TIERS],
         }
     }
 
-    /// Feeds one accepted sample into every tier.
-    fn apply(&mut self, t: i64, v: f64) {
+    /// Feeds one accepted sample into every tier; returns the bytes of the chunks it closed.
+    fn apply(&mut self, t: i64, v: f64) -> usize {
         self.last_t = t;
         self.first_t = self.first_t.min(t);
+        let mut closed = 0;
         if t > self.persisted[RAW] {
-            self.push(RAW, t, v);
+            closed += self.push(RAW, t, v);
         }
         for (tier, width) in WIDTH.iter().enumerate().skip(1) {
             let start = t.div_euclid(*width) * width;
-            match &mut self.buckets[tier] {
+            match &mut self.buckets[tier - 1] {
                 Some(b) if b.start == start => {
                     b.last_t = t;
                     b.last_v = v;
@@ -110,20 +116,26 @@ impl HeadSeries {
                     if let Some(done) = done {
                         let (pt, pv) = done.point(self.counter);
                         if pt > self.persisted[tier] {
-                            self.push(tier, pt, pv);
+                            closed += self.push(tier, pt, pv);
                         }
                     }
                 }
             }
         }
+        closed
     }
 
-    fn push(&mut self, tier: usize, t: i64, v: f64) {
-        if self.open[tier].is_full() {
+    /// Appends to the tier's open chunk, closing it first when full; returns the closed bytes.
+    fn push(&mut self, tier: usize, t: i64, v: f64) -> usize {
+        let mut closed = 0;
+        if self.open[tier].len() >= CHUNK_SAMPLES[tier] {
             let full = std::mem::take(&mut self.open[tier]);
-            self.closed[tier].push(stored(&full));
+            let chunk = stored(&full);
+            closed = chunk.bytes.len();
+            self.closed[tier].push(chunk);
         }
         self.open[tier].push(t, v);
+        closed
     }
 
     fn heap_bytes(&self) -> usize {
@@ -180,6 +192,8 @@ struct Inner {
     /// Newest sample time in the store: "now" for retention (as Prometheus does).
     max_t: i64,
     last_flush_t: i64,
+    /// Bytes of the closed chunks waiting for the next flush.
+    closed_bytes: usize,
     next_seq: u64,
     state_bytes: u64,
     counters: Counters,
@@ -265,7 +279,7 @@ impl Inner {
         if !s.open[tier].is_empty() {
             take(&mut out, &stored(&s.open[tier]))?;
         }
-        if let Some(b) = &s.buckets[tier] {
+        if let Some(b) = tier.checked_sub(1).and_then(|i| s.buckets[i].as_ref()) {
             let (t, v) = b.point(s.counter);
             if t > s.persisted[tier] && (start..=end).contains(&t) {
                 out.push((t, v));
@@ -338,6 +352,7 @@ impl Inner {
         for tier in 0..TIERS {
             self.flush_tier(tier)?;
         }
+        self.closed_bytes = 0;
         self.enforce_limits();
         self.write_state()?;
         self.wal.reset()?;
@@ -509,6 +524,8 @@ impl Inner {
             b.labels(&s.labels.unpack());
             b.i64(s.first_t);
             b.i64(s.last_t);
+            // the state file keeps a slot per tier; raw's is always empty
+            b.u8(0);
             for bucket in &s.buckets {
                 match bucket {
                     None => b.u8(0),
@@ -576,7 +593,7 @@ impl Inner {
             let s = &mut self.series[id as usize];
             s.first_t = s.first_t.min(first_t);
             s.last_t = last_t;
-            s.buckets = buckets;
+            s.buckets = [buckets[1], buckets[2]];
             for tier in 0..TIERS {
                 let count = r.u16()?;
                 let bytes = r.bytes()?;
@@ -656,6 +673,7 @@ impl Tsdb {
             horizon: [i64::MIN; TIERS],
             max_t: i64::MIN,
             last_flush_t: i64::MIN,
+            closed_bytes: 0,
             next_seq: 0,
             state_bytes: 0,
             counters: Counters::default(),
@@ -710,11 +728,13 @@ impl Tsdb {
                 Record::Samples(wid, samples) => {
                     let Some(&id) = ids.get(&wid) else { continue };
                     let s = &mut inner.series[id as usize];
+                    let mut closed = 0;
                     for (t, v) in samples {
                         if t > s.last_t {
-                            s.apply(t, v);
+                            closed += s.apply(t, v);
                         }
                     }
+                    inner.closed_bytes += closed;
                 }
             }
         }
@@ -757,9 +777,11 @@ impl Tsdb {
         drop(records);
         for (id, samples) in batch {
             let s = &mut inner.series[id as usize];
+            let mut closed = 0;
             for &(t, v) in &samples {
-                s.apply(t, v);
+                closed += s.apply(t, v);
             }
+            inner.closed_bytes += closed;
             stats.appended += samples.len() as u64;
             if let Some(&(t, _)) = samples.last() {
                 inner.max_t = inner.max_t.max(t);
@@ -768,6 +790,7 @@ impl Tsdb {
         inner.counters.out_of_order += stats.out_of_order;
         inner.counters.duplicates += stats.duplicate;
         if inner.max_t.saturating_sub(inner.last_flush_t) >= AUTO_FLUSH_SPAN_MS
+            || inner.closed_bytes >= inner.config.head_closed_bytes
             || inner.wal.len() >= AUTO_FLUSH_WAL_BYTES
         {
             inner.flush()?;
@@ -910,6 +933,7 @@ mod tests {
             minute_retention: Duration::from_secs(86_400),
             hour_retention: Duration::from_secs(30 * 86_400),
             max_bytes: 1 << 30,
+            head_closed_bytes: 4 << 20,
         }
     }
 
@@ -1179,6 +1203,55 @@ mod tests {
         fs::copy(&first, blocks.join("0-9999999999999999.blk")).unwrap();
         let db = Tsdb::open(dir.path(), TsdbConfig::default()).unwrap();
         assert_eq!(all(&db, T0, T0 + 86_400_000), before);
+    }
+
+    #[test]
+    fn tsdb_closed_chunks_over_budget_are_flushed_to_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = TsdbConfig {
+            head_closed_bytes: 2_000,
+            ..small_config()
+        };
+        let db = Tsdb::open(dir.path(), config).unwrap();
+        // 5 minutes of 1 s samples: 2.5 raw chunks per series, less time than a flush waits for
+        for i in 0..30 {
+            let batch: Vec<SeriesPoints> = ["a", "b", "c", "d", "e", "f"]
+                .iter()
+                .flat_map(|pod| {
+                    let points = |f: fn(i64) -> f64| {
+                        (i * 10..(i + 1) * 10)
+                            .map(|k| (T0 + k * 1_000, f(k)))
+                            .collect::<Vec<_>>()
+                    };
+                    [
+                        (labels("cpu_seconds_total", pod), points(|k| k as f64 * 0.5)),
+                        (
+                            labels("memory_bytes", pod),
+                            points(|k| 100.0 + (k % 7) as f64),
+                        ),
+                    ]
+                })
+                .collect();
+            db.append(&batch).unwrap();
+        }
+        let st = db.stats();
+        assert!(
+            st.blocks > 0,
+            "closed chunks over the budget were not flushed"
+        );
+        let head_closed: usize = db
+            .inner
+            .read()
+            .unwrap()
+            .series
+            .iter()
+            .map(|s| s.closed.iter().map(Vec::len).sum::<usize>())
+            .sum();
+        assert!(
+            head_closed < 12,
+            "{head_closed} closed chunks still in memory"
+        );
+        assert_eq!(all(&db, T0, T0 + 300_000).len(), 12);
     }
 
     #[test]

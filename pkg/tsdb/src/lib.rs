@@ -39,6 +39,9 @@ pub struct TsdbConfig {
     pub hour_retention: Duration,
     /// Hard cap on bytes on disk (blocks + log); the oldest blocks of the finest tier go first.
     pub max_bytes: u64,
+    /// The head is flushed once the chunks it closed since the last flush hold this many bytes
+    /// (they wait in memory until then; default 4 MiB).
+    pub head_closed_bytes: usize,
 }
 
 impl Default for TsdbConfig {
@@ -48,6 +51,7 @@ impl Default for TsdbConfig {
             minute_retention: Duration::from_secs(14 * 86_400),
             hour_retention: Duration::from_secs(365 * 86_400),
             max_bytes: 1 << 30,
+            head_closed_bytes: 4 << 20,
         }
     }
 }
