@@ -281,6 +281,20 @@ impl CertAuthority {
         self.sign(&csr.public_key, &csr.subject, csr.sans, server, lifetime)
     }
 
+    /// Signs a PEM CSR as a serving certificate with CN `common_name` (whatever subject the
+    /// CSR asks for) and the DNS and IP names the CSR requests, valid for `lifetime`.
+    pub fn sign_server_csr_as(
+        &self,
+        csr_pem: &str,
+        common_name: &str,
+        lifetime: std::time::Duration,
+    ) -> Result<String, CertError> {
+        check_lifetime(lifetime)?;
+        let csr = ParsedCsr::parse(csr_pem, true)?;
+        let subject = der::encode_name(common_name, &[]);
+        self.sign(&csr.public_key, &subject, csr.sans, true, lifetime)
+    }
+
     /// The DNS names and IPs a PEM CSR asks for (its signature verified).
     pub fn csr_sans(csr_pem: &str) -> Result<SubjectAltNames, CertError> {
         let csr = ParsedCsr::parse(csr_pem, true)?;

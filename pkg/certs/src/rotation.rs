@@ -47,6 +47,13 @@ impl CertInfo {
         })
     }
 
+    /// When it was issued: `not_before` without the back-dating (a tenth of the lifetime, at
+    /// most five minutes; see `CertAuthority::issue_client_for`).
+    pub fn issued_at(&self) -> i64 {
+        let total = (self.not_after - self.not_before).max(0);
+        self.not_before + (total / 11).min(300)
+    }
+
     /// When this certificate is due for renewal: [`renew_at`] of its validity.
     pub fn renew_at(&self) -> i64 {
         renew_at(self.not_before, self.not_after)
@@ -156,6 +163,7 @@ mod tests {
         assert!(!renewal_due(&leaf.cert_pem, now));
         assert!(!renewal_due(&leaf.cert_pem, info.renew_at() - 1));
         assert!(renewal_due(&leaf.cert_pem, info.renew_at()));
+        assert!((info.issued_at() - now).abs() <= 2);
         let expected = info.not_before + (info.not_after - info.not_before) * 2 / 3;
         assert_eq!(info.renew_at(), expected);
     }
