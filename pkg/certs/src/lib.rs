@@ -35,8 +35,8 @@ pub use pki::{
     SERVING_COMMON_NAME, SERVING_KEY_FILE,
 };
 pub use rotation::{
-    join_bundle, now_unix, parse_lifetime, renew_at, renewal_due, split_bundle, until_renewal,
-    CertInfo, RENEW_FRACTION,
+    cert_sans_of_pem, format_unix, join_bundle, now_unix, parse_lifetime, renew_at, renewal_due,
+    split_bundle, until_renewal, CertInfo, RENEW_FRACTION,
 };
 pub use signing::{ensure_signing_key, generate_signing_key, SigningKey};
 pub use tls::{client_tls_config, kubelet_server_tls_config, server_tls_config};

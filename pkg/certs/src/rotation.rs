@@ -101,6 +101,24 @@ pub fn join_bundle<'a>(cas: impl IntoIterator<Item = &'a str>) -> Result<String,
     Ok(out)
 }
 
+/// The DNS names and IPs of the first certificate of a PEM text.
+pub fn cert_sans_of_pem(pem: &str) -> Result<crate::SubjectAltNames, CertError> {
+    let der = first_cert_der(pem, "certificate")?;
+    let cert = parse_cert(&der, "certificate")?;
+    Ok(crate::ca::cert_sans(&cert))
+}
+
+/// Seconds since the epoch as RFC 3339 in UTC (`2026-01-02T03:04:05Z`).
+pub fn format_unix(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
+
 /// Seconds since the epoch now.
 pub fn now_unix() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
