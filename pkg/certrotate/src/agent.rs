@@ -93,9 +93,9 @@ impl AgentCerts {
             .parse()
             .map_err(|e| client_err("the server URL", e))?;
         let config = kube::Config::new(url);
-        let mut tls =
+        // hyper-rustls sets the ALPN protocols itself (HTTP/1.1 only)
+        let tls =
             mini_certs::client_tls_config_dynamic(self.trust.clone(), Some(self.client.clone()))?;
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
         http.enforce_http(false);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
