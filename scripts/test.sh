@@ -150,6 +150,9 @@ e2e() {
   log "end-to-end: web console in chromium (login, live overview and nodes, join, cordon, refused viewer, zh, logout)"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/console.sh 2>&1 | tee "$LOGS/e2e-console.log" || true
   count_plain "$LOGS/e2e-console.log"
+  log "end-to-end: certificates renewed online under traffic (2m lifetime), rotate, CA rotation overlap and retirement"
+  MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/certrotate.sh 2>&1 | tee "$LOGS/e2e-certrotate.log" || true
+  count_plain "$LOGS/e2e-certrotate.log"
 }
 
 # the release binary (zig-linked for glibc 2.17, build cached in /var/cache/mini-build) on Debian 11

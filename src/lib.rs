@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod certificate_cmd;
 pub mod check_cmd;
 pub mod datastore_cmd;
 pub mod images_cmd;
@@ -75,6 +76,9 @@ pub enum Command {
     /// with a password.
     #[command(subcommand)]
     User(user_cmd::UserCommand),
+    /// Certificates: list them with their expiry (check), renew now (rotate), rotate the CA.
+    #[command(subcommand)]
+    Certificate(certificate_cmd::CertificateCommand),
 }
 
 /// How this machine runs as a node: shared by `mini agent` and the agent inside `mini server`.
@@ -316,6 +320,10 @@ pub struct ServerArgs {
         action = clap::ArgAction::Set
     )]
     pub secrets_encryption: bool,
+    /// How long leaf certificates are issued for (e.g. 2m for tests, default one year); they
+    /// are renewed online at two thirds of it.
+    #[arg(long, env = "MINI_CERT_LIFETIME", default_value = "365d", value_parser = mini_certs::parse_lifetime)]
+    pub cert_lifetime: std::time::Duration,
 }
 
 fn run_server(args: ServerArgs) -> anyhow::Result<()> {
@@ -367,6 +375,10 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     }
     config.disabled_controllers = args.disable_controller;
     config.secrets_encryption = args.secrets_encryption;
+    if args.cert_lifetime < std::time::Duration::from_secs(60) {
+        anyhow::bail!("--cert-lifetime must be at least 1m");
+    }
+    config.cert_lifetime = args.cert_lifetime;
     config.datastore = datastore_cmd::etcd_config(args.datastore)?;
     config.registry = if disable_registry {
         None
@@ -645,6 +657,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Token(cmd) => token_cmd::run_token(cmd),
         Command::Bundle(cmd) => token_cmd::run_bundle(cmd),
         Command::SecretsEncrypt(cmd) => secrets_cmd::run_secrets_encrypt(cmd),
+        Command::Certificate(cmd) => certificate_cmd::run_certificate(cmd),
         Command::Logs(cmd) => observe_cmd::run_logs(cmd),
         Command::User(cmd) => user_cmd::run_user(cmd),
     };

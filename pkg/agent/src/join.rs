@@ -146,6 +146,25 @@ pub async fn join(info: &JoinRequestInfo<'_>) -> Result<Credentials, AgentError>
             _ => return Err(e),
         },
     };
+    let stored = match stored {
+        // after a CA rotation the token pins the old bundle: the CAs of the last join or
+        // renewal still authenticate the server, and then its new bundle
+        Some(creds) if !token.ca_matches(&ca_pem) && still_valid(&creds, info) => {
+            match fetch_cacerts_trusting(info.server_url, &creds.ca_pem).await {
+                Ok(verified) if verified == ca_pem => {
+                    tracing::info!(
+                        node = info.node_name,
+                        "the cluster CA bundle changed since the last join (a CA rotation); trusting it through the stored CAs"
+                    );
+                    let creds = Credentials { ca_pem, ..creds };
+                    store(info.tls_dir, &creds)?;
+                    return Ok(creds);
+                }
+                _ => Some(creds),
+            }
+        }
+        other => other,
+    };
     if !token.ca_matches(&ca_pem) {
         return Err(AgentError::CaHashMismatch {
             server: info.server_url.to_string(),
@@ -406,6 +425,26 @@ fn still_valid(creds: &Credentials, info: &JoinRequestInfo<'_>) -> bool {
 pub async fn fetch_cacerts(server_url: &str) -> Result<String, AgentError> {
     let (status, body) = https_request(
         unverified_tls()?,
+        server_url,
+        Method::GET,
+        "/cacerts",
+        None,
+        Bytes::new(),
+    )
+    .await?;
+    if !status.is_success() {
+        return Err(AgentError::Join(format!(
+            "GET {server_url}/cacerts answered {status}"
+        )));
+    }
+    String::from_utf8(body.to_vec())
+        .map_err(|_| AgentError::Join(format!("GET {server_url}/cacerts: body is not UTF-8")))
+}
+
+/// `GET /cacerts` from a server verified against `ca_pem`.
+async fn fetch_cacerts_trusting(server_url: &str, ca_pem: &str) -> Result<String, AgentError> {
+    let (status, body) = https_request(
+        verified_tls(ca_pem)?,
         server_url,
         Method::GET,
         "/cacerts",

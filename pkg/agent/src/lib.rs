@@ -163,7 +163,24 @@ pub async fn start(
         node_ips: &[node_ip],
     })
     .await?;
-    let client = kube_client(&config, &creds).await?;
+    // renewed online through the API at two thirds of their life, swapped without a restart
+    let certs = mini_certrotate::AgentCerts::new(
+        mini_certrotate::AgentCertsConfig {
+            server_url: config.server_url.clone(),
+            node_name: node_name.clone(),
+            ca_file: config.tls_dir().join(join::CA_FILE),
+            client_cert_file: config.tls_dir().join(join::CLIENT_CERT_FILE),
+            client_key_file: config.tls_dir().join(join::CLIENT_KEY_FILE),
+            serving_cert_file: config.tls_dir().join(join::SERVING_CERT_FILE),
+            serving_key_file: config.tls_dir().join(join::SERVING_KEY_FILE),
+            kubeconfig_file: config.kubeconfig_file(),
+        },
+        &creds.ca_pem,
+        &creds.client,
+        &creds.serving,
+    )
+    .map_err(|e| AgentError::Join(e.to_string()))?;
+    let client = kube_client(&config, &creds, &certs)?;
 
     // 3. containerd (managed or external), then the pause image and the air-gap images
     // the CNI plugins are this binary under their names (no containernetworking-plugins)
@@ -216,6 +233,9 @@ pub async fn start(
     std::fs::create_dir_all(config.images_dir())
         .map_err(|e| fsutil::io_err(&config.images_dir(), e))?;
     let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(
+        certs.clone().run(client.clone(), shutdown.clone()),
+    ));
     {
         let (dir, stop) = (config.images_dir(), shutdown.clone());
         // watch_dir imports what is there now, then what appears
@@ -499,7 +519,9 @@ pub async fn start(
     });
     tasks.push(tokio::spawn(server::serve(
         listener,
-        server::tls_config(&creds.serving, &creds.ca_pem)?,
+        certs
+            .kubelet_tls()
+            .map_err(|e| AgentError::Serve(e.to_string()))?,
         backend,
         host.clone(),
         shutdown.clone(),
@@ -543,23 +565,18 @@ impl RunningAgent {
     }
 }
 
-/// A client with the node's identity, trusting only the cluster CA; also written as
-/// `<data>/agent/kubelet.kubeconfig` for debugging.
-async fn kube_client(
+/// A client with the node's identity, trusting only the cluster CA (both swapped online by
+/// `certs`); also written as `<data>/agent/kubelet.kubeconfig` for debugging.
+fn kube_client(
     config: &AgentConfig,
     creds: &join::Credentials,
+    certs: &mini_certrotate::AgentCerts,
 ) -> Result<kube::Client, AgentError> {
     let yaml = mini_certs::kubeconfig_yaml(&config.server_url, &creds.ca_pem, &creds.client);
     fsutil::write_private(&config.kubeconfig_file(), yaml.as_bytes())?;
-    let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml)
-        .map_err(|e| AgentError::Join(format!("building the node kubeconfig: {e}")))?;
-    let client_config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .map_err(|e| AgentError::Join(format!("building the node client: {e}")))?;
-    kube::Client::try_from(client_config).map_err(|e| AgentError::Api {
-        what: "building the node client".into(),
-        source: Box::new(e),
-    })
+    certs
+        .kube_client()
+        .map_err(|e| AgentError::Join(format!("building the node client: {e}")))
 }
 
 /// The server's address (resolving its name), to find the interface that routes there.

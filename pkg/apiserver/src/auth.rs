@@ -88,7 +88,7 @@ pub async fn authenticate_join_token(
     let parsed = mini_certs::JoinToken::parse(token).ok()?;
     if let Some(secret) = &server.inner.config.join_secret {
         if parsed.secret_matches(secret) {
-            if !parsed.ca_matches(&server.inner.config.ca_pem) {
+            if !parsed.ca_matches(&server.ca_bundle_pem()) {
                 return Some(Err(wrong_ca()));
             }
             return Some(Ok(bootstrap_user(
@@ -98,7 +98,7 @@ pub async fn authenticate_join_token(
         }
     }
     let id = parsed.bootstrap_id.as_deref()?;
-    if !parsed.ca_matches(&server.inner.config.ca_pem) {
+    if !parsed.ca_matches(&server.ca_bundle_pem()) {
         return Some(Err(wrong_ca()));
     }
     let key = format!(

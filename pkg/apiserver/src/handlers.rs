@@ -158,12 +158,7 @@ async fn route(
     let path = req.uri().path();
     // unauthenticated: health, version and the CA bundle the agent pins by hash
     match path {
-        "/cacerts" => {
-            return Ok(body::text(
-                StatusCode::OK,
-                server.inner.config.ca_pem.clone(),
-            ))
-        }
+        "/cacerts" => return Ok(body::text(StatusCode::OK, server.ca_bundle_pem())),
         "/healthz" | "/livez" | "/readyz" | "/healthz/ping" | "/livez/ping" | "/readyz/ping" => {
             return Ok(body::text(StatusCode::OK, "ok"))
         }

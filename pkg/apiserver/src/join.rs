@@ -24,8 +24,10 @@ use crate::ApiServer;
 pub const JOIN_PATH: &str = "/v1-mini/node-join";
 /// A node whose Lease is older than this is considered dead and its name may be taken over.
 pub const STALE_AFTER: chrono::Duration = chrono::Duration::seconds(60);
-/// Node certificates are valid for one year.
-const NODE_CERT_DAYS: u32 = 365;
+/// Node certificates are valid for one year (unless the server was started with another
+/// certificate lifetime).
+pub(crate) const NODE_CERT_LIFETIME: std::time::Duration =
+    std::time::Duration::from_secs(365 * 86_400);
 const NODE_PASSWORD_SUFFIX: &str = ".node-password.mini";
 const NODE_PASSWORD_SECRET_TYPE: &str = "mini.io/node-password";
 
@@ -84,7 +86,7 @@ pub(crate) async fn handle(
             "invalid node join request: nodePassword must not be empty",
         ));
     }
-    let Some(ca) = server.inner.config.ca.as_ref() else {
+    let Some(ca) = server.signing_ca() else {
         return Err(ApiError::new(
             503,
             "ServiceUnavailable",
@@ -94,16 +96,17 @@ pub(crate) async fn handle(
     // sign first: a bad CSR must not touch the node's identity
     let token_user = user.name.clone();
     let user = format!("system:node:{}", join.node_name);
+    let lifetime = server.node_cert_lifetime();
     let client_cert = ca
-        .sign_csr_as_client(
+        .sign_csr_as_client_for(
             &join.client_csr,
             &user,
             &["system:nodes".to_string()],
-            NODE_CERT_DAYS,
+            lifetime,
         )
         .map_err(|e| ApiError::bad_request(format!("invalid clientCSR: {e}")))?;
     let serving_cert = ca
-        .sign_csr(&join.serving_csr, true, NODE_CERT_DAYS)
+        .sign_csr_for(&join.serving_csr, true, lifetime)
         .map_err(|e| ApiError::bad_request(format!("invalid servingCSR: {e}")))?;
     claim_node_name(server, &join.node_name, &join.node_password).await?;
     tracing::info!(node = %join.node_name, %token_user, "node joined");
@@ -112,7 +115,7 @@ pub(crate) async fn handle(
         &serde_json::to_value(JoinResponse {
             client_cert,
             serving_cert,
-            ca_cert: server.inner.config.ca_pem.clone(),
+            ca_cert: server.ca_bundle_pem(),
         })
         .unwrap_or_default(),
     ))

@@ -174,8 +174,12 @@ pub(crate) struct Inner {
     pub quota_lock: tokio::sync::Mutex<()>,
     pub metrics: metrics::Metrics,
     pub tokens: serviceaccount::TokenSigner,
-    /// TLS towards node agents (cluster CA roots, kubelet client certificate).
-    pub node_tls: Option<Arc<rustls::ClientConfig>>,
+    /// TLS towards node agents (cluster CA roots, kubelet client certificate); replaced by
+    /// [`ApiServer::set_node_tls`] when certificates rotate online.
+    pub node_tls: RwLock<Option<Arc<rustls::ClientConfig>>>,
+    /// The signing CA and the trusted bundle (`/cacerts`) once set by
+    /// [`ApiServer::set_cluster_ca`]; the config's until then.
+    pub cluster_ca: RwLock<Option<ClusterCa>>,
     /// The last scrape of the agents' resource usage.
     pub resource_metrics: resource_metrics::Cache,
     /// The route whose request bodies stream (`/v2/`: the image registry), once installed.
@@ -188,6 +192,15 @@ pub(crate) struct Inner {
     pub account_authenticator: std::sync::OnceLock<Arc<dyn extension::AccountAuthenticator>>,
     /// Where mutating requests are reported once answered, once installed.
     pub audit_sink: std::sync::OnceLock<Arc<dyn extension::AuditSink>>,
+}
+
+/// The cluster CA as rotated online: what signs node certificates, for how long, and the
+/// bundle clients trust.
+#[derive(Clone)]
+pub(crate) struct ClusterCa {
+    pub ca: Arc<mini_certs::CertAuthority>,
+    pub bundle_pem: String,
+    pub node_cert_lifetime: std::time::Duration,
 }
 
 /// The API server. Cheap to clone.
@@ -230,7 +243,8 @@ impl ApiServer {
                 quota_lock: tokio::sync::Mutex::new(()),
                 metrics,
                 tokens,
-                node_tls,
+                node_tls: RwLock::new(node_tls),
+                cluster_ca: RwLock::new(None),
                 resource_metrics: resource_metrics::Cache::default(),
                 streaming_routes: std::sync::RwLock::new(Vec::new()),
                 image_catalog: std::sync::OnceLock::new(),
@@ -242,6 +256,71 @@ impl ApiServer {
         server.reload_crds().await?;
         bootstrap::ensure_cluster_objects(&server).await?;
         Ok(server)
+    }
+
+    /// Signs node certificates with `ca`, valid for `node_cert_lifetime`, and serves
+    /// `bundle_pem` (the CAs clients trust, more than one during a CA rotation) at `/cacerts`
+    /// from now on.
+    pub fn set_cluster_ca(
+        &self,
+        ca: Arc<mini_certs::CertAuthority>,
+        bundle_pem: String,
+        node_cert_lifetime: std::time::Duration,
+    ) {
+        *self
+            .inner
+            .cluster_ca
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(ClusterCa {
+            ca,
+            bundle_pem,
+            node_cert_lifetime,
+        });
+    }
+
+    fn cluster_ca(&self) -> Option<ClusterCa> {
+        self.inner
+            .cluster_ca
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// How long node certificates signed at join are valid.
+    pub(crate) fn node_cert_lifetime(&self) -> std::time::Duration {
+        self.cluster_ca()
+            .map_or(crate::join::NODE_CERT_LIFETIME, |c| c.node_cert_lifetime)
+    }
+
+    /// Uses `tls` towards node agents from now on (a config whose certificates swap online).
+    pub fn set_node_tls(&self, tls: Arc<rustls::ClientConfig>) {
+        *self
+            .inner
+            .node_tls
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tls);
+    }
+
+    /// The CA that signs node certificates now.
+    pub(crate) fn signing_ca(&self) -> Option<Arc<mini_certs::CertAuthority>> {
+        self.cluster_ca()
+            .map(|c| c.ca)
+            .or_else(|| self.inner.config.ca.clone())
+    }
+
+    /// The CA bundle served at `/cacerts`, which join tokens pin.
+    pub fn ca_bundle_pem(&self) -> String {
+        self.cluster_ca()
+            .map(|c| c.bundle_pem)
+            .unwrap_or_else(|| self.inner.config.ca_pem.clone())
+    }
+
+    pub(crate) fn node_tls(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.inner
+            .node_tls
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -93,7 +93,7 @@ pub(crate) async fn send(
     addr: NodeAddress,
     mut req: Request<Full<Bytes>>,
 ) -> Result<Response<hyper::body::Incoming>, ApiError> {
-    let Some(tls) = server.inner.node_tls.clone() else {
+    let Some(tls) = server.node_tls() else {
         return Err(unavailable(
             "this API server has no kubelet client certificate; it cannot reach node agents"
                 .to_string(),

@@ -16,8 +16,21 @@ pub const CA_VALIDITY_DAYS: u32 = 3650;
 /// Leaf certificates issued by [`CertAuthority::issue_server`] and
 /// [`CertAuthority::issue_client`] are valid for one year.
 pub const LEAF_VALIDITY_DAYS: u32 = 365;
-/// Leaf certificates are back-dated by this much to tolerate clock skew between nodes.
+/// Leaf certificates are back-dated by this much (at most a tenth of their lifetime) to
+/// tolerate clock skew between nodes.
 const BACKDATE: Duration = Duration::minutes(5);
+
+/// One day, the unit of the `*_days` issuing functions.
+const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+fn days(n: u32) -> std::time::Duration {
+    DAY * n
+}
+
+/// How far a certificate with this lifetime is back-dated.
+fn backdate_for(lifetime: Duration) -> Duration {
+    BACKDATE.min(lifetime / 10)
+}
 
 /// A PEM certificate with its PEM private key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,9 +214,19 @@ impl CertAuthority {
         common_name: &str,
         sans: &SubjectAltNames,
     ) -> Result<IssuedCert, CertError> {
+        self.issue_server_for(common_name, sans, days(LEAF_VALIDITY_DAYS))
+    }
+
+    /// [`CertAuthority::issue_server`] valid for `lifetime`.
+    pub fn issue_server_for(
+        &self,
+        common_name: &str,
+        sans: &SubjectAltNames,
+        lifetime: std::time::Duration,
+    ) -> Result<IssuedCert, CertError> {
         let key = new_leaf_key()?;
         let subject = der::encode_name(common_name, &[]);
-        let cert_pem = self.sign(&key, &subject, san_types(sans)?, true, LEAF_VALIDITY_DAYS)?;
+        let cert_pem = self.sign(&key, &subject, san_types(sans)?, true, lifetime)?;
         Ok(IssuedCert {
             cert_pem,
             key_pem: key.serialize_pem(),
@@ -212,9 +235,19 @@ impl CertAuthority {
 
     /// A client certificate: CN = user, O = groups.
     pub fn issue_client(&self, user: &str, groups: &[String]) -> Result<IssuedCert, CertError> {
+        self.issue_client_for(user, groups, days(LEAF_VALIDITY_DAYS))
+    }
+
+    /// [`CertAuthority::issue_client`] valid for `lifetime`.
+    pub fn issue_client_for(
+        &self,
+        user: &str,
+        groups: &[String],
+        lifetime: std::time::Duration,
+    ) -> Result<IssuedCert, CertError> {
         let key = new_leaf_key()?;
         let subject = der::encode_name(user, groups);
-        let cert_pem = self.sign(&key, &subject, Vec::new(), false, LEAF_VALIDITY_DAYS)?;
+        let cert_pem = self.sign(&key, &subject, Vec::new(), false, lifetime)?;
         Ok(IssuedCert {
             cert_pem,
             key_pem: key.serialize_pem(),
@@ -233,14 +266,47 @@ impl CertAuthority {
         validity_days: u32,
     ) -> Result<String, CertError> {
         check_validity(validity_days)?;
+        self.sign_csr_for(csr_pem, server, days(validity_days))
+    }
+
+    /// [`CertAuthority::sign_csr`] valid for `lifetime`.
+    pub fn sign_csr_for(
+        &self,
+        csr_pem: &str,
+        server: bool,
+        lifetime: std::time::Duration,
+    ) -> Result<String, CertError> {
+        check_lifetime(lifetime)?;
         let csr = ParsedCsr::parse(csr_pem, server)?;
-        self.sign(
-            &csr.public_key,
-            &csr.subject,
-            csr.sans,
-            server,
-            validity_days,
-        )
+        self.sign(&csr.public_key, &csr.subject, csr.sans, server, lifetime)
+    }
+
+    /// Signs a PEM CSR as a serving certificate with CN `common_name` (whatever subject the
+    /// CSR asks for) and the DNS and IP names the CSR requests, valid for `lifetime`.
+    pub fn sign_server_csr_as(
+        &self,
+        csr_pem: &str,
+        common_name: &str,
+        lifetime: std::time::Duration,
+    ) -> Result<String, CertError> {
+        check_lifetime(lifetime)?;
+        let csr = ParsedCsr::parse(csr_pem, true)?;
+        let subject = der::encode_name(common_name, &[]);
+        self.sign(&csr.public_key, &subject, csr.sans, true, lifetime)
+    }
+
+    /// The DNS names and IPs a PEM CSR asks for (its signature verified).
+    pub fn csr_sans(csr_pem: &str) -> Result<SubjectAltNames, CertError> {
+        let csr = ParsedCsr::parse(csr_pem, true)?;
+        let mut out = SubjectAltNames::default();
+        for san in csr.sans {
+            match san {
+                SanType::DnsName(d) => out.dns.push(d.as_str().to_string()),
+                SanType::IpAddress(ip) => out.ips.push(ip),
+                _ => {}
+            }
+        }
+        Ok(out)
     }
 
     /// Signs a PEM CSR as a client certificate for `user` in `groups` (CN and O), whatever
@@ -253,9 +319,53 @@ impl CertAuthority {
         validity_days: u32,
     ) -> Result<String, CertError> {
         check_validity(validity_days)?;
+        self.sign_csr_as_client_for(csr_pem, user, groups, days(validity_days))
+    }
+
+    /// [`CertAuthority::sign_csr_as_client`] valid for `lifetime`.
+    pub fn sign_csr_as_client_for(
+        &self,
+        csr_pem: &str,
+        user: &str,
+        groups: &[String],
+        lifetime: std::time::Duration,
+    ) -> Result<String, CertError> {
+        check_lifetime(lifetime)?;
         let csr = ParsedCsr::parse(csr_pem, false)?;
         let subject = der::encode_name(user, groups);
-        self.sign(&csr.public_key, &subject, Vec::new(), false, validity_days)
+        self.sign(&csr.public_key, &subject, Vec::new(), false, lifetime)
+    }
+
+    /// `other`'s CA certificate re-issued by this CA (same subject and key, `CA:TRUE`, valid
+    /// as long as `other`): sent after a leaf of `other` as an intermediate, it lets clients
+    /// that trust only this CA verify that leaf (the overlap of a CA rotation).
+    pub fn cross_sign(&self, other: &CertAuthority) -> Result<String, CertError> {
+        let other_cert = parse_cert(&other.cert_der, "ca certificate")?;
+        let not_after = other_cert.validity().not_after.to_datetime();
+        let mut params = CertificateParams::default();
+        let mut placeholder = DistinguishedName::new();
+        placeholder.push(DnType::CommonName, "placeholder");
+        params.distinguished_name = placeholder;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(random_serial());
+        params.not_before = OffsetDateTime::now_utc() - BACKDATE;
+        params.not_after = not_after;
+        let draft = params
+            .signed_by(other.issuer.key(), &self.issuer)
+            .map_err(generate_err("cross-signing ca certificate"))?;
+        let der = der::replace_names_and_resign(
+            draft.der(),
+            &self.subject_der,
+            &other.subject_der,
+            self.issuer.key(),
+        )?;
+        Ok(pem_encode("CERTIFICATE", &der))
     }
 
     /// Issues a leaf certificate for `public_key` with the exact DER `subject`.
@@ -265,8 +375,10 @@ impl CertAuthority {
         subject: &[u8],
         sans: Vec<SanType>,
         server: bool,
-        validity_days: u32,
+        lifetime: std::time::Duration,
     ) -> Result<String, CertError> {
+        let lifetime = Duration::try_from(lifetime)
+            .map_err(|e| CertError::Generate(format!("certificate lifetime: {e}")))?;
         let mut params = CertificateParams::default();
         // rcgen writes a placeholder name; the real issuer and subject are spliced in below.
         let mut placeholder = DistinguishedName::new();
@@ -286,8 +398,8 @@ impl CertAuthority {
         params.use_authority_key_identifier_extension = true;
         params.serial_number = Some(random_serial());
         let now = OffsetDateTime::now_utc();
-        params.not_before = now - BACKDATE;
-        params.not_after = now + Duration::days(i64::from(validity_days));
+        params.not_before = now - backdate_for(lifetime);
+        params.not_after = now + lifetime;
         let draft = params
             .signed_by(public_key, &self.issuer)
             .map_err(generate_err("signing certificate"))?;
@@ -305,6 +417,15 @@ fn check_validity(validity_days: u32) -> Result<(), CertError> {
     if validity_days == 0 {
         return Err(CertError::Generate(
             "validity must be at least one day".to_string(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_lifetime(lifetime: std::time::Duration) -> Result<(), CertError> {
+    if lifetime < std::time::Duration::from_secs(60) {
+        return Err(CertError::Generate(
+            "certificate lifetime must be at least one minute".to_string(),
         ));
     }
     Ok(())

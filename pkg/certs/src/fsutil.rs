@@ -36,7 +36,7 @@ pub(crate) fn ensure_parent(path: &Path) -> Result<(), CertError> {
 
 /// Writes `data` to `path` through a temporary file in the same directory and a rename, so
 /// readers never see a partial file; the file ends up with exactly `mode`.
-pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), CertError> {
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), CertError> {
     let file_name = path
         .file_name()
         .ok_or_else(|| {
@@ -71,7 +71,7 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), Ce
 }
 
 /// Reads `path` as UTF-8; `Ok(None)` when it does not exist.
-pub(crate) fn read_optional(path: &Path) -> Result<Option<String>, CertError> {
+pub fn read_optional(path: &Path) -> Result<Option<String>, CertError> {
     match fs::read(path) {
         Ok(bytes) => String::from_utf8(bytes)
             .map(Some)

@@ -8,10 +8,12 @@
 
 mod ca;
 mod der;
+mod dynamic;
 mod fsutil;
 mod identity;
 mod kubeconfig;
 mod pki;
+mod rotation;
 mod signing;
 mod tls;
 mod token;
@@ -19,13 +21,22 @@ mod token;
 pub use ca::{
     generate_csr, CertAuthority, IssuedCert, SubjectAltNames, CA_VALIDITY_DAYS, LEAF_VALIDITY_DAYS,
 };
+pub use dynamic::{
+    client_tls_config_dynamic, kubelet_server_tls_config_dynamic, server_tls_config_dynamic,
+    CertHolder, TrustHolder,
+};
+pub use fsutil::{read_optional, write_atomic};
 pub use identity::{identity_from_der, ClientIdentity};
 pub use kubeconfig::{kubeconfig_yaml, write_kubeconfig};
 pub use pki::{
-    ensure_server_pki, ServerPki, ADMIN_CERT_FILE, ADMIN_KEY_FILE, ADMIN_USER,
-    APISERVER_CLIENT_CERT_FILE, APISERVER_CLIENT_KEY_FILE, APISERVER_CLIENT_USER, CA_CERT_FILE,
-    CA_KEY_FILE, KUBELET_CLIENT_CN, MASTERS_GROUP, SERVING_CERT_FILE, SERVING_COMMON_NAME,
-    SERVING_KEY_FILE,
+    ensure_server_pki, ensure_server_pki_for, ServerPki, ADMIN_CERT_FILE, ADMIN_KEY_FILE,
+    ADMIN_USER, APISERVER_CLIENT_CERT_FILE, APISERVER_CLIENT_KEY_FILE, APISERVER_CLIENT_USER,
+    CA_CERT_FILE, CA_KEY_FILE, KUBELET_CLIENT_CN, MASTERS_GROUP, SERVING_CERT_FILE,
+    SERVING_COMMON_NAME, SERVING_KEY_FILE,
+};
+pub use rotation::{
+    cert_sans_of_pem, format_unix, join_bundle, now_unix, parse_lifetime, renew_at, renewal_due,
+    split_bundle, until_renewal, CertInfo, RENEW_FRACTION,
 };
 pub use signing::{ensure_signing_key, generate_signing_key, SigningKey};
 pub use tls::{client_tls_config, kubelet_server_tls_config, server_tls_config};

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 
 use crate::ca::{cert_sans, first_cert_der, key_matches_cert, parse_cert, parse_key};
 use crate::fsutil::{ensure_dir, io_err, read_optional, write_atomic};
@@ -31,9 +31,6 @@ pub const APISERVER_CLIENT_USER: &str = KUBELET_CLIENT_CN;
 /// The group that bypasses authorization.
 pub const MASTERS_GROUP: &str = "system:masters";
 
-/// Leaf certificates expiring sooner than this are re-issued.
-const RENEW_BEFORE: Duration = Duration::days(30);
-
 const DIR_MODE: u32 = 0o700;
 const KEY_MODE: u32 = 0o600;
 const CERT_MODE: u32 = 0o644;
@@ -57,24 +54,39 @@ pub struct ServerPki {
 /// when missing, not signed by the CA, not matching their key, for another identity, or
 /// expiring within 30 days. Files that cannot be parsed are an error naming the file.
 pub fn ensure_server_pki(dir: &Path, sans: &SubjectAltNames) -> Result<ServerPki, CertError> {
+    ensure_server_pki_for(
+        dir,
+        sans,
+        std::time::Duration::from_secs(86_400 * u64::from(crate::LEAF_VALIDITY_DAYS)),
+    )
+}
+
+/// [`ensure_server_pki`] issuing leaf certificates valid for `lifetime`; a leaf is also
+/// re-issued once two thirds of its life are over or when it lives longer than `lifetime`.
+pub fn ensure_server_pki_for(
+    dir: &Path,
+    sans: &SubjectAltNames,
+    lifetime: std::time::Duration,
+) -> Result<ServerPki, CertError> {
     ensure_dir(dir, DIR_MODE)?;
     let ca = load_or_create_ca(dir)?;
+    let leaf = Leaf { ca: &ca, lifetime };
 
     let serving_paths = (dir.join(SERVING_CERT_FILE), dir.join(SERVING_KEY_FILE));
-    let serving = match load_leaf(&ca, &serving_paths.0, &serving_paths.1)? {
+    let serving = match leaf.load(&serving_paths.0, &serving_paths.1)? {
         Some((leaf, have)) if covers(&have, sans) => leaf,
         existing => {
             let mut wanted = existing.map(|(_, have)| have).unwrap_or_default();
             merge_sans(&mut wanted, sans);
-            let leaf = ca.issue_server(SERVING_COMMON_NAME, &wanted)?;
-            write_leaf(&leaf, &serving_paths.0, &serving_paths.1)?;
-            leaf
+            let issued = ca.issue_server_for(SERVING_COMMON_NAME, &wanted, lifetime)?;
+            write_leaf(&issued, &serving_paths.0, &serving_paths.1)?;
+            issued
         }
     };
 
-    let admin = ensure_client(&ca, dir, ADMIN_CERT_FILE, ADMIN_KEY_FILE, ADMIN_USER)?;
+    let admin = ensure_client(&leaf, dir, ADMIN_CERT_FILE, ADMIN_KEY_FILE, ADMIN_USER)?;
     let apiserver_client = ensure_client(
-        &ca,
+        &leaf,
         dir,
         APISERVER_CLIENT_CERT_FILE,
         APISERVER_CLIENT_KEY_FILE,
@@ -118,9 +130,26 @@ fn load_or_create_ca(dir: &Path) -> Result<CertAuthority, CertError> {
     }
 }
 
+/// The CA and lifetime leaves are checked against and issued with.
+struct Leaf<'a> {
+    ca: &'a CertAuthority,
+    lifetime: std::time::Duration,
+}
+
+impl Leaf<'_> {
+    fn load(
+        &self,
+        cert_path: &Path,
+        key_path: &Path,
+    ) -> Result<Option<(IssuedCert, SubjectAltNames)>, CertError> {
+        load_leaf(self.ca, self.lifetime, cert_path, key_path)
+    }
+}
+
 /// Loads a leaf pair; `None` when it is missing or must be re-issued.
 fn load_leaf(
     ca: &CertAuthority,
+    lifetime: std::time::Duration,
     cert_path: &Path,
     key_path: &Path,
 ) -> Result<Option<(IssuedCert, SubjectAltNames)>, CertError> {
@@ -132,10 +161,17 @@ fn load_leaf(
     let der = first_cert_der(&cert_pem, &cert_what)?;
     let cert = parse_cert(&der, &cert_what)?;
     let key = parse_key(&key_pem, &key_path.display().to_string())?;
-    let renew_at = OffsetDateTime::now_utc() + RENEW_BEFORE;
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let (not_before, not_after) = (
+        cert.validity().not_before.timestamp(),
+        cert.validity().not_after.timestamp(),
+    );
+    // a leaf living longer than the configured lifetime (plus its back-dating) is re-issued
+    let max_life = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX) / 10 * 11 + 2;
     let usable = key_matches_cert(&key, &cert)
         && ca.signed(&der)
-        && cert.validity().not_after.to_datetime() > renew_at;
+        && crate::renew_at(not_before, not_after) > now
+        && not_after - not_before <= max_life;
     if !usable {
         return Ok(None);
     }
@@ -144,7 +180,7 @@ fn load_leaf(
 }
 
 fn ensure_client(
-    ca: &CertAuthority,
+    leaf: &Leaf<'_>,
     dir: &Path,
     cert_file: &str,
     key_file: &str,
@@ -157,15 +193,15 @@ fn ensure_client(
         user: user.to_string(),
         groups: groups.clone(),
     };
-    if let Some((leaf, _)) = load_leaf(ca, &cert_path, &key_path)? {
-        let der = first_cert_der(&leaf.cert_pem, &cert_path.display().to_string())?;
+    if let Some((existing, _)) = leaf.load(&cert_path, &key_path)? {
+        let der = first_cert_der(&existing.cert_pem, &cert_path.display().to_string())?;
         if identity_from_der(&der).ok().as_ref() == Some(&wanted) {
-            return Ok(leaf);
+            return Ok(existing);
         }
     }
-    let leaf = ca.issue_client(user, &groups)?;
-    write_leaf(&leaf, &cert_path, &key_path)?;
-    Ok(leaf)
+    let issued = leaf.ca.issue_client_for(user, &groups, leaf.lifetime)?;
+    write_leaf(&issued, &cert_path, &key_path)?;
+    Ok(issued)
 }
 
 fn write_leaf(leaf: &IssuedCert, cert_path: &Path, key_path: &Path) -> Result<(), CertError> {

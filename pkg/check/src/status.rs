@@ -151,28 +151,52 @@ pub fn installed_units(host: &dyn CheckHost) -> Vec<(UnitState, Role)> {
         .collect()
 }
 
-/// A certificate's expiry.
+/// A certificate's expiry (`mini status`, `mini certificate check`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CertExpiry {
     pub path: PathBuf,
     pub subject: String,
+    pub issuer: String,
+    /// Seconds since the epoch.
+    pub not_before: i64,
     /// Seconds since the epoch.
     pub not_after: i64,
+    /// When mini renews it (two thirds of its life; a CA's own expiry, as CAs are rotated,
+    /// not renewed), seconds since the epoch.
+    pub renew_at: i64,
+    pub is_ca: bool,
     pub days_left: i64,
 }
 
-/// The first certificate of a PEM text: subject and notAfter (seconds since the epoch).
-pub(crate) fn cert_not_after(pem: &str) -> Option<(String, i64)> {
-    let mut reader = std::io::BufReader::new(pem.as_bytes());
-    let der = rustls_pemfile::certs(&mut reader).next()?.ok()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
-    Some((
-        cert.subject().to_string(),
-        cert.validity().not_after.timestamp(),
-    ))
+impl CertExpiry {
+    /// Whether renewal is overdue at `now`: a leaf past five sixths of its life (half-way from
+    /// its renewal time to its expiry), or a CA within [`EXPIRY_WARN_DAYS`] of its expiry.
+    pub fn overdue(&self, now: i64) -> bool {
+        if self.is_ca {
+            self.days_left < EXPIRY_WARN_DAYS
+        } else {
+            now >= self.renew_at + (self.not_after - self.renew_at) / 2
+        }
+    }
+
+    /// One line: path, subject, issuer, expiry and renewal time (RFC 3339, UTC).
+    pub fn line(&self) -> String {
+        format!(
+            "{}  subject={}  issuer={}  expires={}  renews={}",
+            self.path.display(),
+            self.subject,
+            self.issuer,
+            mini_certs::format_unix(self.not_after),
+            if self.is_ca {
+                "never (rotate the CA)".to_string()
+            } else {
+                mini_certs::format_unix(self.renew_at)
+            }
+        )
+    }
 }
 
-/// Every `*.crt` in the server's and the agent's TLS dirs.
+/// Every `*.crt` in the server's and the agent's TLS dirs (the first certificate of each).
 pub fn certificates(host: &dyn CheckHost, data_dir: &Path, now: i64) -> Vec<CertExpiry> {
     let mut out = Vec::new();
     for dir in [
@@ -184,19 +208,26 @@ pub fn certificates(host: &dyn CheckHost, data_dir: &Path, now: i64) -> Vec<Cert
                 continue;
             }
             let path = dir.join(&name);
-            let Some((subject, not_after)) = host
+            let Some(info) = host
                 .read_file(&path)
                 .ok()
-                .as_deref()
-                .and_then(cert_not_after)
+                .and_then(|pem| mini_certs::CertInfo::from_pem(&pem, &name).ok())
             else {
                 continue;
             };
             out.push(CertExpiry {
                 path,
-                subject,
-                not_after,
-                days_left: (not_after - now).div_euclid(86_400),
+                renew_at: if info.is_ca {
+                    info.not_after
+                } else {
+                    info.renew_at()
+                },
+                subject: info.subject,
+                issuer: info.issuer,
+                not_before: info.not_before,
+                not_after: info.not_after,
+                is_ca: info.is_ca,
+                days_left: (info.not_after - now).div_euclid(86_400),
             });
         }
     }
@@ -366,12 +397,20 @@ pub async fn gather<C: ClusterView>(
     }
     status.certificates = certificates(host, data_dir, now);
     for cert in &status.certificates {
-        if cert.days_left < EXPIRY_WARN_DAYS {
-            status.waiting.push(format!(
-                "certificate {} expires in {} days: restart mini to renew it",
-                cert.path.display(),
-                cert.days_left
-            ));
+        if cert.overdue(now) {
+            status.waiting.push(if cert.is_ca {
+                format!(
+                    "CA certificate {} expires in {} days: rotate it with `mini certificate rotate-ca`",
+                    cert.path.display(),
+                    cert.days_left
+                )
+            } else {
+                format!(
+                    "certificate {} is overdue for renewal (expires {}): is mini running? `mini certificate rotate` renews it now",
+                    cert.path.display(),
+                    mini_certs::format_unix(cert.not_after)
+                )
+            });
         }
     }
     match cluster {
@@ -473,9 +512,10 @@ impl Status {
                 .unwrap_or(0);
             for c in &self.certificates {
                 out.push_str(&format!(
-                    "  {:<width$}  {} days left\n",
+                    "  {:<width$}  {} days left (expires {})\n",
                     c.path.display().to_string(),
-                    c.days_left
+                    c.days_left,
+                    mini_certs::format_unix(c.not_after)
                 ));
             }
         }

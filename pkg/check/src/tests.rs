@@ -483,8 +483,9 @@ async fn status_server_lists_nodes_and_what_is_waiting() {
 fn certificates_expiry_read_from_tls_dirs() {
     // a fixed self-signed certificate (openssl req -x509 -subj /CN=mini-test-ca)
     let pem = include_str!("testdata/cert.pem");
-    let (subject, not_after) = status::cert_not_after(pem).unwrap();
-    assert!(subject.contains("CN="), "{subject}");
+    let info = mini_certs::CertInfo::from_pem(pem, "cert.pem").unwrap();
+    let not_after = info.not_after;
+    assert!(info.subject.contains("CN="), "{}", info.subject);
     let mut host = FakeCheckHost::default();
     host.dirs.insert(
         PathBuf::from("/d/server/tls"),
@@ -495,6 +496,31 @@ fn certificates_expiry_read_from_tls_dirs() {
     let certs = status::certificates(&host, &PathBuf::from("/d"), not_after - 10 * 86_400);
     assert_eq!(certs.len(), 1);
     assert_eq!(certs[0].days_left, 10);
+    assert_eq!(certs[0].issuer, info.issuer);
+    assert!(certs[0].line().contains("issuer="));
+}
+
+#[test]
+fn cert_expiry_overdue_leaf_after_five_sixths_ca_within_warn_days() {
+    let leaf = status::CertExpiry {
+        path: PathBuf::from("/d/server/tls/serving.crt"),
+        subject: "CN=kube-apiserver".into(),
+        issuer: "CN=mini-ca".into(),
+        not_before: 0,
+        not_after: 600,
+        renew_at: 400,
+        is_ca: false,
+        days_left: 0,
+    };
+    assert!(!leaf.overdue(450));
+    assert!(leaf.overdue(500));
+    let ca = status::CertExpiry {
+        is_ca: true,
+        days_left: 40,
+        ..leaf
+    };
+    assert!(!ca.overdue(10_000));
+    assert!(status::CertExpiry { days_left: 3, ..ca }.overdue(0));
 }
 
 #[test]

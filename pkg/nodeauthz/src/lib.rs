@@ -11,6 +11,7 @@
 
 pub mod admission;
 pub mod authorizer;
+pub mod certificates;
 mod feed;
 pub mod graph;
 

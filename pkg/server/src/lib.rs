@@ -53,6 +53,9 @@ pub struct ServerConfig {
     pub datastore: Option<mini_etcdstore::EtcdConfig>,
     /// The web console under `/console/` (`false`: `--disable console`).
     pub console: bool,
+    /// How long leaf certificates are issued for (`--cert-lifetime`); renewed online at two
+    /// thirds of it.
+    pub cert_lifetime: std::time::Duration,
 }
 
 /// An upstream the registry pulls through from for mirrored hosts.
@@ -119,6 +122,7 @@ impl ServerConfig {
             sessions: mini_accounts::SessionLimits::default(),
             datastore: None,
             console: true,
+            cert_lifetime: std::time::Duration::from_secs(365 * 86_400),
         }
     }
 
@@ -141,6 +145,8 @@ pub enum ServerError {
     },
     #[error("certificates: {0}")]
     Certs(#[from] mini_certs::CertError),
+    #[error(transparent)]
+    CertRotate(#[from] mini_certrotate::CertRotateError),
     #[error("monitoring and logs: {0}")]
     Observe(#[from] mini_observe::ObserveError),
     #[error("store: {0}")]
@@ -291,7 +297,14 @@ pub async fn start(
         }
     }
     sans.ips.dedup();
-    let pki = mini_certs::ensure_server_pki(&server_dir.join("tls"), &sans)?;
+    // renewed online at two thirds of their life; the CA bundle may hold two CAs (rotation)
+    let certs = mini_certrotate::ServerCerts::open(mini_certrotate::ServerCertsConfig {
+        tls_dir: server_dir.join("tls"),
+        sans,
+        lifetime: config.cert_lifetime,
+    })?;
+    let pki = certs.pki()?;
+    let ca_bundle = certs.bundle_pem();
     let service_account_key =
         mini_certs::ensure_signing_key(&server_dir.join("tls").join("service-account.key"))?;
 
@@ -301,7 +314,7 @@ pub async fn start(
         .clone()
         .unwrap_or_else(|| server_dir.join("token"));
     let secret = mini_certs::ensure_token_file(&token_path, config.token.as_deref())?;
-    let join_token = mini_certs::JoinToken::format(pki.ca.cert_pem(), &secret);
+    let join_token = mini_certs::JoinToken::format(&ca_bundle, &secret);
     let node_token = server_dir.join("node-token");
     write_private(&node_token, &join_token)?;
 
@@ -328,8 +341,8 @@ pub async fn start(
             node_port_range: (30000, 32767),
             advertise_address: advertise,
             advertise_port: address.port(),
-            join_secret: Some(secret),
-            ca_pem: pki.ca.cert_pem().to_string(),
+            join_secret: Some(secret.clone()),
+            ca_pem: ca_bundle.clone(),
             service_account_key,
             // node certificates are signed at join; the kubelet client cert reaches agents
             ca: Some(Arc::new(mini_certs::CertAuthority::from_pem(
@@ -378,8 +391,7 @@ pub async fn start(
     };
 
     // 5d. people's accounts: login sessions, account tokens, the audit log
-    let mut accounts =
-        mini_accounts::AccountsConfig::new(&server_dir, pki.ca.cert_pem().to_string());
+    let mut accounts = mini_accounts::AccountsConfig::new(&server_dir, ca_bundle.clone());
     accounts.sessions = config.sessions;
     mini_accounts::install(&api, accounts, shutdown.clone());
 
@@ -399,9 +411,22 @@ pub async fn start(
     mini_certs::write_kubeconfig(
         &kubeconfig,
         &url,
-        pki.ca.cert_pem(),
+        &ca_bundle,
         &pki.admin,
         config.write_kubeconfig_mode,
+    )?;
+    // 6b. certificates renewed and rotated online: /cacerts, node TLS, kubeconfig, node token
+    certs.attach(
+        &api,
+        mini_certrotate::Publish {
+            kubeconfig: Some((
+                kubeconfig.clone(),
+                url.clone(),
+                config.write_kubeconfig_mode,
+            )),
+            node_token: Some((node_token.clone(), secret.clone())),
+        },
+        shutdown.clone(),
     )?;
 
     // 7. controllers and scheduler: in-process API clients (no TCP, no TLS), through RBAC; each
@@ -413,7 +438,7 @@ pub async fn start(
         let controller_config = mini_controllers::ControllerConfig {
             cluster_cidr: config.cluster_cidr.clone(),
             disabled: config.disabled_controllers.clone(),
-            root_ca_pem: pki.ca.cert_pem().to_string(),
+            root_ca_pem: ca_bundle.clone(),
             ..Default::default()
         };
         let ippool = mini_ippool::AllocatorConfig::new(&config.cluster_cidr, &config.service_cidr);
@@ -483,7 +508,7 @@ pub async fn start(
     let admin_client = kube::Client::new(api.local_service(ApiServer::admin_user()), "default");
 
     // 8. serve
-    let tls = mini_certs::server_tls_config(&pki.serving, pki.ca.cert_pem())?;
+    let tls = certs.server_tls()?;
     let serve_shutdown = shutdown.clone();
     let mut handle = tokio::spawn(async move {
         let served = mini_apiserver::serve(api, listener, tls, serve_shutdown.clone()).await;
