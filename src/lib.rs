@@ -14,6 +14,7 @@ pub mod install_cmd;
 pub mod observe_cmd;
 pub mod registry_cmd;
 pub mod secrets_cmd;
+pub mod snapshot_cmd;
 pub mod token_cmd;
 pub mod user_cmd;
 
@@ -75,6 +76,10 @@ pub enum Command {
     /// with a password.
     #[command(subcommand)]
     User(user_cmd::UserCommand),
+    /// Datastore snapshots: save (from the running server), ls, delete, prune, restore (into
+    /// a stopped cluster).
+    #[command(subcommand)]
+    Snapshot(snapshot_cmd::SnapshotCommand),
 }
 
 /// How this machine runs as a node: shared by `mini agent` and the agent inside `mini server`.
@@ -313,6 +318,8 @@ pub struct ServerArgs {
         action = clap::ArgAction::Set
     )]
     pub secrets_encryption: bool,
+    #[command(flatten)]
+    pub snapshots: snapshot_cmd::SnapshotServerArgs,
 }
 
 fn run_server(args: ServerArgs) -> anyhow::Result<()> {
@@ -364,6 +371,7 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     }
     config.disabled_controllers = args.disable_controller;
     config.secrets_encryption = args.secrets_encryption;
+    config.snapshots = snapshot_cmd::snapshot_settings(&args.snapshots)?;
     config.datastore = datastore_cmd::etcd_config(args.datastore)?;
     config.registry = if disable_registry {
         None
@@ -643,6 +651,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::SecretsEncrypt(cmd) => secrets_cmd::run_secrets_encrypt(cmd),
         Command::Logs(cmd) => observe_cmd::run_logs(cmd),
         Command::User(cmd) => user_cmd::run_user(cmd),
+        Command::Snapshot(cmd) => snapshot_cmd::run_snapshot(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -53,6 +53,29 @@ pub struct ServerConfig {
     pub datastore: Option<mini_etcdstore::EtcdConfig>,
     /// The web console under `/console/` (`false`: `--disable console`).
     pub console: bool,
+    /// Snapshots of the datastore: where they go and when the server takes them.
+    pub snapshots: SnapshotSettings,
+}
+
+/// Where snapshots go and the schedule of `scheduled` ones (`None`: none are taken).
+#[derive(Debug, Clone)]
+pub struct SnapshotSettings {
+    /// Default: `<data-dir>/server/db/snapshots`.
+    pub dir: Option<PathBuf>,
+    pub schedule: Option<mini_snapshot::Schedule>,
+}
+
+impl Default for SnapshotSettings {
+    fn default() -> Self {
+        SnapshotSettings {
+            dir: None,
+            schedule: mini_snapshot::parse_cron(
+                mini_snapshot::DEFAULT_CRON,
+                mini_snapshot::DEFAULT_KEEP,
+            )
+            .ok(),
+        }
+    }
 }
 
 /// An upstream the registry pulls through from for mirrored hosts.
@@ -119,6 +142,7 @@ impl ServerConfig {
             sessions: mini_accounts::SessionLimits::default(),
             datastore: None,
             console: true,
+            snapshots: SnapshotSettings::default(),
         }
     }
 
@@ -272,6 +296,11 @@ pub async fn start(
             (sled.clone() as Arc<dyn mini_store::Store>, Some(sled))
         }
     };
+    // snapshots read the store below the encryption layer (the keyring travels with them)
+    let snapshot_source = match &closing_store {
+        Some(sled) => mini_snapshot::Source::Sled(sled.clone()),
+        None => mini_snapshot::Source::Etcd(store.clone()),
+    };
     // 4b. encryption at rest: values of Secrets sealed with the keyring in cred/
     let encryption =
         mini_encryption::Encryption::open(&server_dir, store, config.secrets_encryption)?;
@@ -301,6 +330,26 @@ pub async fn start(
     mini_encryption::install(&api, encryption.clone());
     encryption.start(shutdown.clone());
     let closing_encryption = encryption.clone();
+
+    // 5a. snapshots: POST /v1-mini/snapshot/save, and the scheduled ones
+    let snapshot_dir = config
+        .snapshots
+        .dir
+        .clone()
+        .unwrap_or_else(|| mini_snapshot::default_dir(&config.data_dir));
+    let snapshotter = Arc::new(mini_snapshot::Snapshotter::new(
+        snapshot_source,
+        &server_dir,
+        &snapshot_dir,
+    ));
+    mini_snapshot::install(&api, snapshotter.clone());
+    if let Some(schedule) = config.snapshots.schedule.clone() {
+        tokio::spawn(mini_snapshot::run_schedule(
+            snapshotter,
+            schedule,
+            shutdown.clone(),
+        ));
+    }
 
     // 5b. the embedded image registry under /v2/, pulled from by every node
     let registry_hosts = vec![

@@ -397,5 +397,9 @@ fn decode(key: String, bytes: &[u8]) -> Result<KeyValue, StoreError> {
     })
 }
 
+mod maintenance;
+
+pub use maintenance::{restore_sled, Restored};
+
 #[cfg(test)]
 mod tests;

@@ -389,3 +389,48 @@ fn acknowledged_writes_survive_kill_9() {
         .unwrap();
     assert!(next_kv.mod_revision > max_acked);
 }
+
+/// Bytes of every file under `dir`.
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                dir_size(&entry.path())
+            } else {
+                meta.len()
+            }
+        })
+        .sum()
+}
+
+/// Disk use over create/delete cycles; run with
+/// `cargo test -p mini-store --release -- --ignored --nocapture space_over_cycles`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark"]
+async fn bench_space_over_cycles() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(open(&dir));
+    let payload = vec![b'x'; 1024];
+    for cycle in 1..=3 {
+        for i in 0..20_000 {
+            store
+                .create(
+                    &format!("/registry/configmaps/default/cm-{i:05}"),
+                    payload.clone(),
+                )
+                .await
+                .unwrap();
+        }
+        println!("cycle {cycle} created: {} bytes", dir_size(dir.path()));
+        for i in 0..20_000 {
+            store
+                .delete(&format!("/registry/configmaps/default/cm-{i:05}"), None)
+                .await
+                .unwrap();
+        }
+        println!("cycle {cycle} deleted: {} bytes", dir_size(dir.path()));
+    }
+}
