@@ -3,8 +3,8 @@
 //! member whose file is mostly free pages, one member at a time.
 
 use crate::client::{endpoint, tls_config};
-use crate::pb::etcdserverpb::maintenance_client::MaintenanceClient;
 use crate::convert::to_i64;
+use crate::pb::etcdserverpb::maintenance_client::MaintenanceClient;
 use crate::pb::etcdserverpb::{CompactionRequest, DefragmentRequest, StatusRequest};
 use crate::{describe_status, EtcdStore};
 use mini_store::{Revision, StoreError};
@@ -34,13 +34,18 @@ pub struct SpaceReport {
 }
 
 impl EtcdStore {
-    async fn maintenance(&self, url: &str) -> Result<MaintenanceClient<tonic::transport::Channel>, StoreError> {
+    async fn maintenance(
+        &self,
+        url: &str,
+    ) -> Result<MaintenanceClient<tonic::transport::Channel>, StoreError> {
         let tls = tls_config(&self.config).map_err(|e| StoreError::Backend(e.to_string()))?;
         let channel = endpoint(url, tls.as_ref(), self.timeout)
             .map_err(|e| StoreError::Backend(e.to_string()))?
             .connect()
             .await
-            .map_err(|e| StoreError::Unavailable(format!("connecting to {url}: {}", crate::describe(&e))))?;
+            .map_err(|e| {
+                StoreError::Unavailable(format!("connecting to {url}: {}", crate::describe(&e)))
+            })?;
         Ok(MaintenanceClient::new(channel))
     }
 
@@ -51,8 +56,12 @@ impl EtcdStore {
             let mut client = self.maintenance(url).await?;
             let status = tokio::time::timeout(self.timeout, client.status(StatusRequest {}))
                 .await
-                .map_err(|_| StoreError::Unavailable(format!("{url} did not report its status in time")))?
-                .map_err(|e| StoreError::Unavailable(format!("status of {url}: {}", describe_status(&e))))?
+                .map_err(|_| {
+                    StoreError::Unavailable(format!("{url} did not report its status in time"))
+                })?
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("status of {url}: {}", describe_status(&e)))
+                })?
                 .into_inner();
             members.push(MemberSpace {
                 endpoint: url.clone(),
@@ -100,8 +109,19 @@ impl EtcdStore {
             let deadline = self.timeout * 12;
             tokio::time::timeout(deadline, client.defragment(DefragmentRequest {}))
                 .await
-                .map_err(|_| StoreError::Unavailable(format!("defragmenting {} took over {deadline:?}", member.endpoint)))?
-                .map_err(|e| StoreError::Unavailable(format!("defragmenting {}: {}", member.endpoint, describe_status(&e))))?;
+                .map_err(|_| {
+                    StoreError::Unavailable(format!(
+                        "defragmenting {} took over {deadline:?}",
+                        member.endpoint
+                    ))
+                })?
+                .map_err(|e| {
+                    StoreError::Unavailable(format!(
+                        "defragmenting {}: {}",
+                        member.endpoint,
+                        describe_status(&e)
+                    ))
+                })?;
             tracing::info!(endpoint = %member.endpoint, before = member.db_size, in_use = member.db_size_in_use, "defragmented an etcd member");
             member.defragmented = true;
         }

@@ -222,7 +222,10 @@ async fn reclaim_space_compacts_behind_history_and_defragments_members() {
     let value = vec![b'x'; 4096];
     for round in 0..2 {
         for i in 0..1500 {
-            store.create(&format!("/churn/{i:05}"), value.clone()).await.unwrap();
+            store
+                .create(&format!("/churn/{i:05}"), value.clone())
+                .await
+                .unwrap();
         }
         for i in 0..1500 {
             store.delete(&format!("/churn/{i:05}"), None).await.unwrap();
@@ -243,7 +246,10 @@ async fn reclaim_space_compacts_behind_history_and_defragments_members() {
     assert_eq!(report.members.len(), 3);
     for (member, earlier) in report.members.iter().zip(&before) {
         assert!(member.defragmented, "{member:?} (before: {earlier:?})");
-        assert!(member.db_size < earlier.db_size, "{member:?} (before: {earlier:?})");
+        assert!(
+            member.db_size < earlier.db_size,
+            "{member:?} (before: {earlier:?})"
+        );
     }
     // revisions behind the window are gone from etcd, the live key is not
     assert_eq!(store.get("/kept").await.unwrap().unwrap().value, b"v");

@@ -12,7 +12,7 @@ mod sled_store;
 pub use hub::Hub;
 
 pub use sled_store::{
-    restore_sled, Restored, SledStore, DEFAULT_HISTORY_EVENTS, WATCH_CHANNEL_CAPACITY,
+    restore_sled, Restored, SledSpace, SledStore, DEFAULT_HISTORY_EVENTS, WATCH_CHANNEL_CAPACITY,
 };
 
 use async_trait::async_trait;

@@ -6,13 +6,13 @@
 //! `c` exists only while the store is closed cleanly (see [`RESTART_REVISION_GAP`]).
 
 use std::ops::Bound;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 
-use crate::flush::{lock, GroupCommit};
+use crate::flush::{lock, read_lock, DbGuard, GroupCommit, SharedDb};
 use crate::hub::Hub;
 use crate::{Deleted, KeyValue, ListPage, Revision, Store, StoreError, WatchEvent, WatchReceiver};
 
@@ -48,7 +48,10 @@ struct WriteState {
 /// A [`Store`] on a sled database. Share it as `Arc<dyn Store>`; dropping it stops the flush
 /// thread and closes every watch channel.
 pub struct SledStore {
-    db: sled::Db,
+    /// Replaced only while the write lock is held, when [`SledStore::reclaim_space`] rewrites
+    /// the database; `None` only if reopening after a rewrite failed.
+    db: SharedDb,
+    path: PathBuf,
     write: Mutex<WriteState>,
     /// The latest applied revision, readable without the write lock.
     revision: AtomicU64,
@@ -82,6 +85,7 @@ impl SledStore {
 
     /// Opens (or creates) the store at `path`, keeping `history_events` events for watch replay.
     pub fn open_with_history(path: &Path, history_events: usize) -> Result<SledStore, StoreError> {
+        compact::finish_interrupted_rewrite(path)?;
         let db = sled::Config::new()
             .path(path)
             .open()
@@ -113,9 +117,11 @@ impl SledStore {
         db.apply_batch(batch)
             .and_then(|()| db.flush().map(drop))
             .map_err(|e| backend("recording the store as open", e))?;
-        let commit = GroupCommit::start(db.clone(), revision)?;
+        let db: SharedDb = Arc::new(RwLock::new(Some(db)));
+        let commit = GroupCommit::start(Arc::clone(&db), revision)?;
         Ok(SledStore {
             db,
+            path: path.to_path_buf(),
             write: Mutex::new(WriteState {
                 revision,
                 hub: Hub::new(history_events, revision, WATCH_CHANNEL_CAPACITY),
@@ -134,10 +140,10 @@ impl SledStore {
             return Ok(());
         }
         state.closed = true;
-        self.db
-            .flush()
-            .and_then(|_| self.db.insert(CLEAN_CLOSE_KEY, &[] as &[u8]))
-            .and_then(|_| self.db.flush())
+        let db = self.db()?;
+        db.flush()
+            .and_then(|_| db.insert(CLEAN_CLOSE_KEY, &[] as &[u8]))
+            .and_then(|_| db.flush())
             .map_err(|e| backend("closing the store", e))?;
         Ok(())
     }
@@ -152,8 +158,13 @@ impl SledStore {
         lock(&self.write).hub.watcher_count()
     }
 
+    /// The database, for as long as the guard lives.
+    fn db(&self) -> Result<DbGuard<'_>, StoreError> {
+        DbGuard::new(read_lock(&self.db))
+    }
+
     fn read(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        self.db
+        self.db()?
             .get(data_key(key))
             .map_err(|e| backend(format!("reading {key}"), e))?
             .map(|bytes| decode(key.to_string(), &bytes))
@@ -221,7 +232,7 @@ impl SledStore {
             }
         };
         batch.insert(REVISION_KEY, &revision.to_be_bytes());
-        self.db
+        self.db()?
             .apply_batch(batch)
             .map_err(|e| backend(format!("writing {key} at revision {revision}"), e))?;
         state.revision = revision;
@@ -279,7 +290,8 @@ impl Store for SledStore {
         };
         let mut items = Vec::new();
         let mut more = false;
-        for entry in self.db.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
+        let db = self.db()?;
+        for entry in db.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
             let (raw_key, bytes) = entry.map_err(|e| backend(format!("listing {prefix}"), e))?;
             if !raw_key.starts_with(&data_prefix) {
                 break;
@@ -397,8 +409,10 @@ fn decode(key: String, bytes: &[u8]) -> Result<KeyValue, StoreError> {
     })
 }
 
+mod compact;
 mod maintenance;
 
+pub use compact::SledSpace;
 pub use maintenance::{restore_sled, Restored};
 
 #[cfg(test)]

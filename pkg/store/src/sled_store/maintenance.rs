@@ -26,7 +26,8 @@ impl SledStore {
         let state = lock(&self.write);
         let revision = state.revision;
         let mut items = Vec::new();
-        for entry in self.db.scan_prefix([DATA_PREFIX]) {
+        let db = self.db()?;
+        for entry in db.scan_prefix([DATA_PREFIX]) {
             let (raw_key, bytes) = entry.map_err(|e| backend("reading every key", e))?;
             let key = std::str::from_utf8(&raw_key[1..])
                 .map_err(|_| StoreError::Backend("a stored key is not utf-8".to_string()))?;
