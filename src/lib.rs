@@ -372,6 +372,7 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     config.disabled_controllers = args.disable_controller;
     config.secrets_encryption = args.secrets_encryption;
     config.snapshots = snapshot_cmd::snapshot_settings(&args.snapshots)?;
+    config.datastore_compact_interval = args.snapshots.datastore_compact_interval;
     config.datastore = datastore_cmd::etcd_config(args.datastore)?;
     config.registry = if disable_registry {
         None

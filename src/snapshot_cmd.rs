@@ -107,6 +107,11 @@ pub struct SnapshotServerArgs {
     /// Take no scheduled snapshots.
     #[arg(long, env = "MINI_DISABLE_SNAPSHOTS")]
     pub disable_snapshots: bool,
+    /// How often the datastore gives disk space back: sled rewrites itself once its file
+    /// exceeds twice the live data; etcd is compacted behind the watch history and
+    /// defragmented (e.g. 5m, 30s; 0 turns it off).
+    #[arg(long, env = "MINI_DATASTORE_COMPACT_INTERVAL", default_value = "5m", value_parser = crate::token_cmd::parse_ttl)]
+    pub datastore_compact_interval: std::time::Duration,
 }
 
 /// The server's snapshot settings from its flags.

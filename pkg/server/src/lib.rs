@@ -1,6 +1,7 @@
 //! `mini server`: reads its config, ensures the PKI and join token, opens the store, and runs
 //! the API server. The start order below is the order of this file's `run`.
 
+mod compaction;
 mod registry;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -55,6 +56,9 @@ pub struct ServerConfig {
     pub console: bool,
     /// Snapshots of the datastore: where they go and when the server takes them.
     pub snapshots: SnapshotSettings,
+    /// How often the datastore's disk space is reclaimed (sled rewrite, etcd compaction and
+    /// defragmentation).
+    pub datastore_compact_interval: std::time::Duration,
 }
 
 /// Where snapshots go and the schedule of `scheduled` ones (`None`: none are taken).
@@ -143,6 +147,7 @@ impl ServerConfig {
             datastore: None,
             console: true,
             snapshots: SnapshotSettings::default(),
+            datastore_compact_interval: std::time::Duration::from_secs(300),
         }
     }
 
@@ -286,16 +291,31 @@ pub async fn start(
     write_private(&node_token, &join_token)?;
 
     // 4. store
-    let (store, closing_store): (Arc<dyn mini_store::Store>, _) = match &config.datastore {
-        Some(etcd) => (
-            Arc::new(mini_etcdstore::EtcdStore::connect(etcd.clone()).await?),
-            None,
-        ),
-        None => {
-            let sled = Arc::new(mini_store::SledStore::open(&server_dir.join("db"))?);
-            (sled.clone() as Arc<dyn mini_store::Store>, Some(sled))
-        }
-    };
+    let (store, closing_store, reclaimable): (Arc<dyn mini_store::Store>, _, _) =
+        match &config.datastore {
+            Some(etcd) => {
+                let etcd = Arc::new(mini_etcdstore::EtcdStore::connect(etcd.clone()).await?);
+                (
+                    etcd.clone() as Arc<dyn mini_store::Store>,
+                    None,
+                    compaction::Reclaimable::Etcd(etcd),
+                )
+            }
+            None => {
+                let sled = Arc::new(mini_store::SledStore::open(&server_dir.join("db"))?);
+                (
+                    sled.clone() as Arc<dyn mini_store::Store>,
+                    Some(sled.clone()),
+                    compaction::Reclaimable::Sled(sled),
+                )
+            }
+        };
+    // 4a. the datastore's disk use stays bounded: old revisions and deleted keys' space go
+    tokio::spawn(compaction::run(
+        reclaimable,
+        config.datastore_compact_interval,
+        shutdown.clone(),
+    ));
     // snapshots read the store below the encryption layer (the keyring travels with them)
     let snapshot_source = match &closing_store {
         Some(sled) => mini_snapshot::Source::Sled(sled.clone()),
