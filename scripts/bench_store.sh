@@ -2,12 +2,13 @@
 # Datastore disk use and snapshot timings through a real `mini server --disable-agent`.
 #
 #   scripts/bench.sh store [--objects N] [--cycles N] [--size BYTES] [--settle SECS]
-#                          [--snapshot-objects N] [--backend sled|etcd|both]
+#                          [--snapshot-objects N] [--backend sled|etcd|both] [--compact-interval 30s]
 #
 # Disk use: CYCLES times, creates OBJECTS ConfigMaps of SIZE bytes each and deletes them again
 # (16 concurrent clients), printing the size of the sled data directory (without snapshots)
 # and, on etcd, each member's database size from etcd's status endpoint, after each phase
-# and again after SETTLE seconds (the server compacts online). Target: at most twice the live
+# and again after SETTLE seconds (the server reclaims space online every COMPACT_INTERVAL,
+# --datastore-compact-interval; its default is 5m). Target: at most twice the live
 # data plus the history window, flat across cycles.
 # Snapshots: SNAPSHOT_OBJECTS ConfigMaps, then the time of `mini snapshot save` and, with the
 # server stopped, `mini snapshot restore` (sled) or restore into etcd.
@@ -28,6 +29,7 @@ SIZE=1024
 SETTLE=20
 SNAPSHOT_OBJECTS=10000
 BACKEND=sled
+COMPACT_INTERVAL=30s
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --objects) OBJECTS=$2; shift 2 ;;
@@ -36,6 +38,7 @@ while [[ $# -gt 0 ]]; do
         --settle) SETTLE=$2; shift 2 ;;
         --snapshot-objects) SNAPSHOT_OBJECTS=$2; shift 2 ;;
         --backend) BACKEND=$2; shift 2 ;;
+        --compact-interval) COMPACT_INTERVAL=$2; shift 2 ;;
         *) echo "bench store: unknown flag $1" >&2; exit 2 ;;
     esac
 done
@@ -46,6 +49,7 @@ if [[ -z "${MINI_BIN:-}" ]]; then
     MINI_BIN="${CARGO_TARGET_DIR:-${ROOT}/target}/release/mini"
 fi
 WORK=$(mktemp -d /tmp/mini-bench-store.XXXXXX)
+export MINI_DATASTORE_COMPACT_INTERVAL=${COMPACT_INTERVAL}
 RESULTS=()
 
 cleanup() {
