@@ -12,6 +12,8 @@ use crate::{io_err, SnapshotError, KEYRING_FILE, KEYRING_PROGRESS_FILE};
 
 /// Concurrent writes while restoring into etcd.
 const ETCD_WRITERS: usize = 32;
+/// Where the servers' leader-election Leases are stored.
+const SERVER_LEASES: &str = "/registry/leases/kube-system/";
 
 /// What a restore did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,8 +117,15 @@ pub async fn restore_etcd(
     server_dir: &Path,
     snapshot: &Snapshot,
 ) -> Result<Restored, SnapshotError> {
-    let staged = stage_keyring(server_dir, snapshot)?;
     let existing = store.list("", None, 0).await?;
+    let holders = held_leases(&existing.items, chrono::Utc::now());
+    if !holders.is_empty() {
+        return Err(SnapshotError::Client(format!(
+            "servers still run on this etcd (leases held by {}): stop every server before restoring",
+            holders.join(", ")
+        )));
+    }
+    let staged = stage_keyring(server_dir, snapshot)?;
     let previous = existing.revision;
     stream::iter(existing.items.iter().map(Ok::<_, SnapshotError>))
         .try_for_each_concurrent(ETCD_WRITERS, |kv| async move {
@@ -140,6 +149,30 @@ pub async fn restore_etcd(
         keys: snapshot.items.len(),
         keyring,
     })
+}
+
+/// The holders of the servers' leader-election Leases renewed within their lease duration of
+/// `now`: servers that still run (a server that stopped cleanly released its Leases).
+fn held_leases(items: &[mini_store::KeyValue], now: chrono::DateTime<chrono::Utc>) -> Vec<String> {
+    let mut holders = Vec::new();
+    for kv in items.iter().filter(|kv| kv.key.starts_with(SERVER_LEASES)) {
+        let Ok(lease) = serde_json::from_slice::<serde_json::Value>(&kv.value) else {
+            continue;
+        };
+        let spec = &lease["spec"];
+        let holder = spec["holderIdentity"].as_str().unwrap_or_default();
+        let renewed = spec["renewTime"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        let duration = spec["leaseDurationSeconds"].as_i64().unwrap_or(15);
+        if let Some(renewed) = renewed {
+            let expires = renewed.with_timezone(&chrono::Utc) + chrono::Duration::seconds(duration);
+            if !holder.is_empty() && expires > now && !holders.iter().any(|h| h == holder) {
+                holders.push(holder.to_string());
+            }
+        }
+    }
+    holders
 }
 
 #[cfg(test)]
@@ -250,6 +283,49 @@ mod tests {
             .await
             .unwrap()
             .is_some());
+    }
+
+    fn lease(key: &str, holder: &str, renewed: &str) -> mini_store::KeyValue {
+        mini_store::KeyValue {
+            key: key.to_string(),
+            value: serde_json::to_vec(&serde_json::json!({
+                "kind": "Lease",
+                "spec": {"holderIdentity": holder, "renewTime": renewed, "leaseDurationSeconds": 15}
+            }))
+            .unwrap(),
+            create_revision: 1,
+            mod_revision: 1,
+        }
+    }
+
+    #[test]
+    fn held_leases_names_only_fresh_holders() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:20Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let items = vec![
+            lease(
+                "/registry/leases/kube-system/kube-scheduler",
+                "server-a",
+                "2026-01-01T00:00:10.000000Z",
+            ),
+            lease(
+                "/registry/leases/kube-system/kube-controller-manager",
+                "server-b",
+                "2026-01-01T00:00:01.000000Z",
+            ),
+            lease(
+                "/registry/leases/kube-system/released",
+                "",
+                "2026-01-01T00:00:19.000000Z",
+            ),
+            lease(
+                "/registry/leases/kube-node-lease/node-1",
+                "node-1",
+                "2026-01-01T00:00:19.000000Z",
+            ),
+        ];
+        assert_eq!(held_leases(&items, now), ["server-a"]);
     }
 
     #[tokio::test]
