@@ -55,6 +55,8 @@ pub struct SledStore {
     write: Mutex<WriteState>,
     /// The latest applied revision, readable without the write lock.
     revision: AtomicU64,
+    /// Bytes of the stored keys and values (kept up to date by every write).
+    live: AtomicU64,
     commit: GroupCommit,
 }
 
@@ -117,6 +119,7 @@ impl SledStore {
         db.apply_batch(batch)
             .and_then(|()| db.flush().map(drop))
             .map_err(|e| backend("recording the store as open", e))?;
+        let live = compact::live_bytes(&db)?;
         let db: SharedDb = Arc::new(RwLock::new(Some(db)));
         let commit = GroupCommit::start(Arc::clone(&db), revision)?;
         Ok(SledStore {
@@ -128,6 +131,7 @@ impl SledStore {
                 closed: false,
             }),
             revision: AtomicU64::new(revision),
+            live: AtomicU64::new(live),
             commit,
         })
     }
@@ -181,6 +185,9 @@ impl SledStore {
             ));
         }
         let current = self.read(key)?;
+        let old_size = current.as_ref().map_or(0, |kv| {
+            (1 + kv.key.len() + HEADER_LEN + kv.value.len()) as u64
+        });
         let revision = state.revision + 1;
         let mut batch = sled::Batch::default();
         let (event, outcome) = match op {
@@ -236,6 +243,12 @@ impl SledStore {
             .apply_batch(batch)
             .map_err(|e| backend(format!("writing {key} at revision {revision}"), e))?;
         state.revision = revision;
+        let new_size = match &outcome {
+            Outcome::Put(kv) => (1 + kv.key.len() + HEADER_LEN + kv.value.len()) as u64,
+            Outcome::Deleted(_) => 0,
+        };
+        self.live.fetch_add(new_size, Ordering::Relaxed);
+        self.live.fetch_sub(old_size, Ordering::Relaxed);
         self.revision.store(revision, Ordering::Release);
         state.hub.publish(event);
         Ok(outcome)

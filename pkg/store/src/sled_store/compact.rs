@@ -11,7 +11,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{backend, lock, SledStore};
+use std::sync::atomic::Ordering;
+
+use super::{backend, lock, SledStore, DATA_PREFIX};
 use crate::StoreError;
 
 /// The store rewrites its database when the file exceeds twice the live data by this much.
@@ -107,6 +109,16 @@ fn swap_in(path: &Path, next: &Path, names: &[&str]) -> Result<(), StoreError> {
     fs::remove_dir_all(next).map_err(io(next, "removing"))
 }
 
+/// Bytes of every stored key and value (counted once at open; writes keep the count).
+pub(crate) fn live_bytes(db: &sled::Db) -> Result<u64, StoreError> {
+    let mut live = 0u64;
+    for entry in db.scan_prefix([DATA_PREFIX]) {
+        let (key, value) = entry.map_err(|e| backend("measuring the live data", e))?;
+        live += (key.len() + value.len()) as u64;
+    }
+    Ok(live)
+}
+
 /// Opens sled at `path`, waiting while the threads of a just-closed database there still
 /// hold its lock.
 fn reopen(path: &Path) -> Result<sled::Db, StoreError> {
@@ -131,18 +143,13 @@ fn reopen(path: &Path) -> Result<sled::Db, StoreError> {
 impl SledStore {
     /// The database's size on disk and the bytes of its keys and values.
     pub fn space(&self) -> Result<SledSpace, StoreError> {
-        let db = self.db()?;
-        let on_disk = db
+        let on_disk = self
+            .db()?
             .size_on_disk()
             .map_err(|e| backend("measuring the database", e))?;
-        let mut live = 0u64;
-        for entry in db.iter() {
-            let (key, value) = entry.map_err(|e| backend("measuring the live data", e))?;
-            live += (key.len() + value.len()) as u64;
-        }
         Ok(SledSpace {
             on_disk,
-            live,
+            live: self.live.load(Ordering::Relaxed),
             rewritten: false,
         })
     }

@@ -438,8 +438,10 @@ async fn reclaim_space_after_deleting_keys_gives_space_back_and_keeps_the_rest()
     assert!(!dir.path().join("db.rewrite").exists());
     // a second pass finds nothing to do
     assert!(!store.reclaim_space(false).unwrap().rewritten);
+    let live = store.space().unwrap().live;
     drop(store);
     let store = open_path(&db_dir);
+    assert_eq!(store.space().unwrap().live, live, "the count kept by writes matches a scan");
     assert_eq!(store.current_revision(), kv.mod_revision);
     assert_eq!(
         store.get("/after").await.unwrap().unwrap().value,
