@@ -2,9 +2,10 @@
 //! until its segment cleaner relocates them, which in practice leaves a data directory far
 //! larger than the live data after keys are deleted (and growing from one create/delete cycle
 //! to the next). When the file holds more than twice the live data plus [`REWRITE_SLACK`],
-//! the store copies the live keys into a fresh database beside it (`<dir>.rewrite`), marks the
-//! copy complete, closes the old one and moves the new files in, then reopens; writes wait
-//! meanwhile, reads wait for the swap only. An interrupted swap is finished by the next open;
+//! the store copies the live keys into a fresh database beside it (`<dir>.rewrite`) while
+//! writes go on, then, with writes waiting, replays the changes made meanwhile from the watch
+//! history, marks the copy complete, closes the old database, moves the new files in and
+//! reopens; reads wait only for the swap. An interrupted swap is finished by the next open;
 //! an interrupted copy is discarded.
 
 use std::fs;
@@ -13,8 +14,9 @@ use std::time::Duration;
 
 use std::sync::atomic::Ordering;
 
-use super::{backend, lock, SledStore, DATA_PREFIX};
+use super::{backend, data_key, encode, lock, SledStore, DATA_PREFIX, REVISION_KEY};
 use crate::StoreError;
+use crate::WatchEvent;
 
 /// The store rewrites its database when the file exceeds twice the live data by this much.
 pub const REWRITE_SLACK: u64 = 8 << 20;
@@ -162,8 +164,7 @@ impl SledStore {
         if !force && before.on_disk <= 2 * before.live + REWRITE_SLACK {
             return Ok(before);
         }
-        let state = lock(&self.write);
-        if state.closed {
+        if lock(&self.write).closed {
             return Err(StoreError::Backend(
                 "the store is closed: the server is shutting down".to_string(),
             ));
@@ -172,13 +173,15 @@ impl SledStore {
         if next.exists() {
             fs::remove_dir_all(&next).map_err(io(&next, "removing"))?;
         }
-        // 1. copy every key into a fresh database and mark the copy complete
+        let fresh = sled::Config::new()
+            .path(&next)
+            .open()
+            .map_err(|e| backend(format!("creating {}", next.display()), e))?;
+        // 1. copy every key while writes go on; the copy holds each key as of some revision
+        //    at or after `start`
+        let start = lock(&self.write).revision;
         {
             let db = self.db()?;
-            let fresh = sled::Config::new()
-                .path(&next)
-                .open()
-                .map_err(|e| backend(format!("creating {}", next.display()), e))?;
             let mut batch = sled::Batch::default();
             let mut pending = 0;
             for entry in db.iter() {
@@ -194,9 +197,45 @@ impl SledStore {
             }
             fresh
                 .apply_batch(batch)
-                .and_then(|()| fresh.flush().map(drop))
                 .map_err(|e| backend("writing the rewritten database", e))?;
         }
+        // 2. with writes waiting: replay every change since `start` from the watch history
+        //    (or copy again if the history no longer reaches back), then mark the copy whole
+        let state = lock(&self.write);
+        if state.closed {
+            return Err(StoreError::Backend(
+                "the store is closed: the server is shutting down".to_string(),
+            ));
+        }
+        let mut batch = sled::Batch::default();
+        match state.hub.events_after(start) {
+            Some(events) => {
+                for event in events {
+                    match event {
+                        WatchEvent::Put { kv, .. } => batch.insert(
+                            data_key(&kv.key),
+                            encode(kv.create_revision, kv.mod_revision, &kv.value),
+                        ),
+                        WatchEvent::Delete(deleted) => batch.remove(data_key(&deleted.prev.key)),
+                    }
+                }
+            }
+            None => {
+                for entry in fresh.iter().keys() {
+                    batch.remove(entry.map_err(|e| backend("reading the copy", e))?);
+                }
+                for entry in self.db()?.iter() {
+                    let (key, value) = entry.map_err(|e| backend("copying the database", e))?;
+                    batch.insert(key, value);
+                }
+            }
+        }
+        batch.insert(REVISION_KEY, &state.revision.to_be_bytes());
+        fresh
+            .apply_batch(batch)
+            .and_then(|()| fresh.flush().map(drop))
+            .map_err(|e| backend("writing the rewritten database", e))?;
+        drop(fresh);
         let mut names = Vec::new();
         for entry in fs::read_dir(&next).map_err(io(&next, "reading"))? {
             let entry = entry.map_err(io(&next, "reading"))?;
@@ -207,7 +246,7 @@ impl SledStore {
             .and_then(|()| fs::File::open(&manifest)?.sync_all())
             .map_err(io(&manifest, "writing"))?;
         sync_dir(&next)?;
-        // 2. close the old database (readers wait from here), move the copy in, reopen
+        // 3. close the old database (readers wait from here), move the copy in, reopen
         let mut slot = self
             .db
             .write()

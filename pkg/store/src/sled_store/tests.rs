@@ -441,7 +441,11 @@ async fn reclaim_space_after_deleting_keys_gives_space_back_and_keeps_the_rest()
     let live = store.space().unwrap().live;
     drop(store);
     let store = open_path(&db_dir);
-    assert_eq!(store.space().unwrap().live, live, "the count kept by writes matches a scan");
+    assert_eq!(
+        store.space().unwrap().live,
+        live,
+        "the count kept by writes matches a scan"
+    );
     assert_eq!(store.current_revision(), kv.mod_revision);
     assert_eq!(
         store.get("/after").await.unwrap().unwrap().value,
@@ -510,4 +514,60 @@ async fn open_discards_unfinished_rewrite() {
     assert!(store.get("/old").await.unwrap().is_some());
     assert!(store.get("/new").await.unwrap().is_none());
     assert!(!dir.path().join("db.rewrite").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reclaim_space_during_writes_keeps_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(&dir));
+    churn(&store, 2000, 4096).await;
+    for i in 0..500 {
+        store
+            .create(&format!("/base/{i:04}"), vec![b'b'; 512])
+            .await
+            .unwrap();
+    }
+    let writer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..600 {
+                let kv = store
+                    .create(&format!("/during/{i:04}"), vec![b'd'; 256])
+                    .await
+                    .unwrap();
+                if i % 3 == 0 && i < 500 {
+                    store.delete(&format!("/base/{i:04}"), None).await.unwrap();
+                }
+                acked.push(kv);
+            }
+            acked
+        })
+    };
+    let reclaimer = {
+        let store = Arc::clone(&store);
+        tokio::task::spawn_blocking(move || store.reclaim_space(true).unwrap())
+    };
+    assert!(reclaimer.await.unwrap().rewritten);
+    let acked = writer.await.unwrap();
+    for kv in &acked {
+        assert_eq!(
+            store.get(&kv.key).await.unwrap().as_ref(),
+            Some(kv),
+            "{}",
+            kv.key
+        );
+    }
+    for i in 0..500 {
+        let present = store.get(&format!("/base/{i:04}")).await.unwrap().is_some();
+        assert_eq!(present, i % 3 != 0, "/base/{i:04}");
+    }
+    let revision = store.current_revision();
+    drop(store);
+    let store = open(&dir);
+    assert_eq!(store.current_revision(), revision);
+    assert_eq!(
+        store.list("/during/", None, 0).await.unwrap().items.len(),
+        600
+    );
 }
