@@ -571,3 +571,16 @@ async fn reclaim_space_during_writes_keeps_every_acknowledged_write() {
         600
     );
 }
+
+#[tokio::test]
+async fn reclaim_space_keeps_the_watch_window_and_refuses_older() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open_with_history(dir.path(), 100).unwrap();
+    churn(&store, 300, 1024).await;
+    assert!(store.reclaim_space(true).unwrap().rewritten);
+    let current = store.current_revision();
+    let err = store.watch("/", current - 150).unwrap_err();
+    assert!(matches!(err, StoreError::Compacted { .. }), "{err}");
+    let mut rx = store.watch("/churn/", current - 50).unwrap();
+    assert_eq!(next(&mut rx).await.revision(), current - 49);
+}
