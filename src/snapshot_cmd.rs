@@ -156,19 +156,10 @@ fn print_entries(entries: &[mini_snapshot::Entry], output: &str) -> anyhow::Resu
 }
 
 async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
-    let dir = args.dir.dir();
-    let path = mini_snapshot::resolve(&dir, &args.file)?;
-    // the whole file is checked before anything is touched
-    let snapshot =
-        mini_snapshot::load(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let path = mini_snapshot::resolve(&args.dir.dir(), &args.file)?;
+    let etcd = datastore_cmd::etcd_config(args.datastore)?;
     let server_dir = args.dir.data_dir.join("server");
-    let restored = match datastore_cmd::etcd_config(args.datastore)? {
-        None => mini_snapshot::restore_sled(&server_dir, &snapshot)?,
-        Some(etcd) => {
-            let store = mini_etcdstore::EtcdStore::connect(etcd).await?;
-            mini_snapshot::restore_etcd(&store, &server_dir, &snapshot).await?
-        }
-    };
+    let (snapshot, restored) = mini_snapshot::restore_file(&server_dir, &path, etcd).await?;
     println!(
         "restored {} keys of {} (revision {}, {}) from {}{}; revisions continue at {} (above {} issued before), older ones answer 410",
         restored.keys,

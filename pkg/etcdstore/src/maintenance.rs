@@ -9,7 +9,7 @@ use crate::pb::etcdserverpb::{CompactionRequest, DefragmentRequest, StatusReques
 use crate::{describe_status, EtcdStore};
 use mini_store::{Revision, StoreError};
 
-/// A member is defragmented when its free pages exceed both the pages in use and this.
+/// A member is defragmented when its free pages exceed both half the pages in use and this.
 pub const DEFRAGMENT_MIN_FREE: i64 = 4 << 20;
 
 /// The file of one member.
@@ -75,7 +75,7 @@ impl EtcdStore {
 
     /// Compacts etcd to the oldest revision the watch history still serves (older ones already
     /// answer `Compacted`), then defragments, one at a time, each member whose free pages exceed
-    /// both its pages in use and [`DEFRAGMENT_MIN_FREE`]. A member defragmenting briefly stops
+    /// both half its pages in use and [`DEFRAGMENT_MIN_FREE`]. A member defragmenting briefly stops
     /// answering; the others serve meanwhile.
     pub async fn reclaim_space(&self) -> Result<SpaceReport, StoreError> {
         let floor = self.oldest_retained_revision().saturating_sub(1);
@@ -101,7 +101,7 @@ impl EtcdStore {
         let mut members = self.member_space().await?;
         for member in &mut members {
             let free = member.db_size - member.db_size_in_use;
-            if free <= member.db_size_in_use || free <= DEFRAGMENT_MIN_FREE {
+            if free <= member.db_size_in_use / 2 || free <= DEFRAGMENT_MIN_FREE {
                 continue;
             }
             let mut client = self.maintenance(&member.endpoint).await?;

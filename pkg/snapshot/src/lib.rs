@@ -22,7 +22,7 @@ mod source;
 pub use client::save_via_server;
 pub use dir::{default_dir, delete, list, prune, resolve, write, Entry};
 pub use format::{read_header, Header, Snapshot, FORMAT, MAGIC, VERSION};
-pub use restore::{load, restore_etcd, restore_sled, Restored};
+pub use restore::{load, restore_etcd, restore_file, restore_sled, Restored};
 pub use route::{install, SAVE_PATH};
 pub use schedule::{parse_cron, run_schedule, Schedule, DEFAULT_CRON, DEFAULT_KEEP};
 pub use source::{Snapshotter, Source};

@@ -32,6 +32,27 @@ pub fn load(path: &Path) -> Result<Snapshot, SnapshotError> {
     Snapshot::decode(&bytes)
 }
 
+/// Restores the snapshot file at `path` into the stopped cluster of `server_dir`: its sled
+/// store, or the etcd cluster of `etcd`. The whole file is checked before anything is touched.
+pub async fn restore_file(
+    server_dir: &Path,
+    path: &Path,
+    etcd: Option<mini_etcdstore::EtcdConfig>,
+) -> Result<(Snapshot, Restored), SnapshotError> {
+    let snapshot = load(path).map_err(|e| match e {
+        SnapshotError::Io { .. } => e,
+        other => SnapshotError::Client(format!("{}: {other}", path.display())),
+    })?;
+    let restored = match etcd {
+        None => restore_sled(server_dir, &snapshot)?,
+        Some(config) => {
+            let store = mini_etcdstore::EtcdStore::connect(config).await?;
+            restore_etcd(&store, server_dir, &snapshot).await?
+        }
+    };
+    Ok((snapshot, restored))
+}
+
 /// The keyring written beside its final place, to be renamed over it once the store is
 /// restored (so a refused store restore leaves the keyring as it was).
 struct StagedKeyring {
