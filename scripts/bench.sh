@@ -21,6 +21,7 @@ usage() {
     echo "usage: $0 netpol [--policies N] [--connects N]" >&2
     echo "usage: $0 registry [--runs N] [--seconds N] [--concurrency N]" >&2
     echo "usage: $0 ha [--quick] [mini-bench-api flags...]" >&2
+    echo "usage: $0 store|snapshot [--objects N] [--cycles N] [--settle SECS] [--snapshot-objects N] [--backend sled|etcd|both]" >&2
     echo "usage: $0 api [--quick] [--pods N] [--creates N] [--concurrency N] [--watchers N] [--samples N] [--watch-updates N]" >&2
 }
 
@@ -669,6 +670,9 @@ main() {
         ha)
             build_release
             "${ROOT}/scripts/bench_ha.sh" "$@"
+            ;;
+        store | snapshot)
+            "${ROOT}/scripts/bench_store.sh" "$@"
             ;;
         -h | --help)
             usage

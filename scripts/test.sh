@@ -144,6 +144,9 @@ e2e() {
   log "end-to-end: secrets encryption at rest (sealed in the datastore, rotate-keys, reencrypt, restart, off, 403)"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/secrets_encrypt.sh 2>&1 | tee "$LOGS/e2e-secrets-encrypt.log" || true
   count_plain "$LOGS/e2e-secrets-encrypt.log"
+  log "end-to-end: snapshots (save, delete a namespace, restore refused while running or corrupt, restore, 410 and relist, scheduled and pruned)"
+  MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/snapshot.sh 2>&1 | tee "$LOGS/e2e-snapshot.log" || true
+  count_plain "$LOGS/e2e-snapshot.log"
   log "end-to-end: accounts (mini user, login sessions, CSRF, restart, kubeconfig download, escalation, audit log)"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/accounts.sh 2>&1 | tee "$LOGS/e2e-accounts.log" || true
   count_plain "$LOGS/e2e-accounts.log"

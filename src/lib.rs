@@ -15,6 +15,7 @@ pub mod install_cmd;
 pub mod observe_cmd;
 pub mod registry_cmd;
 pub mod secrets_cmd;
+pub mod snapshot_cmd;
 pub mod token_cmd;
 pub mod user_cmd;
 
@@ -79,6 +80,10 @@ pub enum Command {
     /// Certificates: list them with their expiry (check), renew now (rotate), rotate the CA.
     #[command(subcommand)]
     Certificate(certificate_cmd::CertificateCommand),
+    /// Datastore snapshots: save (from the running server), ls, delete, prune, restore (into
+    /// a stopped cluster).
+    #[command(subcommand)]
+    Snapshot(snapshot_cmd::SnapshotCommand),
 }
 
 /// How this machine runs as a node: shared by `mini agent` and the agent inside `mini server`.
@@ -324,6 +329,8 @@ pub struct ServerArgs {
     /// are renewed online at two thirds of it.
     #[arg(long, env = "MINI_CERT_LIFETIME", default_value = "365d", value_parser = mini_certs::parse_lifetime)]
     pub cert_lifetime: std::time::Duration,
+    #[command(flatten)]
+    pub snapshots: snapshot_cmd::SnapshotServerArgs,
 }
 
 fn run_server(args: ServerArgs) -> anyhow::Result<()> {
@@ -379,6 +386,8 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         anyhow::bail!("--cert-lifetime must be at least 1m");
     }
     config.cert_lifetime = args.cert_lifetime;
+    config.snapshots = snapshot_cmd::snapshot_settings(&args.snapshots)?;
+    config.datastore_compact_interval = args.snapshots.datastore_compact_interval;
     config.datastore = datastore_cmd::etcd_config(args.datastore)?;
     config.registry = if disable_registry {
         None
@@ -660,6 +669,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Certificate(cmd) => certificate_cmd::run_certificate(cmd),
         Command::Logs(cmd) => observe_cmd::run_logs(cmd),
         Command::User(cmd) => user_cmd::run_user(cmd),
+        Command::Snapshot(cmd) => snapshot_cmd::run_snapshot(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,6 +11,7 @@
 
 mod client;
 mod convert;
+mod maintenance;
 mod watch;
 
 /// The etcd v3 API, generated from the vendored `proto/` files and committed (building needs no
@@ -36,6 +37,8 @@ use mini_store::{
     Deleted, Hub, KeyValue, ListPage, Revision, Store, StoreError, WatchReceiver,
     DEFAULT_HISTORY_EVENTS, WATCH_CHANNEL_CAPACITY,
 };
+
+pub use maintenance::{MemberSpace, SpaceReport};
 
 use client::Etcd;
 use convert::{
@@ -136,6 +139,8 @@ pub struct EtcdStore {
     shared: Arc<Shared>,
     timeout: Duration,
     watch_task: tokio::task::JoinHandle<()>,
+    /// For per-member maintenance (status, defragmentation).
+    config: EtcdConfig,
 }
 
 impl Drop for EtcdStore {
@@ -215,6 +220,7 @@ impl EtcdStore {
             shared,
             timeout: config.request_timeout,
             watch_task,
+            config,
         })
     }
 

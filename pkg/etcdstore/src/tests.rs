@@ -212,3 +212,47 @@ async fn wrong_endpoint_fails_naming_it() {
         .expect("no endpoints");
     assert!(matches!(err, EtcdError::NoEndpoints), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reclaim_space_compacts_behind_history_and_defragments_members() {
+    let cluster = Cluster::start().await;
+    let mut config = cluster.config();
+    config.history_events = 100;
+    let store = EtcdStore::connect(config).await.unwrap();
+    let value = vec![b'x'; 4096];
+    for round in 0..2 {
+        for i in 0..1500 {
+            store
+                .create(&format!("/churn/{i:05}"), value.clone())
+                .await
+                .unwrap();
+        }
+        for i in 0..1500 {
+            store.delete(&format!("/churn/{i:05}"), None).await.unwrap();
+        }
+        let _ = round;
+    }
+    let live = store.create("/kept", b"v".to_vec()).await.unwrap();
+    // the watch cache has seen every write once its history moved past them
+    for _ in 0..100 {
+        if store.oldest_retained_revision() > live.mod_revision - 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = store.member_space().await.unwrap();
+    let report = store.reclaim_space().await.unwrap();
+    assert!(report.compacted >= live.mod_revision - 100, "{report:?}");
+    assert_eq!(report.members.len(), 3);
+    for (member, earlier) in report.members.iter().zip(&before) {
+        assert!(member.defragmented, "{member:?} (before: {earlier:?})");
+        assert!(
+            member.db_size < earlier.db_size,
+            "{member:?} (before: {earlier:?})"
+        );
+    }
+    // revisions behind the window are gone from etcd, the live key is not
+    assert_eq!(store.get("/kept").await.unwrap().unwrap().value, b"v");
+    let err = store.watch("/", report.compacted - 1).unwrap_err();
+    assert!(matches!(err, StoreError::Compacted { .. }), "{err}");
+}

@@ -1,6 +1,7 @@
 //! `mini server`: reads its config, ensures the PKI and join token, opens the store, and runs
 //! the API server. The start order below is the order of this file's `run`.
 
+mod compaction;
 mod registry;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -56,6 +57,32 @@ pub struct ServerConfig {
     /// How long leaf certificates are issued for (`--cert-lifetime`); renewed online at two
     /// thirds of it.
     pub cert_lifetime: std::time::Duration,
+    /// Snapshots of the datastore: where they go and when the server takes them.
+    pub snapshots: SnapshotSettings,
+    /// How often the datastore's disk space is reclaimed (sled rewrite, etcd compaction and
+    /// defragmentation).
+    pub datastore_compact_interval: std::time::Duration,
+}
+
+/// Where snapshots go and the schedule of `scheduled` ones (`None`: none are taken).
+#[derive(Debug, Clone)]
+pub struct SnapshotSettings {
+    /// Default: `<data-dir>/server/db/snapshots`.
+    pub dir: Option<PathBuf>,
+    pub schedule: Option<mini_snapshot::Schedule>,
+}
+
+impl Default for SnapshotSettings {
+    fn default() -> Self {
+        SnapshotSettings {
+            dir: None,
+            schedule: mini_snapshot::parse_cron(
+                mini_snapshot::DEFAULT_CRON,
+                mini_snapshot::DEFAULT_KEEP,
+            )
+            .ok(),
+        }
+    }
 }
 
 /// An upstream the registry pulls through from for mirrored hosts.
@@ -123,6 +150,8 @@ impl ServerConfig {
             datastore: None,
             console: true,
             cert_lifetime: std::time::Duration::from_secs(365 * 86_400),
+            snapshots: SnapshotSettings::default(),
+            datastore_compact_interval: std::time::Duration::from_secs(300),
         }
     }
 
@@ -319,15 +348,35 @@ pub async fn start(
     write_private(&node_token, &join_token)?;
 
     // 4. store
-    let (store, closing_store): (Arc<dyn mini_store::Store>, _) = match &config.datastore {
-        Some(etcd) => (
-            Arc::new(mini_etcdstore::EtcdStore::connect(etcd.clone()).await?),
-            None,
-        ),
-        None => {
-            let sled = Arc::new(mini_store::SledStore::open(&server_dir.join("db"))?);
-            (sled.clone() as Arc<dyn mini_store::Store>, Some(sled))
-        }
+    let (store, closing_store, reclaimable): (Arc<dyn mini_store::Store>, _, _) =
+        match &config.datastore {
+            Some(etcd) => {
+                let etcd = Arc::new(mini_etcdstore::EtcdStore::connect(etcd.clone()).await?);
+                (
+                    etcd.clone() as Arc<dyn mini_store::Store>,
+                    None,
+                    compaction::Reclaimable::Etcd(etcd),
+                )
+            }
+            None => {
+                let sled = Arc::new(mini_store::SledStore::open(&server_dir.join("db"))?);
+                (
+                    sled.clone() as Arc<dyn mini_store::Store>,
+                    Some(sled.clone()),
+                    compaction::Reclaimable::Sled(sled),
+                )
+            }
+        };
+    // 4a. the datastore's disk use stays bounded: old revisions and deleted keys' space go
+    tokio::spawn(compaction::run(
+        reclaimable,
+        config.datastore_compact_interval,
+        shutdown.clone(),
+    ));
+    // snapshots read the store below the encryption layer (the keyring travels with them)
+    let snapshot_source = match &closing_store {
+        Some(sled) => mini_snapshot::Source::Sled(sled.clone()),
+        None => mini_snapshot::Source::Etcd(store.clone()),
     };
     // 4b. encryption at rest: values of Secrets sealed with the keyring in cred/
     let encryption =
@@ -358,6 +407,26 @@ pub async fn start(
     mini_encryption::install(&api, encryption.clone());
     encryption.start(shutdown.clone());
     let closing_encryption = encryption.clone();
+
+    // 5a. snapshots: POST /v1-mini/snapshot/save, and the scheduled ones
+    let snapshot_dir = config
+        .snapshots
+        .dir
+        .clone()
+        .unwrap_or_else(|| mini_snapshot::default_dir(&config.data_dir));
+    let snapshotter = Arc::new(mini_snapshot::Snapshotter::new(
+        snapshot_source,
+        &server_dir,
+        &snapshot_dir,
+    ));
+    mini_snapshot::install(&api, snapshotter.clone());
+    if let Some(schedule) = config.snapshots.schedule.clone() {
+        tokio::spawn(mini_snapshot::run_schedule(
+            snapshotter,
+            schedule,
+            shutdown.clone(),
+        ));
+    }
 
     // 5b. the embedded image registry under /v2/, pulled from by every node
     let registry_hosts = vec![

@@ -6,7 +6,7 @@
 //! target is durable. Writers that arrive while a flush is running are served by the next one,
 //! so concurrent writers share fsyncs.
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 
 use tokio::sync::watch;
@@ -16,6 +16,41 @@ use crate::{Revision, StoreError};
 /// Locks `mutex`, ignoring poisoning: the guarded state is kept consistent by every holder.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The sled database, shared by the store and the flush thread; replaced (under a write
+/// guard) when the store rewrites it to give space back.
+pub(crate) type SharedDb = Arc<RwLock<Option<sled::Db>>>;
+
+/// Read-locks `lock`, ignoring poisoning like [`lock`].
+pub(crate) fn read_lock<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The open database, held for as long as the guard lives.
+pub(crate) struct DbGuard<'a>(RwLockReadGuard<'a, Option<sled::Db>>);
+
+impl<'a> DbGuard<'a> {
+    pub(crate) fn new(guard: RwLockReadGuard<'a, Option<sled::Db>>) -> Result<Self, StoreError> {
+        if guard.is_none() {
+            return Err(StoreError::Backend(
+                "the store's database could not be reopened after rewriting it; restart the server"
+                    .to_string(),
+            ));
+        }
+        Ok(DbGuard(guard))
+    }
+}
+
+impl std::ops::Deref for DbGuard<'_> {
+    type Target = sled::Db;
+
+    fn deref(&self) -> &sled::Db {
+        match &*self.0 {
+            Some(db) => db,
+            None => unreachable!("a DbGuard is only made over an open database"),
+        }
+    }
 }
 
 /// What the flusher has achieved so far.
@@ -50,7 +85,7 @@ pub(crate) struct GroupCommit {
 
 impl GroupCommit {
     /// Starts the flusher thread; `durable` is the revision already on disk.
-    pub(crate) fn start(db: sled::Db, durable: Revision) -> Result<GroupCommit, StoreError> {
+    pub(crate) fn start(db: SharedDb, durable: Revision) -> Result<GroupCommit, StoreError> {
         let (status, _) = watch::channel(FlushStatus {
             durable,
             failed: None,
@@ -121,7 +156,7 @@ impl Drop for GroupCommit {
 }
 
 /// The flusher loop: flush whenever a writer asked for a revision not yet covered by a flush.
-fn run(shared: &Shared, db: &sled::Db) {
+fn run(shared: &Shared, db: &RwLock<Option<sled::Db>>) {
     loop {
         let target = {
             let mut pending = lock(&shared.pending);
@@ -142,12 +177,15 @@ fn run(shared: &Shared, db: &sled::Db) {
         };
         // Every write with revision <= target was applied before it was requested, hence
         // before this flush starts: one successful flush makes all of them durable.
-        let result = db.flush();
+        let result = match &*read_lock(db) {
+            Some(db) => db.flush().map(drop).map_err(|e| e.to_string()),
+            None => Err("the database is not open".to_string()),
+        };
         shared.status.send_modify(|status| match result {
             Ok(_) => status.durable = status.durable.max(target),
             Err(error) => {
                 tracing::error!(%error, target, "flushing the store failed");
-                status.failed = Some((target, error.to_string()));
+                status.failed = Some((target, error));
             }
         });
     }

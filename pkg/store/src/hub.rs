@@ -168,6 +168,18 @@ impl Hub {
         Ok(rx)
     }
 
+    /// Every retained event with a revision above `after`, in order; `None` when some of them
+    /// are no longer retained.
+    pub fn events_after(&self, after: Revision) -> Option<Vec<WatchEvent>> {
+        if after < self.floor {
+            return None;
+        }
+        let start = self
+            .history
+            .partition_point(|event| event.revision() <= after);
+        Some(self.history.iter().skip(start).cloned().collect())
+    }
+
     /// Drops history up to and including `revision` (never beyond `current`).
     pub fn compact(&mut self, revision: Revision, current: Revision) {
         let upto = revision.min(current);

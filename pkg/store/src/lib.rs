@@ -11,7 +11,9 @@ mod sled_store;
 
 pub use hub::Hub;
 
-pub use sled_store::{SledStore, DEFAULT_HISTORY_EVENTS, WATCH_CHANNEL_CAPACITY};
+pub use sled_store::{
+    restore_sled, Restored, SledSpace, SledStore, DEFAULT_HISTORY_EVENTS, WATCH_CHANNEL_CAPACITY,
+};
 
 use async_trait::async_trait;
 

@@ -6,13 +6,13 @@
 //! `c` exists only while the store is closed cleanly (see [`RESTART_REVISION_GAP`]).
 
 use std::ops::Bound;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 
-use crate::flush::{lock, GroupCommit};
+use crate::flush::{lock, read_lock, DbGuard, GroupCommit, SharedDb};
 use crate::hub::Hub;
 use crate::{Deleted, KeyValue, ListPage, Revision, Store, StoreError, WatchEvent, WatchReceiver};
 
@@ -48,10 +48,15 @@ struct WriteState {
 /// A [`Store`] on a sled database. Share it as `Arc<dyn Store>`; dropping it stops the flush
 /// thread and closes every watch channel.
 pub struct SledStore {
-    db: sled::Db,
+    /// Replaced only while the write lock is held, when [`SledStore::reclaim_space`] rewrites
+    /// the database; `None` only if reopening after a rewrite failed.
+    db: SharedDb,
+    path: PathBuf,
     write: Mutex<WriteState>,
     /// The latest applied revision, readable without the write lock.
     revision: AtomicU64,
+    /// Bytes of the stored keys and values (kept up to date by every write).
+    live: AtomicU64,
     commit: GroupCommit,
 }
 
@@ -82,6 +87,7 @@ impl SledStore {
 
     /// Opens (or creates) the store at `path`, keeping `history_events` events for watch replay.
     pub fn open_with_history(path: &Path, history_events: usize) -> Result<SledStore, StoreError> {
+        compact::finish_interrupted_rewrite(path)?;
         let db = sled::Config::new()
             .path(path)
             .open()
@@ -113,15 +119,19 @@ impl SledStore {
         db.apply_batch(batch)
             .and_then(|()| db.flush().map(drop))
             .map_err(|e| backend("recording the store as open", e))?;
-        let commit = GroupCommit::start(db.clone(), revision)?;
+        let live = compact::live_bytes(&db)?;
+        let db: SharedDb = Arc::new(RwLock::new(Some(db)));
+        let commit = GroupCommit::start(Arc::clone(&db), revision)?;
         Ok(SledStore {
             db,
+            path: path.to_path_buf(),
             write: Mutex::new(WriteState {
                 revision,
                 hub: Hub::new(history_events, revision, WATCH_CHANNEL_CAPACITY),
                 closed: false,
             }),
             revision: AtomicU64::new(revision),
+            live: AtomicU64::new(live),
             commit,
         })
     }
@@ -134,10 +144,10 @@ impl SledStore {
             return Ok(());
         }
         state.closed = true;
-        self.db
-            .flush()
-            .and_then(|_| self.db.insert(CLEAN_CLOSE_KEY, &[] as &[u8]))
-            .and_then(|_| self.db.flush())
+        let db = self.db()?;
+        db.flush()
+            .and_then(|_| db.insert(CLEAN_CLOSE_KEY, &[] as &[u8]))
+            .and_then(|_| db.flush())
             .map_err(|e| backend("closing the store", e))?;
         Ok(())
     }
@@ -152,8 +162,13 @@ impl SledStore {
         lock(&self.write).hub.watcher_count()
     }
 
+    /// The database, for as long as the guard lives.
+    fn db(&self) -> Result<DbGuard<'_>, StoreError> {
+        DbGuard::new(read_lock(&self.db))
+    }
+
     fn read(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        self.db
+        self.db()?
             .get(data_key(key))
             .map_err(|e| backend(format!("reading {key}"), e))?
             .map(|bytes| decode(key.to_string(), &bytes))
@@ -170,6 +185,9 @@ impl SledStore {
             ));
         }
         let current = self.read(key)?;
+        let old_size = current.as_ref().map_or(0, |kv| {
+            (1 + kv.key.len() + HEADER_LEN + kv.value.len()) as u64
+        });
         let revision = state.revision + 1;
         let mut batch = sled::Batch::default();
         let (event, outcome) = match op {
@@ -221,10 +239,16 @@ impl SledStore {
             }
         };
         batch.insert(REVISION_KEY, &revision.to_be_bytes());
-        self.db
+        self.db()?
             .apply_batch(batch)
             .map_err(|e| backend(format!("writing {key} at revision {revision}"), e))?;
         state.revision = revision;
+        let new_size = match &outcome {
+            Outcome::Put(kv) => (1 + kv.key.len() + HEADER_LEN + kv.value.len()) as u64,
+            Outcome::Deleted(_) => 0,
+        };
+        self.live.fetch_add(new_size, Ordering::Relaxed);
+        self.live.fetch_sub(old_size, Ordering::Relaxed);
         self.revision.store(revision, Ordering::Release);
         state.hub.publish(event);
         Ok(outcome)
@@ -279,7 +303,8 @@ impl Store for SledStore {
         };
         let mut items = Vec::new();
         let mut more = false;
-        for entry in self.db.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
+        let db = self.db()?;
+        for entry in db.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
             let (raw_key, bytes) = entry.map_err(|e| backend(format!("listing {prefix}"), e))?;
             if !raw_key.starts_with(&data_prefix) {
                 break;
@@ -396,6 +421,12 @@ fn decode(key: String, bytes: &[u8]) -> Result<KeyValue, StoreError> {
         mod_revision,
     })
 }
+
+mod compact;
+mod maintenance;
+
+pub use compact::SledSpace;
+pub use maintenance::{restore_sled, Restored};
 
 #[cfg(test)]
 mod tests;

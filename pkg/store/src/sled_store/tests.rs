@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::error::TryRecvError;
 
+use super::compact::REWRITE_SLACK;
 use super::*;
 
 fn open(dir: &tempfile::TempDir) -> SledStore {
@@ -388,4 +389,198 @@ fn acknowledged_writes_survive_kill_9() {
         .block_on(store.create("/after-crash", value("v")))
         .unwrap();
     assert!(next_kv.mod_revision > max_acked);
+}
+
+/// Writes `count` keys of `size` bytes under `/churn/` and deletes them again.
+async fn churn(store: &SledStore, count: usize, size: usize) {
+    for i in 0..count {
+        store
+            .create(&format!("/churn/{i:05}"), vec![b'x'; size])
+            .await
+            .unwrap();
+    }
+    for i in 0..count {
+        store.delete(&format!("/churn/{i:05}"), None).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reclaim_space_after_deleting_keys_gives_space_back_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_dir = dir.path().join("db");
+    std::fs::create_dir_all(db_dir.join("snapshots")).unwrap();
+    std::fs::write(db_dir.join("snapshots").join("keep.snap"), b"not sled's").unwrap();
+    let store = SledStore::open(&db_dir).unwrap();
+    let kept = store.create("/kept", value("v")).await.unwrap();
+    churn(&store, 4000, 4096).await;
+    let mut rx = store.watch("/", store.current_revision()).unwrap();
+    let before = store.space().unwrap();
+    let reclaimed = store.reclaim_space(false).unwrap();
+    assert!(reclaimed.rewritten, "{before:?} -> {reclaimed:?}");
+    assert!(
+        reclaimed.on_disk < before.on_disk / 2
+            && reclaimed.on_disk <= 2 * reclaimed.live + REWRITE_SLACK,
+        "{before:?} -> {reclaimed:?}"
+    );
+    // nothing lost: the kept key, the revision, the watcher, the other files
+    assert_eq!(store.get("/kept").await.unwrap(), Some(kept));
+    let revision = store.current_revision();
+    let kv = store.create("/after", value("a")).await.unwrap();
+    assert_eq!(kv.mod_revision, revision + 1);
+    let mut last = 0;
+    while last < kv.mod_revision {
+        last = next(&mut rx).await.revision();
+    }
+    assert_eq!(
+        std::fs::read(db_dir.join("snapshots").join("keep.snap")).unwrap(),
+        b"not sled's"
+    );
+    assert!(!dir.path().join("db.rewrite").exists());
+    // a second pass finds nothing to do
+    assert!(!store.reclaim_space(false).unwrap().rewritten);
+    let live = store.space().unwrap().live;
+    drop(store);
+    let store = open_path(&db_dir);
+    assert_eq!(
+        store.space().unwrap().live,
+        live,
+        "the count kept by writes matches a scan"
+    );
+    assert_eq!(store.current_revision(), kv.mod_revision);
+    assert_eq!(
+        store.get("/after").await.unwrap().unwrap().value,
+        value("a")
+    );
+}
+
+#[tokio::test]
+async fn reclaim_space_small_store_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store.create("/a", value("1")).await.unwrap();
+    assert!(!store.reclaim_space(false).unwrap().rewritten);
+    assert!(store.reclaim_space(true).unwrap().rewritten);
+    assert_eq!(store.get("/a").await.unwrap().unwrap().value, value("1"));
+}
+
+fn open_path(path: &Path) -> SledStore {
+    for _ in 0..100 {
+        match SledStore::open(path) {
+            Err(StoreError::Backend(m)) if m.contains("could not acquire lock") => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            opened => return opened.expect("open store"),
+        }
+    }
+    panic!("the store's directory stayed locked")
+}
+
+/// A store at `<dir>/db` holding `/old`, and a copy at `<dir>/db.rewrite` holding `/new`,
+/// as a rewrite leaves them before the swap.
+async fn half_rewritten(dir: &Path) {
+    {
+        let store = open_path(&dir.join("db"));
+        store.create("/old", value("o")).await.unwrap();
+    }
+    let next = dir.join("db.rewrite");
+    let fresh = sled::Config::new().path(&next).open().unwrap();
+    fresh.insert(data_key("/new"), encode(1, 1, b"n")).unwrap();
+    fresh.insert(REVISION_KEY, &1u64.to_be_bytes()).unwrap();
+    fresh.flush().unwrap();
+    drop(fresh);
+}
+
+#[tokio::test]
+async fn open_finishes_interrupted_rewrite_with_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    half_rewritten(dir.path()).await;
+    let next = dir.path().join("db.rewrite");
+    let names: Vec<String> = std::fs::read_dir(&next)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    std::fs::write(next.join("rewrite-complete"), names.join("\n")).unwrap();
+    let store = open_path(&dir.path().join("db"));
+    assert!(store.get("/new").await.unwrap().is_some());
+    assert!(store.get("/old").await.unwrap().is_none());
+    assert!(!next.exists());
+}
+
+#[tokio::test]
+async fn open_discards_unfinished_rewrite() {
+    let dir = tempfile::tempdir().unwrap();
+    half_rewritten(dir.path()).await;
+    let store = open_path(&dir.path().join("db"));
+    assert!(store.get("/old").await.unwrap().is_some());
+    assert!(store.get("/new").await.unwrap().is_none());
+    assert!(!dir.path().join("db.rewrite").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reclaim_space_during_writes_keeps_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(&dir));
+    churn(&store, 2000, 4096).await;
+    for i in 0..500 {
+        store
+            .create(&format!("/base/{i:04}"), vec![b'b'; 512])
+            .await
+            .unwrap();
+    }
+    let writer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..600 {
+                let kv = store
+                    .create(&format!("/during/{i:04}"), vec![b'd'; 256])
+                    .await
+                    .unwrap();
+                if i % 3 == 0 && i < 500 {
+                    store.delete(&format!("/base/{i:04}"), None).await.unwrap();
+                }
+                acked.push(kv);
+            }
+            acked
+        })
+    };
+    let reclaimer = {
+        let store = Arc::clone(&store);
+        tokio::task::spawn_blocking(move || store.reclaim_space(true).unwrap())
+    };
+    assert!(reclaimer.await.unwrap().rewritten);
+    let acked = writer.await.unwrap();
+    for kv in &acked {
+        assert_eq!(
+            store.get(&kv.key).await.unwrap().as_ref(),
+            Some(kv),
+            "{}",
+            kv.key
+        );
+    }
+    for i in 0..500 {
+        let present = store.get(&format!("/base/{i:04}")).await.unwrap().is_some();
+        assert_eq!(present, i % 3 != 0, "/base/{i:04}");
+    }
+    let revision = store.current_revision();
+    drop(store);
+    let store = open(&dir);
+    assert_eq!(store.current_revision(), revision);
+    assert_eq!(
+        store.list("/during/", None, 0).await.unwrap().items.len(),
+        600
+    );
+}
+
+#[tokio::test]
+async fn reclaim_space_keeps_the_watch_window_and_refuses_older() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open_with_history(dir.path(), 100).unwrap();
+    churn(&store, 300, 1024).await;
+    assert!(store.reclaim_space(true).unwrap().rewritten);
+    let current = store.current_revision();
+    let err = store.watch("/", current - 150).unwrap_err();
+    assert!(matches!(err, StoreError::Compacted { .. }), "{err}");
+    let mut rx = store.watch("/churn/", current - 50).unwrap();
+    assert_eq!(next(&mut rx).await.revision(), current - 49);
 }

@@ -1,0 +1,170 @@
+//! `POST /v1-mini/snapshot/save[?name=N]` on the API port, for cluster administrators only:
+//! the caller is authenticated like any API request and authorized by RBAC as a non-resource
+//! URL (`cluster-admin` and `system:masters` may; others get 403). Answers the saved [`Entry`].
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use mini_apiserver::{ApiServer, Body, StreamingRoute};
+use mini_rbac::UserInfo;
+use serde_json::json;
+
+use crate::dir::Entry;
+use crate::source::Snapshotter;
+use crate::{SnapshotError, ON_DEMAND};
+
+pub const SAVE_PATH: &str = "/v1-mini/snapshot/save";
+const PREFIX: &str = "/v1-mini/snapshot/";
+
+struct Route {
+    api: ApiServer,
+    snapshotter: Arc<Snapshotter>,
+}
+
+/// Serves the endpoint on `api`'s port.
+pub fn install(api: &ApiServer, snapshotter: Arc<Snapshotter>) {
+    api.add_streaming_route(Arc::new(Route {
+        api: api.clone(),
+        snapshotter,
+    }));
+}
+
+impl StreamingRoute for Route {
+    fn handles(&self, path: &str) -> bool {
+        path.starts_with(PREFIX)
+    }
+
+    fn handle(
+        &self,
+        req: Request<Body>,
+        peer: Option<UserInfo>,
+    ) -> BoxFuture<'static, Response<Body>> {
+        let api = self.api.clone();
+        let snapshotter = self.snapshotter.clone();
+        Box::pin(async move { answer(api, snapshotter, req, peer).await })
+    }
+}
+
+fn json_response(status: StatusCode, bytes: Vec<u8>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(
+            Full::new(bytes::Bytes::from(bytes))
+                .map_err(|never: std::convert::Infallible| match never {})
+                .boxed_unsync(),
+        )
+        .expect("valid response")
+}
+
+/// A Kubernetes `Status` failure, as the rest of the API port answers.
+fn failure(status: StatusCode, reason: &str, message: &str) -> Response<Body> {
+    let body = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": status.as_u16(),
+    });
+    json_response(status, serde_json::to_vec(&body).unwrap_or_default())
+}
+
+fn saved(entry: &Entry) -> Response<Body> {
+    match serde_json::to_vec(entry) {
+        Ok(bytes) => json_response(StatusCode::OK, bytes),
+        Err(e) => failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            &format!("encoding the answer: {e}"),
+        ),
+    }
+}
+
+/// The `name` query parameter, if any.
+fn name_param(query: Option<&str>) -> Option<String> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == "name")
+        .map(|(_, value)| value.to_string())
+}
+
+async fn answer(
+    api: ApiServer,
+    snapshotter: Arc<Snapshotter>,
+    req: Request<Body>,
+    peer: Option<UserInfo>,
+) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let user = match api
+        .authenticate_credentials(req.headers(), peer.as_ref())
+        .await
+    {
+        Ok(Some(user)) => user,
+        Ok(None) => {
+            return failure(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "snapshots need credentials: use the admin kubeconfig",
+            )
+        }
+        Err(e) => return failure(StatusCode::UNAUTHORIZED, "Unauthorized", &e),
+    };
+    let verb = method.as_str().to_ascii_lowercase();
+    if !api.may_path(&user, &verb, &path).await {
+        return failure(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!(
+                "user {:?} cannot {verb} path {path:?}: snapshots are for cluster administrators",
+                user.name
+            ),
+        );
+    }
+    match (path.as_str(), method) {
+        (SAVE_PATH, Method::POST) => {
+            let name = name_param(req.uri().query()).unwrap_or_else(|| ON_DEMAND.to_string());
+            match snapshotter.save(&name).await {
+                Ok(entry) => saved(&entry),
+                Err(e @ SnapshotError::BadName(_)) => {
+                    failure(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string())
+                }
+                Err(e) => failure(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    &format!("saving the snapshot failed: {e}"),
+                ),
+            }
+        }
+        (SAVE_PATH, other) => failure(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            &format!("{other} is not allowed on {path} (save is POST)"),
+        ),
+        _ => failure(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("{path}: not an endpoint (save)"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_param_finds_name_among_others() {
+        assert_eq!(
+            name_param(Some("a=1&name=nightly")),
+            Some("nightly".to_string())
+        );
+        assert_eq!(name_param(Some("a=1")), None);
+        assert_eq!(name_param(None), None);
+    }
+}
