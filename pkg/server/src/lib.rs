@@ -344,6 +344,9 @@ pub async fn start(
         mini_console::install(&api);
     }
 
+    // 5f. load tests: the results endpoint (generators post, people read) and the run store
+    let loadtest_runs = mini_loadtest::install(&api, &server_dir);
+
     // 6. admin kubeconfig
     let kubeconfig = config.kubeconfig_path();
     let host = if config.bind_address.is_unspecified() {
@@ -390,6 +393,23 @@ pub async fn start(
         background.spawn(async move {
             if let Err(e) = mini_localpath::run(localpath_client, stop).await {
                 tracing::error!(error = %e, "local-path provisioner failed");
+            }
+        });
+        // load tests: the LoadTest CRD and its controller (generator pods, results, verdicts)
+        let loadtest = mini_loadtest::controller::ControllerConfig {
+            server_url: format!("https://{}", SocketAddr::new(advertise, address.port())),
+            ca_pem: pki.ca.cert_pem().to_string(),
+            image: mini_images::loadtest_image().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "fingerprinting this binary for the load test image failed");
+                format!("{}:unknown", mini_images::LOADTEST_REPOSITORY)
+            }),
+        };
+        let (stop, loadtest_client) = (shutdown.clone(), client.clone());
+        background.spawn(async move {
+            if let Err(e) =
+                mini_loadtest::controller::run(loadtest_client, loadtest_runs, loadtest, stop).await
+            {
+                tracing::error!(error = %e, "the load test controller stopped");
             }
         });
         // the ingress status: every mini-class Ingress answers on every node's address
