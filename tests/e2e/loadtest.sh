@@ -35,11 +35,15 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 0
 fi
 
-# lt ARGS...: `mini loadtest` against the suite's server, from the server's machine.
-lt() { in_ns "$SERVER_NS" "$MINI_BIN" loadtest --kubeconfig "$KUBECONFIG" "$@"; }
+# lt SUBCOMMAND ARGS...: `mini loadtest` against the suite's server, from the server's machine.
+lt() {
+  local sub=$1
+  shift
+  in_ns "$SERVER_NS" "$MINI_BIN" loadtest "$sub" --kubeconfig "$KUBECONFIG" "$@"
+}
 
-# field NAME JSONPATH: a field of a LoadTest.
-field() { k get loadtest "$1" -o "jsonpath={$2}"; }
+# field NAME JSONPATH: a field of a LoadTest (empty when it cannot be read).
+field() { k get loadtest "$1" -o "jsonpath={$2}" 2>/dev/null || true; }
 
 # generator_pods [NAME]: generator pods left (of NAME, else of any run).
 generator_pods() {
@@ -106,9 +110,9 @@ step_fixed_rate() {
   lt run --name fixed --target svc/web/index.html --rate "$RATE" --duration 20s --generators 2 \
     --threshold 'p99<5s' --threshold 'errors<1%' >"$WORK/fixed.out" 2>&1 &
   local cli=$! rc=0
-  check_for "generator_pods_on_two_nodes" 150 bash -c \
+  check_for "generator_pods_on_two_nodes" 300 bash -c \
     "[ \"\$(nsenter --net=$(ns_path "$SERVER_NS") kubectl get pods -l loadtest.mini.dev/name=fixed -o jsonpath='{range .items[*]}{.spec.nodeName}{\"\\n\"}{end}' | sort -u | grep -c .)\" -eq 2 ]"
-  check_for "run_reaches_running" 150 bash -c \
+  check_for "run_reaches_running" 300 bash -c \
     "[ \"\$(nsenter --net=$(ns_path "$SERVER_NS") kubectl get loadtest fixed -o jsonpath='{.status.phase}')\" = Running ]"
   wait "$cli" || rc=$?
   if [ "$rc" -eq 0 ] && grep -q "Succeeded" "$WORK/fixed.out"; then ok "cli_run_succeeds_and_exits_zero"; else not_ok "cli_run_succeeds_and_exits_zero" "rc=$rc $(cat "$WORK/fixed.out")"; fi
@@ -130,10 +134,10 @@ step_fixed_rate() {
 }
 
 step_exports() {
-  lt report fixed --format json -o "$WORK/fixed.json"
-  lt report fixed --format html -o "$WORK/fixed.html"
-  lt report fixed --format csv -o "$WORK/fixed.csv"
-  lt report fixed --format hdr -o "$WORK/fixed.hlog"
+  local f
+  for f in json html csv hdr; do
+    expect "report_$f" "^$" lt report fixed --format "$f" -o "$WORK/fixed.$f"
+  done
   local requests errors p99
   requests=$(field fixed .status.requests)
   errors=$(field fixed .status.errors)
@@ -149,7 +153,7 @@ assert t.count('<svg') >= 3 and '<script' not in t and 'src=' not in t, 'charts'
 assert '<td>$requests</td>' in t, 'requests'
 print('ok')"
   expect_eq "csv_rows_add_up_to_requests" "$requests" awk -F, 'NR > 1 {s += $2} END {print s}' "$WORK/fixed.csv"
-  expect "hdr_log_has_intervals" "^[0-9.]+,1\.000,[0-9.]+,HIST" cat "$WORK/fixed.hlog"
+  expect "hdr_log_has_intervals" "^[0-9.]+,1\.000,[0-9.]+,HIST" cat "$WORK/fixed.hdr"
   expect "ls_lists_the_run" "fixed +svc/web/index.html +Succeeded" lt ls
 }
 

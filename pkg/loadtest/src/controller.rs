@@ -32,8 +32,9 @@ use crate::{api_err, LoadTestError};
 pub const RUN_LABEL: &str = "loadtest.mini.dev/run";
 /// The label with the LoadTest's name.
 pub const NAME_LABEL: &str = "loadtest.mini.dev/name";
-/// How long generator pods may take to run before the run fails.
-const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long generator pods may take to run before the run fails (a node imports the
+/// generator image, built from its binary, when its first generator pod lands).
+const START_TIMEOUT: Duration = Duration::from_secs(300);
 /// Delay between all generators running and the common start.
 const START_DELAY: Duration = Duration::from_secs(2);
 /// Achieved below this share of the requested rate is reported as not reached.
