@@ -194,6 +194,23 @@ EOF
   expect_eq "bad_input_leaves_no_generator_pods" "0" generator_pods
 }
 
+step_unreachable_and_dead_generator() {
+  # nothing listens on port 9 inside the generator pod: every connection is refused
+  lt run --name unreachable --target http://127.0.0.1:9/ --rate 10 --duration 60s --detach >/dev/null
+  check_for "unreachable_target_fails_with_reason" 120 bash -c \
+    "nsenter --net=$(ns_path "$SERVER_NS") kubectl get loadtest unreachable -o jsonpath='{.status.phase} {.status.reason}' | grep -q 'Failed TargetUnreachable'"
+  check_for "unreachable_event_recorded" 30 bash -c \
+    "nsenter --net=$(ns_path "$SERVER_NS") kubectl get events --field-selector involvedObject.name=unreachable -o jsonpath='{.items[*].reason}' | grep -q TargetUnreachable"
+  lt run --name dead --target svc/web --rate 10 --duration 10m --generators 2 --detach >/dev/null
+  check_for "dead_run_reaches_running" 150 bash -c \
+    "[ \"\$(nsenter --net=$(ns_path "$SERVER_NS") kubectl get loadtest dead -o jsonpath='{.status.phase}')\" = Running ]"
+  k delete pod dead-gen-1 --wait=false >/dev/null
+  check_for "dead_generator_fails_the_run" 60 bash -c \
+    "nsenter --net=$(ns_path "$SERVER_NS") kubectl get loadtest dead -o jsonpath='{.status.phase} {.status.reason}' | grep -q 'Failed GeneratorFailed'"
+  check_for "dead_generator_leaves_no_pods" 60 bash -c \
+    "[ \"\$(nsenter --net=$(ns_path "$SERVER_NS") kubectl get pods -A -l loadtest.mini.dev/run --no-headers 2>/dev/null | grep -c .)\" -eq 0 ]"
+}
+
 step_cancel() {
   lt run --name long --target svc/web --rate 20 --duration 10m --generators 2 --detach >/dev/null
   check_for "long_run_reaches_running" 150 bash -c \
@@ -220,6 +237,7 @@ main() {
   step_exports
   step_threshold_fails
   step_bad_input
+  step_unreachable_and_dead_generator
   step_cancel
   step_delete
   summary

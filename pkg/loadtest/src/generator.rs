@@ -231,8 +231,8 @@ impl Conn {
     async fn connect(req: &Request) -> Result<http1::SendRequest<Full<Bytes>>, usize> {
         let stream = match tokio::time::timeout(req.timeout, TcpStream::connect(&req.addr)).await {
             Ok(Ok(s)) => s,
-            Ok(Err(_)) => return Err(ERR_CONNECT),
-            Err(_) => return Err(ERR_TIMEOUT),
+            // refused, unreachable, or no answer to the SYN within the timeout
+            Ok(Err(_)) | Err(_) => return Err(ERR_CONNECT),
         };
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::handshake(TokioIo::new(stream))

@@ -138,8 +138,11 @@ fn esc(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A line chart as an inline SVG element; `series`: (name, colour, points).
-pub fn line_chart(title: &str, unit: &str, series: &[(&str, &str, Vec<(f64, f64)>)]) -> String {
+/// One line of a chart: its name, its colour and its `(x, y)` points.
+pub type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+
+/// A line chart as an inline SVG element.
+pub fn line_chart(title: &str, unit: &str, series: &[Series<'_>]) -> String {
     let (w, h, left, bottom, top, right) = (720.0, 220.0, 64.0, 28.0, 26.0, 12.0);
     let xs = series.iter().flat_map(|s| s.2.iter().map(|p| p.0));
     let ys = series.iter().flat_map(|s| s.2.iter().map(|p| p.1));
