@@ -18,6 +18,7 @@ usage() {
     echo "usage: $0 agent [--pods N] [--idle-secs N]" >&2
     echo "usage: $0 install [--runs N]" >&2
     echo "usage: $0 console [--nodes N] [--samples N]" >&2
+    echo "usage: $0 loadtest [--runs N] [--seconds N] [--users N] [--rate N]" >&2
     echo "usage: $0 netpol [--policies N] [--connects N]" >&2
     echo "usage: $0 registry [--runs N] [--seconds N] [--concurrency N]" >&2
     echo "usage: $0 ha [--quick] [mini-bench-api flags...]" >&2
@@ -650,6 +651,11 @@ main() {
             echo "bench: building the release binary" >&2
             (cd "${ROOT}" && cargo build --release -p mini --bin mini)
             MINI_BIN="${BIN_DIR}/mini" "${ROOT}/scripts/bench_observe.sh" "$@"
+            ;;
+        loadtest)
+            echo "bench: building the release binary" >&2
+            (cd "${ROOT}" && cargo build --release -p mini --bin mini)
+            MINI_BIN="${BIN_DIR}/mini" "${ROOT}/scripts/bench_loadtest.sh" "$@"
             ;;
         console)
             echo "bench: building the release binary" >&2

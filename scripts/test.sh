@@ -150,6 +150,9 @@ e2e() {
   log "end-to-end: accounts (mini user, login sessions, CSRF, restart, kubeconfig download, escalation, audit log)"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/accounts.sh 2>&1 | tee "$LOGS/e2e-accounts.log" || true
   count_plain "$LOGS/e2e-accounts.log"
+  log "end-to-end: load tests on two nodes (fixed rate from 2 generators, exports, thresholds, bad input, cancel)"
+  MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/loadtest.sh 2>&1 | tee "$LOGS/e2e-loadtest.log" || true
+  count_plain "$LOGS/e2e-loadtest.log"
   log "end-to-end: web console in chromium (login, live overview and nodes, join, cordon, refused viewer, zh, logout)"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/console.sh 2>&1 | tee "$LOGS/e2e-console.log" || true
   count_plain "$LOGS/e2e-console.log"

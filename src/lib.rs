@@ -12,6 +12,7 @@ pub mod check_cmd;
 pub mod datastore_cmd;
 pub mod images_cmd;
 pub mod install_cmd;
+pub mod loadtest_cmd;
 pub mod observe_cmd;
 pub mod registry_cmd;
 pub mod secrets_cmd;
@@ -59,6 +60,9 @@ pub enum Command {
     /// Load-testing tools.
     #[command(subcommand)]
     Sim(SimCommand),
+    /// Load tests of applications in the cluster: run, ls, report, cancel.
+    #[command(subcommand)]
+    Loadtest(loadtest_cmd::LoadtestCommand),
     /// Bootstrap join tokens (expiring, stored as bootstrap.kubernetes.io/token Secrets).
     #[command(subcommand)]
     Token(token_cmd::TokenCommand),
@@ -637,9 +641,11 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     };
     // the host tools print their own report: only their warnings are logged
     let default_log = match cli.command {
-        Command::Check(_) | Command::Status(_) | Command::Killall(_) | Command::Logs(_) => {
-            "warn,kube_client=off"
-        }
+        Command::Check(_)
+        | Command::Status(_)
+        | Command::Killall(_)
+        | Command::Logs(_)
+        | Command::Loadtest(_) => "warn,kube_client=off",
         _ => "info,hickory_server=warn,hickory_proto=warn",
     };
     tracing_subscriber::fmt()
@@ -670,6 +676,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Logs(cmd) => observe_cmd::run_logs(cmd),
         Command::User(cmd) => user_cmd::run_user(cmd),
         Command::Snapshot(cmd) => snapshot_cmd::run_snapshot(cmd),
+        Command::Loadtest(cmd) => loadtest_cmd::run_loadtest(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,6 +12,7 @@ mod fsutil;
 pub mod image_sync;
 pub mod imported;
 pub mod join;
+mod loadtest_image;
 pub mod node;
 pub mod registry;
 pub mod registry_push;
@@ -293,6 +294,14 @@ pub async fn start(
         &health.health().await,
     )
     .await?;
+    // the load test generator image, imported when the first generator pod lands here
+    tasks.push(tokio::spawn(loadtest_image::run(
+        client.clone(),
+        node_name.clone(),
+        socket.clone(),
+        config.agent_dir(),
+        shutdown.clone(),
+    )));
     tasks.push(tokio::spawn(node::run_lease_loop(
         client.clone(),
         node_name.clone(),

@@ -173,6 +173,21 @@ impl ImageImporter {
             .map(|_| ())
     }
 
+    /// Imports the image of this process's own binary named `name` ([`crate::selfimage`])
+    /// unless containerd has it; `true` when it was imported now.
+    pub async fn ensure_self_image(&self, name: &str) -> Result<bool, ImageError> {
+        if self.images_exist(&[name.to_string()]).await {
+            return Ok(false);
+        }
+        let owned = name.to_string();
+        let tarball =
+            tokio::task::spawn_blocking(move || crate::selfimage::self_image_tarball(&owned))
+                .await
+                .map_err(|e| ImageError::Task(e.to_string()))??;
+        self.import_bytes(&tarball, "mini's own binary").await?;
+        Ok(true)
+    }
+
     async fn import_plan(&self, plan: ImportPlan) -> Result<Vec<String>, ImageError> {
         let source = plan.tar.source.clone();
         let lease = self.create_lease(&source).await?;

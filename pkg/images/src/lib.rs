@@ -13,6 +13,7 @@ pub mod importer;
 pub mod layout;
 pub mod pause;
 pub mod reference;
+pub mod selfimage;
 pub mod state;
 
 pub use builder::{build_image_tarball, ImageFile, ImageSpec, ImageSymlink};
@@ -23,6 +24,7 @@ pub use importer::{
 pub use layout::chain_ids;
 pub use pause::{pause_image_tarball, PAUSE_IMAGE};
 pub use reference::normalize_image_name;
+pub use selfimage::{loadtest_image, LOADTEST_REPOSITORY};
 
 /// Everything that can go wrong building or importing images. Messages name the file and what was wrong.
 #[derive(Debug, thiserror::Error)]

@@ -227,6 +227,10 @@ async fn run_controllers(
     client: kube::Client,
     config: mini_controllers::ControllerConfig,
     ippool: mini_ippool::AllocatorConfig,
+    loadtest: (
+        std::sync::Arc<mini_loadtest::runs::Runs>,
+        mini_loadtest::controller::ControllerConfig,
+    ),
     stop: CancellationToken,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
@@ -243,6 +247,16 @@ async fn run_controllers(
     tasks.spawn(async move {
         if let Err(e) = mini_localpath::run(localpath_client, localpath_stop).await {
             tracing::error!(error = %e, "local-path provisioner failed");
+        }
+    });
+    // load tests: the LoadTest CRD and its controller (generator pods, results, verdicts)
+    let (loadtest_client, loadtest_stop) = (client.clone(), stop.clone());
+    tasks.spawn(async move {
+        let (runs, config) = loadtest;
+        if let Err(e) =
+            mini_loadtest::controller::run(loadtest_client, runs, config, loadtest_stop).await
+        {
+            tracing::error!(error = %e, "the load test controller stopped");
         }
     });
     // the ingress status: every mini-class Ingress answers on every node's address
@@ -469,6 +483,9 @@ pub async fn start(
         mini_console::install(&api);
     }
 
+    // 5f. load tests: the results endpoint (generators post, people read) and the run store
+    let loadtest_runs = mini_loadtest::install(&api, &server_dir);
+
     // 6. admin kubeconfig
     let kubeconfig = config.kubeconfig_path();
     let host = if config.bind_address.is_unspecified() {
@@ -511,6 +528,14 @@ pub async fn start(
             ..Default::default()
         };
         let ippool = mini_ippool::AllocatorConfig::new(&config.cluster_cidr, &config.service_cidr);
+        let loadtest = mini_loadtest::controller::ControllerConfig {
+            server_url: format!("https://{}", SocketAddr::new(advertise, address.port())),
+            ca_pem: ca_bundle.clone(),
+            image: mini_images::loadtest_image().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "fingerprinting this binary for the load test image failed");
+                format!("{}:unknown", mini_images::LOADTEST_REPOSITORY)
+            }),
+        };
         let election = mini_leader::ElectionConfig::new("kube-controller-manager", &identity);
         background.spawn(mini_leader::run_while_leader(
             client.clone(),
@@ -521,6 +546,7 @@ pub async fn start(
                     client.clone(),
                     controller_config.clone(),
                     ippool.clone(),
+                    (loadtest_runs.clone(), loadtest.clone()),
                     stop,
                 )
             },
