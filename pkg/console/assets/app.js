@@ -6,6 +6,8 @@ import { h, mount } from './dom.js';
 import { loginPage } from './login.js';
 import { overviewPage } from './overview.js';
 import { nodesPage } from './nodes.js';
+import { appsPage } from './apps.js';
+import { podsPage } from './pods.js';
 
 const BASE = '/console/';
 const root = document.getElementById('app');
@@ -23,6 +25,9 @@ const state = {
 const PAGES = [
   { path: '', title: 'nav.overview', page: overviewPage, allowed: () => true },
   { path: 'nodes', title: 'nav.nodes', page: nodesPage, allowed: () => can('list', 'nodes') },
+  // these take sub-paths (apps/new, apps/<kind>/<ns>/<name>, pods/<ns>/<name>/logs, …) as ctx.params
+  { path: 'apps', title: 'nav.apps', page: appsPage, allowed: () => can('list', 'deployments', { group: 'apps', namespace: state.namespace }) },
+  { path: 'pods', title: 'nav.pods', page: podsPage, allowed: () => can('list', 'pods', { namespace: state.namespace }) },
 ];
 
 function routePath() {
@@ -134,7 +139,7 @@ function shell() {
 }
 
 function markNav() {
-  const path = routePath();
+  const path = routePath().split('/')[0];
   for (const a of document.querySelectorAll('nav.side a')) {
     a.classList.toggle('active', a.dataset.path === path);
   }
@@ -144,8 +149,8 @@ function renderPage() {
   if (state.stopPage) state.stopPage();
   state.stopPage = null;
   const main = document.getElementById('page');
-  const path = routePath();
-  const entry = PAGES.find((p) => p.path === path);
+  const [head, ...params] = routePath().split('/');
+  const entry = PAGES.find((p) => p.path === head);
   markNav();
   if (!entry) {
     mount(main, h('section.card', h('h1', t('notfound.title')), h('p', t('notfound.text')),
@@ -153,7 +158,9 @@ function renderPage() {
     return;
   }
   document.title = `${t(entry.title)} · mini`;
-  const ctx = { namespace: state.namespace, user: state.user, notify, navigate };
+  let decoded;
+  try { decoded = params.map(decodeURIComponent); } catch (_) { decoded = params; }
+  const ctx = { namespace: state.namespace, user: state.user, notify, navigate, params: decoded };
   const page = entry.page(ctx);
   mount(main, page.el);
   state.stopPage = page.stop;
