@@ -150,6 +150,9 @@ e2e() {
   log "end-to-end: web console in chromium (login, live overview and nodes, join, cordon, refused viewer, zh, logout)"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/console.sh 2>&1 | tee "$LOGS/e2e-console.log" || true
   count_plain "$LOGS/e2e-console.log"
+  log "end-to-end: console applications in chromium with an agent (deploy from the registry, upgrade, history, rollback, scale, logs, terminal, read-only)"
+  MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/console_apps.sh 2>&1 | tee "$LOGS/e2e-console-apps.log" || true
+  count_plain "$LOGS/e2e-console-apps.log"
 }
 
 # the release binary (zig-linked for glibc 2.17, build cached in /var/cache/mini-build) on Debian 11

@@ -76,6 +76,7 @@ function namespacePicker() {
   const select = h('select#namespace', { 'aria-label': t('namespace'), onchange: () => {
     state.namespace = select.value;
     localStorage.setItem('mini.namespace', state.namespace);
+    drawNav();
     renderPage();
   } });
   const fill = () => {
@@ -95,6 +96,7 @@ function namespacePicker() {
       if (!state.namespace && names.length) {
         state.namespace = names[0];
         fill();
+        drawNav();
         renderPage();
       } else {
         fill();
@@ -131,7 +133,16 @@ function shell() {
     h('button', { type: 'button', id: 'logout', onclick: logout }, t('logout')));
   mount(root, top, h('div.body', nav, h('div.content', h('div#messages.messages'), main)));
   state.stopShell = picker.stop;
+  drawNav();
+}
+
+// The pages offered: asked again when the namespace changes (rights may be per namespace).
+function drawNav() {
+  const nav = document.querySelector('nav.side');
+  const ns = state.namespace;
+  if (!nav) return;
   Promise.all(PAGES.map((p) => p.allowed())).then((allowed) => {
+    if (!nav.isConnected || ns !== state.namespace) return;
     mount(nav, PAGES.filter((_, i) => allowed[i]).map((p) =>
       h('a', { href: BASE + p.path, 'data-link': '', 'data-path': p.path }, t(p.title))));
     markNav();
