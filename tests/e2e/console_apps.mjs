@@ -101,7 +101,7 @@ async function main() {
   await check('deploy_form_picks_image_from_registry', async () => {
     await page.click('nav.side a[data-path="apps"]');
     await page.click('#apps-deploy');
-    await page.waitForSelector('#image-repo option[value="default/app"]', LONG);
+    await page.waitForSelector('#image-repo option[value="default/app"]', { state: 'attached', timeout: 120000 });
     await page.selectOption('#image-repo', 'default/app');
     await page.selectOption('#image-tag', 'v1');
     const image = await page.inputValue('#image');
@@ -141,7 +141,7 @@ async function main() {
   await check('upgrade_image_rolls_out_v2', async () => {
     await openApp();
     await page.click('#workload-upgrade');
-    await page.waitForSelector('dialog #image-repo option[value="default/app"]', LONG);
+    await page.waitForSelector('dialog #image-repo option[value="default/app"]', { state: 'attached', timeout: 120000 });
     await page.selectOption('dialog #image-repo', 'default/app');
     await page.selectOption('dialog #image-tag', 'v2');
     await shot(page, 'app-upgrade');
@@ -229,7 +229,8 @@ async function main() {
   await check('pods_list_shows_status_restarts_node', async () => {
     await page.click('nav.side a[data-path="pods"]');
     await page.waitForSelector('#pods-table tr[data-pod^="default/web-"] .badge.ok', LONG);
-    const row = await page.$('#pods-table tr[data-pod^="default/web-"]');
+    // a running one (pods replaced by the restart may still be terminating)
+    const row = await page.$('#pods-table tr[data-pod^="default/web-"]:has(.badge.ok)');
     podName = (await row.getAttribute('data-pod')).split('/')[1];
     const cells = await row.$$eval('td', (tds) => tds.map((td) => td.textContent));
     assert(cells.includes('node-a'), `node column: ${cells}`);

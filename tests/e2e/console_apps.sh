@@ -62,6 +62,10 @@ step_start() {
   wait_for "agent_node_ready" 120 bash -c \
     "[ \$(nsenter --net=$(ns_path "$SERVER_NS") kubectl --request-timeout=10s get nodes --no-headers 2>/dev/null | grep -c ' Ready ') -eq 1 ]" || return 1
   wait_for "default_serviceaccount_created" 30 k get sa default -n default || return 1
+  # the admin's kubeconfig addressing the server as nodes do, so `mini images push` puts images
+  # named $REG/NS/app:tag into the repository NS/app (a foreign host would be a mirror)
+  sed "s#server: .*#server: $URL#" "$KUBECONFIG" >"$WORK/admin.kubeconfig"
+  export KUBECONFIG=$WORK/admin.kubeconfig
 }
 
 step_images() {
@@ -76,8 +80,8 @@ step_images() {
 }
 
 step_accounts() {
-  expect "admin_account_added" "boss" bash -c "echo boss-password | $MINI_BIN user add boss --role cluster-admin --password-stdin --kubeconfig $KUBECONFIG"
-  expect "viewer_account_added" "viewer" bash -c "echo viewer-password | $MINI_BIN user add viewer --role view --namespace default --password-stdin --kubeconfig $KUBECONFIG"
+  expect "admin_account_added" "boss" in_ns "$SERVER_NS" bash -c "echo boss-password | $MINI_BIN user add boss --role cluster-admin --password-stdin --kubeconfig $KUBECONFIG"
+  expect "viewer_account_added" "viewer" in_ns "$SERVER_NS" bash -c "echo viewer-password | $MINI_BIN user add viewer --role view --namespace default --password-stdin --kubeconfig $KUBECONFIG"
 }
 
 step_browser() {
