@@ -25,7 +25,7 @@ export function imagePicker(ns, initial = '') {
   const repo = h('select#image-repo', h('option', { value: '' }, t('loading')));
   const tag = h('select#image-tag', h('option', { value: '' }, '—'));
   const image = h('input#image', { name: 'image', required: true, placeholder: 'registry/namespace/app:tag', value: initial });
-  const note = h('p.muted.hint#image-note');
+  const note = h('p#image-note.muted.hint');
   let host = location.host;
   let tags = [];
   const fillTags = () => {
@@ -145,8 +145,8 @@ export function deployPage(ctx) {
   const memoryLimit = h('input#deploy-memory-limit', { placeholder: '256Mi' });
   const expose = h('input#deploy-expose', { type: 'checkbox' });
   const serviceType = h('select#deploy-service-type', ['ClusterIP', 'NodePort'].map((x) => h('option', { value: x }, x)));
-  const error = h('pre.form-error#deploy-error', { role: 'alert' });
-  const submit = h('button.primary#deploy-submit', { type: 'submit' }, t('deploy.submit'));
+  const error = h('pre#deploy-error.form-error', { role: 'alert' });
+  const submit = h('button#deploy-submit.primary', { type: 'submit' }, t('deploy.submit'));
   const replicasLabel = h('label', h('span', t('apps.replicas')), replicas);
   kind.onchange = () => { replicasLabel.hidden = kind.value === 'daemonsets'; };
 

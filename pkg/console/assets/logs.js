@@ -45,7 +45,7 @@ export function logsPage(ctx, target) {
   tail.value = '500';
   const search = h('input#log-search', { type: 'search', placeholder: t('logs.search') });
   const download = h('button#log-download', { type: 'button' }, t('logs.download'));
-  const status = h('span.muted#log-status');
+  const status = h('span#log-status.muted');
   const view = h('div#log-lines.log-view.wrap', { role: 'log', 'aria-live': 'off' });
   const back = target.pod
     ? `/console/pods/${enc(ns)}/${enc(title)}`

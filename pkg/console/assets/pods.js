@@ -19,7 +19,7 @@ function statusCell(p) {
 function listPage(ctx) {
   const ns = ctx.namespace;
   const note = h('div');
-  const count = h('span.muted#pods-count');
+  const count = h('span#pods-count.muted');
   const table = liveTable({
     id: 'pods-table',
     empty: t('pods.none'),
@@ -57,7 +57,7 @@ function containerState(s) {
 
 function podPage(ctx, ns, name) {
   const base = `/console/pods/${enc(ns)}/${enc(name)}`;
-  const actions = h('div.actions#pod-actions');
+  const actions = h('div#pod-actions.actions');
   const summary = h('div#pod-summary', t('loading'));
   const containers = h('div#pod-containers');
   const events = h('div#pod-events', t('loading'));
@@ -76,9 +76,9 @@ function podPage(ctx, ns, name) {
   function drawActions() {
     if (!pod) { mount(actions); return; }
     mount(actions,
-      mayLogs ? h('a.button#pod-logs', { href: `${base}/logs`, 'data-link': '' }, t('apps.logs')) : null,
-      mayExec ? h('a.button#pod-shell', { href: `${base}/shell`, 'data-link': '' }, t('pods.terminal')) : null,
-      mayDelete ? h('button.danger#pod-delete', { type: 'button', onclick: async () => {
+      mayLogs ? h('a#pod-logs.button', { href: `${base}/logs`, 'data-link': '' }, t('apps.logs')) : null,
+      mayExec ? h('a#pod-shell.button', { href: `${base}/shell`, 'data-link': '' }, t('pods.terminal')) : null,
+      mayDelete ? h('button#pod-delete.danger', { type: 'button', onclick: async () => {
         if (!await ask({ title: t('pods.deleteTitle', { name }), ok: t('delete'), danger: true })) return;
         try {
           await request('DELETE', `/api/v1/namespaces/${enc(ns)}/pods/${enc(name)}`);

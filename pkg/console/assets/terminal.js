@@ -48,7 +48,7 @@ export function execUrl(host, ns, pod, container, command) {
 export function terminalPage(ctx, ns, name) {
   const container = h('select#terminal-container');
   const reconnect = h('button#terminal-reconnect', { type: 'button' }, t('terminal.reconnect'));
-  const status = h('span.muted#terminal-status', t('loading'));
+  const status = h('span#terminal-status.muted', t('loading'));
   const box = h('div#terminal.terminal');
   const el = h('div.terminal-page',
     h('p.crumbs', h('a', { href: `/console/pods/${enc(ns)}/${enc(name)}`, 'data-link': '' }, name)),

@@ -124,7 +124,7 @@ export function workloadPage(ctx, plural, ns, name) {
   }
   const path = workloadPath(plural, ns, name);
   const summary = h('div#workload-summary', t('loading'));
-  const actions = h('div.actions#workload-actions');
+  const actions = h('div#workload-actions.actions');
   const podsSlot = h('div');
   const historySlot = h('div');
   const yamlSlot = h('div');
@@ -155,7 +155,7 @@ export function workloadPage(ctx, plural, ns, name) {
     mount(summary, h('dl.facts',
       h('dt', t('col.kind')), h('dd', KINDS[plural].kind),
       h('dt', t('col.ready')), h('dd#workload-ready', readiness(plural, o)),
-      h('dt', t('col.status')), h('dd', h(`span.badge.${settled(plural, o) ? 'ok' : 'warn'}#workload-state`,
+      h('dt', t('col.status')), h('dd', h(`span#workload-state.badge.${settled(plural, o) ? 'ok' : 'warn'}`,
         settled(plural, o) ? t('apps.settled') : t('apps.progressing'))),
       h('dt', t('col.images')), h('dd#workload-images', templateImages(spec.template)),
       h('dt', t('apps.strategy')), h('dd', strategy),
