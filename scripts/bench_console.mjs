@@ -1,5 +1,8 @@
 // The browser half of scripts/bench_console.sh: logs in as `bench`, then times reloads of
-// /console/ until the Overview shows NODES ready nodes; prints JSON fields (no braces).
+// /console/ until the Overview shows NODES ready nodes; then opens the Pods page of namespace
+// `bench` (PODS pods) until every row is drawn, and deletes 100 pods (kubectl, timed from its
+// start) until their rows are gone; prints JSON fields (no braces).
+import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 
@@ -30,5 +33,21 @@ for (let i = 0; i < SAMPLES; i++) {
   times.push(Date.now() - started);
 }
 times.sort((a, b) => a - b);
+const PODS = Number(process.env.PODS || 0);
+let podsFields = '';
+if (PODS > 0) {
+  await page.evaluate(() => localStorage.setItem('mini.namespace', 'bench'));
+  await page.reload();
+  await page.waitForSelector('nav.side a[data-path="pods"]');
+  started = Date.now();
+  await page.click('nav.side a[data-path="pods"]');
+  await page.waitForFunction((n) => document.querySelectorAll('#pods-table tbody tr').length === n, PODS, { timeout: 120000 });
+  const renderMs = Date.now() - started;
+  started = Date.now();
+  execFile('kubectl', ['delete', 'pods', '-n', 'bench', '-l', 'batch=0', '--wait=false', '--grace-period=0', '--force']);
+  await page.waitForFunction((n) => document.querySelectorAll('#pods-table tbody tr').length === n, PODS - 100, { timeout: 120000 });
+  const updateMs = Date.now() - started;
+  podsFields = `,"pods":${PODS},"pods_list_render_ms":${renderMs},"pods_list_update_100_deleted_ms":${updateMs}`;
+}
 await browser.close();
-console.log(`"login_page_ms":${loginMs},"overview_live_ms_median":${times[Math.floor(times.length / 2)]},"overview_live_ms":[${times}]`);
+console.log(`"login_page_ms":${loginMs},"overview_live_ms_median":${times[Math.floor(times.length / 2)]},"overview_live_ms":[${times}]${podsFields}`);

@@ -2,9 +2,11 @@
 # Benchmark of the web console (numbers printed and stored as JSON, never asserted): bytes of
 # all assets gzipped, the server's idle RSS with and without the console, and in Debian's
 # chromium (playwright-core, cached outside the checkout) the time from loading /console/ to
-# the Overview showing live node counts, median of several reloads, with N simulated nodes.
+# the Overview showing live node counts, median of several reloads, with N simulated nodes;
+# then the Pods page with P pods (bound round-robin to the simulated nodes, which mark them
+# Running): time until all rows are drawn, and until 100 deleted pods are gone from it.
 #
-#   MINI_BIN=target/release/mini scripts/bench_console.sh [--nodes N] [--samples N]
+#   MINI_BIN=target/release/mini scripts/bench_console.sh [--nodes N] [--samples N] [--pods P]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=tests/e2e/lib.sh
@@ -15,11 +17,13 @@ PLAYWRIGHT_VERSION=1.65.2
 RESULTS_DIR="$ROOT/target/bench-results"
 NODES=20
 SAMPLES=5
+PODS=2000
 while [ $# -gt 0 ]; do
   case "$1" in
     --nodes) NODES=$2; shift 2 ;;
     --samples) SAMPLES=$2; shift 2 ;;
-    *) echo "usage: $0 [--nodes N] [--samples N]" >&2; exit 2 ;;
+    --pods) PODS=$2; shift 2 ;;
+    *) echo "usage: $0 [--nodes N] [--samples N] [--pods P]" >&2; exit 2 ;;
   esac
 done
 WORK=$(mktemp -d /tmp/mini-bench-console.XXXXXX)
@@ -70,7 +74,23 @@ gz=0
 for f in / $(curl -sk "$URL/console/" | grep -o '/console/v/[^"]*' | sed 's,^/console,,'); do
   gz=$((gz + $(curl -sk -H 'Accept-Encoding: gzip' -o /dev/null -w '%{size_download}' "$URL/console$f")))
 done
-browser=$(NODE_PATH="$NODE_CACHE/node_modules" CONSOLE_URL="$URL" NODES="$NODES" SAMPLES="$SAMPLES" \
+# PODS pods in namespace bench, spread over the simulated nodes, all Running before the browser starts
+kubectl create namespace bench >/dev/null
+python3 - "$PODS" "$NODES" >"$WORK/pods.json" <<'PY'
+import json, sys
+pods, nodes = int(sys.argv[1]), int(sys.argv[2])
+print(json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+    {"apiVersion": "v1", "kind": "Pod",
+     "metadata": {"name": f"p-{i:05d}", "namespace": "bench", "labels": {"app": "bench", "batch": str(i // 100)}},
+     "spec": {"nodeName": f"sim-node-{i % nodes}", "containers": [{"name": "c", "image": "busybox"}]}}
+    for i in range(pods)]}))
+PY
+kubectl create -f "$WORK/pods.json" >/dev/null
+for _ in $(seq 1 300); do
+  [ "$(kubectl get pods -n bench --field-selector=status.phase=Running --no-headers 2>/dev/null | wc -l)" -ge "$PODS" ] && break
+  sleep 1
+done
+browser=$(NODE_PATH="$NODE_CACHE/node_modules" CONSOLE_URL="$URL" NODES="$NODES" SAMPLES="$SAMPLES" PODS="$PODS" \
   node "$ROOT/scripts/bench_console.mjs")
 mkdir -p "$RESULTS_DIR"
 out="$RESULTS_DIR/console-$(date -u +%Y%m%dT%H%M%SZ).json"

@@ -6,6 +6,8 @@ import { h, mount } from './dom.js';
 import { loginPage } from './login.js';
 import { overviewPage } from './overview.js';
 import { nodesPage } from './nodes.js';
+import { appsPage } from './apps.js';
+import { podsPage } from './pods.js';
 
 const BASE = '/console/';
 const root = document.getElementById('app');
@@ -23,6 +25,9 @@ const state = {
 const PAGES = [
   { path: '', title: 'nav.overview', page: overviewPage, allowed: () => true },
   { path: 'nodes', title: 'nav.nodes', page: nodesPage, allowed: () => can('list', 'nodes') },
+  // these take sub-paths (apps/new, apps/<kind>/<ns>/<name>, pods/<ns>/<name>/logs, …) as ctx.params
+  { path: 'apps', title: 'nav.apps', page: appsPage, allowed: () => can('list', 'deployments', { group: 'apps', namespace: state.namespace }) },
+  { path: 'pods', title: 'nav.pods', page: podsPage, allowed: () => can('list', 'pods', { namespace: state.namespace }) },
 ];
 
 function routePath() {
@@ -71,6 +76,7 @@ function namespacePicker() {
   const select = h('select#namespace', { 'aria-label': t('namespace'), onchange: () => {
     state.namespace = select.value;
     localStorage.setItem('mini.namespace', state.namespace);
+    drawNav();
     renderPage();
   } });
   const fill = () => {
@@ -90,6 +96,7 @@ function namespacePicker() {
       if (!state.namespace && names.length) {
         state.namespace = names[0];
         fill();
+        drawNav();
         renderPage();
       } else {
         fill();
@@ -126,7 +133,16 @@ function shell() {
     h('button', { type: 'button', id: 'logout', onclick: logout }, t('logout')));
   mount(root, top, h('div.body', nav, h('div.content', h('div#messages.messages'), main)));
   state.stopShell = picker.stop;
+  drawNav();
+}
+
+// The pages offered: asked again when the namespace changes (rights may be per namespace).
+function drawNav() {
+  const nav = document.querySelector('nav.side');
+  const ns = state.namespace;
+  if (!nav) return;
   Promise.all(PAGES.map((p) => p.allowed())).then((allowed) => {
+    if (!nav.isConnected || ns !== state.namespace) return;
     mount(nav, PAGES.filter((_, i) => allowed[i]).map((p) =>
       h('a', { href: BASE + p.path, 'data-link': '', 'data-path': p.path }, t(p.title))));
     markNav();
@@ -134,7 +150,7 @@ function shell() {
 }
 
 function markNav() {
-  const path = routePath();
+  const path = routePath().split('/')[0];
   for (const a of document.querySelectorAll('nav.side a')) {
     a.classList.toggle('active', a.dataset.path === path);
   }
@@ -144,8 +160,8 @@ function renderPage() {
   if (state.stopPage) state.stopPage();
   state.stopPage = null;
   const main = document.getElementById('page');
-  const path = routePath();
-  const entry = PAGES.find((p) => p.path === path);
+  const [head, ...params] = routePath().split('/');
+  const entry = PAGES.find((p) => p.path === head);
   markNav();
   if (!entry) {
     mount(main, h('section.card', h('h1', t('notfound.title')), h('p', t('notfound.text')),
@@ -153,7 +169,9 @@ function renderPage() {
     return;
   }
   document.title = `${t(entry.title)} · mini`;
-  const ctx = { namespace: state.namespace, user: state.user, notify, navigate };
+  let decoded;
+  try { decoded = params.map(decodeURIComponent); } catch (_) { decoded = params; }
+  const ctx = { namespace: state.namespace, user: state.user, notify, navigate, params: decoded };
   const page = entry.page(ctx);
   mount(main, page.el);
   state.stopPage = page.stop;

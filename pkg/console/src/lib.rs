@@ -24,6 +24,62 @@ mod tests {
     use std::collections::BTreeMap;
     use std::path::Path;
 
+    /// The pinned libraries the console ships: each file listed, each with its licence.
+    const PINNED: &[&str] = &[
+        "xterm-5.5.0.js",
+        "xterm-5.5.0.css",
+        "xterm-5.5.0.LICENSE",
+        "addon-canvas-0.7.0.js",
+        "addon-canvas-0.7.0.LICENSE",
+        "addon-fit-0.10.0.js",
+        "addon-fit-0.10.0.LICENSE",
+        "js-yaml-4.1.0.mjs",
+        "js-yaml-4.1.0.LICENSE",
+    ];
+
+    fn listed_sums() -> BTreeMap<String, String> {
+        include_str!("../vendor/SHA256SUMS")
+            .lines()
+            .filter_map(|l| l.split_once("  "))
+            .map(|(hash, path)| (path.to_string(), hash.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn vendor_pinned_libraries_are_listed() {
+        let listed = listed_sums();
+        for file in PINNED {
+            assert!(
+                listed.contains_key(*file),
+                "vendor/{file} missing from SHA256SUMS"
+            );
+        }
+    }
+
+    /// What the server sends under `vendor/` is byte for byte the listed file, and a licence
+    /// of the same library (name and version) is listed next to it.
+    #[test]
+    fn vendor_served_assets_match_sha256sums_and_have_licences() {
+        let listed = listed_sums();
+        let served: Vec<_> = super::ASSET_FILES
+            .iter()
+            .filter_map(|(p, b)| p.strip_prefix("vendor/").map(|r| (r, b)))
+            .collect();
+        assert!(served.len() >= 4);
+        for (rel, bytes) in served {
+            assert_eq!(
+                listed.get(rel),
+                Some(&hex::encode(Sha256::digest(bytes))),
+                "served vendor/{rel} differs from SHA256SUMS"
+            );
+            let stem = rel.rsplit_once('.').map_or(rel, |(s, _)| s);
+            assert!(
+                listed.contains_key(&format!("{stem}.LICENSE")),
+                "vendor/{rel} has no {stem}.LICENSE"
+            );
+        }
+    }
+
     /// Every file of `vendor/` but the list itself and its README is listed in `SHA256SUMS`
     /// with its hash, and every listed file exists.
     #[test]
