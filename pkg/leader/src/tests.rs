@@ -21,12 +21,13 @@ fn fast(name: &str, identity: &str) -> ElectionConfig {
     }
 }
 
+/// The lease's holder; `None` while no candidate has created the lease yet.
 async fn holder(client: &kube::Client, name: &str) -> Option<String> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
     leases
-        .get(name)
+        .get_opt(name)
         .await
-        .expect("lease")
+        .expect("lease")?
         .spec
         .and_then(|s| s.holder_identity)
 }
