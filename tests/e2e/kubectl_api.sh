@@ -48,6 +48,9 @@ step_create() {
   expect "create_secret_generic" "secret/s1 created" k create secret generic s1 --from-literal=pw=hunter2 -n dev
   expect_eq "secret_data_base64" "aHVudGVyMg==" k get secret s1 -n dev -o jsonpath='{.data.pw}'
   expect "create_deployment" "deployment.apps/web created" k create deployment web --image=nginx:1.25 --replicas=2 -n dev
+  # protobuf bodies nest Go's inline structs (IngressRule.ingressRuleValue): stored lifted, as JSON has them
+  expect "create_ingress_protobuf_body" "ingress.networking.k8s.io/web created" k create ingress web --rule='a.example/=web:80' -n dev
+  expect_eq "ingress_rule_value_inline" "a.example / web 80" k get ingress web -n dev -o jsonpath='{.spec.rules[0].host} {.spec.rules[0].http.paths[0].path} {.spec.rules[0].http.paths[0].backend.service.name} {.spec.rules[0].http.paths[0].backend.service.port.number}'
   expect_eq "deployment_defaults_strategy" "RollingUpdate 25% 10" k get deploy web -n dev -o jsonpath='{.spec.strategy.type} {.spec.strategy.rollingUpdate.maxSurge} {.spec.revisionHistoryLimit}'
   cat >"$WORK/pod.yaml" <<'YAML'
 apiVersion: v1

@@ -67,9 +67,37 @@ pub fn message_to_json(
             }
             _ => continue,
         };
-        out.insert(field.json.clone(), value);
+        match value {
+            Value::Object(members) if inline(message, field) => out.extend(members),
+            value => {
+                out.insert(field.json.clone(), value);
+            }
+        }
     }
     Ok(Value::Object(out))
+}
+
+/// Whether a field is a Go struct embedded with `json:",inline"`: protobuf nests it as a
+/// message, JSON lifts its fields into the parent (`Volume.volumeSource.configMap` is
+/// `Volume.configMap`; `IngressRule.ingressRuleValue.http` is `IngressRule.http`).
+fn inline(message: &Message, field: &Field) -> bool {
+    const ANYWHERE: [&str; 7] = [
+        "volumeSource",
+        "persistentVolumeSource",
+        "ephemeralContainerCommon",
+        "ingressRuleValue",
+        "localObjectReference",
+        "ruleWithOperations",
+        "deviceConfiguration",
+    ];
+    const IN_MESSAGE: [(&str, &str); 2] = [
+        ("api.core.v1.Probe", "handler"),
+        ("api.admissionregistration.v1.RuleWithOperations", "rule"),
+    ];
+    ANYWHERE.contains(&field.json.as_str())
+        || IN_MESSAGE
+            .iter()
+            .any(|(m, f)| message.name == *m && field.json == *f)
 }
 
 /// Whether a present optional field belongs in the JSON form (see [`policy`]).

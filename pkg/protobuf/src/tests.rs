@@ -635,3 +635,86 @@ fn every_resource_kind_resolves() {
         );
     }
 }
+
+#[test]
+fn inline_embedded_structs_are_lifted_into_their_parent() {
+    use k8s_pb::api::networking::v1 as networking;
+    let ingress = networking::Ingress {
+        metadata: Some(object_meta("web", "default", &[])),
+        spec: Some(networking::IngressSpec {
+            rules: vec![networking::IngressRule {
+                host: s("a.example"),
+                ingress_rule_value: Some(networking::IngressRuleValue {
+                    http: Some(networking::HttpIngressRuleValue {
+                        paths: vec![networking::HttpIngressPath {
+                            path: s("/"),
+                            path_type: s("Prefix"),
+                            backend: Some(networking::IngressBackend {
+                                service: Some(networking::IngressServiceBackend {
+                                    name: s("web"),
+                                    port: Some(networking::ServiceBackendPort {
+                                        number: Some(80),
+                                        ..Default::default()
+                                    }),
+                                }),
+                                ..Default::default()
+                            }),
+                        }],
+                    }),
+                }),
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let got = decode(&body("networking.k8s.io/v1", "Ingress", &ingress)).unwrap();
+    assert_eq!(
+        got["spec"]["rules"][0],
+        json!({"host": "a.example", "http": {"paths": [{"path": "/", "pathType": "Prefix",
+            "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}})
+    );
+
+    let pod = core::Pod {
+        metadata: Some(object_meta("p", "default", &[])),
+        spec: Some(core::PodSpec {
+            volumes: vec![core::Volume {
+                name: s("cfg"),
+                volume_source: Some(core::VolumeSource {
+                    config_map: Some(core::ConfigMapVolumeSource {
+                        local_object_reference: Some(core::LocalObjectReference {
+                            name: s("settings"),
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            }],
+            containers: vec![core::Container {
+                name: s("c"),
+                image: s("busybox"),
+                readiness_probe: Some(core::Probe {
+                    handler: Some(core::ProbeHandler {
+                        exec: Some(core::ExecAction {
+                            command: vec!["true".into()],
+                        }),
+                        ..Default::default()
+                    }),
+                    period_seconds: Some(5),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let got = decode(&body("v1", "Pod", &pod)).unwrap();
+    assert_eq!(
+        got["spec"]["volumes"][0],
+        json!({"name": "cfg", "configMap": {"name": "settings"}})
+    );
+    assert_eq!(
+        got["spec"]["containers"][0]["readinessProbe"],
+        json!({"exec": {"command": ["true"]}, "periodSeconds": 5})
+    );
+}
