@@ -31,16 +31,27 @@ function theme() {
 const XSTEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
 
 // Axis value texts: 1.2k, 3.4M; `unit` appended.
-export function shortNumber(n, unit = '') {
+// `digits` (decimals) is asked for by an axis whose ticks would otherwise read the same.
+export function shortNumber(n, unit = '', digits) {
   if (n === null || n === undefined || !Number.isFinite(n)) return '—';
   const a = Math.abs(n);
+  const d = (x) => (digits === undefined ? x : digits);
   let text;
-  if (a >= 1e9) text = `${+(n / 1e9).toFixed(1)}G`;
-  else if (a >= 1e6) text = `${+(n / 1e6).toFixed(1)}M`;
-  else if (a >= 1e4) text = `${+(n / 1e3).toFixed(1)}k`;
-  else if (a >= 100) text = String(Math.round(n));
-  else text = String(+n.toFixed(a >= 10 ? 1 : 2));
+  if (a >= 1e9) text = `${+(n / 1e9).toFixed(d(1))}G`;
+  else if (a >= 1e6) text = `${+(n / 1e6).toFixed(d(1))}M`;
+  else if (a >= 1e4) text = `${+(n / 1e3).toFixed(d(1))}k`;
+  else if (a >= 100) text = String(+n.toFixed(d(0)));
+  else text = String(+n.toFixed(d(a >= 10 ? 1 : 2)));
   return unit ? `${text} ${unit}` : text;
+}
+
+// Tick texts of a y axis: more decimals when the usual ones would repeat a text.
+function ticks(value, ys) {
+  let texts = ys.map((y) => value(y));
+  for (let digits = 2; digits <= 4 && new Set(texts).size < texts.length; digits++) {
+    texts = ys.map((y) => value(y, digits));
+  }
+  return texts;
 }
 
 // Seconds on the x axis as m:ss.
@@ -51,19 +62,21 @@ export function clock(s) {
 }
 
 // A line chart of series over a shared x.
-//   title: the heading; id: the element's id; series: [{ label }]; height (px);
-//   value(n): formats a y value (axis and legend); xValue(x): formats an x value;
+//   title: the heading; id: the element's id; series: [{ label, right }] (`right`: on a second
+//   y axis at the right, for values of another magnitude); height (px);
+//   value(n, digits): formats a y value (axis and legend; `digits` when ticks need more); xValue(x): formats an x value;
 //   time: x is a Unix time in seconds (default: seconds from a start, shown m:ss);
 //   xLabel: what x is, in the legend.
 // Returns { el, set(xs, ys), setSeries(series, xs, ys), stop() }: `ys` is one array per series,
 // aligned with `xs` (null where there is no value). Nothing is drawn while the element is not
 // laid out; it draws when it gets a width.
-export function lineChart({ title, id, series, height = 200, value = (n) => shortNumber(n), xValue = clock, time = false, xLabel = 'x' }) {
+export function lineChart({ title, id, series, height = 200, value = (n, digits) => shortNumber(n, '', digits), xValue = clock, time = false, xLabel = 'x' }) {
   stylesheet();
   library();
   const plotBox = h('div.chart-plot');
   const el = h('figure.chart', { id }, h('figcaption', title), plotBox);
   let labels = series.map((s) => s.label);
+  let scales = series.map((s) => (s.right ? 'right' : 'y'));
   let data = [[], ...labels.map(() => [])];
   let plot = null;
   let stopped = false;
@@ -75,13 +88,14 @@ export function lineChart({ title, id, series, height = 200, value = (n) => shor
     return {
       width: w,
       height,
-      scales: { x: { time } },
+      scales: { x: { time }, ...(scales.includes('right') ? { right: { auto: true } } : {}) },
       legend: { live: true },
       cursor: { drag: { x: false, y: false } },
       series: [
         { label: xLabel, value: (u, x) => (x === null || x === undefined ? '—' : xValue(x)) },
         ...labels.map((label, i) => ({
           label,
+          scale: scales[i] || 'y',
           stroke: th.palette[i % th.palette.length],
           width: 1.5,
           spanGaps: true,
@@ -91,8 +105,12 @@ export function lineChart({ title, id, series, height = 200, value = (n) => shor
       ],
       axes: [
         { stroke: th.text, grid: { stroke: th.grid, width: 1 }, ticks: { stroke: th.grid }, values: time ? undefined : (u, xs) => xs.map(xValue), incrs: time ? undefined : XSTEPS, space: 60 },
-        { stroke: th.text, grid: { stroke: th.grid, width: 1 }, ticks: { stroke: th.grid }, size: 72, values: (u, ys) => ys.map((y) => value(y)) },
-      ],
+        { stroke: th.text, grid: { stroke: th.grid, width: 1 }, ticks: { stroke: th.grid }, size: 72, values: (u, ys) => ticks(value, ys) },
+        // series on the `right` scale (much smaller or larger than the others) get their own axis
+        scales.includes('right')
+          ? { scale: 'right', side: 1, stroke: th.text, grid: { show: false }, ticks: { stroke: th.grid }, size: 72, values: (u, ys) => ticks(value, ys) }
+          : null,
+      ].filter(Boolean),
     };
   }
 
@@ -124,6 +142,7 @@ export function lineChart({ title, id, series, height = 200, value = (n) => shor
   // New series (a run added to a comparison, a pod that appeared): the chart is rebuilt.
   function setSeries(next, xs, ys) {
     labels = next.map((s) => s.label);
+    scales = next.map((s) => (s.right ? 'right' : 'y'));
     data = [xs, ...ys];
     el.dataset.points = String(xs.length);
     el.dataset.series = String(labels.length);

@@ -243,7 +243,6 @@ const en = {
   'lt.chartP50': 'Latency p50',
   'lt.chartP99': 'Latency p99',
   'lt.pods': 'Pods',
-  'lt.nodes': 'Nodes',
   'lt.liveSeconds': '{n} seconds of results',
   'lt.waiting': 'Waiting for the generators to start…',
   'lt.noResults': 'This run has no results.',
@@ -262,6 +261,7 @@ const en = {
   'lt.action.read': 'read the load test {name}',
   'lt.action.results': 'read the results of this load test',
   'lt.time': 'Time',
+  'lt.nodesRight': 'Nodes (right axis)',
 };
 
 const zh = {
@@ -507,7 +507,6 @@ const zh = {
   'lt.chartP50': '延迟 p50',
   'lt.chartP99': '延迟 p99',
   'lt.pods': 'Pod',
-  'lt.nodes': '节点',
   'lt.liveSeconds': '已有 {n} 秒的结果',
   'lt.waiting': '正在等待生成器启动…',
   'lt.noResults': '此运行没有结果。',
@@ -526,6 +525,7 @@ const zh = {
   'lt.action.read': '读取压力测试 {name}',
   'lt.action.results': '读取此压力测试的结果',
   'lt.time': '时间',
+  'lt.nodesRight': '节点（右轴）',
 };
 
 export const DICTIONARIES = { en, zh };

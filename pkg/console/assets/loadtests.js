@@ -27,12 +27,17 @@ const runLink = (ns, name) => `/console/loadtests/${enc(ns)}/${enc(name)}`;
 const ms = (n) => (Number.isFinite(n) ? `${shortNumber(n)} ms` : '—');
 const rate = (n) => (Number.isFinite(n) ? `${shortNumber(n)}/s` : '—');
 const count = (n) => (Number.isFinite(n) ? String(n) : '—');
-const mcores = (n) => (Number.isFinite(n) ? (n >= 1000 ? `${+(n / 1000).toFixed(2)}` : `${Math.round(n)}m`) : '—');
-const mem = (n) => {
+// millicores as cores ("1.95") or millicores ("250m"); `digits` when axis ticks need more
+const mcores = (n, digits) => {
+  if (!Number.isFinite(n)) return '—';
+  return n >= 1000 ? `${+(n / 1000).toFixed(digits === undefined ? 2 : digits + 1)}` : `${+n.toFixed(digits === undefined ? 0 : digits - 1)}m`;
+};
+const mem = (n, digits) => {
   if (!Number.isFinite(n)) return '—';
   const u = ['B', 'KiB', 'MiB', 'GiB'];
   let i = 0;
   while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+  if (digits !== undefined && i > 0) return `${+n.toFixed(digits)} ${u[i]}`;
   return `${n >= 10 || i === 0 ? Math.round(n) : n.toFixed(1)} ${u[i]}`;
 };
 
@@ -407,11 +412,11 @@ function verdictTable(list) {
 // The charts of one run, fed from results documents.
 function runCharts() {
   const charts = {
-    rps: lineChart({ xLabel: t('lt.time'), id: 'chart-rps', title: t('lt.chartRps'), series: [{ label: t('lt.requests') }], value: (n) => shortNumber(n, '/s') }),
-    latency: lineChart({ xLabel: t('lt.time'), id: 'chart-latency', title: t('lt.chartLatency'), series: ['p50', 'p90', 'p99', 'p99.9'].map((label) => ({ label })), value: (n) => shortNumber(n, 'ms') }),
-    errors: lineChart({ xLabel: t('lt.time'), id: 'chart-errors', title: t('lt.chartErrors'), series: [{ label: t('lt.errors') }], value: (n) => shortNumber(n, '/s') }),
-    cpu: lineChart({ xLabel: t('lt.time'), id: 'chart-cpu', title: t('lt.chartCpu'), series: [{ label: t('lt.pods') }, { label: t('lt.nodes') }], value: mcores }),
-    memory: lineChart({ xLabel: t('lt.time'), id: 'chart-memory', title: t('lt.chartMemory'), series: [{ label: t('lt.pods') }, { label: t('lt.nodes') }], value: mem }),
+    rps: lineChart({ xLabel: t('lt.time'), id: 'chart-rps', title: t('lt.chartRps'), series: [{ label: t('lt.requests') }], value: (n, d) => shortNumber(n, '/s', d) }),
+    latency: lineChart({ xLabel: t('lt.time'), id: 'chart-latency', title: t('lt.chartLatency'), series: ['p50', 'p90', 'p99', 'p99.9'].map((label) => ({ label })), value: (n, d) => shortNumber(n, 'ms', d) }),
+    errors: lineChart({ xLabel: t('lt.time'), id: 'chart-errors', title: t('lt.chartErrors'), series: [{ label: t('lt.errors') }], value: (n, d) => shortNumber(n, '/s', d) }),
+    cpu: lineChart({ xLabel: t('lt.time'), id: 'chart-cpu', title: t('lt.chartCpu'), series: [{ label: t('lt.pods') }, { label: t('lt.nodesRight'), right: true }], value: mcores }),
+    memory: lineChart({ xLabel: t('lt.time'), id: 'chart-memory', title: t('lt.chartMemory'), series: [{ label: t('lt.pods') }, { label: t('lt.nodesRight'), right: true }], value: mem }),
   };
   const el = h('div.chart-grid', Object.values(charts).map((c) => c.el));
   const draw = (seconds, resources) => {
@@ -575,10 +580,10 @@ function comparePage(ctx, pairs) {
   for (let i = 0; i + 1 < pairs.length; i += 2) runs.push({ ns: pairs[i], name: pairs[i + 1] });
   const labels = runs.map((r) => ({ label: r.name }));
   const charts = {
-    rps: lineChart({ xLabel: t('lt.time'), id: 'compare-rps', title: t('lt.chartRps'), series: labels, value: (n) => shortNumber(n, '/s') }),
-    p50: lineChart({ xLabel: t('lt.time'), id: 'compare-p50', title: t('lt.chartP50'), series: labels, value: (n) => shortNumber(n, 'ms') }),
-    p99: lineChart({ xLabel: t('lt.time'), id: 'compare-p99', title: t('lt.chartP99'), series: labels, value: (n) => shortNumber(n, 'ms') }),
-    errors: lineChart({ xLabel: t('lt.time'), id: 'compare-errors', title: t('lt.chartErrors'), series: labels, value: (n) => shortNumber(n, '/s') }),
+    rps: lineChart({ xLabel: t('lt.time'), id: 'compare-rps', title: t('lt.chartRps'), series: labels, value: (n, d) => shortNumber(n, '/s', d) }),
+    p50: lineChart({ xLabel: t('lt.time'), id: 'compare-p50', title: t('lt.chartP50'), series: labels, value: (n, d) => shortNumber(n, 'ms', d) }),
+    p99: lineChart({ xLabel: t('lt.time'), id: 'compare-p99', title: t('lt.chartP99'), series: labels, value: (n, d) => shortNumber(n, 'ms', d) }),
+    errors: lineChart({ xLabel: t('lt.time'), id: 'compare-errors', title: t('lt.chartErrors'), series: labels, value: (n, d) => shortNumber(n, '/s', d) }),
   };
   const table = h('div#compare-table', h('p.muted', t('loading')));
   const note = h('div');
