@@ -180,6 +180,19 @@ async function main() {
     await shot(page, 'loadtest-form-error');
   });
 
+  await check('spec_the_controller_rejects_shows_its_reason', async () => {
+    await startRun(page, { name: 'bad', rate: 10, duration: '5s', thresholds: 'p99<fast' });
+    await page.waitForURL('**/console/loadtests/default/bad');
+    await waitPhase(page, 'Failed');
+    await page.waitForSelector('#lt-problem.form-error');
+    const text = await page.textContent('#lt-problem');
+    assert(text.startsWith('InvalidSpec: spec.thresholds'), `reason shown: ${text}`);
+    await page.waitForSelector('#lt-live[data-state="done"]', { state: 'attached' });
+    assert(await page.isHidden('#chart-rps'), 'no empty charts for a run that never started');
+    assert(!(await page.$('#lt-export-json')), 'no exports without results');
+    await shot(page, 'loadtest-invalid');
+  });
+
   await check('second_run_completes', async () => {
     await startRun(page, { name: 'second', rate: 40, duration: '6s' });
     await page.waitForURL('**/console/loadtests/default/second');

@@ -4,7 +4,8 @@
 # its own containerd, each in a network namespace, and a busybox httpd Deployment behind a
 # Service. In the browser an admin starts a run from the form (the Service picked from the
 # namespace's), watches the live charts change while it runs, sees it complete with its
-# threshold verdicts, sees the API refuse a duplicate name, starts a second run, compares the
+# threshold verdicts, sees the API refuse a duplicate name and the controller reject a bad
+# threshold (its reason shown), starts a second run, compares the
 # two, downloads the JSON export (checked against the LoadTest's status) and the other exports,
 # cancels and deletes a third; a read-only account sees the runs but no form, and a forced
 # request shows the 403. Any browser console error or CSP violation fails. Screenshots land in

@@ -52,8 +52,9 @@ function phaseBadge(phase) {
   return h(`span.badge.${cls}.phase`, p);
 }
 
+// Passed or failed, for a run that sent requests (a run refused before it started has none).
 function verdictBadge(status) {
-  if (!status || status.passed === undefined || status.passed === null) return h('span.verdict.muted', '—');
+  if (!status || status.passed === undefined || status.passed === null || !status.startTime) return h('span.verdict.muted', '—');
   return status.passed
     ? h('span.badge.ok.verdict', t('lt.passed'))
     : h('span.badge.bad.verdict', t('lt.failed'));
@@ -448,6 +449,8 @@ function runPage(ctx, ns, name) {
     h('section.card', h('h2', t('lt.summary')), stats),
     h('section.card', h('h2', t('lt.charts')), live, charts.el),
     h('section.card', h('h2', t('lt.thresholds')), verdicts));
+  // a run that ended before it started (invalid, no target) has only its reason to show
+  const sections = [...el.querySelectorAll('section.card')].slice(1);
 
   let obj = null;
   let perms = { create: false, patch: false, delete: false };
@@ -467,11 +470,11 @@ function runPage(ctx, ns, name) {
       perms.patch && !TERMINAL.includes(phase) && !obj.spec.cancel
         ? h('button#lt-cancel', { type: 'button', onclick: () => cancelRun(ctx, ns, name) }, t('lt.cancel')) : null,
       perms.delete ? h('button#lt-delete.danger', { type: 'button', onclick: () => deleteRun(ctx, ns, name, () => ctx.navigate('loadtests')) }, t('delete')) : null,
-      h('span.export-label.muted', t('lt.export')),
-      EXPORTS.map((f) => h(`a#lt-export-${f}.button.export`, {
+      results ? h('span.export-label.muted', t('lt.export')) : null,
+      results ? EXPORTS.map((f) => h(`a#lt-export-${f}.button.export`, {
         href: resultsPath(ns, name, f),
         download: `${name}.${f}`,
-      }, f.toUpperCase())));
+      }, f.toUpperCase())) : null);
   };
 
   const drawObject = () => {
@@ -491,6 +494,8 @@ function runPage(ctx, ns, name) {
       fact(t('lt.completed'), when(st.completionTime)));
     // why a run failed or was cancelled; how a live one is doing, as a plain note
     const bad = ['Failed', 'Cancelled'].includes(st.phase);
+    const neverRan = TERMINAL.includes(st.phase) && !st.startTime;
+    for (const section of sections) section.hidden = neverRan;
     problem.className = bad ? 'form-error' : 'muted';
     problem.textContent = st.reason || st.message ? `${st.reason || ''}${st.reason && st.message ? ': ' : ''}${st.message || ''}` : '';
     const running = st.phase === 'Running' && results && rows.size;
