@@ -162,6 +162,26 @@ async function main() {
     await shot(page, 'loadtest-done');
   });
 
+  await check('charts_follow_the_window_size', async () => {
+    // the chart is as wide as its box, whatever the window does to the grid
+    const sizes = () => page.evaluate(() => ({
+      chart: document.querySelector('#chart-rps .uplot').getBoundingClientRect().width,
+      box: document.querySelector('#chart-rps .chart-plot').clientWidth,
+    }));
+    const fits = (w) => Math.abs(document.querySelector('#chart-rps .uplot').getBoundingClientRect().width
+      - document.querySelector('#chart-rps .chart-plot').clientWidth) < 2
+      && document.querySelector('#chart-rps .uplot').getBoundingClientRect().width !== w;
+    const before = await sizes();
+    for (const width of [700, 1360]) {
+      const was = (await sizes()).chart;
+      await page.setViewportSize({ width, height: 900 });
+      await page.waitForFunction(fits, was)
+        .catch(async () => { throw new Error(`at ${width} px: ${JSON.stringify(await sizes())}, was ${was}`); });
+    }
+    const after = await sizes();
+    assert(Math.abs(after.chart - before.chart) < 2, `back to ${before.chart}: ${after.chart}`);
+  });
+
   await check('resource_charts_have_samples', async () => {
     await page.waitForFunction(() => Number(document.querySelector('#chart-cpu')?.dataset.points) > 0
       && Number(document.querySelector('#chart-memory')?.dataset.points) > 0, null, { timeout: 10000 });
