@@ -1023,7 +1023,7 @@ fn rules_for_view_user_lists_aggregated_and_basic_rules() {
 }
 
 #[test]
-fn rules_for_view_reads_loadtests_and_edit_starts_them() {
+fn rules_for_view_reads_loadtests_edit_and_admin_start_them() {
     let bob = user("bob", &["system:authenticated"]);
     let on_loadtests = |rules: &[Value], verb: &str| {
         rules.iter().any(|r| {
@@ -1041,6 +1041,8 @@ fn rules_for_view_reads_loadtests_and_edit_starts_them() {
     assert!(on_loadtests(&edit, "create"));
     assert!(on_loadtests(&edit, "patch"));
     assert!(on_loadtests(&edit, "delete"));
+    let (admin, _) = rules_for(&bootstrap_with_bob_bound_to("admin"), &bob, "default");
+    assert!(on_loadtests(&admin, "create"));
 }
 
 #[test]
