@@ -164,6 +164,9 @@ e2e() {
   log "end-to-end: console applications in chromium with an agent (deploy from the registry, upgrade, history, rollback, scale, logs, terminal, read-only)"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/console_apps.sh 2>&1 | tee "$LOGS/e2e-console-apps.log" || true
   count_plain "$LOGS/e2e-console-apps.log"
+  log "end-to-end: console load tests in chromium with an agent (start from the form, live charts, verdicts, compare, exports, cancel, read-only)"
+  MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/console_loadtest.sh 2>&1 | tee "$LOGS/e2e-console-loadtest.log" || true
+  count_plain "$LOGS/e2e-console-loadtest.log"
 }
 
 # the release binary (zig-linked for glibc 2.17, build cached in /var/cache/mini-build) on Debian 11

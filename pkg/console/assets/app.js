@@ -8,6 +8,7 @@ import { overviewPage } from './overview.js';
 import { nodesPage } from './nodes.js';
 import { appsPage } from './apps.js';
 import { podsPage } from './pods.js';
+import { loadtestsPage, GROUP as LOADTEST_GROUP } from './loadtests.js';
 
 const BASE = '/console/';
 const root = document.getElementById('app');
@@ -28,6 +29,8 @@ const PAGES = [
   // these take sub-paths (apps/new, apps/<kind>/<ns>/<name>, pods/<ns>/<name>/logs, …) as ctx.params
   { path: 'apps', title: 'nav.apps', page: appsPage, allowed: () => can('list', 'deployments', { group: 'apps', namespace: state.namespace }) },
   { path: 'pods', title: 'nav.pods', page: podsPage, allowed: () => can('list', 'pods', { namespace: state.namespace }) },
+  // loadtests/new, loadtests/<ns>/<name>, loadtests/compare/<ns>/<name>/<ns>/<name>…
+  { path: 'loadtests', title: 'nav.loadtests', page: loadtestsPage, allowed: () => can('list', 'loadtests', { group: LOADTEST_GROUP, namespace: state.namespace }) },
 ];
 
 function routePath() {

@@ -31,6 +31,8 @@ pub const ASSET_FILES: &[(&str, &[u8])] = &[
     ("pods.js", include_bytes!("../assets/pods.js")),
     ("logs.js", include_bytes!("../assets/logs.js")),
     ("terminal.js", include_bytes!("../assets/terminal.js")),
+    ("chart.js", include_bytes!("../assets/chart.js")),
+    ("loadtests.js", include_bytes!("../assets/loadtests.js")),
     // pinned third-party files, byte for byte as published (vendor/SHA256SUMS)
     (
         "vendor/xterm-5.5.0.js",
@@ -51,6 +53,14 @@ pub const ASSET_FILES: &[(&str, &[u8])] = &[
     (
         "vendor/js-yaml-4.1.0.mjs",
         include_bytes!("../vendor/js-yaml-4.1.0.mjs"),
+    ),
+    (
+        "vendor/uplot-1.6.32.mjs",
+        include_bytes!("../vendor/uplot-1.6.32.mjs"),
+    ),
+    (
+        "vendor/uplot-1.6.32.css",
+        include_bytes!("../vendor/uplot-1.6.32.css"),
     ),
 ];
 

@@ -35,6 +35,9 @@ mod tests {
         "addon-fit-0.10.0.LICENSE",
         "js-yaml-4.1.0.mjs",
         "js-yaml-4.1.0.LICENSE",
+        "uplot-1.6.32.mjs",
+        "uplot-1.6.32.css",
+        "uplot-1.6.32.LICENSE",
     ];
 
     fn listed_sums() -> BTreeMap<String, String> {

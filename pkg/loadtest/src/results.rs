@@ -203,6 +203,21 @@ pub struct RunResults {
     pub histogram: String,
 }
 
+impl RunResults {
+    /// The incremental form the console polls while a run goes on (`?since=SECOND`): only the
+    /// seconds and resource samples from `second` on, and no histograms (the summary and the
+    /// verdicts are whole-run as always).
+    pub fn since(mut self, second: u32) -> RunResults {
+        self.seconds.retain(|s| s.second >= second);
+        for s in &mut self.seconds {
+            s.histogram.clear();
+        }
+        self.resources.retain(|r| r.second >= second);
+        self.histogram.clear();
+        self
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Merged {
     requests: u64,
@@ -465,6 +480,45 @@ mod tests {
         );
         assert!(!v[0].passed);
         assert!(v[1].passed);
+    }
+
+    #[test]
+    fn since_keeps_later_seconds_without_histograms() {
+        let mut merger = Merger::default();
+        for s in 0..4 {
+            merger
+                .add(&ReportBatch {
+                    generator: 0,
+                    seconds: vec![second(&[1000, 2000], s)],
+                    done: false,
+                })
+                .unwrap();
+        }
+        let results = RunResults {
+            summary: merger.summary(4.0, None),
+            seconds: merger.rows(),
+            resources: (0..4)
+                .map(|second| ResourceSample {
+                    second,
+                    ..Default::default()
+                })
+                .collect(),
+            histogram: encode(merger.total()),
+            ..Default::default()
+        };
+        let later = results.clone().since(2);
+        assert_eq!(
+            later.seconds.iter().map(|s| s.second).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        assert!(later.seconds.iter().all(|s| s.histogram.is_empty()));
+        assert_eq!(
+            later.resources.iter().map(|r| r.second).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        assert!(later.histogram.is_empty());
+        assert_eq!(later.summary, results.summary);
+        assert_eq!(later.seconds[0].latency, results.seconds[2].latency);
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The results endpoint on the API server's port, under [`PREFIX`]:
 //! - `GET  /loadtest/v1/namespaces/NS/loadtests/NAME/results?format=json|html|csv|hdr` — for
-//!   people (the CLI, the console): any credential the API accepts, and RBAC `get loadtests`;
+//!   people (the CLI, the console): any credential the API accepts (a client certificate, a
+//!   bearer token or the console's session cookie), and RBAC `get loadtests`; with
+//!   `format=json&since=SECOND` only the seconds from SECOND on and no histograms (what the
+//!   console polls while a run goes on);
 //! - `GET  /loadtest/v1/runs/UID/start` and `POST /loadtest/v1/runs/UID/reports` — for the
 //!   generator pods of that run, with the run's own bearer token.
 
@@ -198,24 +201,44 @@ async fn answer(
                     ),
                 );
             }
-            let format = parts
-                .uri
-                .query()
-                .unwrap_or_default()
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("format="))
-                .unwrap_or("json");
-            let format = match Format::parse(format) {
+            let query = parts.uri.query().unwrap_or_default();
+            let param = |key: &str| {
+                query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+            };
+            let format = match Format::parse(param("format").unwrap_or("json")) {
                 Ok(f) => f,
                 Err(e) => return failure(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
             };
-            let Some(results) = runs.results(ns, name) else {
+            let since = match param("since").map(str::parse::<u32>) {
+                None => None,
+                Some(Ok(s)) if format == Format::Json => Some(s),
+                Some(Ok(_)) => {
+                    return failure(
+                        StatusCode::BAD_REQUEST,
+                        "BadRequest",
+                        "since= goes with format=json only",
+                    )
+                }
+                Some(Err(_)) => {
+                    return failure(
+                        StatusCode::BAD_REQUEST,
+                        "BadRequest",
+                        "since= takes a whole number of seconds from the start of the run",
+                    )
+                }
+            };
+            let Some(mut results) = runs.results(ns, name) else {
                 return failure(
                     StatusCode::NOT_FOUND,
                     "NotFound",
                     &format!("no results for the load test {ns}/{name} (yet)"),
                 );
             };
+            if let Some(second) = since {
+                results = results.since(second);
+            }
             match render(&results, format) {
                 Ok(text) => respond(StatusCode::OK, format.content_type(), text),
                 Err(e) => failure(

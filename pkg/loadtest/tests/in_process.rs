@@ -164,6 +164,23 @@ async fn results_endpoint_serves_formats_under_rbac() {
         .await
         .unwrap();
     assert_eq!(csv.lines().count(), 2);
+    // the console's incremental poll: later seconds only, no histograms; a bad `since` is a 400
+    let path = "/loadtest/v1/namespaces/default/loadtests/web/results?format=json&since=";
+    let get = |q: &str| {
+        http::Request::get(format!("{path}{q}"))
+            .body(Vec::new())
+            .unwrap()
+    };
+    let all: serde_json::Value =
+        serde_json::from_str(&admin.request_text(get("0")).await.unwrap()).unwrap();
+    assert_eq!(all["seconds"].as_array().unwrap().len(), 1);
+    assert_eq!(all["seconds"][0]["histogram"], "");
+    assert_eq!(all["summary"]["requests"], 1);
+    let later: serde_json::Value =
+        serde_json::from_str(&admin.request_text(get("1")).await.unwrap()).unwrap();
+    assert!(later["seconds"].as_array().unwrap().is_empty());
+    assert_eq!(later["summary"]["requests"], 1);
+    assert!(admin.request_text(get("soon")).await.is_err());
     let stranger = env.client_as("mallory", &[]);
     let refused = mini_loadtest::cli::report(&stranger, "default", "web", Format::Json).await;
     assert!(refused.is_err(), "a user without get loadtests is refused");

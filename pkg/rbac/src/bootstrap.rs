@@ -39,6 +39,9 @@ const EVENTS: &str = "events.k8s.io";
 const NODE: &str = "node.k8s.io";
 /// mini's embedded image registry (`repositories`: pull = get, push = create/update).
 const MINI_REGISTRY: &str = "registry.mini.dev";
+/// mini's load tests (`loadtests`: view reads them and their results, edit starts, cancels
+/// and deletes them).
+const MINI_LOADTEST: &str = "loadtest.mini.dev";
 
 const AGGREGATE_TO_ADMIN: &str = "rbac.authorization.k8s.io/aggregate-to-admin";
 const AGGREGATE_TO_EDIT: &str = "rbac.authorization.k8s.io/aggregate-to-edit";
@@ -298,6 +301,10 @@ fn aggregate_to_edit_rules() -> Vec<Value> {
             .groups(&[MINI_REGISTRY])
             .resources(&["repositories", "imagetags"])
             .build(),
+        rule(&["create", "update", "delete", "deletecollection", "patch"])
+            .groups(&[MINI_LOADTEST])
+            .resources(&["loadtests"])
+            .build(),
         // Read on escalating resources.
         rule(READ)
             .groups(&[LEGACY])
@@ -402,6 +409,10 @@ fn aggregate_to_view_rules() -> Vec<Value> {
         rule(READ)
             .groups(&[MINI_REGISTRY])
             .resources(&["repositories", "imagetags"])
+            .build(),
+        rule(READ)
+            .groups(&[MINI_LOADTEST])
+            .resources(&["loadtests"])
             .build(),
         rule(READ)
             .groups(&[LEGACY])

@@ -1023,6 +1023,29 @@ fn rules_for_view_user_lists_aggregated_and_basic_rules() {
 }
 
 #[test]
+fn rules_for_view_reads_loadtests_edit_and_admin_start_them() {
+    let bob = user("bob", &["system:authenticated"]);
+    let on_loadtests = |rules: &[Value], verb: &str| {
+        rules.iter().any(|r| {
+            r["apiGroups"] == json!(["loadtest.mini.dev"])
+                && r["resources"] == json!(["loadtests"])
+                && r["verbs"]
+                    .as_array()
+                    .is_some_and(|v| v.contains(&json!(verb)))
+        })
+    };
+    let (view, _) = rules_for(&bootstrap_with_bob_bound_to("view"), &bob, "default");
+    assert!(on_loadtests(&view, "watch"));
+    assert!(!on_loadtests(&view, "create"));
+    let (edit, _) = rules_for(&bootstrap_with_bob_bound_to("edit"), &bob, "default");
+    assert!(on_loadtests(&edit, "create"));
+    assert!(on_loadtests(&edit, "patch"));
+    assert!(on_loadtests(&edit, "delete"));
+    let (admin, _) = rules_for(&bootstrap_with_bob_bound_to("admin"), &bob, "default");
+    assert!(on_loadtests(&admin, "create"));
+}
+
+#[test]
 fn rules_for_resource_names_kept() {
     let policy = PolicySnapshot {
         cluster_roles: vec![cluster_role(
