@@ -162,6 +162,9 @@ e2e() {
   log "end-to-end: console applications in chromium with an agent (deploy from the registry, upgrade, history, rollback, scale, logs, terminal, read-only)"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/console_apps.sh 2>&1 | tee "$LOGS/e2e-console-apps.log" || true
   count_plain "$LOGS/e2e-console-apps.log"
+  log "end-to-end: console resource pages in chromium with an agent (services, ingresses, configmaps, secrets, namespaces, events live; create/edit/delete; log search; registry; accounts; read-only 403)"
+  MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/console_resources.sh 2>&1 | tee "$LOGS/e2e-console-resources.log" || true
+  count_plain "$LOGS/e2e-console-resources.log"
 }
 
 # the release binary (zig-linked for glibc 2.17, build cached in /var/cache/mini-build) on Debian 11

@@ -31,6 +31,10 @@ pub const ASSET_FILES: &[(&str, &[u8])] = &[
     ("pods.js", include_bytes!("../assets/pods.js")),
     ("logs.js", include_bytes!("../assets/logs.js")),
     ("terminal.js", include_bytes!("../assets/terminal.js")),
+    ("resources.js", include_bytes!("../assets/resources.js")),
+    ("logsearch.js", include_bytes!("../assets/logsearch.js")),
+    ("registry.js", include_bytes!("../assets/registry.js")),
+    ("accounts.js", include_bytes!("../assets/accounts.js")),
     // pinned third-party files, byte for byte as published (vendor/SHA256SUMS)
     (
         "vendor/xterm-5.5.0.js",
