@@ -176,7 +176,11 @@ async function main() {
   await check('ingress_made_by_kubectl_shows_hosts_and_backends', async () => {
     await nav(page, 'ingresses');
     await page.waitForSelector('#ingresses-table');
-    kubectl(['create', 'ingress', 'shop', '--rule=shop.example.com/cart*=logger:80']);
+    kubectl(['create', '-f', '-'], JSON.stringify({
+      apiVersion: 'networking.k8s.io/v1', kind: 'Ingress', metadata: { name: 'shop', namespace: 'default' },
+      spec: { rules: [{ host: 'shop.example.com', http: { paths: [{ path: '/cart', pathType: 'Prefix',
+        backend: { service: { name: 'logger', port: { number: 80 } } } }] } }] },
+    }));
     await page.waitForSelector('#ingresses-table tr[data-name="default/shop"]');
     const routes = await page.textContent('#ingresses-table tr[data-name="default/shop"] td.routes');
     assert(routes === 'shop.example.com/cart → logger:80', `routes: ${routes}`);
