@@ -185,9 +185,11 @@ export function logSearchPage(ctx) {
   }
 
   more.onclick = () => page(false);
+  // turning the tail on searches again with the form as it is now, then follows
   live.onchange = () => {
-    if (!live.checked) { stopTail(); status.textContent = ''; return; }
-    if (params) startTail(params.query); else search();
+    if (live.checked) { search(); return; }
+    stopTail();
+    status.textContent = shown ? t('search.found', { n: shown }) : '';
   };
 
   const form = h('form.search-form', { onsubmit: (e) => { e.preventDefault(); search(); } },
