@@ -239,6 +239,24 @@ async function main() {
     await shot(page, 'logsearch');
   });
 
+  await check('log_search_pages_by_cursor', async () => {
+    // at least 12 lines stored, then pages of 10
+    await page.waitForFunction(async () => {
+      const r = await fetch(`/v1-mini/logs/search?query=${encodeURIComponent('{app="logger"} |= "console-res-marker"')}&since=1h&limit=12`);
+      return (await r.json()).records.length === 12;
+    }, null, { ...LONG, polling: 1000 });
+    await page.selectOption('#search-limit', '10');
+    await page.click('#search-submit');
+    await page.waitForSelector('#search-more:not([hidden])');
+    assert((await page.$$('#search-results .line')).length === 10, 'first page of 10');
+    await page.click('#search-more');
+    await page.waitForFunction(() => document.querySelectorAll('#search-results .line').length > 10);
+    const numbers = await page.$$eval('#search-results .line', (l) => l.map((x) => Number(x.textContent.split(' line ')[1])));
+    assert(new Set(numbers).size === numbers.length, `no line twice: ${numbers}`);
+    assert(numbers.every((n, i) => i === 0 || n < numbers[i - 1]), `newest first across pages: ${numbers}`);
+    await page.selectOption('#search-limit', '200');
+  });
+
   await check('log_search_regex_and_oldest_first', async () => {
     await page.fill('#search-text', 'marker line [12]$');
     await page.check('#search-regex');

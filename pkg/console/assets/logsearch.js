@@ -9,7 +9,7 @@ import { h, mount } from './dom.js';
 import { enc, failure } from './kube.js';
 
 const RANGES = ['15m', '1h', '6h', '24h', '3d', '7d'];
-const PAGE = 200;
+const PAGES = [10, 50, 200, 1000];
 const MAX_SHOWN = 5000;
 
 const quoted = (v) => JSON.stringify(v);
@@ -58,6 +58,8 @@ export function logSearchPage(ctx) {
   range.onchange = () => { custom.hidden = range.value !== 'custom'; };
   const order = h('select#search-order',
     h('option', { value: 'backward' }, t('search.newest')), h('option', { value: 'forward' }, t('search.oldest')));
+  const limit = h('select#search-limit', PAGES.map((n) => h('option', { value: String(n) }, String(n))));
+  limit.value = '200';
   const live = h('input#search-live', { type: 'checkbox' });
   const submit = h('button.primary', { type: 'submit', id: 'search-submit' }, t('search.submit'));
   const more = h('button#search-more', { type: 'button', hidden: true }, t('search.more'));
@@ -133,7 +135,7 @@ export function logSearchPage(ctx) {
   async function page(first) {
     const mine = generation;
     const q = new URLSearchParams(params);
-    q.set('limit', String(PAGE));
+    q.set('limit', limit.value);
     if (cursor && !first) q.set('cursor', cursor);
     more.disabled = true;
     try {
@@ -204,6 +206,7 @@ export function logSearchPage(ctx) {
     h('div.row',
       h('label', h('span', t('search.range')), range), custom,
       h('label', h('span', t('search.order')), order),
+      h('label', h('span', t('search.limit')), limit),
       h('label.check', live, h('span', t('search.live'))),
       submit));
   const el = h('div.log-search',
