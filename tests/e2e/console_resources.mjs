@@ -309,6 +309,17 @@ async function main() {
     await shot(page, 'accounts');
   });
 
+  await check('admin_changes_a_password_and_removes_an_account', async () => {
+    await page.click('#accounts-table tr[data-account="reader"] button.passwd');
+    await page.fill('#dialog-password', 'reader-new-password');
+    await page.click('#dialog-ok');
+    await page.waitForSelector('.message.info:has-text("password of reader is changed")');
+    await page.click('#accounts-table tr[data-account="viewer"] button.delete');
+    await page.click('#dialog-ok');
+    await page.waitForSelector('#accounts-table tr[data-account="viewer"]', { state: 'detached' });
+    assert(!(await page.$('#accounts-table tr[data-account="boss"] button.delete')), 'no remove button for oneself');
+  });
+
   await check('chinese_resource_pages_render', async () => {
     await page.click('#lang');
     await page.waitForFunction(() => document.querySelector('nav.side a[data-path="configmaps"]')?.textContent === '配置项');
@@ -323,7 +334,7 @@ async function main() {
 
   await check('added_view_account_logs_in_read_only', async () => {
     await logout(page);
-    await login(page, 'reader', 'reader-password');
+    await login(page, 'reader', 'reader-new-password');
     await page.goto(`${URL}/console/configmaps`);
     await page.waitForSelector('#configmaps-table tr[data-name="default/from-kubectl"]');
     await page.waitForTimeout(800);

@@ -6,7 +6,8 @@
 # kubectl appear without reload); a ConfigMap and a Namespace are created, edited and deleted in
 # the browser (a refused create shows the server's message); a Secret's value stays hidden until
 # revealed; the log search finds a pod's line and the live tail follows; the registry lists the
-# pushed image and deletes a tag; an admin adds a view account that then logs in, a namespace
+# pushed image and deletes a tag; an admin adds a view account, changes its password (it then
+# logs in with the new one) and removes another account, a namespace
 # admin's grant beyond its rights is refused; a view-only account sees no create/delete and a
 # forced request shows the 403. Any console error or CSP violation fails. Screenshots land in
 # $CARGO_TARGET_DIR/test-logs/console-resources/. Needs root (namespaces, containerd).
@@ -107,6 +108,8 @@ step_api_agrees() {
   expect "console_configmap_gone" "NotFound" bash -c "nsenter --net=$(ns_path "$SERVER_NS") kubectl get configmap made-in-console 2>&1 || true"
   expect_eq "registry_tag_v2_deleted" "" bash -c "nsenter --net=$(ns_path "$SERVER_NS") kubectl get imagetags -n default --no-headers 2>/dev/null | grep 'app:v2' || true"
   expect "reader_account_exists" "reader +view@default" mini_in_server user ls --kubeconfig "$KUBECONFIG"
+  expect_eq "viewer_account_removed" "" bash -c \
+    "nsenter --net=$(ns_path "$SERVER_NS") $MINI_BIN user ls --kubeconfig $KUBECONFIG 2>/dev/null | grep '^viewer ' || true"
   expect_eq "keeper_could_not_grant_cluster_admin" "" bash -c \
     "nsenter --net=$(ns_path "$SERVER_NS") $MINI_BIN user ls --kubeconfig $KUBECONFIG 2>/dev/null | grep '^climber' || true"
 }
