@@ -250,7 +250,8 @@ async function main() {
     await page.waitForSelector('#search-more:not([hidden])');
     assert((await page.$$('#search-results .line')).length === 10, 'first page of 10');
     await page.click('#search-more');
-    await page.waitForFunction(() => document.querySelectorAll('#search-results .line').length > 10);
+    await page.waitForFunction(() => document.querySelectorAll('#search-results .line').length > 10, null, LONG)
+      .catch(async (e) => { throw new Error(`${e.message}; status: ${await page.textContent('#search-status')}; lines: ${await page.textContent('#search-results')}`); });
     const numbers = await page.$$eval('#search-results .line', (l) => l.map((x) => Number(x.textContent.split(' line ')[1])));
     assert(new Set(numbers).size === numbers.length, `no line twice: ${numbers}`);
     assert(numbers.every((n, i) => i === 0 || n < numbers[i - 1]), `newest first across pages: ${numbers}`);
