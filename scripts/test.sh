@@ -167,6 +167,9 @@ e2e() {
   log "end-to-end: console load tests in chromium with an agent (start from the form, live charts, verdicts, compare, exports, cancel, read-only)"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/console_loadtest.sh 2>&1 | tee "$LOGS/e2e-console-loadtest.log" || true
   count_plain "$LOGS/e2e-console-loadtest.log"
+  log "end-to-end: console resource pages in chromium with an agent (services, ingresses, configmaps, secrets, namespaces, events live; create/edit/delete; log search; registry; accounts; read-only 403)"
+  MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/console_resources.sh 2>&1 | tee "$LOGS/e2e-console-resources.log" || true
+  count_plain "$LOGS/e2e-console-resources.log"
 }
 
 # the release binary (zig-linked for glibc 2.17, build cached in /var/cache/mini-build) on Debian 11

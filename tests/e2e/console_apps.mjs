@@ -183,7 +183,7 @@ async function main() {
 
   await check('restart_sets_restartedAt', async () => {
     await page.click('#workload-restart');
-    await page.waitForSelector('.message.info');
+    await page.waitForSelector('.message.info:has-text("restarts its pods")');
     const at = kubectl('get', 'deployment', 'web', '-o', 'jsonpath={.spec.template.metadata.annotations.kubectl\\.kubernetes\\.io/restartedAt}');
     assert(/^\d{4}-\d\d-\d\dT/.test(at), `restartedAt: ${at}`);
     await page.waitForFunction(() => document.querySelector('#workload-state')?.classList.contains('ok')
@@ -205,11 +205,13 @@ async function main() {
 
   await check('yaml_edit_saves_a_label', async () => {
     await page.click('#yaml-reload');
-    await page.waitForFunction(() => /replicas: 3/.test(document.querySelector('#yaml-text')?.value || ''));
+    // spec.replicas back from the refused -1 (status.replicas says 3 all along)
+    await page.waitForFunction(() => /^  replicas: 3$/m.test(document.querySelector('#yaml-text')?.value || ''));
     const text = await page.inputValue('#yaml-text');
     await page.fill('#yaml-text', text.replace(/^  labels:\n    app: web$/m, '  labels:\n    app: web\n    edited: in-console'));
     await page.click('#yaml-save');
-    await page.waitForSelector('.message.info');
+    // an earlier action's message may still show: wait for the save's own
+    await page.waitForSelector('.message.info:has-text("is saved")');
     const label = kubectl('get', 'deployment', 'web', '-o', 'jsonpath={.metadata.labels.edited}');
     assert(label === 'in-console', `label: ${label}`);
   });

@@ -9,6 +9,10 @@ import { nodesPage } from './nodes.js';
 import { appsPage } from './apps.js';
 import { podsPage } from './pods.js';
 import { loadtestsPage, GROUP as LOADTEST_GROUP } from './loadtests.js';
+import { resourcePage, mayList } from './resources.js';
+import { logSearchPage } from './logsearch.js';
+import { registryPage, mayListImages } from './registry.js';
+import { accountsPage, mayManageAccounts } from './accounts.js';
 
 const BASE = '/console/';
 const root = document.getElementById('app');
@@ -31,6 +35,13 @@ const PAGES = [
   { path: 'pods', title: 'nav.pods', page: podsPage, allowed: () => can('list', 'pods', { namespace: state.namespace }) },
   // loadtests/new, loadtests/<ns>/<name>, loadtests/compare/<ns>/<name>/<ns>/<name>…
   { path: 'loadtests', title: 'nav.loadtests', page: loadtestsPage, allowed: () => can('list', 'loadtests', { group: LOADTEST_GROUP, namespace: state.namespace }) },
+  // resources.js: one generic list/detail/create module per kind (sub-paths new, <ns>/<name>)
+  ...['services', 'ingresses', 'configmaps', 'secrets', 'namespaces', 'events'].map((plural) => ({
+    path: plural, title: `nav.${plural}`, page: resourcePage(plural), allowed: () => mayList(plural, state.namespace),
+  })),
+  { path: 'logsearch', title: 'nav.logsearch', page: logSearchPage, allowed: () => can('get', 'pods', { namespace: state.namespace, subresource: 'log' }) },
+  { path: 'registry', title: 'nav.registry', page: registryPage, allowed: () => mayListImages(state.namespace) },
+  { path: 'accounts', title: 'nav.accounts', page: accountsPage, allowed: () => mayManageAccounts(state.namespace) },
 ];
 
 function routePath() {

@@ -33,6 +33,10 @@ pub const ASSET_FILES: &[(&str, &[u8])] = &[
     ("terminal.js", include_bytes!("../assets/terminal.js")),
     ("chart.js", include_bytes!("../assets/chart.js")),
     ("loadtests.js", include_bytes!("../assets/loadtests.js")),
+    ("resources.js", include_bytes!("../assets/resources.js")),
+    ("logsearch.js", include_bytes!("../assets/logsearch.js")),
+    ("registry.js", include_bytes!("../assets/registry.js")),
+    ("accounts.js", include_bytes!("../assets/accounts.js")),
     // pinned third-party files, byte for byte as published (vendor/SHA256SUMS)
     (
         "vendor/xterm-5.5.0.js",
