@@ -202,7 +202,7 @@ step_failover() {
   SERVER_PIDS[$victim]=""
   echo "# killed server $victim (held kube-controller-manager); kubectl now through server $LIVE"
   local killed_at=$SECONDS
-  wait_for "another_server_takes_controller_lease" 25 bash -c \
+  wait_for "another_server_takes_controller_lease_within_15s" 15 bash -c \
     "h=\$(nsenter --net=$(ns_path "${SERVER_NSS[$LIVE]}") kubectl --kubeconfig $WORK/s$LIVE/server/admin.kubeconfig get lease kube-controller-manager -n kube-system -o jsonpath='{.spec.holderIdentity}'); [ -n \"\$h\" ] && [ \"\$h\" != '$holder' ]" || true
   echo "# lease taken over after $((SECONDS - killed_at)) s"
   expect "rollout_completes_after_leader_kill" "successfully rolled out" k rollout status deployment/web --timeout=120s

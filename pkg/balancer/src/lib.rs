@@ -74,7 +74,9 @@ impl Listener for tokio::net::TcpListener {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BalancerError {
-    #[error("no server answered (tried {tried}); check that a server runs and this node reaches it")]
+    #[error(
+        "no server answered (tried {tried}); check that a server runs and this node reaches it"
+    )]
     NoServer { tried: String },
 }
 
@@ -287,8 +289,7 @@ impl Balancer {
             };
             let (balancer, dialer, stop) = (self.clone(), dialer.clone(), stop.clone());
             tokio::spawn(async move {
-                let (address, mut server, closed) = match balancer.connect(dialer.as_ref()).await
-                {
+                let (address, mut server, closed) = match balancer.connect(dialer.as_ref()).await {
                     Ok(connected) => connected,
                     Err(e) => {
                         tracing::warn!(error = %e, "the load balancer dropped a connection");

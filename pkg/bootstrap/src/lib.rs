@@ -161,8 +161,8 @@ async fn fetch(
     let Some(kv) = store.get(KEY).await? else {
         return Ok(None);
     };
-    let sealed: Sealed = serde_json::from_slice(&kv.value)
-        .map_err(|e| BootstrapError::Corrupt(e.to_string()))?;
+    let sealed: Sealed =
+        serde_json::from_slice(&kv.value).map_err(|e| BootstrapError::Corrupt(e.to_string()))?;
     let plain = open(&sealed, secret)?;
     let plain: Plain =
         serde_json::from_slice(&plain).map_err(|e| BootstrapError::Corrupt(e.to_string()))?;

@@ -50,7 +50,8 @@ pub fn seal(plain: &[u8], secret: &str) -> Result<Sealed, BootstrapError> {
     let salt = random::<16>()?;
     let nonce = random::<12>()?;
     let key = derive(secret, &salt)?;
-    let cipher = Aes256Gcm::new_from_slice(&key).map_err(|e| BootstrapError::Seal(e.to_string()))?;
+    let cipher =
+        Aes256Gcm::new_from_slice(&key).map_err(|e| BootstrapError::Seal(e.to_string()))?;
     let ciphertext = cipher
         .encrypt(Nonce::from_slice(&nonce), plain)
         .map_err(|e| BootstrapError::Seal(e.to_string()))?;
@@ -83,7 +84,8 @@ pub fn open(sealed: &Sealed, secret: &str) -> Result<Vec<u8>, BootstrapError> {
         return Err(BootstrapError::Corrupt("nonce is not 12 bytes".into()));
     }
     let key = derive(secret, &salt)?;
-    let cipher = Aes256Gcm::new_from_slice(&key).map_err(|e| BootstrapError::Seal(e.to_string()))?;
+    let cipher =
+        Aes256Gcm::new_from_slice(&key).map_err(|e| BootstrapError::Seal(e.to_string()))?;
     cipher
         .decrypt(Nonce::from_slice(&nonce), ciphertext.as_slice())
         .map_err(|_| BootstrapError::WrongToken)

@@ -93,7 +93,10 @@ async fn load_with_other_ca_is_foreign_cluster() {
     save(&store, one.path(), "tok").await.unwrap();
     write(two.path(), "tls/ca.crt", "ANOTHER CA");
     let err = load(&store, two.path(), "tok", false).await.unwrap_err();
-    assert!(matches!(err, BootstrapError::ForeignCluster { .. }), "{err}");
+    assert!(
+        matches!(err, BootstrapError::ForeignCluster { .. }),
+        "{err}"
+    );
     assert_eq!(read(two.path(), "tls/ca.crt"), "ANOTHER CA");
 }
 
@@ -110,7 +113,10 @@ async fn save_newer_keyring_reaches_other_server_on_load() {
     write(one.path(), "cred/encryption-config.json", "{\"keys\":2}");
     assert!(save(&store, one.path(), "tok").await.unwrap());
     let loaded = load(&store, two.path(), "tok", true).await.unwrap();
-    assert_eq!(loaded.written, vec!["cred/encryption-config.json".to_string()]);
+    assert_eq!(
+        loaded.written,
+        vec!["cred/encryption-config.json".to_string()]
+    );
     assert_eq!(
         read(two.path(), "cred/encryption-config.json"),
         "{\"keys\":2}"

@@ -114,7 +114,10 @@ pub fn live_endpoints(leases: &[Lease], now_ms: i64) -> Vec<SocketAddr> {
 pub fn subsets(endpoints: &[SocketAddr]) -> Vec<EndpointSubset> {
     let mut by_port: BTreeMap<u16, Vec<String>> = BTreeMap::new();
     for e in endpoints {
-        by_port.entry(e.port()).or_default().push(e.ip().to_string());
+        by_port
+            .entry(e.port())
+            .or_default()
+            .push(e.ip().to_string());
     }
     by_port
         .into_iter()
@@ -200,7 +203,11 @@ async fn renew(leases: &Api<Lease>, config: &PeerConfig) -> Result<(), PeersErro
         )])),
         ..Default::default()
     };
-    match leases.get_opt(&name).await.map_err(api_err("reading this server's lease"))? {
+    match leases
+        .get_opt(&name)
+        .await
+        .map_err(api_err("reading this server's lease"))?
+    {
         Some(mut lease) => {
             lease.spec = Some(spec);
             lease.metadata.labels = metadata.labels;

@@ -12,9 +12,7 @@ fn lease(endpoint: &str, renewed_ms: i64, duration_s: i32) -> Lease {
             ..Default::default()
         },
         spec: Some(LeaseSpec {
-            renew_time: Some(MicroTime(
-                Timestamp::from_millisecond(renewed_ms).unwrap(),
-            )),
+            renew_time: Some(MicroTime(Timestamp::from_millisecond(renewed_ms).unwrap())),
             lease_duration_seconds: Some(duration_s),
             ..Default::default()
         }),

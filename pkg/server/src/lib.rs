@@ -270,6 +270,17 @@ async fn run_controllers(
     while tasks.join_next().await.is_some() {}
 }
 
+/// The Lease timings of the scheduler's and controllers' elections: a 10 s lease (renew deadline
+/// 7 s, retries every 2 s), so another server takes over within 12 s of the holder's death —
+/// upstream's 15 s lease plus a retry period would let it take up to 17 s.
+fn election_config(name: &str, identity: &str) -> mini_leader::ElectionConfig {
+    let mut election = mini_leader::ElectionConfig::new(name, identity);
+    election.lease_duration = std::time::Duration::from_secs(10);
+    election.renew_deadline = std::time::Duration::from_secs(7);
+    election.retry_period = std::time::Duration::from_secs(2);
+    election
+}
+
 /// Publishes a keyring rotated on this server to the datastore within a minute (the other
 /// servers load it at their next start).
 async fn share_bootstrap(
@@ -593,7 +604,8 @@ pub async fn start(
     // 7a. this server's own Lease, and the kubernetes Endpoints listing every live server
     {
         let client = kube::Client::new(api.local_service(ApiServer::admin_user()), "default");
-        let peer = mini_peers::PeerConfig::new(&identity, SocketAddr::new(advertise, address.port()));
+        let peer =
+            mini_peers::PeerConfig::new(&identity, SocketAddr::new(advertise, address.port()));
         background.spawn(mini_peers::run(client, peer, shutdown.clone()));
     }
     if !config.disable_controllers {
@@ -613,7 +625,7 @@ pub async fn start(
                 format!("{}:unknown", mini_images::LOADTEST_REPOSITORY)
             }),
         };
-        let election = mini_leader::ElectionConfig::new("kube-controller-manager", &identity);
+        let election = election_config("kube-controller-manager", &identity);
         background.spawn(mini_leader::run_while_leader(
             client.clone(),
             election,
@@ -631,7 +643,7 @@ pub async fn start(
     }
     if !config.disable_scheduler {
         let client = kube::Client::new(api.local_service(ApiServer::scheduler_user()), "default");
-        let election = mini_leader::ElectionConfig::new("kube-scheduler", &identity);
+        let election = election_config("kube-scheduler", &identity);
         let server_stop = shutdown.clone();
         background.spawn(mini_leader::run_while_leader(
             client.clone(),
