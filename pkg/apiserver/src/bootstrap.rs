@@ -343,3 +343,60 @@ async fn ensure_kubernetes_service(server: &ApiServer) -> Result<(), ApiServerEr
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoints(ips: &[&str], port: u16) -> Value {
+        let addresses: Vec<Value> = ips.iter().map(|ip| json!({"ip": ip})).collect();
+        json!({"subsets": [{"addresses": addresses, "ports": [{"name": "https", "port": port}]}]})
+    }
+
+    fn slice(ips: &[&str], port: u16) -> Value {
+        let items: Vec<Value> = ips
+            .iter()
+            .map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}}))
+            .collect();
+        json!({"endpoints": items, "ports": [{"name": "https", "port": port}]})
+    }
+
+    #[test]
+    fn lists_address_other_servers_listed_is_false_until_merged() {
+        let mut current = endpoints(&["10.0.0.1", "10.0.0.2"], 6443);
+        assert!(lists_address(&current, "10.0.0.2", 6443));
+        assert!(!lists_address(&current, "10.0.0.3", 6443));
+        assert!(!lists_address(&current, "10.0.0.2", 7443));
+        merge_address(
+            &mut current,
+            &endpoints(&["10.0.0.3"], 6443),
+            "10.0.0.3",
+            6443,
+        );
+        assert_eq!(
+            current,
+            endpoints(&["10.0.0.1", "10.0.0.2", "10.0.0.3"], 6443)
+        );
+    }
+
+    #[test]
+    fn merge_address_other_port_replaces_subsets() {
+        let mut current = endpoints(&["10.0.0.1"], 6443);
+        merge_address(
+            &mut current,
+            &endpoints(&["10.0.0.9"], 7443),
+            "10.0.0.9",
+            7443,
+        );
+        assert_eq!(current, endpoints(&["10.0.0.9"], 7443));
+    }
+
+    #[test]
+    fn merge_address_slice_keeps_other_servers() {
+        let mut current = slice(&["10.0.0.1"], 6443);
+        assert!(!lists_address(&current, "10.0.0.2", 6443));
+        merge_address(&mut current, &slice(&["10.0.0.2"], 6443), "10.0.0.2", 6443);
+        assert_eq!(current, slice(&["10.0.0.1", "10.0.0.2"], 6443));
+        assert!(lists_address(&current, "10.0.0.2", 6443));
+    }
+}
