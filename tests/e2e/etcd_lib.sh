@@ -14,7 +14,7 @@ ETCD_ENDPOINTS=""
 ETCD_NS=${ETCD_NS:-}
 ETCD_HOST=${ETCD_HOST:-127.0.0.1}
 
-# etcd_in_ns CMD...: CMD in ETCD_NS when set (nsenter execs it: $! stays the command's PID).
+# etcd_in_ns CMD...: CMD in ETCD_NS when set (foreground use only).
 etcd_in_ns() {
   if [ -n "$ETCD_NS" ]; then nsenter --net="/var/run/netns/$ETCD_NS" "$@"; else "$@"; fi
 }
@@ -30,7 +30,11 @@ etcd_member_start() {
     initial+="${initial:+,}${ETCD_NAMES[$j]}=http://$ETCD_HOST:${ETCD_PEER_PORTS[$j]}"
   done
   local client="http://$ETCD_HOST:${ETCD_CLIENT_PORTS[$i]}" peer="http://$ETCD_HOST:${ETCD_PEER_PORTS[$i]}"
-  etcd_in_ns /usr/bin/etcd --name "${ETCD_NAMES[$i]}" --data-dir "$ETCD_DIR/${ETCD_NAMES[$i]}" \
+  # a simple command in the background (not a function: that would be a subshell), so $! is
+  # etcd's own PID (nsenter execs it)
+  local in_ns=()
+  if [ -n "$ETCD_NS" ]; then in_ns=(nsenter --net="/var/run/netns/$ETCD_NS"); fi
+  "${in_ns[@]}" /usr/bin/etcd --name "${ETCD_NAMES[$i]}" --data-dir "$ETCD_DIR/${ETCD_NAMES[$i]}" \
     --listen-client-urls "$client" --advertise-client-urls "$client" \
     --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
     --initial-cluster "$initial" --initial-cluster-state new --initial-cluster-token mini-e2e \
