@@ -131,6 +131,19 @@ pub async fn cleanup_network() -> Result<(), AgentError> {
 /// The client-side load balancer's loopback port unless `--lb-server-port` (k3s' too).
 pub const DEFAULT_LB_PORT: u16 = 6444;
 
+/// The `host:port` the balancer dials for a server URL's authority (HTTPS: 443 unless given).
+fn balancer_target(authority: &str) -> String {
+    let has_port = !authority.ends_with(']')
+        && authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok());
+    if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:443")
+    }
+}
+
 /// Starts the client-side load balancer on loopback `port` towards the `--server` address and
 /// points `config.server_url` at it. It runs until the process ends (no shutdown token: the
 /// agent's clients need it while pods drain). The server's own address stays a registry alias,
@@ -139,15 +152,7 @@ async fn start_balancer(
     config: &mut AgentConfig,
     port: u16,
 ) -> Result<Arc<mini_balancer::Balancer>, AgentError> {
-    let authority = registry::registry_host(&config.server_url)?;
-    let has_port = authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok() && !authority.ends_with(']'));
-    let target = if has_port {
-        authority
-    } else {
-        format!("{authority}:443")
-    };
+    let target = balancer_target(&registry::registry_host(&config.server_url)?);
     let bind_err = |e: std::io::Error| AgentError::Config {
         flag: "--lb-server-port",
         value: port.to_string(),
@@ -717,4 +722,17 @@ pub async fn import_image_file(
         .import_file(file)
         .await
         .map_err(|e| AgentError::Runtime(format!("importing {}: {e}", file.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::balancer_target;
+
+    #[test]
+    fn balancer_target_without_port_is_https_port() {
+        assert_eq!(balancer_target("10.0.0.1:6443"), "10.0.0.1:6443");
+        assert_eq!(balancer_target("server.example"), "server.example:443");
+        assert_eq!(balancer_target("[fd00::1]:6443"), "[fd00::1]:6443");
+        assert_eq!(balancer_target("[fd00::1]"), "[fd00::1]:443");
+    }
 }
