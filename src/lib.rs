@@ -287,7 +287,7 @@ pub struct ServerArgs {
     pub token_file: Option<PathBuf>,
     /// Join the cluster of this server (https://FIRST:6443) as one more server: its CA, keys and
     /// keyring come from the shared datastore (--datastore-endpoint), opened with --token.
-    #[arg(long = "server")]
+    #[arg(long = "server", env = "MINI_SERVER_URL")]
     pub join_server: Option<String>,
     /// Where to write the admin kubeconfig (default: <data-dir>/server/admin.kubeconfig).
     #[arg(long, env = "MINI_WRITE_KUBECONFIG")]
