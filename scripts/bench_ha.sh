@@ -3,11 +3,15 @@
 # and concurrent pod creates, GET, LIST of every pod, watch delivery) run twice in one go against
 # a fresh `mini server`, once on its embedded sled store and once on a real 3-member etcd cluster
 # on loopback (Debian's etcd-server), then create throughput and LIST latency side by side.
-# Writes both JSON reports to target/bench-results/ha-{sled,etcd}-<timestamp>.json. Numbers are
-# printed, never asserted.
+# Writes both JSON reports to target/bench-results/ha-{sled,etcd}-<timestamp>.json. Then the
+# fail-over: three servers on a fresh etcd (the second and third joined with --server/--token),
+# HA_KILLS times (default 5) the holder of the kube-controller-manager Lease is killed -9 and a
+# Deployment created at once through another server; the time until its ReplicaSet's pod exists
+# (another server took the Lease and its controllers acted) is measured, p50 and max printed and
+# written to target/bench-results/ha-failover-<timestamp>.json. Numbers are printed, never asserted.
 #
 #   scripts/bench_ha.sh [--quick] [mini-bench-api flags...]   (MINI_BIN_DIR: where mini and
-#   mini-bench-api are; default the release target dir)
+#   mini-bench-api are; default the release target dir; HA_KILLS: leader kills)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,7 +21,12 @@ BIN_DIR="${MINI_BIN_DIR:-${CARGO_TARGET_DIR:-${ROOT}/target}/release}"
 . "${ROOT}/tests/e2e/etcd_lib.sh"
 
 WORK=$(mktemp -d /tmp/mini-bench-ha.XXXXXX)
+HA_PIDS=("" "" "" "")
 cleanup() {
+    local pid
+    for pid in "${HA_PIDS[@]}"; do
+        if [[ -n "${pid}" ]]; then kill -9 "${pid}" 2>/dev/null || true; fi
+    done
     etcd_stop
     rm -rf "${WORK}"
 }
@@ -56,3 +65,84 @@ for name in wanted:
     print(f"{name:<40} {s['value']:12.2f} {ev}  {s['unit']}")
 PY
 echo "reports: ${sled_json} ${etcd_json}"
+
+# ---- fail-over: leader kill -> controllers acting again ----
+HA_PORTS=("" "$(etcd_free_port)" "$(etcd_free_port)" "$(etcd_free_port)")
+failover_json="${RESULTS_DIR}/ha-failover-${stamp}.json"
+
+# ha_kubectl I ARGS...: kubectl as server I's admin.
+ha_kubectl() {
+    local i=$1
+    shift
+    kubectl --kubeconfig "${WORK}/ha$i/server/admin.kubeconfig" --request-timeout=10s "$@"
+}
+
+# ha_start I EXTRA...: server I on 127.0.0.1:HA_PORTS[I] on the etcd, waits for /readyz.
+ha_start() {
+    local i=$1 dir="${WORK}/ha$1"
+    shift
+    mkdir -p "${dir}"
+    "${BIN_DIR}/mini" server --data-dir "${dir}" --bind-address 127.0.0.1 --https-listen-port "${HA_PORTS[$i]}" \
+        --disable-agent --disable registry,observe --datastore-endpoint "${ETCD_ENDPOINTS}" "$@" >>"${dir}/server.log" 2>&1 &
+    HA_PIDS[$i]=$!
+    for _ in $(seq 1 300); do
+        if curl -sk "https://127.0.0.1:${HA_PORTS[$i]}/readyz" 2>/dev/null | grep -q ok; then return 0; fi
+        kill -0 "${HA_PIDS[$i]}" 2>/dev/null || { tail -5 "${dir}/server.log" >&2; return 1; }
+        sleep 0.1
+    done
+    echo "bench ha: server $i did not become ready" >&2
+    return 1
+}
+
+ha_join_args() { echo "--server https://127.0.0.1:${HA_PORTS[1]} --token $(cat "${WORK}/ha1/server/token")"; }
+
+echo "bench ha: fail-over, ${HA_KILLS:-5} kills of the controller-manager Lease holder among 3 servers" >&2
+etcd_start "${WORK}/etcd-failover"
+ha_start 1
+# shellcheck disable=SC2046
+ha_start 2 $(ha_join_args)
+# shellcheck disable=SC2046
+ha_start 3 $(ha_join_args)
+times=()
+for round in $(seq 1 "${HA_KILLS:-5}"); do
+    holder=""
+    for _ in $(seq 1 300); do
+        holder=$(ha_kubectl 1 get lease kube-controller-manager -n kube-system -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || ha_kubectl 2 get lease kube-controller-manager -n kube-system -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true)
+        [[ -n "${holder}" ]] && break
+        sleep 0.1
+    done
+    victim=""
+    for i in 1 2 3; do
+        if [[ "${holder}" == *"_$(cat "${WORK}/ha$i/server/server-id")" ]]; then victim=$i; fi
+    done
+    [[ -n "${victim}" ]] || { echo "bench ha: lease holder ${holder:-none} is not one of the servers" >&2; exit 1; }
+    live=$((victim % 3 + 1))
+    kill -9 "${HA_PIDS[$victim]}"
+    wait "${HA_PIDS[$victim]}" 2>/dev/null || true
+    HA_PIDS[$victim]=""
+    start=$(date +%s.%N)
+    ha_kubectl "${live}" create deployment "failover-${round}" --image=mini.local/none:1 >/dev/null
+    until [[ -n "$(ha_kubectl "${live}" get pods -l "app=failover-${round}" -o name 2>/dev/null)" ]]; do sleep 0.1; done
+    took=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "${start}" "$(date +%s.%N)")
+    times+=("${took}")
+    echo "bench ha: kill ${round}: server ${victim} killed, controllers acting again after ${took} s" >&2
+    if [[ "${victim}" -eq 1 ]]; then ha_start 1; else
+        # shellcheck disable=SC2046
+        ha_start "${victim}" $(ha_join_args)
+    fi
+done
+python3 - "${failover_json}" "${times[@]}" <<'PY'
+import json, statistics, sys
+out, times = sys.argv[1], [float(t) for t in sys.argv[2:]]
+results = [
+    {"name": "failover.controllers_acting_again.p50", "value": statistics.median(times), "unit": "s"},
+    {"name": "failover.controllers_acting_again.max", "value": max(times), "unit": "s"},
+]
+with open(out, "w") as f:
+    json.dump({"config": {"servers": 3, "etcd_members": 3, "kills": len(times), "lease_duration_s": 15},
+               "samples": times, "results": results}, f, indent=1)
+print("mini fail-over: kill -9 the kube-controller-manager Lease holder (3 servers, 3-member etcd, loopback)")
+for r in results:
+    print(f"{r['name']:<45} {r['value']:8.2f} {r['unit']}")
+PY
+echo "report: ${failover_json}"

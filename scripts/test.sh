@@ -137,6 +137,9 @@ e2e() {
   log "end-to-end: mini server on a 3-member etcd (controllers, restart, member loss, quorum loss, bad endpoint)"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/etcd.sh 2>&1 | tee "$LOGS/e2e-etcd.log" || true
   count_plain "$LOGS/e2e-etcd.log"
+  log "end-to-end: three servers on a 3-member etcd, two agents (join, shared keys, leader kill during a rollout, fail-over, rejoin)"
+  MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/ha.sh 2>&1 | tee "$LOGS/e2e-ha.log" || true
+  count_plain "$LOGS/e2e-ha.log"
   log "end-to-end: auto-deployed manifests (apply, change, broken file, prune, --disable)"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/manifests.sh 2>&1 | tee "$LOGS/e2e-manifests.log" || true
   count_plain "$LOGS/e2e-manifests.log"

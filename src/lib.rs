@@ -155,9 +155,14 @@ pub struct NodeArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {
-    /// URL of the API server, e.g. https://10.0.0.1:6443.
+    /// URL of the API server, e.g. https://10.0.0.1:6443 (the other servers are learned from
+    /// the `kubernetes` Endpoints).
     #[arg(long, env = "MINI_URL")]
     pub server: String,
+    /// Loopback port of the client-side load balancer every client of the agent goes through
+    /// to reach the servers (0: any free port; taken, another one is used).
+    #[arg(long, env = "MINI_LB_SERVER_PORT", default_value_t = mini_agent::DEFAULT_LB_PORT)]
+    pub lb_server_port: u16,
     /// Join token (K10<ca hash>::server:<secret>, printed by `mini server`).
     #[arg(long, env = "MINI_TOKEN", conflicts_with = "token_file")]
     pub token: Option<String>,
@@ -280,6 +285,10 @@ pub struct ServerArgs {
     /// File holding the join token secret.
     #[arg(long, env = "MINI_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// Join the cluster of this server (https://FIRST:6443) as one more server: its CA, keys and
+    /// keyring come from the shared datastore (--datastore-endpoint), opened with --token.
+    #[arg(long = "server", env = "MINI_SERVER_URL")]
+    pub join_server: Option<String>,
     /// Where to write the admin kubeconfig (default: <data-dir>/server/admin.kubeconfig).
     #[arg(long, env = "MINI_WRITE_KUBECONFIG")]
     pub write_kubeconfig: Option<PathBuf>,
@@ -352,6 +361,7 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
 
     config.token = args.token;
     config.token_file = args.token_file;
+    config.join_server = args.join_server;
     config.write_kubeconfig = args.write_kubeconfig;
     config.write_kubeconfig_mode = mode;
     let mut disable_agent = false;
@@ -541,6 +551,7 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     config.cluster_cidr = args.cluster_cidr;
     config.service_cidr = args.service_cidr;
     config.flannel_iface = args.flannel_iface;
+    config.load_balancer = Some(args.lb_server_port);
     check_cmd::preflight(&check_cmd::Preflight {
         role: mini_check::Role::Agent,
         data_dir: config.data_dir.clone(),

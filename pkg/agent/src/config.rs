@@ -79,6 +79,10 @@ pub struct AgentConfig {
     pub container_log_max_bytes: u64,
     /// Log files kept per container, the current one included.
     pub container_log_max_files: usize,
+    /// The loopback port of the client-side load balancer (`mini-balancer`) the agent's clients
+    /// reach the servers through (`--lb-server-port`; 0: any free one). `None`: clients use
+    /// `server_url` directly (the server's own agent, in-process tests).
+    pub load_balancer: Option<u16>,
 }
 
 /// A start-up step of the agent, reported through [`AgentConfig::progress`].
@@ -151,6 +155,7 @@ impl AgentConfig {
             ingress_https_port: 443,
             container_log_max_bytes: 10 << 20,
             container_log_max_files: 5,
+            load_balancer: None,
         }
     }
 

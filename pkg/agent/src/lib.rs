@@ -128,6 +128,67 @@ pub async fn cleanup_network() -> Result<(), AgentError> {
     Ok(())
 }
 
+/// The client-side load balancer's loopback port unless `--lb-server-port` (k3s' too).
+pub const DEFAULT_LB_PORT: u16 = 6444;
+
+/// The `host:port` the balancer dials for a server URL's authority (HTTPS: 443 unless given).
+fn balancer_target(authority: &str) -> String {
+    let has_port = !authority.ends_with(']')
+        && authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok());
+    if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:443")
+    }
+}
+
+/// Starts the client-side load balancer on loopback `port` towards the `--server` address and
+/// points `config.server_url` at it. It runs until the process ends (no shutdown token: the
+/// agent's clients need it while pods drain). The server's own address stays a registry alias,
+/// the name pods' images use.
+async fn start_balancer(
+    config: &mut AgentConfig,
+    port: u16,
+) -> Result<Arc<mini_balancer::Balancer>, AgentError> {
+    let target = balancer_target(&registry::registry_host(&config.server_url)?);
+    let bind_err = |e: std::io::Error| AgentError::Config {
+        flag: "--lb-server-port",
+        value: port.to_string(),
+        reason: format!("listening on 127.0.0.1 failed: {e}"),
+    };
+    let listener = match tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)).await
+    {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && port != 0 => {
+            tracing::warn!(port, "the load balancer's port is taken; using a free one");
+            tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+                .await
+                .map_err(bind_err)?
+        }
+        Err(e) => return Err(bind_err(e)),
+    };
+    let local = listener.local_addr().map_err(bind_err)?;
+    let balancer = mini_balancer::Balancer::new(&target);
+    let dialer: Arc<dyn mini_balancer::Dialer> = Arc::new(mini_balancer::TcpDialer::default());
+    let stop = CancellationToken::new();
+    tokio::spawn(
+        balancer
+            .clone()
+            .serve(Arc::new(listener), dialer.clone(), stop.clone()),
+    );
+    tokio::spawn(balancer.clone().run_health_checks(
+        dialer,
+        std::time::Duration::from_secs(2),
+        stop,
+    ));
+    tracing::info!(%local, server = target, "agent clients go through the load balancer");
+    config.registry_aliases.push(target);
+    config.server_url = format!("https://{local}");
+    Ok(balancer)
+}
+
 /// Port of this node's cluster DNS server on the node IP (the proxy DNATs the kube-dns
 /// Service IP's port 53 to it).
 pub const DNS_PORT: u16 = 10053;
@@ -151,6 +212,12 @@ pub async fn start(
         None => host.route_source_ip(server_ip(&config.server_url).await?)?,
     };
     tracing::info!(node = node_name, %node_ip, server = config.server_url, "starting the agent");
+    // 1b. the client-side load balancer: every client below reaches the servers through it
+    let mut config = config;
+    let balancer = match config.load_balancer {
+        Some(port) if !config.control_plane => Some(start_balancer(&mut config, port).await?),
+        _ => None,
+    };
 
     // 2. join: CA pinned by the token, certificates signed by the server
     config.report(AgentProgress::Joining(config.server_url.clone()));
@@ -182,6 +249,15 @@ pub async fn start(
     )
     .map_err(|e| AgentError::Join(e.to_string()))?;
     let client = kube_client(&config, &creds, &certs)?;
+    // the balancer learns every server from the kubernetes Endpoints (read through itself)
+    if let Some(balancer) = &balancer {
+        tokio::spawn(mini_balancer::learn(
+            client.clone(),
+            balancer.clone(),
+            std::time::Duration::from_secs(10),
+            CancellationToken::new(),
+        ));
+    }
 
     // 3. containerd (managed or external), then the pause image and the air-gap images
     // the CNI plugins are this binary under their names (no containernetworking-plugins)
@@ -646,4 +722,17 @@ pub async fn import_image_file(
         .import_file(file)
         .await
         .map_err(|e| AgentError::Runtime(format!("importing {}: {e}", file.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::balancer_target;
+
+    #[test]
+    fn balancer_target_without_port_is_https_port() {
+        assert_eq!(balancer_target("10.0.0.1:6443"), "10.0.0.1:6443");
+        assert_eq!(balancer_target("server.example"), "server.example:443");
+        assert_eq!(balancer_target("[fd00::1]:6443"), "[fd00::1]:6443");
+        assert_eq!(balancer_target("[fd00::1]"), "[fd00::1]:443");
+    }
 }

@@ -234,6 +234,63 @@ async fn ensure_kube_dns_service(server: &ApiServer) -> Result<(), ApiServerErro
     .await
 }
 
+/// Whether the `kubernetes` Endpoints or EndpointSlice `obj` lists `ip` on `port` already.
+fn lists_address(obj: &Value, ip: &str, port: u16) -> bool {
+    let has_port = |ports: Option<&Value>| {
+        ports.and_then(Value::as_array).is_some_and(|ps| {
+            ps.iter()
+                .any(|p| p["port"].as_u64() == Some(u64::from(port)))
+        })
+    };
+    if let Some(subsets) = obj.get("subsets").and_then(Value::as_array) {
+        return subsets.iter().any(|s| {
+            has_port(s.get("ports"))
+                && s["addresses"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|a| a["ip"] == ip))
+        });
+    }
+    has_port(obj.get("ports"))
+        && obj["endpoints"].as_array().is_some_and(|es| {
+            es.iter().any(|e| {
+                e["addresses"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|a| a == ip))
+            })
+        })
+}
+
+/// Adds this server's entry of `wanted` (one address, one port) to `current`: into the subset
+/// (or slice) with the same port, else in place of what is there.
+fn merge_address(current: &mut Value, wanted: &Value, ip: &str, port: u16) {
+    let same_port = |ports: &Value| {
+        ports.as_array().is_some_and(|ps| {
+            ps.iter()
+                .any(|p| p["port"].as_u64() == Some(u64::from(port)))
+        })
+    };
+    if wanted.get("subsets").is_some() {
+        let subsets = current["subsets"].as_array_mut();
+        if let Some(subset) = subsets.and_then(|ss| ss.iter_mut().find(|s| same_port(&s["ports"])))
+        {
+            if let Some(addresses) = subset["addresses"].as_array_mut() {
+                addresses.push(json!({"ip": ip}));
+                return;
+            }
+        }
+        current["subsets"] = wanted["subsets"].clone();
+        return;
+    }
+    if same_port(&current["ports"]) {
+        if let Some(endpoints) = current["endpoints"].as_array_mut() {
+            endpoints.push(json!({"addresses": [ip], "conditions": {"ready": true}}));
+            return;
+        }
+    }
+    current["endpoints"] = wanted["endpoints"].clone();
+    current["ports"] = wanted["ports"].clone();
+}
+
 async fn ensure_kubernetes_service(server: &ApiServer) -> Result<(), ApiServerError> {
     let cfg = &server.inner.config;
     let ip = cfg.service_cidr.nth(1).to_string();
@@ -259,7 +316,9 @@ async fn ensure_kubernetes_service(server: &ApiServer) -> Result<(), ApiServerEr
         "addressType": "IPv4",
         "endpoints": [{"addresses": [address], "conditions": {"ready": true}}],
         "ports": [{"name": "https", "port": cfg.advertise_port, "protocol": "TCP"}]});
-    // the advertise address may change between starts: keep these current
+    // the advertise address may change between starts: this server's address joins the ones
+    // listed (other servers of the cluster stay; each server's peer reconciler, mini-peers,
+    // drops the ones whose Lease expired)
     for (key, obj) in [
         ("/registry/core/endpoints/default/kubernetes", endpoints),
         (
@@ -271,13 +330,8 @@ async fn ensure_kubernetes_service(server: &ApiServer) -> Result<(), ApiServerEr
             None => create_if_missing(server, key, obj).await?,
             Some(kv) => {
                 let mut current: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-                let fields = ["subsets", "endpoints", "ports"];
-                if fields.iter().any(|f| current.get(*f) != obj.get(*f)) {
-                    for f in fields {
-                        if let Some(v) = obj.get(f) {
-                            current[f] = v.clone();
-                        }
-                    }
+                if !lists_address(&current, &address, cfg.advertise_port) {
+                    merge_address(&mut current, &obj, &address, cfg.advertise_port);
                     server
                         .inner
                         .store
@@ -288,4 +342,61 @@ async fn ensure_kubernetes_service(server: &ApiServer) -> Result<(), ApiServerEr
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoints(ips: &[&str], port: u16) -> Value {
+        let addresses: Vec<Value> = ips.iter().map(|ip| json!({"ip": ip})).collect();
+        json!({"subsets": [{"addresses": addresses, "ports": [{"name": "https", "port": port}]}]})
+    }
+
+    fn slice(ips: &[&str], port: u16) -> Value {
+        let items: Vec<Value> = ips
+            .iter()
+            .map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}}))
+            .collect();
+        json!({"endpoints": items, "ports": [{"name": "https", "port": port}]})
+    }
+
+    #[test]
+    fn lists_address_other_servers_listed_is_false_until_merged() {
+        let mut current = endpoints(&["10.0.0.1", "10.0.0.2"], 6443);
+        assert!(lists_address(&current, "10.0.0.2", 6443));
+        assert!(!lists_address(&current, "10.0.0.3", 6443));
+        assert!(!lists_address(&current, "10.0.0.2", 7443));
+        merge_address(
+            &mut current,
+            &endpoints(&["10.0.0.3"], 6443),
+            "10.0.0.3",
+            6443,
+        );
+        assert_eq!(
+            current,
+            endpoints(&["10.0.0.1", "10.0.0.2", "10.0.0.3"], 6443)
+        );
+    }
+
+    #[test]
+    fn merge_address_other_port_replaces_subsets() {
+        let mut current = endpoints(&["10.0.0.1"], 6443);
+        merge_address(
+            &mut current,
+            &endpoints(&["10.0.0.9"], 7443),
+            "10.0.0.9",
+            7443,
+        );
+        assert_eq!(current, endpoints(&["10.0.0.9"], 7443));
+    }
+
+    #[test]
+    fn merge_address_slice_keeps_other_servers() {
+        let mut current = slice(&["10.0.0.1"], 6443);
+        assert!(!lists_address(&current, "10.0.0.2", 6443));
+        merge_address(&mut current, &slice(&["10.0.0.2"], 6443), "10.0.0.2", 6443);
+        assert_eq!(current, slice(&["10.0.0.1", "10.0.0.2"], 6443));
+        assert!(lists_address(&current, "10.0.0.2", 6443));
+    }
 }

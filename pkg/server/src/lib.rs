@@ -52,6 +52,9 @@ pub struct ServerConfig {
     /// An external etcd cluster as the store (`--datastore-endpoint`); `None`: sled in the
     /// data directory.
     pub datastore: Option<mini_etcdstore::EtcdConfig>,
+    /// `--server https://FIRST:6443`: join the cluster whose bootstrap data (CA, keys, keyring)
+    /// the datastore holds, instead of starting a new one; needs `datastore` and `token`.
+    pub join_server: Option<String>,
     /// The web console under `/console/` (`false`: `--disable console`).
     pub console: bool,
     /// How long leaf certificates are issued for (`--cert-lifetime`); renewed online at two
@@ -148,6 +151,7 @@ impl ServerConfig {
             secrets_encryption: true,
             sessions: mini_accounts::SessionLimits::default(),
             datastore: None,
+            join_server: None,
             console: true,
             cert_lifetime: std::time::Duration::from_secs(365 * 86_400),
             snapshots: SnapshotSettings::default(),
@@ -184,6 +188,8 @@ pub enum ServerError {
     Encryption(#[from] mini_encryption::EncryptionError),
     #[error(transparent)]
     Etcd(#[from] mini_etcdstore::EtcdError),
+    #[error(transparent)]
+    Bootstrap(#[from] mini_bootstrap::BootstrapError),
     #[error("api server: {0}")]
     ApiServer(#[from] mini_apiserver::ApiServerError),
     #[error("node agent: {0} (run with --disable-agent for a control plane without a node)")]
@@ -264,6 +270,36 @@ async fn run_controllers(
     while tasks.join_next().await.is_some() {}
 }
 
+/// The Lease timings of the scheduler's and controllers' elections: a 10 s lease (renew deadline
+/// 7 s, retries every 2 s), so another server takes over within 12 s of the holder's death —
+/// upstream's 15 s lease plus a retry period would let it take up to 17 s.
+fn election_config(name: &str, identity: &str) -> mini_leader::ElectionConfig {
+    let mut election = mini_leader::ElectionConfig::new(name, identity);
+    election.lease_duration = std::time::Duration::from_secs(10);
+    election.renew_deadline = std::time::Duration::from_secs(7);
+    election.retry_period = std::time::Duration::from_secs(2);
+    election
+}
+
+/// Publishes a keyring rotated on this server to the datastore within a minute (the other
+/// servers load it at their next start).
+async fn share_bootstrap(
+    store: Arc<dyn mini_store::Store>,
+    server_dir: PathBuf,
+    secret: String,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+        }
+        if let Err(e) = mini_bootstrap::save(store.as_ref(), &server_dir, &secret).await {
+            tracing::warn!(error = %e, "sharing this server's keys through the datastore failed");
+        }
+    }
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -295,6 +331,18 @@ pub async fn start(
         }
     }
     Ipv4Cidr::parse(&config.cluster_cidr).map_err(ServerError::Config)?;
+    if let Some(first) = &config.join_server {
+        if config.datastore.is_none() {
+            return Err(ServerError::Config(format!(
+                "--server {first}: servers share a cluster through its datastore; give --datastore-endpoint (the first server's etcd) too — a server on its own sled store cannot join another"
+            )));
+        }
+        if config.token.is_none() && config.token_file.is_none() {
+            return Err(ServerError::Config(format!(
+                "--server {first}: joining needs the cluster's token (--token or --token-file; the first server's <data-dir>/server/token)"
+            )));
+        }
+    }
     let server_dir = config.data_dir.join("server");
     std::fs::create_dir_all(&server_dir).map_err(io_err(&server_dir))?;
 
@@ -314,7 +362,48 @@ pub async fn start(
         }
     });
 
-    // 2. PKI: CA, serving cert for every name clients use, admin cert
+    // 2. join token secret: on disk (it also opens the cluster's bootstrap data)
+    let token_path = config
+        .token_file
+        .clone()
+        .unwrap_or_else(|| server_dir.join("token"));
+    let secret = mini_certs::ensure_token_file(&token_path, config.token.as_deref())?;
+    // 3. store
+    let (store, closing_store, reclaimable): (Arc<dyn mini_store::Store>, _, _) =
+        match &config.datastore {
+            Some(etcd) => {
+                let etcd = Arc::new(mini_etcdstore::EtcdStore::connect(etcd.clone()).await?);
+                (
+                    etcd.clone() as Arc<dyn mini_store::Store>,
+                    None,
+                    compaction::Reclaimable::Etcd(etcd),
+                )
+            }
+            None => {
+                let sled = Arc::new(mini_store::SledStore::open(&server_dir.join("db"))?);
+                (
+                    sled.clone() as Arc<dyn mini_store::Store>,
+                    Some(sled.clone()),
+                    compaction::Reclaimable::Sled(sled),
+                )
+            }
+        };
+    // 3a. several servers: the CA, service-account key and keyring every server of this
+    // cluster shares come from the datastore (sealed with the token), before the PKI is made
+    if config.datastore.is_some() {
+        let loaded = mini_bootstrap::load(
+            store.as_ref(),
+            &server_dir,
+            &secret,
+            config.join_server.is_some(),
+        )
+        .await?;
+        if loaded.found {
+            tracing::info!(written = ?loaded.written, "joined the cluster held by the datastore");
+        }
+    }
+
+    // 4. PKI: CA, serving cert for every name clients use (this server's own), admin cert
     let mut sans = SubjectAltNames {
         dns: vec![
             hostname(),
@@ -351,36 +440,18 @@ pub async fn start(
     let service_account_key =
         mini_certs::ensure_signing_key(&server_dir.join("tls").join("service-account.key"))?;
 
-    // 3. join token: the secret on disk, the full token (pinning the CA) beside it
-    let token_path = config
-        .token_file
-        .clone()
-        .unwrap_or_else(|| server_dir.join("token"));
-    let secret = mini_certs::ensure_token_file(&token_path, config.token.as_deref())?;
+    // 4b. the full join token (pinning the CA) beside the secret
+    if let (Some(given), Some(_)) = (config.token.as_deref(), &config.join_server) {
+        if !mini_certs::JoinToken::parse(given)?.ca_matches(&ca_bundle) {
+            return Err(ServerError::Config(
+                "the token's CA hash does not match this cluster's CA: use the token the first server printed (<data-dir>/server/node-token on it)".into(),
+            ));
+        }
+    }
     let join_token = mini_certs::JoinToken::format(&ca_bundle, &secret);
     let node_token = server_dir.join("node-token");
     write_private(&node_token, &join_token)?;
 
-    // 4. store
-    let (store, closing_store, reclaimable): (Arc<dyn mini_store::Store>, _, _) =
-        match &config.datastore {
-            Some(etcd) => {
-                let etcd = Arc::new(mini_etcdstore::EtcdStore::connect(etcd.clone()).await?);
-                (
-                    etcd.clone() as Arc<dyn mini_store::Store>,
-                    None,
-                    compaction::Reclaimable::Etcd(etcd),
-                )
-            }
-            None => {
-                let sled = Arc::new(mini_store::SledStore::open(&server_dir.join("db"))?);
-                (
-                    sled.clone() as Arc<dyn mini_store::Store>,
-                    Some(sled.clone()),
-                    compaction::Reclaimable::Sled(sled),
-                )
-            }
-        };
     // 4a. the datastore's disk use stays bounded: old revisions and deleted keys' space go
     tokio::spawn(compaction::run(
         reclaimable,
@@ -394,7 +465,18 @@ pub async fn start(
     };
     // 4b. encryption at rest: values of Secrets sealed with the keyring in cred/
     let encryption =
-        mini_encryption::Encryption::open(&server_dir, store, config.secrets_encryption)?;
+        mini_encryption::Encryption::open(&server_dir, store.clone(), config.secrets_encryption)?;
+    // 4c. share what this server holds (the first server creates the record; a newer local
+    // keyring, after a rotation here, reaches the others at their next start)
+    if config.datastore.is_some() {
+        mini_bootstrap::save(store.as_ref(), &server_dir, &secret).await?;
+        tokio::spawn(share_bootstrap(
+            store.clone(),
+            server_dir.clone(),
+            secret.clone(),
+            shutdown.clone(),
+        ));
+    }
 
     // 5. API server over the store
     let api = ApiServer::new(
@@ -519,6 +601,13 @@ pub async fn start(
     // group runs on one server at a time, while this server holds its coordination.k8s.io Lease
     let mut background = tokio::task::JoinSet::new();
     let identity = server_identity(&server_dir)?;
+    // 7a. this server's own Lease, and the kubernetes Endpoints listing every live server
+    {
+        let client = kube::Client::new(api.local_service(ApiServer::admin_user()), "default");
+        let peer =
+            mini_peers::PeerConfig::new(&identity, SocketAddr::new(advertise, address.port()));
+        background.spawn(mini_peers::run(client, peer, shutdown.clone()));
+    }
     if !config.disable_controllers {
         let client = kube::Client::new(api.local_service(ApiServer::controllers_user()), "default");
         let controller_config = mini_controllers::ControllerConfig {
@@ -536,7 +625,7 @@ pub async fn start(
                 format!("{}:unknown", mini_images::LOADTEST_REPOSITORY)
             }),
         };
-        let election = mini_leader::ElectionConfig::new("kube-controller-manager", &identity);
+        let election = election_config("kube-controller-manager", &identity);
         background.spawn(mini_leader::run_while_leader(
             client.clone(),
             election,
@@ -554,7 +643,7 @@ pub async fn start(
     }
     if !config.disable_scheduler {
         let client = kube::Client::new(api.local_service(ApiServer::scheduler_user()), "default");
-        let election = mini_leader::ElectionConfig::new("kube-scheduler", &identity);
+        let election = election_config("kube-scheduler", &identity);
         let server_stop = shutdown.clone();
         background.spawn(mini_leader::run_while_leader(
             client.clone(),

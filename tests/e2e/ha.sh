@@ -1,0 +1,242 @@
+#!/usr/bin/env bash
+# End-to-end: high availability. A 3-member etcd (Debian's etcd-server) in its own network
+# namespace, three `mini server`s in three more (the second and third join the first with
+# --server/--token: CA, keys and keyring come from the datastore), two `mini agent`s with real
+# containerd that know only the first server. Checks: the servers share one CA with their own
+# serving certificates, the `kubernetes` Endpoints list all three, a wrong token and a join
+# without a datastore are refused with one line; a Deployment rollout is under way when the
+# server holding the kube-controller-manager Lease (the agents' --server too) is killed -9:
+# another server takes the Lease, the rollout completes, the agents' pods keep running, a new pod
+# starts, the agents' node Leases keep being renewed through another server and the dead server
+# leaves the Endpoints; the killed server restarts and rejoins. Needs root and /usr/bin/etcd.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=tests/e2e/lib.sh
+. "$HERE/lib.sh"
+# shellcheck source=tests/e2e/nodes_lib.sh
+. "$HERE/nodes_lib.sh"
+# shellcheck source=tests/e2e/etcd_lib.sh
+. "$HERE/etcd_lib.sh"
+MINI_BIN=${MINI_BIN:-$HERE/../../target/debug/mini}
+MINI_BIN=$(readlink -f "$MINI_BIN")
+WORK=$(mktemp -d /tmp/mini-e2e-ha.XXXXXX)
+export HOME=$WORK/home
+mkdir -p "$HOME"
+IMAGE=mini.local/busybox:1.0
+AGENTS=(a1 a2)
+# server I (1..3): its namespace and address; server 1 is nodes_lib's server machine
+SERVER_NSS=("" "$SERVER_NS" "$E2E_NS-s2" "$E2E_NS-s3")
+SERVER_IPS=("" "$SERVER_IP" "10.77.0.11" "10.77.0.12")
+SERVER_PIDS=("" "" "" "")
+ETCD_MACHINE_IP=10.77.0.5
+
+cleanup() {
+  keep_logs_on_failure "${E2E_KEEP_LOGS:-/tmp/mini-e2e-ha-logs}"
+  local pid
+  for pid in "${SERVER_PIDS[@]}"; do
+    if [ -n "$pid" ]; then kill -9 "$pid" 2>/dev/null || true; fi
+  done
+  etcd_stop
+  cleanup_nodes "${AGENTS[@]}"
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "skipped: the HA suite needs root (network namespaces, containerd)"
+  echo "0 passed, 0 failed"
+  exit 0
+fi
+if [ ! -x /usr/bin/etcd ]; then
+  echo "skipped: /usr/bin/etcd is missing (apt-get install etcd-server)"
+  echo "0 passed, 0 failed"
+  exit 0
+fi
+
+# ks I ARGS...: kubectl as server I's admin, from its namespace.
+ks() {
+  local i=$1
+  shift
+  in_ns "${SERVER_NSS[$i]}" kubectl --kubeconfig "$WORK/s$i/server/admin.kubeconfig" --request-timeout=20s "$@"
+}
+# LIVE: a server that is up, for kubectl.
+LIVE=1
+k() { ks "$LIVE" "$@"; }
+
+# start_ha_server I EXTRA_ARGS...: server I in its namespace on :6443 (no agent), on the etcd.
+start_ha_server() {
+  local i=$1 dir=$WORK/s$1
+  shift
+  mkdir -p "$dir"
+  nsenter --net="$(ns_path "${SERVER_NSS[$i]}")" "$MINI_BIN" server --data-dir "$dir" \
+    --bind-address 0.0.0.0 --https-listen-port "$API_PORT" --advertise-address "${SERVER_IPS[$i]}" \
+    --disable-agent --datastore-endpoint "$ETCD_ENDPOINTS" "$@" >>"$dir/server.log" 2>&1 &
+  SERVER_PIDS[$i]=$!
+  for _ in $(seq 1 300); do
+    if in_ns "${SERVER_NSS[$i]}" curl -sk "https://127.0.0.1:$API_PORT/readyz" 2>/dev/null | grep -q ok; then
+      return 0
+    fi
+    if ! kill -0 "${SERVER_PIDS[$i]}" 2>/dev/null; then echo "server $i exited:"; tail -20 "$dir/server.log"; return 1; fi
+    sleep 0.2
+  done
+  echo "server $i did not become ready"; tail -20 "$dir/server.log"; return 1
+}
+
+# join_args: what the second and third server are started with.
+join_args() { echo "--server https://$SERVER_IP:$API_PORT --token $JOIN_TOKEN"; }
+
+# endpoint_ips: the kubernetes Endpoints' addresses, sorted, space-separated.
+endpoint_ips() {
+  k get endpoints kubernetes -n default -o jsonpath='{range .subsets[*].addresses[*]}{.ip}{"\n"}{end}' | sort | xargs
+}
+
+# server_of_identity IDENTITY: the number of the server whose leader-election identity it is.
+server_of_identity() {
+  local i id
+  for i in 1 2 3; do
+    id=$(cat "$WORK/s$i/server/server-id" 2>/dev/null || true)
+    if [ -n "$id" ] && [[ "$1" == *"_$id" ]]; then echo "$i"; return 0; fi
+  done
+  return 1
+}
+
+lease_holder() { k get lease "$1" -n kube-system -o jsonpath='{.spec.holderIdentity}'; }
+
+step_servers() {
+  setup_network s2 s3 "${AGENTS[@]}"
+  add_machine "$E2E_NS-etcd" "$ETCD_MACHINE_IP"
+  ETCD_NS=$E2E_NS-etcd ETCD_HOST=$ETCD_MACHINE_IP
+  etcd_start "$WORK/etcd"
+  if start_ha_server 1; then ok "first_server_starts_on_etcd"; else not_ok "first_server_starts_on_etcd"; exit 1; fi
+  JOIN_TOKEN=$(cat "$WORK/s1/server/node-token")
+  # the first server takes the controller-manager and scheduler Leases before the others exist
+  wait_for "first_server_holds_controller_lease" 30 bash -c "[ -n \"\$(nsenter --net=$(ns_path "$SERVER_NS") kubectl --kubeconfig $WORK/s1/server/admin.kubeconfig get lease kube-controller-manager -n kube-system -o jsonpath='{.spec.holderIdentity}' 2>/dev/null)\" ]" || true
+  # shellcheck disable=SC2046
+  if start_ha_server 2 $(join_args) && start_ha_server 3 $(join_args); then
+    ok "second_and_third_server_join"
+  else
+    not_ok "second_and_third_server_join"; exit 1
+  fi
+  local ca1 ca2 ca3
+  ca1=$(sha256sum <"$WORK/s1/server/tls/ca.crt") ca2=$(sha256sum <"$WORK/s2/server/tls/ca.crt") ca3=$(sha256sum <"$WORK/s3/server/tls/ca.crt")
+  if [ "$ca1" = "$ca2" ] && [ "$ca1" = "$ca3" ]; then ok "servers_share_one_ca"; else not_ok "servers_share_one_ca"; fi
+  expect_eq "servers_share_service_account_key" "1" bash -c "sha256sum $WORK/s{1,2,3}/server/tls/service-account.key | awk '{print \$1}' | sort -u | wc -l"
+  expect_eq "servers_share_encryption_keyring" "1" bash -c "sha256sum $WORK/s{1,2,3}/server/cred/encryption-config.json | awk '{print \$1}' | sort -u | wc -l"
+  expect "joined_server_serving_cert_names_its_address" "IP Address:10.77.0.11" \
+    openssl x509 -in "$WORK/s2/server/tls/serving.crt" -noout -ext subjectAltName
+  expect "joined_server_serving_cert_verifies_with_shared_ca" "OK" \
+    openssl verify -CAfile "$WORK/s1/server/tls/ca.crt" "$WORK/s3/server/tls/serving.crt"
+  # the bootstrap record in etcd's raw bytes (v3 HTTP gateway): sealed, no key in the clear
+  expect_eq "datastore_holds_bootstrap_sealed_not_plain" "sealed" bash -c \
+    "nsenter --net=$(ns_path "$E2E_NS-etcd") curl -s -X POST http://$ETCD_MACHINE_IP:${ETCD_CLIENT_PORTS[0]}/v3/kv/range -d '{\"key\":\"$(printf /mini/bootstrap/data | base64)\"}' | python3 -c 'import json,sys,base64; v=base64.b64decode(json.load(sys.stdin)[\"kvs\"][0][\"value\"]).decode(); print(\"plain\" if \"PRIVATE KEY\" in v else (\"sealed\" if \"ciphertext\" in v else \"other\"))'"
+  # a Secret written through server 1 reads back through server 3 (one keyring)
+  ks 1 create secret generic shared -n default --from-literal=k=sealed-value >/dev/null
+  expect_eq "secret_written_on_one_server_reads_on_another" "sealed-value" bash -c \
+    "nsenter --net=$(ns_path "${SERVER_NSS[3]}") kubectl --kubeconfig $WORK/s3/server/admin.kubeconfig get secret shared -n default -o jsonpath='{.data.k}' | base64 -d"
+  check_for "kubernetes_endpoints_list_three_servers" 30 bash -c \
+    "[ \"\$(nsenter --net=$(ns_path "$SERVER_NS") kubectl --kubeconfig $WORK/s1/server/admin.kubeconfig get endpoints kubernetes -n default -o jsonpath='{range .subsets[*].addresses[*]}{.ip}{\"\\n\"}{end}' | sort | xargs)\" = '10.77.0.10 10.77.0.11 10.77.0.12' ]"
+}
+
+step_refusals() {
+  local out rc
+  # a fourth server with a wrong token, from server 3's machine on another port
+  out=$(timeout 60 nsenter --net="$(ns_path "${SERVER_NSS[3]}")" "$MINI_BIN" server --data-dir "$WORK/bad" \
+    --bind-address 127.0.0.1 --https-listen-port 7443 --disable-agent --datastore-endpoint "$ETCD_ENDPOINTS" \
+    --server "https://$SERVER_IP:$API_PORT" --token wrong-secret 2>&1) && rc=0 || rc=$?
+  if [ "$rc" -ne 0 ] && grep -q "token does not open the cluster's bootstrap data" <<<"$out" && [ "$(grep -c . <<<"$out")" -le 2 ]; then
+    ok "join_with_wrong_token_is_refused_with_one_line"
+  else
+    not_ok "join_with_wrong_token_is_refused_with_one_line" "rc=$rc: $out"
+  fi
+  expect_fail "join_without_datastore_is_refused" "give --datastore-endpoint" \
+    timeout 60 "$MINI_BIN" server --data-dir "$WORK/bad-sled" --bind-address 127.0.0.1 --https-listen-port 0 \
+    --disable-agent --server "https://$SERVER_IP:$API_PORT" --token "$JOIN_TOKEN"
+}
+
+step_agents() {
+  python3 "$HERE/build_image.py" "$WORK/busybox.tar" "$IMAGE"
+  echo "# no upstream nameservers in the e2e network" >"$WORK/resolv.conf"
+  local i=3 n
+  for n in "${AGENTS[@]}"; do
+    mkdir -p "$WORK/$n/agent/images"
+    cp "$WORK/busybox.tar" "$WORK/$n/agent/images/"
+    start_agent "$n" "$(node_ip $i)" "$WORK/$n"
+    i=$((i + 1))
+  done
+  wait_for "agents_join_nodes_ready" 150 bash -c \
+    "[ \$(nsenter --net=$(ns_path "$SERVER_NS") kubectl --kubeconfig $WORK/s1/server/admin.kubeconfig get nodes --no-headers 2>/dev/null | grep -c ' Ready ') -eq ${#AGENTS[@]} ]" || {
+    tail -30 "$WORK/a1/agent.log"
+    exit 1
+  }
+  check_for "agents_learn_every_server" 40 bash -c \
+    "grep -q '10.77.0.11:6443' $WORK/a1/agent.log && grep -q '10.77.0.12:6443' $WORK/a2/agent.log"
+}
+
+step_failover() {
+  k create deployment web --image="$IMAGE" --replicas=4 -- sh -c 'sleep 100000' >/dev/null
+  wait_for "deployment_available" 120 bash -c \
+    "[ \"\$(nsenter --net=$(ns_path "$SERVER_NS") kubectl --kubeconfig $WORK/s1/server/admin.kubeconfig get deploy web -o jsonpath='{.status.availableReplicas}')\" = 4 ]" || return 1
+  # long-running pods on the agents: their names and container ids must survive the kill
+  k run keeper --image="$IMAGE" --restart=Never -- sh -c 'sleep 100000' >/dev/null
+  wait_for "keeper_pod_running" 60 bash -c \
+    "nsenter --net=$(ns_path "$SERVER_NS") kubectl --kubeconfig $WORK/s1/server/admin.kubeconfig get pod keeper -o jsonpath='{.status.phase}' | grep -qx Running" || return 1
+  local keeper_cid holder victim node
+  keeper_cid=$(k get pod keeper -o jsonpath='{.status.containerStatuses[0].containerID}')
+  holder=$(lease_holder kube-controller-manager)
+  victim=$(server_of_identity "$holder") || { not_ok "controller_lease_holder_is_a_server" "$holder"; return 1; }
+  ok "controller_lease_holder_is_a_server"
+  # a rollout that needs the controllers: slow enough to be under way at the kill
+  k patch deployment web -p '{"spec":{"minReadySeconds":3,"strategy":{"rollingUpdate":{"maxSurge":1,"maxUnavailable":0}}}}' >/dev/null
+  k set env deployment/web ROUND=2 >/dev/null
+  sleep 2
+  local updated
+  updated=$(k get pods -l app=web -o jsonpath='{range .items[*]}{.spec.containers[0].env[0].value}{"\n"}{end}' | grep -c '^2$' || true)
+  if [ "$updated" -lt 4 ]; then ok "rollout_under_way_at_kill"; else not_ok "rollout_under_way_at_kill" "all $updated pods already new"; fi
+  LIVE=$((victim % 3 + 1))
+  declare -A before_renew
+  for node in "${AGENTS[@]}"; do
+    before_renew[$node]=$(k get lease "$node" -n kube-node-lease -o jsonpath='{.spec.renewTime}')
+  done
+  kill -9 "${SERVER_PIDS[$victim]}"
+  wait "${SERVER_PIDS[$victim]}" 2>/dev/null || true
+  SERVER_PIDS[$victim]=""
+  echo "# killed server $victim (held kube-controller-manager); kubectl now through server $LIVE"
+  local killed_at=$SECONDS
+  wait_for "another_server_takes_controller_lease_within_15s" 15 bash -c \
+    "h=\$(nsenter --net=$(ns_path "${SERVER_NSS[$LIVE]}") kubectl --kubeconfig $WORK/s$LIVE/server/admin.kubeconfig get lease kube-controller-manager -n kube-system -o jsonpath='{.spec.holderIdentity}'); [ -n \"\$h\" ] && [ \"\$h\" != '$holder' ]" || true
+  echo "# lease taken over after $((SECONDS - killed_at)) s"
+  expect "rollout_completes_after_leader_kill" "successfully rolled out" k rollout status deployment/web --timeout=120s
+  expect_eq "rolled_out_pods_carry_new_env" "4" bash -c \
+    "nsenter --net=$(ns_path "${SERVER_NSS[$LIVE]}") kubectl --kubeconfig $WORK/s$LIVE/server/admin.kubeconfig get pods -l app=web -o jsonpath='{range .items[*]}{.spec.containers[0].env[0].value}{\"\\n\"}{end}' | grep -c '^2\$'"
+  expect_eq "agent_pod_keeps_running_container" "$keeper_cid Running" \
+    k get pod keeper -o jsonpath='{.status.containerStatuses[0].containerID} {.status.phase}'
+  k run newcomer --image="$IMAGE" --restart=Never -- sh -c 'sleep 100000' >/dev/null
+  check_for "new_pod_starts_while_server_down" 90 bash -c \
+    "nsenter --net=$(ns_path "${SERVER_NSS[$LIVE]}") kubectl --kubeconfig $WORK/s$LIVE/server/admin.kubeconfig get pod newcomer -o jsonpath='{.status.phase}' | grep -qx Running"
+  for node in "${AGENTS[@]}"; do
+    check_for "node_${node}_lease_renewed_through_another_server" 30 bash -c \
+      "[ \"\$(nsenter --net=$(ns_path "${SERVER_NSS[$LIVE]}") kubectl --kubeconfig $WORK/s$LIVE/server/admin.kubeconfig get lease $node -n kube-node-lease -o jsonpath='{.spec.renewTime}')\" != '${before_renew[$node]}' ]"
+  done
+  expect_eq "nodes_stay_ready" "2" bash -c \
+    "nsenter --net=$(ns_path "${SERVER_NSS[$LIVE]}") kubectl --kubeconfig $WORK/s$LIVE/server/admin.kubeconfig get nodes --no-headers | grep -c ' Ready '"
+  check_for "dead_server_leaves_kubernetes_endpoints" 40 bash -c \
+    "! nsenter --net=$(ns_path "${SERVER_NSS[$LIVE]}") kubectl --kubeconfig $WORK/s$LIVE/server/admin.kubeconfig get endpoints kubernetes -n default -o jsonpath='{.subsets[*].addresses[*].ip}' | grep -qw '${SERVER_IPS[$victim]}'"
+  VICTIM=$victim
+}
+
+step_rejoin() {
+  local args=()
+  # shellcheck disable=SC2207
+  if [ "$VICTIM" -ne 1 ]; then args=($(join_args)); fi
+  if start_ha_server "$VICTIM" "${args[@]}"; then ok "killed_server_restarts"; else not_ok "killed_server_restarts"; return 1; fi
+  check_for "restarted_server_back_in_kubernetes_endpoints" 30 bash -c \
+    "[ \"\$(nsenter --net=$(ns_path "${SERVER_NSS[$LIVE]}") kubectl --kubeconfig $WORK/s$LIVE/server/admin.kubeconfig get endpoints kubernetes -n default -o jsonpath='{range .subsets[*].addresses[*]}{.ip}{\"\\n\"}{end}' 2>/dev/null | sort | xargs)\" = '10.77.0.10 10.77.0.11 10.77.0.12' ]"
+  expect "restarted_server_serves_the_cluster" "keeper +1/1 +Running" ks "$VICTIM" get pod keeper
+}
+
+step_servers
+step_refusals
+step_agents
+step_failover || true
+step_rejoin || true
+summary
