@@ -173,6 +173,9 @@ e2e() {
   log "end-to-end: console resource pages in chromium with an agent (services, ingresses, configmaps, secrets, namespaces, events live; create/edit/delete; log search; registry; accounts; read-only 403)"
   MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/console_resources.sh 2>&1 | tee "$LOGS/e2e-console-resources.log" || true
   count_plain "$LOGS/e2e-console-resources.log"
+  log "end-to-end: console nodes in chromium with an agent (CPU/memory charts per node and cluster, drain blocked by a PDB, cancel, drain, remove node, read-only)"
+  MINI_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mini" bash tests/e2e/console_nodes.sh 2>&1 | tee "$LOGS/e2e-console-nodes.log" || true
+  count_plain "$LOGS/e2e-console-nodes.log"
 }
 
 # the release binary (zig-linked for glibc 2.17, build cached in /var/cache/mini-build) on Debian 11

@@ -1,10 +1,13 @@
 // Nodes: status, roles, kubelet version, allocatable CPU and memory, pods per node, live;
-// cordon and uncordon for those allowed to patch nodes; the join command with a fresh
-// bootstrap token for those allowed to create Secrets in kube-system.
-import { watchList, patch, post, can, ApiError } from './api.js';
+// per node CPU and memory used against allocatable over time (row details); cordon, uncordon,
+// drain (evictions that respect PodDisruptionBudgets, cancellable) and remove for those allowed;
+// the join command with a fresh bootstrap token for those allowed to create Secrets in kube-system.
+import { watchList, patch, post, get, request, can, ApiError } from './api.js';
 import { t } from './i18n.js';
 import { h, mount, age, quantity, bytes, cores } from './dom.js';
 import { nodeReady } from './overview.js';
+import { ask } from './dialog.js';
+import { usagePanel, rangePicker, mayReadNodeMetrics } from './nodemetrics.js';
 
 const TOKEN_ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';
 const TOKEN_TTL_HOURS = 24;
@@ -94,39 +97,189 @@ function joinSection(ctx) {
   return h('section.card', { id: 'join' }, h('h2', t('nodes.join')), h('p', t('nodes.joinText')), button, out);
 }
 
+// Pods a drain leaves alone, as `kubectl drain --ignore-daemonsets`: mirror pods (the node's
+// static pods) and those of DaemonSets (their controller would put them back at once).
+export function drainSkips(pod) {
+  const annotations = pod.metadata.annotations || {};
+  if (annotations['kubernetes.io/config.mirror']) return true;
+  return (pod.metadata.ownerReferences || []).some((o) => o.controller && o.kind === 'DaemonSet');
+}
+
+const DRAIN_POLL_MS = 2000;
+
+// Drains `name`: cordons it, then evicts its pods through the Eviction API until none is left.
+// A 429 (a PodDisruptionBudget allows no disruption now) marks the pod blocked and is retried.
+// `onProgress({ left, blocked: Map(pod → message), done, error })`; returns { cancel() }:
+// cancelling stops evicting (the node stays cordoned).
+export function drainNode(name, onProgress) {
+  let cancelled = false;
+  let wake = null;
+  const sleep = (ms) => new Promise((r) => { const id = setTimeout(r, ms); wake = () => { clearTimeout(id); r(); }; });
+  (async () => {
+    try {
+      await patch(`/api/v1/nodes/${encodeURIComponent(name)}`, { spec: { unschedulable: true } });
+      for (;;) {
+        if (cancelled) return;
+        const list = await get(`/api/v1/pods?fieldSelector=${encodeURIComponent(`spec.nodeName=${name}`)}`);
+        const pods = (list.items || []).filter((p) => !drainSkips(p)
+          && !(p.status && (p.status.phase === 'Succeeded' || p.status.phase === 'Failed') && p.metadata.deletionTimestamp));
+        const blocked = new Map();
+        for (const p of pods) {
+          if (cancelled) return;
+          if (p.metadata.deletionTimestamp) continue;
+          const ns = p.metadata.namespace;
+          const pod = p.metadata.name;
+          try {
+            await post(`/api/v1/namespaces/${encodeURIComponent(ns)}/pods/${encodeURIComponent(pod)}/eviction`, {
+              apiVersion: 'policy/v1', kind: 'Eviction', metadata: { name: pod, namespace: ns },
+            });
+          } catch (e) {
+            if (e.status === 429) blocked.set(`${ns}/${pod}`, e.message);
+            else if (e.status !== 404) throw e;
+          }
+        }
+        if (cancelled) return;
+        onProgress({ left: pods.length, blocked, done: pods.length === 0 });
+        if (!pods.length) return;
+        await sleep(DRAIN_POLL_MS);
+      }
+    } catch (e) {
+      if (!cancelled) onProgress({ left: NaN, blocked: new Map(), done: true, error: e });
+    }
+  })();
+  return { cancel: () => { cancelled = true; if (wake) wake(); } };
+}
+
 export function nodesPage(ctx) {
   const body = h('div', { id: 'nodes-table' }, t('loading'));
   const joinSlot = h('div');
-  const el = h('div.nodes', h('h1', t('nav.nodes')), h('section.card', body), joinSlot);
+  const drainsBox = h('div', { id: 'drains' });
+  let range = '1h';
+  const picker = h('span.range-slot');
+  const el = h('div.nodes', h('div.title-row', h('h1', t('nav.nodes')), picker), drainsBox, h('section.card', body), joinSlot);
   let nodes = [];
   let podsPerNode = null;
   let mayPatch = false;
+  let mayEvict = false;
+  let mayDelete = false;
+  let mayMetrics = false;
+  // open row details (name → { row, panel }) and drains running or finished (name → state)
+  const details = new Map();
+  const drains = new Map();
+
+  const forbiddenOr = (e, action) => (e.status === 403
+    ? t('error.forbidden', { action })
+    : t('error.generic', { message: e.message }));
 
   async function cordon(node, on) {
     try {
       await patch(`/api/v1/nodes/${encodeURIComponent(node.metadata.name)}`, { spec: { unschedulable: on ? true : null } });
       ctx.notify(t(on ? 'nodes.cordoned' : 'nodes.uncordoned', { name: node.metadata.name }), 'info');
     } catch (e) {
-      ctx.notify(e.status === 403
-        ? t('error.forbidden', { action: t(on ? 'action.cordon' : 'action.uncordon', { name: node.metadata.name }) })
-        : t('error.generic', { message: e.message }));
+      ctx.notify(forbiddenOr(e, t(on ? 'action.cordon' : 'action.uncordon', { name: node.metadata.name })));
     }
+  }
+
+  function allocatableOf(name) {
+    const n = nodes.find((x) => x.metadata.name === name);
+    const alloc = (n && n.status && n.status.allocatable) || {};
+    return { cpu: quantity(alloc.cpu), memory: quantity(alloc.memory) };
+  }
+
+  function toggleDetails(name) {
+    const open = details.get(name);
+    if (open) { open.panel.stop(); details.delete(name); draw(); return; }
+    const panel = usagePanel({ id: `usage-${name.replace(/[^a-zA-Z0-9-]/g, '-')}`, node: name, allocatable: () => allocatableOf(name), range });
+    const row = h('tr.details', { 'data-details': name }, h('td', { colspan: '10' }, panel.el));
+    details.set(name, { row, panel });
+    draw();
+  }
+
+  function drawDrain(name) {
+    const d = drains.get(name);
+    if (!d) return;
+    const p = d.progress;
+    const status = d.cancelled ? t('nodes.drainCancelled', { name })
+      : p && p.error ? t('nodes.drainFailed', { name, message: p.error.message })
+        : p && p.done ? t('nodes.drainDone', { name })
+          : p ? t('nodes.drainLeft', { name, n: p.left }) : t('nodes.drainStarting', { name });
+    const finished = Boolean(d.cancelled || (p && p.done));
+    // the row's Drain button is offered again once this one is over
+    if (d.finished !== finished) { d.finished = finished; if (nodes.length) draw(); }
+    mount(d.el,
+      h('p.drain-status', status),
+      p && p.blocked && p.blocked.size && !finished
+        ? h('ul.drain-blocked', [...p.blocked].map(([pod, msg]) => h('li.blocked', { 'data-pod': pod },
+          h('strong', pod), ' ', t('nodes.drainBlocked'), h('span.muted', ` (${msg})`))))
+        : null,
+      finished
+        ? h('button', { type: 'button', class: 'drain-close', onclick: () => { drains.delete(name); d.el.remove(); } }, t('close'))
+        : h('button.danger', { type: 'button', class: 'drain-cancel', onclick: () => {
+          d.cancelled = true; d.handle.cancel(); drawDrain(name);
+        } }, t('cancel')));
+  }
+
+  async function drain(node) {
+    const name = node.metadata.name;
+    const answer = await ask({ title: t('nodes.drainTitle', { name }), text: t('nodes.drainText'), ok: t('nodes.drain'), danger: true });
+    if (!answer || stopped) return;
+    const old = drains.get(name);
+    if (old) { old.handle.cancel(); old.el.remove(); }
+    const d = { el: h('section.card.drain', { 'data-drain': name }), progress: null, cancelled: false, finished: null, handle: null };
+    drains.set(name, d);
+    drainsBox.append(d.el);
+    d.handle = drainNode(name, (progress) => {
+      if (d.cancelled) return;
+      d.progress = progress;
+      if (progress.error) ctx.notify(forbiddenOr(progress.error, t('action.drain', { name })));
+      drawDrain(name);
+    });
+    drawDrain(name);
+  }
+
+  async function remove(node) {
+    const name = node.metadata.name;
+    const answer = await ask({ title: t('nodes.removeTitle', { name }), text: t('nodes.removeText'), ok: t('nodes.remove'), danger: true });
+    if (!answer) return;
+    try {
+      await request('DELETE', `/api/v1/nodes/${encodeURIComponent(name)}`);
+      ctx.notify(t('nodes.removed', { name }), 'info');
+    } catch (e) {
+      ctx.notify(forbiddenOr(e, t('action.removeNode', { name })));
+    }
+  }
+
+  function actions(n, cordoned, ready) {
+    const draining = drains.get(n.metadata.name);
+    const busy = Boolean(draining && !draining.finished);
+    return h('td.node-actions',
+      mayMetrics ? h('button', { type: 'button', class: 'details', 'aria-expanded': details.has(n.metadata.name) ? 'true' : 'false',
+        onclick: () => toggleDetails(n.metadata.name) }, details.has(n.metadata.name) ? t('nodes.hideUsage') : t('nodes.showUsage')) : null,
+      mayPatch ? h('button', {
+        type: 'button', class: 'cordon', 'data-action': cordoned ? 'uncordon' : 'cordon',
+        onclick: () => cordon(n, !cordoned),
+      }, cordoned ? t('nodes.uncordon') : t('nodes.cordon')) : null,
+      mayPatch && mayEvict ? h('button', { type: 'button', class: 'drain', disabled: busy, onclick: () => drain(n) }, t('nodes.drain')) : null,
+      mayDelete && (cordoned || !ready) ? h('button.danger', { type: 'button', class: 'remove', onclick: () => remove(n) }, t('nodes.remove')) : null);
   }
 
   function draw() {
     if (!nodes.length) { mount(body, h('p.muted', t('nodes.none'))); return; }
+    const any = mayPatch || mayDelete || mayMetrics;
+    const names = new Set(nodes.map((n) => n.metadata.name));
+    for (const [name, open] of details) if (!names.has(name)) { open.panel.stop(); details.delete(name); }
     mount(body, h('table.list',
       h('thead', h('tr',
         h('th', t('col.name')), h('th', t('col.status')), h('th', t('col.roles')), h('th', t('col.version')),
         h('th.num', t('col.cpu')), h('th.num', t('col.memory')), h('th.num', t('col.pods')), h('th', t('col.age')),
-        mayPatch ? h('th', t('col.actions')) : null)),
+        any ? h('th', t('col.actions')) : null)),
       h('tbody', nodes.map((n) => {
         const name = n.metadata.name;
         const ready = nodeReady(n);
         const cordoned = Boolean(n.spec && n.spec.unschedulable);
         const alloc = (n.status && n.status.allocatable) || {};
         const pods = podsPerNode ? (podsPerNode.get(name) || 0) : '—';
-        return h('tr', { 'data-node': name },
+        const row = h('tr', { 'data-node': name },
           h('td.name', name),
           h('td', h(`span.badge.${ready ? 'ok' : 'bad'}`, ready ? t('status.ready') : t('status.notReady')),
             cordoned ? h('span.badge.warn', t('status.cordoned')) : null),
@@ -136,10 +289,9 @@ export function nodesPage(ctx) {
           h('td.num', bytes(quantity(alloc.memory))),
           h('td.num', `${pods} / ${alloc.pods || '—'}`),
           h('td', age(n.metadata.creationTimestamp)),
-          mayPatch ? h('td', h('button', {
-            type: 'button', class: 'cordon', 'data-action': cordoned ? 'uncordon' : 'cordon',
-            onclick: () => cordon(n, !cordoned),
-          }, cordoned ? t('nodes.uncordon') : t('nodes.cordon'))) : null);
+          any ? actions(n, cordoned, ready) : null);
+        const open = details.get(name);
+        return open ? [row, open.row] : row;
       }))));
   }
 
@@ -149,7 +301,21 @@ export function nodesPage(ctx) {
     onChange: (items) => { nodes = items; draw(); },
     onError: (e) => mount(body, h('p.muted', e.status === 403 ? t('error.forbiddenList') : t('error.generic', { message: e.message }))),
   }));
-  can('patch', 'nodes').then((ok) => { mayPatch = ok; if (nodes.length) draw(); });
+  Promise.all([can('patch', 'nodes'), can('create', 'pods', { subresource: 'eviction' }), can('list', 'pods'), can('delete', 'nodes'), mayReadNodeMetrics()])
+    .then(([p, evict, list, del, metrics]) => {
+      if (stopped) return;
+      mayPatch = p;
+      mayEvict = evict && list;
+      mayDelete = del;
+      mayMetrics = metrics;
+      if (metrics) {
+        mount(picker, rangePicker('nodes-range', range, (key) => {
+          range = key;
+          for (const open of details.values()) open.panel.setRange(key);
+        }));
+      }
+      if (nodes.length) draw();
+    });
   can('list', 'pods').then((ok) => {
     if (!ok || stopped) return;
     stops.push(watchList('/api/v1/pods', {
@@ -165,5 +331,13 @@ export function nodesPage(ctx) {
     }));
   });
   can('create', 'secrets', { namespace: 'kube-system' }).then((ok) => { if (ok) mount(joinSlot, joinSection(ctx)); });
-  return { el, stop: () => { stopped = true; stops.forEach((s) => s()); } };
+  return {
+    el,
+    stop: () => {
+      stopped = true;
+      stops.forEach((s) => s());
+      for (const open of details.values()) open.panel.stop();
+      for (const d of drains.values()) d.handle.cancel();
+    },
+  };
 }

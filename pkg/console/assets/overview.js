@@ -1,7 +1,9 @@
-// Overview: nodes ready of total, pods by phase and the latest Warning events, all live.
+// Overview: nodes ready of total, cluster CPU and memory used against allocatable over time,
+// pods by phase and the latest Warning events, all live.
 import { watchList, can } from './api.js';
 import { t } from './i18n.js';
-import { h, mount, age } from './dom.js';
+import { h, mount, age, quantity } from './dom.js';
+import { usagePanel, rangePicker, mayReadNodeMetrics } from './nodemetrics.js';
 
 const PHASES = ['Running', 'Pending', 'Succeeded', 'Failed', 'Unknown'];
 
@@ -20,12 +22,15 @@ export function overviewPage(ctx) {
   const podsBody = h('div', { id: 'overview-pods' }, t('loading'));
   const eventsBody = h('div', { id: 'overview-events' }, t('loading'));
   const nodesCard = h('section.card', h('h2', t('overview.nodes')), nodesBody);
+  const usageSlot = h('div');
   const el = h('div.overview',
     h('h1', t('nav.overview')),
     h('div.cards',
       nodesCard,
       h('section.card', h('h2', ns ? t('overview.podsIn', { ns }) : t('overview.pods')), podsBody)),
+    usageSlot,
     h('section.card', h('h2', t('overview.warnings')), eventsBody));
+  let allNodes = [];
 
   const stops = [];
   let stopped = false;
@@ -35,6 +40,7 @@ export function overviewPage(ctx) {
     if (!ok) { nodesCard.remove(); return; }
     stops.push(watchList('/api/v1/nodes', {
       onChange: (nodes) => {
+        allNodes = nodes;
         const ready = nodes.filter(nodeReady).length;
         mount(nodesBody,
           h('span.big', { id: 'nodes-ready' }, String(ready)),
@@ -43,6 +49,16 @@ export function overviewPage(ctx) {
       },
       onError: (e) => mount(nodesBody, h('p.muted', forbidden(e))),
     }));
+  });
+
+  // cluster totals: usage summed over the nodes' samples, against the sum of their allocatable
+  Promise.all([can('list', 'nodes'), mayReadNodeMetrics()]).then(([list, metrics]) => {
+    if (stopped || !list || !metrics) return;
+    const sum = (key) => allNodes.reduce((acc, n) => acc + (quantity(n.status && n.status.allocatable && n.status.allocatable[key]) || 0), 0);
+    const panel = usagePanel({ id: 'cluster-usage', node: '', allocatable: () => ({ cpu: sum('cpu'), memory: sum('memory') }) });
+    const picker = rangePicker('overview-range', '1h', (key) => panel.setRange(key));
+    mount(usageSlot, h('section.card', { id: 'overview-usage' }, h('div.title-row', h('h2', t('overview.usage')), picker), panel.el));
+    stops.push(() => panel.stop());
   });
 
   const base = ns ? `/api/v1/namespaces/${encodeURIComponent(ns)}` : '/api/v1';

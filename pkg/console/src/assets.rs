@@ -20,6 +20,7 @@ pub const ASSET_FILES: &[(&str, &[u8])] = &[
     ("login.js", include_bytes!("../assets/login.js")),
     ("overview.js", include_bytes!("../assets/overview.js")),
     ("nodes.js", include_bytes!("../assets/nodes.js")),
+    ("nodemetrics.js", include_bytes!("../assets/nodemetrics.js")),
     ("kube.js", include_bytes!("../assets/kube.js")),
     ("table.js", include_bytes!("../assets/table.js")),
     ("dialog.js", include_bytes!("../assets/dialog.js")),

@@ -1,0 +1,224 @@
+// The browser half of tests/e2e/console_nodes.sh: drives Debian's chromium through
+// playwright-core against CONSOLE_URL (a real server with the agent node node-a running two pods
+// of the Deployment `web` under the PodDisruptionBudget `web`, minAvailable 2) and prints
+// `ok - name` / `not ok - name` lines. Fails on any browser console error, page error or CSP
+// violation. Screenshots go to SHOTS.
+import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+
+const require = createRequire(path.join(process.env.NODE_PATH, 'x.js'));
+const { chromium } = require('playwright-core');
+
+const URL = process.env.CONSOLE_URL;
+const SHOTS = process.env.SHOTS;
+const NODE = 'node-a';
+const results = { pass: 0, fail: 0 };
+const problems = [];
+const LONG = { timeout: 120000 };
+
+function ok(name) { results.pass++; console.log(`ok - ${name}`); }
+function notOk(name, detail) {
+  results.fail++;
+  console.log(`not ok - ${name}`);
+  if (detail) console.log(String(detail).split('\n').slice(0, 15).map((l) => `    ${l}`).join('\n'));
+}
+
+async function check(name, fn) {
+  try { await fn(); ok(name); } catch (e) { notOk(name, e && e.stack ? e.stack : e); }
+}
+
+function assert(cond, message) { if (!cond) throw new Error(message); }
+
+function kubectl(...args) {
+  return execFileSync('kubectl', ['--request-timeout=20s', ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// Polls `fn` until it returns a truthy value (or throws after `seconds`).
+async function until(what, seconds, fn) {
+  const deadline = Date.now() + seconds * 1000;
+  let last;
+  for (;;) {
+    try { last = await fn(); if (last) return last; } catch (e) { last = e.message; }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (last: ${last})`);
+    await sleep(1000);
+  }
+}
+
+// the web pods on node-a (not yet gone)
+function webPodsOnNode() {
+  const out = kubectl('get', 'pods', '-n', 'default', '-l', 'app=web', '--field-selector', `spec.nodeName=${NODE}`, '-o', 'name');
+  return out ? out.split('\n') : [];
+}
+
+const unschedulable = () => kubectl('get', 'node', NODE, '-o', 'jsonpath={.spec.unschedulable}') === 'true';
+
+// Chromium logs failed loads as console errors: the 401 of "who am I" before login and the 429s
+// of evictions a PodDisruptionBudget refuses are expected, and for the read-only account the 403s
+// of the cluster-wide lists of the Overview; everything else counts.
+const EXPECTED = /^Failed to load resource: the server responded with a status of (401|429)/;
+const EXPECTED_VIEWER = /^Failed to load resource: the server responded with a status of (401|403)/;
+
+function watchProblems(page, label, expected = EXPECTED) {
+  page.on('console', (msg) => {
+    if (msg.type() !== 'error' || expected.test(msg.text())) return;
+    problems.push(`${label} console: ${msg.text()} ${msg.location().url || ''}`);
+  });
+  page.on('pageerror', (err) => problems.push(`${label} page error: ${err.message}`));
+  page.on('response', (res) => {
+    if (res.status() >= 500) problems.push(`${label} HTTP ${res.status()} ${res.url()}`);
+  });
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+async function login(page, name, password) {
+  await page.goto(`${URL}/console/`);
+  await page.waitForSelector('#login-name');
+  await page.fill('#login-name', name);
+  await page.fill('#login-password', password);
+  await page.click('#login-submit');
+  await page.waitForSelector('#logout');
+}
+
+// The number of points a chart (figure.chart) holds, and its current figures' text.
+async function points(page, id) {
+  return Number(await page.getAttribute(`#${id}`, 'data-points').catch(() => '0')) || 0;
+}
+
+const row = `tr[data-node="${NODE}"]`;
+const drainCard = `section.drain[data-drain="${NODE}"]`;
+
+async function main() {
+  const browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+  });
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, locale: 'en-US', viewport: { width: 1360, height: 900 } });
+  await context.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (e) => {
+      console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`);
+    });
+  });
+  const page = await context.newPage();
+  watchProblems(page, 'admin');
+
+  await check('admin_logs_in_and_sees_nodes', async () => {
+    await login(page, 'boss', 'boss-password');
+    await page.click('nav.side a[data-path="nodes"]');
+    await page.waitForSelector(row);
+  });
+
+  await check('node_usage_charts_show_samples', async () => {
+    await page.click(`${row} button.details`);
+    await page.waitForSelector(`tr[data-details="${NODE}"] #usage-${NODE}-cpu`);
+    // the agent samples every 10 s and the panel refreshes while shown
+    await until('cpu and memory points', 120, async () => (await points(page, `usage-${NODE}-cpu`)) >= 2
+      && (await points(page, `usage-${NODE}-memory`)) >= 2);
+    await page.waitForSelector(`#usage-${NODE} canvas`);
+    const cpuNow = await page.textContent(`#usage-${NODE}-cpu-now`);
+    const memNow = await page.textContent(`#usage-${NODE}-memory-now`);
+    assert(/^CPU: [0-9.]+m? of [0-9.]+m? cores \(\d+%\)$/.test(cpuNow), `cpu figures: ${cpuNow}`);
+    assert(/^Memory: [0-9.]+ [KMG]iB of [0-9.]+ [KMG]iB \(\d+%\)$/.test(memNow), `memory figures: ${memNow}`);
+    await shot(page, 'node-usage');
+  });
+
+  await check('range_picker_asks_for_the_longer_range', async () => {
+    const asked = page.waitForRequest((r) => r.url().includes('/prometheus/api/v1/query_range') && r.url().includes('step=120'), { timeout: 30000 });
+    await page.selectOption('#nodes-range', '6h');
+    const req = await asked;
+    const start = Number(new globalThis.URL(req.url()).searchParams.get('start'));
+    const end = Number(new globalThis.URL(req.url()).searchParams.get('end'));
+    assert(end - start === 6 * 3600, `range ${end - start}s`);
+    await until('points after the switch', 30, async () => (await points(page, `usage-${NODE}-cpu`)) >= 1);
+  });
+
+  await check('overview_shows_cluster_totals', async () => {
+    await page.click('nav.side a[data-path=""]');
+    await page.waitForSelector('#overview-usage');
+    await until('cluster points', 60, async () => (await points(page, 'cluster-usage-cpu')) >= 2
+      && (await points(page, 'cluster-usage-memory')) >= 2);
+    const memNow = await page.textContent('#cluster-usage-memory-now');
+    assert(/^Memory: [0-9.]+ [KMG]iB of [0-9.]+ [KMG]iB/.test(memNow), `cluster memory figures: ${memNow}`);
+    await shot(page, 'overview-usage');
+  });
+
+  await check('drain_blocked_by_pdb_shows_the_pod', async () => {
+    await page.click('nav.side a[data-path="nodes"]');
+    await page.click(`${row} button.drain`);
+    await page.waitForSelector('dialog.ask #dialog-ok');
+    await page.click('#dialog-ok');
+    await page.waitForSelector(`${drainCard} li.blocked[data-pod^="default/web-"]`, LONG);
+    const status = await page.textContent(`${drainCard} .drain-status`);
+    assert(/pods left/.test(status), `drain status: ${status}`);
+    assert(unschedulable(), 'node is not cordoned');
+    assert(webPodsOnNode().length === 2, `web pods on the node: ${webPodsOnNode()}`);
+    await shot(page, 'drain-blocked');
+  });
+
+  await check('drain_cancel_stops_evicting_node_stays_cordoned', async () => {
+    await page.click(`${drainCard} button.drain-cancel`);
+    await page.waitForSelector(`${drainCard} >> text=cancelled`);
+    // the budget allows a disruption again: a drain still running would now evict
+    kubectl('patch', 'pdb', 'web', '-n', 'default', '--type=merge', '-p', '{"spec":{"minAvailable":0}}');
+    await until('budget allows disruptions', 60, () => Number(kubectl('get', 'pdb', 'web', '-n', 'default', '-o', 'jsonpath={.status.disruptionsAllowed}')) >= 2);
+    await sleep(5000);
+    const pods = webPodsOnNode();
+    assert(pods.length === 2, `pods evicted after cancel: ${pods}`);
+    assert(unschedulable(), 'node was uncordoned by cancel');
+    await page.waitForSelector(`${row} .badge.warn`);
+    await page.click(`${drainCard} button.drain-close`);
+  });
+
+  await check('drain_completes_after_pdb_relaxed', async () => {
+    await page.click(`${row} button.drain`);
+    await page.click('#dialog-ok');
+    await page.waitForSelector(`${drainCard} >> text=is drained`, LONG);
+    assert(webPodsOnNode().length === 0, `web pods left: ${webPodsOnNode()}`);
+    assert(unschedulable(), 'node is not cordoned after the drain');
+    await shot(page, 'drain-done');
+  });
+
+  // a read-only account (may list nodes) is offered no cordon, drain or remove
+  await check('viewer_sees_usage_but_no_node_actions', async () => {
+    const vctx = await browser.newContext({ ignoreHTTPSErrors: true, locale: 'en-US' });
+    const vpage = await vctx.newPage();
+    watchProblems(vpage, 'viewer', EXPECTED_VIEWER);
+    await login(vpage, 'viewer', 'viewer-password');
+    await vpage.click('nav.side a[data-path="nodes"]');
+    await vpage.waitForSelector(`${row} button.details`);
+    assert(await vpage.locator(`${row} button.drain`).count() === 0, 'viewer offered drain');
+    assert(await vpage.locator(`${row} button.remove`).count() === 0, 'viewer offered remove');
+    assert(await vpage.locator(`${row} button.cordon`).count() === 0, 'viewer offered cordon');
+    await vctx.close();
+  });
+
+  await check('remove_node_asks_and_deletes_it', async () => {
+    const uid = kubectl('get', 'node', NODE, '-o', 'jsonpath={.metadata.uid}');
+    await page.click(`${row} button.remove`);
+    await page.waitForSelector(`dialog.ask >> text=Remove node ${NODE}?`);
+    await page.click('#dialog-cancel');
+    assert(kubectl('get', 'node', NODE, '-o', 'jsonpath={.metadata.uid}') === uid, 'cancel removed the node');
+    await page.click(`${row} button.remove`);
+    await shot(page, 'remove-confirm');
+    await page.click('#dialog-ok');
+    // the running agent registers its node again as a new object
+    await until('node deleted', 60, () => {
+      try { return kubectl('get', 'node', NODE, '-o', 'jsonpath={.metadata.uid}') !== uid; } catch (_) { return true; }
+    });
+  });
+
+  await check('no_console_errors_or_csp_violations', async () => {
+    assert(problems.length === 0, problems.join('\n'));
+  });
+
+  await browser.close();
+  console.log(`${results.pass} passed, ${results.fail} failed`);
+  process.exit(results.fail ? 1 : 0);
+}
+
+main().catch((e) => { console.log(`not ok - browser_suite\n    ${e.stack || e}`); process.exit(1); });
