@@ -15,10 +15,9 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use mini_runtime::{EventRecorder, EventType};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::generator::{Load, Plan};
-use crate::resources::CpuRates;
 use crate::runs::{RunInfo, Runs};
 use crate::schedule::{default_connections, Schedule};
 use crate::spec::{validate, LoadTest, LoadTestStatus, Model, Phase, Validated};
@@ -58,8 +57,8 @@ struct Live {
     validated: Validated,
     /// The target's pods (for resource samples): their namespace and label selector.
     selector: Option<BTreeMap<String, String>>,
-    /// The last cumulative CPU reading of each target pod and node.
-    cpu: CpuRates,
+    /// The task sampling the target's CPU and memory every second; stops when dropped.
+    sampler: Option<DropGuard>,
 }
 
 /// Runs the controller until `stop`.
@@ -377,7 +376,7 @@ impl Controller {
                         started: None,
                         validated: v.clone(),
                         selector: None,
-                        cpu: CpuRates::default(),
+                        sampler: None,
                     },
                 );
                 return self.fail(lt, "GeneratorsNotCreated", message).await;
@@ -392,7 +391,7 @@ impl Controller {
                 started: None,
                 validated: v.clone(),
                 selector,
-                cpu: CpuRates::default(),
+                sampler: None,
             },
         );
         let status = LoadTestStatus {
@@ -783,7 +782,18 @@ impl Controller {
         let start = chrono::Utc::now() + START_DELAY;
         self.runs.set_start(uid, start.timestamp_millis());
         if let Some(live) = self.live.get_mut(uid) {
-            live.started = Some(Instant::now() + START_DELAY);
+            let started = Instant::now() + START_DELAY;
+            live.started = Some(started);
+            live.sampler = live.selector.clone().map(|selector| {
+                crate::resources::spawn_sampler(
+                    self.client.clone(),
+                    self.runs.clone(),
+                    uid.to_string(),
+                    live.namespace.clone(),
+                    selector,
+                    started,
+                )
+            });
         }
         let mut status = lt.status.clone().unwrap_or_default();
         status.phase = Some(Phase::Running);
@@ -805,41 +815,6 @@ impl Controller {
         Ok(())
     }
 
-    /// Reads the target pods' nodes now and records the second's CPU and memory
-    /// ([`crate::resources`]).
-    async fn sample_resources(&mut self, uid: &str, second: u32) {
-        let Some(live) = self.live.get(uid) else {
-            return;
-        };
-        let Some(selector) = live.selector.clone() else {
-            return;
-        };
-        let ns = live.namespace.clone();
-        let label = selector
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        let Ok(target) = pods.list(&ListParams::default().labels(&label)).await else {
-            return;
-        };
-        let mut by_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for p in &target.items {
-            if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
-                by_node.entry(node).or_default().push(p.name_any());
-            }
-        }
-        let readings = crate::resources::read_nodes(&self.client, &ns, &by_node).await;
-        let Some(live) = self.live.get_mut(uid) else {
-            return;
-        };
-        let sample = crate::resources::sample(second, &readings, &mut live.cpu);
-        if !sample.pods.is_empty() || !sample.nodes.is_empty() {
-            self.runs.add_resources(uid, sample);
-        }
-    }
-
     async fn running(
         &mut self,
         lt: &LoadTest,
@@ -858,7 +833,6 @@ impl Controller {
             return Ok(());
         }
         let elapsed = now - started;
-        self.sample_resources(uid, elapsed.as_secs() as u32).await;
         let (done, _, connect_errors, requests) = self.runs.progress(uid).unwrap_or_default();
         // generators that died
         let pods = self.pods_of(uid, &ns).await?;

@@ -1,15 +1,23 @@
-//! The per-second CPU and memory of a run's target pods and their nodes: each second the
-//! controller reads every such node's live stats (`/stats/live` on the node API, through the
-//! API server's node proxy) and turns consecutive cumulative CPU readings into millicores
-//! itself. A pod or node read for the first time (or whose counter went back: a container
-//! restarted) has no CPU rate yet and is left out of that second rather than given a wrong one.
+//! The per-second CPU and memory of a run's target pods and their nodes: a task of its own per
+//! run (so a slow controller pass skips no second) reads, at the run's start and every second
+//! after it, every such node's live stats (`/stats/live` on the node API, through the API
+//! server's node proxy) and turns consecutive cumulative CPU readings into millicores itself.
+//! The reading at start + k s gives second k − 1 (the latency series' `[k − 1, k)`). A pod or
+//! node read for the first time (or whose counter went back: a container restarted) has no CPU
+//! rate yet and is left out of that second rather than given a wrong one.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
 use mini_nodestats::{LiveReading, LIVE_PATH};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::results::{ResourceSample, Usage};
+use crate::runs::Runs;
 
 /// How long one node's reading may take before that node is left out of the second.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -132,6 +140,59 @@ pub async fn read_nodes(
         .into_iter()
         .flatten()
         .collect()
+}
+
+/// Samples run `uid`'s target pods (`selector` in `namespace`) and their nodes every second
+/// from `started` until the returned guard is dropped (the run ended or was deleted).
+pub fn spawn_sampler(
+    client: kube::Client,
+    runs: Arc<Runs>,
+    uid: String,
+    namespace: String,
+    selector: BTreeMap<String, String>,
+    started: Instant,
+) -> DropGuard {
+    let token = CancellationToken::new();
+    let stop = token.clone();
+    let label = selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(started.into(), Duration::from_secs(1));
+        // a late reading is followed at once by the next: rates use the readings' own times
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut rates = CpuRates::default();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+        loop {
+            let at = tokio::select! {
+                _ = stop.cancelled() => return,
+                at = tick.tick() => at,
+            };
+            let k = at
+                .into_std()
+                .saturating_duration_since(started)
+                .as_secs_f64()
+                .round() as u32;
+            let Ok(target) = pods.list(&ListParams::default().labels(&label)).await else {
+                continue;
+            };
+            let mut by_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for p in &target.items {
+                if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
+                    by_node.entry(node).or_default().push(p.name_any());
+                }
+            }
+            let readings = read_nodes(&client, &namespace, &by_node).await;
+            // the reading at k closes second k - 1; the one at the start only opens the rates
+            let s = sample(k.saturating_sub(1), &readings, &mut rates);
+            if k > 0 && (!s.pods.is_empty() || !s.nodes.is_empty()) {
+                runs.add_resources(&uid, s);
+            }
+        }
+    });
+    token.drop_guard()
 }
 
 #[cfg(test)]
