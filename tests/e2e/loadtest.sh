@@ -3,14 +3,15 @@
 # each in a network namespace). A busybox httpd Deployment behind a Service is driven at a
 # fixed rate by 2 generator pods, one per node (mini's own image, built from the binary on the
 # node, nothing pulled); the achieved rate is within 5% of the request; the HTML, JSON, CSV and
-# HDR exports agree with the status; a failing threshold makes `mini loadtest run` exit
+# HDR exports agree with the status; the target pods' and nodes' CPU and memory are sampled
+# every second (read live from the agents, not the 10 s Summary rounds); a failing threshold makes `mini loadtest run` exit
 # non-zero; invalid thresholds and a Service without endpoints fail with a clear status and an
 # event; cancel and delete leave no generator pod running. Needs root.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/e2e/lib.sh
 . "$HERE/lib.sh"
-E2E_NS=lt
+E2E_NS=${E2E_NS:-lt}
 # shellcheck source=tests/e2e/nodes_lib.sh
 . "$HERE/nodes_lib.sh"
 MINI_BIN=${MINI_BIN:-$HERE/../../target/debug/mini}
@@ -147,6 +148,24 @@ step_exports() {
   expect_eq "json_p99_equals_status" "ok" python3 -c "import json; j=json.load(open('$WORK/fixed.json')); print('ok' if abs(j['summary']['latency']['p99'] - float('$p99')) < 1e-6 else j['summary']['latency'])"
   expect_eq "json_seconds_add_up_to_requests" "$requests" python3 -c "import json; print(sum(r['requests'] for r in json.load(open('$WORK/fixed.json'))['seconds']))"
   expect "json_has_resource_samples_of_target_pods" "web-" python3 -c "import json; print([p['name'] for s in json.load(open('$WORK/fixed.json'))['resources'] for p in s['pods']][:2])"
+  # per-second resource samples: nearly every second of the 20 s run, pod CPU that changes from
+  # second to second (the 10 s Summary rounds would give at most 3 distinct values)
+  expect "json_resource_samples_every_second_with_live_cpu" "^ok" python3 -c "
+import json
+res = json.load(open('$WORK/fixed.json'))['resources']
+pod_seconds = {s['second'] for s in res if s['pods']}
+node_seconds = {s['second'] for s in res if s['nodes']}
+assert len(pod_seconds) >= 17 and len(node_seconds) >= 17, ('seconds', sorted(pod_seconds), sorted(node_seconds))
+cpu = {}
+for s in res:
+    for p in s['pods']:
+        cpu.setdefault(p['name'], set()).add(round(p['cpuMillicores'], 3))
+        assert p['memoryBytes'] > 0, p
+    for n in s['nodes']:
+        assert n['cpuMillicores'] >= 0 and n['memoryBytes'] > 0, n
+best = max((len(v) for v in cpu.values()), default=0)
+assert best >= 5, ('distinct pod cpu values', {k: sorted(v) for k, v in cpu.items()})
+print('ok', len(pod_seconds), 'seconds,', best, 'distinct pod cpu values')"
   expect "html_report_has_inline_charts_and_totals" "^ok$" python3 -c "
 t=open('$WORK/fixed.html').read()
 assert t.count('<svg') >= 3 and '<script' not in t and 'src=' not in t, 'charts'

@@ -122,6 +122,13 @@ impl NodeBackend for KubeletBackend {
         self.stats.summary().await.map_err(BackendError::Internal)
     }
 
+    async fn stats_live(
+        &self,
+        pods: &[mini_nodestats::PodKey],
+    ) -> Result<mini_nodestats::LiveReading, BackendError> {
+        self.stats.live(pods).await.map_err(BackendError::Internal)
+    }
+
     async fn metrics(&self) -> Result<String, BackendError> {
         Ok(self.stats.metrics_text())
     }

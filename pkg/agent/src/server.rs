@@ -1,5 +1,6 @@
 //! The node's HTTPS API on port 10250, used only by the API server: container logs, exec,
-//! attach, port-forward, `/stats/summary`, `/metrics` (the agent's own), `/pods`, `/healthz`,
+//! attach, port-forward, `/stats/summary`, `/stats/live` (the node's and some pods' CPU and
+//! memory read now, `?pod=<namespace>/<name>` repeatable), `/metrics` (the agent's own), `/pods`, `/healthz`,
 //! and `POST /commit` (a container's filesystem changes as a gzip layer, for `mini commit`),
 //! and `DELETE /localpath/<name>` (the server's local-path provisioner removing a released
 //! volume's directory).
@@ -86,6 +87,16 @@ pub trait NodeBackend: Send + Sync + 'static {
     ) -> Result<String, BackendError>;
     async fn pod_network(&self, namespace: &str, pod: &str) -> Result<PodNet, BackendError>;
     async fn stats_summary(&self) -> Result<Value, BackendError>;
+    /// The node's and `pods`' cumulative CPU and working set, read now (`GET /stats/live`).
+    async fn stats_live(
+        &self,
+        pods: &[mini_nodestats::PodKey],
+    ) -> Result<mini_nodestats::LiveReading, BackendError> {
+        let _ = pods;
+        Err(BackendError::NotFound(
+            "this node serves no live stats".into(),
+        ))
+    }
     /// The agent's own metrics in Prometheus text (`GET /metrics`).
     async fn metrics(&self) -> Result<String, BackendError> {
         Err(BackendError::NotFound("this node serves no metrics".into()))
@@ -383,6 +394,7 @@ async fn route(
         (&Method::GET, ["stats", "summary"]) => {
             backend.stats_summary().await.map(|v| json_response(&v))
         }
+        (&Method::GET, ["stats", "live"]) => stats_live(backend, &query).await,
         (&Method::POST, ["commit"]) => commit(backend, &query).await,
         (&Method::DELETE, [mini_localpath::AGENT_ROUTE, name]) => backend
             .remove_local_path(name)
@@ -436,6 +448,28 @@ async fn route(
         ))),
     };
     result.unwrap_or_else(error_response)
+}
+
+/// `GET /stats/live?pod=<namespace>/<name>...`.
+async fn stats_live(
+    backend: Arc<dyn NodeBackend>,
+    q: &HashMap<String, Vec<String>>,
+) -> Result<Response<Body>, BackendError> {
+    let pods = q
+        .get("pod")
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            mini_nodestats::PodKey::parse(p).ok_or_else(|| {
+                BackendError::BadRequest(format!(
+                    "query parameter pod={p:?} is not <namespace>/<name>"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let reading = backend.stats_live(&pods).await?;
+    let value = serde_json::to_value(reading).map_err(|e| BackendError::Internal(e.to_string()))?;
+    Ok(json_response(&value))
 }
 
 async fn logs(

@@ -45,6 +45,37 @@ impl NodeBackend for TestBackend {
     async fn stats_summary(&self) -> Result<Value, BackendError> {
         Ok(json!({"node": {"nodeName": "n1"}, "pods": []}))
     }
+    async fn stats_live(
+        &self,
+        pods: &[mini_nodestats::PodKey],
+    ) -> Result<mini_nodestats::LiveReading, BackendError> {
+        // the sampler's real readers over a fake cgroup v2 host with one container of shop/web
+        let fs = Arc::new(mini_nodestats::FakeFs::new());
+        fs.set("/proc/mounts", "cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n");
+        fs.set("/proc/stat", "cpu  200 0 0 100 0 0 0 0 0 0\n");
+        fs.set("/proc/meminfo", "MemTotal: 10 kB\nMemAvailable: 4 kB\n");
+        fs.set("/proc/5/cgroup", "0::/kubepods/web/app\n");
+        let dir = "/sys/fs/cgroup/kubepods/web/app";
+        fs.set(format!("{dir}/cpu.stat"), "usage_usec 750\n");
+        fs.set(format!("{dir}/memory.current"), "4096\n");
+        fs.set(format!("{dir}/memory.stat"), "inactive_file 1024\n");
+        let sampler = mini_nodestats::Sampler::new(
+            mini_nodestats::NodeStatsConfig::new("n1", std::path::Path::new("/data")),
+            fs,
+            None,
+        );
+        let web = mini_nodestats::pods::ContainerRef {
+            id: "c1".into(),
+            namespace: "shop".into(),
+            pod: "web".into(),
+            container: "app".into(),
+            pid: Some(5),
+            ..Default::default()
+        };
+        sampler
+            .live_containers(1_000, &[web], pods)
+            .map_err(|e| BackendError::Internal(e.to_string()))
+    }
     async fn metrics(&self) -> Result<String, BackendError> {
         Ok("process_resident_memory_bytes 1.0\n# EOF\n".into())
     }
@@ -199,6 +230,48 @@ async fn node_api_metrics_are_served_as_openmetrics_text() {
     let (status, body) = get(&f, Some(&client), "/metrics").await.expect("get");
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("process_resident_memory_bytes"), "{body}");
+}
+
+#[tokio::test]
+async fn node_api_stats_live_reads_the_node_and_the_requested_pods() {
+    let f = start().await;
+    let client =
+        f.ca.issue_client(API_SERVER_CLIENT_CN, &[])
+            .expect("client");
+    let (status, body) = get(
+        &f,
+        Some(&client),
+        "/stats/live?pod=shop%2Fweb&pod=shop/gone",
+    )
+    .await
+    .expect("get");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["nodeName"], "n1");
+    assert_eq!(v["timeMs"], 1_000);
+    assert_eq!(v["node"]["usageCoreNanoSeconds"], 2_000_000_000u64);
+    assert_eq!(v["node"]["workingSetBytes"], 6 * 1024);
+    assert_eq!(
+        v["pods"],
+        json!([{"namespace": "shop", "name": "web", "containers": 1,
+                "usageCoreNanoSeconds": 750_000, "workingSetBytes": 3072}])
+    );
+    let (status, body) = get(&f, Some(&client), "/stats/live").await.expect("get");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("json")["pods"],
+        json!([])
+    );
+    let (status, body) = get(&f, Some(&client), "/stats/live?pod=web")
+        .await
+        .expect("get");
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("is not <namespace>/<name>"), "{body}");
+    let other =
+        f.ca.issue_client("system:node:other", &["system:nodes".to_string()])
+            .expect("client");
+    let (status, _) = get(&f, Some(&other), "/stats/live").await.expect("get");
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! The kubelet Summary API (`/stats/summary`, what metrics.k8s.io and `kubectl top` read) and
 //! the agent's own `/metrics`, both from mini-nodestats' sampler: the same samples the agent
-//! ships to the server every 10 s.
+//! ships to the server every 10 s; and `/stats/live`, read now without touching those rounds.
 
 use std::sync::Arc;
 
@@ -30,6 +30,14 @@ impl StatsSampler {
         self.sampler
             .summary()
             .ok_or_else(|| "no stats sample yet; retry in a few seconds".to_string())
+    }
+
+    /// The node's and `pods`' cumulative CPU and working set, read now (not a round).
+    pub async fn live(
+        &self,
+        pods: &[mini_nodestats::PodKey],
+    ) -> Result<mini_nodestats::LiveReading, String> {
+        self.sampler.live(pods).await.map_err(|e| e.to_string())
     }
 
     /// The agent's metrics in Prometheus text.
@@ -63,6 +71,28 @@ mod tests {
             1_000_000_000
         );
         assert_eq!(summary["node"]["memory"]["workingSetBytes"], 6 * 1024);
+        assert!(stats
+            .metrics_text()
+            .contains("mini_nodestats_samples_total 1"));
+    }
+
+    #[tokio::test]
+    async fn live_reads_now_and_leaves_the_rounds_alone() {
+        let fs = Arc::new(mini_nodestats::FakeFs::new());
+        fs.set("/proc/stat", "cpu  100 0 0 100 0 0 0 0 0 0\n");
+        fs.set("/proc/meminfo", "MemTotal: 10 kB\nMemAvailable: 4 kB\n");
+        let sampler = mini_nodestats::Sampler::new(
+            mini_nodestats::NodeStatsConfig::new("n1", std::path::Path::new("/data")),
+            fs.clone(),
+            None,
+        );
+        let stats = StatsSampler::new(sampler);
+        let before = stats.summary().await.expect("summary");
+        fs.set("/proc/stat", "cpu  250 0 0 100 0 0 0 0 0 0\n");
+        let live = stats.live(&[]).await.expect("live");
+        assert_eq!(live.node.usage_core_nano_seconds, 2_500_000_000);
+        assert_eq!(live.node.working_set_bytes, 6 * 1024);
+        assert_eq!(stats.summary().await.expect("summary"), before);
         assert!(stats
             .metrics_text()
             .contains("mini_nodestats_samples_total 1"));

@@ -11,16 +11,13 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
-};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use mini_runtime::{EventRecorder, EventType};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::generator::{Load, Plan};
-use crate::results::{ResourceSample, Usage};
 use crate::runs::{RunInfo, Runs};
 use crate::schedule::{default_connections, Schedule};
 use crate::spec::{validate, LoadTest, LoadTestStatus, Model, Phase, Validated};
@@ -60,6 +57,8 @@ struct Live {
     validated: Validated,
     /// The target's pods (for resource samples): their namespace and label selector.
     selector: Option<BTreeMap<String, String>>,
+    /// The task sampling the target's CPU and memory every second; stops when dropped.
+    sampler: Option<DropGuard>,
 }
 
 /// Runs the controller until `stop`.
@@ -107,42 +106,6 @@ struct Controller {
 
 fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// CPU quantity (`123456n`, `250m`, `1`) in millicores.
-pub fn cpu_millicores(q: &str) -> f64 {
-    let q = q.trim();
-    let (n, scale) = if let Some(v) = q.strip_suffix('n') {
-        (v, 1e-6)
-    } else if let Some(v) = q.strip_suffix('u') {
-        (v, 1e-3)
-    } else if let Some(v) = q.strip_suffix('m') {
-        (v, 1.0)
-    } else {
-        (q, 1e3)
-    };
-    n.parse::<f64>().map(|v| v * scale).unwrap_or(0.0)
-}
-
-/// Memory quantity (`1234Ki`, `5Mi`, `1000`) in bytes.
-pub fn memory_bytes(q: &str) -> u64 {
-    let q = q.trim();
-    for (suffix, factor) in [
-        ("Ki", 1u64 << 10),
-        ("Mi", 1 << 20),
-        ("Gi", 1 << 30),
-        ("k", 1000),
-        ("M", 1_000_000),
-        ("G", 1_000_000_000),
-    ] {
-        if let Some(v) = q.strip_suffix(suffix) {
-            return v
-                .parse::<f64>()
-                .map(|v| (v * factor as f64) as u64)
-                .unwrap_or(0);
-        }
-    }
-    q.parse().unwrap_or(0)
 }
 
 /// The model as a report shows it.
@@ -413,6 +376,7 @@ impl Controller {
                         started: None,
                         validated: v.clone(),
                         selector: None,
+                        sampler: None,
                     },
                 );
                 return self.fail(lt, "GeneratorsNotCreated", message).await;
@@ -427,6 +391,7 @@ impl Controller {
                 started: None,
                 validated: v.clone(),
                 selector,
+                sampler: None,
             },
         );
         let status = LoadTestStatus {
@@ -817,7 +782,18 @@ impl Controller {
         let start = chrono::Utc::now() + START_DELAY;
         self.runs.set_start(uid, start.timestamp_millis());
         if let Some(live) = self.live.get_mut(uid) {
-            live.started = Some(Instant::now() + START_DELAY);
+            let started = Instant::now() + START_DELAY;
+            live.started = Some(started);
+            live.sampler = live.selector.clone().map(|selector| {
+                crate::resources::spawn_sampler(
+                    self.client.clone(),
+                    self.runs.clone(),
+                    uid.to_string(),
+                    live.namespace.clone(),
+                    selector,
+                    started,
+                )
+            });
         }
         let mut status = lt.status.clone().unwrap_or_default();
         status.phase = Some(Phase::Running);
@@ -839,81 +815,6 @@ impl Controller {
         Ok(())
     }
 
-    async fn sample_resources(&self, uid: &str, second: u32) {
-        let Some(live) = self.live.get(uid) else {
-            return;
-        };
-        let Some(selector) = live.selector.clone() else {
-            return;
-        };
-        let ns = live.namespace.clone();
-        let label = selector
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        let Ok(target) = pods.list(&ListParams::default().labels(&label)).await else {
-            return;
-        };
-        let names: HashSet<String> = target.items.iter().map(|p| p.name_any()).collect();
-        let node_names: HashSet<String> = target
-            .items
-            .iter()
-            .filter_map(|p| p.spec.as_ref()?.node_name.clone())
-            .collect();
-        let pm = ApiResource {
-            group: "metrics.k8s.io".into(),
-            version: "v1beta1".into(),
-            api_version: "metrics.k8s.io/v1beta1".into(),
-            kind: "PodMetrics".into(),
-            plural: "pods".into(),
-        };
-        let nm = ApiResource {
-            kind: "NodeMetrics".into(),
-            plural: "nodes".into(),
-            ..pm.clone()
-        };
-        let mut sample = ResourceSample {
-            second,
-            ..Default::default()
-        };
-        let pod_metrics: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &ns, &pm);
-        if let Ok(list) = pod_metrics.list(&ListParams::default()).await {
-            for m in list.items.iter().filter(|m| names.contains(&m.name_any())) {
-                let (mut cpu, mut mem) = (0.0, 0);
-                for c in m.data["containers"].as_array().into_iter().flatten() {
-                    cpu += cpu_millicores(c["usage"]["cpu"].as_str().unwrap_or_default());
-                    mem += memory_bytes(c["usage"]["memory"].as_str().unwrap_or_default());
-                }
-                sample.pods.push(Usage {
-                    name: m.name_any(),
-                    cpu_millicores: cpu,
-                    memory_bytes: mem,
-                });
-            }
-        }
-        let node_metrics: Api<DynamicObject> = Api::all_with(self.client.clone(), &nm);
-        if let Ok(list) = node_metrics.list(&ListParams::default()).await {
-            for m in list
-                .items
-                .iter()
-                .filter(|m| node_names.contains(&m.name_any()))
-            {
-                sample.nodes.push(Usage {
-                    name: m.name_any(),
-                    cpu_millicores: cpu_millicores(
-                        m.data["usage"]["cpu"].as_str().unwrap_or_default(),
-                    ),
-                    memory_bytes: memory_bytes(
-                        m.data["usage"]["memory"].as_str().unwrap_or_default(),
-                    ),
-                });
-            }
-        }
-        self.runs.add_resources(uid, sample);
-    }
-
     async fn running(
         &mut self,
         lt: &LoadTest,
@@ -932,7 +833,6 @@ impl Controller {
             return Ok(());
         }
         let elapsed = now - started;
-        self.sample_resources(uid, elapsed.as_secs() as u32).await;
         let (done, _, connect_errors, requests) = self.runs.progress(uid).unwrap_or_default();
         // generators that died
         let pods = self.pods_of(uid, &ns).await?;
@@ -1073,15 +973,6 @@ fn random_token() -> String {
 mod tests {
     use super::*;
     use crate::spec::LoadTestSpec;
-
-    #[test]
-    fn quantities_convert_to_millicores_and_bytes() {
-        assert!((cpu_millicores("250000000n") - 250.0).abs() < 1e-9);
-        assert!((cpu_millicores("15m") - 15.0).abs() < 1e-9);
-        assert!((cpu_millicores("2") - 2000.0).abs() < 1e-9);
-        assert_eq!(memory_bytes("1024Ki"), 1 << 20);
-        assert_eq!(memory_bytes("123"), 123);
-    }
 
     #[test]
     fn share_splits_rate_and_users_over_generators() {

@@ -18,6 +18,7 @@ pub mod controller;
 pub mod crd;
 pub mod generator;
 pub mod report;
+pub mod resources;
 pub mod results;
 pub mod route;
 pub mod runs;

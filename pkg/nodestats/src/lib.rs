@@ -4,11 +4,14 @@
 //! them as [`wire::SampleBatch`] to the server's `POST /v1-mini/samples`, queued in order
 //! (bounded, oldest dropped and counted) while the server is away. The same samples feed the
 //! kubelet Summary API ([`Sampler::summary`]) and the agent's own `/metrics`
-//! ([`Sampler::metrics_text`]).
+//! ([`Sampler::metrics_text`]). Live readings ([`Sampler::live`], the node API's
+//! `/stats/live`) read the node's and some pods' cumulative CPU and working set at once,
+//! outside the rounds, for callers that sample more often than every 10 s.
 
 pub mod cgroup;
 pub mod cri;
 pub mod hostfs;
+pub mod live;
 pub mod metrics;
 pub mod node;
 pub mod pods;
@@ -27,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use hostfs::{FakeFs, FsSize, HostFs, RealFs};
+pub use live::{LivePod, LiveReading, LiveUsage, PodKey, LIVE_PATH};
 pub use metrics::ShippingCounts;
 pub use sampler::Sampler;
 pub use ship::{run, ApiSink, SampleSink, SAMPLES_PATH};

@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::cgroup::{self, Cgroups};
 use crate::cri::ContainerLister;
 use crate::hostfs::HostFs;
+use crate::live::{LiveReading, PodKey};
 use crate::metrics::{ShippingCounts, ShippingMetrics};
 use crate::node::node_points;
 use crate::pods::{pod_points, ContainerRef};
@@ -176,6 +177,43 @@ impl Sampler {
             rounds.previous.as_ref(),
             latest,
         ))
+    }
+
+    /// A live reading of the node and `pods` now ([`crate::live`]); the rounds, their rates
+    /// and the sample counters are left as they are.
+    pub async fn live(&self, pods: &[PodKey]) -> Result<LiveReading, NodeStatsError> {
+        let containers = match (&self.runtime, pods.is_empty()) {
+            (Some(runtime), false) => {
+                self.lister
+                    .list(runtime.as_ref())
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::debug!(error = %e, "no container list for a live reading");
+                        Vec::new()
+                    })
+            }
+            _ => Vec::new(),
+        };
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        self.live_containers(now_ms, &containers, pods)
+    }
+
+    /// A live reading at `now_ms` with a given container list (what [`Sampler::live`] got
+    /// from CRI).
+    pub fn live_containers(
+        &self,
+        now_ms: i64,
+        containers: &[ContainerRef],
+        pods: &[PodKey],
+    ) -> Result<LiveReading, NodeStatsError> {
+        crate::live::read(
+            self.fs.as_ref(),
+            self.cgroups.as_deref(),
+            &self.config.node_name,
+            now_ms,
+            containers,
+            pods,
+        )
     }
 
     /// The agent's `/metrics` text: process metrics and the shipping counters.
