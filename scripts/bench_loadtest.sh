@@ -38,6 +38,10 @@ if ! command -v nginx >/dev/null; then
     echo "bench loadtest: installing nginx-light (the target)" >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y nginx-light >/dev/null
 fi
+if ! command -v wrk >/dev/null; then
+    echo "bench loadtest: installing wrk (the peer)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y wrk >/dev/null
+fi
 for tool in wrk nginx taskset python3; do
     command -v "$tool" >/dev/null || { echo "bench loadtest: $tool not found" >&2; exit 1; }
 done
