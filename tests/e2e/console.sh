@@ -8,6 +8,8 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/e2e/lib.sh
 . "$HERE/lib.sh"
+# shellcheck source=tests/e2e/console_lib.sh
+. "$HERE/console_lib.sh"
 MINI_BIN=${MINI_BIN:-$HERE/../../target/debug/mini}
 MINI_BIN=$(readlink -f "$MINI_BIN")
 WORK=$(mktemp -d /tmp/mini-e2e-console.XXXXXX)
@@ -16,8 +18,6 @@ URL="https://127.0.0.1:$PORT"
 export HOME=$WORK/home KUBECONFIG=$WORK/data/server/admin.kubeconfig
 mkdir -p "$HOME"
 # playwright-core lives outside the checkout, installed once at this pinned version
-PLAYWRIGHT_VERSION=1.65.2
-NODE_CACHE=${MINI_TEST_NODE_CACHE:-/var/cache/mini-test}
 SHOTS=${CARGO_TARGET_DIR:-$HERE/../../target}/test-logs/console
 SIM_PIDS=()
 
@@ -51,18 +51,6 @@ wait_for() {
   not_ok "$name" "timed out after ${secs}s: $out"
 }
 
-step_tools() {
-  if [ ! -x /usr/bin/chromium ]; then
-    not_ok "chromium_installed" "/usr/bin/chromium is missing (apt-get install chromium)"
-    return 1
-  fi
-  if [ ! -f "$NODE_CACHE/node_modules/playwright-core/package.json" ] ||
-    ! grep -q "\"version\": \"$PLAYWRIGHT_VERSION\"" "$NODE_CACHE/node_modules/playwright-core/package.json"; then
-    mkdir -p "$NODE_CACHE"
-    npm install --prefix "$NODE_CACHE" --no-save --no-audit --no-fund --silent "playwright-core@$PLAYWRIGHT_VERSION" >/dev/null
-  fi
-  ok "playwright_core_available"
-}
 
 step_start() {
   start_server "$WORK/data" "$PORT"
@@ -98,7 +86,7 @@ step_browser() {
   [ "$rc" -eq 0 ] || [ "$FAIL" -gt 0 ] || not_ok "browser_suite_ran" "node exited $rc"
 }
 
-step_tools || { summary; exit 1; }
+console_tools || { summary; exit 1; }
 step_start
 step_browser
 summary

@@ -17,6 +17,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 E2E_NS=${E2E_NS:-minielt}
 # shellcheck source=tests/e2e/nodes_lib.sh
 . "$HERE/nodes_lib.sh"
+# shellcheck source=tests/e2e/console_lib.sh
+. "$HERE/console_lib.sh"
 MINI_BIN=${MINI_BIN:-$HERE/../../target/debug/mini}
 MINI_BIN=$(readlink -f "$MINI_BIN")
 WORK=$(mktemp -d /tmp/mini-e2e-console-lt.XXXXXX)
@@ -25,8 +27,6 @@ mkdir -p "$HOME"
 NODES=(node-a)
 IMAGE=mini.local/busybox:1.0
 URL="https://$SERVER_IP:$API_PORT"
-PLAYWRIGHT_VERSION=1.65.2
-NODE_CACHE=${MINI_TEST_NODE_CACHE:-/var/cache/mini-test}
 SHOTS=${CARGO_TARGET_DIR:-$HERE/../../target}/test-logs/console-loadtest
 
 cleanup() {
@@ -44,18 +44,6 @@ fi
 
 mini_in_server() { in_ns "$SERVER_NS" "$MINI_BIN" "$@"; }
 
-step_tools() {
-  if [ ! -x /usr/bin/chromium ]; then
-    not_ok "chromium_installed" "/usr/bin/chromium is missing (apt-get install chromium)"
-    return 1
-  fi
-  if [ ! -f "$NODE_CACHE/node_modules/playwright-core/package.json" ] ||
-    ! grep -q "\"version\": \"$PLAYWRIGHT_VERSION\"" "$NODE_CACHE/node_modules/playwright-core/package.json"; then
-    mkdir -p "$NODE_CACHE"
-    npm install --prefix "$NODE_CACHE" --no-save --no-audit --no-fund --silent "playwright-core@$PLAYWRIGHT_VERSION" >/dev/null
-  fi
-  ok "playwright_core_available"
-}
 
 step_start() {
   setup_network "${NODES[@]}"
@@ -64,9 +52,7 @@ step_start() {
   mkdir -p "$WORK/node-a/agent/images"
   cp "$WORK/busybox.tar" "$WORK/node-a/agent/images/"
   start_agent node-a "$(node_ip 1)" "$WORK/node-a"
-  wait_for "agent_node_ready" 120 bash -c \
-    "[ \$(nsenter --net=$(ns_path "$SERVER_NS") kubectl --request-timeout=10s get nodes --no-headers 2>/dev/null | grep -c ' Ready ') -eq 1 ]" || return 1
-  wait_for "default_serviceaccount_created" 30 k get sa default -n default || return 1
+  console_wait_agent_ready || return 1
   wait_for "loadtest_crd_established" 30 k get crd loadtests.loadtest.mini.dev || return 1
   cat <<YAML | k apply -f - >/dev/null
 apiVersion: apps/v1
@@ -126,7 +112,7 @@ step_api_agrees() {
     "[ \"\$(nsenter --net=$(ns_path "$SERVER_NS") kubectl get pods -A -l loadtest.mini.dev/run --no-headers 2>/dev/null | grep -c .)\" -eq 0 ]"
 }
 
-step_tools || { summary; exit 1; }
+console_tools || { summary; exit 1; }
 step_start || { summary; exit 1; }
 step_accounts
 step_browser

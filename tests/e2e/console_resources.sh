@@ -15,9 +15,11 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/e2e/lib.sh
 . "$HERE/lib.sh"
-E2E_NS=miniecr
+E2E_NS=${E2E_NS:-miniecr}
 # shellcheck source=tests/e2e/nodes_lib.sh
 . "$HERE/nodes_lib.sh"
+# shellcheck source=tests/e2e/console_lib.sh
+. "$HERE/console_lib.sh"
 MINI_BIN=${MINI_BIN:-$HERE/../../target/debug/mini}
 MINI_BIN=$(readlink -f "$MINI_BIN")
 WORK=$(mktemp -d /tmp/mini-e2e-console-res.XXXXXX)
@@ -26,8 +28,6 @@ mkdir -p "$HOME"
 NODES=(node-a)
 REG=$SERVER_IP:$API_PORT
 URL="https://$REG"
-PLAYWRIGHT_VERSION=1.65.2
-NODE_CACHE=${MINI_TEST_NODE_CACHE:-/var/cache/mini-test}
 SHOTS=${CARGO_TARGET_DIR:-$HERE/../../target}/test-logs/console-resources
 
 cleanup() {
@@ -45,31 +45,7 @@ fi
 
 mini_in_server() { in_ns "$SERVER_NS" "$MINI_BIN" "$@"; }
 
-step_tools() {
-  if [ ! -x /usr/bin/chromium ]; then
-    not_ok "chromium_installed" "/usr/bin/chromium is missing (apt-get install chromium)"
-    return 1
-  fi
-  if [ ! -f "$NODE_CACHE/node_modules/playwright-core/package.json" ] ||
-    ! grep -q "\"version\": \"$PLAYWRIGHT_VERSION\"" "$NODE_CACHE/node_modules/playwright-core/package.json"; then
-    mkdir -p "$NODE_CACHE"
-    npm install --prefix "$NODE_CACHE" --no-save --no-audit --no-fund --silent "playwright-core@$PLAYWRIGHT_VERSION" >/dev/null
-  fi
-  ok "playwright_core_available"
-}
 
-step_start() {
-  setup_network "${NODES[@]}"
-  start_node_server "$WORK/server" --disable-agent || return 1
-  start_agent node-a "$(node_ip 1)" "$WORK/node-a"
-  wait_for "agent_node_ready" 120 bash -c \
-    "[ \$(nsenter --net=$(ns_path "$SERVER_NS") kubectl --request-timeout=10s get nodes --no-headers 2>/dev/null | grep -c ' Ready ') -eq 1 ]" || return 1
-  wait_for "default_serviceaccount_created" 30 k get sa default -n default || return 1
-  # the admin's kubeconfig addressing the server as nodes do, so `mini images push` puts images
-  # named $REG/NS/app:tag into the repository NS/app
-  sed "s#server: .*#server: $URL#" "$KUBECONFIG" >"$WORK/admin.kubeconfig"
-  export KUBECONFIG=$WORK/admin.kubeconfig
-}
 
 step_workload() {
   local v
@@ -114,8 +90,8 @@ step_api_agrees() {
     "nsenter --net=$(ns_path "$SERVER_NS") $MINI_BIN user ls --kubeconfig $KUBECONFIG 2>/dev/null | grep '^climber' || true"
 }
 
-step_tools || { summary; exit 1; }
-step_start || { summary; exit 1; }
+console_tools || { summary; exit 1; }
+console_start_with_agent || { summary; exit 1; }
 step_workload
 step_accounts
 step_browser
