@@ -28,6 +28,29 @@ pub trait StreamingRoute: Send + Sync + 'static {
     ) -> BoxFuture<'static, Response<Body>>;
 }
 
+/// A JSON response of a [`StreamingRoute`] from already-serialised bytes.
+pub fn route_json(status: http::StatusCode, bytes: Vec<u8>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(crate::body::full(bytes))
+        .unwrap_or_default()
+}
+
+/// A Kubernetes `Status` failure of a [`StreamingRoute`], as the rest of the API port answers.
+pub fn route_failure(status: http::StatusCode, reason: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": status.as_u16(),
+    });
+    route_json(status, serde_json::to_vec(&body).unwrap_or_default())
+}
+
 /// One repository of the image registry as the API shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RepositoryEntry {

@@ -12,11 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-use mini_apiserver::{ApiServer, Body, StreamingRoute};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use mini_apiserver::{route_failure, route_json, ApiServer, Body, StreamingRoute};
 use mini_rbac::UserInfo;
-use serde_json::json;
 
 use crate::{CertRotateError, NodeRenewRequest, NodeRenewResponse, RotateCaRequest, ServerCerts};
 
@@ -54,30 +53,10 @@ impl StreamingRoute for Route {
     }
 }
 
-fn json_response(status: StatusCode, bytes: Vec<u8>) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(
-            Full::new(bytes::Bytes::from(bytes))
-                .map_err(|never: std::convert::Infallible| match never {})
-                .boxed_unsync(),
-        )
-        .expect("valid response")
-}
-
-fn failure(status: StatusCode, reason: &str, message: &str) -> Response<Body> {
-    let body = json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": message, "reason": reason, "code": status.as_u16(),
-    });
-    json_response(status, serde_json::to_vec(&body).unwrap_or_default())
-}
-
 fn ok<T: serde::Serialize>(value: &T) -> Response<Body> {
     match serde_json::to_vec(value) {
-        Ok(bytes) => json_response(StatusCode::OK, bytes),
-        Err(e) => failure(
+        Ok(bytes) => route_json(StatusCode::OK, bytes),
+        Err(e) => route_failure(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalError",
             &format!("encoding the answer: {e}"),
@@ -90,7 +69,7 @@ fn error_response(e: CertRotateError) -> Response<Body> {
         CertRotateError::RotationInProgress { .. } => (StatusCode::CONFLICT, "Conflict"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
     };
-    failure(status, reason, &e.to_string())
+    route_failure(status, reason, &e.to_string())
 }
 
 async fn read_body(req: Request<Body>) -> Result<bytes::Bytes, Response<Body>> {
@@ -99,7 +78,7 @@ async fn read_body(req: Request<Body>) -> Result<bytes::Bytes, Response<Body>> {
         .await
         .map(|c| c.to_bytes())
         .map_err(|e| {
-            failure(
+            route_failure(
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
                 &format!("reading the request body: {e}"),
@@ -124,17 +103,17 @@ async fn answer(
     {
         Ok(Some(user)) => user,
         Ok(None) => {
-            return failure(
+            return route_failure(
                 StatusCode::UNAUTHORIZED,
                 "Unauthorized",
                 "certificates need credentials: use the admin kubeconfig",
             )
         }
-        Err(e) => return failure(StatusCode::UNAUTHORIZED, "Unauthorized", &e),
+        Err(e) => return route_failure(StatusCode::UNAUTHORIZED, "Unauthorized", &e),
     };
     let verb = method.as_str().to_ascii_lowercase();
     if !api.may_path(&user, &verb, &path).await {
-        return failure(
+        return route_failure(
             StatusCode::FORBIDDEN,
             "Forbidden",
             &format!(
@@ -166,7 +145,7 @@ async fn answer(
                 match serde_json::from_slice::<RotateCaRequest>(&body) {
                     Ok(r) => Duration::from_secs(r.overlap_seconds),
                     Err(e) => {
-                        return failure(
+                        return route_failure(
                             StatusCode::BAD_REQUEST,
                             "BadRequest",
                             &format!("invalid rotate-ca request: {e}"),
@@ -180,12 +159,12 @@ async fn answer(
                 Err(e) => error_response(e),
             }
         }
-        (STATUS_PATH | ROTATE_PATH | ROTATE_CA_PATH, other) => failure(
+        (STATUS_PATH | ROTATE_PATH | ROTATE_CA_PATH, other) => route_failure(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
             &format!("{other} is not allowed on {path} (the status is GET, rotate and rotate-ca are POST)"),
         ),
-        _ => failure(
+        _ => route_failure(
             StatusCode::NOT_FOUND,
             "NotFound",
             &format!("{path}: not an endpoint (rotate, rotate-ca, node)"),
@@ -202,7 +181,7 @@ async fn node(
     peer: Option<UserInfo>,
 ) -> Response<Body> {
     let Some(peer) = peer else {
-        return failure(
+        return route_failure(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
             "node certificates are renewed with the node's current client certificate",
@@ -210,7 +189,7 @@ async fn node(
     };
     let node = match mini_nodeauthz::certificates::renewal_node(&peer) {
         Ok(node) => node.to_string(),
-        Err(why) => return failure(StatusCode::FORBIDDEN, "Forbidden", &why),
+        Err(why) => return route_failure(StatusCode::FORBIDDEN, "Forbidden", &why),
     };
     match req.method().clone() {
         Method::GET => ok(&certs.node_policy()),
@@ -222,7 +201,7 @@ async fn node(
             let request: NodeRenewRequest = match serde_json::from_slice(&body) {
                 Ok(r) => r,
                 Err(e) => {
-                    return failure(
+                    return route_failure(
                         StatusCode::BAD_REQUEST,
                         "BadRequest",
                         &format!("invalid node certificate request: {e}"),
@@ -231,7 +210,7 @@ async fn node(
             };
             renew_node(&api, &certs, &node, &request).await
         }
-        other => failure(
+        other => route_failure(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
             &format!("{other} is not allowed on {NODE_PATH} (GET or POST)"),
@@ -246,7 +225,7 @@ async fn renew_node(
     request: &NodeRenewRequest,
 ) -> Response<Body> {
     let bad = |what: &str, e: &dyn std::fmt::Display| {
-        failure(
+        route_failure(
             StatusCode::BAD_REQUEST,
             "BadRequest",
             &format!("invalid {what}: {e}"),
@@ -263,7 +242,7 @@ async fn renew_node(
     {
         Ok(kv) => kv.and_then(|kv| serde_json::from_slice::<serde_json::Value>(&kv.value).ok()),
         Err(e) => {
-            return failure(
+            return route_failure(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ServiceUnavailable",
                 &format!("reading node {node}: {e}"),
@@ -276,7 +255,7 @@ async fn renew_node(
         &sans.dns,
         &sans.ips,
     ) {
-        return failure(StatusCode::FORBIDDEN, "Forbidden", &why);
+        return route_failure(StatusCode::FORBIDDEN, "Forbidden", &why);
     }
     let ca = certs.ca();
     let lifetime = certs.lifetime();

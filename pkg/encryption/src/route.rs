@@ -5,11 +5,9 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use mini_apiserver::{ApiServer, Body, StreamingRoute};
+use http::{Method, Request, Response, StatusCode};
+use mini_apiserver::{route_failure, route_json, ApiServer, Body, StreamingRoute};
 use mini_rbac::UserInfo;
-use serde_json::json;
 
 use crate::{Encryption, EncryptionError};
 
@@ -47,32 +45,6 @@ impl StreamingRoute for Route {
     }
 }
 
-fn json_response(status: StatusCode, bytes: Vec<u8>) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(
-            Full::new(bytes::Bytes::from(bytes))
-                .map_err(|never: std::convert::Infallible| match never {})
-                .boxed_unsync(),
-        )
-        .expect("valid response")
-}
-
-/// A Kubernetes `Status` failure, as the rest of the API port answers.
-fn failure(status: StatusCode, reason: &str, message: &str) -> Response<Body> {
-    let body = json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": status.as_u16(),
-    });
-    json_response(status, serde_json::to_vec(&body).unwrap_or_default())
-}
-
 fn error_response(e: EncryptionError) -> Response<Body> {
     let (status, reason) = match &e {
         EncryptionError::Busy(_) => (StatusCode::CONFLICT, "Conflict"),
@@ -81,13 +53,13 @@ fn error_response(e: EncryptionError) -> Response<Body> {
         }
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
     };
-    failure(status, reason, &e.to_string())
+    route_failure(status, reason, &e.to_string())
 }
 
 fn ok<T: serde::Serialize>(value: &T) -> Response<Body> {
     match serde_json::to_vec(value) {
-        Ok(bytes) => json_response(StatusCode::OK, bytes),
-        Err(e) => failure(
+        Ok(bytes) => route_json(StatusCode::OK, bytes),
+        Err(e) => route_failure(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalError",
             &format!("encoding the answer: {e}"),
@@ -109,17 +81,17 @@ async fn answer(
     {
         Ok(Some(user)) => user,
         Ok(None) => {
-            return failure(
+            return route_failure(
                 StatusCode::UNAUTHORIZED,
                 "Unauthorized",
                 "secrets encryption needs credentials: use the admin kubeconfig",
             )
         }
-        Err(e) => return failure(StatusCode::UNAUTHORIZED, "Unauthorized", &e),
+        Err(e) => return route_failure(StatusCode::UNAUTHORIZED, "Unauthorized", &e),
     };
     let verb = method.as_str().to_ascii_lowercase();
     if !api.may_path(&user, &verb, &path).await {
-        return failure(
+        return route_failure(
             StatusCode::FORBIDDEN,
             "Forbidden",
             &format!(
@@ -141,12 +113,12 @@ async fn answer(
             Ok(started) => ok(&started),
             Err(e) => error_response(e),
         },
-        (STATUS_PATH | ROTATE_PATH | REENCRYPT_PATH, other) => failure(
+        (STATUS_PATH | ROTATE_PATH | REENCRYPT_PATH, other) => route_failure(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
             &format!("{other} is not allowed on {path} (status is GET, rotate-keys and reencrypt are POST)"),
         ),
-        _ => failure(
+        _ => route_failure(
             StatusCode::NOT_FOUND,
             "NotFound",
             &format!("{path}: not an endpoint (status, rotate-keys, reencrypt)"),

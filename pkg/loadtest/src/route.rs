@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use mini_apiserver::{ApiServer, Body, StreamingRoute};
+use mini_apiserver::{route_failure, ApiServer, Body, StreamingRoute};
 use mini_rbac::{RequestAttributes, UserInfo};
 use serde_json::json;
 
@@ -61,27 +61,14 @@ fn json_ok(value: &serde_json::Value) -> Response<Body> {
     )
 }
 
-/// A Kubernetes `Status` failure.
-fn failure(status: StatusCode, reason: &str, message: &str) -> Response<Body> {
-    respond(
-        status,
-        "application/json",
-        serde_json::to_vec(&json!({
-            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason, "code": status.as_u16(),
-        }))
-        .unwrap_or_default(),
-    )
-}
-
 fn refused(r: Refused) -> Response<Body> {
     match r {
-        Refused::UnknownRun => failure(
+        Refused::UnknownRun => route_failure(
             StatusCode::GONE,
             "Gone",
             "this load test run is over or was deleted; stop sending",
         ),
-        Refused::BadToken => failure(
+        Refused::BadToken => route_failure(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
             "the run's token is wrong",
@@ -140,7 +127,7 @@ async fn answer(
             let bytes = match Limited::new(body, MAX_BATCH_BYTES).collect().await {
                 Ok(b) => b.to_bytes(),
                 Err(e) => {
-                    return failure(
+                    return route_failure(
                         StatusCode::BAD_REQUEST,
                         "BadRequest",
                         &format!("reading the report: {e}"),
@@ -150,7 +137,7 @@ async fn answer(
             let batch: ReportBatch = match serde_json::from_slice(&bytes) {
                 Ok(b) => b,
                 Err(e) => {
-                    return failure(
+                    return route_failure(
                         StatusCode::BAD_REQUEST,
                         "BadRequest",
                         &format!("the report is not a ReportBatch: {e}"),
@@ -159,7 +146,7 @@ async fn answer(
             };
             match runs.add_batch(uid, &token, &batch) {
                 Ok(Ok(stop)) => json_ok(&json!({"stop": stop})),
-                Ok(Err(e)) => failure(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
+                Ok(Err(e)) => route_failure(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
                 Err(r) => refused(r),
             }
         }
@@ -170,7 +157,7 @@ async fn answer(
             {
                 Ok(Some(user)) => user,
                 Ok(None) => {
-                    return failure(
+                    return route_failure(
                         StatusCode::UNAUTHORIZED,
                         "Unauthorized",
                         "authentication required: use a client certificate, a bearer token or a login session",
@@ -178,7 +165,7 @@ async fn answer(
                 }
                 Err(e) => {
                     let status = StatusCode::from_u16(e.code).unwrap_or(StatusCode::UNAUTHORIZED);
-                    return failure(status, &e.reason, &e.message);
+                    return route_failure(status, &e.reason, &e.message);
                 }
             };
             let attrs = RequestAttributes {
@@ -192,7 +179,7 @@ async fn answer(
                 path: path.clone(),
             };
             if !api.allows(&user, &attrs).await {
-                return failure(
+                return route_failure(
                     StatusCode::FORBIDDEN,
                     "Forbidden",
                     &format!(
@@ -209,20 +196,22 @@ async fn answer(
             };
             let format = match Format::parse(param("format").unwrap_or("json")) {
                 Ok(f) => f,
-                Err(e) => return failure(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
+                Err(e) => {
+                    return route_failure(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string())
+                }
             };
             let since = match param("since").map(str::parse::<u32>) {
                 None => None,
                 Some(Ok(s)) if format == Format::Json => Some(s),
                 Some(Ok(_)) => {
-                    return failure(
+                    return route_failure(
                         StatusCode::BAD_REQUEST,
                         "BadRequest",
                         "since= goes with format=json only",
                     )
                 }
                 Some(Err(_)) => {
-                    return failure(
+                    return route_failure(
                         StatusCode::BAD_REQUEST,
                         "BadRequest",
                         "since= takes a whole number of seconds from the start of the run",
@@ -230,7 +219,7 @@ async fn answer(
                 }
             };
             let Some(mut results) = runs.results(ns, name) else {
-                return failure(
+                return route_failure(
                     StatusCode::NOT_FOUND,
                     "NotFound",
                     &format!("no results for the load test {ns}/{name} (yet)"),
@@ -241,14 +230,14 @@ async fn answer(
             }
             match render(&results, format) {
                 Ok(text) => respond(StatusCode::OK, format.content_type(), text),
-                Err(e) => failure(
+                Err(e) => route_failure(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "InternalError",
                     &e.to_string(),
                 ),
             }
         }
-        _ => failure(
+        _ => route_failure(
             StatusCode::NOT_FOUND,
             "NotFound",
             &format!("{} {path}: not a load test endpoint", parts.method),

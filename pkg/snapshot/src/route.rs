@@ -5,11 +5,9 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use mini_apiserver::{ApiServer, Body, StreamingRoute};
+use http::{Method, Request, Response, StatusCode};
+use mini_apiserver::{route_failure, route_json, ApiServer, Body, StreamingRoute};
 use mini_rbac::UserInfo;
-use serde_json::json;
 
 use crate::dir::Entry;
 use crate::source::Snapshotter;
@@ -47,36 +45,10 @@ impl StreamingRoute for Route {
     }
 }
 
-fn json_response(status: StatusCode, bytes: Vec<u8>) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(
-            Full::new(bytes::Bytes::from(bytes))
-                .map_err(|never: std::convert::Infallible| match never {})
-                .boxed_unsync(),
-        )
-        .expect("valid response")
-}
-
-/// A Kubernetes `Status` failure, as the rest of the API port answers.
-fn failure(status: StatusCode, reason: &str, message: &str) -> Response<Body> {
-    let body = json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": status.as_u16(),
-    });
-    json_response(status, serde_json::to_vec(&body).unwrap_or_default())
-}
-
 fn saved(entry: &Entry) -> Response<Body> {
     match serde_json::to_vec(entry) {
-        Ok(bytes) => json_response(StatusCode::OK, bytes),
-        Err(e) => failure(
+        Ok(bytes) => route_json(StatusCode::OK, bytes),
+        Err(e) => route_failure(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalError",
             &format!("encoding the answer: {e}"),
@@ -107,17 +79,17 @@ async fn answer(
     {
         Ok(Some(user)) => user,
         Ok(None) => {
-            return failure(
+            return route_failure(
                 StatusCode::UNAUTHORIZED,
                 "Unauthorized",
                 "snapshots need credentials: use the admin kubeconfig",
             )
         }
-        Err(e) => return failure(StatusCode::UNAUTHORIZED, "Unauthorized", &e),
+        Err(e) => return route_failure(StatusCode::UNAUTHORIZED, "Unauthorized", &e),
     };
     let verb = method.as_str().to_ascii_lowercase();
     if !api.may_path(&user, &verb, &path).await {
-        return failure(
+        return route_failure(
             StatusCode::FORBIDDEN,
             "Forbidden",
             &format!(
@@ -132,21 +104,21 @@ async fn answer(
             match snapshotter.save(&name).await {
                 Ok(entry) => saved(&entry),
                 Err(e @ SnapshotError::BadName(_)) => {
-                    failure(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string())
+                    route_failure(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string())
                 }
-                Err(e) => failure(
+                Err(e) => route_failure(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "InternalError",
                     &format!("saving the snapshot failed: {e}"),
                 ),
             }
         }
-        (SAVE_PATH, other) => failure(
+        (SAVE_PATH, other) => route_failure(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
             &format!("{other} is not allowed on {path} (save is POST)"),
         ),
-        _ => failure(
+        _ => route_failure(
             StatusCode::NOT_FOUND,
             "NotFound",
             &format!("{path}: not an endpoint (save)"),
