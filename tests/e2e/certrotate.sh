@@ -12,7 +12,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/e2e/lib.sh
 . "$HERE/lib.sh"
-E2E_NS=cr
+E2E_NS=${E2E_NS:-cr}
 # shellcheck source=tests/e2e/nodes_lib.sh
 . "$HERE/nodes_lib.sh"
 API_PORT=26443
