@@ -10,7 +10,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/e2e/lib.sh
 . "$HERE/lib.sh"
-E2E_NS=minireg
+E2E_NS=${E2E_NS:-minireg}
 # shellcheck source=tests/e2e/nodes_lib.sh
 . "$HERE/nodes_lib.sh"
 MINI_BIN=${MINI_BIN:-$HERE/../../target/debug/mini}

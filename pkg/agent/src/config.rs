@@ -65,6 +65,10 @@ pub struct AgentConfig {
     /// address for its own agent, which joins over loopback): containerd trusts the cluster CA and sends the
     /// node certificate for them too.
     pub registry_aliases: Vec<String>,
+    /// The `host:port` the cluster registry's images are named with when the server URL is not
+    /// it (the agent's load balancer on loopback): the `--server` address. `None`: the server
+    /// URL's host.
+    pub registry_name: Option<String>,
     /// Told what start-up is doing (e.g. for systemd's `STATUS=`), and when the node is up.
     pub progress: Option<ProgressHook>,
     /// Do not enforce NetworkPolicies (`--disable-network-policy`); the policy table is removed.
@@ -148,6 +152,7 @@ impl AgentConfig {
                 .map(|h| h.to_string())
                 .collect(),
             registry_aliases: Vec::new(),
+            registry_name: None,
             progress: None,
             disable_network_policy: false,
             local_path_dir: None,

@@ -184,7 +184,8 @@ async fn start_balancer(
         stop,
     ));
     tracing::info!(%local, server = target, "agent clients go through the load balancer");
-    config.registry_aliases.push(target);
+    config.registry_aliases.push(target.clone());
+    config.registry_name = Some(target);
     config.server_url = format!("https://{local}");
     Ok(balancer)
 }

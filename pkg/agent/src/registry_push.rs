@@ -32,15 +32,20 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let ledger = PushLedger::open(&config);
+    // images are named after the server (`10.0.0.1:6443/default/app:v1`) even when the client
+    // reaches it through the agent's load balancer on loopback
+    let name_host = config
+        .registry_name
+        .clone()
+        .unwrap_or_else(|| client.host().to_string());
     loop {
         match ledger.to_push(&config) {
             Ok(tarballs) => {
                 for tarball in tarballs {
-                    match mini_regclient::push_archive(&client, &tarball.path, client.host()).await
-                    {
+                    match mini_regclient::push_archive(&client, &tarball.path, &name_host).await {
                         Ok(pushed) => {
                             let refs: Vec<String> =
-                                pushed.iter().map(|p| p.reference(client.host())).collect();
+                                pushed.iter().map(|p| p.reference(&name_host)).collect();
                             tracing::info!(file = %tarball.path.display(), images = ?refs, "image tarball pushed to the cluster registry");
                             if let Err(e) = ledger.mark_pushed(&tarball.sha256) {
                                 tracing::warn!(error = %e, "recording a pushed tarball failed; it is pushed again later");
