@@ -48,7 +48,7 @@ use convert::{
 use pb::etcdserverpb::compare::CompareResult;
 use pb::etcdserverpb::{
     request_op, response_op, CompactionRequest, Compare, DeleteRangeRequest, PutRequest,
-    RangeRequest, TxnRequest, TxnResponse,
+    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 
 /// How long one etcd request may take before it fails as unavailable.
@@ -56,6 +56,9 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Items fetched per etcd range request; larger listings are read in pages at one revision.
 const LIST_PAGE: usize = 500;
+/// Retries of a read that etcd answered `Unavailable`, each after a growing pause.
+const READ_RETRIES: u32 = 5;
+const READ_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Where the etcd cluster is and how to authenticate to it.
 #[derive(Debug, Clone)]
@@ -250,6 +253,37 @@ impl EtcdStore {
         }
     }
 
+    /// Runs a range read with the store's deadline, retried while etcd answers `Unavailable`:
+    /// a member that is down refuses connections and the balanced channel may still pick it
+    /// until it notices, while the live members would answer. Reads change nothing, so a retry
+    /// is safe (writes are not retried: a lost answer may hide an applied compare-and-swap).
+    async fn read(&self, what: &str, request: RangeRequest) -> Result<RangeResponse, StoreError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut attempt: u32 = 0;
+        loop {
+            match tokio::time::timeout_at(deadline, self.client.range(request.clone())).await {
+                Ok(Ok(response)) => return Ok(response),
+                Ok(Err(status))
+                    if status.code() == tonic::Code::Unavailable
+                        && attempt < READ_RETRIES
+                        && tokio::time::Instant::now() + READ_RETRY_PAUSE * (attempt + 1)
+                            < deadline =>
+                {
+                    attempt += 1;
+                    tracing::debug!(what, attempt, error = %status.message(), "etcd read unavailable; retrying");
+                    tokio::time::sleep(READ_RETRY_PAUSE * attempt).await;
+                }
+                Ok(Err(status)) => return Err(unavailable_or_backend(what, &status)),
+                Err(_) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "{what}: etcd did not answer within {:?} (is a quorum of its members up?)",
+                        self.timeout
+                    )))
+                }
+            }
+        }
+    }
+
     async fn txn(
         &self,
         what: &str,
@@ -373,10 +407,7 @@ async fn probe(
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         let response = self
-            .call(
-                &format!("reading {key}"),
-                self.client.range(get_request(key)),
-            )
+            .read(&format!("reading {key}"), get_request(key))
             .await?;
         self.shared
             .observe(header_revision(response.header.as_ref()));
@@ -412,9 +443,7 @@ impl Store for EtcdStore {
                 revision: to_i64(revision),
                 ..RangeRequest::default()
             };
-            let response = self
-                .call(&format!("listing {prefix}"), self.client.range(request))
-                .await?;
+            let response = self.read(&format!("listing {prefix}"), request).await?;
             if revision == 0 {
                 revision = header_revision(response.header.as_ref());
                 self.shared.observe(revision);
