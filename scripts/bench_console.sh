@@ -71,7 +71,11 @@ for _ in $(seq 1 60); do
   sleep 1
 done
 gz=0
-for f in / $(curl -sk "$URL/console/" | grep -o '/console/v/[^"]*' | sed 's,^/console,,'); do
+# every embedded asset (the first page's and those pages load later, as listed in
+# pkg/console/src/assets.rs), gzipped as the server sends them
+version_dir=$(curl -sk "$URL/console/" | grep -o '/console/v/[^/"]*/' | head -n 1 | sed 's,^/console,,')
+assets=$(sed -n '/^pub const ASSET_FILES/,/^];/p' "$ROOT/pkg/console/src/assets.rs" | grep -o '"[^"]*"' | tr -d '"' | grep -v '^\.\./\|^index.html$')
+for f in / $(for a in $assets; do echo "$version_dir$a"; done); do
   gz=$((gz + $(curl -sk -H 'Accept-Encoding: gzip' -o /dev/null -w '%{size_download}' "$URL/console$f")))
 done
 # PODS pods in namespace bench, spread over the simulated nodes, all Running before the browser starts
