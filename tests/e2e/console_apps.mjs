@@ -204,14 +204,23 @@ async function main() {
   });
 
   await check('yaml_edit_saves_a_label', async () => {
-    await page.click('#yaml-reload');
-    // spec.replicas back from the refused -1 (status.replicas says 3 all along)
-    await page.waitForFunction(() => /^  replicas: 3$/m.test(document.querySelector('#yaml-text')?.value || ''));
-    const text = await page.inputValue('#yaml-text');
-    await page.fill('#yaml-text', text.replace(/^  labels:\n    app: web$/m, '  labels:\n    app: web\n    edited: in-console'));
-    await page.click('#yaml-save');
-    // an earlier action's message may still show: wait for the save's own
-    await page.waitForSelector('.message.info:has-text("is saved")');
+    // the controllers may update the Deployment between the reload and the save: the API then
+    // answers 409 (the editor shows it) and a person reloads and saves again, as done here
+    for (let attempt = 1; ; attempt++) {
+      await page.click('#yaml-reload');
+      // spec.replicas back from the refused -1 (status.replicas says 3 all along)
+      await page.waitForFunction(() => /^  replicas: 3$/m.test(document.querySelector('#yaml-text')?.value || ''));
+      const text = await page.inputValue('#yaml-text');
+      await page.fill('#yaml-text', text.replace(/^  labels:\n    app: web$/m, '  labels:\n    app: web\n    edited: in-console'));
+      const savedBefore = await page.$$eval('.message.info', (l) => l.filter((m) => m.textContent.includes('is saved')).length);
+      await page.click('#yaml-save');
+      // an earlier action's message may still show: wait for the save's own, or its refusal
+      await page.waitForFunction((n) => [...document.querySelectorAll('.message.info')].filter((m) => m.textContent.includes('is saved')).length > n
+        || (document.querySelector('#yaml-error')?.textContent || '') !== '', savedBefore);
+      const refusal = await page.textContent('#yaml-error');
+      if (!refusal) break;
+      assert(attempt < 3 && /409/.test(refusal), `save refused: ${refusal}`);
+    }
     const label = kubectl('get', 'deployment', 'web', '-o', 'jsonpath={.metadata.labels.edited}');
     assert(label === 'in-console', `label: ${label}`);
   });

@@ -246,8 +246,17 @@ async function main() {
       return (await r.json()).records.length === 12;
     }, null, { ...LONG, polling: 1000 });
     await page.selectOption('#search-limit', '10');
-    await page.click('#search-submit');
-    await page.waitForSelector('#search-more:not([hidden])');
+    // CI once saw a first page without "More" although 12 lines were stored (not reproduced,
+    // being looked into): search again, and say what the page showed if it never offers more
+    for (let attempt = 1; ; attempt++) {
+      await page.click('#search-submit');
+      const offered = await page.waitForSelector('#search-more:not([hidden])', { timeout: 10000 }).then(() => true, () => false);
+      if (offered) break;
+      const shown = await page.$$eval('#search-results .line', (l) => l.length);
+      const status = await page.textContent('#search-status');
+      assert(attempt < 3, `no "More" after ${attempt} searches: ${shown} lines shown, status: ${status}`);
+      console.log(`# search ${attempt} offered no "More": ${shown} lines shown, status: ${status}`);
+    }
     assert((await page.$$('#search-results .line')).length === 10, 'first page of 10');
     await page.click('#search-more');
     await page.waitForFunction(() => document.querySelectorAll('#search-results .line').length > 10, null, LONG)
