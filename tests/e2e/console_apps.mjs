@@ -207,10 +207,16 @@ async function main() {
     // the controllers may update the Deployment between the reload and the save: the API then
     // answers 409 (the editor shows it) and a person reloads and saves again, as done here
     for (let attempt = 1; ; attempt++) {
+      // emptied first, so the wait below sees the reloaded text and not the refused one (whose
+      // status.replicas line also reads "  replicas: 3")
+      await page.fill('#yaml-text', '');
       await page.click('#yaml-reload');
-      // spec.replicas back from the refused -1 (status.replicas says 3 all along)
-      await page.waitForFunction(() => /^  replicas: 3$/m.test(document.querySelector('#yaml-text')?.value || ''));
+      await page.waitForFunction(() => {
+        const v = document.querySelector('#yaml-text')?.value || '';
+        return /^  replicas: 3$/m.test(v) && !/replicas: -1/.test(v);
+      });
       const text = await page.inputValue('#yaml-text');
+      assert(/^  labels:\n    app: web$/m.test(text), `no app label to extend in: ${text.slice(0, 400)}`);
       await page.fill('#yaml-text', text.replace(/^  labels:\n    app: web$/m, '  labels:\n    app: web\n    edited: in-console'));
       const savedBefore = await page.$$eval('.message.info', (l) => l.filter((m) => m.textContent.includes('is saved')).length);
       await page.click('#yaml-save');
