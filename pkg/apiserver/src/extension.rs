@@ -51,6 +51,38 @@ pub fn route_failure(status: http::StatusCode, reason: &str, message: &str) -> R
     route_json(status, serde_json::to_vec(&body).unwrap_or_default())
 }
 
+/// The caller of an administrators' [`StreamingRoute`] (its headers, method and path),
+/// authenticated (401 with
+/// `unauthenticated` as the message) and allowed the request's verb on its path (403 ending in
+/// `restricted`, e.g. "snapshots are for cluster administrators").
+pub async fn admin_route_user(
+    api: &ApiServer,
+    request: (&HeaderMap, &http::Method, &str),
+    peer: Option<&UserInfo>,
+    unauthenticated: &str,
+    restricted: &str,
+) -> Result<UserInfo, Response<Body>> {
+    let (headers, method, path) = request;
+    let unauthorized = |m: &str| route_failure(http::StatusCode::UNAUTHORIZED, "Unauthorized", m);
+    let user = match api.authenticate_credentials(headers, peer).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return Err(unauthorized(unauthenticated)),
+        Err(e) => return Err(unauthorized(&e)),
+    };
+    let verb = method.as_str().to_ascii_lowercase();
+    if !api.may_path(&user, &verb, path).await {
+        return Err(route_failure(
+            http::StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!(
+                "user {:?} cannot {verb} path {path:?}: {restricted}",
+                user.name
+            ),
+        ));
+    }
+    Ok(user)
+}
+
 /// One repository of the image registry as the API shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RepositoryEntry {

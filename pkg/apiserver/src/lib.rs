@@ -41,7 +41,7 @@ use mini_rbac::{PolicySnapshot, UserInfo};
 use mini_store::Store;
 
 pub use body::Body;
-pub use extension::{route_failure, route_json};
+pub use extension::{admin_route_user, route_failure, route_json};
 pub use extension::{
     AccountAuthenticator, AuditRecord, AuditSink, ContainerCommit, ImageCatalog, RemoteAddr,
     RepositoryEntry, StreamingRoute, TagEntry, ANONYMOUS_PULL_ANNOTATION, REGISTRY_GROUP,

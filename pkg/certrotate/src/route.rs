@@ -14,7 +14,9 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use mini_apiserver::{route_failure, route_json, ApiServer, Body, StreamingRoute};
+use mini_apiserver::{
+    admin_route_user, route_failure, route_json, ApiServer, Body, StreamingRoute,
+};
 use mini_rbac::UserInfo;
 
 use crate::{CertRotateError, NodeRenewRequest, NodeRenewResponse, RotateCaRequest, ServerCerts};
@@ -97,31 +99,18 @@ async fn answer(
         return node(api, certs, req, peer).await;
     }
     let method = req.method().clone();
-    let user = match api
-        .authenticate_credentials(req.headers(), peer.as_ref())
-        .await
+    let user = match admin_route_user(
+        &api,
+        (req.headers(), &method, &path),
+        peer.as_ref(),
+        "certificates need credentials: use the admin kubeconfig",
+        "certificates are for cluster administrators",
+    )
+    .await
     {
-        Ok(Some(user)) => user,
-        Ok(None) => {
-            return route_failure(
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized",
-                "certificates need credentials: use the admin kubeconfig",
-            )
-        }
-        Err(e) => return route_failure(StatusCode::UNAUTHORIZED, "Unauthorized", &e),
+        Ok(user) => user,
+        Err(refused) => return refused,
     };
-    let verb = method.as_str().to_ascii_lowercase();
-    if !api.may_path(&user, &verb, &path).await {
-        return route_failure(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            &format!(
-                "user {:?} cannot {verb} path {path:?}: certificates are for cluster administrators",
-                user.name
-            ),
-        );
-    }
     match (path.as_str(), method) {
         (STATUS_PATH, Method::GET) => match certs.status() {
             Ok(status) => ok(&status),

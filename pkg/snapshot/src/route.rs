@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use http::{Method, Request, Response, StatusCode};
-use mini_apiserver::{route_failure, route_json, ApiServer, Body, StreamingRoute};
+use mini_apiserver::{
+    admin_route_user, route_failure, route_json, ApiServer, Body, StreamingRoute,
+};
 use mini_rbac::UserInfo;
 
 use crate::dir::Entry;
@@ -73,30 +75,16 @@ async fn answer(
 ) -> Response<Body> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    let user = match api
-        .authenticate_credentials(req.headers(), peer.as_ref())
-        .await
+    if let Err(refused) = admin_route_user(
+        &api,
+        (req.headers(), &method, &path),
+        peer.as_ref(),
+        "snapshots need credentials: use the admin kubeconfig",
+        "snapshots are for cluster administrators",
+    )
+    .await
     {
-        Ok(Some(user)) => user,
-        Ok(None) => {
-            return route_failure(
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized",
-                "snapshots need credentials: use the admin kubeconfig",
-            )
-        }
-        Err(e) => return route_failure(StatusCode::UNAUTHORIZED, "Unauthorized", &e),
-    };
-    let verb = method.as_str().to_ascii_lowercase();
-    if !api.may_path(&user, &verb, &path).await {
-        return route_failure(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            &format!(
-                "user {:?} cannot {verb} path {path:?}: snapshots are for cluster administrators",
-                user.name
-            ),
-        );
+        return refused;
     }
     match (path.as_str(), method) {
         (SAVE_PATH, Method::POST) => {
