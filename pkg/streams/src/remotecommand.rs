@@ -336,15 +336,9 @@ async fn bridge_websocket(
         let _ = sink.close().await;
     });
 
-    // Tell the client the connection is up: an empty message on the lowest writable channel.
-    let first = if opts.stdout {
-        wsstream::CHANNEL_STDOUT
-    } else if opts.stderr_stream() {
-        wsstream::CHANNEL_STDERR
-    } else {
-        wsstream::CHANNEL_ERROR
-    };
-    let _ = out_tx.send(wsstream::channel_message(first, &[])).await;
+    // No empty "connection is up" message on the lowest writable channel (the kubelet sends one):
+    // client-go registers its streams only after the handshake and logs "Unknown stream id 1,
+    // discarding message" on stderr when that message wins the race.
 
     let mut outputs = Vec::new();
     for (stream, channel) in [
