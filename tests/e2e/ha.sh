@@ -13,8 +13,10 @@
 # through A right away reads through B and C with no wait (the old key retired, every server's
 # keyring the same); `mini certificate rotate-ca` on a server other than the one an agent is
 # attached to (B): B signs with the new CA and trusts both, the agent's certificate is re-issued
-# by the new CA through B, the node stays Ready and a new pod starts. Needs root and
-# /usr/bin/etcd.
+# by the new CA through B, the node stays Ready and a new pod starts. Last, B is cut from the
+# etcd (its packets to the etcd machine dropped): its /readyz answers 500, the agent's balancer
+# leaves it for another server and the node's Lease is renewed; once the cut heals B is ready
+# again. Needs root and /usr/bin/etcd.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/e2e/lib.sh
@@ -284,8 +286,7 @@ subject_cn() { openssl x509 -in "$1" -noout -subject | sed 's/.*CN *= *//'; }
 
 step_shared_ca() {
   local b a old_ca new_ca before
-  b=$(grep 'now uses this server' "$WORK/a1/agent.log" | tail -1 | grep -oE '10\.77\.0\.1[0-2]' | head -1)
-  case "$b" in 10.77.0.10) b=1 ;; 10.77.0.11) b=2 ;; 10.77.0.12) b=3 ;; *) not_ok "agent_a1_attached_to_a_server" "$b"; return 1 ;; esac
+  b=$(attached_server a1) || { not_ok "agent_a1_attached_to_a_server"; return 1; }
   a=$((b % 3 + 1))
   echo "# agent a1 is attached to server $b; rotating the CA on server $a"
   old_ca=$(subject_cn "$WORK/s$b/server/tls/ca.crt")
@@ -313,6 +314,34 @@ step_shared_ca() {
   expect "kubectl_logs_through_agent_of_b_after_ca_rotation" "" ks "$b" logs after-ca
 }
 
+# attached_server AGENT: the number of the server the agent's balancer uses now.
+attached_server() {
+  case "$(grep 'now uses this server' "$WORK/$1/agent.log" | tail -1 | grep -oE '10\.77\.0\.1[0-2]' | head -1)" in
+    10.77.0.10) echo 1 ;; 10.77.0.11) echo 2 ;; 10.77.0.12) echo 3 ;; *) return 1 ;;
+  esac
+}
+
+step_datastore_cut() {
+  local b lines renewed
+  b=$(attached_server a1) || { not_ok "agent_a1_attached_to_a_server"; return 1; }
+  lines=$(wc -l <"$WORK/a1/agent.log")
+  echo "# cutting server $b (agent a1's) from the etcd"
+  in_ns "${SERVER_NSS[$b]}" nft add table ip "$E2E_NS-cut"
+  in_ns "${SERVER_NSS[$b]}" nft add chain ip "$E2E_NS-cut" out '{ type filter hook output priority 0; }'
+  in_ns "${SERVER_NSS[$b]}" nft add rule ip "$E2E_NS-cut" out ip daddr "$ETCD_MACHINE_IP" drop
+  check_for "readyz_of_server_cut_from_etcd_is_500" 30 bash -c \
+    "[ \"\$(nsenter --net=$(ns_path "${SERVER_NSS[$b]}") curl -sk -o /dev/null -w '%{http_code}' --max-time 10 https://127.0.0.1:$API_PORT/readyz)\" = 500 ]"
+  check_for "agent_balancer_leaves_server_without_datastore" 60 bash -c \
+    "tail -n +$((lines + 1)) $WORK/a1/agent.log | grep 'now uses this server' | grep -qvE '${SERVER_IPS[$b]}:'"
+  LIVE=$(attached_server a1 || echo $((b % 3 + 1)))
+  renewed=$(k get lease a1 -n kube-node-lease -o jsonpath='{.spec.renewTime}')
+  check_for "node_lease_renewed_while_server_cut" 40 bash -c \
+    "[ \"\$(nsenter --net=$(ns_path "${SERVER_NSS[$LIVE]}") kubectl --kubeconfig $WORK/s$LIVE/server/admin.kubeconfig get lease a1 -n kube-node-lease -o jsonpath='{.spec.renewTime}')\" != '$renewed' ]"
+  in_ns "${SERVER_NSS[$b]}" nft delete table ip "$E2E_NS-cut"
+  check_for "readyz_ok_once_the_cut_heals" 60 bash -c \
+    "nsenter --net=$(ns_path "${SERVER_NSS[$b]}") curl -sk --max-time 10 https://127.0.0.1:$API_PORT/readyz | grep -qx ok"
+}
+
 step_servers
 step_refusals
 step_agents
@@ -320,4 +349,5 @@ step_failover || true
 step_rejoin || true
 step_shared_keyring || true
 step_shared_ca || true
+step_datastore_cut || true
 summary

@@ -119,7 +119,9 @@ mod tests {
 
     #[test]
     fn is_ok_status_200_line_is_ok() {
-        assert!(is_ok_status(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n"));
+        assert!(is_ok_status(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n"
+        ));
     }
 
     #[test]

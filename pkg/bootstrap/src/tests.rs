@@ -166,7 +166,9 @@ async fn save_rotated_ca_reaches_other_server_on_refresh() {
     assert_eq!(read(two.path(), "tls/ca.crt"), "NEW CA CERT");
     assert_eq!(read(two.path(), "tls/ca-previous.crt"), "CA CERT");
     // a restart of server one with the rotated CA is not a foreign cluster either way
-    load(store.as_ref(), one.path(), "tok", false).await.unwrap();
+    load(store.as_ref(), one.path(), "tok", false)
+        .await
+        .unwrap();
     assert!(!save(store.as_ref(), two.path(), "tok").await.unwrap());
     assert!(shared.refresh().await.unwrap().is_empty());
     assert!(!changes.has_changed().unwrap());
@@ -246,7 +248,10 @@ async fn wait_writers_other_server_on_old_key_is_lagging() {
         .await
         .unwrap_err();
     heartbeat.abort();
-    assert!(matches!(&err, BootstrapError::Lagging(s) if s == "two"), "{err}");
+    assert!(
+        matches!(&err, BootstrapError::Lagging(s) if s == "two"),
+        "{err}"
+    );
     // it picks up the new key: the wait ends with nobody down
     two.announce(&new).await.unwrap();
     assert!(one
@@ -262,7 +267,12 @@ async fn wait_writers_silent_server_counts_as_down() {
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&db.path().join("db")).unwrap());
     let dir = tempfile::tempdir().unwrap();
     let one = Shared::new(store.clone(), dir.path().into(), "tok".into(), "one".into());
-    let three = Shared::new(store.clone(), dir.path().into(), "tok".into(), "three".into());
+    let three = Shared::new(
+        store.clone(),
+        dir.path().into(),
+        "tok".into(),
+        "three".into(),
+    );
     three.announce(&["aesgcm:key1".into()]).await.unwrap();
     let down = one
         .wait_writers(&["aesgcm:key2".into()], quick_wait(50, 5_000))

@@ -217,7 +217,11 @@ impl Encryption {
     /// Several servers: the keyring follows the datastore's (at once on a change another
     /// server publishes, and every few seconds), and this server's write keys are recorded
     /// there for key retirements to wait on. Until `shutdown`.
-    pub fn share(self: &Arc<Self>, shared: Arc<mini_bootstrap::Shared>, shutdown: CancellationToken) {
+    pub fn share(
+        self: &Arc<Self>,
+        shared: Arc<mini_bootstrap::Shared>,
+        shutdown: CancellationToken,
+    ) {
         let mut changes = shared.subscribe();
         if self.shared.set(shared).is_err() {
             return;

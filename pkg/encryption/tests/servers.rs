@@ -96,7 +96,11 @@ async fn rotate_on_one_server_value_written_there_reads_on_other_at_once() {
         .create(&format!("{SECRET}from-b"), b"{\"v\":2}".to_vec())
         .await
         .unwrap();
-    let raw = store.get(&format!("{SECRET}from-b")).await.unwrap().unwrap();
+    let raw = store
+        .get(&format!("{SECRET}from-b"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(Sealing::of(&raw.value), new);
     let list = api_a.list(SECRET, None, 10).await.unwrap();
     assert_eq!(list.items.len(), 3);
@@ -131,7 +135,12 @@ async fn rotate_while_other_server_still_writes_old_key_does_not_retire_it() {
     // the pass waits for b (up to its timeout); meanwhile the old key stays in a's keyring
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(a.keyring().key_sealings(0).contains(&old));
-    assert!(a.status().await.unwrap().last_pass.is_none_or(|p| p.run != started.run));
+    assert!(a
+        .status()
+        .await
+        .unwrap()
+        .last_pass
+        .is_none_or(|p| p.run != started.run));
     beat.abort();
     shutdown.cancel();
 }
