@@ -186,6 +186,17 @@ fn read_local(path: &Path) -> Result<Option<(Vec<u8>, i64)>, BootstrapError> {
     }
 }
 
+/// Sets `path`'s modification time to `millis` (unix milliseconds).
+fn set_modified(path: &Path, millis: i64) -> Result<(), BootstrapError> {
+    let at = std::time::UNIX_EPOCH
+        + std::time::Duration::from_millis(u64::try_from(millis).unwrap_or(0));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(at))
+        .map_err(io_err(path))
+}
+
 /// Writes `bytes` to `path` through a temporary file and a rename, with `mode`.
 fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), BootstrapError> {
     use std::io::Write;
@@ -278,6 +289,9 @@ fn apply(plain: &Plain, server_dir: &Path) -> Result<Loaded, BootstrapError> {
             }
             _ => {
                 write_atomic(&path, &bytes, shared.mode)?;
+                // the copy carries the record's time, not this machine's: a later change on any
+                // server stays newer whatever the clocks say
+                set_modified(&path, stored.updated)?;
                 tracing::info!(path = %path.display(), "written from the cluster's bootstrap data");
                 loaded.written.push(shared.path.to_string());
             }

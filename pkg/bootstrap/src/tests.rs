@@ -280,3 +280,34 @@ async fn wait_writers_silent_server_counts_as_down() {
         .unwrap();
     assert_eq!(down, vec!["three".to_string()]);
 }
+
+#[tokio::test]
+async fn load_written_copy_carries_record_time_so_later_change_elsewhere_wins() {
+    let db = tempfile::tempdir().unwrap();
+    let store = SledStore::open(&db.path().join("db")).unwrap();
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    first_server(one.path());
+    save(&store, one.path(), "tok").await.unwrap();
+    load(&store, two.path(), "tok", true).await.unwrap();
+    let modified = |dir: &Path| {
+        std::fs::metadata(dir.join("cred/encryption-config.json"))
+            .unwrap()
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    };
+    // the written copy is as old as the first server's, not as the moment of writing
+    assert_eq!(modified(two.path()), modified(one.path()));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write(one.path(), "cred/encryption-config.json", "{\"keys\":2}");
+    save(&store, one.path(), "tok").await.unwrap();
+    // server two saving its (older) copy does not put the old keyring back
+    assert!(!save(&store, two.path(), "tok").await.unwrap());
+    load(&store, two.path(), "tok", true).await.unwrap();
+    assert_eq!(
+        read(two.path(), "cred/encryption-config.json"),
+        "{\"keys\":2}"
+    );
+}
