@@ -108,13 +108,7 @@ pub async fn serve_remotecommand(
         };
         let result = match front {
             Front::WebSocket { v5, .. } => {
-                bridge_websocket(
-                    wsstream::server_websocket(upgraded).await,
-                    v5,
-                    runtime,
-                    opts,
-                )
-                .await
+                bridge_websocket(wsstream::server_websocket(upgraded).await, v5, runtime).await
             }
             Front::Spdy => bridge_spdy(upgraded, runtime, opts).await,
         };
@@ -313,7 +307,6 @@ async fn bridge_websocket(
     ws: UpgradedWebSocket,
     v5: bool,
     runtime: RuntimeStreams,
-    opts: ExecOptions,
 ) -> Result<(), StreamsError> {
     let RuntimeStreams {
         session,
