@@ -1501,6 +1501,30 @@ async fn delete_collection(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
     Ok(body::json(StatusCode::OK, &list))
 }
 
+/// How long `/readyz` waits for the datastore.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// `/readyz`: ok while the datastore answers a read (a quorum read on etcd); 500 with
+/// upstream's `[-]etcd failed` otherwise, so agents' balancers skip a server that lost its
+/// datastore.
+async fn readiness(server: &ApiServer) -> Response<Body> {
+    let read = tokio::time::timeout(READY_TIMEOUT, server.store().get("/mini/readyz")).await;
+    match read {
+        Ok(Ok(_)) => body::text(StatusCode::OK, "ok"),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "readyz: the datastore read failed");
+            body::text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "[-]etcd failed: the datastore read failed\nreadyz check failed",
+            )
+        }
+        Err(_) => body::text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "[-]etcd failed: the datastore did not answer within 3s\nreadyz check failed",
+        ),
+    }
+}
+
 #[cfg(test)]
 mod warning_tests {
     use super::*;
@@ -1528,29 +1552,5 @@ mod warning_tests {
         let out = capped_warnings(&warnings);
         assert_eq!(out.len(), 3);
         assert!(out.iter().all(|w| w.chars().count() <= WARNING_ITEM_RUNES));
-    }
-}
-
-/// How long `/readyz` waits for the datastore.
-const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// `/readyz`: ok while the datastore answers a read (a quorum read on etcd); 500 with
-/// upstream's `[-]etcd failed` otherwise, so agents' balancers skip a server that lost its
-/// datastore.
-async fn readiness(server: &ApiServer) -> Response<Body> {
-    let read = tokio::time::timeout(READY_TIMEOUT, server.store().get("/mini/readyz")).await;
-    match read {
-        Ok(Ok(_)) => body::text(StatusCode::OK, "ok"),
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "readyz: the datastore read failed");
-            body::text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "[-]etcd failed: the datastore read failed\nreadyz check failed",
-            )
-        }
-        Err(_) => body::text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "[-]etcd failed: the datastore did not answer within 3s\nreadyz check failed",
-        ),
     }
 }
