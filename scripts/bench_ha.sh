@@ -8,10 +8,16 @@
 # HA_KILLS times (default 5) the holder of the kube-controller-manager Lease is killed -9 and a
 # Deployment created at once through another server; the time until its ReplicaSet's pod exists
 # (another server took the Lease and its controllers acted) is measured, p50 and max printed and
-# written to target/bench-results/ha-failover-<timestamp>.json. Numbers are printed, never asserted.
+# written to target/bench-results/ha-failover-<timestamp>.json. Then acknowledged writes under
+# kills: a writer creates ConfigMaps without pause through whichever of the three servers answers
+# and records every create the API acknowledged (201), while HA_LOSS_KILLS times (default 20) a
+# random server is killed -9 and restarted; at the end every acknowledged ConfigMap is looked up
+# and the missing ones counted (written to ha-loss-<timestamp>.json). Numbers are printed,
+# never asserted.
 #
 #   scripts/bench_ha.sh [--quick] [mini-bench-api flags...]   (MINI_BIN_DIR: where mini and
-#   mini-bench-api are; default the release target dir; HA_KILLS: leader kills)
+#   mini-bench-api are; default the release target dir; HA_KILLS: leader kills; HA_LOSS_KILLS:
+#   random kills under write load; HA_PARTS: which of "api failover loss" to run, default all)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,6 +44,10 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 sled_json="${RESULTS_DIR}/ha-sled-${stamp}.json"
 etcd_json="${RESULTS_DIR}/ha-etcd-${stamp}.json"
 
+HA_PARTS=${HA_PARTS:-api failover loss}
+part() { [[ " ${HA_PARTS} " == *" $1 "* ]]; }
+
+if part api; then
 echo "bench ha: API benchmark on sled" >&2
 "${BIN_DIR}/mini-bench-api" --mini "${BIN_DIR}/mini" --out "${sled_json}" "$@" >"${WORK}/sled.txt"
 
@@ -65,6 +75,7 @@ for name in wanted:
     print(f"{name:<40} {s['value']:12.2f} {ev}  {s['unit']}")
 PY
 echo "reports: ${sled_json} ${etcd_json}"
+fi
 
 # ---- fail-over: leader kill -> controllers acting again ----
 HA_PORTS=("" "$(etcd_free_port)" "$(etcd_free_port)" "$(etcd_free_port)")
@@ -96,13 +107,23 @@ ha_start() {
 
 ha_join_args() { echo "--server https://127.0.0.1:${HA_PORTS[1]} --token $(cat "${WORK}/ha1/server/token")"; }
 
-echo "bench ha: fail-over, ${HA_KILLS:-5} kills of the controller-manager Lease holder among 3 servers" >&2
 etcd_start "${WORK}/etcd-failover"
 ha_start 1
 # shellcheck disable=SC2046
 ha_start 2 $(ha_join_args)
 # shellcheck disable=SC2046
 ha_start 3 $(ha_join_args)
+
+# ha_restart I: server I again, joined to the first unless it is the first.
+ha_restart() {
+    if [[ "$1" -eq 1 ]]; then ha_start 1; else
+        # shellcheck disable=SC2046
+        ha_start "$1" $(ha_join_args)
+    fi
+}
+
+if part failover; then
+echo "bench ha: fail-over, ${HA_KILLS:-5} kills of the controller-manager Lease holder among 3 servers" >&2
 times=()
 for round in $(seq 1 "${HA_KILLS:-5}"); do
     holder=""
@@ -126,10 +147,7 @@ for round in $(seq 1 "${HA_KILLS:-5}"); do
     took=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "${start}" "$(date +%s.%N)")
     times+=("${took}")
     echo "bench ha: kill ${round}: server ${victim} killed, controllers acting again after ${took} s" >&2
-    if [[ "${victim}" -eq 1 ]]; then ha_start 1; else
-        # shellcheck disable=SC2046
-        ha_start "${victim}" $(ha_join_args)
-    fi
+    ha_restart "${victim}"
 done
 python3 - "${failover_json}" "${times[@]}" <<'PY'
 import json, statistics, sys
@@ -146,3 +164,96 @@ for r in results:
     print(f"{r['name']:<45} {r['value']:8.2f} {r['unit']}")
 PY
 echo "report: ${failover_json}"
+fi
+
+# ---- acknowledged writes under random kills ----
+if part loss; then
+loss_json="${RESULTS_DIR}/ha-loss-${stamp}.json"
+kills=${HA_LOSS_KILLS:-20}
+# the admin's client certificate and the CA, for the writer
+ha_kubectl 1 config view --raw -o jsonpath='{.users[0].user.client-certificate-data}' | base64 -d >"${WORK}/admin.crt"
+ha_kubectl 1 config view --raw -o jsonpath='{.users[0].user.client-key-data}' | base64 -d >"${WORK}/admin.key"
+echo "bench ha: acknowledged writes, ${kills} kills of random servers under write load" >&2
+touch "${WORK}/acked"
+python3 - "${WORK}" "${HA_PORTS[1]}" "${HA_PORTS[2]}" "${HA_PORTS[3]}" <<'PY' &
+# the writer: ConfigMap creates, one at a time, through the first server that answers; every
+# 201 is recorded (flushed) before the next create; stops when WORK/stop-writer exists
+import http.client, json, os, ssl, sys, time
+work, ports = sys.argv[1], sys.argv[2:]
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.load_cert_chain(f"{work}/admin.crt", f"{work}/admin.key")
+acked = open(f"{work}/acked", "a")
+stats = {"attempts": 0, "acked": 0, "failed": 0}
+n, server = 0, 0
+while not os.path.exists(f"{work}/stop-writer"):
+    n += 1
+    name = f"loss-{n}"
+    body = json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"n": str(n)}})
+    for attempt in range(len(ports)):
+        port = ports[(server + attempt) % len(ports)]
+        stats["attempts"] += 1
+        try:
+            c = http.client.HTTPSConnection("127.0.0.1", int(port), context=ctx, timeout=5)
+            c.request("POST", "/api/v1/namespaces/default/configmaps", body, {"Content-Type": "application/json"})
+            r = c.getresponse()
+            r.read()
+            c.close()
+        except Exception:
+            stats["failed"] += 1
+            continue
+        if r.status in (200, 201):
+            acked.write(name + "\n")
+            acked.flush()
+            stats["acked"] += 1
+            server = (server + attempt) % len(ports)
+            break
+        if r.status == 409:  # a retry of a create that landed: not acknowledged to us, skip
+            break
+        stats["failed"] += 1
+    else:
+        time.sleep(0.05)
+json.dump(stats, open(f"{work}/writer-stats.json", "w"))
+PY
+writer=$!
+loss_start=$(date +%s)
+for round in $(seq 1 "${kills}"); do
+    sleep "0.$((RANDOM % 9 + 1))"
+    victim=$((RANDOM % 3 + 1))
+    kill -9 "${HA_PIDS[$victim]}"
+    wait "${HA_PIDS[$victim]}" 2>/dev/null || true
+    HA_PIDS[$victim]=""
+    echo "bench ha: loss kill ${round}/${kills}: server ${victim}, $(wc -l <"${WORK}/acked") creates acknowledged so far" >&2
+    sleep "1.$((RANDOM % 9))"
+    ha_restart "${victim}"
+done
+sleep 2
+touch "${WORK}/stop-writer"
+wait "${writer}"
+loss_seconds=$(( $(date +%s) - loss_start ))
+# every acknowledged ConfigMap must be there, read through any server
+live=1
+ha_kubectl "${live}" get configmaps -n default -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}' >"${WORK}/present"
+python3 - "${loss_json}" "${WORK}/acked" "${WORK}/present" "${WORK}/writer-stats.json" "${kills}" "${loss_seconds}" <<'PY'
+import json, sys
+out, acked_path, present_path, stats_path, kills, seconds = sys.argv[1:7]
+acked = [l.strip() for l in open(acked_path) if l.strip()]
+present = {l.strip() for l in open(present_path) if l.strip()}
+lost = [n for n in acked if n not in present]
+stats = json.load(open(stats_path))
+results = [
+    {"name": "loss.acknowledged_writes", "value": len(acked), "unit": "writes"},
+    {"name": "loss.acknowledged_writes_lost", "value": len(lost), "unit": "writes"},
+    {"name": "loss.failed_attempts", "value": stats["failed"], "unit": "requests"},
+]
+with open(out, "w") as f:
+    json.dump({"config": {"servers": 3, "etcd_members": 3, "kills": int(kills), "seconds": int(seconds)},
+               "lost": lost[:100], "results": results}, f, indent=1)
+print(f"mini acknowledged writes under kills: {kills} kill -9 of random servers in {seconds} s (3 servers, 3-member etcd, loopback)")
+for r in results:
+    print(f"{r['name']:<45} {r['value']:8d} {r['unit']}")
+print(f"{len(lost)} acknowledged writes lost across {kills} kills of random servers under write load ({len(acked)} acknowledged)")
+PY
+echo "report: ${loss_json}"
+fi

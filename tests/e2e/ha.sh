@@ -8,7 +8,15 @@
 # server holding the kube-controller-manager Lease (the agents' --server too) is killed -9:
 # another server takes the Lease, the rollout completes, the agents' pods keep running, a new pod
 # starts, the agents' node Leases keep being renewed through another server and the dead server
-# leaves the Endpoints; the killed server restarts and rejoins. Needs root and /usr/bin/etcd.
+# leaves the Endpoints; the killed server restarts and rejoins. Then the day-2 rotations on one
+# server reach the others online: `mini secrets-encrypt rotate-keys` on A, and a Secret written
+# through A right away reads through B and C with no wait (the old key retired, every server's
+# keyring the same); `mini certificate rotate-ca` on a server other than the one an agent is
+# attached to (B): B signs with the new CA and trusts both, the agent's certificate is re-issued
+# by the new CA through B, the node stays Ready and a new pod starts. Last, B is cut from the
+# etcd (its packets to the etcd machine dropped): its /readyz answers 500, the agent's balancer
+# leaves it for another server and the node's Lease is renewed; once the cut heals B is ready
+# again. Needs root and /usr/bin/etcd.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/e2e/lib.sh
@@ -143,7 +151,7 @@ step_refusals() {
   out=$(timeout 60 nsenter --net="$(ns_path "${SERVER_NSS[3]}")" "$MINI_BIN" server --data-dir "$WORK/bad" \
     --bind-address 127.0.0.1 --https-listen-port 7443 --disable-agent --datastore-endpoint "$ETCD_ENDPOINTS" \
     --server "https://$SERVER_IP:$API_PORT" --token wrong-secret 2>&1) && rc=0 || rc=$?
-  if [ "$rc" -ne 0 ] && grep -q "token does not open the cluster's bootstrap data" <<<"$out" && [ "$(grep -c . <<<"$out")" -le 2 ]; then
+  if [ "$rc" -ne 0 ] && grep -q "token does not open the cluster's bootstrap data" <<<"$out" && [ "$(grep -v "^mini check: warning" <<<"$out" | grep -c .)" -le 2 ]; then
     ok "join_with_wrong_token_is_refused_with_one_line"
   else
     not_ok "join_with_wrong_token_is_refused_with_one_line" "rc=$rc: $out"
@@ -234,9 +242,112 @@ step_rejoin() {
   expect "restarted_server_serves_the_cluster" "keeper +1/1 +Running" ks "$VICTIM" get pod keeper
 }
 
+# others_than I: the two other servers.
+others_than() { echo $(($1 % 3 + 1)) $((($1 + 1) % 3 + 1)); }
+
+step_shared_keyring() {
+  local a=$LIVE b c old new out
+  read -r b c <<<"$(others_than "$a")"
+  old=$(jq -r '.resources[0].providers[0].aesgcm.keys[0].name' "$WORK/s$a/server/cred/encryption-config.json")
+  # the rotation's pass runs in the background; the writes below race it
+  in_ns "${SERVER_NSS[$a]}" "$MINI_BIN" secrets-encrypt rotate-keys --data-dir "$WORK/s$a" >"$WORK/rotate-keys.out" 2>&1 &
+  local rotate_pid=$!
+  for _ in $(seq 1 100); do
+    new=$(jq -r '.resources[0].providers[0].aesgcm.keys[0].name' "$WORK/s$a/server/cred/encryption-config.json")
+    [ "$new" != "$old" ] && break
+    sleep 0.1
+  done
+  ks "$a" create secret generic after-rotate -n default --from-literal=k=rotated-value >/dev/null
+  expect_eq "secret_written_after_rotate_on_a_reads_on_b_at_once" "rotated-value" bash -c \
+    "nsenter --net=$(ns_path "${SERVER_NSS[$b]}") kubectl --kubeconfig $WORK/s$b/server/admin.kubeconfig get secret after-rotate -n default -o jsonpath='{.data.k}' | base64 -d"
+  expect_eq "secret_written_after_rotate_on_a_reads_on_c_at_once" "rotated-value" bash -c \
+    "nsenter --net=$(ns_path "${SERVER_NSS[$c]}") kubectl --kubeconfig $WORK/s$c/server/admin.kubeconfig get secret after-rotate -n default -o jsonpath='{.data.k}' | base64 -d"
+  # a write through B right after: sealed with a key every server knows
+  ks "$b" create secret generic from-b -n default --from-literal=k=b-value >/dev/null
+  expect_eq "secret_written_on_b_reads_on_a" "b-value" bash -c \
+    "nsenter --net=$(ns_path "${SERVER_NSS[$a]}") kubectl --kubeconfig $WORK/s$a/server/admin.kubeconfig get secret from-b -n default -o jsonpath='{.data.k}' | base64 -d"
+  wait "$rotate_pid" && out=ok || out="rc=$?"
+  if [ "$out" = ok ] && grep -q "retired aesgcm:$old\$" "$WORK/rotate-keys.out"; then
+    ok "rotate_keys_on_a_retires_old_key_cluster_wide"
+  else
+    not_ok "rotate_keys_on_a_retires_old_key_cluster_wide" "$out: $(cat "$WORK/rotate-keys.out")"
+  fi
+  check_for "every_server_holds_the_rotated_keyring" 20 bash -c \
+    "[ \$(sha256sum $WORK/s{1,2,3}/server/cred/encryption-config.json | awk '{print \$1}' | sort -u | wc -l) -eq 1 ] && [ \$(jq '.resources[0].providers[0].aesgcm.keys | length' $WORK/s$c/server/cred/encryption-config.json) -eq 1 ]"
+  expect_eq "status_on_c_every_secret_on_the_new_key" "0" bash -c \
+    "nsenter --net=$(ns_path "${SERVER_NSS[$c]}") '$MINI_BIN' secrets-encrypt status -o json --data-dir $WORK/s$c | jq '[.resources[0].keys[] | select(.write | not) | .values] | add // 0'"
+  expect_eq "old_secret_reads_on_c_after_retirement" "sealed-value" bash -c \
+    "nsenter --net=$(ns_path "${SERVER_NSS[$c]}") kubectl --kubeconfig $WORK/s$c/server/admin.kubeconfig get secret shared -n default -o jsonpath='{.data.k}' | base64 -d"
+}
+
+# issuer_cn FILE: the CN of the issuer of FILE's first certificate.
+issuer_cn() { openssl x509 -in "$1" -noout -issuer | sed 's/.*CN *= *//'; }
+subject_cn() { openssl x509 -in "$1" -noout -subject | sed 's/.*CN *= *//'; }
+
+step_shared_ca() {
+  local b a old_ca new_ca before
+  b=$(attached_server a1) || { not_ok "agent_a1_attached_to_a_server"; return 1; }
+  a=$((b % 3 + 1))
+  echo "# agent a1 is attached to server $b; rotating the CA on server $a"
+  old_ca=$(subject_cn "$WORK/s$b/server/tls/ca.crt")
+  before=$(openssl x509 -in "$WORK/a1/agent/tls/client.crt" -noout -serial)
+  expect "rotate_ca_on_a" "previous CA stays trusted until" \
+    in_ns "${SERVER_NSS[$a]}" "$MINI_BIN" certificate rotate-ca --overlap 600s --data-dir "$WORK/s$a"
+  new_ca=$(subject_cn "$WORK/s$a/server/tls/ca.crt")
+  if [ "$new_ca" != "$old_ca" ]; then ok "new_ca_on_a"; else not_ok "new_ca_on_a" "$new_ca"; fi
+  check_for "server_b_takes_the_new_ca" 20 bash -c "[ \"\$(openssl x509 -in $WORK/s$b/server/tls/ca.crt -noout -subject | sed 's/.*CN *= *//')\" = '$new_ca' ]"
+  check_for "server_b_cacerts_has_both_cas" 20 bash -c \
+    "[ \$(nsenter --net=$(ns_path "${SERVER_NSS[$b]}") curl -sk https://127.0.0.1:$API_PORT/cacerts | grep -c 'BEGIN CERTIFICATE') -eq 2 ]"
+  check_for "server_b_serving_cert_from_new_ca" 20 bash -c "[ \"\$(openssl x509 -in $WORK/s$b/server/tls/serving.crt -noout -issuer | sed 's/.*CN *= *//')\" = '$new_ca' ]"
+  check_for "agent_on_b_renewed_by_new_ca" 90 bash -c \
+    "[ \"\$(openssl x509 -in $WORK/a1/agent/tls/client.crt -noout -serial)\" != '$before' ] && [ \"\$(openssl x509 -in $WORK/a1/agent/tls/client.crt -noout -issuer | sed 's/.*CN *= *//')\" = '$new_ca' ]"
+  check_for "agent_on_b_trusts_both_cas" 60 bash -c "[ \$(grep -c 'BEGIN CERTIFICATE' $WORK/a1/agent/tls/ca.crt) -eq 2 ]"
+  local renewed
+  renewed=$(ks "$b" get lease a1 -n kube-node-lease -o jsonpath='{.spec.renewTime}')
+  check_for "agent_on_b_lease_renewed_after_ca_rotation" 40 bash -c \
+    "[ \"\$(nsenter --net=$(ns_path "${SERVER_NSS[$b]}") kubectl --kubeconfig $WORK/s$b/server/admin.kubeconfig get lease a1 -n kube-node-lease -o jsonpath='{.spec.renewTime}')\" != '$renewed' ]"
+  expect_eq "nodes_stay_ready_after_ca_rotation" "2" bash -c \
+    "nsenter --net=$(ns_path "${SERVER_NSS[$b]}") kubectl --kubeconfig $WORK/s$b/server/admin.kubeconfig get nodes --no-headers | grep -c ' Ready '"
+  ks "$b" run after-ca --image="$IMAGE" --restart=Never --overrides='{"spec":{"nodeName":"a1"}}' -- sh -c 'sleep 100000' >/dev/null
+  check_for "new_pod_on_agent_of_b_starts_after_ca_rotation" 90 bash -c \
+    "nsenter --net=$(ns_path "${SERVER_NSS[$b]}") kubectl --kubeconfig $WORK/s$b/server/admin.kubeconfig get pod after-ca -o jsonpath='{.status.phase}' | grep -qx Running"
+  expect "kubectl_logs_through_agent_of_b_after_ca_rotation" "" ks "$b" logs after-ca
+}
+
+# attached_server AGENT: the number of the server the agent's balancer uses now.
+attached_server() {
+  case "$(grep 'now uses this server' "$WORK/$1/agent.log" | tail -1 | grep -oE '10\.77\.0\.1[0-2]' | head -1)" in
+    10.77.0.10) echo 1 ;; 10.77.0.11) echo 2 ;; 10.77.0.12) echo 3 ;; *) return 1 ;;
+  esac
+}
+
+step_datastore_cut() {
+  local b lines renewed
+  b=$(attached_server a1) || { not_ok "agent_a1_attached_to_a_server"; return 1; }
+  lines=$(wc -l <"$WORK/a1/agent.log")
+  echo "# cutting server $b (agent a1's) from the etcd"
+  in_ns "${SERVER_NSS[$b]}" nft add table ip "$E2E_NS-cut"
+  in_ns "${SERVER_NSS[$b]}" nft add chain ip "$E2E_NS-cut" out '{ type filter hook output priority 0; }'
+  in_ns "${SERVER_NSS[$b]}" nft add rule ip "$E2E_NS-cut" out ip daddr "$ETCD_MACHINE_IP" drop
+  check_for "readyz_of_server_cut_from_etcd_is_500" 30 bash -c \
+    "[ \"\$(nsenter --net=$(ns_path "${SERVER_NSS[$b]}") curl -sk -o /dev/null -w '%{http_code}' --max-time 10 https://127.0.0.1:$API_PORT/readyz)\" = 500 ]"
+  check_for "agent_balancer_leaves_server_without_datastore" 60 bash -c \
+    "tail -n +$((lines + 1)) $WORK/a1/agent.log | grep 'now uses this server' | grep -qvE '${SERVER_IPS[$b]}:'"
+  LIVE=$(attached_server a1 || echo $((b % 3 + 1)))
+  renewed=$(k get lease a1 -n kube-node-lease -o jsonpath='{.spec.renewTime}')
+  check_for "node_lease_renewed_while_server_cut" 40 bash -c \
+    "[ \"\$(nsenter --net=$(ns_path "${SERVER_NSS[$LIVE]}") kubectl --kubeconfig $WORK/s$LIVE/server/admin.kubeconfig get lease a1 -n kube-node-lease -o jsonpath='{.spec.renewTime}')\" != '$renewed' ]"
+  in_ns "${SERVER_NSS[$b]}" nft delete table ip "$E2E_NS-cut"
+  check_for "readyz_ok_once_the_cut_heals" 60 bash -c \
+    "nsenter --net=$(ns_path "${SERVER_NSS[$b]}") curl -sk --max-time 10 https://127.0.0.1:$API_PORT/readyz | grep -qx ok"
+}
+
 step_servers
 step_refusals
 step_agents
 step_failover || true
 step_rejoin || true
+step_shared_keyring || true
+step_shared_ca || true
+step_datastore_cut || true
 summary

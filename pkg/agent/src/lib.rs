@@ -178,8 +178,15 @@ async fn start_balancer(
             .clone()
             .serve(Arc::new(listener), dialer.clone(), stop.clone()),
     );
-    tokio::spawn(balancer.clone().run_health_checks(
+    // /readyz over TLS with the cluster CA (once joined): a server without its datastore is
+    // skipped like a dead one
+    let probe: Arc<dyn mini_balancer::Probe> = Arc::new(mini_balancer::ReadyzProbe {
         dialer,
+        ca_file: config.tls_dir().join(join::CA_FILE),
+        timeout: std::time::Duration::from_secs(5),
+    });
+    tokio::spawn(balancer.clone().run_health_checks(
+        probe,
         std::time::Duration::from_secs(2),
         stop,
     ));

@@ -159,7 +159,8 @@ async fn route(
     // unauthenticated: health, version and the CA bundle the agent pins by hash
     match path {
         "/cacerts" => return Ok(body::text(StatusCode::OK, server.ca_bundle_pem())),
-        "/healthz" | "/livez" | "/readyz" | "/healthz/ping" | "/livez/ping" | "/readyz/ping" => {
+        "/readyz" => return Ok(readiness(server).await),
+        "/healthz" | "/livez" | "/healthz/ping" | "/livez/ping" | "/readyz/ping" => {
             return Ok(body::text(StatusCode::OK, "ok"))
         }
         "/version" | "/version/" => return Ok(body::json(StatusCode::OK, &discovery::version())),
@@ -1498,6 +1499,30 @@ async fn delete_collection(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
         "items": deleted,
     });
     Ok(body::json(StatusCode::OK, &list))
+}
+
+/// How long `/readyz` waits for the datastore.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// `/readyz`: ok while the datastore answers a read (a quorum read on etcd); 500 with
+/// upstream's `[-]etcd failed` otherwise, so agents' balancers skip a server that lost its
+/// datastore.
+async fn readiness(server: &ApiServer) -> Response<Body> {
+    let read = tokio::time::timeout(READY_TIMEOUT, server.store().get("/mini/readyz")).await;
+    match read {
+        Ok(Ok(_)) => body::text(StatusCode::OK, "ok"),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "readyz: the datastore read failed");
+            body::text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "[-]etcd failed: the datastore read failed\nreadyz check failed",
+            )
+        }
+        Err(_) => body::text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "[-]etcd failed: the datastore did not answer within 3s\nreadyz check failed",
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -5,9 +5,14 @@
 //! the server it used last while that one answers; a server that refuses or times out is marked
 //! down (and its proxied connections closed, so clients reconnect) and the next healthy one takes
 //! over. TLS passes through untouched: every server's certificate carries 127.0.0.1.
+//! Health is checked every few seconds by a [`Probe`]: the agent's [`ReadyzProbe`] asks each
+//! server's `/readyz` over TLS (verified with the cluster CA), so a server that accepts
+//! connections but lost its datastore is skipped (after two failed answers in a row, so one slow
+//! answer does not close every connection) and failed over from like a dead one.
 //! Sockets sit behind [`Dialer`] and [`Listener`] so the tests run on in-memory streams.
 
 mod learn;
+mod probe;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,6 +21,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 pub use learn::{addresses_of, learn};
+pub use probe::{DialProbe, Health, Probe, ReadyzProbe};
+
+/// Failed `/readyz` answers in a row that mark a server down.
+const NOT_READY_LIMIT: u32 = 2;
 
 /// A bidirectional byte stream (a TCP connection, or an in-memory one in tests).
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -85,6 +94,8 @@ pub enum BalancerError {
 struct Server {
     address: String,
     healthy: bool,
+    /// Failed readiness answers in a row.
+    not_ready: u32,
     /// Cancelled when the server is found down or leaves the list: its proxied connections close.
     connections: CancellationToken,
 }
@@ -94,6 +105,7 @@ impl Server {
         Server {
             address,
             healthy: true,
+            not_ready: 0,
             connections: CancellationToken::new(),
         }
     }
@@ -201,6 +213,7 @@ impl Balancer {
                 tracing::info!(server = address, "server reachable again");
             }
             server.healthy = true;
+            server.not_ready = 0;
         }
     }
 
@@ -256,13 +269,29 @@ impl Balancer {
         })
     }
 
-    /// Dials every server once: a refusing one is marked down (closing its connections), an
-    /// answering one up.
-    pub async fn check_health(&self, dialer: &dyn Dialer) {
+    /// Probes every server once: a refusing one is marked down (closing its connections), one
+    /// that answers not ready twice in a row too, an answering ready one up.
+    pub async fn check_health(&self, probe: &dyn Probe) {
         for address in self.servers() {
-            match dialer.dial(&address).await {
-                Ok(_) => self.mark_up(&address),
-                Err(_) => self.mark_down(&address),
+            match probe.check(&address).await {
+                Health::Ready => self.mark_up(&address),
+                Health::Unreachable => self.mark_down(&address),
+                Health::NotReady => {
+                    let down = {
+                        let mut state = self.lock();
+                        match state.servers.iter_mut().find(|s| s.address == address) {
+                            Some(server) => {
+                                server.not_ready += 1;
+                                server.not_ready >= NOT_READY_LIMIT
+                            }
+                            None => false,
+                        }
+                    };
+                    if down {
+                        tracing::warn!(server = %address, "server answers not ready (its datastore may be gone)");
+                        self.mark_down(&address);
+                    }
+                }
             }
         }
     }
@@ -312,7 +341,7 @@ impl Balancer {
     /// Checks every server's health each `period` until `stop`.
     pub async fn run_health_checks(
         self: Arc<Self>,
-        dialer: Arc<dyn Dialer>,
+        probe: Arc<dyn Probe>,
         period: Duration,
         stop: CancellationToken,
     ) {
@@ -321,7 +350,7 @@ impl Balancer {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(period) => {}
             }
-            self.check_health(dialer.as_ref()).await;
+            self.check_health(probe.as_ref()).await;
         }
     }
 }

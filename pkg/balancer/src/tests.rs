@@ -149,10 +149,11 @@ async fn check_health_down_server_closes_its_connections() {
     let balancer = Balancer::new("a:1");
     balancer.set_servers(&["b:1".into()]);
     let (_, _, closed) = balancer.connect(dialer.as_ref()).await.unwrap();
-    balancer.check_health(dialer.as_ref()).await;
+    let probe = DialProbe(dialer.clone());
+    balancer.check_health(&probe).await;
     assert!(!closed.is_cancelled());
     dialer.kill("a:1");
-    balancer.check_health(dialer.as_ref()).await;
+    balancer.check_health(&probe).await;
     assert!(closed.is_cancelled());
     assert_eq!(balancer.current(), None);
     let (address, _, _) = balancer.connect(dialer.as_ref()).await.unwrap();
@@ -224,4 +225,52 @@ fn addresses_of_lists_https_addresses_with_ports() {
         addresses_of(&endpoints),
         ["10.0.0.1:6443", "10.0.0.2:6443", "[fd00::1]:7443"]
     );
+}
+
+/// A probe answering from a table: servers not listed are ready.
+struct TableProbe(Mutex<BTreeMap<String, Health>>);
+
+#[async_trait::async_trait]
+impl Probe for TableProbe {
+    async fn check(&self, address: &str) -> Health {
+        self.0
+            .lock()
+            .unwrap()
+            .get(address)
+            .copied()
+            .unwrap_or(Health::Ready)
+    }
+}
+
+#[tokio::test]
+async fn check_health_server_not_ready_twice_is_skipped() {
+    let dialer = FakeDialer::with(&["a:1", "b:1"]);
+    let balancer = Balancer::new("a:1");
+    balancer.set_servers(&["b:1".into()]);
+    let (address, _, closed) = balancer.connect(dialer.as_ref()).await.unwrap();
+    assert_eq!(address, "a:1");
+    // a accepts connections but its datastore is gone
+    let probe = TableProbe(Mutex::new(BTreeMap::from([(
+        "a:1".to_string(),
+        Health::NotReady,
+    )])));
+    balancer.check_health(&probe).await;
+    assert!(!closed.is_cancelled(), "one failed answer is not enough");
+    balancer.check_health(&probe).await;
+    assert!(closed.is_cancelled());
+    let (address, _, _) = balancer.connect(dialer.as_ref()).await.unwrap();
+    assert_eq!(address, "b:1");
+}
+
+#[tokio::test]
+async fn check_health_ready_answer_resets_not_ready_count() {
+    let dialer = FakeDialer::with(&["a:1"]);
+    let balancer = Balancer::new("a:1");
+    let (_, _, closed) = balancer.connect(dialer.as_ref()).await.unwrap();
+    let probe = TableProbe(Mutex::new(BTreeMap::new()));
+    for health in [Health::NotReady, Health::Ready, Health::NotReady] {
+        probe.0.lock().unwrap().insert("a:1".into(), health);
+        balancer.check_health(&probe).await;
+    }
+    assert!(!closed.is_cancelled());
 }

@@ -8,6 +8,7 @@
 //! the datastore never holds these keys in the clear.
 
 mod seal;
+mod shared;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use mini_store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 pub use seal::{open, seal, Sealed};
+pub use shared::{Shared, WriterWait, WRITERS_PREFIX};
 
 /// The datastore key of the sealed record (outside `/registry/`: not an API object).
 pub const KEY: &str = "/mini/bootstrap/data";
@@ -53,7 +55,61 @@ pub const SHARED_FILES: &[SharedFile] = &[
         mode: 0o600,
         identity: false,
     },
+    // a CA rotation: the old CA still trusted, the new one cross-signed by it, the overlap's end
+    SharedFile {
+        path: CA_PREVIOUS,
+        mode: 0o644,
+        identity: false,
+    },
+    SharedFile {
+        path: "tls/ca-cross.crt",
+        mode: 0o644,
+        identity: false,
+    },
+    SharedFile {
+        path: "tls/rotation.json",
+        mode: 0o644,
+        identity: false,
+    },
 ];
+
+const CA_CERT: &str = "tls/ca.crt";
+const CA_PREVIOUS: &str = "tls/ca-previous.crt";
+
+/// How the datastore's CA stands to this server's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CaRelation {
+    /// The same CA (or one side has none yet).
+    Same,
+    /// The datastore's CA is a rotation of ours (its previous CA is our CA).
+    StoredNewer,
+    /// Ours is a rotation of the datastore's (our previous CA is its CA).
+    LocalNewer,
+    /// Unrelated: another cluster.
+    Foreign,
+}
+
+fn ca_relation(plain: &Plain, server_dir: &Path) -> Result<CaRelation, BootstrapError> {
+    let stored = |path: &str| -> Result<Option<Vec<u8>>, BootstrapError> {
+        plain.files.get(path).map(|f| decode(path, f)).transpose()
+    };
+    let local = |path: &str| -> Result<Option<Vec<u8>>, BootstrapError> {
+        Ok(read_local(&server_dir.join(path))?.map(|(b, _)| b))
+    };
+    let (Some(stored_ca), Some(local_ca)) = (stored(CA_CERT)?, local(CA_CERT)?) else {
+        return Ok(CaRelation::Same);
+    };
+    if stored_ca == local_ca {
+        return Ok(CaRelation::Same);
+    }
+    if stored(CA_PREVIOUS)?.as_deref() == Some(local_ca.as_slice()) {
+        return Ok(CaRelation::StoredNewer);
+    }
+    if local(CA_PREVIOUS)?.as_deref() == Some(stored_ca.as_slice()) {
+        return Ok(CaRelation::LocalNewer);
+    }
+    Ok(CaRelation::Foreign)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
@@ -75,6 +131,8 @@ pub enum BootstrapError {
     Store(#[from] StoreError),
     #[error("sealing the bootstrap data failed: {0}")]
     Seal(String),
+    #[error("servers {0} still write with other keys: they did not pick up the keyring; check that they reach the datastore")]
+    Lagging(String),
 }
 
 /// One shared file as stored: its bytes and when it last changed (unix milliseconds).
@@ -126,6 +184,17 @@ fn read_local(path: &Path) -> Result<Option<(Vec<u8>, i64)>, BootstrapError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err(path)(e)),
     }
+}
+
+/// Sets `path`'s modification time to `millis` (unix milliseconds).
+fn set_modified(path: &Path, millis: i64) -> Result<(), BootstrapError> {
+    let at = std::time::UNIX_EPOCH
+        + std::time::Duration::from_millis(u64::try_from(millis).unwrap_or(0));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(at))
+        .map_err(io_err(path))
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, with `mode`.
@@ -191,10 +260,16 @@ pub async fn load(
         }
         return Ok(Loaded::default());
     };
+    apply(&plain, server_dir)
+}
+
+/// Writes the stored files of `plain` that are newer than this server's copies.
+fn apply(plain: &Plain, server_dir: &Path) -> Result<Loaded, BootstrapError> {
     let mut loaded = Loaded {
         found: true,
         written: Vec::new(),
     };
+    let relation = ca_relation(plain, server_dir)?;
     for shared in SHARED_FILES {
         let Some(stored) = plain.files.get(shared.path) else {
             continue;
@@ -203,16 +278,20 @@ pub async fn load(
         let path: PathBuf = server_dir.join(shared.path);
         match read_local(&path)? {
             Some((local, _)) if local == bytes => {}
-            Some(_) if shared.identity => {
+            Some(_) if shared.identity && relation == CaRelation::LocalNewer => {}
+            Some(_) if shared.identity && relation != CaRelation::StoredNewer => {
                 return Err(BootstrapError::ForeignCluster {
                     path: path.display().to_string(),
                 })
             }
-            Some((_, modified)) if modified >= stored.updated => {
+            Some((_, modified)) if !shared.identity && modified >= stored.updated => {
                 tracing::info!(path = %path.display(), "this server's copy is newer than the datastore's; it will be shared");
             }
             _ => {
                 write_atomic(&path, &bytes, shared.mode)?;
+                // the copy carries the record's time, not this machine's: a later change on any
+                // server stays newer whatever the clocks say
+                set_modified(&path, stored.updated)?;
                 tracing::info!(path = %path.display(), "written from the cluster's bootstrap data");
                 loaded.written.push(shared.path.to_string());
             }
@@ -232,6 +311,7 @@ pub async fn save(
     for _ in 0..5 {
         let current = fetch(store, secret).await?;
         let mut plain = current.as_ref().map(|(p, _)| p.clone()).unwrap_or_default();
+        let relation = ca_relation(&plain, server_dir)?;
         let mut changed = false;
         for shared in SHARED_FILES {
             let path = server_dir.join(shared.path);
@@ -243,11 +323,19 @@ pub async fn save(
                 Some(stored) => {
                     let same = decode(shared.path, stored)? == bytes;
                     if !same && shared.identity {
-                        return Err(BootstrapError::ForeignCluster {
-                            path: path.display().to_string(),
-                        });
+                        match relation {
+                            // a CA rotated here: shared, whatever the clocks say
+                            CaRelation::LocalNewer => true,
+                            CaRelation::StoredNewer | CaRelation::Same => false,
+                            CaRelation::Foreign => {
+                                return Err(BootstrapError::ForeignCluster {
+                                    path: path.display().to_string(),
+                                })
+                            }
+                        }
+                    } else {
+                        !same && modified > stored.updated
                     }
-                    !same && modified > stored.updated
                 }
             };
             if newer {

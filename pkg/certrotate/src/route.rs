@@ -119,7 +119,10 @@ async fn answer(
         (ROTATE_PATH, Method::POST) => {
             tracing::info!(user = user.name, "certificate rotation asked");
             match certs.rotate() {
-                Ok(status) => ok(&status),
+                Ok(status) => {
+                    certs.publish_shared().await;
+                    ok(&status)
+                }
                 Err(e) => error_response(e),
             }
         }
@@ -144,7 +147,10 @@ async fn answer(
             };
             tracing::info!(user = user.name, ?overlap, "CA rotation asked");
             match certs.rotate_ca(overlap) {
-                Ok(status) => ok(&status),
+                Ok(status) => {
+                    certs.publish_shared().await;
+                    ok(&status)
+                }
                 Err(e) => error_response(e),
             }
         }

@@ -77,6 +77,20 @@ pub struct ServerCerts {
     state: Mutex<State>,
     api: OnceLock<ApiServer>,
     publish: OnceLock<Publish>,
+    /// Several servers: the CA and rotation state shared through the datastore.
+    shared: OnceLock<Arc<mini_bootstrap::Shared>>,
+}
+
+fn read_persisted(dir: &Path) -> Result<Persisted, CertRotateError> {
+    Ok(match mini_certs::read_optional(&dir.join(STATE_FILE))? {
+        Some(text) => serde_json::from_str(&text).map_err(|e| {
+            file_err(
+                &dir.join(STATE_FILE),
+                format!("not understood ({e}); remove it to start afresh"),
+            )
+        })?,
+        None => Persisted::default(),
+    })
 }
 
 impl std::fmt::Debug for ServerCerts {
@@ -130,18 +144,12 @@ impl ServerCerts {
         let pki = mini_certs::ensure_server_pki_for(dir, &config.sans, config.lifetime)?;
         let previous = mini_certs::read_optional(&dir.join(PREVIOUS_CA_FILE))?;
         let cross = mini_certs::read_optional(&dir.join(CROSS_CA_FILE))?;
-        let (previous, cross) = match (previous, cross) {
-            (Some(p), Some(c)) => (Some(p), Some(c)),
+        let persisted = read_persisted(dir)?;
+        // an old CA is trusted only during an overlap (the cluster's bootstrap data may still
+        // carry one retired since)
+        let (previous, cross) = match (previous, cross, persisted.retire_ca_at) {
+            (Some(p), Some(c), Some(_)) => (Some(p), Some(c)),
             _ => (None, None),
-        };
-        let persisted = match mini_certs::read_optional(&dir.join(STATE_FILE))? {
-            Some(text) => serde_json::from_str(&text).map_err(|e| {
-                file_err(
-                    &dir.join(STATE_FILE),
-                    format!("not understood ({e}); remove it to start afresh"),
-                )
-            })?,
-            None => Persisted::default(),
         };
         let ServerPki {
             ca,
@@ -166,6 +174,7 @@ impl ServerCerts {
             }),
             api: OnceLock::new(),
             publish: OnceLock::new(),
+            shared: OnceLock::new(),
             config,
         };
         certs.write_leaf(
@@ -253,6 +262,79 @@ impl ServerCerts {
         let certs = self.clone();
         tokio::spawn(async move { certs.run(shutdown).await });
         Ok(())
+    }
+
+    /// Several servers: a CA rotation or `mini certificate rotate` made here is published at
+    /// once, and one another server made is taken as soon as the bootstrap data brings its
+    /// files (the new CA signs, both are trusted, every leaf is re-issued). Until `shutdown`.
+    pub fn share(
+        self: &Arc<Self>,
+        shared: Arc<mini_bootstrap::Shared>,
+        shutdown: CancellationToken,
+    ) {
+        let mut changes = shared.subscribe();
+        if self.shared.set(shared).is_err() {
+            return;
+        }
+        let certs = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    changed = changes.changed() => if changed.is_err() { return },
+                }
+                if let Err(e) = certs.reload_shared() {
+                    tracing::error!(error = %e, "taking another server's certificate rotation failed");
+                }
+            }
+        });
+    }
+
+    /// Shares a rotation made here with the other servers (a no-op on a server of its own).
+    pub(crate) async fn publish_shared(&self) {
+        if let Some(shared) = self.shared.get() {
+            if let Err(e) = shared.publish().await {
+                tracing::warn!(error = %e, "sharing the rotation with the other servers failed; retried within a minute");
+            }
+        }
+    }
+
+    /// Takes the CA files and rotation state as they are on disk now (written from another
+    /// server's rotation): a new CA signs and is trusted beside the old one, every leaf is
+    /// re-issued. Returns whether anything changed.
+    pub fn reload_shared(&self) -> Result<bool, CertRotateError> {
+        let dir = &self.config.tls_dir;
+        let (Some(ca_pem), Some(key_pem)) = (
+            mini_certs::read_optional(&dir.join(mini_certs::CA_CERT_FILE))?,
+            mini_certs::read_optional(&dir.join(mini_certs::CA_KEY_FILE))?,
+        ) else {
+            return Ok(false);
+        };
+        let persisted = read_persisted(dir)?;
+        let mut state = self.lock();
+        let ca_changed = ca_pem != state.ca.cert_pem();
+        if !ca_changed && persisted == state.persisted {
+            return Ok(false);
+        }
+        if ca_changed {
+            let ca = CertAuthority::from_pem(&ca_pem, &key_pem)?;
+            let (previous, cross) = match persisted.retire_ca_at {
+                Some(_) => (
+                    mini_certs::read_optional(&dir.join(PREVIOUS_CA_FILE))?,
+                    mini_certs::read_optional(&dir.join(CROSS_CA_FILE))?,
+                ),
+                None => (None, None),
+            };
+            state.ca = Arc::new(ca);
+            state.previous = previous;
+            state.cross = cross;
+            self.trust
+                .swap(&bundle(&state.ca, state.previous.as_deref())?)?;
+            tracing::info!("took the CA another server rotated: the new CA signs, the old one stays trusted until it retires");
+        }
+        state.persisted = persisted;
+        self.renew(&mut state, mini_certs::now_unix(), ca_changed)?;
+        Ok(true)
     }
 
     async fn run(self: Arc<Self>, shutdown: CancellationToken) {

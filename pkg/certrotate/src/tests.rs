@@ -145,3 +145,48 @@ fn rotate_ca_overlaps_then_retires_the_old_ca() {
     let reopened = open(dir.path(), Duration::from_secs(3600));
     assert_eq!(bundle_len(&reopened), 1);
 }
+
+/// The files a CA rotation changes, as the bootstrap data carries them between servers.
+const SHARED_CA_FILES: &[&str] = &[
+    "ca.crt",
+    "ca.key",
+    "ca-previous.crt",
+    "ca-cross.crt",
+    "rotation.json",
+];
+
+#[test]
+fn reload_shared_takes_other_servers_rotation_and_reissues_leaves() {
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open(one.path(), Duration::from_secs(3600));
+    for file in ["ca.crt", "ca.key"] {
+        std::fs::copy(one.path().join(file), two.path().join(file)).unwrap();
+    }
+    let b = open(two.path(), Duration::from_secs(3600));
+    assert!(!b.reload_shared().unwrap());
+    a.rotate_ca(Duration::from_secs(600)).unwrap();
+    for file in SHARED_CA_FILES {
+        std::fs::copy(one.path().join(file), two.path().join(file)).unwrap();
+    }
+    assert!(b.reload_shared().unwrap());
+    assert_eq!(b.ca().cert_pem(), a.ca().cert_pem());
+    assert_eq!(bundle_len(&b), 2);
+    let new_ca = info(a.ca().cert_pem()).subject;
+    let serving = std::fs::read_to_string(two.path().join(mini_certs::SERVING_CERT_FILE)).unwrap();
+    assert_eq!(info(&serving).issuer, new_ca);
+    assert!(b.status().unwrap().ca_retires_at.is_some());
+    // nothing new: nothing to take
+    assert!(!b.reload_shared().unwrap());
+}
+
+#[test]
+fn open_previous_ca_without_overlap_end_is_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = open(dir.path(), Duration::from_secs(3600));
+    certs.rotate_ca(Duration::from_secs(600)).unwrap();
+    drop(certs);
+    // the overlap ended elsewhere; a stale copy of the previous CA came back with the data
+    std::fs::write(dir.path().join("rotation.json"), "{}").unwrap();
+    let reopened = open(dir.path(), Duration::from_secs(3600));
+    assert_eq!(bundle_len(&reopened), 1);
+}

@@ -5,6 +5,12 @@
 //! that rewrites every stored value with compare-and-swap, resumes after a restart, and only
 //! retires an old key once a full count proves no stored value still uses it.
 //!
+//! Several servers share the keyring through the datastore's bootstrap data
+//! ([`Encryption::share`]): a rotation publishes it before anything is sealed with it, the
+//! others take it at once (and a value sealed with a key name they do not know makes them read
+//! it again), and a pass retires old keys only once every live server records it writes with
+//! the new ones.
+//!
 //! ```text
 //! kube clients ─▶ ApiServer ─▶ EncryptingStore ─▶ any Store (sled, etcd)
 //!                                   │ seal / open with the Keyring
@@ -52,6 +58,8 @@ pub enum EncryptionError {
     Unproven(String),
     #[error("store: {0}")]
     Store(#[from] mini_store::StoreError),
+    #[error("sharing the keyring with the other servers failed: {0}")]
+    Shared(String),
     #[error("{0}")]
     Client(String),
 }
@@ -61,6 +69,9 @@ impl EncryptionError {
     pub(crate) fn into_store(self) -> mini_store::StoreError {
         match self {
             EncryptionError::Store(e) => e,
+            EncryptionError::Shared(e) => mini_store::StoreError::Unavailable(format!(
+                "the secrets keyring could not be confirmed with the datastore: {e}"
+            )),
             other => mini_store::StoreError::Backend(other.to_string()),
         }
     }

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use mini_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -47,7 +48,17 @@ pub struct Encryption {
     pub(crate) view: std::sync::Mutex<PassView>,
     runs: AtomicU64,
     shutdown: OnceLock<CancellationToken>,
+    /// Several servers: the keyring shared through the datastore.
+    pub(crate) shared: OnceLock<Arc<mini_bootstrap::Shared>>,
+    /// When this server last confirmed its keyring against the datastore's.
+    confirmed: Mutex<Option<Instant>>,
 }
+
+/// How often a server re-reads the datastore's keyring and records its write keys.
+const CONFIRM_EVERY: Duration = Duration::from_secs(5);
+/// A server that could not confirm its keyring for this long re-reads it before sealing
+/// (well below the writer records' staleness, after which a retirement counts it as down).
+const CONFIRM_MAX_AGE: Duration = Duration::from_secs(20);
 
 impl std::fmt::Debug for Encryption {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -97,6 +108,8 @@ impl Encryption {
             view: std::sync::Mutex::new(PassView::default()),
             runs: AtomicU64::new(0),
             shutdown: OnceLock::new(),
+            shared: OnceLock::new(),
+            confirmed: Mutex::new(None),
         }))
     }
 
@@ -118,20 +131,114 @@ impl Encryption {
             .clone()
     }
 
-    /// Persists `config` and makes it the keyring, with no sealed write in flight.
+    /// Persists `config` and makes it the keyring, with no sealed write in flight. With
+    /// several servers the datastore holds it before anything is sealed with it, so every
+    /// server can open what this one writes next.
     pub(crate) async fn replace_config(
         &self,
         config: EncryptionConfiguration,
     ) -> Result<Arc<Keyring>, EncryptionError> {
         let ring = Arc::new(Keyring::new(config.clone(), self.enabled)?);
         let _gate = self.gate.write().await;
+        let previous = self.keyring().config().clone();
         // on disk first: no value may be sealed with a key a restart would not know
         config::write(&self.config_path, &config)?;
+        if let Some(shared) = self.shared.get() {
+            if let Err(e) = shared.publish().await {
+                config::write(&self.config_path, &previous)?;
+                return Err(EncryptionError::Shared(e.to_string()));
+            }
+        }
+        self.set_keyring(ring.clone());
+        if let Some(shared) = self.shared.get() {
+            if let Err(e) = shared.announce(&Self::write_keys(&ring)).await {
+                tracing::warn!(error = %e, "recording this server's write keys failed; retried shortly");
+            }
+        }
+        Ok(ring)
+    }
+
+    fn set_keyring(&self, ring: Arc<Keyring>) {
         *self
             .keyring
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = ring.clone();
-        Ok(ring)
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = ring;
+    }
+
+    /// Takes the keyring file as it is on disk now (written from another server's change),
+    /// with no sealed write in flight. Returns whether the keyring changed.
+    pub(crate) async fn reload(&self) -> Result<bool, EncryptionError> {
+        let Some(config) = config::read(&self.config_path)? else {
+            return Ok(false);
+        };
+        if *self.keyring().config() == config {
+            return Ok(false);
+        }
+        let ring = Arc::new(Keyring::new(config, self.enabled)?);
+        let _gate = self.gate.write().await;
+        tracing::info!(write_keys = ?Self::write_keys(&ring), "took the keyring another server changed");
+        self.set_keyring(ring);
+        Ok(true)
+    }
+
+    /// Brings the keyring in line with the datastore's and records this server's write keys
+    /// there. A no-op on a server of its own.
+    pub(crate) async fn confirm(&self) -> Result<(), EncryptionError> {
+        let Some(shared) = self.shared.get() else {
+            return Ok(());
+        };
+        shared
+            .refresh()
+            .await
+            .map_err(|e| EncryptionError::Shared(e.to_string()))?;
+        self.reload().await?;
+        shared
+            .announce(&Self::write_keys(&self.keyring()))
+            .await
+            .map_err(|e| EncryptionError::Shared(e.to_string()))?;
+        *self
+            .confirmed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Whether the keyring must be confirmed before sealing: several servers, and no
+    /// confirmation for a while (this server may have missed a rotation).
+    pub(crate) fn needs_confirming(&self) -> bool {
+        self.shared.get().is_some()
+            && self
+                .confirmed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_none_or(|at| at.elapsed() > CONFIRM_MAX_AGE)
+    }
+
+    /// Several servers: the keyring follows the datastore's (at once on a change another
+    /// server publishes, and every few seconds), and this server's write keys are recorded
+    /// there for key retirements to wait on. Until `shutdown`.
+    pub fn share(
+        self: &Arc<Self>,
+        shared: Arc<mini_bootstrap::Shared>,
+        shutdown: CancellationToken,
+    ) {
+        let mut changes = shared.subscribe();
+        if self.shared.set(shared).is_err() {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = this.confirm().await {
+                    tracing::warn!(error = %e, "confirming the secrets keyring with the datastore failed; retrying");
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(CONFIRM_EVERY) => {}
+                    changed = changes.changed() => if changed.is_err() { return },
+                }
+            }
+        });
     }
 
     /// Resumes a pass a restart interrupted, or, when this start generated the keyring for a
@@ -166,7 +273,7 @@ impl Encryption {
         self.shutdown.get().cloned().unwrap_or_default()
     }
 
-    fn write_keys(ring: &Keyring) -> Vec<String> {
+    pub(crate) fn write_keys(ring: &Keyring) -> Vec<String> {
         (0..ring.len())
             .map(|i| ring.write_sealing(i).to_string())
             .collect()

@@ -2,7 +2,8 @@
 //! rewrite each one not sealed with its write key (compare-and-swap on its mod revision,
 //! again on conflict, skipped once deleted), keep the position in the data dir after every
 //! page so a restart resumes there, then count everything: only when no value uses an old key
-//! are those keys removed from the configuration.
+//! are those keys removed from the configuration. With several servers the pass first waits
+//! until every live one records it writes with the new keys.
 
 use std::path::Path;
 
@@ -128,6 +129,15 @@ impl Encryption {
         let write_keys: Vec<String> = (0..ring.len())
             .map(|i| ring.write_sealing(i).to_string())
             .collect();
+        // several servers: none may still seal with an old key while the pass proves them
+        // unused (a server down now re-reads the keyring before it writes again)
+        if let Some(shared) = self.shared.get() {
+            let down = shared
+                .wait_writers(&write_keys, mini_bootstrap::WriterWait::default())
+                .await
+                .map_err(|e| EncryptionError::Shared(e.to_string()))?;
+            tracing::info!(?write_keys, down = ?down, "every live server writes with the new keys");
+        }
         let prefixes = ring.prefixes();
         let first = prefixes.first().cloned().unwrap_or_default();
         let (mut progress, resumed) = match read_progress(&self.progress_path)? {

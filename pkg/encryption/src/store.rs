@@ -38,6 +38,31 @@ fn open_event(ring: &Keyring, ev: WatchEvent) -> Result<WatchEvent, StoreError> 
     })
 }
 
+/// Whether a stored value is sealed (plain ones come back as they are, without a copy).
+fn is_sealed(kv: &KeyValue) -> bool {
+    crate::cipher::Sealing::of(&kv.value) != crate::cipher::Sealing::Plain
+}
+
+/// Opens with the keyring in force; a value that does not open (sealed with a key another
+/// server just added) makes a server of several read the datastore's keyring once and try again.
+async fn open_fresh<T, F>(enc: &Encryption, open: F) -> Result<T, StoreError>
+where
+    F: Fn(&Keyring) -> Result<T, StoreError>,
+{
+    match open(&enc.keyring()) {
+        Ok(v) => Ok(v),
+        Err(e) if enc.shared.get().is_none() => Err(e),
+        Err(e) => {
+            tracing::info!(error = %e, "a stored value does not open with this keyring; reading the datastore's");
+            if let Err(confirm) = enc.confirm().await {
+                tracing::warn!(error = %confirm, "reading the datastore's keyring failed");
+                return Err(e);
+            }
+            open(&enc.keyring())
+        }
+    }
+}
+
 impl EncryptingStore {
     fn inner(&self) -> &Arc<dyn Store> {
         &self.enc.inner
@@ -58,6 +83,13 @@ impl EncryptingStore {
         if self.enc.keyring().entry_for(key).is_none() {
             return write(value).await;
         }
+        // several servers: a keyring not confirmed for a while may miss a rotation
+        if self.enc.needs_confirming() {
+            self.enc
+                .confirm()
+                .await
+                .map_err(crate::EncryptionError::into_store)?;
+        }
         let _gate = self.enc.gate.read().await;
         // the ring may have changed while waiting for the gate
         let sealed = self
@@ -74,7 +106,10 @@ impl EncryptingStore {
 impl Store for EncryptingStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         match self.inner().get(key).await? {
-            Some(kv) => Ok(Some(open_kv(&self.enc.keyring(), kv)?)),
+            Some(kv) if !is_sealed(&kv) => Ok(Some(kv)),
+            Some(kv) => Ok(Some(
+                open_fresh(&self.enc, |ring| open_kv(ring, kv.clone())).await?,
+            )),
             None => Ok(None),
         }
     }
@@ -86,12 +121,16 @@ impl Store for EncryptingStore {
         limit: usize,
     ) -> Result<ListPage, StoreError> {
         let page = self.inner().list(prefix, start_after, limit).await?;
-        let ring = self.enc.keyring();
-        let items = page
-            .items
-            .into_iter()
-            .map(|kv| open_kv(&ring, kv))
-            .collect::<Result<Vec<_>, _>>()?;
+        if !page.items.iter().any(is_sealed) {
+            return Ok(page);
+        }
+        let items = open_fresh(&self.enc, |ring| {
+            page.items
+                .iter()
+                .map(|kv| open_kv(ring, kv.clone()))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
         Ok(ListPage { items, ..page })
     }
 
@@ -116,8 +155,11 @@ impl Store for EncryptingStore {
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Deleted, StoreError> {
         let d = self.inner().delete(key, expected).await?;
+        if !is_sealed(&d.prev) {
+            return Ok(d);
+        }
         Ok(Deleted {
-            prev: open_kv(&self.enc.keyring(), d.prev)?,
+            prev: open_fresh(&self.enc, |ring| open_kv(ring, d.prev.clone())).await?,
             revision: d.revision,
         })
     }
@@ -131,7 +173,7 @@ impl Store for EncryptingStore {
         let enc = self.enc.clone();
         tokio::spawn(async move {
             while let Some(ev) = source.recv().await {
-                let ev = match open_event(&enc.keyring(), ev) {
+                let ev = match open_fresh(&enc, |ring| open_event(ring, ev.clone())).await {
                     Ok(ev) => ev,
                     Err(e) => {
                         // ending the watch makes the client list again, which reports it

@@ -281,25 +281,6 @@ fn election_config(name: &str, identity: &str) -> mini_leader::ElectionConfig {
     election
 }
 
-/// Publishes a keyring rotated on this server to the datastore within a minute (the other
-/// servers load it at their next start).
-async fn share_bootstrap(
-    store: Arc<dyn mini_store::Store>,
-    server_dir: PathBuf,
-    secret: String,
-    stop: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
-        }
-        if let Err(e) = mini_bootstrap::save(store.as_ref(), &server_dir, &secret).await {
-            tracing::warn!(error = %e, "sharing this server's keys through the datastore failed");
-        }
-    }
-}
-
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -466,17 +447,24 @@ pub async fn start(
     // 4b. encryption at rest: values of Secrets sealed with the keyring in cred/
     let encryption =
         mini_encryption::Encryption::open(&server_dir, store.clone(), config.secrets_encryption)?;
-    // 4c. share what this server holds (the first server creates the record; a newer local
-    // keyring, after a rotation here, reaches the others at their next start)
-    if config.datastore.is_some() {
-        mini_bootstrap::save(store.as_ref(), &server_dir, &secret).await?;
-        tokio::spawn(share_bootstrap(
-            store.clone(),
-            server_dir.clone(),
-            secret.clone(),
-            shutdown.clone(),
-        ));
-    }
+    // 4c. share what this server holds (the first server creates the record), then follow
+    // it online: a keyring or CA rotated on any server reaches every other one at once
+    let identity = server_identity(&server_dir)?;
+    let shared = match &config.datastore {
+        Some(_) => {
+            mini_bootstrap::save(store.as_ref(), &server_dir, &secret).await?;
+            let shared = mini_bootstrap::Shared::new(
+                store.clone(),
+                server_dir.clone(),
+                secret.clone(),
+                identity.clone(),
+            );
+            tokio::spawn(shared.clone().run(shutdown.clone()));
+            encryption.share(shared.clone(), shutdown.clone());
+            Some(shared)
+        }
+        None => None,
+    };
 
     // 5. API server over the store
     let api = ApiServer::new(
@@ -596,11 +584,13 @@ pub async fn start(
         },
         shutdown.clone(),
     )?;
+    if let Some(shared) = &shared {
+        certs.share(shared.clone(), shutdown.clone());
+    }
 
     // 7. controllers and scheduler: in-process API clients (no TCP, no TLS), through RBAC; each
     // group runs on one server at a time, while this server holds its coordination.k8s.io Lease
     let mut background = tokio::task::JoinSet::new();
-    let identity = server_identity(&server_dir)?;
     // 7a. this server's own Lease, and the kubernetes Endpoints listing every live server
     {
         let client = kube::Client::new(api.local_service(ApiServer::admin_user()), "default");
