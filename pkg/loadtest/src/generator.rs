@@ -305,7 +305,6 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http1::{Conn, Failure, Request};
     use crate::results::{decode, Merger, ReportBatch};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -176,6 +176,8 @@ impl Conn {
                     Some(Ok(stream)) => {
                         let _ = stream.set_nodelay(true);
                         self.io.stream = Some(stream);
+                        self.io.pos = 0;
+                        self.io.end = 0;
                     }
                     // refused, unreachable, or no answer to the SYN within the timeout
                     Some(Err(_)) | None => return Err(Failure::Connect),
@@ -210,9 +212,9 @@ impl Conn {
 impl Io {
     /// Writes the request, reads responses until a final one, and discards its body.
     async fn exchange(&mut self, req: &Request) -> Result<Head, Broken> {
-        // nothing is pipelined: whatever is left is not an answer to this request
-        self.pos = 0;
-        self.end = 0;
+        // nothing is pipelined, so bytes left from the last exchange (a server sending more than
+        // it framed) are read as the start of this response, and fail it
+        let mut received = self.pos < self.end;
         let stream = self.stream.as_mut().ok_or(Broken::Io)?;
         stream
             .write_all(&req.bytes)
@@ -223,14 +225,14 @@ impl Io {
                 if let Some(head) = parse_head(&self.buf[self.pos..self.end], req.head)? {
                     break head;
                 }
-                let first = self.end == 0;
                 self.fill().await.map_err(|_| {
-                    if first {
-                        Broken::BeforeResponse
-                    } else {
+                    if received {
                         Broken::Io
+                    } else {
+                        Broken::BeforeResponse
                     }
                 })?;
+                received = true;
             };
             self.pos += head.len;
             // 1xx interim responses (100 Continue, 103 Early Hints) have no body; 101 is final
