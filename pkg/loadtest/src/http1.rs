@@ -460,10 +460,12 @@ mod tests {
         Write(&'static [u8]),
         /// Waits a little, so the next write arrives in a separate read.
         Pause,
+        /// Waits this many milliseconds.
+        Wait(u64),
         /// Keeps the connection open without answering.
         Hold,
     }
-    use Step::{Hold, Pause, Read, Write};
+    use Step::{Hold, Pause, Read, Wait, Write};
 
     /// A loopback server playing `script[i]` on its i-th connection, then closing it; later
     /// connections are closed at once. Returns its address and how many connections it accepted.
@@ -501,6 +503,7 @@ mod tests {
                                 }
                             }
                             Pause => tokio::time::sleep(Duration::from_millis(30)).await,
+                            Wait(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
                             Hold => {
                                 std::future::pending::<()>().await;
                             }
@@ -628,14 +631,17 @@ mod tests {
                 Pause,
                 Write(b" body"),
             ],
+            // the body never ends: the response is not complete before the timeout
+            vec![Read, Write(b"HTTP/1.1 200 OK\r\n\r\nsome"), Hold],
             vec![Read, Write(OK), Hold],
         ])
         .await;
         let mut conn = Conn::new();
-        let req = request(addr, "GET", 2000);
+        let req = request(addr, "GET", 300);
         assert_eq!(conn.send(&req).await, Ok(200));
+        assert_eq!(conn.send(&req).await, Err(Failure::Timeout));
         assert_eq!(conn.send(&req).await, Ok(200));
-        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -675,6 +681,27 @@ mod tests {
         assert_eq!(conn.send(&req).await, Err(Failure::Timeout));
         assert_eq!(conn.send(&req).await, Ok(200));
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn send_outliving_an_earlier_requests_deadline_does_not_time_out() {
+        // the connection's timer, armed for the first request's deadline, fires during the
+        // second (slow) request, whose own deadline is later
+        let (addr, accepted) = server(vec![vec![
+            Read,
+            Write(OK),
+            Read,
+            Wait(500),
+            Write(OK),
+            Hold,
+        ]])
+        .await;
+        let mut conn = Conn::new();
+        let req = request(addr, "GET", 1000);
+        assert_eq!(conn.send(&req).await, Ok(200));
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(conn.send(&req).await, Ok(200));
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test(flavor = "current_thread")]
