@@ -1,4 +1,4 @@
-//! The HTTP load generator: HTTP/1.1 keep-alive connections (hyper) on one thread, the open
+//! The HTTP load generator: HTTP/1.1 keep-alive connections ([`crate::http1`]) on one thread, the open
 //! model (a timetable of intended send instants; latency counted from the intended instant, so a
 //! stalled target is not hidden by waiting connections) or the closed model (N users in a loop),
 //! and one HDR histogram per second handed to a sink as a [`SecondReport`].
@@ -8,15 +8,11 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
+use crate::http1::{Conn, Failure, Request};
 use crate::results::{encode, new_hist, record, Hist, SecondReport};
 use crate::schedule::{user_start, Schedule};
 use crate::target::HttpUrl;
@@ -169,110 +165,45 @@ impl Recorder {
     }
 }
 
-/// A parsed request template.
-struct Request {
-    addr: String,
-    method: http::Method,
-    uri: http::Uri,
-    headers: http::HeaderMap,
-    body: Bytes,
-    timeout: Duration,
+/// The plan's request, checked and encoded once.
+fn request(plan: &Plan) -> Result<Request, crate::LoadTestError> {
+    let bad = |m: String| crate::LoadTestError::Invalid(m);
+    let url = HttpUrl::parse(&plan.url).map_err(bad)?;
+    let authority = url.authority();
+    http::HeaderValue::from_str(&authority).map_err(|e| bad(e.to_string()))?;
+    for (k, v) in &plan.headers {
+        http::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|e| bad(format!("header {k:?}: {e}")))?;
+        http::HeaderValue::from_str(v).map_err(|e| bad(format!("header {k:?}: {e}")))?;
+    }
+    http::Method::from_bytes(plan.method.as_bytes())
+        .map_err(|e| bad(format!("method {:?}: {e}", plan.method)))?;
+    url.path
+        .parse::<http::uri::PathAndQuery>()
+        .map_err(|e| bad(format!("path {:?}: {e}", url.path)))?;
+    let addr = if url.host.contains(':') {
+        format!("[{}]:{}", url.host, url.port)
+    } else {
+        format!("{}:{}", url.host, url.port)
+    };
+    Ok(Request::new(
+        addr,
+        &plan.method,
+        &url.path,
+        &authority,
+        plan.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        plan.body.as_deref().unwrap_or_default().as_bytes(),
+        Duration::from_millis(plan.timeout_ms.max(1)),
+    ))
 }
 
-impl Request {
-    fn from_plan(plan: &Plan) -> Result<Self, crate::LoadTestError> {
-        let bad = |m: String| crate::LoadTestError::Invalid(m);
-        let url = HttpUrl::parse(&plan.url).map_err(bad)?;
-        let mut headers = http::HeaderMap::new();
-        headers.insert(
-            http::header::HOST,
-            http::HeaderValue::from_str(&url.authority()).map_err(|e| bad(e.to_string()))?,
-        );
-        for (k, v) in &plan.headers {
-            let name = http::HeaderName::from_bytes(k.as_bytes())
-                .map_err(|e| bad(format!("header {k:?}: {e}")))?;
-            let value =
-                http::HeaderValue::from_str(v).map_err(|e| bad(format!("header {k:?}: {e}")))?;
-            headers.insert(name, value);
-        }
-        Ok(Request {
-            addr: if url.host.contains(':') {
-                format!("[{}]:{}", url.host, url.port)
-            } else {
-                format!("{}:{}", url.host, url.port)
-            },
-            method: http::Method::from_bytes(plan.method.as_bytes())
-                .map_err(|e| bad(format!("method {:?}: {e}", plan.method)))?,
-            uri: url
-                .path
-                .parse()
-                .map_err(|e| bad(format!("path {:?}: {e}", url.path)))?,
-            headers,
-            body: Bytes::from(plan.body.clone().unwrap_or_default()),
-            timeout: Duration::from_millis(plan.timeout_ms.max(1)),
-        })
-    }
-
-    fn build(&self) -> http::Request<Full<Bytes>> {
-        let mut req = http::Request::new(Full::new(self.body.clone()));
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.uri.clone();
-        *req.headers_mut() = self.headers.clone();
-        req
-    }
-}
-
-/// One keep-alive connection, reopened after a failure.
-struct Conn {
-    sender: Option<http1::SendRequest<Full<Bytes>>>,
-}
-
-impl Conn {
-    async fn connect(req: &Request) -> Result<http1::SendRequest<Full<Bytes>>, usize> {
-        let stream = match tokio::time::timeout(req.timeout, TcpStream::connect(&req.addr)).await {
-            Ok(Ok(s)) => s,
-            // refused, unreachable, or no answer to the SYN within the timeout
-            Ok(Err(_)) | Err(_) => return Err(ERR_CONNECT),
-        };
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|_| ERR_CONNECT)?;
-        tokio::task::spawn_local(async move {
-            let _ = conn.await;
-        });
-        Ok(sender)
-    }
-
-    /// Sends one request; the status, or the kind of failure.
-    async fn send(&mut self, req: &Request) -> Outcome {
-        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
-            match Self::connect(req).await {
-                Ok(s) => self.sender = Some(s),
-                Err(kind) => return Outcome::Error(kind),
-            }
-        }
-        let Some(sender) = self.sender.as_mut() else {
-            return Outcome::Error(ERR_CONNECT);
-        };
-        let exchange = async {
-            sender.ready().await.map_err(|_| ERR_IO)?;
-            let resp = sender.send_request(req.build()).await.map_err(|_| ERR_IO)?;
-            let status = resp.status().as_u16();
-            resp.into_body().collect().await.map_err(|_| ERR_IO)?;
-            Ok::<u16, usize>(status)
-        };
-        match tokio::time::timeout(req.timeout, exchange).await {
-            Ok(Ok(status)) => Outcome::Status(status),
-            Ok(Err(kind)) => {
-                self.sender = None;
-                Outcome::Error(kind)
-            }
-            Err(_) => {
-                self.sender = None;
-                Outcome::Error(ERR_TIMEOUT)
-            }
-        }
+/// Sends one request on `conn`: the status, or the kind of failure.
+async fn send(conn: &mut Conn, req: &Request) -> Outcome {
+    match conn.send(req).await {
+        Ok(status) => Outcome::Status(status),
+        Err(Failure::Connect) => Outcome::Error(ERR_CONNECT),
+        Err(Failure::Timeout) => Outcome::Error(ERR_TIMEOUT),
+        Err(Failure::Io) => Outcome::Error(ERR_IO),
     }
 }
 
@@ -285,7 +216,7 @@ pub async fn run(
     sink: UnboundedSender<SecondReport>,
     keep_raw: bool,
 ) -> Result<Vec<u64>, crate::LoadTestError> {
-    let req = Rc::new(Request::from_plan(plan)?);
+    let req = Rc::new(request(plan)?);
     let rec = Rc::new(Recorder {
         start,
         bucket: RefCell::new(Bucket::new(0)),
@@ -319,7 +250,7 @@ pub async fn run(
                 let (req, rec, schedule, next) =
                     (req.clone(), rec.clone(), schedule.clone(), next.clone());
                 workers.push(tokio::task::spawn_local(async move {
-                    let mut conn = Conn { sender: None };
+                    let mut conn = Conn::new();
                     loop {
                         let i = next.get();
                         next.set(i + 1);
@@ -332,7 +263,7 @@ pub async fn run(
                             tokio::time::sleep_until(intended).await;
                         }
                         let lag = Instant::now().saturating_duration_since(intended);
-                        let outcome = conn.send(&req).await;
+                        let outcome = send(&mut conn, &req).await;
                         let done = Instant::now();
                         rec.record(done, done - intended, lag, outcome);
                     }
@@ -345,13 +276,13 @@ pub async fn run(
                 let begin = start + user_start(u, users, plan.ramp_up());
                 workers.push(tokio::task::spawn_local(async move {
                     tokio::time::sleep_until(begin).await;
-                    let mut conn = Conn { sender: None };
+                    let mut conn = Conn::new();
                     loop {
                         let sent = Instant::now();
                         if sent >= end {
                             break;
                         }
-                        let outcome = conn.send(&req).await;
+                        let outcome = send(&mut conn, &req).await;
                         let done = Instant::now();
                         rec.record(done, done - sent, Duration::ZERO, outcome);
                     }

@@ -4,7 +4,8 @@
 //!
 //! Code map: [`spec`] (the object, defaults, validation, the threshold grammar), [`target`]
 //! (what a target names), [`schedule`] (the open model's timetable), [`generator`] (the HTTP
-//! client that measures from the intended send instant and keeps a histogram per second),
+//! client that measures from the intended send instant and keeps a histogram per second, over
+//! [`http1`], its own HTTP/1.1 keep-alive client),
 //! [`results`] (the wire format and the exact merge of histograms), [`report`] (HTML, JSON,
 //! CSV and HDR log exports), [`worker`] (a generator pod's process, and local runs), [`runs`]
 //! and [`route`] (the server's record of runs and its results endpoint), [`crd`] and
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod generator;
+pub mod http1;
 pub mod report;
 pub mod resources;
 pub mod results;
