@@ -4,7 +4,8 @@
 # chromium (playwright-core, cached outside the checkout) the time from loading /console/ to
 # the Overview showing live node counts, median of several reloads, with N simulated nodes;
 # then the Pods page with P pods (bound round-robin to the simulated nodes, which mark them
-# Running): time until all rows are drawn, and until 100 deleted pods are gone from it.
+# Running): time until all rows are drawn, until 100 deleted pods are gone from it, and until
+# 100 pods whose phase changed show it.
 #
 #   MINI_BIN=target/release/mini scripts/bench_console.sh [--nodes N] [--samples N] [--pods P]
 set -euo pipefail

@@ -30,8 +30,10 @@ async function check(name, fn) {
 
 function assert(cond, message) { if (!cond) throw new Error(message); }
 
+// kubectl(args..., { input }) with an optional last argument giving stdin.
 function kubectl(...args) {
-  return execFileSync('kubectl', ['--request-timeout=20s', ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+  const opts = typeof args[args.length - 1] === 'object' ? args.pop() : {};
+  return execFileSync('kubectl', ['--request-timeout=20s', ...args], { encoding: 'utf8', input: opts.input, stdio: [opts.input ? 'pipe' : 'ignore', 'pipe', 'pipe'] }).trim();
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -147,10 +149,29 @@ async function main() {
     await shot(page, 'overview-usage');
   });
 
-  await check('drain_blocked_by_pdb_shows_the_pod', async () => {
+  // as `kubectl drain` without --force: a pod no controller manages is listed, and the drain
+  // is not offered until the person ticks that it may be deleted
+  await check('drain_lists_unmanaged_pod_and_needs_the_choice', async () => {
+    const image = kubectl('get', 'deployment', 'web', '-n', 'default', '-o', 'jsonpath={.spec.template.spec.containers[0].image}');
+    kubectl('create', '-f', '-', { input: JSON.stringify({
+      apiVersion: 'v1', kind: 'Pod', metadata: { name: 'lonely', namespace: 'default' },
+      spec: { nodeName: NODE, terminationGracePeriodSeconds: 1, containers: [{ name: 'c', image, command: ['sh', '-c', 'trap "exit 0" TERM; while true; do sleep 1; done'] }] },
+    }) });
     await page.click('nav.side a[data-path="nodes"]');
     await page.click(`${row} button.drain`);
-    await page.waitForSelector('dialog.ask #dialog-ok');
+    await page.waitForSelector('dialog.ask #drain-unmanaged li[data-pod="default/lonely"]');
+    const listed = await page.$$eval('#drain-unmanaged li', (l) => l.map((x) => x.dataset.pod));
+    assert(listed.length === 1, `unmanaged pods listed: ${listed}`);
+    assert(await page.isDisabled('#dialog-ok'), 'drain offered without the choice');
+    await shot(page, 'drain-unmanaged');
+    await page.click('#dialog-cancel');
+    assert(!unschedulable(), 'node cordoned by a drain that was not confirmed');
+  });
+
+  await check('drain_blocked_by_pdb_shows_the_pod', async () => {
+    await page.click(`${row} button.drain`);
+    await page.waitForSelector('dialog.ask #dialog-force');
+    await page.check('#dialog-force');
     await page.click('#dialog-ok');
     await page.waitForSelector(`${drainCard} li.blocked[data-pod^="default/web-"]`, LONG);
     const status = await page.textContent(`${drainCard} .drain-status`);
@@ -176,9 +197,14 @@ async function main() {
 
   await check('drain_completes_after_pdb_relaxed', async () => {
     await page.click(`${row} button.drain`);
+    await page.waitForSelector('dialog.ask #dialog-ok');
+    // the first drain evicted the unmanaged pod already, unless it is still terminating
+    if (await page.$('#dialog-force')) await page.check('#dialog-force');
     await page.click('#dialog-ok');
     await page.waitForSelector(`${drainCard} >> text=is drained`, LONG);
     assert(webPodsOnNode().length === 0, `web pods left: ${webPodsOnNode()}`);
+    const lonely = kubectl('get', 'pods', '-n', 'default', '--field-selector', 'metadata.name=lonely', '-o', 'name');
+    assert(lonely === '', `the unmanaged pod is still there: ${lonely}`);
     assert(unschedulable(), 'node is not cordoned after the drain');
     await shot(page, 'drain-done');
   });
