@@ -3,40 +3,10 @@
 // of the Deployment `web` under the PodDisruptionBudget `web`, minAvailable 2) and prints
 // `ok - name` / `not ok - name` lines. Fails on any browser console error, page error or CSP
 // violation. Screenshots go to SHOTS.
-import { execFileSync } from 'node:child_process';
-import { createRequire } from 'node:module';
-import path from 'node:path';
+import { check, assert, kubectl, sleep, watchProblems, newContext, shot, login, runSuite } from './console_lib.mjs';
 
-const require = createRequire(path.join(process.env.NODE_PATH, 'x.js'));
-const { chromium } = require('playwright-core');
-
-const URL = process.env.CONSOLE_URL;
-const SHOTS = process.env.SHOTS;
 const NODE = 'node-a';
-const results = { pass: 0, fail: 0 };
-const problems = [];
 const LONG = { timeout: 120000 };
-
-function ok(name) { results.pass++; console.log(`ok - ${name}`); }
-function notOk(name, detail) {
-  results.fail++;
-  console.log(`not ok - ${name}`);
-  if (detail) console.log(String(detail).split('\n').slice(0, 15).map((l) => `    ${l}`).join('\n'));
-}
-
-async function check(name, fn) {
-  try { await fn(); ok(name); } catch (e) { notOk(name, e && e.stack ? e.stack : e); }
-}
-
-function assert(cond, message) { if (!cond) throw new Error(message); }
-
-// kubectl(args..., { input }) with an optional last argument giving stdin.
-function kubectl(...args) {
-  const opts = typeof args[args.length - 1] === 'object' ? args.pop() : {};
-  return execFileSync('kubectl', ['--request-timeout=20s', ...args], { encoding: 'utf8', input: opts.input, stdio: [opts.input ? 'pipe' : 'ignore', 'pipe', 'pipe'] }).trim();
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // Polls `fn` until it returns a truthy value (or throws after `seconds`).
 async function until(what, seconds, fn) {
@@ -63,30 +33,6 @@ const unschedulable = () => kubectl('get', 'node', NODE, '-o', 'jsonpath={.spec.
 const EXPECTED = /^Failed to load resource: the server responded with a status of (401|429)/;
 const EXPECTED_VIEWER = /^Failed to load resource: the server responded with a status of (401|403)/;
 
-function watchProblems(page, label, expected = EXPECTED) {
-  page.on('console', (msg) => {
-    if (msg.type() !== 'error' || expected.test(msg.text())) return;
-    problems.push(`${label} console: ${msg.text()} ${msg.location().url || ''}`);
-  });
-  page.on('pageerror', (err) => problems.push(`${label} page error: ${err.message}`));
-  page.on('response', (res) => {
-    if (res.status() >= 500) problems.push(`${label} HTTP ${res.status()} ${res.url()}`);
-  });
-}
-
-async function shot(page, name) {
-  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
-}
-
-async function login(page, name, password) {
-  await page.goto(`${URL}/console/`);
-  await page.waitForSelector('#login-name');
-  await page.fill('#login-name', name);
-  await page.fill('#login-password', password);
-  await page.click('#login-submit');
-  await page.waitForSelector('#logout');
-}
-
 // The number of points a chart (figure.chart) holds, and its current figures' text.
 async function points(page, id) {
   return Number(await page.getAttribute(`#${id}`, 'data-points').catch(() => '0')) || 0;
@@ -95,19 +41,10 @@ async function points(page, id) {
 const row = `tr[data-node="${NODE}"]`;
 const drainCard = `section.drain[data-drain="${NODE}"]`;
 
-async function main() {
-  const browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-  });
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, locale: 'en-US', viewport: { width: 1360, height: 900 } });
-  await context.addInitScript(() => {
-    document.addEventListener('securitypolicyviolation', (e) => {
-      console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`);
-    });
-  });
+async function main(browser) {
+  const context = await newContext(browser, { viewport: { width: 1360, height: 900 } });
   const page = await context.newPage();
-  watchProblems(page, 'admin');
+  watchProblems(page, 'admin', EXPECTED);
 
   await check('admin_logs_in_and_sees_nodes', async () => {
     await login(page, 'boss', 'boss-password');
@@ -211,7 +148,7 @@ async function main() {
 
   // a read-only account (may list nodes) is offered no cordon, drain or remove
   await check('viewer_sees_usage_but_no_node_actions', async () => {
-    const vctx = await browser.newContext({ ignoreHTTPSErrors: true, locale: 'en-US' });
+    const vctx = await newContext(browser);
     const vpage = await vctx.newPage();
     watchProblems(vpage, 'viewer', EXPECTED_VIEWER);
     await login(vpage, 'viewer', 'viewer-password');
@@ -237,14 +174,6 @@ async function main() {
       try { return kubectl('get', 'node', NODE, '-o', 'jsonpath={.metadata.uid}') !== uid; } catch (_) { return true; }
     });
   });
-
-  await check('no_console_errors_or_csp_violations', async () => {
-    assert(problems.length === 0, problems.join('\n'));
-  });
-
-  await browser.close();
-  console.log(`${results.pass} passed, ${results.fail} failed`);
-  process.exit(results.fail ? 1 : 0);
 }
 
-main().catch((e) => { console.log(`not ok - browser_suite\n    ${e.stack || e}`); process.exit(1); });
+await runSuite(main);
