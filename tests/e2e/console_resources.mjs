@@ -199,8 +199,14 @@ async function main(browser) {
       if (offered) break;
       const shown = await page.$$eval('#search-results .line', (l) => l.length);
       const status = await page.textContent('#search-status');
-      assert(attempt < 3, `no "More" after ${attempt} searches: ${shown} lines shown, status: ${status}`);
-      console.log(`# search ${attempt} offered no "More": ${shown} lines shown, status: ${status}`);
+      // what the API answers the same query now (records, cursor, budget), for the next look
+      const api = await page.evaluate(async () => {
+        const r = await fetch(`/v1-mini/logs/search?query=${encodeURIComponent('{app="logger"} |= "console-res-marker"')}&since=1h&limit=10`);
+        const b = await r.json();
+        return `HTTP ${r.status}, ${(b.records || []).length} records, nextCursor ${b.nextCursor}, truncatedByTimeBudget ${b.truncatedByTimeBudget}`;
+      });
+      assert(attempt < 3, `no "More" after ${attempt} searches: ${shown} lines shown, status: ${status}; API now: ${api}`);
+      console.log(`# search ${attempt} offered no "More": ${shown} lines shown, status: ${status}; API now: ${api}`);
     }
     assert((await page.$$('#search-results .line')).length === 10, 'first page of 10');
     await page.click('#search-more');
