@@ -421,10 +421,10 @@ const en = {
   'action.drain': 'drain node {name}',
   'action.removeNode': 'remove node {name}',
   // drain as kubectl: pods no controller manages only when ticked (nodes.js)
-  'nodes.drainUnmanaged': '{n} pods are not managed by a controller: nothing recreates them elsewhere once deleted.',
+  'nodes.drainUnmanaged': 'Pods no controller manages ({n}): nothing recreates them elsewhere once deleted.',
   'nodes.drainForce': 'Also delete the pods no controller manages',
-  'nodes.drainSkipped': '{n} DaemonSet and static pods stay on the node.',
-  'nodes.drainNeedsForce': 'drain refused: {n} pods are not managed by a controller ({pods}); drain again and tick that they may be deleted',
+  'nodes.drainSkipped': 'DaemonSet and static pods stay on the node ({n}).',
+  'nodes.drainNeedsForce': 'drain refused: pods no controller manages appeared ({pods}); drain again and tick that they may be deleted',
 };
 
 const zh = {
@@ -848,10 +848,10 @@ const zh = {
   'action.drain': '排空节点 {name}',
   'action.removeNode': '移除节点 {name}',
   // drain as kubectl: pods no controller manages only when ticked (nodes.js)
-  'nodes.drainUnmanaged': '{n} 个 Pod 不受任何控制器管理：删除后不会在别处重建。',
+  'nodes.drainUnmanaged': '不受任何控制器管理的 Pod（{n} 个）：删除后不会在别处重建。',
   'nodes.drainForce': '同时删除不受控制器管理的 Pod',
   'nodes.drainSkipped': '{n} 个 DaemonSet 和静态 Pod 保留在节点上。',
-  'nodes.drainNeedsForce': '排空被拒绝：{n} 个 Pod 不受控制器管理（{pods}）；请重新排空并勾选允许删除它们',
+  'nodes.drainNeedsForce': '排空被拒绝：出现了不受控制器管理的 Pod（{pods}）；请重新排空并勾选允许删除它们',
 };
 
 export const DICTIONARIES = { en, zh };
