@@ -18,7 +18,16 @@ const browser = await chromium.launch({
   executablePath: '/usr/bin/chromium',
   args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking'],
 });
-const page = await (await browser.newContext({ ignoreHTTPSErrors: true })).newPage();
+const context = await browser.newContext({ ignoreHTTPSErrors: true });
+// CONSOLE_ASSETS=DIR: the console's scripts and styles come from DIR (a checkout's
+// pkg/console/assets) instead of the binary, to time a change of the page against the same server
+if (process.env.CONSOLE_ASSETS) {
+  await context.route(/\/console\/v\/[^/]+\/[^/]+\.(js|css)$/, (route) => {
+    const file = path.join(process.env.CONSOLE_ASSETS, path.basename(new globalThis.URL(route.request().url()).pathname));
+    route.fulfill({ path: file, contentType: file.endsWith('.css') ? 'text/css' : 'text/javascript' });
+  });
+}
+const page = await context.newPage();
 let started = Date.now();
 await page.goto(`${URL}/console/`);
 await page.waitForSelector('#login-name');

@@ -8,6 +8,9 @@
 # 100 pods whose phase changed show it.
 #
 #   MINI_BIN=target/release/mini scripts/bench_console.sh [--nodes N] [--samples N] [--pods P]
+#
+# CONSOLE_ASSETS=pkg/console/assets serves the page's scripts and styles from that directory
+# instead of the binary: a change of the page timed against the same server, without a rebuild.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=tests/e2e/lib.sh
@@ -96,6 +99,7 @@ for _ in $(seq 1 300); do
   sleep 1
 done
 browser=$(NODE_PATH="$NODE_CACHE/node_modules" CONSOLE_URL="$URL" NODES="$NODES" SAMPLES="$SAMPLES" PODS="$PODS" \
+  CONSOLE_ASSETS="${CONSOLE_ASSETS:+$(readlink -f "$CONSOLE_ASSETS")}" \
   node "$ROOT/scripts/bench_console.mjs")
 mkdir -p "$RESULTS_DIR"
 out="$RESULTS_DIR/console-$(date -u +%Y%m%dT%H%M%SZ).json"
