@@ -4,9 +4,13 @@
 # chromium (playwright-core, cached outside the checkout) the time from loading /console/ to
 # the Overview showing live node counts, median of several reloads, with N simulated nodes;
 # then the Pods page with P pods (bound round-robin to the simulated nodes, which mark them
-# Running): time until all rows are drawn, and until 100 deleted pods are gone from it.
+# Running): time until all rows are drawn, until 100 deleted pods are gone from it, and until
+# 100 pods whose phase changed show it.
 #
 #   MINI_BIN=target/release/mini scripts/bench_console.sh [--nodes N] [--samples N] [--pods P]
+#
+# CONSOLE_ASSETS=pkg/console/assets serves the page's scripts and styles from that directory
+# instead of the binary: a change of the page timed against the same server, without a rebuild.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=tests/e2e/lib.sh
@@ -95,6 +99,7 @@ for _ in $(seq 1 300); do
   sleep 1
 done
 browser=$(NODE_PATH="$NODE_CACHE/node_modules" CONSOLE_URL="$URL" NODES="$NODES" SAMPLES="$SAMPLES" PODS="$PODS" \
+  CONSOLE_ASSETS="${CONSOLE_ASSETS:+$(readlink -f "$CONSOLE_ASSETS")}" \
   node "$ROOT/scripts/bench_console.mjs")
 mkdir -p "$RESULTS_DIR"
 out="$RESULTS_DIR/console-$(date -u +%Y%m%dT%H%M%SZ).json"

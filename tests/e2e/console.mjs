@@ -3,64 +3,25 @@
 // console error, page error or CSP violation. Screenshots go to SHOTS.
 import { spawn, execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import path from 'node:path';
+import { URL, check, assert, watchProblems, newContext, shot, runSuite } from './console_lib.mjs';
 
-const require = createRequire(path.join(process.env.NODE_PATH, 'x.js'));
-const { chromium } = require('playwright-core');
-
-const URL = process.env.CONSOLE_URL;
-const SHOTS = process.env.SHOTS;
-const results = { pass: 0, fail: 0 };
-const problems = [];
 let sim = null;
-
-function ok(name) { results.pass++; console.log(`ok - ${name}`); }
-function notOk(name, detail) {
-  results.fail++;
-  console.log(`not ok - ${name}`);
-  if (detail) console.log(String(detail).split('\n').slice(0, 15).map((l) => `    ${l}`).join('\n'));
-}
-
-async function check(name, fn) {
-  try { await fn(); ok(name); } catch (e) { notOk(name, e && e.stack ? e.stack : e); }
-}
-
-function assert(cond, message) { if (!cond) throw new Error(message); }
 
 // Console errors the app causes on purpose: the 401 of "who am I" before login and of wrong
 // passwords, the 403 of a forced request and the 429 of too many logins are logged by chromium
 // as failed loads; everything else counts.
 const EXPECTED = /^Failed to load resource: the server responded with a status of (401|403|429)/;
 
-function watchProblems(page, label) {
-  page.on('console', (msg) => {
-    if (msg.type() === 'error' && !EXPECTED.test(msg.text())) problems.push(`${label} console: ${msg.text()}`);
-  });
-  page.on('pageerror', (err) => problems.push(`${label} page error: ${err.message}`));
-  page.on('response', (res) => {
-    if (res.status() >= 500) problems.push(`${label} HTTP ${res.status()} ${res.url()}`);
-  });
-}
-
-async function shot(page, name) {
-  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
-}
-
-async function login(page, name, password) {
+async function submitLogin(page, name, password) {
   await page.fill('#login-name', name);
   await page.fill('#login-password', password);
   await page.click('#login-submit');
 }
 
-async function main() {
-  const browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-  });
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, locale: 'en-US', viewport: { width: 1280, height: 800 } });
+async function main(browser) {
+  const context = await newContext(browser, { viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
-  watchProblems(page, 'admin');
+  watchProblems(page, 'admin', EXPECTED);
   let navigations = 0;
   page.on('framenavigated', (f) => { if (f === page.mainFrame()) navigations++; });
 
@@ -73,13 +34,13 @@ async function main() {
   });
 
   await check('login_wrong_password_shows_error', async () => {
-    await login(page, 'boss', 'not-the-password');
+    await submitLogin(page, 'boss', 'not-the-password');
     await page.waitForFunction(() => document.querySelector('#login-error').textContent.includes('Invalid name or password'));
   });
 
   await check('login_admin_shows_overview_with_nodes', async () => {
     const started = Date.now();
-    await login(page, 'boss', 'boss-password');
+    await submitLogin(page, 'boss', 'boss-password');
     await page.waitForFunction(() => document.querySelector('#nodes-ready')?.textContent === '2');
     console.log(`# overview with live data ${Date.now() - started} ms after submitting the login`);
     assert((await page.textContent('#user')) === 'boss', 'top bar names the user');
@@ -168,7 +129,7 @@ async function main() {
   });
 
   await check('viewer_sees_nodes_without_cordon_or_join', async () => {
-    await login(page, 'viewer', 'viewer-password');
+    await submitLogin(page, 'viewer', 'viewer-password');
     await page.waitForSelector('nav.side a[data-path="nodes"]');
     await page.click('nav.side a[data-path="nodes"]');
     await page.waitForSelector('tr[data-node="sim-a-0"]');
@@ -197,7 +158,7 @@ async function main() {
     await page.click('#logout');
     await page.waitForSelector('#login-name');
     await page.evaluate(() => localStorage.removeItem('mini.namespace'));
-    await login(page, 'clerk', 'clerk-password');
+    await submitLogin(page, 'clerk', 'clerk-password');
     await page.waitForFunction(() => document.querySelector('#namespace')?.value === 'shop');
     const options = await page.$$eval('#namespace option', (os) => os.map((o) => o.value));
     assert(options.join(',') === 'shop', `namespace choices: ${options}`);
@@ -218,7 +179,7 @@ async function main() {
     // five failures a minute per name or address: the next attempt answers 429
     let text = '';
     for (let i = 0; i < 8 && !/Too many attempts, retry in \d+ s/.test(text); i++) {
-      await login(page, 'nobody', 'wrong-password');
+      await submitLogin(page, 'nobody', 'wrong-password');
       await page.waitForFunction(() => document.querySelector('#login-error').textContent !== ''
         && !document.querySelector('#login-submit').disabled);
       text = await page.textContent('#login-error');
@@ -226,19 +187,6 @@ async function main() {
     assert(/Too many attempts, retry in \d+ s/.test(text), `last message: ${text}`);
     await shot(page, 'login-rate-limited');
   });
-
-  await check('no_console_errors_or_csp_violations', async () => {
-    assert(problems.length === 0, problems.join('\n'));
-  });
-
-  await browser.close();
 }
 
-try {
-  await main();
-} catch (e) {
-  notOk('browser_suite', e && e.stack ? e.stack : e);
-} finally {
-  if (sim) sim.kill();
-}
-process.exit(results.fail ? 1 : 0);
+await runSuite(main, () => { if (sim) sim.kill(); });

@@ -3,37 +3,12 @@
 // Service `web` in `default`) and prints `ok - name` / `not ok - name` lines. Fails on any
 // browser console error, page error or CSP violation. Screenshots go to SHOTS, downloads to
 // DOWNLOADS.
-import { execFileSync } from 'node:child_process';
-import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import path from 'node:path';
+import { URL, check, assert, kubectl, watchProblems, newContext as consoleContext, shot, login, runSuite } from './console_lib.mjs';
 
-const require = createRequire(path.join(process.env.NODE_PATH, 'x.js'));
-const { chromium } = require('playwright-core');
-
-const URL = process.env.CONSOLE_URL;
-const SHOTS = process.env.SHOTS;
 const DOWNLOADS = process.env.DOWNLOADS;
-const results = { pass: 0, fail: 0 };
-const problems = [];
 const LONG = { timeout: 120000 };
-
-function ok(name) { results.pass++; console.log(`ok - ${name}`); }
-function notOk(name, detail) {
-  results.fail++;
-  console.log(`not ok - ${name}`);
-  if (detail) console.log(String(detail).split('\n').slice(0, 15).map((l) => `    ${l}`).join('\n'));
-}
-
-async function check(name, fn) {
-  try { await fn(); ok(name); } catch (e) { notOk(name, e && e.stack ? e.stack : e); }
-}
-
-function assert(cond, message) { if (!cond) throw new Error(message); }
-
-function kubectl(...args) {
-  return execFileSync('kubectl', ['--request-timeout=20s', ...args], { encoding: 'utf8' }).trim();
-}
 
 const status = (name) => JSON.parse(kubectl('get', 'loadtest', name, '-o', 'json')).status || {};
 
@@ -41,37 +16,10 @@ const status = (name) => JSON.parse(kubectl('get', 'loadtest', name, '-o', 'json
 // of the forced request and the 409 of the duplicate name are expected; everything else counts.
 const EXPECTED = /^Failed to load resource: the server responded with a status of (401|403|409)/;
 
-function watchProblems(page, label) {
-  page.on('console', (msg) => {
-    if (msg.type() !== 'error' || EXPECTED.test(msg.text())) return;
-    problems.push(`${label} console: ${msg.text()} ${msg.location().url || ''}`);
-  });
-  page.on('pageerror', (err) => problems.push(`${label} page error: ${err.message}`));
-  page.on('response', (res) => {
-    if (res.status() >= 500) problems.push(`${label} HTTP ${res.status()} ${res.url()}`);
-  });
-}
-
-async function shot(page, name) {
-  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
-}
-
-async function login(page, name, password) {
-  await page.goto(`${URL}/console/`);
-  await page.waitForSelector('#login-name');
-  await page.fill('#login-name', name);
-  await page.fill('#login-password', password);
-  await page.click('#login-submit');
-  await page.waitForSelector('#logout');
-}
-
+// The library's context with downloads, in namespace `default`.
 async function newContext(browser) {
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, locale: 'en-US', viewport: { width: 1360, height: 900 }, acceptDownloads: true });
-  // CSP violations are console errors in chromium too; this catches them by event as well
+  const context = await consoleContext(browser, { viewport: { width: 1360, height: 900 }, acceptDownloads: true });
   await context.addInitScript(() => {
-    document.addEventListener('securitypolicyviolation', (e) => {
-      console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`);
-    });
     try { localStorage.setItem('mini.namespace', 'default'); } catch (_) { /* about:blank */ }
   });
   return context;
@@ -99,14 +47,10 @@ async function waitPhase(page, phase) {
     .catch(async () => { throw new Error(`phase ${await phaseOf(page)}, not ${phase}: ${await page.textContent('#lt-problem').catch(() => '')}`); });
 }
 
-async function main() {
-  const browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-  });
+async function main(browser) {
   const context = await newContext(browser);
   const page = await context.newPage();
-  watchProblems(page, 'admin');
+  watchProblems(page, 'admin', EXPECTED);
 
   await check('admin_sees_load_tests_page', async () => {
     await login(page, 'boss', 'boss-password');
@@ -294,7 +238,7 @@ async function main() {
   // a read-only account: sees the runs and their results, is offered no form, cancel or delete
   const viewerContext = await newContext(browser);
   const viewer = await viewerContext.newPage();
-  watchProblems(viewer, 'viewer');
+  watchProblems(viewer, 'viewer', EXPECTED);
 
   await check('viewer_sees_runs_but_no_form', async () => {
     await login(viewer, 'viewer', 'viewer-password');
@@ -327,17 +271,6 @@ async function main() {
     const left = kubectl('get', 'loadtests', '-o', 'name');
     assert(!left.includes('sneaky'), `no run made: ${left}`);
   });
-
-  await check('no_console_errors_or_csp_violations', async () => {
-    assert(problems.length === 0, problems.join('\n'));
-  });
-
-  await browser.close();
 }
 
-try {
-  await main();
-} catch (e) {
-  notOk('browser_suite', e && e.stack ? e.stack : e);
-}
-process.exit(results.fail ? 1 : 0);
+await runSuite(main);

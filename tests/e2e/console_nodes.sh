@@ -3,8 +3,9 @@
 # playwright-core from npm) against a real `mini server` and a real `mini agent` with its own
 # containerd, each in a network namespace. In the browser an admin sees the agent node's CPU and
 # memory charts fill with samples (per node and cluster totals on the Overview) and switches the
-# range; drains the agent node while a PodDisruptionBudget (minAvailable = replicas) blocks its
-# pods, sees the blocked pod in the progress, cancels (the node stays cordoned); after the budget
+# range; offers no drain of the agent node until told it may delete a pod no controller manages
+# (listed in the confirmation, as kubectl drain without --force); drains the node while a
+# PodDisruptionBudget (minAvailable = replicas) blocks its pods, sees the blocked pod in the progress, cancels (the node stays cordoned); after the budget
 # is relaxed a second drain evicts the pods; then removes the cordoned node after confirming. A
 # read-only account is offered no drain or remove. Any browser console error or CSP violation
 # fails. Screenshots land in $CARGO_TARGET_DIR/test-logs/console-nodes/. Needs root.

@@ -1466,32 +1466,45 @@ async fn delete(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
     Ok(respond_object(ctx, code, &obj))
 }
 
+/// Objects a DeleteCollection deletes at the same time. One after another, every delete waited
+/// for its own flush of the store (100 pods took about 2 s on a busy machine, and watchers saw
+/// them go one by one); concurrent deletes share the store's group commits.
+const DELETE_COLLECTION_WORKERS: usize = 16;
+
 async fn delete_collection(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
+    use futures::stream::{self, StreamExt, TryStreamExt};
+
     let opts = delete_options(ctx)?;
     let (labels, fields) = selectors(ctx)?;
     let listed = list_matching(ctx, &labels, &fields).await?;
-    let mut deleted = Vec::new();
-    for (kv, obj) in listed.items {
-        let obj = match obj {
-            Some(o) => o,
-            None => meta::from_storage(&kv.value, kv.mod_revision)
-                .map_err(|e| ApiError::internal(e.to_string()))?,
-        };
-        let info = RequestInfo {
-            name: Some(meta::name(&obj).to_string()),
-            namespace: Some(meta::namespace(&obj).to_string()).filter(|n| !n.is_empty()),
-            ..ctx.info.clone()
-        };
-        let one = Ctx {
-            info: &info,
-            ..*ctx
-        };
-        match delete_object(&one, &opts).await {
-            Ok((_, o)) => deleted.push(if o["kind"] == "Status" { obj } else { o }),
-            Err(e) if e.code == 404 => {}
-            Err(e) => return Err(e),
-        }
-    }
+    let opts = &opts;
+    // In list order; the first failure (other than an object already gone) ends the request.
+    let deleted: Vec<Option<Value>> = stream::iter(listed.items)
+        .map(|(kv, obj)| async move {
+            let obj = match obj {
+                Some(o) => o,
+                None => meta::from_storage(&kv.value, kv.mod_revision)
+                    .map_err(|e| ApiError::internal(e.to_string()))?,
+            };
+            let info = RequestInfo {
+                name: Some(meta::name(&obj).to_string()),
+                namespace: Some(meta::namespace(&obj).to_string()).filter(|n| !n.is_empty()),
+                ..ctx.info.clone()
+            };
+            let one = Ctx {
+                info: &info,
+                ..*ctx
+            };
+            match delete_object(&one, opts).await {
+                Ok((_, o)) => Ok(Some(if o["kind"] == "Status" { obj } else { o })),
+                Err(e) if e.code == 404 => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .buffered(DELETE_COLLECTION_WORKERS)
+        .try_collect()
+        .await?;
+    let deleted: Vec<Value> = deleted.into_iter().flatten().collect();
     let list = json!({
         "kind": ctx.res.list_kind(),
         "apiVersion": ctx.res.api_version(),

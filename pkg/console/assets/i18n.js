@@ -407,7 +407,7 @@ const en = {
   'nodes.hideUsage': 'Hide usage',
   'nodes.drain': 'Drain',
   'nodes.drainTitle': 'Drain node {name}?',
-  'nodes.drainText': 'The node is cordoned and its pods are evicted (DaemonSet and static pods stay). PodDisruptionBudgets are respected: a pod they protect waits until it may go. Pods that no controller manages are evicted too and are not recreated elsewhere.',
+  'nodes.drainText': 'The node is cordoned and its pods are evicted (DaemonSet and static pods stay). PodDisruptionBudgets are respected: a pod they protect waits until it may go.',
   'nodes.drainStarting': 'Draining {name}…',
   'nodes.drainLeft': 'Draining {name}: {n} pods left.',
   'nodes.drainBlocked': 'waits for its PodDisruptionBudget',
@@ -420,6 +420,11 @@ const en = {
   'nodes.removed': 'Node {name} is removed.',
   'action.drain': 'drain node {name}',
   'action.removeNode': 'remove node {name}',
+  // drain as kubectl: pods no controller manages only when ticked (nodes.js)
+  'nodes.drainUnmanaged': 'Pods no controller manages ({n}): nothing recreates them elsewhere once deleted.',
+  'nodes.drainForce': 'Also delete the pods no controller manages',
+  'nodes.drainSkipped': 'DaemonSet and static pods stay on the node ({n}).',
+  'nodes.drainNeedsForce': 'drain refused: pods no controller manages appeared ({pods}); drain again and tick that they may be deleted',
 };
 
 const zh = {
@@ -829,7 +834,7 @@ const zh = {
   'nodes.hideUsage': '隐藏用量',
   'nodes.drain': '排空',
   'nodes.drainTitle': '排空节点 {name}？',
-  'nodes.drainText': '节点将被封锁，其上的 Pod 将被驱逐（DaemonSet 和静态 Pod 保留）。遵守 PodDisruptionBudget：受其保护的 Pod 会等到允许时再驱逐。不受任何控制器管理的 Pod 也会被驱逐，且不会在别处重建。',
+  'nodes.drainText': '节点将被封锁，其上的 Pod 将被驱逐（DaemonSet 和静态 Pod 保留）。遵守 PodDisruptionBudget：受其保护的 Pod 会等到允许时再驱逐。',
   'nodes.drainStarting': '正在排空 {name}…',
   'nodes.drainLeft': '正在排空 {name}：还剩 {n} 个 Pod。',
   'nodes.drainBlocked': '正在等待其 PodDisruptionBudget',
@@ -842,6 +847,11 @@ const zh = {
   'nodes.removed': '节点 {name} 已移除。',
   'action.drain': '排空节点 {name}',
   'action.removeNode': '移除节点 {name}',
+  // drain as kubectl: pods no controller manages only when ticked (nodes.js)
+  'nodes.drainUnmanaged': '不受任何控制器管理的 Pod（{n} 个）：删除后不会在别处重建。',
+  'nodes.drainForce': '同时删除不受控制器管理的 Pod',
+  'nodes.drainSkipped': '{n} 个 DaemonSet 和静态 Pod 保留在节点上。',
+  'nodes.drainNeedsForce': '排空被拒绝：出现了不受控制器管理的 Pod（{pods}）；请重新排空并勾选允许删除它们',
 };
 
 export const DICTIONARIES = { en, zh };

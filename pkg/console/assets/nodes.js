@@ -1,6 +1,8 @@
 // Nodes: status, roles, kubelet version, allocatable CPU and memory, pods per node, live;
 // per node CPU and memory used against allocatable over time (row details); cordon, uncordon,
-// drain (evictions that respect PodDisruptionBudgets, cancellable) and remove for those allowed;
+// drain (evictions that respect PodDisruptionBudgets, cancellable; as kubectl, DaemonSet pods stay
+// and pods no controller manages go only when the person ticks that they may) and remove for
+// those allowed;
 // the join command with a fresh bootstrap token for those allowed to create Secrets in kube-system.
 import { watchList, patch, post, get, request, can, ApiError } from './api.js';
 import { t } from './i18n.js';
@@ -105,23 +107,48 @@ export function drainSkips(pod) {
   return (pod.metadata.ownerReferences || []).some((o) => o.controller && o.kind === 'DaemonSet');
 }
 
+// Pods `kubectl drain` refuses to evict without --force: running ones that no controller
+// manages (nothing recreates them elsewhere), DaemonSet and static pods aside.
+export function drainUnmanaged(pod) {
+  if (drainSkips(pod)) return false;
+  const phase = pod.status && pod.status.phase;
+  if (phase === 'Succeeded' || phase === 'Failed') return false;
+  return !(pod.metadata.ownerReferences || []).some((o) => o.controller);
+}
+
+const podName = (p) => `${p.metadata.namespace}/${p.metadata.name}`;
+
+export function podsOnNode(name) {
+  return get(`/api/v1/pods?fieldSelector=${encodeURIComponent(`spec.nodeName=${name}`)}`).then((l) => l.items || []);
+}
+
 const DRAIN_POLL_MS = 2000;
 
 // Drains `name`: cordons it, then evicts its pods through the Eviction API until none is left.
 // A 429 (a PodDisruptionBudget allows no disruption now) marks the pod blocked and is retried.
+// Without `force` a pod no controller manages stops the drain before anything is evicted (before
+// the cordon if it is there from the start), as `kubectl drain` without --force does.
 // `onProgress({ left, blocked: Map(pod → message), done, error })`; returns { cancel() }:
 // cancelling stops evicting (the node stays cordoned).
-export function drainNode(name, onProgress) {
+export function drainNode(name, onProgress, { force = false } = {}) {
   let cancelled = false;
   let wake = null;
   const sleep = (ms) => new Promise((r) => { const id = setTimeout(r, ms); wake = () => { clearTimeout(id); r(); }; });
   (async () => {
     try {
-      await patch(`/api/v1/nodes/${encodeURIComponent(name)}`, { spec: { unschedulable: true } });
+      let cordoned = false;
       for (;;) {
         if (cancelled) return;
-        const list = await get(`/api/v1/pods?fieldSelector=${encodeURIComponent(`spec.nodeName=${name}`)}`);
-        const pods = (list.items || []).filter((p) => !drainSkips(p)
+        const all = await podsOnNode(name);
+        const unmanaged = force ? [] : all.filter(drainUnmanaged);
+        if (unmanaged.length) {
+          throw new Error(t('nodes.drainNeedsForce', { n: unmanaged.length, pods: unmanaged.map(podName).join(', ') }));
+        }
+        if (!cordoned) {
+          await patch(`/api/v1/nodes/${encodeURIComponent(name)}`, { spec: { unschedulable: true } });
+          cordoned = true;
+        }
+        const pods = all.filter((p) => !drainSkips(p)
           && !(p.status && (p.status.phase === 'Succeeded' || p.status.phase === 'Failed') && p.metadata.deletionTimestamp));
         const blocked = new Map();
         for (const p of pods) {
@@ -221,7 +248,29 @@ export function nodesPage(ctx) {
 
   async function drain(node) {
     const name = node.metadata.name;
-    const answer = await ask({ title: t('nodes.drainTitle', { name }), text: t('nodes.drainText'), ok: t('nodes.drain'), danger: true });
+    // as kubectl: DaemonSet and static pods stay; pods no controller manages go only when
+    // the person ticks that they may (listed here, since nothing brings them back)
+    let pods;
+    try {
+      pods = await podsOnNode(name);
+    } catch (e) {
+      ctx.notify(forbiddenOr(e, t('action.drain', { name })));
+      return;
+    }
+    const unmanaged = pods.filter(drainUnmanaged);
+    const skipped = pods.filter(drainSkips);
+    const answer = await ask({
+      title: t('nodes.drainTitle', { name }),
+      text: t('nodes.drainText'),
+      extra: [
+        skipped.length ? h('p#drain-skipped.muted', t('nodes.drainSkipped', { n: skipped.length })) : null,
+        unmanaged.length ? h('p', t('nodes.drainUnmanaged', { n: unmanaged.length })) : null,
+        unmanaged.length ? h('ul#drain-unmanaged.drain-unmanaged', unmanaged.map((p) => h('li', { 'data-pod': podName(p) }, podName(p)))) : null,
+      ],
+      fields: unmanaged.length ? [{ name: 'force', label: t('nodes.drainForce'), type: 'checkbox', required: true }] : [],
+      ok: t('nodes.drain'),
+      danger: true,
+    });
     if (!answer || stopped) return;
     const old = drains.get(name);
     if (old) { old.handle.cancel(); old.el.remove(); }
@@ -233,7 +282,7 @@ export function nodesPage(ctx) {
       d.progress = progress;
       if (progress.error) ctx.notify(forbiddenOr(progress.error, t('action.drain', { name })));
       drawDrain(name);
-    });
+    }, { force: Boolean(answer.force) });
     drawDrain(name);
   }
 
