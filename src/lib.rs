@@ -424,6 +424,8 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     if let Some(agent) = config.agent.as_mut() {
         agent.progress = Some(status_hook(notifier.clone(), false));
     }
+    // before the runtime's threads exist: large buffers back to the kernel when freed, two arenas
+    mini_sys::alloc::tune_allocator();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let shutdown = tokio_util::sync::CancellationToken::new();

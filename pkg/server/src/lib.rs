@@ -13,6 +13,9 @@ use mini_certs::SubjectAltNames;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// How long after the start the server pages out the code only startup ran and trims the heap.
+const STARTUP_SETTLED: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Everything `mini server` is told by its flags.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -542,6 +545,8 @@ pub async fn start(
         ),
         None => None,
     };
+    // loading the metrics history (blocks, head state, log replay) freed far more than it keeps
+    mini_sys::alloc::release_free_memory();
 
     // 5d. people's accounts: login sessions, account tokens, the audit log
     let mut accounts = mini_accounts::AccountsConfig::new(&server_dir, ca_bundle.clone());
@@ -680,6 +685,30 @@ pub async fn start(
     // the server's own node gets its control-plane label from the server, as k3s does
     // (NodeRestriction forbids a node to set node-role labels on itself)
     let admin_client = kube::Client::new(api.local_service(ApiServer::admin_user()), "default");
+
+    // 7c. once startup is over: the code only startup ran leaves the resident set, freed heap
+    // pages go back to the kernel
+    {
+        let stop = shutdown.clone();
+        background.spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(STARTUP_SETTLED) => {}
+            }
+            let released = tokio::task::spawn_blocking(|| {
+                mini_sys::alloc::release_free_memory();
+                mini_sys::alloc::release_startup_code()
+            })
+            .await;
+            match released {
+                Ok(Ok(bytes)) => tracing::debug!(bytes, "startup code paged out"),
+                Ok(Err(e)) => {
+                    tracing::info!(error = %e, "could not page out startup code; it stays resident")
+                }
+                Err(e) => tracing::warn!(error = %e, "paging out startup code panicked"),
+            }
+        });
+    }
 
     // 8. serve
     let tls = certs.server_tls()?;

@@ -2,6 +2,7 @@
 //! Everything sits behind the `Host` trait, with `LinuxHost` (real) and `FakeHost` (records calls,
 //! for unit tests that run without root).
 
+pub mod alloc;
 pub mod netlink;
 pub mod nft;
 pub mod nft_netlink;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Seek, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -335,26 +335,61 @@ pub(crate) struct LoadedSeries {
     pub(crate) max_t: i64,
 }
 
-/// Reads and verifies a whole block file; returns its info and series.
+/// Reads and verifies a block file; returns its info and series. The file is streamed twice
+/// (the CRC over all of it, then the entries in file order through the table), so memory stays at a
+/// buffer and one entry however large the block is.
 pub(crate) fn load_block(path: &Path) -> Result<(BlockInfo, Vec<LoadedSeries>), TsdbError> {
-    let file = fs::read(path).map_err(|e| TsdbError::io(path, e))?;
-    let body = unseal(BLOCK_MAGIC, &file)?;
-    if body.len() < 9 {
-        return Err(TsdbError::Corrupt("block is too short".into()));
+    let file = File::open(path).map_err(|e| TsdbError::io(path, e))?;
+    let len = file.metadata().map_err(|e| TsdbError::io(path, e))?.len();
+    let io = |e| TsdbError::io(path, e);
+    if len < 20 || len > u64::from(u32::MAX) {
+        return Err(TsdbError::Corrupt(
+            "file is truncated or has a wrong header".into(),
+        ));
     }
-    let mut tail = Rd::new(&body[body.len() - 8..]);
+    let mut head = [0u8; 8];
+    file.read_exact_at(&mut head, 0).map_err(io)?;
+    let mut foot = [0u8; 20];
+    file.read_exact_at(&mut foot, len - 20).map_err(io)?;
+    if &head != BLOCK_MAGIC || &foot[12..] != END_MAGIC {
+        return Err(TsdbError::Corrupt(
+            "file is truncated or has a wrong header".into(),
+        ));
+    }
+    let crc_at = len - 12;
+    let mut crc = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < crc_at {
+        let n = (crc_at - at).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], at).map_err(io)?;
+        crc.update(&buf[..n]);
+        at += n as u64;
+    }
+    if crc.finalize() != u32::from_le_bytes([foot[8], foot[9], foot[10], foot[11]]) {
+        return Err(TsdbError::Corrupt("checksum mismatch".into()));
+    }
+    let mut tail = Rd::new(&foot[..8]);
     let count = tail.u32()?;
     let table_off = tail.u32()?;
-    // The body starts after the 8-byte magic.
-    let entries_end = (table_off as usize)
-        .checked_sub(8)
-        .filter(|&e| e + count as usize * 16 + 8 == body.len())
-        .ok_or_else(|| TsdbError::Corrupt("block table is misplaced".into()))?;
-    let mut r = Rd::new(&body[..entries_end]);
-    let tier = r.u8()?;
+    // magic, tier byte, entries, then the table right up to the count and offset
+    if table_off < 9 || u64::from(table_off) + u64::from(count) * 16 + 8 != crc_at {
+        return Err(TsdbError::Corrupt("block table is misplaced".into()));
+    }
+    let mut tier = [0u8; 1];
+    file.read_exact_at(&mut tier, 8).map_err(io)?;
+    let tier = tier[0];
     if tier > 2 {
         return Err(TsdbError::Corrupt(format!("unknown tier {tier}")));
     }
+    let table = read_at(&file, path, u64::from(table_off), count as usize * 16)?;
+    let mut rows = Vec::with_capacity(count as usize);
+    let mut r = Rd::new(&table);
+    for _ in 0..count {
+        r.take(8)?;
+        rows.push((r.u32()?, r.u32()?));
+    }
+    rows.sort_unstable();
     let mut info = BlockInfo {
         tier,
         min_t: i64::MAX,
@@ -363,16 +398,33 @@ pub(crate) fn load_block(path: &Path) -> Result<(BlockInfo, Vec<LoadedSeries>), 
         table_off,
         ..BlockInfo::default()
     };
-    let mut out = Vec::with_capacity(count.min(1 << 20) as usize);
-    while !r.done() {
+    let mut out = Vec::with_capacity(count as usize);
+    let mut reader = std::io::BufReader::with_capacity(256 << 10, &file);
+    reader.seek(std::io::SeekFrom::Start(9)).map_err(io)?;
+    let mut next = 9u32;
+    let mut entry = Vec::new();
+    for (off, n) in rows {
+        // entries follow each other without gaps and end where the table starts
+        if off != next || off.checked_add(n).is_none_or(|end| end > table_off) {
+            return Err(TsdbError::Corrupt(
+                "block entry count does not match its table".into(),
+            ));
+        }
+        entry.resize(n as usize, 0);
+        reader.read_exact(&mut entry).map_err(io)?;
+        next = off + n;
+        let mut r = Rd::new(&entry);
         let labels = r.labels()?;
-        let chunks = read_chunks(&mut r)?;
         let (mut min_t, mut max_t) = (i64::MAX, i64::MIN);
-        for c in &chunks {
-            min_t = min_t.min(c.min_t);
-            max_t = max_t.max(c.max_t);
-            info.samples += u64::from(c.count);
-            info.chunk_bytes += c.bytes.len() as u64;
+        for _ in 0..r.u32()? {
+            let (c_min, c_max, c_count) = (r.i64()?, r.i64()?, r.u16()?);
+            min_t = min_t.min(c_min);
+            max_t = max_t.max(c_max);
+            info.samples += u64::from(c_count);
+            info.chunk_bytes += r.bytes()?.len() as u64;
+        }
+        if !r.done() {
+            return Err(TsdbError::Corrupt("block entry has trailing bytes".into()));
         }
         info.min_t = info.min_t.min(min_t);
         info.max_t = info.max_t.max(max_t);
@@ -382,7 +434,7 @@ pub(crate) fn load_block(path: &Path) -> Result<(BlockInfo, Vec<LoadedSeries>), 
             max_t,
         });
     }
-    if out.len() != count as usize {
+    if next != table_off {
         return Err(TsdbError::Corrupt(
             "block entry count does not match its table".into(),
         ));
