@@ -22,11 +22,10 @@ pub fn tune_allocator() -> bool {
         let arenas = i32::try_from(ARENA_MAX).unwrap_or(i32::MAX);
         // SAFETY: mallopt only changes glibc's allocator parameters; it takes plain integers and
         // touches no memory of ours. Called before other threads allocate, as glibc advises.
-        let ok = unsafe {
+        unsafe {
             nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, threshold) == 1
                 && nix::libc::mallopt(nix::libc::M_ARENA_MAX, arenas) == 1
-        };
-        ok
+        }
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
