@@ -103,6 +103,38 @@ impl Etcd {
         })
     }
 
+    /// One lazily connecting channel per endpoint, in `config.endpoints`' order (for reads of
+    /// one member's own copy while etcd has no quorum).
+    pub(crate) fn per_member(config: &EtcdConfig) -> Result<Vec<Etcd>, EtcdError> {
+        let tls = tls_config(config)?;
+        config
+            .endpoints
+            .iter()
+            .map(|url| {
+                Ok(Etcd {
+                    channel: endpoint(url, tls.as_ref(), config.request_timeout)?.connect_lazy(),
+                })
+            })
+            .collect()
+    }
+
+    /// A serializable range read answered from the copy of the member this channel reaches,
+    /// without asking for a leader (a member without a quorum still serves its own copy).
+    pub(crate) async fn range_local(
+        &self,
+        message: RangeRequest,
+    ) -> Result<RangeResponse, tonic::Status> {
+        let message = RangeRequest {
+            serializable: true,
+            ..message
+        };
+        Ok(self
+            .kv()
+            .range(tonic::Request::new(message))
+            .await?
+            .into_inner())
+    }
+
     /// A connection over an already connected channel (one endpoint, for probing).
     pub(crate) fn from_channel(channel: Channel) -> Etcd {
         Etcd { channel }

@@ -59,6 +59,12 @@ const LIST_PAGE: usize = 500;
 /// Retries of a read that etcd answered `Unavailable`, each after a growing pause.
 const READ_RETRIES: u32 = 5;
 const READ_RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// While etcd has no quorum: how long a read waits for a linearizable answer before it reads a
+/// member's own copy (and the first linearizable answer ends the outage).
+const QUORUM_PROBE: Duration = Duration::from_millis(500);
+/// How long one member may take to answer a member-local (serializable) read when etcd has no
+/// quorum, before the next member is asked.
+const LOCAL_READ_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Where the etcd cluster is and how to authenticate to it.
 #[derive(Debug, Clone)]
@@ -144,6 +150,13 @@ pub struct EtcdStore {
     watch_task: tokio::task::JoinHandle<()>,
     /// For per-member maintenance (status, defragmentation).
     config: EtcdConfig,
+    /// Set while etcd has no quorum: reads then give a linearizable read only
+    /// [`QUORUM_PROBE`] before they fall back to a member's own copy.
+    quorum_lost: std::sync::atomic::AtomicBool,
+    /// One channel per member, for those member-local reads.
+    members: Vec<Etcd>,
+    /// The member that answered the last member-local read (asked first next time).
+    last_local: std::sync::atomic::AtomicUsize,
 }
 
 impl Drop for EtcdStore {
@@ -197,6 +210,7 @@ impl EtcdStore {
             });
         }
         let client = Etcd::new(&config)?;
+        let members = Etcd::per_member(&config)?;
         let revision = match read_revision(&client, config.request_timeout).await {
             Ok(revision) => revision,
             Err(_) => {
@@ -224,6 +238,9 @@ impl EtcdStore {
             timeout: config.request_timeout,
             watch_task,
             config,
+            quorum_lost: std::sync::atomic::AtomicBool::new(false),
+            members,
+            last_local: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -253,12 +270,75 @@ impl EtcdStore {
         }
     }
 
-    /// Runs a range read with the store's deadline, retried while etcd answers `Unavailable`:
-    /// a member that is down refuses connections and the balanced channel may still pick it
-    /// until it notices, while the live members would answer. Reads change nothing, so a retry
-    /// is safe (writes are not retried: a lost answer may hide an applied compare-and-swap).
+    /// Runs a range read, linearizable, with the store's deadline. When etcd has no quorum (the
+    /// read is unavailable or times out) the read is served from a live member's own copy
+    /// (serializable), as a watch cache would serve it: data as of the last committed write,
+    /// which no write can change until a quorum is back. Writes keep failing meanwhile.
     async fn read(&self, what: &str, request: RangeRequest) -> Result<RangeResponse, StoreError> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        use std::sync::atomic::Ordering;
+        let lost = self.quorum_lost.load(Ordering::Relaxed);
+        let budget = if lost {
+            QUORUM_PROBE.min(self.timeout)
+        } else {
+            self.timeout
+        };
+        let deadline = tokio::time::Instant::now() + budget;
+        let linearizable = match self.read_until(what, request.clone(), deadline).await {
+            Ok(response) => {
+                if lost && self.quorum_lost.swap(false, Ordering::Relaxed) {
+                    tracing::info!("etcd answers linearizable reads again");
+                }
+                return Ok(response);
+            }
+            Err(StoreError::Unavailable(reason)) => reason,
+            Err(other) => return Err(other),
+        };
+        match self.read_local(request).await {
+            Ok(response) => {
+                if !self.quorum_lost.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %linearizable, "etcd has no quorum: reads are served from a member's own copy until it is back; writes fail");
+                }
+                Ok(response)
+            }
+            Err(local) => Err(StoreError::Unavailable(format!(
+                "{linearizable}; no member answered from its own copy either ({local})"
+            ))),
+        }
+    }
+
+    /// Reads a live member's own copy (serializable, no leader needed): each member in turn,
+    /// starting with the one that answered last, each for at most [`LOCAL_READ_TIMEOUT`].
+    async fn read_local(&self, request: RangeRequest) -> Result<RangeResponse, String> {
+        use std::sync::atomic::Ordering;
+        let count = self.members.len();
+        let first = self.last_local.load(Ordering::Relaxed);
+        let mut last_error = String::from("no members");
+        for offset in 0..count {
+            let index = (first + offset) % count;
+            let read = self.members[index].range_local(request.clone());
+            match tokio::time::timeout(LOCAL_READ_TIMEOUT, read).await {
+                Ok(Ok(response)) => {
+                    self.last_local.store(index, Ordering::Relaxed);
+                    return Ok(response);
+                }
+                Ok(Err(status)) => last_error = describe_status(&status),
+                Err(_) => last_error = format!("no answer within {LOCAL_READ_TIMEOUT:?}"),
+            }
+        }
+        Err(last_error)
+    }
+
+    /// Runs a range read until `deadline`, retried while etcd answers `Unavailable`: a member
+    /// that is down refuses connections and the balanced channel may still pick it until it
+    /// notices, while the live members would answer. Reads change nothing, so a retry is safe
+    /// (writes are not retried: a lost answer may hide an applied compare-and-swap).
+    async fn read_until(
+        &self,
+        what: &str,
+        request: RangeRequest,
+        deadline: tokio::time::Instant,
+    ) -> Result<RangeResponse, StoreError> {
+        let started = tokio::time::Instant::now();
         let mut attempt: u32 = 0;
         loop {
             match tokio::time::timeout_at(deadline, self.client.range(request.clone())).await {
@@ -277,7 +357,7 @@ impl EtcdStore {
                 Err(_) => {
                     return Err(StoreError::Unavailable(format!(
                         "{what}: etcd did not answer within {:?} (is a quorum of its members up?)",
-                        self.timeout
+                        deadline.saturating_duration_since(started)
                     )))
                 }
             }

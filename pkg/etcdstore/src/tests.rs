@@ -69,7 +69,7 @@ async fn list_larger_than_one_page_is_one_snapshot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn quorum_loss_fails_writes_as_unavailable_and_recovers() {
+async fn quorum_loss_fails_writes_as_unavailable_serves_reads_and_recovers() {
     let mut cluster = Cluster::start().await;
     let store = EtcdStore::connect(cluster.config()).await.unwrap();
     let before = store.create("/q/a", b"1".to_vec()).await.unwrap();
@@ -90,6 +90,19 @@ async fn quorum_loss_fails_writes_as_unavailable_and_recovers() {
     // the watch cache stays open while etcd has no quorum
     assert_no_event(&mut rx).await;
     assert_eq!(store.watcher_count(), 1);
+    // reads are served from the live member's own copy meanwhile, as a watch cache would
+    assert_eq!(
+        store.get("/q/a").await.expect("read without quorum"),
+        Some(before.clone())
+    );
+    let listed = store
+        .list("/q/", None, 0)
+        .await
+        .expect("list without quorum");
+    let keys: Vec<&str> = listed.items.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(keys, ["/q/a", "/q/b"]);
+    let err = store.create("/q/c", b"3".to_vec()).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
 
     cluster.start_member(0);
     cluster.start_member(1);
