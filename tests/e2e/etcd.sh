@@ -145,6 +145,7 @@ step_quorum_loss() {
     timeout 60 kubectl --request-timeout=30s create cm no-quorum -n e2e
   # reads are served from the live member's own copy meanwhile
   expect_eq "read_without_quorum_is_served" "1" k get cm one -n e2e -o jsonpath='{.data.a}'
+  expect_fail "readyz_not_ready_without_quorum" "etcd failed" k get --raw /readyz
   expect_eq "list_without_quorum_is_served" "configmap/one" sh -c "kubectl --request-timeout=20s get cm -n e2e -o name | grep -x configmap/one"
   if kill -0 "$WATCH_PID" 2>/dev/null; then ok "open_watch_survives_quorum_loss"; else not_ok "open_watch_survives_quorum_loss" "$(cat "$WORK/watch2.out")"; fi
 }

@@ -194,6 +194,9 @@ impl Store for EventsAliasStore {
     async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
         self.inner.compact(revision).await
     }
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        self.inner.check_ready().await
+    }
 }
 
 #[cfg(test)]

@@ -1517,11 +1517,12 @@ async fn delete_collection(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
 /// How long `/readyz` waits for the datastore.
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// `/readyz`: ok while the datastore answers a read (a quorum read on etcd); 500 with
+/// `/readyz`: ok while the datastore answers with its current state (a linearizable read on
+/// etcd: not while etcd has no quorum, though reads are then served from a member's copy); 500 with
 /// upstream's `[-]etcd failed` otherwise, so agents' balancers skip a server that lost its
 /// datastore.
 async fn readiness(server: &ApiServer) -> Response<Body> {
-    let read = tokio::time::timeout(READY_TIMEOUT, server.store().get("/mini/readyz")).await;
+    let read = tokio::time::timeout(READY_TIMEOUT, server.store().check_ready()).await;
     match read {
         Ok(Ok(_)) => body::text(StatusCode::OK, "ok"),
         Ok(Err(e)) => {

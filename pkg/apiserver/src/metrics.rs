@@ -249,6 +249,9 @@ impl Store for MeteredStore {
         self.observe("compact", t);
         r
     }
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        self.inner.check_ready().await
+    }
 }
 
 #[cfg(test)]

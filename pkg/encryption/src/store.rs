@@ -196,4 +196,7 @@ impl Store for EncryptingStore {
     async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
         self.inner().compact(revision).await
     }
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        self.inner().check_ready().await
+    }
 }

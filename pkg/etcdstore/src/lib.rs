@@ -546,6 +546,15 @@ impl Store for EtcdStore {
         }
     }
 
+    /// A linearizable read only: while etcd has no quorum, reads are answered from a member's
+    /// own copy, but the server is not ready (writes fail).
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        self.read_until("checking readiness", get_request("/mini/readyz"), deadline)
+            .await
+            .map(drop)
+    }
+
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue, StoreError> {
         let put = request_op::Request::RequestPut(PutRequest {
             key: key.as_bytes().to_vec(),

@@ -103,6 +103,11 @@ async fn quorum_loss_fails_writes_as_unavailable_serves_reads_and_recovers() {
     assert_eq!(keys, ["/q/a", "/q/b"]);
     let err = store.create("/q/c", b"3".to_vec()).await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    let not_ready = store.check_ready().await.unwrap_err();
+    assert!(
+        matches!(not_ready, StoreError::Unavailable(_)),
+        "{not_ready}"
+    );
 
     cluster.start_member(0);
     cluster.start_member(1);
@@ -122,6 +127,10 @@ async fn quorum_loss_fails_writes_as_unavailable_serves_reads_and_recovers() {
     )
     .await
     .expect("writes work again once a quorum is back");
+    store
+        .check_ready()
+        .await
+        .expect("ready again once a quorum is back");
     // the write that failed during the outage may have been committed once a quorum returned
     let event = loop {
         let event = next(&mut rx).await;

@@ -132,4 +132,10 @@ pub trait Store: Send + Sync + 'static {
     fn current_revision(&self) -> Revision;
     /// Drops history up to and including `revision`.
     async fn compact(&self, revision: Revision) -> Result<(), StoreError>;
+    /// Whether the store answers with its current state and can take writes now (`/readyz`):
+    /// by default one read; a store that may answer reads from a stale copy (etcd without a
+    /// quorum) checks with a read that needs the current state.
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        self.get("/mini/readyz").await.map(drop)
+    }
 }
