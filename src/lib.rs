@@ -267,6 +267,9 @@ pub struct ServerArgs {
     /// HTTPS port of the API server (0 picks a free one).
     #[arg(long, env = "MINI_HTTPS_LISTEN_PORT", default_value_t = 6443)]
     pub https_listen_port: u16,
+    /// Also serve the web console (and the API its pages call) on this HTTPS port.
+    #[arg(long, env = "MINI_CONSOLE_PORT")]
+    pub console_port: Option<u16>,
     /// Address other nodes use to reach this server.
     #[arg(long, env = "MINI_ADVERTISE_ADDRESS")]
     pub advertise_address: Option<IpAddr>,
@@ -356,6 +359,7 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let mut config = mini_server::ServerConfig::new(args.data_dir);
     config.bind_address = args.bind_address;
     config.https_port = args.https_listen_port;
+    config.console_port = args.console_port;
     config.advertise_address = args.advertise_address;
     config.tls_sans = args.tls_san;
 

@@ -15,6 +15,7 @@ MINI_BIN=$(readlink -f "$MINI_BIN")
 WORK=$(mktemp -d /tmp/mini-e2e-console.XXXXXX)
 PORT=$(free_port)
 URL="https://127.0.0.1:$PORT"
+CONSOLE_PORT=$(free_port)
 export HOME=$WORK/home KUBECONFIG=$WORK/data/server/admin.kubeconfig
 mkdir -p "$HOME"
 # playwright-core lives outside the checkout, installed once at this pinned version
@@ -53,7 +54,10 @@ wait_for() {
 
 
 step_start() {
-  start_server "$WORK/data" "$PORT"
+  expect_fail "console_port_with_console_disabled_refused" "console-port.*disable console" \
+    "$MINI_BIN" server --data-dir "$WORK/refused" --bind-address 127.0.0.1 --https-listen-port 0 \
+    --disable-agent --disable console --console-port "$CONSOLE_PORT"
+  start_server "$WORK/data" "$PORT" --console-port "$CONSOLE_PORT"
   start_sim first --count 2 --prefix sim-a-
   wait_for "sim_nodes_ready" 40 bash -c "[ \$(kubectl get nodes --no-headers 2>/dev/null | grep -c ' Ready ') -eq 2 ]"
   expect "admin_account_added" "boss" bash -c "echo boss-password | $MINI_BIN user add boss --role cluster-admin --password-stdin --kubeconfig $KUBECONFIG"
@@ -69,6 +73,17 @@ step_start() {
   expect_eq "console_redirects_to_slash" "location: /console/" \
     bash -c "curl -sk -D - -o /dev/null '$URL/console' | tr -d '\r' | grep -i '^location:' | tr 'A-Z' 'a-z'"
   expect "console_index_has_csp" "default-src 'self'" curl -sk -D - -o /dev/null "$URL/console/nodes"
+  # --console-port: the same console, and the API its pages call, on a port of its own
+  expect "console_port_serves_console" "default-src 'self'" \
+    curl -sk -D - -o /dev/null "https://127.0.0.1:$CONSOLE_PORT/console/nodes"
+  expect_eq "console_port_api_wants_login" "401" \
+    curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:$CONSOLE_PORT/api/v1/namespaces"
+  local own="https://127.0.0.1:$CONSOLE_PORT"
+  expect_eq "console_port_login_sets_session" "200" \
+    curl -sk -o /dev/null -w '%{http_code}' -c "$WORK/console-port.jar" -H 'Content-Type: application/json' \
+    -H "Origin: $own" -d '{"name":"viewer","password":"viewer-password"}' "$own/v1-mini/session/login"
+  expect_eq "console_port_session_reads_nodes" "200" \
+    curl -sk -o /dev/null -w '%{http_code}' -b "$WORK/console-port.jar" "$own/api/v1/nodes"
 }
 
 # the sim node added while the browser watches the Nodes page

@@ -50,8 +50,9 @@ free_port() {
 # start_server DATA_DIR PORT: starts mini server, waits until /readyz answers.
 start_server() {
   local dir=$1 port=$2
+  shift 2
   mkdir -p "$dir"
-  "$MINI_BIN" server --data-dir "$dir" --bind-address 127.0.0.1 --https-listen-port "$port" --disable-agent >>"$dir/server.log" 2>&1 &
+  "$MINI_BIN" server --data-dir "$dir" --bind-address 127.0.0.1 --https-listen-port "$port" --disable-agent "$@" >>"$dir/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 100); do
     if curl -sk "https://127.0.0.1:$port/readyz" 2>/dev/null | grep -q ok; then return 0; fi

@@ -60,6 +60,9 @@ pub struct ServerConfig {
     pub join_server: Option<String>,
     /// The web console under `/console/` (`false`: `--disable console`).
     pub console: bool,
+    /// `--console-port`: the console (and the API its pages call) also on this HTTPS port of
+    /// the bind address, e.g. a port a firewall opens to people but not to nodes.
+    pub console_port: Option<u16>,
     /// How long leaf certificates are issued for (`--cert-lifetime`); renewed online at two
     /// thirds of it.
     pub cert_lifetime: std::time::Duration,
@@ -156,6 +159,7 @@ impl ServerConfig {
             datastore: None,
             join_server: None,
             console: true,
+            console_port: None,
             cert_lifetime: std::time::Duration::from_secs(365 * 86_400),
             snapshots: SnapshotSettings::default(),
             datastore_compact_interval: std::time::Duration::from_secs(300),
@@ -338,6 +342,22 @@ pub async fn start(
             source: e,
         })?;
     let address = listener.local_addr().map_err(io_err(&server_dir))?;
+    let console_listener = match config.console_port {
+        Some(_) if !config.console => {
+            return Err(ServerError::Config(
+                "--console-port serves the web console, which --disable console turns off: drop one of them".into(),
+            ))
+        }
+        Some(port) => Some(
+            TcpListener::bind((config.bind_address, port))
+                .await
+                .map_err(|e| ServerError::Io {
+                    path: format!("{}:{port} (--console-port)", config.bind_address),
+                    source: e,
+                })?,
+        ),
+        None => None,
+    };
     let advertise = config.advertise_address.unwrap_or_else(|| {
         if config.bind_address.is_unspecified() {
             default_advertise_address()
@@ -710,9 +730,17 @@ pub async fn start(
         });
     }
 
-    // 8. serve
+    // 8. serve (and the console's own port, with the same handler and certificate)
     let tls = certs.server_tls()?;
     let serve_shutdown = shutdown.clone();
+    if let Some(console_listener) = console_listener {
+        let (api, tls, stop) = (api.clone(), tls.clone(), shutdown.clone());
+        background.spawn(async move {
+            if let Err(e) = mini_apiserver::serve(api, console_listener, tls, stop).await {
+                tracing::error!(error = %e, "serving the console port failed");
+            }
+        });
+    }
     let mut handle = tokio::spawn(async move {
         let served = mini_apiserver::serve(api, listener, tls, serve_shutdown.clone()).await;
         serve_shutdown.cancel();
