@@ -77,12 +77,21 @@ async function main(browser) {
   });
 
   await check('overview_shows_cluster_totals', async () => {
-    await page.click('nav.side a[data-path=""]');
-    await page.waitForSelector('#overview-usage');
-    await until('cluster points', 60, async () => (await points(page, 'cluster-usage-cpu')) >= 2
-      && (await points(page, 'cluster-usage-memory')) >= 2);
-    const memNow = await page.textContent('#cluster-usage-memory-now');
-    assert(/^Memory: [0-9.]+ [KMG]iB of [0-9.]+ [KMG]iB/.test(memNow), `cluster memory figures: ${memNow}`);
+    // the node list answers 3 s late, after the first usage query: the figures must be drawn
+    // again when the nodes arrive (well before the panel's own 15 s refresh)
+    const lateNodes = async (route) => { await sleep(3000); await route.continue(); };
+    const nodeList = (url) => url.pathname === '/api/v1/nodes' && !url.searchParams.has('watch');
+    await page.route(nodeList, lateNodes);
+    try {
+      await page.click('nav.side a[data-path=""]');
+      await page.waitForSelector('#overview-usage');
+      await until('cluster points', 60, async () => (await points(page, 'cluster-usage-cpu')) >= 2
+        && (await points(page, 'cluster-usage-memory')) >= 2);
+      const figures = /^Memory: [0-9.]+ [KMG]iB of [0-9.]+ [KMG]iB \([0-9]+%\)/;
+      await until('cluster memory figures', 8, async () => figures.test(await page.textContent('#cluster-usage-memory-now')));
+    } finally {
+      await page.unroute(nodeList, lateNodes);
+    }
     await shot(page, 'overview-usage');
   });
 

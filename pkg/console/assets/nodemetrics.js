@@ -57,7 +57,7 @@ const timeText = (x) => new Date(x * 1000).toLocaleString([], { month: 'numeric'
 // A panel of two charts (CPU cores, memory bytes: used and allocatable) and the current figures.
 //   id: prefix of element ids; node: a node's name, or '' for the cluster;
 //   allocatable(): { cpu, memory } (numbers, cores and bytes) now; range: a RANGES key.
-// Returns { el, setRange(key), refresh(), stop() }.
+// Returns { el, setRange(key), refresh(), redraw() (after allocatable() changed), stop() }.
 export function usagePanel({ id, node, allocatable, range = '1h' }) {
   let current = rangeOf(range);
   const now = h('p.usage-now', { id: `${id}-now` }, t('loading'));
@@ -76,6 +76,28 @@ export function usagePanel({ id, node, allocatable, range = '1h' }) {
   let timer = null;
   let generation = 0;
 
+  // the last points fetched, drawn again when the allocatable figures change (the nodes
+  // arrive after the first query, or a node joins)
+  let fetched = null;
+
+  function draw() {
+    if (!fetched) return;
+    const { c, m } = fetched;
+    const known = (v) => (Number.isFinite(v) && v > 0 ? v : NaN);
+    const a = allocatable();
+    const alloc = { cpu: known(a.cpu), memory: known(a.memory) };
+    const finite = (v) => (Number.isFinite(v) ? v : null);
+    const plot = (chart, points, total) => chart.set(points.map(([x]) => x), [points.map(([, y]) => finite(y)), points.map(() => finite(total))]);
+    plot(cpu, c, alloc.cpu);
+    plot(memory, m, alloc.memory);
+    const last = (points) => (points.length ? points[points.length - 1][1] : NaN);
+    const lc = last(c);
+    const lm = last(m);
+    mount(now,
+      h('span.figure', { id: `${id}-cpu-now` }, t('metrics.cpuNow', { used: cores(lc), alloc: cores(alloc.cpu), pct: pct(lc, alloc.cpu) })),
+      h('span.figure', { id: `${id}-memory-now` }, t('metrics.memoryNow', { used: bytes(lm), alloc: bytes(alloc.memory), pct: pct(lm, alloc.memory) })));
+  }
+
   async function refresh() {
     const mine = ++generation;
     clearTimeout(timer);
@@ -84,17 +106,8 @@ export function usagePanel({ id, node, allocatable, range = '1h' }) {
     try {
       const [c, m] = await Promise.all([queryRange(q.cpu, current, end), queryRange(q.memory, current, end)]);
       if (stopped || mine !== generation) return;
-      const alloc = allocatable();
-      const finite = (v) => (Number.isFinite(v) ? v : null);
-      const draw = (chart, points, total) => chart.set(points.map(([x]) => x), [points.map(([, y]) => finite(y)), points.map(() => finite(total))]);
-      draw(cpu, c, alloc.cpu);
-      draw(memory, m, alloc.memory);
-      const last = (points) => (points.length ? points[points.length - 1][1] : NaN);
-      const lc = last(c);
-      const lm = last(m);
-      mount(now,
-        h('span.figure', { id: `${id}-cpu-now` }, t('metrics.cpuNow', { used: cores(lc), alloc: cores(alloc.cpu), pct: pct(lc, alloc.cpu) })),
-        h('span.figure', { id: `${id}-memory-now` }, t('metrics.memoryNow', { used: bytes(lm), alloc: bytes(alloc.memory), pct: pct(lm, alloc.memory) })));
+      fetched = { c, m };
+      draw();
     } catch (e) {
       if (stopped || mine !== generation) return;
       mount(now, h('span.muted', e.status === 403 ? t('metrics.forbidden') : t('error.generic', { message: e.message })));
@@ -112,7 +125,7 @@ export function usagePanel({ id, node, allocatable, range = '1h' }) {
   }
 
   refresh();
-  return { el, setRange, refresh, stop };
+  return { el, setRange, refresh, redraw: draw, stop };
 }
 
 function pct(used, alloc) {

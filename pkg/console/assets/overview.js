@@ -31,6 +31,7 @@ export function overviewPage(ctx) {
     usageSlot,
     h('section.card', h('h2', t('overview.warnings')), eventsBody));
   let allNodes = [];
+  let usage = null; // the cluster usage panel, once shown
 
   const stops = [];
   let stopped = false;
@@ -41,6 +42,7 @@ export function overviewPage(ctx) {
     stops.push(watchList('/api/v1/nodes', {
       onChange: (nodes) => {
         allNodes = nodes;
+        if (usage) usage.redraw();
         const ready = nodes.filter(nodeReady).length;
         mount(nodesBody,
           h('span.big', { id: 'nodes-ready' }, String(ready)),
@@ -56,6 +58,7 @@ export function overviewPage(ctx) {
     if (stopped || !list || !metrics) return;
     const sum = (key) => allNodes.reduce((acc, n) => acc + (quantity(n.status && n.status.allocatable && n.status.allocatable[key]) || 0), 0);
     const panel = usagePanel({ id: 'cluster-usage', node: '', allocatable: () => ({ cpu: sum('cpu'), memory: sum('memory') }) });
+    usage = panel;
     const picker = rangePicker('overview-range', '1h', (key) => panel.setRange(key));
     mount(usageSlot, h('section.card', { id: 'overview-usage' }, h('div.title-row', h('h2', t('overview.usage')), picker), panel.el));
     stops.push(() => panel.stop());
