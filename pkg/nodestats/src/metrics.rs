@@ -1,5 +1,6 @@
 //! The agent's own `/metrics` (Prometheus/OpenMetrics text via `prometheus_client`): process
-//! metrics read from /proc/self at scrape time, and the sample shipping counters.
+//! metrics read from /proc/self (and the allocator's figures) at scrape time, and the sample
+//! shipping counters.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -51,6 +52,8 @@ impl ShippingMetrics {
 /// `process_*` metrics of this process, as the Prometheus client libraries name them.
 struct ProcessCollector {
     fs: Arc<dyn HostFs>,
+    /// The allocator's figures (`mini_sys::alloc::heap_usage`; a fixed value in tests).
+    heap: fn() -> Option<mini_sys::alloc::HeapUsage>,
 }
 
 impl std::fmt::Debug for ProcessCollector {
@@ -104,14 +107,52 @@ impl Collector for ProcessCollector {
                 g.metric_type(),
             )?)?;
         }
+        if let Some(heap) = (self.heap)() {
+            for (name, help, value) in [
+                (
+                    "mini_process_heap_in_use_bytes",
+                    "Bytes in live allocations of the malloc arenas.",
+                    heap.in_use,
+                ),
+                (
+                    "mini_process_heap_free_held_bytes",
+                    "Bytes freed but still held by the malloc arenas.",
+                    heap.free_held,
+                ),
+                (
+                    "mini_process_heap_mmapped_bytes",
+                    "Bytes in live allocations mmapped on their own.",
+                    heap.mmapped,
+                ),
+            ] {
+                let g = ConstGauge::new(value as f64);
+                g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+            }
+        }
         Ok(())
     }
+}
+
+/// The `process_*` (and allocator) metrics of this process alone, in Prometheus text: for
+/// processes whose `/metrics` another registry renders (the server's).
+pub fn process_text(fs: Arc<dyn HostFs>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(ProcessCollector {
+        fs,
+        heap: mini_sys::alloc::heap_usage,
+    }));
+    let mut out = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
 }
 
 /// The registry behind the agent's `/metrics`.
 pub(crate) fn registry(fs: Arc<dyn HostFs>, shipping: &ShippingMetrics) -> Registry {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(ProcessCollector { fs }));
+    registry.register_collector(Box::new(ProcessCollector {
+        fs,
+        heap: mini_sys::alloc::heap_usage,
+    }));
     let s = shipping;
     registry.register(
         "mini_nodestats_samples",
@@ -211,6 +252,43 @@ mod tests {
                 batches_rejected: 0,
                 queue_batches: 2
             }
+        );
+    }
+
+    #[test]
+    fn process_collector_with_heap_figures_renders_them_as_gauges() {
+        let fs = Arc::new(FakeFs::new());
+        fs.set("/proc/self/status", "Name:\tmini\nVmRSS:\t   4096 kB\n");
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(ProcessCollector {
+            fs,
+            heap: || {
+                Some(mini_sys::alloc::HeapUsage {
+                    in_use: 1000,
+                    free_held: 200,
+                    mmapped: 30,
+                })
+            },
+        }));
+        let text = render(&registry);
+        for line in [
+            "process_resident_memory_bytes 4194304.0",
+            "mini_process_heap_in_use_bytes 1000.0",
+            "mini_process_heap_free_held_bytes 200.0",
+            "mini_process_heap_mmapped_bytes 30.0",
+        ] {
+            assert!(text.contains(line), "{line} missing in {text}");
+        }
+    }
+
+    #[test]
+    fn process_text_on_this_process_has_its_resident_memory() {
+        let text = process_text(Arc::new(crate::hostfs::RealFs));
+        assert!(text.contains("process_resident_memory_bytes "), "{text}");
+        assert_eq!(
+            text.contains("mini_process_heap_in_use_bytes "),
+            cfg!(target_env = "gnu"),
+            "{text}"
         );
     }
 }

@@ -195,6 +195,10 @@ pub async fn start(
     }));
     let figures = observe.clone();
     api.add_metrics_source(Arc::new(move || stats::render(&figures)));
+    // the server's own process figures (resident memory, CPU, the allocator's heap)
+    api.add_metrics_source(Arc::new(|| {
+        mini_nodestats::metrics::process_text(Arc::new(mini_nodestats::RealFs))
+    }));
     let logs = observe.logs.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(LOG_RETENTION_EVERY);

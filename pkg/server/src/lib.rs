@@ -16,6 +16,11 @@ use tokio_util::sync::CancellationToken;
 /// How long after the start the server pages out the code only startup ran and trims the heap.
 const STARTUP_SETTLED: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// After startup, how often the allocator's figures are read, and how much newly freed memory
+/// the arenas may hold before it goes back to the kernel.
+const HEAP_TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+const HEAP_TRIM_LIMIT: u64 = 4 << 20;
+
 /// Everything `mini server` is told by its flags.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -726,6 +731,27 @@ pub async fn start(
                     tracing::info!(error = %e, "could not page out startup code; it stays resident")
                 }
                 Err(e) => tracing::warn!(error = %e, "paging out startup code panicked"),
+            }
+            // from then on, freed heap pages go back whenever enough of them piled up
+            let mut trimmer = mini_sys::alloc::HeapTrimmer::new(HEAP_TRIM_LIMIT);
+            let mut every = tokio::time::interval(HEAP_TRIM_EVERY);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = every.tick() => {}
+                }
+                trimmer = match tokio::task::spawn_blocking(move || {
+                    trimmer.tick();
+                    trimmer
+                })
+                .await
+                {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "trimming the heap panicked; not trimming again");
+                        return;
+                    }
+                };
             }
         });
     }

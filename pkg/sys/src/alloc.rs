@@ -1,7 +1,8 @@
 //! Memory settings for the long-running processes: glibc's allocator with a fixed mmap threshold
 //! (so large, short-lived buffers go back to the kernel when freed instead of staying in the heap)
 //! and at most two arenas, trimming of freed heap pages after bulk work (loading the metrics
-//! history), and dropping the binary's code pages that only startup used from the resident set.
+//! history, and whenever the arenas hold much freed memory), the allocator's figures for
+//! `/metrics`, and dropping the binary's code pages that only startup used from the resident set.
 //! Without glibc (musl) the allocator calls do nothing.
 #![allow(unsafe_code)]
 
@@ -44,6 +45,77 @@ pub fn release_free_memory() -> bool {
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
+        false
+    }
+}
+
+/// What glibc's allocator holds, over all arenas (`mallinfo`; its fields are C ints, so each
+/// figure wraps at 4 GiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HeapUsage {
+    /// Bytes in live allocations carved from the arenas.
+    pub in_use: u64,
+    /// Bytes freed but still held by the arenas (resident until trimmed or reused).
+    pub free_held: u64,
+    /// Bytes in live allocations mmapped on their own (at least [`MMAP_THRESHOLD`] each).
+    pub mmapped: u64,
+}
+
+/// The allocator's figures now; `None` without glibc.
+pub fn heap_usage() -> Option<HeapUsage> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // mallinfo, not mallinfo2: the release binary must load on glibc 2.17
+        // SAFETY: mallinfo takes no arguments and returns a struct by value; it only reads
+        // glibc's arena bookkeeping under the arenas' own locks.
+        #[allow(deprecated)]
+        let info = unsafe { nix::libc::mallinfo() };
+        let figure = |v: nix::libc::c_int| u64::from(v as u32);
+        Some(HeapUsage {
+            in_use: figure(info.uordblks),
+            free_held: figure(info.fordblks),
+            mmapped: figure(info.hblkhd),
+        })
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
+}
+
+/// Trims the arenas ([`release_free_memory`]) whenever they came to hold more than `limit` bytes
+/// of freed memory beyond what they held after the last trim (trimming returns the pages but the
+/// freed chunks stay counted, so the figure itself does not fall). Call [`HeapTrimmer::tick`] every
+/// few seconds: a long-running server's freed pages otherwise stay resident after a burst of work.
+#[derive(Debug, Clone)]
+pub struct HeapTrimmer {
+    limit: u64,
+    baseline: u64,
+}
+
+impl HeapTrimmer {
+    pub fn new(limit: u64) -> Self {
+        HeapTrimmer { limit, baseline: 0 }
+    }
+
+    /// Reads the figures and trims when [`Self::decide`] says so; `None` without glibc.
+    pub fn tick(&mut self) -> Option<(HeapUsage, bool)> {
+        let usage = heap_usage()?;
+        let trim = self.decide(usage.free_held);
+        if trim {
+            release_free_memory();
+        }
+        Some((usage, trim))
+    }
+
+    /// Whether freed memory held now (`free_held`) calls for a trim; remembers it when it does.
+    pub fn decide(&mut self, free_held: u64) -> bool {
+        // freed chunks reused since: the next trim is due from the lower figure
+        self.baseline = self.baseline.min(free_held);
+        if free_held > self.baseline.saturating_add(self.limit) {
+            self.baseline = free_held;
+            return true;
+        }
         false
     }
 }
@@ -107,6 +179,15 @@ fn exe_ranges(maps: &str, exe: &str) -> Vec<(usize, usize)> {
 mod tests {
     use super::*;
 
+    /// The heap tests read process-wide allocator figures: one at a time.
+    static HEAP_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn heap_tests() -> std::sync::MutexGuard<'static, ()> {
+        HEAP_TESTS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     #[test]
     fn exe_ranges_takes_only_read_only_mappings_of_the_file() {
         let maps = "\
@@ -134,7 +215,57 @@ mod tests {
     }
 
     #[test]
+    fn heap_usage_after_allocating_counts_the_live_bytes() {
+        let _one_at_a_time = heap_tests();
+        let before = heap_usage();
+        let blocks: Vec<Vec<u8>> = (0..4_000).map(|_| vec![1u8; 1000]).collect();
+        let during = heap_usage();
+        if cfg!(target_env = "gnu") {
+            let (before, during) = (before.unwrap(), during.unwrap());
+            assert!(
+                during.in_use >= before.in_use + 3_000_000,
+                "{before:?} -> {during:?}"
+            );
+        } else {
+            assert_eq!((before, during), (None, None));
+        }
+        drop(std::hint::black_box(blocks));
+    }
+
+    #[test]
+    fn heap_trimmer_decide_trims_only_on_new_freed_memory_beyond_the_limit() {
+        let mut trimmer = HeapTrimmer::new(100);
+        assert!(!trimmer.decide(50), "under the limit");
+        assert!(trimmer.decide(150), "over the limit");
+        assert!(!trimmer.decide(150), "nothing new since the trim");
+        assert!(!trimmer.decide(240), "less than the limit new");
+        assert!(trimmer.decide(251), "more than the limit new");
+        assert!(!trimmer.decide(40), "freed chunks were reused");
+        assert!(
+            trimmer.decide(141),
+            "new frees counted from the lower figure"
+        );
+    }
+
+    #[test]
+    fn heap_trimmer_tick_after_freeing_much_trims() {
+        let _one_at_a_time = heap_tests();
+        let mut trimmer = HeapTrimmer::new(1 << 20);
+        trimmer.tick();
+        let blocks: Vec<Vec<u8>> = (0..20_000).map(|_| vec![7u8; 1000]).collect();
+        // a block allocated after them keeps glibc from giving the top of the heap back by itself
+        let pin = std::hint::black_box(vec![1u8; 1000]);
+        drop(std::hint::black_box(blocks));
+        match trimmer.tick() {
+            Some((usage, trimmed)) => assert!(trimmed, "{usage:?}"),
+            None => assert!(heap_usage().is_none() && cfg!(not(target_env = "gnu"))),
+        }
+        assert_eq!(pin[999], 1);
+    }
+
+    #[test]
     fn release_free_memory_after_freeing_many_blocks_releases_and_keeps_live_data() {
+        let _one_at_a_time = heap_tests();
         // 20 MB of small blocks (heap, not mmap) freed, then trimmed: pages go back to the kernel
         // and live blocks keep their contents
         let keep: Vec<Vec<u8>> = (0..64).map(|i| vec![i as u8; 1000]).collect();
