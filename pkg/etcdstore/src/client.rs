@@ -10,10 +10,11 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::pb::etcdserverpb::kv_client::KvClient;
+use crate::pb::etcdserverpb::maintenance_client::MaintenanceClient;
 use crate::pb::etcdserverpb::watch_client::WatchClient;
 use crate::pb::etcdserverpb::{
-    CompactionRequest, CompactionResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
-    WatchRequest, WatchResponse,
+    CompactionRequest, CompactionResponse, RangeRequest, RangeResponse, StatusRequest, TxnRequest,
+    TxnResponse, WatchRequest, WatchResponse,
 };
 use crate::{EtcdConfig, EtcdError};
 
@@ -133,6 +134,16 @@ impl Etcd {
             .range(tonic::Request::new(message))
             .await?
             .into_inner())
+    }
+
+    /// The member id of the leader the member this channel reaches knows of; 0 when it knows
+    /// none (no quorum: etcd's leaders step down when they lose contact with a majority).
+    pub(crate) async fn leader(&self) -> Result<u64, tonic::Status> {
+        Ok(MaintenanceClient::new(self.channel.clone())
+            .status(tonic::Request::new(StatusRequest {}))
+            .await?
+            .into_inner()
+            .leader)
     }
 
     /// A connection over an already connected channel (one endpoint, for probing).

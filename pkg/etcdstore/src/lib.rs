@@ -271,7 +271,8 @@ impl EtcdStore {
     }
 
     /// Runs a range read, linearizable, with the store's deadline. When etcd has no quorum (the
-    /// read is unavailable or times out) the read is served from a live member's own copy
+    /// read is unavailable or times out, and no member knows of a leader) the read is served
+    /// from a live member's own copy
     /// (serializable), as a watch cache would serve it: data as of the last committed write,
     /// which no write can change until a quorum is back. Writes keep failing meanwhile.
     async fn read(&self, what: &str, request: RangeRequest) -> Result<RangeResponse, StoreError> {
@@ -293,6 +294,11 @@ impl EtcdStore {
             Err(StoreError::Unavailable(reason)) => reason,
             Err(other) => return Err(other),
         };
+        // a slow cluster that still has a leader is not an outage: a member's own copy could
+        // then lag behind writes already acknowledged, so the read fails instead
+        if !lost && self.a_member_knows_a_leader().await {
+            return Err(StoreError::Unavailable(linearizable));
+        }
         match self.read_local(request).await {
             Ok(response) => {
                 if !self.quorum_lost.swap(true, Ordering::Relaxed) {
@@ -304,6 +310,19 @@ impl EtcdStore {
                 "{linearizable}; no member answered from its own copy either ({local})"
             ))),
         }
+    }
+
+    /// Whether any member that answers its status within [`LOCAL_READ_TIMEOUT`] knows of a
+    /// leader (asked all at once).
+    async fn a_member_knows_a_leader(&self) -> bool {
+        let asks = self
+            .members
+            .iter()
+            .map(|member| tokio::time::timeout(LOCAL_READ_TIMEOUT, member.leader()));
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .any(|answer| matches!(answer, Ok(Ok(leader)) if leader != 0))
     }
 
     /// Reads a live member's own copy (serializable, no leader needed): each member in turn,

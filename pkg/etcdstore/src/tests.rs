@@ -84,6 +84,9 @@ async fn quorum_loss_fails_writes_as_unavailable_serves_reads_and_recovers() {
     .expect("writes work with one member down");
     assert_eq!(next(&mut rx).await.revision(), one_down.mod_revision);
 
+    // a member that knows a leader keeps reads linearizable (a slow cluster is no outage)
+    assert!(store.a_member_knows_a_leader().await);
+
     cluster.kill_member(1);
     let err = store.create("/q/c", b"3".to_vec()).await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
@@ -101,6 +104,7 @@ async fn quorum_loss_fails_writes_as_unavailable_serves_reads_and_recovers() {
         .expect("list without quorum");
     let keys: Vec<&str> = listed.items.iter().map(|kv| kv.key.as_str()).collect();
     assert_eq!(keys, ["/q/a", "/q/b"]);
+    assert!(!store.a_member_knows_a_leader().await);
     let err = store.create("/q/c", b"3".to_vec()).await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
     let not_ready = store.check_ready().await.unwrap_err();
