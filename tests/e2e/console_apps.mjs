@@ -159,11 +159,12 @@ async function main(browser) {
       const text = await page.inputValue('#yaml-text');
       assert(/^  labels:\n    app: web$/m.test(text), `no app label to extend in: ${text.slice(0, 400)}`);
       await page.fill('#yaml-text', text.replace(/^  labels:\n    app: web$/m, '  labels:\n    app: web\n    edited: in-console'));
-      const savedBefore = await page.$$eval('.message.info', (l) => l.filter((m) => m.textContent.includes('is saved')).length);
+      // an earlier action's message may still show: marked seen, then wait for the save's own
+      // (a new one), or its refusal
+      await page.$$eval('.message', (l) => l.forEach((m) => { m.dataset.seen = '1'; }));
       await page.click('#yaml-save');
-      // an earlier action's message may still show: wait for the save's own, or its refusal
-      await page.waitForFunction((n) => [...document.querySelectorAll('.message.info')].filter((m) => m.textContent.includes('is saved')).length > n
-        || (document.querySelector('#yaml-error')?.textContent || '') !== '', savedBefore);
+      await page.waitForFunction(() => [...document.querySelectorAll('.message.info:not([data-seen])')].some((m) => m.textContent.includes('is saved'))
+        || (document.querySelector('#yaml-error')?.textContent || '') !== '');
       const refusal = await page.textContent('#yaml-error');
       if (!refusal) break;
       assert(attempt < 3 && /409/.test(refusal), `save refused: ${refusal}`);

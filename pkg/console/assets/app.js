@@ -54,6 +54,9 @@ export function navigate(path) {
   render();
 }
 
+// Confirmations shown at once at most (older ones make way); errors stay until closed.
+const MAX_PASSING_MESSAGES = 2;
+
 function notify(message, kind = 'error') {
   const area = document.getElementById('messages');
   if (!area) return;
@@ -62,6 +65,9 @@ function notify(message, kind = 'error') {
     h('button.close', { type: 'button', 'aria-label': t('close'), onclick: () => item.remove() }, '×'));
   area.append(item);
   if (kind !== 'error') setTimeout(() => item.remove(), 6000);
+  // a burst of confirmations does not pile up: the newest few stay, errors until closed
+  const passing = [...area.querySelectorAll('.message:not(.error)')];
+  for (const old of passing.slice(0, Math.max(0, passing.length - MAX_PASSING_MESSAGES))) old.remove();
 }
 
 function stopAll() {
