@@ -2,7 +2,8 @@
 //! (so large, short-lived buffers go back to the kernel when freed instead of staying in the heap)
 //! and at most two arenas, trimming of freed heap pages after bulk work (loading the metrics
 //! history, and whenever the arenas hold much freed memory), the allocator's figures for
-//! `/metrics`, and dropping the binary's code pages that only startup used from the resident set.
+//! `/metrics`, and dropping the binary's code pages that only startup used from the resident set
+//! (read back a page at a time afterwards).
 //! Without glibc (musl) the allocator calls do nothing.
 #![allow(unsafe_code)]
 
@@ -121,9 +122,12 @@ impl HeapTrimmer {
 }
 
 /// Asks the kernel to drop this process' mappings of its own executable file (code, read-only
-/// data) from its resident set (`madvise(MADV_PAGEOUT)`); the pages still in use come back on their
-/// next access from the page cache. Call it once startup is over: a large binary touches far more
-/// code while starting than while running. Returns the bytes advised.
+/// data) from its resident set (`madvise(MADV_PAGEOUT)`), and to read them back from then on one
+/// page at a time (`MADV_RANDOM`): the pages still in use come back on their next access. Without
+/// the second advice every such access would read ahead and map half a megabyte of code around
+/// it, most of it never run again — tens of megabytes of a large binary's code resident for a few
+/// hundred functions. Call it once startup is over: a large binary touches far more code while
+/// starting than while running. Returns the bytes advised.
 pub fn release_startup_code() -> Result<u64, crate::SysError> {
     let exe = std::fs::read_link("/proc/self/exe")
         .map_err(|e| crate::os_err("readlink", "/proc/self/exe", e))?;
@@ -132,23 +136,23 @@ pub fn release_startup_code() -> Result<u64, crate::SysError> {
     let mut advised = 0u64;
     for (start, end) in exe_ranges(&maps, &exe.to_string_lossy()) {
         let len = end - start;
-        // SAFETY: the range is a whole mapping of our own executable file that is not writable
-        // (code or read-only data, from /proc/self/maps). MADV_PAGEOUT only reclaims pages: their
-        // contents never change and are read back from the file on the next access, so no Rust
-        // reference into the range is affected. An error is reported, never ignored silently.
-        let rc = unsafe {
-            nix::libc::madvise(
-                start as *mut nix::libc::c_void,
-                len,
-                nix::libc::MADV_PAGEOUT,
-            )
-        };
-        if rc != 0 {
-            return Err(crate::os_err(
-                "madvise(MADV_PAGEOUT)",
-                format!("{start:#x}+{len}"),
-                std::io::Error::last_os_error(),
-            ));
+        for (advice, name) in [
+            (nix::libc::MADV_PAGEOUT, "madvise(MADV_PAGEOUT)"),
+            (nix::libc::MADV_RANDOM, "madvise(MADV_RANDOM)"),
+        ] {
+            // SAFETY: the range is a whole mapping of our own executable file that is not
+            // writable (code or read-only data, from /proc/self/maps). MADV_PAGEOUT only
+            // reclaims pages and MADV_RANDOM only changes how they are read back: their contents
+            // never change and come back from the file on the next access, so no Rust reference
+            // into the range is affected. An error is reported, never ignored silently.
+            let rc = unsafe { nix::libc::madvise(start as *mut nix::libc::c_void, len, advice) };
+            if rc != 0 {
+                return Err(crate::os_err(
+                    name,
+                    format!("{start:#x}+{len}"),
+                    std::io::Error::last_os_error(),
+                ));
+            }
         }
         advised += len as u64;
     }
@@ -207,6 +211,26 @@ mod tests {
     fn release_startup_code_advises_this_test_binary_and_it_keeps_running() {
         let advised = release_startup_code().unwrap();
         assert!(advised > 0);
+        // every read-only mapping of the executable now reads back page by page ("rr")
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let exe = exe.to_string_lossy();
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut mapping_is_exe = false;
+        let mut checked = 0;
+        for line in smaps.lines() {
+            if let Some(flags) = line.strip_prefix("VmFlags:") {
+                if mapping_is_exe {
+                    assert!(flags.split_whitespace().any(|f| f == "rr"), "{line}");
+                    checked += 1;
+                }
+            } else if line.contains(" r-") && line.ends_with(&*exe) {
+                mapping_is_exe = true;
+                continue;
+            } else if !line.contains(':') || line.split_whitespace().count() >= 5 {
+                mapping_is_exe = false;
+            }
+        }
+        assert!(checked > 0, "no read-only mapping of {exe} in smaps");
     }
 
     #[test]
