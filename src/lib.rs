@@ -567,6 +567,8 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     })?;
     let notifier = std::sync::Arc::new(mini_install::SystemdNotifier::from_env());
     config.progress = Some(status_hook(notifier, true));
+    // before the runtime's threads exist: large buffers back to the kernel when freed, two arenas
+    mini_sys::alloc::tune_allocator();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let shutdown = tokio_util::sync::CancellationToken::new();

@@ -106,6 +106,10 @@ impl std::fmt::Debug for RunningAgent {
 
 /// Runs the agent until `shutdown` is cancelled (SIGTERM/SIGINT in `mini agent`).
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    // a process of its own: its memory is kept lean as the server's is
+    tokio::spawn(mini_sys::alloc::keep_lean(
+        shutdown.clone().cancelled_owned(),
+    ));
     let host: Arc<dyn Host> = Arc::new(mini_sys::LinuxHost);
     start(config, host, shutdown).await?.wait().await
 }

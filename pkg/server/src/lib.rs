@@ -13,14 +13,6 @@ use mini_certs::SubjectAltNames;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// How long after the start the server pages out the code only startup ran and trims the heap.
-const STARTUP_SETTLED: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// After startup, how often the allocator's figures are read, and how much newly freed memory
-/// the arenas may hold before it goes back to the kernel.
-const HEAP_TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
-const HEAP_TRIM_LIMIT: u64 = 4 << 20;
-
 /// Everything `mini server` is told by its flags.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -712,49 +704,10 @@ pub async fn start(
     let admin_client = kube::Client::new(api.local_service(ApiServer::admin_user()), "default");
 
     // 7c. once startup is over: the code only startup ran leaves the resident set, freed heap
-    // pages go back to the kernel
-    {
-        let stop = shutdown.clone();
-        background.spawn(async move {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(STARTUP_SETTLED) => {}
-            }
-            let released = tokio::task::spawn_blocking(|| {
-                mini_sys::alloc::release_free_memory();
-                mini_sys::alloc::release_startup_code()
-            })
-            .await;
-            match released {
-                Ok(Ok(bytes)) => tracing::debug!(bytes, "startup code paged out"),
-                Ok(Err(e)) => {
-                    tracing::info!(error = %e, "could not page out startup code; it stays resident")
-                }
-                Err(e) => tracing::warn!(error = %e, "paging out startup code panicked"),
-            }
-            // from then on, freed heap pages go back whenever enough of them piled up
-            let mut trimmer = mini_sys::alloc::HeapTrimmer::new(HEAP_TRIM_LIMIT);
-            let mut every = tokio::time::interval(HEAP_TRIM_EVERY);
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = every.tick() => {}
-                }
-                trimmer = match tokio::task::spawn_blocking(move || {
-                    trimmer.tick();
-                    trimmer
-                })
-                .await
-                {
-                    Ok(t) => t,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "trimming the heap panicked; not trimming again");
-                        return;
-                    }
-                };
-            }
-        });
-    }
+    // pages go back to the kernel (then whenever enough piled up)
+    background.spawn(mini_sys::alloc::keep_lean(
+        shutdown.clone().cancelled_owned(),
+    ));
 
     // 8. serve (and the console's own port, with the same handler and certificate)
     let tls = certs.server_tls()?;

@@ -159,6 +159,59 @@ pub fn release_startup_code() -> Result<u64, crate::SysError> {
     Ok(advised)
 }
 
+/// How long after the start [`keep_lean`] pages out the code only startup ran and trims the heap.
+pub const STARTUP_SETTLED: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// After startup, how often [`keep_lean`] reads the allocator's figures, and how much newly freed
+/// memory the arenas may hold before it goes back to the kernel.
+pub const HEAP_TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+pub const HEAP_TRIM_LIMIT: u64 = 4 << 20;
+
+/// Keeps a long-running process' memory lean until `stop` completes: [`STARTUP_SETTLED`] after
+/// the start, freed heap pages go back ([`release_free_memory`]) and the code only startup ran
+/// leaves the resident set ([`release_startup_code`]); from then on the heap is trimmed whenever
+/// [`HEAP_TRIM_LIMIT`] of newly freed memory piled up ([`HeapTrimmer`], every
+/// [`HEAP_TRIM_EVERY`]). Spawn it once per process.
+pub async fn keep_lean(stop: impl std::future::Future<Output = ()>) {
+    tokio::pin!(stop);
+    tokio::select! {
+        _ = &mut stop => return,
+        _ = tokio::time::sleep(STARTUP_SETTLED) => {}
+    }
+    let released = tokio::task::spawn_blocking(|| {
+        release_free_memory();
+        release_startup_code()
+    })
+    .await;
+    match released {
+        Ok(Ok(bytes)) => tracing::debug!(bytes, "startup code paged out"),
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "could not page out startup code; it stays resident")
+        }
+        Err(e) => tracing::warn!(error = %e, "paging out startup code panicked"),
+    }
+    let mut trimmer = HeapTrimmer::new(HEAP_TRIM_LIMIT);
+    let mut every = tokio::time::interval(HEAP_TRIM_EVERY);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = every.tick() => {}
+        }
+        trimmer = match tokio::task::spawn_blocking(move || {
+            trimmer.tick();
+            trimmer
+        })
+        .await
+        {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "trimming the heap panicked; not trimming again");
+                return;
+            }
+        };
+    }
+}
+
 /// The address ranges of the non-writable mappings of `exe` in a `/proc/<pid>/maps` text.
 fn exe_ranges(maps: &str, exe: &str) -> Vec<(usize, usize)> {
     maps.lines()
