@@ -1,6 +1,7 @@
 //! Ingestion from the nodes: sample batches into the time-series store and log batches into the
 //! log store, each accepted only from the node it names (or an administrator), with the node's
-//! labels set by the server so one node cannot write another's figures.
+//! labels set by the server so one node cannot write another's figures. A stored batch goes on
+//! to the other servers ([`crate::replicate`]); a replica from one of them is stored the same way.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
