@@ -273,6 +273,7 @@ impl Forwarder {
     async fn send_loop(self: Arc<Self>, addr: SocketAddr, queue: Arc<PeerQueue>) {
         let mut backoff = self.config.min_backoff;
         let mut failing = false;
+        let mut last_refusal_log: Option<Instant> = None;
         loop {
             let front = {
                 let s = queue.lock();
@@ -300,7 +301,10 @@ impl Forwarder {
                 }
                 Err(SendError::Rejected(message)) => {
                     self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(peer = %addr, %message, "a peer server refused a replicated batch; dropped");
+                    if last_refusal_log.is_none_or(|t: Instant| t.elapsed() >= DROP_LOG_EVERY) {
+                        tracing::warn!(peer = %addr, %message, "a peer server refused a replicated batch; dropped (counted in mini_observe_replica_rejected_batches_total)");
+                        last_refusal_log = Some(Instant::now());
+                    }
                     true
                 }
                 Err(SendError::Retry(message)) => {
@@ -361,11 +365,12 @@ impl HttpTransport {
     }
 }
 
-/// What a peer's answer means: 2xx stored, 400/413/422 refused for good, anything else retried.
+/// What a peer's answer means: 2xx stored, 400/413/422 refused for good (and 404: a peer
+/// started with `--disable observe` has no store), anything else retried.
 pub fn classify(status: u16, message: &str) -> Result<(), SendError> {
     match status {
         200..=299 => Ok(()),
-        400 | 413 | 422 => Err(SendError::Rejected(format!("status {status}: {message}"))),
+        400 | 404 | 413 | 422 => Err(SendError::Rejected(format!("status {status}: {message}"))),
         _ => Err(SendError::Retry(format!("status {status}: {message}"))),
     }
 }

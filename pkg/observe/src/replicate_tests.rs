@@ -200,7 +200,11 @@ fn classify_statuses_retry_or_refuse() {
     assert!(classify(200, "").is_ok());
     assert!(matches!(classify(400, ""), Err(SendError::Rejected(_))));
     assert!(matches!(classify(413, ""), Err(SendError::Rejected(_))));
-    for retried in [401, 403, 404, 429, 500, 503, 507] {
+    assert!(
+        matches!(classify(404, ""), Err(SendError::Rejected(_))),
+        "a peer without the stores"
+    );
+    for retried in [401, 403, 429, 500, 503, 507] {
         assert!(matches!(classify(retried, ""), Err(SendError::Retry(_))));
     }
 }
