@@ -350,4 +350,109 @@ step_rejoin || true
 step_shared_keyring || true
 step_shared_ca || true
 step_datastore_cut || true
+# --- monitoring and logs: every server holds the whole history (replicated at ingest) ---
+# repl_search I ARGS...: `mini logs search` through server I.
+repl_search() {
+  local i=$1
+  shift
+  in_ns "${SERVER_NSS[$i]}" "$MINI_BIN" logs search --kubeconfig "$WORK/s$i/server/admin.kubeconfig" "$@"
+}
+# repl_has I REGEX: server I's log search finds a line matching REGEX.
+repl_has() { [ -n "$(repl_search "$1" --regex "$2" --limit 1 2>/dev/null)" ]; }
+# repl_prom I QUERY TIME: the first value of an instant PromQL query through server I at TIME.
+repl_prom() {
+  ks "$1" get --raw "/prometheus/api/v1/query?query=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$2")&time=$3" |
+    python3 -c 'import json, sys; r = json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else "none")'
+}
+# repl_counter I NAME: counter NAME (without _total) on server I's /metrics, 0 when absent.
+repl_counter() { ks "$1" get --raw /metrics | awk -v n="$2_total" '$1 == n {v = $2} END {print v + 0}'; }
+# repl_same QUERY TIME I...: QUERY at TIME gives one value, a count above 2, on every server I.
+repl_same() {
+  local q=$1 t=$2 i v values=""
+  shift 2
+  for i in "$@"; do
+    v=$(repl_prom "$i" "$q" "$t") || return 1
+    values="$values $v"
+  done
+  echo "values:$values"
+  [ "$(tr ' ' '\n' <<<"$values" | grep -c .)" -eq $# ] &&
+    [ "$(tr ' ' '\n' <<<"$values" | grep . | sort -u | wc -l)" -eq 1 ] &&
+    [ "${v%%.*}" != none ] && [ "${v%%.*}" -gt 2 ]
+}
+
+step_observe_replicated() {
+  local mark b i t0 t1 q start first_s all_s stop_ts lines c restart_ts args=()
+  mark=obsrepl-$RANDOM$RANDOM
+  b=$(attached_server a1) || { not_ok "agent_a1_attached_to_a_server"; return 1; }
+  echo "# agent a1 ships its samples and logs to server $b"
+  t0=$(date +%s)
+  k run "$mark" --image="$IMAGE" --restart=Never --overrides='{"spec":{"nodeName":"a1"}}' -- \
+    sh -c "i=0; while true; do i=\$((i+1)); echo \"$mark line \$i \$(date +%s)\"; sleep 1; done" >/dev/null
+  wait_for "replicated_printer_pod_running" 90 bash -c \
+    "nsenter --net=$(ns_path "${SERVER_NSS[$LIVE]}") kubectl --kubeconfig $WORK/s$LIVE/server/admin.kubeconfig get pod $mark -o jsonpath='{.status.phase}' | grep -qx Running" || return 1
+  # the delay until line 2 is searchable: on the first server, then on all three
+  declare -A found=()
+  start=$(date +%s%N) first_s="" all_s=""
+  while [ $(($(date +%s%N) - start)) -lt 90000000000 ] && [ ${#found[@]} -lt 3 ]; do
+    for i in 1 2 3; do
+      if [ -z "${found[$i]:-}" ] && repl_has "$i" "^$mark line 2 "; then
+        found[$i]=$((($(date +%s%N) - start) / 1000000))
+        [ -z "$first_s" ] && first_s=${found[$i]}
+      fi
+    done
+    sleep 0.2
+  done
+  if [ ${#found[@]} -eq 3 ]; then
+    all_s=${found[1]}
+    for i in 2 3; do
+      if [ "${found[$i]}" -gt "$all_s" ]; then all_s=${found[$i]}; fi
+    done
+  fi
+  echo "# line 2 searchable on the first server after ${first_s:-?} ms, on all three after ${all_s:-?} ms (from the pod Running)"
+  for i in 1 2 3; do
+    if [ -n "${found[$i]:-}" ]; then ok "pod_line_from_a1_searchable_on_server_$i"; else not_ok "pod_line_from_a1_searchable_on_server_$i" "not found within 90 s"; fi
+  done
+  # the node's samples in a 40 s window (shipped every 10 s) are the same on every server
+  t1=$((t0 + 40))
+  while [ "$(date +%s)" -lt $((t1 + 25)) ]; do sleep 1; done
+  q="count_over_time(node_memory_MemAvailable_bytes{node=\"a1\"}[40s])"
+  check_for "node_a1_samples_same_on_every_server" 30 repl_same "$q" "$t1" 1 2 3
+  local count
+  count=$(repl_prom "$b" "$q" "$t1")
+  echo "# $count samples of node_memory_MemAvailable_bytes{node=a1} in the window on each server"
+  check_for "origin_server_counts_forwarded_batches" 20 bash -c "[ \$(nsenter --net=$(ns_path "${SERVER_NSS[$b]}") kubectl --kubeconfig $WORK/s$b/server/admin.kubeconfig get --raw /metrics | awk '\$1 == \"mini_observe_replica_forwarded_batches_total\" {print \$2}' | cut -d. -f1) -gt 0 ]"
+  for i in $(others_than "$b"); do
+    check_for "server_${i}_counts_received_replicas" 20 bash -c "[ \"\$(nsenter --net=$(ns_path "${SERVER_NSS[$i]}") kubectl --kubeconfig $WORK/s$i/server/admin.kubeconfig get --raw /metrics | awk '\$1 == \"mini_observe_replica_received_batches_total\" {print \$2}' | cut -d. -f1)\" -gt 0 ]"
+  done
+  expect_eq "no_replicated_batch_dropped_on_origin" "0" repl_counter "$b" mini_observe_replica_dropped_batches
+  # the server the agent ships to stops: the others keep the whole history and take over
+  lines=$(wc -l <"$WORK/a1/agent.log")
+  kill "${SERVER_PIDS[$b]}"
+  for _ in $(seq 1 150); do kill -0 "${SERVER_PIDS[$b]}" 2>/dev/null || break; sleep 0.2; done
+  kill -9 "${SERVER_PIDS[$b]}" 2>/dev/null || true
+  wait "${SERVER_PIDS[$b]}" 2>/dev/null || true
+  SERVER_PIDS[$b]=""
+  stop_ts=$(date +%s)
+  echo "# stopped server $b"
+  [ "$LIVE" = "$b" ] && LIVE=$((b % 3 + 1))
+  check_for "agent_a1_leaves_the_stopped_server" 60 bash -c \
+    "tail -n +$((lines + 1)) $WORK/a1/agent.log | grep 'now uses this server' | grep -qvE '${SERVER_IPS[$b]}:'"
+  for i in $(others_than "$b"); do
+    expect_eq "node_a1_samples_kept_on_server_${i}_after_origin_stopped" "$count" repl_prom "$i" "$q" "$t1"
+    if repl_has "$i" "^$mark line 2 "; then ok "pod_line_kept_on_server_${i}_after_origin_stopped"; else not_ok "pod_line_kept_on_server_${i}_after_origin_stopped"; fi
+    check_for "pod_line_printed_after_origin_stopped_on_server_$i" 90 repl_has "$i" "^$mark line [0-9]+ ($((stop_ts + 12))|$((stop_ts + 13))|$((stop_ts + 14)))\$"
+  done
+  # the stopped server comes back after 45 s (a few sample rounds): its peers send what it missed
+  while [ "$(date +%s)" -lt $((stop_ts + 45)) ]; do sleep 1; done
+  # shellcheck disable=SC2207
+  if [ "$b" -ne 1 ]; then args=($(join_args)); fi
+  if start_ha_server "$b" "${args[@]}"; then ok "stopped_server_restarts"; else not_ok "stopped_server_restarts"; return 1; fi
+  restart_ts=$(date +%s)
+  echo "# server $b was down $((restart_ts - stop_ts)) s"
+  check_for "restarted_server_gets_lines_printed_while_down" 60 repl_has "$b" "^$mark line [0-9]+ ($((stop_ts + 12))|$((stop_ts + 13))|$((stop_ts + 14)))\$"
+  c=$((b % 3 + 1))
+  q="count_over_time(node_memory_MemAvailable_bytes{node=\"a1\"}[$((restart_ts - stop_ts - 4))s])"
+  check_for "restarted_server_gets_samples_taken_while_down" 60 repl_same "$q" "$((restart_ts - 2))" "$b" "$c"
+}
+step_observe_replicated || true
 summary

@@ -1,12 +1,14 @@
 //! Ingestion from the nodes: sample batches into the time-series store and log batches into the
 //! log store, each accepted only from the node it names (or an administrator), with the node's
-//! labels set by the server so one node cannot write another's figures.
+//! labels set by the server so one node cannot write another's figures. A stored batch goes on
+//! to the other servers ([`crate::replicate`]); a replica from one of them is stored the same way.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{Response, StatusCode};
 use k8s_openapi::api::core::v1::Event;
 use kube::api::PostParams;
@@ -16,6 +18,7 @@ use mini_nodestats::wire::SampleBatch;
 use mini_rbac::UserInfo;
 use serde_json::json;
 
+use crate::replicate::Kind;
 use crate::route::{json_response, status_response};
 use crate::Observe;
 
@@ -57,9 +60,10 @@ fn with_node(mut labels: BTreeMap<String, String>, node: &str) -> BTreeMap<Strin
 pub(crate) async fn samples(
     observe: &Arc<Observe>,
     user: &UserInfo,
-    body: &[u8],
+    body: Bytes,
+    replica: bool,
 ) -> Response<Body> {
-    let batch: SampleBatch = match serde_json::from_slice(body) {
+    let batch: SampleBatch = match serde_json::from_slice(&body) {
         Ok(batch) => batch,
         Err(e) => {
             return status_response(
@@ -110,6 +114,7 @@ pub(crate) async fn samples(
                 .stats
                 .samples
                 .fetch_add(points as u64, Ordering::Relaxed);
+            observe.replicated(Kind::Samples, body, replica);
             json_response(
                 StatusCode::OK,
                 &json!({"series": count, "samples": points, "refusedSeries": refused, "refusedFuturePoints": future}),
@@ -132,8 +137,13 @@ pub(crate) async fn samples(
     }
 }
 
-pub(crate) async fn logs(observe: &Arc<Observe>, user: &UserInfo, body: &[u8]) -> Response<Body> {
-    let mut batch: LogBatch = match serde_json::from_slice(body) {
+pub(crate) async fn logs(
+    observe: &Arc<Observe>,
+    user: &UserInfo,
+    body: Bytes,
+    replica: bool,
+) -> Response<Body> {
+    let mut batch: LogBatch = match serde_json::from_slice(&body) {
         Ok(batch) => batch,
         Err(e) => {
             return status_response(
@@ -166,6 +176,7 @@ pub(crate) async fn logs(observe: &Arc<Observe>, user: &UserInfo, body: &[u8]) -
                 .stats
                 .log_lines
                 .fetch_add(lines as u64, Ordering::Relaxed);
+            observe.replicated(Kind::Logs, body, replica);
             json_response(StatusCode::OK, &json!({"lines": lines}))
         }
         Ok(Err(e)) if matches!(e, mini_logstore::LogStoreError::Full) => {

@@ -2,18 +2,21 @@
 //! time-series store and their containers' log lines into the log store; users read them
 //! through the Prometheus query API (`/prometheus/api/v1/…`), the Loki query API
 //! (`/loki/api/v1/…`) and mini's own log search and live tail (`/v1-mini/logs/…`), each scoped
-//! to the namespaces RBAC lets the caller read.
+//! to the namespaces RBAC lets the caller read. With several servers every batch a server
+//! stores is replicated to the others ([`replicate`]), so each holds the whole history.
 
 mod client;
 mod ingest;
 mod params;
+pub mod replicate;
 mod route;
 mod scope;
 mod search;
 mod stats;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use mini_apiserver::ApiServer;
@@ -121,6 +124,8 @@ pub struct Observe {
     pub(crate) events: ingest::FullDiskEvents,
     /// What `status/runtimeinfo` and `status/buildinfo` report.
     pub(crate) info: mini_promql::ServerInfo,
+    /// Forwards stored batches to the other servers (set by [`replicate`]).
+    pub(crate) forwarder: OnceLock<Arc<replicate::Forwarder>>,
 }
 
 impl Observe {
@@ -136,6 +141,26 @@ impl Observe {
 }
 
 impl Observe {
+    /// After a batch was stored: a node's batch goes to the peers, a peer's replica is counted.
+    pub(crate) fn replicated(&self, kind: replicate::Kind, body: bytes::Bytes, replica: bool) {
+        let Some(forwarder) = self.forwarder.get() else {
+            return;
+        };
+        if replica {
+            forwarder
+                .stats
+                .received
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            forwarder.forward(kind, body);
+        }
+    }
+
+    /// The forwarder to the peer servers, once [`replicate`] started it.
+    pub fn forwarder(&self) -> Option<&Arc<replicate::Forwarder>> {
+        self.forwarder.get()
+    }
+
     /// Persists what only memory holds (the metrics head); call once the API port is closed.
     pub fn close(&self) {
         if let Err(e) = self.tsdb.flush() {
@@ -189,6 +214,7 @@ pub async fn start(
         config,
         stats: stats::IngestStats::default(),
         events: ingest::FullDiskEvents::default(),
+        forwarder: OnceLock::new(),
     });
     api.add_streaming_route(Arc::new(route::ObserveRoute {
         observe: observe.clone(),
@@ -218,4 +244,29 @@ pub async fn start(
         }
     });
     Ok(observe)
+}
+
+/// Replicates every batch this server stores to the other live servers (the servers' Leases
+/// other than `own`, this server's advertised address), posting with `tls` (the server's client
+/// certificate and the cluster CA, swapped online), until `shutdown`.
+pub fn replicate(
+    observe: &Arc<Observe>,
+    own: SocketAddr,
+    tls: &Arc<rustls::ClientConfig>,
+    shutdown: CancellationToken,
+) {
+    let transport = Arc::new(replicate::HttpTransport::new(tls));
+    let forwarder = replicate::Forwarder::new(
+        replicate::ForwardConfig::default(),
+        transport,
+        shutdown.clone(),
+    );
+    if observe.forwarder.set(forwarder.clone()).is_err() {
+        return;
+    }
+    let client = kube::Client::new(
+        observe.api.local_service(ApiServer::admin_user()),
+        "default",
+    );
+    tokio::spawn(replicate::follow_peers(forwarder, client, own, shutdown));
 }

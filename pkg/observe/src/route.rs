@@ -13,7 +13,7 @@ use mini_rbac::UserInfo;
 use serde_json::{json, Value};
 
 use crate::scope::{self, Scope};
-use crate::{ingest, search, Observe};
+use crate::{ingest, replicate, search, Observe};
 
 /// Where agents post their samples.
 pub const SAMPLES_PATH: &str = "/v1-mini/samples";
@@ -181,7 +181,7 @@ fn is_form(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
 }
 
-async fn answer(
+pub(crate) async fn answer(
     observe: Arc<Observe>,
     req: Request<Body>,
     peer: Option<UserInfo>,
@@ -232,11 +232,24 @@ async fn answer(
         Ok(bytes) => bytes,
         Err((status, message)) => return failure(&path, status, "BadRequest", &message),
     };
-    if path == SAMPLES_PATH {
-        return ingest::samples(&observe, &user, &bytes).await;
-    }
-    if path == LOGS_PATH {
-        return ingest::logs(&observe, &user, &bytes).await;
+    if ingest_path {
+        // a batch another server stored and forwards: stored here, not forwarded again
+        let replica = parts.headers.contains_key(replicate::REPLICA_HEADER);
+        if replica && !replicate::may_replicate(&user) {
+            return failure(
+                &path,
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                &format!(
+                    "{} may not post replicas: only the servers of this cluster may",
+                    user.name
+                ),
+            );
+        }
+        if path == SAMPLES_PATH {
+            return ingest::samples(&observe, &user, bytes, replica).await;
+        }
+        return ingest::logs(&observe, &user, bytes, replica).await;
     }
     let form = (parts.method == Method::POST && is_form(&parts.headers)).then_some(&bytes[..]);
     let pairs = mini_promql::request_params(parts.uri.query(), form.unwrap_or_default());

@@ -64,10 +64,66 @@ pub(crate) fn render(observe: &Observe) -> String {
         "Log batches refused because the log store was full (the nodes keep and resend them).",
         s.log_batches_refused.load(Ordering::Relaxed),
     );
+    if let Some(f) = observe.forwarder.get() {
+        replica_figures(&mut registry, f);
+    }
     store_gauges(&mut registry, observe);
     let mut out = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
     out
+}
+
+fn replica_figures(registry: &mut Registry, f: &crate::replicate::Forwarder) {
+    let st = &f.stats;
+    counter(
+        registry,
+        "mini_observe_replica_forwarded_batches",
+        "Sample and log batches stored here and then by a peer server.",
+        st.forwarded.load(Ordering::Relaxed),
+    );
+    counter(
+        registry,
+        "mini_observe_replica_dropped_batches",
+        "Batches dropped unsent to a peer server (its queue full, or the peer gone for good).",
+        st.dropped.load(Ordering::Relaxed),
+    );
+    counter(
+        registry,
+        "mini_observe_replica_rejected_batches",
+        "Batches a peer server refused for good.",
+        st.rejected.load(Ordering::Relaxed),
+    );
+    counter(
+        registry,
+        "mini_observe_replica_failed_sends",
+        "Posts to a peer server that failed (retried).",
+        st.failed_sends.load(Ordering::Relaxed),
+    );
+    counter(
+        registry,
+        "mini_observe_replica_received_batches",
+        "Batches peer servers forwarded here and this server stored.",
+        st.received.load(Ordering::Relaxed),
+    );
+    let (batches, bytes) = f.queued();
+    gauge(
+        registry,
+        "mini_observe_replica_queued_batches",
+        "Batches waiting to be sent to peer servers.",
+        batches as u64,
+    );
+    gauge(
+        registry,
+        "mini_observe_replica_queued_bytes",
+        "Bytes waiting to be sent to peer servers.",
+        bytes as u64,
+    );
+    gauge(
+        registry,
+        "mini_observe_replica_peers",
+        "Peer servers this server replicates to.",
+        f.peer_list().len() as u64,
+    );
 }
 
 fn ratio(registry: &mut Registry, name: &str, help: &str, value: f64) {

@@ -562,6 +562,11 @@ pub async fn start(
         ),
         None => None,
     };
+    // ... and replicated to the other servers, so each holds the whole history
+    if let Some(observe) = &observe {
+        let own = SocketAddr::new(advertise, address.port());
+        mini_observe::replicate(observe, own, &certs.node_tls()?, shutdown.clone());
+    }
     // loading the metrics history (blocks, head state, log replay) freed far more than it keeps
     mini_sys::alloc::release_free_memory();
 
