@@ -1,6 +1,8 @@
 //! The embedded OCI distribution registry (spec v1.1) that mini server serves under `/v2/`: blobs on
 //! disk, metadata in the store under `/mini-registry/`, online GC with retention, pull-through for
 //! mirrored upstream repositories, import of image archives, and assembly of `mini commit` images.
+//! With several servers on one datastore, content a server lacks comes from its peers
+//! ([`Peers`]): on demand and by a background replicator.
 
 mod access;
 mod api;
@@ -11,6 +13,7 @@ mod import;
 mod manifest;
 mod meta;
 pub mod names;
+mod replicate;
 mod storage;
 mod summary;
 mod upstream;
@@ -28,6 +31,7 @@ pub use commit::CommitRequest;
 pub use error::{ApiError, RegistryError};
 pub use gc::GcReport;
 pub use names::{repository_for, Target};
+pub use replicate::{Peers, ReplicaReport, PEER_HEADER};
 pub use summary::{RepositorySummary, TagSummary};
 
 use error::ApiError as E;
@@ -110,6 +114,9 @@ pub struct Registry {
     /// becomes referenced between marking and deleting.
     gc_lock: tokio::sync::RwLock<()>,
     upstream: upstream::Client,
+    /// The other servers' registries (several servers on one datastore).
+    peers: std::sync::OnceLock<Arc<dyn Peers>>,
+    fetching: replicate::FetchLocks,
 }
 
 impl std::fmt::Debug for Registry {
@@ -139,6 +146,8 @@ impl Registry {
             access,
             uploads: std::sync::Mutex::new(HashMap::new()),
             gc_lock: tokio::sync::RwLock::new(()),
+            peers: std::sync::OnceLock::new(),
+            fetching: std::sync::Mutex::new(HashMap::new()),
         };
         registry.recover().await?;
         Ok(Arc::new(registry))
