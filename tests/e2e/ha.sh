@@ -16,7 +16,11 @@
 # by the new CA through B, the node stays Ready and a new pod starts. Last, B is cut from the
 # etcd (its packets to the etcd machine dropped): its /readyz answers 500, the agent's balancer
 # leaves it for another server and the node's Lease is renewed; once the cut heals B is ready
-# again. Needs root and /usr/bin/etcd.
+# again. Then the embedded registry through any server: an image pushed through the first server
+# is on the other servers' disks within seconds (no one asking), its blobs read through each of
+# them match their digests, a layer removed from one server's disk is fetched back from a peer,
+# an unknown blob is BLOB_UNKNOWN; the first server (the agents' --server, whose address the image
+# names) is killed and a pod with the image still starts on an agent. Needs root and /usr/bin/etcd.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/e2e/lib.sh
@@ -367,7 +371,7 @@ blob_file() { local hex=${2#sha256:}; echo "$WORK/s$1/server/registry/blobs/sha2
 step_registry_replication() {
   local digests d i ok_all t0 waited layer
   mkdir -p "$WORK/regrepl"
-  BUILD_IMAGE_VERSION=regrepl BUILD_IMAGE_RANDOM_MB=16 python3 "$HERE/build_image.py" "$WORK/regrepl.tar" "regrepl:v1"
+  BUILD_IMAGE_VERSION=regrepl BUILD_IMAGE_RANDOM_MB=16 python3 "$HERE/build_image.py" "$WORK/regrepl.tar" "127.0.0.1:$API_PORT/default/regrepl:v1"
   expect "registry_push_through_server_1_lands" 'default/regrepl:v1' \
     in_ns "$SERVER_NS" "$MINI_BIN" images push --kubeconfig "$WORK/s1/server/admin.kubeconfig" "$WORK/regrepl.tar"
   t0=$(date +%s%N)
