@@ -369,7 +369,7 @@ registry_get() {
 blob_file() { local hex=${2#sha256:}; echo "$WORK/s$1/server/registry/blobs/sha256/${hex:0:2}/$hex"; }
 
 step_registry_replication() {
-  local digests d i ok_all t0 waited layer
+  local digests d i ok_all t0 waited layer kind
   mkdir -p "$WORK/regrepl"
   BUILD_IMAGE_VERSION=regrepl BUILD_IMAGE_RANDOM_MB=16 python3 "$HERE/build_image.py" "$WORK/regrepl.tar" "127.0.0.1:$API_PORT/default/regrepl:v1"
   expect "registry_push_through_server_1_lands" 'default/regrepl:v1' \
@@ -404,10 +404,12 @@ for l in m["layers"]:
   fi
   for i in 2 3; do
     ok_all=yes
+    kind=manifests
     for d in $digests; do
-      if [ "sha256:$(registry_get "$i" "/v2/default/regrepl/blobs/$d" | sha256sum | cut -d' ' -f1)" != "$d" ]; then ok_all="no: $d"; fi
+      if [ "sha256:$(registry_get "$i" "/v2/default/regrepl/$kind/$d" | sha256sum | cut -d' ' -f1)" != "$d" ]; then ok_all="no: $kind/$d"; fi
+      kind=blobs
     done
-    if [ "$ok_all" = yes ]; then ok "registry_blobs_pulled_through_server_${i}_match_digests"; else not_ok "registry_blobs_pulled_through_server_${i}_match_digests" "$ok_all"; fi
+    if [ "$ok_all" = yes ]; then ok "registry_image_pulled_through_server_${i}_matches_digests"; else not_ok "registry_image_pulled_through_server_${i}_matches_digests" "$ok_all"; fi
   done
   # a layer lost from server 2's disk: asked through server 2, it comes back from a peer
   rm -f "$(blob_file 2 "$layer")"

@@ -618,6 +618,7 @@ impl Registry {
                     repository: repo.to_string(),
                     started: now,
                     updated: now,
+                    server: self.instance.clone(),
                 },
             )
             .await?;

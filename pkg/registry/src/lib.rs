@@ -114,6 +114,8 @@ pub struct Registry {
     /// becomes referenced between marking and deleting.
     gc_lock: tokio::sync::RwLock<()>,
     upstream: upstream::Client,
+    /// This registry's id (`<root>/instance-id`): upload records name the disk holding the file.
+    instance: String,
     /// The other servers' registries (several servers on one datastore).
     peers: std::sync::OnceLock<Arc<dyn Peers>>,
     fetching: replicate::FetchLocks,
@@ -137,8 +139,10 @@ impl Registry {
         access: Arc<dyn Access>,
     ) -> Result<Arc<Registry>, RegistryError> {
         let disk = Disk::init(&config.root).await?;
+        let instance = instance_id(&config.root).await?;
         let meta = Meta { store };
         let registry = Registry {
+            instance,
             upstream: upstream::Client::new(&config.upstreams),
             config,
             disk,
@@ -159,8 +163,12 @@ impl Registry {
             .list::<UploadRecord>(&meta::uploads_prefix(), None, 0)
             .await?;
         let mut known = std::collections::HashSet::new();
-        for (key, _) in records {
+        for (key, rec) in records {
             let id = key.trim_start_matches(&meta::uploads_prefix()).to_string();
+            if !rec.server.is_empty() && rec.server != self.instance {
+                // another server's upload: its file is on that server's disk
+                continue;
+            }
             if tokio::fs::metadata(self.disk.upload_path(&id))
                 .await
                 .is_err()
@@ -449,6 +457,21 @@ impl Registry {
         }
         self.touch_repo(repo).await?;
         Ok(record)
+    }
+}
+
+/// The registry's instance id, made on first use.
+async fn instance_id(root: &std::path::Path) -> Result<String, RegistryError> {
+    let path = root.join("instance-id");
+    match tokio::fs::read_to_string(&path).await {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        _ => {
+            let id = uuid::Uuid::new_v4().to_string();
+            tokio::fs::write(&path, &id)
+                .await
+                .map_err(|e| RegistryError::io(format!("writing {}", path.display()), e))?;
+            Ok(id)
+        }
     }
 }
 

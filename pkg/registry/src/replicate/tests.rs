@@ -370,3 +370,38 @@ async fn run_replicator_push_copied_on_nudge_before_period() {
     stop.cancel();
     assert!(copied, "the push was not copied to the second server");
 }
+
+#[tokio::test]
+async fn upload_of_another_server_survives_this_server_restart() {
+    let p = pair().await;
+    let a = call(
+        &p.a,
+        Some("admin"),
+        Method::POST,
+        "/v2/default/app/blobs/uploads/",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED);
+    let location = a.header("location");
+    // the second server restarts while the first one's upload is under way
+    let b_config = p.b.config.clone();
+    let store = p.b.meta.store.clone();
+    drop(p.b);
+    let _b = Registry::open(b_config, store, Arc::new(FakeAccess))
+        .await
+        .unwrap();
+    let data = b"uploaded while the other server restarted";
+    let d = digest(data);
+    let a = call(
+        &p.a,
+        Some("admin"),
+        Method::PUT,
+        &format!("{location}?digest={d}"),
+        &[],
+        data.to_vec(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+}
