@@ -380,6 +380,15 @@ impl Registry {
                 Digest::sha256_of(bytes)
             }
         };
+        // blobs pushed through another server (a client whose connections moved to this one):
+        // fetched first (not under the GC guard: storing them takes it)
+        for b in &parsed.blobs {
+            if let Some(d) = Digest::parse(b) {
+                if self.disk.blob_size(&d).await.is_none() {
+                    self.blob_from_peers(repo, &d).await?;
+                }
+            }
+        }
         let _guard = self.gc_lock.read().await;
         let mut total = bytes.len() as u64;
         for b in &parsed.blobs {

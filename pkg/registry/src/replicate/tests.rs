@@ -405,3 +405,37 @@ async fn upload_of_another_server_survives_this_server_restart() {
     .await;
     assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
 }
+
+#[tokio::test]
+async fn manifest_put_on_other_server_than_blobs_fetches_them() {
+    let p = pair().await;
+    let layer = push_blob(&p.a, "default/app", b"layer one").await;
+    let m = serde_json::json!({"schemaVersion": 2, "mediaType": manifest::OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": layer, "size": 9},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": 9}]})
+    .to_string();
+    let put = |reg: Arc<Registry>| {
+        let m = m.clone();
+        async move {
+            call(
+                &reg,
+                Some("admin"),
+                Method::PUT,
+                "/v2/default/app/manifests/v1",
+                &[("content-type", manifest::OCI_MANIFEST)],
+                m,
+            )
+            .await
+        }
+    };
+    // the blob is only on the first server's disk: without peers the second refuses
+    let a = put(p.b.clone()).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.code(), "MANIFEST_BLOB_UNKNOWN");
+    p.b.set_peers(Arc::new(FakePeers(vec![peer_client(
+        serve_registry(p.a.clone()).await,
+    )])));
+    let a = put(p.b.clone()).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+    assert!(on_disk(&p.b, &layer));
+}
