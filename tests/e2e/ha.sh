@@ -16,7 +16,11 @@
 # by the new CA through B, the node stays Ready and a new pod starts. Last, B is cut from the
 # etcd (its packets to the etcd machine dropped): its /readyz answers 500, the agent's balancer
 # leaves it for another server and the node's Lease is renewed; once the cut heals B is ready
-# again. Needs root and /usr/bin/etcd.
+# again. Then the embedded registry through any server: an image pushed through the first server
+# is on the other servers' disks within seconds (no one asking), its blobs read through each of
+# them match their digests, a layer removed from one server's disk is fetched back from a peer,
+# an unknown blob is BLOB_UNKNOWN; the first server (the agents' --server, whose address the image
+# names) is killed and a pod with the image still starts on an agent. Needs root and /usr/bin/etcd.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/e2e/lib.sh
@@ -342,6 +346,93 @@ step_datastore_cut() {
     "nsenter --net=$(ns_path "${SERVER_NSS[$b]}") curl -sk --max-time 10 https://127.0.0.1:$API_PORT/readyz | grep -qx ok"
 }
 
+# --- the embedded registry through any server: blobs copied between the servers ---
+# admin_tls I DIR: server I's admin kubeconfig's CA bundle and client certificate, as files.
+admin_tls() {
+  local kc=$WORK/s$1/server/admin.kubeconfig
+  mkdir -p "$2"
+  kubectl config view --raw --kubeconfig "$kc" -o jsonpath='{.clusters[0].cluster.certificate-authority-data}' | base64 -d >"$2/ca.crt"
+  kubectl config view --raw --kubeconfig "$kc" -o jsonpath='{.users[0].user.client-certificate-data}' | base64 -d >"$2/client.crt"
+  kubectl config view --raw --kubeconfig "$kc" -o jsonpath='{.users[0].user.client-key-data}' | base64 -d >"$2/client.key"
+}
+
+# registry_get I PATH: GET PATH from server I's registry as its admin; the body on stdout.
+registry_get() {
+  local dir=$WORK/regrepl/tls-s$1
+  admin_tls "$1" "$dir"
+  in_ns "${SERVER_NSS[$1]}" curl -sf --max-time 60 --cacert "$dir/ca.crt" --cert "$dir/client.crt" --key "$dir/client.key" \
+    -H 'Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json' \
+    "https://127.0.0.1:$API_PORT$2"
+}
+
+# blob_file I DIGEST: where server I keeps the blob.
+blob_file() { local hex=${2#sha256:}; echo "$WORK/s$1/server/registry/blobs/sha256/${hex:0:2}/$hex"; }
+
+step_registry_replication() {
+  local digests d i ok_all t0 waited layer kind
+  mkdir -p "$WORK/regrepl"
+  BUILD_IMAGE_VERSION=regrepl BUILD_IMAGE_RANDOM_MB=16 python3 "$HERE/build_image.py" "$WORK/regrepl.tar" "127.0.0.1:$API_PORT/default/regrepl:v1"
+  expect "registry_push_through_server_1_lands" 'default/regrepl:v1' \
+    in_ns "$SERVER_NS" "$MINI_BIN" images push --kubeconfig "$WORK/s1/server/admin.kubeconfig" "$WORK/regrepl.tar"
+  t0=$(date +%s%N)
+  # the manifest (an index's first child), its config and layers
+  digests=$(registry_get 1 /v2/default/regrepl/manifests/v1 | python3 -c '
+import json, sys, hashlib
+raw = sys.stdin.buffer.read()
+m = json.loads(raw)
+print("sha256:" + hashlib.sha256(raw).hexdigest())
+print(m["config"]["digest"])
+for l in m["layers"]:
+    print(l["digest"])') || { not_ok "registry_manifest_reads_through_server_1"; return 1; }
+  layer=$(tail -1 <<<"$digests")
+  # every server holds everything a push brought, without anyone asking for it
+  ok_all=""
+  for _ in $(seq 1 300); do
+    ok_all=yes
+    for d in $digests; do
+      for i in 2 3; do [ -f "$(blob_file "$i" "$d")" ] || ok_all=""; done
+    done
+    [ -n "$ok_all" ] && break
+    sleep 0.1
+  done
+  waited=$(( ($(date +%s%N) - t0) / 1000000 ))
+  if [ -n "$ok_all" ]; then
+    ok "registry_pushed_image_reaches_every_server_disk"
+    echo "# the pushed image ($(wc -l <<<"$digests") blobs, 16 MiB layer) was on servers 2 and 3 ${waited} ms after the push"
+  else
+    not_ok "registry_pushed_image_reaches_every_server_disk" "after ${waited} ms: $(ls -R "$WORK/s2/server/registry/blobs" | tail -5)"
+  fi
+  for i in 2 3; do
+    ok_all=yes
+    kind=manifests
+    for d in $digests; do
+      if [ "sha256:$(registry_get "$i" "/v2/default/regrepl/$kind/$d" | sha256sum | cut -d' ' -f1)" != "$d" ]; then ok_all="no: $kind/$d"; fi
+      kind=blobs
+    done
+    if [ "$ok_all" = yes ]; then ok "registry_image_pulled_through_server_${i}_matches_digests"; else not_ok "registry_image_pulled_through_server_${i}_matches_digests" "$ok_all"; fi
+  done
+  # a layer lost from server 2's disk: asked through server 2, it comes back from a peer
+  rm -f "$(blob_file 2 "$layer")"
+  expect_eq "registry_blob_lost_on_server_2_fetched_from_a_peer" "$layer" bash -c \
+    "echo sha256:\$(nsenter --net=$(ns_path "${SERVER_NSS[2]}") curl -sf --max-time 60 --cacert $WORK/regrepl/tls-s2/ca.crt --cert $WORK/regrepl/tls-s2/client.crt --key $WORK/regrepl/tls-s2/client.key https://127.0.0.1:$API_PORT/v2/default/regrepl/blobs/$layer | sha256sum | cut -d' ' -f1)"
+  if [ -f "$(blob_file 2 "$layer")" ]; then ok "registry_blob_fetched_from_peer_stored_again"; else not_ok "registry_blob_fetched_from_peer_stored_again"; fi
+  expect "registry_unknown_blob_is_blob_unknown_on_every_server" 'BLOB_UNKNOWN' bash -c \
+    "nsenter --net=$(ns_path "${SERVER_NSS[3]}") curl -s --max-time 60 --cacert $WORK/regrepl/tls-s3/ca.crt --cert $WORK/regrepl/tls-s3/client.crt --key $WORK/regrepl/tls-s3/client.key https://127.0.0.1:$API_PORT/v2/default/regrepl/blobs/sha256:$(printf nothing | sha256sum | cut -d' ' -f1)"
+  # the server that took the push goes; an agent (whose --server it was) pulls the image anyway
+  if [ -n "${SERVER_PIDS[1]}" ]; then
+    kill -9 "${SERVER_PIDS[1]}"
+    wait "${SERVER_PIDS[1]}" 2>/dev/null || true
+    SERVER_PIDS[1]=""
+  fi
+  LIVE=2
+  echo "# killed server 1 (took the push); kubectl now through server $LIVE"
+  k run regrepl --image="$SERVER_IP:$API_PORT/default/regrepl:v1" --restart=Never \
+    --overrides='{"spec":{"nodeName":"a2","terminationGracePeriodSeconds":1}}' -- sh -c 'cat /etc/version; sleep 100000' >/dev/null
+  check_for "registry_pod_with_image_pushed_through_dead_server_runs" 120 bash -c \
+    "nsenter --net=$(ns_path "${SERVER_NSS[$LIVE]}") kubectl --kubeconfig $WORK/s$LIVE/server/admin.kubeconfig get pod regrepl -o jsonpath='{.status.phase}' | grep -qx Running"
+  expect "registry_pod_runs_the_pushed_image_content" 'regrepl' k logs regrepl
+}
+
 step_servers
 step_refusals
 step_agents
@@ -455,4 +546,5 @@ step_observe_replicated() {
   check_for "restarted_server_gets_samples_taken_while_down" 60 repl_same "$q" "$((restart_ts - 2))" "$b" "$c"
 }
 step_observe_replicated || true
+step_registry_replication || true
 summary

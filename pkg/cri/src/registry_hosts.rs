@@ -135,8 +135,8 @@ impl RegistryHosts {
         );
     }
 
-    /// Every hosts.toml: host directory name -> file content. The cluster registry and its aliases point at
-    /// themselves; a mirrored host points at `https://<registry>/v2/<host>` (the repository `<host>/<path>`
+    /// Every hosts.toml: host directory name -> file content. The cluster registry points at itself, its
+    /// aliases at the registry first and themselves as the fallback; a mirrored host points at `https://<registry>/v2/<host>` (the repository `<host>/<path>`
     /// of the cluster registry) and falls back to its own server. A mirror equal to a registry name is
     /// skipped (the registry's own entry wins).
     pub fn render(&self) -> BTreeMap<String, String> {
@@ -154,7 +154,10 @@ impl RegistryHosts {
                 toml_path(&self.client_cert),
                 toml_path(&self.client_key),
             );
-            self.host_entry(&mut out, &format!("https://{host}"), false);
+            // an alias (the server address images name, the agent reaching the servers through
+            // its load balancer) is asked through the registry first, so pulls fail over with the
+            // balancer when that one server is gone; the alias itself stays the fallback
+            self.host_entry(&mut out, &format!("https://{}", self.registry), false);
             files.insert(host.to_string(), out);
         }
         for mirror in &self.mirrors {
@@ -366,7 +369,18 @@ mod tests {
         assert_credentials(entry);
         assert!(entry.get("override_path").is_none());
         let alias = parse(&files["mini.example:6443"]);
-        assert_credentials(host_table(&alias, "https://mini.example:6443"));
+        assert_credentials(host_table(&alias, "https://10.0.0.1:6443"));
+    }
+
+    #[test]
+    fn render_alias_asks_registry_first_and_itself_as_fallback() {
+        let files = hosts().render();
+        let alias = parse(&files["mini.example:6443"]);
+        assert_eq!(alias["server"].as_str(), Some("https://mini.example:6443"));
+        assert_credentials(&alias);
+        let hosts: Vec<&String> = alias["host"].as_table().expect("hosts").keys().collect();
+        assert_eq!(hosts, ["https://10.0.0.1:6443"]);
+        assert_credentials(host_table(&alias, "https://10.0.0.1:6443"));
     }
 
     #[test]

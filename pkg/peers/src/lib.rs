@@ -270,15 +270,25 @@ async fn reconcile(client: &kube::Client, live: &[SocketAddr]) -> Result<bool, P
     Ok(changed)
 }
 
-/// One round: renew this server's Lease, then list the live ones into the Endpoints.
-async fn round(client: &kube::Client, config: &PeerConfig) -> Result<(), PeersError> {
+/// The endpoints (`ip:port`) of the servers whose Lease is live now, sorted: for a server's
+/// components that talk to the other servers (the registry's replication).
+pub async fn live_servers(client: &kube::Client) -> Result<Vec<SocketAddr>, PeersError> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
-    renew(&leases, config).await?;
     let list = leases
         .list(&ListParams::default().labels(&format!("{IDENTITY_LABEL}={IDENTITY_VALUE}")))
         .await
         .map_err(api_err("listing the servers' leases"))?;
-    let mut live = live_endpoints(&list.items, Timestamp::now().as_millisecond());
+    Ok(live_endpoints(
+        &list.items,
+        Timestamp::now().as_millisecond(),
+    ))
+}
+
+/// One round: renew this server's Lease, then list the live ones into the Endpoints.
+async fn round(client: &kube::Client, config: &PeerConfig) -> Result<(), PeersError> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
+    renew(&leases, config).await?;
+    let mut live = live_servers(client).await?;
     // this server is live whatever the clocks say: it just renewed
     if !live.contains(&config.endpoint) {
         live.push(config.endpoint);

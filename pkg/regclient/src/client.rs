@@ -56,6 +56,8 @@ pub struct ClientConfig {
     pub timeout: Duration,
     /// Entries asked for per tags/catalog page (default 1000).
     pub page_size: usize,
+    /// Headers sent with every request (e.g. the embedded registry's peer marker).
+    pub headers: Vec<(String, String)>,
 }
 
 impl ClientConfig {
@@ -68,6 +70,7 @@ impl ClientConfig {
             chunk_size: DEFAULT_CHUNK_SIZE,
             timeout: Duration::from_secs(60),
             page_size: PAGE_SIZE,
+            headers: Vec::new(),
         }
     }
 }
@@ -138,6 +141,7 @@ pub struct RegistryClient {
     chunk_size: usize,
     timeout: Duration,
     page_size: usize,
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -264,6 +268,14 @@ impl RegistryClient {
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
+        let mut headers = Vec::new();
+        for (name, value) in &config.headers {
+            let name = HeaderName::try_from(name.as_str())
+                .map_err(|e| url_err(&format!("header name {name:?}: {e}")))?;
+            let value = HeaderValue::try_from(value.as_str())
+                .map_err(|e| url_err(&format!("header {name}: {e}")))?;
+            headers.push((name, value));
+        }
         Ok(RegistryClient {
             base,
             host,
@@ -273,6 +285,7 @@ impl RegistryClient {
             chunk_size: config.chunk_size.max(1 << 16),
             timeout: config.timeout,
             page_size: config.page_size.max(1),
+            headers,
         })
     }
 
@@ -306,6 +319,11 @@ impl RegistryClient {
         let mut builder = Request::builder()
             .method(req.method.clone())
             .uri(req.url.as_str());
+        if req.url.origin() == self.base.origin() {
+            for (name, value) in &self.headers {
+                builder = builder.header(name, value);
+            }
+        }
         for (name, value) in &req.headers {
             builder = builder.header(name, value);
         }

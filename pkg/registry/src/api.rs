@@ -405,7 +405,7 @@ impl Registry {
         &self,
         repo: &str,
         reference: &str,
-        _headers: &http::HeaderMap,
+        headers: &http::HeaderMap,
     ) -> Result<Response<ResponseBody>> {
         if Digest::parse(reference).is_none() && !names::valid_tag(reference) {
             return Err(E::manifest_unknown(reference));
@@ -428,6 +428,11 @@ impl Registry {
             }
         };
         let (digest, rec) = found.ok_or_else(|| E::manifest_unknown(reference))?;
+        if self.disk.blob_size(&digest).await.is_none() && !headers.contains_key(crate::PEER_HEADER)
+        {
+            // recorded (pushed through another server) but not on this disk
+            self.manifest_from_peers(repo, &digest, &rec).await?;
+        }
         let bytes = self
             .disk
             .read_blob(&digest)
@@ -530,10 +535,22 @@ impl Registry {
             .ok_or_else(|| E::digest_invalid(format!("invalid digest {digest}")))?;
         let size = match self.blob_in_repo(repo, &d).await? {
             Some(s) => s,
-            None => self
-                .pull_blob(repo, &d)
-                .await?
-                .ok_or_else(|| E::blob_unknown(digest))?,
+            None => {
+                // linked (pushed through another server) but not on this disk: from a peer,
+                // unless a peer is asking
+                let from_peer = if headers.contains_key(crate::PEER_HEADER) {
+                    None
+                } else {
+                    self.blob_from_peers(repo, &d).await?
+                };
+                match from_peer {
+                    Some(s) => s,
+                    None => self
+                        .pull_blob(repo, &d)
+                        .await?
+                        .ok_or_else(|| E::blob_unknown(digest))?,
+                }
+            }
         };
         let path = self.disk.blob_path(&d);
         let range = headers
@@ -601,6 +618,7 @@ impl Registry {
                     repository: repo.to_string(),
                     started: now,
                     updated: now,
+                    server: self.instance.clone(),
                 },
             )
             .await?;

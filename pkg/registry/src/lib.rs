@@ -1,6 +1,8 @@
 //! The embedded OCI distribution registry (spec v1.1) that mini server serves under `/v2/`: blobs on
 //! disk, metadata in the store under `/mini-registry/`, online GC with retention, pull-through for
 //! mirrored upstream repositories, import of image archives, and assembly of `mini commit` images.
+//! With several servers on one datastore, content a server lacks comes from its peers
+//! ([`Peers`]): on demand and by a background replicator.
 
 mod access;
 mod api;
@@ -11,6 +13,7 @@ mod import;
 mod manifest;
 mod meta;
 pub mod names;
+mod replicate;
 mod storage;
 mod summary;
 mod upstream;
@@ -28,6 +31,7 @@ pub use commit::CommitRequest;
 pub use error::{ApiError, RegistryError};
 pub use gc::GcReport;
 pub use names::{repository_for, Target};
+pub use replicate::{Peers, ReplicaReport, PEER_HEADER};
 pub use summary::{RepositorySummary, TagSummary};
 
 use error::ApiError as E;
@@ -110,6 +114,11 @@ pub struct Registry {
     /// becomes referenced between marking and deleting.
     gc_lock: tokio::sync::RwLock<()>,
     upstream: upstream::Client,
+    /// This registry's id (`<root>/instance-id`): upload records name the disk holding the file.
+    instance: String,
+    /// The other servers' registries (several servers on one datastore).
+    peers: std::sync::OnceLock<Arc<dyn Peers>>,
+    fetching: replicate::FetchLocks,
 }
 
 impl std::fmt::Debug for Registry {
@@ -130,8 +139,10 @@ impl Registry {
         access: Arc<dyn Access>,
     ) -> Result<Arc<Registry>, RegistryError> {
         let disk = Disk::init(&config.root).await?;
+        let instance = instance_id(&config.root).await?;
         let meta = Meta { store };
         let registry = Registry {
+            instance,
             upstream: upstream::Client::new(&config.upstreams),
             config,
             disk,
@@ -139,6 +150,8 @@ impl Registry {
             access,
             uploads: std::sync::Mutex::new(HashMap::new()),
             gc_lock: tokio::sync::RwLock::new(()),
+            peers: std::sync::OnceLock::new(),
+            fetching: std::sync::Mutex::new(HashMap::new()),
         };
         registry.recover().await?;
         Ok(Arc::new(registry))
@@ -150,8 +163,12 @@ impl Registry {
             .list::<UploadRecord>(&meta::uploads_prefix(), None, 0)
             .await?;
         let mut known = std::collections::HashSet::new();
-        for (key, _) in records {
+        for (key, rec) in records {
             let id = key.trim_start_matches(&meta::uploads_prefix()).to_string();
+            if !rec.server.is_empty() && rec.server != self.instance {
+                // another server's upload: its file is on that server's disk
+                continue;
+            }
             if tokio::fs::metadata(self.disk.upload_path(&id))
                 .await
                 .is_err()
@@ -363,6 +380,15 @@ impl Registry {
                 Digest::sha256_of(bytes)
             }
         };
+        // blobs pushed through another server (a client whose connections moved to this one):
+        // fetched first (not under the GC guard: storing them takes it)
+        for b in &parsed.blobs {
+            if let Some(d) = Digest::parse(b) {
+                if self.disk.blob_size(&d).await.is_none() {
+                    self.blob_from_peers(repo, &d).await?;
+                }
+            }
+        }
         let _guard = self.gc_lock.read().await;
         let mut total = bytes.len() as u64;
         for b in &parsed.blobs {
@@ -440,6 +466,21 @@ impl Registry {
         }
         self.touch_repo(repo).await?;
         Ok(record)
+    }
+}
+
+/// The registry's instance id, made on first use.
+async fn instance_id(root: &std::path::Path) -> Result<String, RegistryError> {
+    let path = root.join("instance-id");
+    match tokio::fs::read_to_string(&path).await {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        _ => {
+            let id = uuid::Uuid::new_v4().to_string();
+            tokio::fs::write(&path, &id)
+                .await
+                .map_err(|e| RegistryError::io(format!("writing {}", path.display()), e))?;
+            Ok(id)
+        }
     }
 }
 

@@ -63,6 +63,10 @@ pub struct UploadRecord {
     pub repository: String,
     pub started: i64,
     pub updated: i64,
+    /// The instance id of the registry whose disk holds the upload file (several servers share
+    /// these records); empty in records of older versions.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub server: String,
 }
 
 pub fn repo_key(repo: &str) -> String {

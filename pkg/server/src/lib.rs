@@ -545,6 +545,14 @@ pub async fn start(
             &config.data_dir,
             registry_hosts.clone(),
             config.data_dir.join("agent").join("images"),
+            // several servers: blobs pushed through another one come from it
+            config.datastore.as_ref().map(|_| {
+                registry::ServerPeers::new(
+                    kube::Client::new(api.local_service(ApiServer::admin_user()), "default"),
+                    SocketAddr::new(advertise, address.port()),
+                    certs.clone(),
+                )
+            }),
             shutdown.clone(),
         )
         .await?;

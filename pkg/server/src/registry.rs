@@ -1,8 +1,10 @@
 //! Wiring of the embedded image registry into the server: the cluster's identities and RBAC as
 //! the registry's `Access`, the registry as the API server's `/v2/` streaming route and as the
-//! catalog behind `registry.mini.dev`, and the server's image directory imported into it.
+//! catalog behind `registry.mini.dev`, the server's image directory imported into it, and (several
+//! servers on one datastore) the other servers' registries as its peers for blobs it lacks.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -21,6 +23,84 @@ use crate::{RegistrySettings, ServerError};
 
 /// How often the server's image directory is looked at for new tarballs.
 const IMAGE_DIR_RESCAN: Duration = Duration::from_secs(10);
+/// Between replication passes when no push nudges one (a push anywhere starts one at once).
+const REPLICATE_PERIOD: Duration = Duration::from_secs(30);
+
+/// The other servers' registries: the servers with a live Lease (`mini_peers`), reached over
+/// HTTPS with the cluster's CA bundle and this server's admin certificate (the CA is shared, so
+/// every server accepts it). Clients are kept while the server stays live and the certificates
+/// unchanged (a CA rotation makes new ones).
+pub(crate) struct ServerPeers {
+    pub client: kube::Client,
+    /// This server's own endpoint (left out).
+    pub own: SocketAddr,
+    pub certs: Arc<mini_certrotate::ServerCerts>,
+    clients: std::sync::Mutex<HashMap<SocketAddr, (String, Arc<mini_regclient::RegistryClient>)>>,
+}
+
+impl ServerPeers {
+    pub fn new(
+        client: kube::Client,
+        own: SocketAddr,
+        certs: Arc<mini_certrotate::ServerCerts>,
+    ) -> Self {
+        ServerPeers {
+            client,
+            own,
+            certs,
+            clients: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl mini_registry::Peers for ServerPeers {
+    async fn registries(&self) -> Vec<Arc<mini_regclient::RegistryClient>> {
+        let live = match mini_peers::live_servers(&self.client).await {
+            Ok(live) => live,
+            Err(e) => {
+                tracing::warn!(error = %e, "registry: listing the other servers failed");
+                return Vec::new();
+            }
+        };
+        let admin = match self.certs.pki() {
+            Ok(pki) => pki.admin,
+            Err(e) => {
+                tracing::warn!(error = %e, "registry: no client certificate for the other servers");
+                return Vec::new();
+            }
+        };
+        let ca = self.certs.bundle_pem();
+        let stamp = format!("{ca}{}", admin.cert_pem);
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        clients.retain(|addr, _| live.contains(addr));
+        let mut out = Vec::new();
+        for addr in live.into_iter().filter(|a| *a != self.own) {
+            if let Some((s, c)) = clients.get(&addr) {
+                if *s == stamp {
+                    out.push(c.clone());
+                    continue;
+                }
+            }
+            let mut config = mini_regclient::ClientConfig::new(format!("https://{addr}"));
+            config.ca_pem = Some(ca.clone());
+            config.client_cert = Some(admin.clone());
+            config.timeout = Duration::from_secs(10);
+            config.headers = vec![(mini_registry::PEER_HEADER.into(), "1".into())];
+            match mini_regclient::RegistryClient::new(config) {
+                Ok(c) => {
+                    let c = Arc::new(c);
+                    clients.insert(addr, (stamp.clone(), c.clone()));
+                    out.push(c);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, peer = %addr, "registry: no client for a peer server")
+                }
+            }
+        }
+        out
+    }
+}
 
 /// The cluster's view of who may pull and push: authentication by the API server (client
 /// certificates, ServiceAccount, join and bootstrap tokens), RBAC on `repositories`, and
@@ -170,13 +250,15 @@ impl ImageCatalog for RegistryCatalog {
 }
 
 /// Opens the registry under `<data-dir>/server/registry`, mounts it on the API server and
-/// starts its maintenance and the import of `images_dir`.
+/// starts its maintenance and the import of `images_dir`; with `peers` (several servers), the
+/// replication of what the other servers took.
 pub(crate) async fn start(
     api: &ApiServer,
     settings: &RegistrySettings,
     data_dir: &Path,
     hosts: Vec<String>,
     images_dir: PathBuf,
+    peers: Option<ServerPeers>,
     shutdown: CancellationToken,
 ) -> Result<Arc<Registry>, ServerError> {
     let config = RegistryConfig {
@@ -208,6 +290,10 @@ pub(crate) async fn start(
         hosts,
     }));
     registry.run_background(shutdown.clone());
+    if let Some(peers) = peers {
+        registry.set_peers(Arc::new(peers));
+        registry.run_replicator(REPLICATE_PERIOD, shutdown.clone());
+    }
     tokio::spawn(import_image_dir(registry.clone(), images_dir, shutdown));
     Ok(registry)
 }
