@@ -89,6 +89,11 @@ realistic_bps() {
 metric() { kubectl --kubeconfig "${KUBECONFIG}" get --raw /metrics | awk -v n="$1" '$1 == n {print $2}'; }
 
 run_server_bench() {
+    # the simulated nodes stand for other machines: they run from a copy of the binary, so they
+    # do not share the server's page cache (pages of the same file in the cache would be mapped
+    # into the server's resident set by the kernel's fault-around)
+    SIM_BIN="${WORK}/mini-sim"
+    cp "${MINI_BIN}" "${SIM_BIN}"
     start_server
     export KUBECONFIG="${WORK}/data/server/admin.kubeconfig"
     local idle_rss idle_parts load_out rss_after rss_restart samples bytes
@@ -96,7 +101,7 @@ run_server_bench() {
     idle_rss=$(rss_mib)
     idle_parts=$(rss_parts)
     echo "bench observe: posting ${HISTORY} of samples for ${NODES} nodes x ${PODS} pods" >&2
-    load_out=$("${MINI_BIN}" sim samples --kubeconfig "${KUBECONFIG}" --nodes "${NODES}" --pods "${PODS}" \
+    load_out=$("${SIM_BIN}" sim samples --kubeconfig "${KUBECONFIG}" --nodes "${NODES}" --pods "${PODS}" \
         --history "${HISTORY}" --prefix bench-node-)
     sleep 5
     rss_after=$(rss_mib)
@@ -133,19 +138,22 @@ EOF
     rss_restart=$(rss_mib)
     echo "bench observe: the same nodes send in real time every 10 s for ${LIVE}" >&2
     local live_out rss_steady steady_parts
-    live_out=$("${MINI_BIN}" sim samples --kubeconfig "${KUBECONFIG}" --nodes "${NODES}" --pods "${PODS}" \
+    live_out=$("${SIM_BIN}" sim samples --kubeconfig "${KUBECONFIG}" --nodes "${NODES}" --pods "${PODS}" \
         --history 0 --live "${LIVE}" --prefix bench-node-)
     rss_steady=$(rss_mib)
     steady_parts=$(rss_parts)
     store_mem=$(metric mini_metrics_memory_bytes)
+    local heap_in_use heap_free
+    heap_in_use=$(metric mini_process_heap_in_use_bytes)
+    heap_free=$(metric mini_process_heap_free_held_bytes)
     stop_server
     local real_bps
     echo "bench observe: bytes per sample on realistic series (the store bench's generator)" >&2
     real_bps=$(realistic_bps)
-    python3 - "${idle_rss}" "${rss_after}" "${rss_restart}" "${samples:-0}" "${bytes:-0}" "${points}" "${load_out}" "${chunk_bps:-0}" "${store_mem:-0}" "${rss_steady}" "${idle_parts}" "${steady_parts}" "${live_out}" "${real_bps:-nan}" ${times} <<'EOF'
+    python3 - "${idle_rss}" "${rss_after}" "${rss_restart}" "${samples:-0}" "${bytes:-0}" "${points}" "${load_out}" "${chunk_bps:-0}" "${store_mem:-0}" "${rss_steady}" "${idle_parts}" "${steady_parts}" "${live_out}" "${real_bps:-nan}" "${heap_in_use:-nan}" "${heap_free:-nan}" ${times} <<'EOF'
 import statistics, sys
-idle, after, restart, samples, disk, points, load, chunk_bps, store_mem, steady, idle_parts, steady_parts, live, real_bps = sys.argv[1:15]
-times = sorted(float(t) * 1000 for t in sys.argv[15:])
+idle, after, restart, samples, disk, points, load, chunk_bps, store_mem, steady, idle_parts, steady_parts, live, real_bps, heap_in_use, heap_free = sys.argv[1:17]
+times = sorted(float(t) * 1000 for t in sys.argv[17:])
 samples, disk = float(samples), float(disk)
 print()
 print("metrics store in a real mini server (%s; then live: %s)" % (load, live))
@@ -158,6 +166,7 @@ print("  %-52s %10.2f   (mini sim's random walks; Prometheus: see the store benc
 print("  %-52s %10.2f   (goal <= 2; smooth counters, gauges that rarely move)" % ("chunk bytes per raw sample, realistic series", float(real_bps)))
 print("  %-52s %10.2f   (all files: blocks, tiers, WAL)" % ("disk bytes per sample", disk / samples if samples else float("nan")))
 print("  %-52s %10.1f" % ("the store's own memory estimate (MiB)", float(store_mem) / 1048576))
+print("  %-52s %10.1f   (freed but held by malloc: %.1f)" % ("heap in use, steady (MiB)", float(heap_in_use) / 1048576, float(heap_free) / 1048576))
 print("  %-52s %10.1f   (goal <= 50 ms; %s points)" % ("query_range 1 day, one pod, median ms", statistics.median(times), points))
 print("  %-52s %10.1f" % ("query_range 1 day, one pod, max ms", times[-1]))
 EOF
