@@ -12,8 +12,13 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use mini_regclient::{ClientConfig, Credentials, RegistryClient};
 
-use crate::tests::{call, config, digest, push_blob, push_image, FakeAccess};
+use crate::tests::{call, config, digest, push_blob, push_image, Answer, FakeAccess};
 use crate::*;
+
+/// A request without body or headers, as the administrator.
+async fn admin(reg: &Registry, method: Method, path: &str) -> Answer {
+    call(reg, Some("admin"), method, path, &[], "").await
+}
 
 /// Two servers' registries on one store, each with its own disk.
 struct Pair {
@@ -139,54 +144,27 @@ async fn peer_fetch_blob_pushed_through_other_server_served_and_stored() {
     let m = push_image(&p.a, "default/app", "v1", b"layer one").await;
     let layer = digest(b"layer one");
     // without peers the second server knows the blob but cannot serve it
-    let a = call(
-        &p.b,
-        Some("admin"),
-        Method::GET,
-        &format!("/v2/default/app/blobs/{layer}"),
-        &[],
-        "",
-    )
-    .await;
+    let a = admin(&p.b, Method::GET, &format!("/v2/default/app/blobs/{layer}")).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     assert_eq!(a.code(), "BLOB_UNKNOWN");
     p.b.set_peers(Arc::new(FakePeers(vec![peer_client(
         serve_registry(p.a.clone()).await,
     )])));
-    let a = call(
-        &p.b,
-        Some("admin"),
-        Method::GET,
-        &format!("/v2/default/app/blobs/{layer}"),
-        &[],
-        "",
-    )
-    .await;
+    let a = admin(&p.b, Method::GET, &format!("/v2/default/app/blobs/{layer}")).await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.body.as_ref(), b"layer one");
     assert!(on_disk(&p.b, &layer));
     // HEAD of the config fetches it too; the manifest by tag comes from the peer as well
     let config = blobs_of(&p.a, "default/app", &m).await[0].clone();
-    let a = call(
+    let a = admin(
         &p.b,
-        Some("admin"),
         Method::HEAD,
         &format!("/v2/default/app/blobs/{config}"),
-        &[],
-        "",
     )
     .await;
     assert_eq!(a.status, StatusCode::OK);
     assert!(on_disk(&p.b, &config));
-    let a = call(
-        &p.b,
-        Some("admin"),
-        Method::GET,
-        "/v2/default/app/manifests/v1",
-        &[],
-        "",
-    )
-    .await;
+    let a = admin(&p.b, Method::GET, "/v2/default/app/manifests/v1").await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(digest(&a.body), m);
     assert!(on_disk(&p.b, &m));
@@ -202,26 +180,10 @@ async fn peer_fetch_wrong_digest_not_stored_next_peer_used() {
         liar,
         peer_client(serve_registry(p.a.clone()).await),
     ])));
-    let a = call(
-        &p.b,
-        Some("admin"),
-        Method::GET,
-        &format!("/v2/default/app/blobs/{layer}"),
-        &[],
-        "",
-    )
-    .await;
+    let a = admin(&p.b, Method::GET, &format!("/v2/default/app/blobs/{layer}")).await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.body.as_ref(), b"layer one");
-    let a = call(
-        &p.b,
-        Some("admin"),
-        Method::GET,
-        &format!("/v2/default/app/manifests/{m}"),
-        &[],
-        "",
-    )
-    .await;
+    let a = admin(&p.b, Method::GET, &format!("/v2/default/app/manifests/{m}")).await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(digest(&a.body), m);
     assert_eq!(upload_files(&p.b), 0);
@@ -233,26 +195,10 @@ async fn peer_fetch_only_liar_blob_unknown_nothing_stored() {
     let m = push_image(&p.a, "default/app", "v1", b"layer one").await;
     let layer = digest(b"layer one");
     p.b.set_peers(Arc::new(FakePeers(vec![peer_client(serve_liar().await)])));
-    let a = call(
-        &p.b,
-        Some("admin"),
-        Method::GET,
-        &format!("/v2/default/app/blobs/{layer}"),
-        &[],
-        "",
-    )
-    .await;
+    let a = admin(&p.b, Method::GET, &format!("/v2/default/app/blobs/{layer}")).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     assert_eq!(a.code(), "BLOB_UNKNOWN");
-    let a = call(
-        &p.b,
-        Some("admin"),
-        Method::GET,
-        &format!("/v2/default/app/manifests/{m}"),
-        &[],
-        "",
-    )
-    .await;
+    let a = admin(&p.b, Method::GET, &format!("/v2/default/app/manifests/{m}")).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     assert_eq!(a.code(), "MANIFEST_UNKNOWN");
     assert!(!on_disk(&p.b, &layer));
@@ -273,24 +219,13 @@ async fn peer_fetch_blob_no_server_has_blob_unknown_without_loop() {
     p.b.set_peers(Arc::new(FakePeers(vec![peer_client(
         serve_registry(p.a.clone()).await,
     )])));
-    let a = call(
-        &p.b,
-        Some("admin"),
-        Method::GET,
-        &format!("/v2/default/app/blobs/{layer}"),
-        &[],
-        "",
-    )
-    .await;
+    let a = admin(&p.b, Method::GET, &format!("/v2/default/app/blobs/{layer}")).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     assert_eq!(a.code(), "BLOB_UNKNOWN");
-    let a = call(
+    let a = admin(
         &p.a,
-        Some("admin"),
         Method::HEAD,
         &format!("/v2/default/app/blobs/{layer}"),
-        &[],
-        "",
     )
     .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
@@ -325,13 +260,10 @@ async fn replicate_once_skips_deleted_manifests_and_unreferenced_blobs() {
     let m = push_image(&p.a, "default/app", "v1", b"layer one").await;
     // a blob linked but named by no manifest (a push under way, or GC's next victim)
     let loose = push_blob(&p.a, "default/app", b"loose blob").await;
-    let a = call(
+    let a = admin(
         &p.a,
-        Some("admin"),
         Method::DELETE,
         &format!("/v2/default/app/manifests/{m}"),
-        &[],
-        "",
     )
     .await;
     assert_eq!(a.status, StatusCode::ACCEPTED);
@@ -374,15 +306,7 @@ async fn run_replicator_push_copied_on_nudge_before_period() {
 #[tokio::test]
 async fn upload_of_another_server_survives_this_server_restart() {
     let p = pair().await;
-    let a = call(
-        &p.a,
-        Some("admin"),
-        Method::POST,
-        "/v2/default/app/blobs/uploads/",
-        &[],
-        "",
-    )
-    .await;
+    let a = admin(&p.a, Method::POST, "/v2/default/app/blobs/uploads/").await;
     assert_eq!(a.status, StatusCode::ACCEPTED);
     let location = a.header("location");
     // the second server restarts while the first one's upload is under way
