@@ -9,18 +9,27 @@ use tokio::sync::mpsc::error::TryRecvError;
 use super::compact::REWRITE_SLACK;
 use super::*;
 
-fn open(dir: &tempfile::TempDir) -> SledStore {
-    // sled's own background threads may hold the directory's file lock for a moment after the
-    // previous store of a reopen test was dropped
+/// Runs `open` until the directory's file lock is free: sled's own background threads may hold
+/// it for a moment after the previous store (or database) of a reopen test was dropped.
+fn when_unlocked<T, E: std::fmt::Display>(mut open: impl FnMut() -> Result<T, E>) -> T {
     for _ in 0..100 {
-        match SledStore::open(dir.path()) {
-            Err(StoreError::Backend(m)) if m.contains("could not acquire lock") => {
+        match open() {
+            Err(e) if e.to_string().contains("could not acquire lock") => {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            opened => return opened.expect("open store"),
+            Err(e) => panic!("open: {e}"),
+            Ok(opened) => return opened,
         }
     }
-    panic!("the store's directory stayed locked for 2 s after the previous store was dropped")
+    panic!("the directory stayed locked for 2 s after the previous store was dropped")
+}
+
+fn open(dir: &tempfile::TempDir) -> SledStore {
+    open_path(dir.path())
+}
+
+fn open_path(path: &Path) -> SledStore {
+    when_unlocked(|| SledStore::open(path))
 }
 
 /// A fresh store for one conformance case; the directory lives as long as the case.
@@ -74,10 +83,7 @@ async fn revision_survives_reopen_and_is_never_reused() {
 /// Leaves the store at `dir` as a process that stopped without closing it would: the
 /// clean-close marker of the last close removed.
 fn forget_clean_close(dir: &tempfile::TempDir) {
-    let db = sled::Config::new()
-        .path(dir.path())
-        .open()
-        .expect("open sled");
+    let db = when_unlocked(|| sled::Config::new().path(dir.path()).open());
     db.remove(CLEAN_CLOSE_KEY).expect("remove marker");
     db.flush().expect("flush");
 }
@@ -461,18 +467,6 @@ async fn reclaim_space_small_store_is_left_alone() {
     assert!(!store.reclaim_space(false).unwrap().rewritten);
     assert!(store.reclaim_space(true).unwrap().rewritten);
     assert_eq!(store.get("/a").await.unwrap().unwrap().value, value("1"));
-}
-
-fn open_path(path: &Path) -> SledStore {
-    for _ in 0..100 {
-        match SledStore::open(path) {
-            Err(StoreError::Backend(m)) if m.contains("could not acquire lock") => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            opened => return opened.expect("open store"),
-        }
-    }
-    panic!("the store's directory stayed locked")
 }
 
 /// A store at `<dir>/db` holding `/old`, and a copy at `<dir>/db.rewrite` holding `/new`,
