@@ -32,6 +32,7 @@ export function overviewPage(ctx) {
     h('section.card', h('h2', t('overview.warnings')), eventsBody));
   let allNodes = [];
   let usage = null; // the cluster usage panel, once shown
+  let drawnAllocatable = ''; // the allocatable figures it was last drawn against
 
   const stops = [];
   let stopped = false;
@@ -42,7 +43,10 @@ export function overviewPage(ctx) {
     stops.push(watchList('/api/v1/nodes', {
       onChange: (nodes) => {
         allNodes = nodes;
-        if (usage) usage.redraw();
+        // nodes change every few seconds (heartbeats): the charts only when allocatable did
+        const allocatable = JSON.stringify(nodes.map((n) => n.status && n.status.allocatable));
+        if (usage && allocatable !== drawnAllocatable) usage.redraw();
+        drawnAllocatable = allocatable;
         const ready = nodes.filter(nodeReady).length;
         mount(nodesBody,
           h('span.big', { id: 'nodes-ready' }, String(ready)),
