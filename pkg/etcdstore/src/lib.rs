@@ -159,6 +159,23 @@ pub struct EtcdStore {
     last_local: std::sync::atomic::AtomicUsize,
 }
 
+impl EtcdStore {
+    /// Waits (at most the request timeout) until the watch cache received every event up to
+    /// `revision` and returns the revision it received through, never above `revision`.
+    /// Compacting etcd past events the cache has not received yet would cancel its etcd watch
+    /// and make every watcher of this server list again.
+    async fn delivered_through(&self, revision: Revision) -> Revision {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let seen = self.shared.lock().seen;
+            if seen >= revision || tokio::time::Instant::now() >= deadline {
+                return seen.min(revision);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
 impl Drop for EtcdStore {
     fn drop(&mut self) {
         self.watch_task.abort();
@@ -693,10 +710,13 @@ impl Store for EtcdStore {
         self.shared.revision.load(Ordering::Acquire)
     }
 
-    /// Compacts etcd's history up to `revision` (never beyond the current revision) and drops
+    /// Compacts etcd's history up to `revision` (never beyond the current revision, nor beyond
+    /// what the watch cache received within the request timeout) and drops
     /// the watch cache's events up to it.
     async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
-        let upto = revision.min(self.current_revision());
+        let upto = self
+            .delivered_through(revision.min(self.current_revision()))
+            .await;
         if upto == 0 {
             return Ok(());
         }
