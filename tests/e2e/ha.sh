@@ -20,7 +20,10 @@
 # is on the other servers' disks within seconds (no one asking), its blobs read through each of
 # them match their digests, a layer removed from one server's disk is fetched back from a peer,
 # an unknown blob is BLOB_UNKNOWN; the first server (the agents' --server, whose address the image
-# names) is killed and a pod with the image still starts on an agent. Needs root and /usr/bin/etcd.
+# names) is killed and a pod with the image still starts on an agent. Last, a LoadTest runs on an
+# agent: its live results read through the server not running the controller, the finished
+# results are copied to it and stay readable (JSON, HTML) after the server that ran the run is
+# killed -9; deleting the LoadTest removes the copy. Needs root and /usr/bin/etcd.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/e2e/lib.sh
@@ -433,6 +436,66 @@ for l in m["layers"]:
   expect "registry_pod_runs_the_pushed_image_content" 'regrepl' k logs regrepl
 }
 
+# --- load test results through any server, and after the server that ran the run is gone ---
+# lt_results I: the JSON results of the LoadTest ha-lt through server I (`since=0`: no histograms).
+lt_results() {
+  ks "$1" get --raw "/loadtest/v1/namespaces/default/loadtests/ha-lt/results?format=json&since=${2:-0}"
+}
+# lt_results_field I EXPR: a field of those results (a Python expression on `r`).
+lt_results_field() { lt_results "$1" | python3 -c "import json,sys; r=json.load(sys.stdin); print($2)"; }
+# controller_on_live_server: the kube-controller-manager Lease names a server that is up.
+controller_on_live_server() {
+  local i
+  i=$(server_of_identity "$(lease_holder kube-controller-manager)") && [ -n "${SERVER_PIDS[$i]}" ]
+}
+# lt_phase_is I PHASE: the LoadTest's phase through server I is PHASE.
+lt_phase_is() { [ "$(ks "$1" get loadtest ha-lt -o jsonpath='{.status.phase}')" = "$2" ]; }
+
+step_loadtest_results() {
+  k create deployment ltweb --image="$IMAGE" -- sh -c 'mkdir -p /w && echo hello >/w/index.html && exec httpd -f -p 80 -h /w' >/dev/null
+  k expose deployment ltweb --port 80 >/dev/null
+  wait_for "loadtest_target_has_endpoints" 120 bash -c \
+    "[ -n \"\$(nsenter --net=$(ns_path "${SERVER_NSS[$LIVE]}") kubectl --kubeconfig $WORK/s$LIVE/server/admin.kubeconfig get endpoints ltweb -o jsonpath='{.subsets[*].addresses[*].ip}')\" ]" || return 1
+  local runner other i
+  wait_for "loadtest_controller_on_a_live_server" 40 controller_on_live_server || return 1
+  runner=$(server_of_identity "$(lease_holder kube-controller-manager)")
+  for i in 1 2 3; do
+    if [ "$i" != "$runner" ] && [ -n "${SERVER_PIDS[$i]}" ]; then other=$i; fi
+  done
+  echo "# server $runner runs the load test controller; results read through server $other"
+  in_ns "${SERVER_NSS[$runner]}" "$MINI_BIN" loadtest run --kubeconfig "$WORK/s$runner/server/admin.kubeconfig" \
+    --name ha-lt --target svc/ltweb/index.html --rate 20 --duration 20s --generators 1 --detach >/dev/null
+  check_for "loadtest_runs_on_an_agent" 300 lt_phase_is "$other" Running
+  # while it runs, only the server running it receives the reports; the other asks it
+  check_for "loadtest_live_results_read_through_the_other_server" 20 bash -c \
+    "[ \"\$(nsenter --net=$(ns_path "${SERVER_NSS[$other]}") kubectl --kubeconfig $WORK/s$other/server/admin.kubeconfig get --raw '/loadtest/v1/namespaces/default/loadtests/ha-lt/results?format=json&since=0' | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r[\"phase\"], r[\"summary\"][\"requests\"] > 0)')\" = 'Running True' ]"
+  if [ -e "$WORK/s$other/server/loadtest/default/ha-lt.json" ]; then
+    not_ok "loadtest_running_results_not_copied" "a copy of a run going on was stored"
+  else
+    ok "loadtest_running_results_not_copied"
+  fi
+  check_for "loadtest_succeeds" 120 lt_phase_is "$other" Succeeded
+  check_for "loadtest_finished_results_copied_to_the_other_server" 20 \
+    test -s "$WORK/s$other/server/loadtest/default/ha-lt.json"
+  local requests
+  requests=$(ks "$other" get loadtest ha-lt -o jsonpath='{.status.requests}')
+  expect_eq "loadtest_results_through_the_other_server_match_the_status" "Succeeded $requests" \
+    lt_results_field "$other" 'r["phase"], r["summary"]["requests"]'
+  # the server that ran it goes: its results stay readable, in every format
+  kill -9 "${SERVER_PIDS[$runner]}"
+  wait "${SERVER_PIDS[$runner]}" 2>/dev/null || true
+  SERVER_PIDS[$runner]=""
+  LIVE=$other
+  echo "# killed server $runner (ran the load test, ${requests} requests)"
+  expect_eq "loadtest_results_survive_the_server_that_ran_it" "$requests" \
+    lt_results_field "$other" 'r["summary"]["requests"]'
+  expect "loadtest_html_report_survives_the_server_that_ran_it" '<!DOCTYPE html>' \
+    ks "$other" get --raw "/loadtest/v1/namespaces/default/loadtests/ha-lt/results?format=html"
+  # deleting the LoadTest removes the copy as well
+  ks "$other" delete loadtest ha-lt >/dev/null
+  check_for "loadtest_deleted_copy_removed" 30 bash -c "[ ! -e $WORK/s$other/server/loadtest/default/ha-lt.json ]"
+}
+
 step_servers
 step_refusals
 step_agents
@@ -547,4 +610,5 @@ step_observe_replicated() {
 }
 step_observe_replicated || true
 step_registry_replication || true
+step_loadtest_results || true
 summary

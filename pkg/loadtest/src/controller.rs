@@ -96,6 +96,45 @@ pub async fn run(
     Ok(())
 }
 
+/// Between passes of [`tidy_results`].
+const TIDY_PERIOD: Duration = Duration::from_secs(10);
+
+/// Removes the stored results of deleted LoadTests until `stop`. Every server runs it (each
+/// keeps copies of finished runs), not only the one running the controller.
+pub async fn tidy_results(client: kube::Client, runs: Arc<Runs>, stop: CancellationToken) {
+    let api: Api<LoadTest> = Api::all(client);
+    let mut every = tokio::time::interval(TIDY_PERIOD);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let stored = runs.stored();
+        if stored.is_empty() {
+            continue;
+        }
+        let list = match api.list(&ListParams::default()).await {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::debug!(error = %e, "listing LoadTests to tidy their results failed; retrying");
+                continue;
+            }
+        };
+        let names: HashSet<(String, String)> = list
+            .items
+            .iter()
+            .map(|lt| (lt.namespace().unwrap_or_default(), lt.name_any()))
+            .collect();
+        for (ns, name) in stored {
+            if !names.contains(&(ns.clone(), name.clone())) {
+                runs.remove(&ns, &name);
+                tracing::debug!(namespace = %ns, %name, "results of a deleted load test removed");
+            }
+        }
+    }
+}
+
 struct Controller {
     client: kube::Client,
     runs: Arc<Runs>,
@@ -157,16 +196,6 @@ impl Controller {
             }
             self.delete_pods_of(&uid).await?;
         }
-        let names: HashSet<(String, String)> = list
-            .items
-            .iter()
-            .map(|lt| (lt.namespace().unwrap_or_default(), lt.name_any()))
-            .collect();
-        for (ns, name) in self.runs.stored() {
-            if !names.contains(&(ns.clone(), name.clone())) {
-                self.runs.remove(&ns, &name);
-            }
-        }
         self.delete_orphan_pods(&present).await;
         for lt in list.items {
             if let Err(e) = self.reconcile(&lt).await {
@@ -209,7 +238,7 @@ impl Controller {
                 self.fail(
                     lt,
                     "ServerRestarted",
-                    "the server restarted during the run and its results are lost; create the LoadTest again".into(),
+                    "the server that ran it stopped or restarted during the run and its results are lost; create the LoadTest again".into(),
                 )
                 .await
             }

@@ -8,7 +8,8 @@
 //! [`http1`], its own HTTP/1.1 keep-alive client),
 //! [`results`] (the wire format and the exact merge of histograms), [`report`] (HTML, JSON,
 //! CSV and HDR log exports), [`worker`] (a generator pod's process, and local runs), [`runs`]
-//! and [`route`] (the server's record of runs and its results endpoint), [`crd`] and
+//! and [`route`] (the server's record of runs and its results endpoint), [`peers`] (results
+//! asked of and copied to the other servers), [`crd`] and
 //! [`controller`] (the server's side), [`cli`] (what `mini loadtest` does).
 //!
 //! Architecture invariant: percentiles are only ever read from a histogram that holds every
@@ -19,6 +20,7 @@ pub mod controller;
 pub mod crd;
 pub mod generator;
 pub mod http1;
+pub mod peers;
 pub mod report;
 pub mod resources;
 pub mod results;

@@ -5,7 +5,12 @@
 //!   `format=json&since=SECOND` only the seconds from SECOND on and no histograms (what the
 //!   console polls while a run goes on);
 //! - `GET  /loadtest/v1/runs/UID/start` and `POST /loadtest/v1/runs/UID/reports` — for the
-//!   generator pods of that run, with the run's own bearer token.
+//!   generator pods of that run, with the run's own bearer token;
+//! - `GET|PUT /loadtest/v1/peer/namespaces/NS/loadtests/NAME/results` — for the other servers
+//!   only ([`crate::peers`]): this server's own results document, and copies of finished runs.
+//!
+//! Results this server does not hold (another server runs the LoadTest, or took its results
+//! while this one was away) are asked of the other servers.
 
 use std::sync::Arc;
 
@@ -17,8 +22,9 @@ use mini_apiserver::{route_failure, ApiServer, Body, StreamingRoute};
 use mini_rbac::{RequestAttributes, UserInfo};
 use serde_json::json;
 
+use crate::peers::{is_object_name, is_server, MAX_RESULTS_BYTES};
 use crate::report::{render, Format};
-use crate::results::ReportBatch;
+use crate::results::{ReportBatch, RunResults};
 use crate::runs::{Refused, Runs};
 use crate::spec::{GROUP, PLURAL};
 
@@ -86,6 +92,87 @@ fn bearer(headers: &http::HeaderMap) -> String {
         .to_string()
 }
 
+/// The request's user, or the answer refusing it.
+async fn authenticate(
+    api: &ApiServer,
+    parts: &http::request::Parts,
+    peer: Option<&UserInfo>,
+) -> Result<UserInfo, Response<Body>> {
+    match api
+        .authenticate_request(&parts.method, &parts.uri, &parts.headers, peer)
+        .await
+    {
+        Ok(Some(user)) => Ok(user),
+        Ok(None) => Err(route_failure(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "authentication required: use a client certificate, a bearer token or a login session",
+        )),
+        Err(e) => {
+            let status = StatusCode::from_u16(e.code).unwrap_or(StatusCode::UNAUTHORIZED);
+            Err(route_failure(status, &e.reason, &e.message))
+        }
+    }
+}
+
+/// The request's user when it is another server of the cluster, or the answer refusing it.
+async fn authenticate_server(
+    api: &ApiServer,
+    parts: &http::request::Parts,
+    peer: Option<&UserInfo>,
+) -> Result<UserInfo, Response<Body>> {
+    let user = authenticate(api, parts, peer).await?;
+    if !is_server(&user) {
+        return Err(route_failure(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!(
+                "{} is not a server of this cluster; these paths are for the servers only",
+                user.name
+            ),
+        ));
+    }
+    Ok(user)
+}
+
+/// The `since=` parameter: a whole number of seconds from the start of the run; the error says
+/// how to write it.
+fn parse_since(value: Option<&str>) -> Result<Option<u32>, &'static str> {
+    match value.map(str::parse::<u32>) {
+        None => Ok(None),
+        Some(Ok(s)) => Ok(Some(s)),
+        Some(Err(_)) => Err("since= takes a whole number of seconds from the start of the run"),
+    }
+}
+
+fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// `namespace/name`'s results: this server's, else the first other server's that holds them
+/// (a finished run's are kept here from then on).
+async fn results_anywhere(
+    runs: &Runs,
+    namespace: &str,
+    name: &str,
+    since: Option<u32>,
+) -> Option<RunResults> {
+    if let Some(results) = runs.results(namespace, name) {
+        return Some(match since {
+            Some(second) => results.since(second),
+            None => results,
+        });
+    }
+    let fetched = runs.other_servers()?.fetch(namespace, name, since).await?;
+    if since.is_none() && fetched.namespace == namespace && fetched.name == name {
+        // a copy of a finished run; a run still going on is refused here
+        let _ = runs.store_copy(&fetched);
+    }
+    Some(fetched)
+}
+
 impl StreamingRoute for ResultsRoute {
     fn handles(&self, path: &str) -> bool {
         path.starts_with(PREFIX)
@@ -150,23 +237,90 @@ async fn answer(
                 Err(r) => refused(r),
             }
         }
-        (&Method::GET, ["namespaces", ns, "loadtests", name, "results"]) => {
-            let user = match api
-                .authenticate_request(&parts.method, &parts.uri, &parts.headers, peer.as_ref())
-                .await
-            {
-                Ok(Some(user)) => user,
-                Ok(None) => {
+        (&Method::GET, ["peer", "namespaces", ns, "loadtests", name, "results"]) => {
+            if let Err(refusal) = authenticate_server(&api, &parts, peer.as_ref()).await {
+                return refusal;
+            }
+            let query = parts.uri.query().unwrap_or_default();
+            let since = match parse_since(query_param(query, "since")) {
+                Ok(since) => since,
+                Err(message) => {
+                    return route_failure(StatusCode::BAD_REQUEST, "BadRequest", message)
+                }
+            };
+            // only what this server holds: servers never ask further
+            match runs.results(ns, name) {
+                Some(results) => {
+                    let results = match since {
+                        Some(second) => results.since(second),
+                        None => results,
+                    };
+                    json_ok(&serde_json::to_value(&results).unwrap_or_default())
+                }
+                None => route_failure(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    &format!("this server holds no results for the load test {ns}/{name}"),
+                ),
+            }
+        }
+        (&Method::PUT, ["peer", "namespaces", ns, "loadtests", name, "results"]) => {
+            if let Err(refusal) = authenticate_server(&api, &parts, peer.as_ref()).await {
+                return refusal;
+            }
+            if !is_object_name(ns) || !is_object_name(name) {
+                return route_failure(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    &format!("{ns:?}/{name:?} does not name a LoadTest"),
+                );
+            }
+            let bytes = match Limited::new(body, MAX_RESULTS_BYTES).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
                     return route_failure(
-                        StatusCode::UNAUTHORIZED,
-                        "Unauthorized",
-                        "authentication required: use a client certificate, a bearer token or a login session",
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "RequestEntityTooLarge",
+                        &format!("reading the results: {e}"),
                     )
                 }
+            };
+            let results: RunResults = match serde_json::from_slice(&bytes) {
+                Ok(r) => r,
                 Err(e) => {
-                    let status = StatusCode::from_u16(e.code).unwrap_or(StatusCode::UNAUTHORIZED);
-                    return route_failure(status, &e.reason, &e.message);
+                    return route_failure(
+                        StatusCode::BAD_REQUEST,
+                        "BadRequest",
+                        &format!("the body is not a load test results document: {e}"),
+                    )
                 }
+            };
+            if results.namespace != *ns || results.name != *name {
+                return route_failure(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    &format!(
+                        "the results are of {}/{}, not of {ns}/{name}",
+                        results.namespace, results.name
+                    ),
+                );
+            }
+            match runs.store_copy(&results) {
+                Ok(()) => json_ok(&json!({"stored": true})),
+                Err(crate::LoadTestError::Invalid(message)) => {
+                    route_failure(StatusCode::CONFLICT, "Conflict", &message)
+                }
+                Err(e) => route_failure(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    &e.to_string(),
+                ),
+            }
+        }
+        (&Method::GET, ["namespaces", ns, "loadtests", name, "results"]) => {
+            let user = match authenticate(&api, &parts, peer.as_ref()).await {
+                Ok(user) => user,
+                Err(refusal) => return refusal,
             };
             let attrs = RequestAttributes {
                 verb: "get".into(),
@@ -189,45 +343,32 @@ async fn answer(
                 );
             }
             let query = parts.uri.query().unwrap_or_default();
-            let param = |key: &str| {
-                query
-                    .split('&')
-                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-            };
-            let format = match Format::parse(param("format").unwrap_or("json")) {
+            let format = match Format::parse(query_param(query, "format").unwrap_or("json")) {
                 Ok(f) => f,
                 Err(e) => {
                     return route_failure(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string())
                 }
             };
-            let since = match param("since").map(str::parse::<u32>) {
-                None => None,
-                Some(Ok(s)) if format == Format::Json => Some(s),
-                Some(Ok(_)) => {
+            let since = match parse_since(query_param(query, "since")) {
+                Ok(Some(_)) if format != Format::Json => {
                     return route_failure(
                         StatusCode::BAD_REQUEST,
                         "BadRequest",
                         "since= goes with format=json only",
                     )
                 }
-                Some(Err(_)) => {
-                    return route_failure(
-                        StatusCode::BAD_REQUEST,
-                        "BadRequest",
-                        "since= takes a whole number of seconds from the start of the run",
-                    )
+                Ok(since) => since,
+                Err(message) => {
+                    return route_failure(StatusCode::BAD_REQUEST, "BadRequest", message)
                 }
             };
-            let Some(mut results) = runs.results(ns, name) else {
+            let Some(results) = results_anywhere(&runs, ns, name, since).await else {
                 return route_failure(
                     StatusCode::NOT_FOUND,
                     "NotFound",
                     &format!("no results for the load test {ns}/{name} (yet)"),
                 );
             };
-            if let Some(second) = since {
-                results = results.since(second);
-            }
             match render(&results, format) {
                 Ok(text) => respond(StatusCode::OK, format.content_type(), text),
                 Err(e) => route_failure(

@@ -1,12 +1,14 @@
 //! The server's record of runs: for each running LoadTest the generators' token, the common
 //! start instant, the merged per-second histograms and the resource samples; a finished run is
 //! written to `<data-dir>/server/loadtest/<namespace>/<name>.json` (bounded: at most an hour of
-//! seconds) and read back from there, and removed with its LoadTest.
+//! seconds) and read back from there, and removed with its LoadTest. With several servers a
+//! finished run's results are also copied to the others ([`crate::peers`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::peers::{is_object_name, OtherServers};
 use crate::results::{encode, verdicts, Merger, ReportBatch, ResourceSample, RunResults};
 use crate::spec::{Threshold, Verdict};
 use crate::LoadTestError;
@@ -50,6 +52,8 @@ pub enum Refused {
 pub struct Runs {
     dir: PathBuf,
     live: Mutex<HashMap<String, Run>>,
+    /// The other servers (several servers on one datastore), once wired.
+    others: OnceLock<Arc<dyn OtherServers>>,
 }
 
 impl std::fmt::Debug for Runs {
@@ -73,7 +77,19 @@ impl Runs {
         Arc::new(Runs {
             dir: dir.into(),
             live: Mutex::new(HashMap::new()),
+            others: OnceLock::new(),
         })
+    }
+
+    /// Wires the other servers: finished runs are copied to them, and results this server does
+    /// not hold are asked of them.
+    pub fn set_other_servers(&self, others: Arc<dyn OtherServers>) {
+        let _ = self.others.set(others);
+    }
+
+    /// The other servers, when several share the datastore.
+    pub fn other_servers(&self) -> Option<Arc<dyn OtherServers>> {
+        self.others.get().cloned()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Run>> {
@@ -213,7 +229,42 @@ impl Runs {
         let mut run = self.lock().remove(uid)?;
         run.phase = phase.to_string();
         let (doc, _) = Self::document(&run);
-        Some(self.write(&doc).map(|_| doc))
+        let written = self.write(&doc);
+        if let (Ok(()), Some(others)) = (&written, self.other_servers()) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let copying = others.share(&doc);
+                let (namespace, name) = (doc.namespace.clone(), doc.name.clone());
+                runtime.spawn(async move {
+                    let copies = copying.await;
+                    tracing::info!(%namespace, %name, copies, "load test results copied to the other servers");
+                });
+            }
+        }
+        Some(written.map(|_| doc))
+    }
+
+    /// Stores another server's copy of a finished run's results. Refused for names that are
+    /// not object names, for a run still going on, and while this server runs it itself.
+    pub fn store_copy(&self, doc: &RunResults) -> Result<(), LoadTestError> {
+        if !is_object_name(&doc.namespace) || !is_object_name(&doc.name) {
+            return Err(LoadTestError::Invalid(format!(
+                "{:?}/{:?} does not name a LoadTest",
+                doc.namespace, doc.name
+            )));
+        }
+        if matches!(doc.phase.as_str(), "" | "Pending" | "Running") {
+            return Err(LoadTestError::Invalid(format!(
+                "the run of {}/{} is not finished (phase {:?}); only finished runs are copied",
+                doc.namespace, doc.name, doc.phase
+            )));
+        }
+        if self.is_live(&doc.uid) {
+            return Err(LoadTestError::Invalid(format!(
+                "this server runs {}/{} itself",
+                doc.namespace, doc.name
+            )));
+        }
+        self.write(doc)
     }
 
     fn write(&self, doc: &RunResults) -> Result<(), LoadTestError> {

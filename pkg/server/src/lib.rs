@@ -590,6 +590,23 @@ pub async fn start(
 
     // 5f. load tests: the results endpoint (generators post, people read) and the run store
     let loadtest_runs = mini_loadtest::install(&api, &server_dir);
+    // ... with several servers, results are asked of and copied to the others; every server
+    // removes its copies of deleted LoadTests' results
+    {
+        let own = SocketAddr::new(advertise, address.port());
+        let client = kube::Client::new(api.local_service(ApiServer::admin_user()), "default");
+        let tls = certs.node_tls()?;
+        loadtest_runs.set_other_servers(mini_loadtest::peers::HttpServers::new(
+            client.clone(),
+            own,
+            &tls,
+        ));
+        tokio::spawn(mini_loadtest::controller::tidy_results(
+            client,
+            loadtest_runs.clone(),
+            shutdown.clone(),
+        ));
+    }
 
     // 6. admin kubeconfig
     let kubeconfig = config.kubeconfig_path();
