@@ -23,7 +23,9 @@
 # names) is killed and a pod with the image still starts on an agent. Last, a LoadTest runs on an
 # agent: its live results read through the server not running the controller, the finished
 # results are copied to it and stay readable (JSON, HTML) after the server that ran the run is
-# killed -9; deleting the LoadTest removes the copy. Needs root and /usr/bin/etcd.
+# killed -9, and a second run going on then fails with the reason (another server took the
+# controllers) and leaves no generator; deleting the LoadTest removes the copy. Needs root and
+# /usr/bin/etcd.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/e2e/lib.sh
@@ -448,8 +450,15 @@ controller_on_live_server() {
   local i
   i=$(server_of_identity "$(lease_holder kube-controller-manager)") && [ -n "${SERVER_PIDS[$i]}" ]
 }
-# lt_phase_is I PHASE: the LoadTest's phase through server I is PHASE.
-lt_phase_is() { [ "$(ks "$1" get loadtest ha-lt -o jsonpath='{.status.phase}')" = "$2" ]; }
+# lt_phase_is I PHASE [NAME]: the phase and reason of LoadTest NAME (ha-lt) through server I
+# are PHASE (`Failed ServerRestarted`: both).
+lt_phase_is() {
+  local got
+  got=$(ks "$1" get loadtest "${3:-ha-lt}" -o jsonpath='{.status.phase} {.status.reason}')
+  [ "$got" = "$2" ] || [ "${got% *}" = "$2" ]
+}
+# no_generator_pods I NAME: no generator pod of LoadTest NAME is left, through server I.
+no_generator_pods() { [ -z "$(ks "$1" get pods -l "loadtest.mini.dev/name=$2" -o name)" ]; }
 
 step_loadtest_results() {
   k create deployment ltweb --image="$IMAGE" -- sh -c 'mkdir -p /w && echo hello >/w/index.html && exec httpd -f -p 80 -h /w' >/dev/null
@@ -481,7 +490,12 @@ step_loadtest_results() {
   requests=$(ks "$other" get loadtest ha-lt -o jsonpath='{.status.requests}')
   expect_eq "loadtest_results_through_the_other_server_match_the_status" "Succeeded $requests" \
     lt_results_field "$other" 'r["phase"], r["summary"]["requests"]'
-  # the server that ran it goes: its results stay readable, in every format
+  # a second run goes on when the server that runs it goes: another server takes the
+  # controllers and fails it with the reason, deleting its generators
+  in_ns "${SERVER_NSS[$runner]}" "$MINI_BIN" loadtest run --kubeconfig "$WORK/s$runner/server/admin.kubeconfig" \
+    --name ha-lt2 --target svc/ltweb/index.html --rate 5 --duration 10m --generators 1 --detach >/dev/null
+  check_for "second_loadtest_runs" 120 lt_phase_is "$other" Running ha-lt2
+  # the server that ran them goes: the finished run's results stay readable, in every format
   kill -9 "${SERVER_PIDS[$runner]}"
   wait "${SERVER_PIDS[$runner]}" 2>/dev/null || true
   SERVER_PIDS[$runner]=""
@@ -491,6 +505,9 @@ step_loadtest_results() {
     lt_results_field "$other" 'r["summary"]["requests"]'
   expect "loadtest_html_report_survives_the_server_that_ran_it" '<!DOCTYPE html>' \
     ks "$other" get --raw "/loadtest/v1/namespaces/default/loadtests/ha-lt/results?format=html"
+  check_for "loadtest_going_on_when_its_server_died_fails_with_reason" 90 \
+    lt_phase_is "$other" "Failed ServerRestarted" ha-lt2
+  check_for "loadtest_going_on_when_its_server_died_leaves_no_generators" 90 no_generator_pods "$other" ha-lt2
   # deleting the LoadTest removes the copy as well
   ks "$other" delete loadtest ha-lt >/dev/null
   check_for "loadtest_deleted_copy_removed" 30 bash -c "[ ! -e $WORK/s$other/server/loadtest/default/ha-lt.json ]"

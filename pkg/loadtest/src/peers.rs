@@ -63,34 +63,18 @@ pub trait OtherServers: Send + Sync + 'static {
     fn share(&self, results: &RunResults) -> BoxFuture<'static, usize>;
 }
 
-type HttpsClient = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    Full<Bytes>,
->;
-
 /// [`OtherServers`] over HTTPS: the live servers are the `kube-system` Leases of `mini-peers`
 /// other than this server's own endpoint.
 pub struct HttpServers {
     client: kube::Client,
     own: SocketAddr,
-    https: HttpsClient,
+    https: mini_peers::PeerClient,
 }
 
 impl HttpServers {
     /// `tls`: the server's client certificate and the cluster CA (swapped online).
     pub fn new(client: kube::Client, own: SocketAddr, tls: &rustls::ClientConfig) -> Arc<Self> {
-        let mut tls = tls.clone();
-        // hyper-rustls sets the ALPN protocols itself (HTTP/1.1 only)
-        tls.alpn_protocols.clear();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_only()
-            .enable_http1()
-            .build();
-        let https =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(60))
-                .build(connector);
+        let https = mini_peers::peer_client(tls);
         Arc::new(HttpServers { client, own, https })
     }
 
@@ -107,7 +91,7 @@ impl HttpServers {
 
 /// Sends `request`, giving the status and at most [`MAX_RESULTS_BYTES`] of the body.
 async fn exchange(
-    https: &HttpsClient,
+    https: &mini_peers::PeerClient,
     request: http::Request<Full<Bytes>>,
 ) -> Result<(u16, Bytes), String> {
     let answer = async {

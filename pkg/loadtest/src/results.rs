@@ -216,6 +216,14 @@ impl RunResults {
         self.histogram.clear();
         self
     }
+
+    /// [`Self::since`] when a second is given, else the whole document.
+    pub fn since_maybe(self, second: Option<u32>) -> RunResults {
+        match second {
+            Some(second) => self.since(second),
+            None => self,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

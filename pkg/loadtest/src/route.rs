@@ -160,10 +160,7 @@ async fn results_anywhere(
     since: Option<u32>,
 ) -> Option<RunResults> {
     if let Some(results) = runs.results(namespace, name) {
-        return Some(match since {
-            Some(second) => results.since(second),
-            None => results,
-        });
+        return Some(results.since_maybe(since));
     }
     let fetched = runs.other_servers()?.fetch(namespace, name, since).await?;
     if since.is_none() && fetched.namespace == namespace && fetched.name == name {
@@ -251,11 +248,7 @@ async fn answer(
             // only what this server holds: servers never ask further
             match runs.results(ns, name) {
                 Some(results) => {
-                    let results = match since {
-                        Some(second) => results.since(second),
-                        None => results,
-                    };
-                    json_ok(&serde_json::to_value(&results).unwrap_or_default())
+                    json_ok(&serde_json::to_value(results.since_maybe(since)).unwrap_or_default())
                 }
                 None => route_failure(
                     StatusCode::NOT_FOUND,

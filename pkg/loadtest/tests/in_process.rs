@@ -221,10 +221,7 @@ impl OtherServers for SharedServers {
             .iter()
             .find(|r| r.namespace == namespace && r.name == name)
             .cloned()
-            .map(|r| match since {
-                Some(second) => r.since(second),
-                None => r,
-            });
+            .map(|r| r.since_maybe(since));
         Box::pin(async move { found })
     }
 

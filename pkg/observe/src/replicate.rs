@@ -338,10 +338,7 @@ impl Forwarder {
 /// Posts batches to peers over HTTPS with the server's client certificate, trusting the
 /// cluster CA (a TLS configuration whose certificates swap online).
 pub struct HttpTransport {
-    client: hyper_util::client::legacy::Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        Full<Bytes>,
-    >,
+    client: mini_peers::PeerClient,
 }
 
 /// How long one post to a peer may take.
@@ -349,19 +346,9 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl HttpTransport {
     pub fn new(tls: &rustls::ClientConfig) -> HttpTransport {
-        let mut tls = tls.clone();
-        // hyper-rustls sets the ALPN protocols itself (HTTP/1.1 only)
-        tls.alpn_protocols.clear();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_only()
-            .enable_http1()
-            .build();
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(60))
-                .build(connector);
-        HttpTransport { client }
+        HttpTransport {
+            client: mini_peers::peer_client(tls),
+        }
     }
 }
 

@@ -325,3 +325,25 @@ pub async fn run(client: kube::Client, config: PeerConfig, stop: CancellationTok
 
 #[cfg(test)]
 mod tests;
+
+/// An HTTPS client to the other servers (HTTP/1.1, bodies sent in one piece).
+pub type PeerClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+/// A [`PeerClient`] with `tls` (the server's client certificate and the cluster CA, swapped
+/// online); idle connections are kept a minute.
+pub fn peer_client(tls: &rustls::ClientConfig) -> PeerClient {
+    let mut tls = tls.clone();
+    // hyper-rustls sets the ALPN protocols itself (HTTP/1.1 only)
+    tls.alpn_protocols.clear();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector)
+}
