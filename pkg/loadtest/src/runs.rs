@@ -236,7 +236,9 @@ impl Runs {
                 let (namespace, name) = (doc.namespace.clone(), doc.name.clone());
                 runtime.spawn(async move {
                     let copies = copying.await;
-                    tracing::info!(%namespace, %name, copies, "load test results copied to the other servers");
+                    if copies > 0 {
+                        tracing::info!(%namespace, %name, copies, "load test results copied to the other servers");
+                    }
                 });
             }
         }
