@@ -61,6 +61,20 @@ export function clock(s) {
   return `${m}:${String(Math.floor(s % 60)).padStart(2, '0')}`;
 }
 
+// Labels of a time axis (x in Unix seconds), one line each, in the viewer's time zone: h:mm:ss
+// when ticks are seconds apart, h:mm when minutes or hours apart, M/D when days apart (uPlot's
+// own two-line labels put the date under the first tick and under each new minute, and two
+// such neighbours overlap on a narrow chart).
+function timeTicks(u, xs, axisIdx, space, incr) {
+  return xs.map((x) => {
+    const d = new Date(x * 1000);
+    const hm = `${d.getHours()}:${String(d.getMinutes()).padStart(2, '0')}`;
+    if (incr < 60) return `${hm}:${String(d.getSeconds()).padStart(2, '0')}`;
+    if (incr < 86400) return hm;
+    return `${d.getMonth() + 1}/${d.getDate()}`;
+  });
+}
+
 // A line chart of series over a shared x.
 //   title: the heading; id: the element's id; series: [{ label, right }] (`right`: on a second
 //   y axis at the right, for values of another magnitude); height (px);
@@ -104,7 +118,7 @@ export function lineChart({ title, id, series, height = 200, value = (n, digits)
         })),
       ],
       axes: [
-        { stroke: th.text, grid: { stroke: th.grid, width: 1 }, ticks: { stroke: th.grid }, values: time ? undefined : (u, xs) => xs.map(xValue), incrs: time ? undefined : XSTEPS, space: 60 },
+        { stroke: th.text, grid: { stroke: th.grid, width: 1 }, ticks: { stroke: th.grid }, values: time ? timeTicks : (u, xs) => xs.map(xValue), incrs: time ? undefined : XSTEPS, space: 60 },
         { stroke: th.text, grid: { stroke: th.grid, width: 1 }, ticks: { stroke: th.grid }, size: 72, values: (u, ys) => ticks(value, ys) },
         // series on the `right` scale (much smaller or larger than the others) get their own axis
         scales.includes('right')
