@@ -247,9 +247,11 @@ async fn answer(
             };
             // only what this server holds: servers never ask further
             match runs.results(ns, name) {
-                Some(results) => {
-                    json_ok(&serde_json::to_value(results.since_maybe(since)).unwrap_or_default())
-                }
+                Some(results) => respond(
+                    StatusCode::OK,
+                    "application/json",
+                    serde_json::to_vec(&results.since_maybe(since)).unwrap_or_default(),
+                ),
                 None => route_failure(
                     StatusCode::NOT_FOUND,
                     "NotFound",
