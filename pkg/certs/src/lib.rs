@@ -29,10 +29,10 @@ pub use fsutil::{read_optional, write_atomic};
 pub use identity::{identity_from_der, ClientIdentity};
 pub use kubeconfig::{kubeconfig_yaml, write_kubeconfig};
 pub use pki::{
-    ensure_server_pki, ensure_server_pki_for, ServerPki, ADMIN_CERT_FILE, ADMIN_KEY_FILE,
-    ADMIN_USER, APISERVER_CLIENT_CERT_FILE, APISERVER_CLIENT_KEY_FILE, APISERVER_CLIENT_USER,
-    CA_CERT_FILE, CA_KEY_FILE, KUBELET_CLIENT_CN, MASTERS_GROUP, SERVING_CERT_FILE,
-    SERVING_COMMON_NAME, SERVING_KEY_FILE,
+    ensure_server_pki, ensure_server_pki_for, is_server_identity, ServerPki, ADMIN_CERT_FILE,
+    ADMIN_KEY_FILE, ADMIN_USER, APISERVER_CLIENT_CERT_FILE, APISERVER_CLIENT_KEY_FILE,
+    APISERVER_CLIENT_USER, CA_CERT_FILE, CA_KEY_FILE, KUBELET_CLIENT_CN, MASTERS_GROUP,
+    SERVING_CERT_FILE, SERVING_COMMON_NAME, SERVING_KEY_FILE,
 };
 pub use rotation::{
     cert_sans_of_pem, format_unix, join_bundle, now_unix, parse_lifetime, renew_at, renewal_due,

@@ -31,6 +31,13 @@ pub const APISERVER_CLIENT_USER: &str = KUBELET_CLIENT_CN;
 /// The group that bypasses authorization.
 pub const MASTERS_GROUP: &str = "system:masters";
 
+/// Whether the user `name` in `groups` is one of the cluster's servers: the API server's own
+/// client certificate ([`APISERVER_CLIENT_USER`] in [`MASTERS_GROUP`]), which the servers present
+/// to each other (monitoring and log replicas, load test results).
+pub fn is_server_identity(name: &str, groups: &[String]) -> bool {
+    name == APISERVER_CLIENT_USER && groups.iter().any(|g| g == MASTERS_GROUP)
+}
+
 const DIR_MODE: u32 = 0o700;
 const KEY_MODE: u32 = 0o600;
 const CERT_MODE: u32 = 0o644;

@@ -31,8 +31,7 @@ pub fn peer_path(namespace: &str, name: &str) -> String {
 
 /// Whether `user` is a server of this cluster (its API server client certificate).
 pub fn is_server(user: &UserInfo) -> bool {
-    user.name == mini_certs::APISERVER_CLIENT_USER
-        && user.groups.iter().any(|g| g == mini_certs::MASTERS_GROUP)
+    mini_certs::is_server_identity(&user.name, &user.groups)
 }
 
 /// Whether `text` may name a namespace or a LoadTest (a DNS subdomain: it becomes a path on

@@ -43,8 +43,7 @@ impl Kind {
 /// Whether `user` may post replicas: a server's own client identity (the API server's client
 /// certificate, `system:kube-apiserver-kubelet-client` in `system:masters`), nobody else.
 pub(crate) fn may_replicate(user: &UserInfo) -> bool {
-    user.name == mini_certs::APISERVER_CLIENT_USER
-        && user.groups.iter().any(|g| g == mini_certs::MASTERS_GROUP)
+    mini_certs::is_server_identity(&user.name, &user.groups)
 }
 
 /// Why a post to a peer did not store the batch.
