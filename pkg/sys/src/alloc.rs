@@ -1,6 +1,6 @@
 //! Memory settings for the long-running processes: glibc's allocator with a fixed mmap threshold
 //! (so large, short-lived buffers go back to the kernel when freed instead of staying in the heap)
-//! and at most two arenas, trimming of freed heap pages after bulk work (loading the metrics
+//! and one arena, trimming of freed heap pages after bulk work (loading the metrics
 //! history, and whenever the arenas hold much freed memory), the allocator's figures for
 //! `/metrics`, and dropping the binary's code pages that only startup used from the resident set
 //! (read back a page at a time afterwards).
@@ -12,8 +12,11 @@
 /// (up to 32 MiB), after which such buffers are carved from the heap and stay resident.
 pub const MMAP_THRESHOLD: usize = 256 << 10;
 
-/// At most this many malloc arenas (glibc's default is 8 per core; each keeps its own free pages).
-pub const ARENA_MAX: usize = 2;
+/// At most this many malloc arenas (glibc's default is 8 per core). Each arena keeps its own free
+/// pages between its live blocks: a server holding a day of metrics for 1,500 pods kept ~4.7 MiB
+/// more resident with two arenas than with one. Threads still allocate small blocks without the
+/// arena's lock from their own cache (tcache).
+pub const ARENA_MAX: usize = 1;
 
 /// Applies [`MMAP_THRESHOLD`] and [`ARENA_MAX`]; call it first thing in `main` of a long-running
 /// process, before any thread starts. Returns whether glibc accepted both settings.

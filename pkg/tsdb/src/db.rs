@@ -1,6 +1,7 @@
 //! The store: series table and postings, the head (open Gorilla chunks per tier, downsampling buckets),
 //! the write-ahead log, block flushing and merging, retention per tier, the size cap, and queries.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -129,7 +130,8 @@ impl HeadSeries {
     fn push(&mut self, tier: usize, t: i64, v: f64) -> usize {
         let mut closed = 0;
         if self.open[tier].len() >= CHUNK_SAMPLES[tier] {
-            let full = std::mem::take(&mut self.open[tier]);
+            let next = ChunkEncoder::with_capacity(self.open[tier].byte_len() + 16);
+            let full = std::mem::replace(&mut self.open[tier], next);
             let chunk = stored(&full);
             closed = chunk.bytes.len();
             self.closed[tier].push(chunk);
@@ -183,7 +185,10 @@ struct Inner {
     blocks_dir: PathBuf,
     config: TsdbConfig,
     series: Vec<HeadSeries>,
-    by_hash: HashMap<u64, Vec<u32>>,
+    /// Series id by label hash: one entry per series, no allocation of its own; the rare second
+    /// series with the same hash goes to `hash_collisions`.
+    by_hash: HashMap<u64, u32>,
+    hash_collisions: HashMap<u64, Vec<u32>>,
     postings: Postings,
     blocks: Vec<Block>,
     wal: Wal,
@@ -207,11 +212,17 @@ fn valid_labels(labels: &BTreeMap<String, String>) -> bool {
 
 impl Inner {
     fn lookup(&self, labels: &BTreeMap<String, String>) -> Option<u32> {
-        self.by_hash
-            .get(&label_hash(labels))?
+        let hash = label_hash(labels);
+        let same = |id: u32| self.series[id as usize].labels.eq_map(labels);
+        let first = *self.by_hash.get(&hash)?;
+        if same(first) {
+            return Some(first);
+        }
+        self.hash_collisions
+            .get(&hash)?
             .iter()
             .copied()
-            .find(|&id| self.series[id as usize].labels.eq_map(labels))
+            .find(|&id| same(id))
     }
 
     fn get_or_create(&mut self, labels: &BTreeMap<String, String>) -> (u32, bool) {
@@ -220,7 +231,16 @@ impl Inner {
         }
         let id = self.series.len() as u32;
         self.postings.add(id, labels);
-        self.by_hash.entry(label_hash(labels)).or_default().push(id);
+        match self.by_hash.entry(label_hash(labels)) {
+            Entry::Vacant(slot) => {
+                slot.insert(id);
+            }
+            Entry::Occupied(slot) => self
+                .hash_collisions
+                .entry(*slot.key())
+                .or_default()
+                .push(id),
+        }
         self.series.push(HeadSeries::new(labels));
         (id, true)
     }
@@ -622,7 +642,9 @@ impl Inner {
             add(&mut samples, b.tier, b.info.samples);
             add(&mut chunk_bytes, b.tier, b.info.chunk_bytes);
         }
-        let mut mem = self.postings.heap_bytes() + self.by_hash.len() * 48;
+        let mut mem = self.postings.heap_bytes()
+            + self.by_hash.capacity() * 16
+            + self.hash_collisions.len() * 64;
         for s in &self.series {
             for tier in 0..TIERS {
                 let closed: u64 = s.closed[tier].iter().map(|c| u64::from(c.count)).sum();
@@ -667,6 +689,7 @@ impl Tsdb {
             config,
             series: Vec::new(),
             by_hash: HashMap::new(),
+            hash_collisions: HashMap::new(),
             postings: Postings::default(),
             blocks: Vec::new(),
             wal,
@@ -925,6 +948,27 @@ mod tests {
             ])
             .unwrap();
         }
+    }
+
+    #[test]
+    fn series_with_a_colliding_label_hash_stay_apart_and_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Tsdb::open(dir.path(), small_config()).unwrap();
+        let mut inner = db.inner.write().unwrap();
+        let (a, created_a) = inner.get_or_create(&labels("cpu_seconds_total", "a"));
+        // pretend series b's labels hash to the slot series a holds
+        let b_labels = labels("cpu_seconds_total", "b");
+        inner.by_hash.insert(label_hash(&b_labels), a);
+        let (b, created_b) = inner.get_or_create(&b_labels);
+        assert!(created_a && created_b && a != b);
+        assert_eq!(
+            inner.hash_collisions.get(&label_hash(&b_labels)),
+            Some(&vec![b])
+        );
+        assert_eq!(inner.lookup(&b_labels), Some(b));
+        assert_eq!(inner.get_or_create(&b_labels), (b, false));
+        assert_eq!(inner.lookup(&labels("cpu_seconds_total", "a")), Some(a));
+        assert_eq!(inner.lookup(&labels("cpu_seconds_total", "c")), None);
     }
 
     fn small_config() -> TsdbConfig {
