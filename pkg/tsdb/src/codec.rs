@@ -40,14 +40,8 @@ impl Default for ChunkEncoder {
 
 impl ChunkEncoder {
     pub fn new() -> Self {
-        Self::with_capacity(0)
-    }
-
-    /// An encoder whose buffer holds `bytes` before it grows: a series' next chunk sized like its
-    /// last one is written without the buffer doubling (and freeing its old copy) seven times.
-    pub fn with_capacity(bytes: usize) -> Self {
         ChunkEncoder {
-            bits: BitRecorder::with_capacity(bytes),
+            bits: BitRecorder::new(),
             count: 0,
             min_t: 0,
             t: 0,
@@ -468,19 +462,6 @@ mod tests {
         }
         assert_eq!(a.bytes(), b.bytes());
         assert_eq!(decode(&b.bytes(), b.len()).unwrap().len(), 80);
-    }
-
-    #[test]
-    fn codec_encoder_with_capacity_writes_the_same_bytes() {
-        let (mut sized, mut grown) = (ChunkEncoder::with_capacity(64), ChunkEncoder::new());
-        for i in 0..120 {
-            let (t, v) = (i * 10_000 + (i % 4), (i * i) as f64 * 0.25);
-            sized.push(t, v);
-            grown.push(t, v);
-        }
-        assert!(sized.byte_len() > 64, "the buffer grew past its capacity");
-        assert_eq!(sized.bytes(), grown.bytes());
-        assert_eq!(decode(&sized.bytes(), sized.len()).unwrap().len(), 120);
     }
 
     #[test]

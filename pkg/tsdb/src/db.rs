@@ -130,8 +130,7 @@ impl HeadSeries {
     fn push(&mut self, tier: usize, t: i64, v: f64) -> usize {
         let mut closed = 0;
         if self.open[tier].len() >= CHUNK_SAMPLES[tier] {
-            let next = ChunkEncoder::with_capacity(self.open[tier].byte_len() + 16);
-            let full = std::mem::replace(&mut self.open[tier], next);
+            let full = std::mem::take(&mut self.open[tier]);
             let chunk = stored(&full);
             closed = chunk.bytes.len();
             self.closed[tier].push(chunk);
