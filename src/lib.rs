@@ -428,7 +428,7 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     if let Some(agent) = config.agent.as_mut() {
         agent.progress = Some(status_hook(notifier.clone(), false));
     }
-    // before the runtime's threads exist: large buffers back to the kernel when freed, two arenas
+    // before the runtime's threads exist: large buffers back to the kernel when freed, one arena
     mini_sys::alloc::tune_allocator();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
@@ -567,7 +567,7 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     })?;
     let notifier = std::sync::Arc::new(mini_install::SystemdNotifier::from_env());
     config.progress = Some(status_hook(notifier, true));
-    // before the runtime's threads exist: large buffers back to the kernel when freed, two arenas
+    // before the runtime's threads exist: large buffers back to the kernel when freed, one arena
     mini_sys::alloc::tune_allocator();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
