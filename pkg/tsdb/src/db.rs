@@ -211,7 +211,11 @@ fn valid_labels(labels: &BTreeMap<String, String>) -> bool {
 
 impl Inner {
     fn lookup(&self, labels: &BTreeMap<String, String>) -> Option<u32> {
-        let hash = label_hash(labels);
+        self.lookup_hashed(label_hash(labels), labels)
+    }
+
+    /// [`Self::lookup`] with the labels' hash already computed.
+    fn lookup_hashed(&self, hash: u64, labels: &BTreeMap<String, String>) -> Option<u32> {
         let same = |id: u32| self.series[id as usize].labels.eq_map(labels);
         let first = *self.by_hash.get(&hash)?;
         if same(first) {
@@ -225,20 +229,17 @@ impl Inner {
     }
 
     fn get_or_create(&mut self, labels: &BTreeMap<String, String>) -> (u32, bool) {
-        if let Some(id) = self.lookup(labels) {
+        let hash = label_hash(labels);
+        if let Some(id) = self.lookup_hashed(hash, labels) {
             return (id, false);
         }
         let id = self.series.len() as u32;
         self.postings.add(id, labels);
-        match self.by_hash.entry(label_hash(labels)) {
+        match self.by_hash.entry(hash) {
             Entry::Vacant(slot) => {
                 slot.insert(id);
             }
-            Entry::Occupied(slot) => self
-                .hash_collisions
-                .entry(*slot.key())
-                .or_default()
-                .push(id),
+            Entry::Occupied(_) => self.hash_collisions.entry(hash).or_default().push(id),
         }
         self.series.push(HeadSeries::new(labels));
         (id, true)
