@@ -49,8 +49,32 @@ probe() {
   fi
 }
 
-# reach POD[@NS] IP PORT: succeeds when the connection got its answer.
-reach() { probe "$@" | grep -Eq 'web-|ping'; }
+# reach POD[@NS] IP PORT: succeeds when the connection got its answer; otherwise says what the
+# probe got and, for a failed check's report, how the destination's node polices it.
+reach() {
+  local out
+  out=$(probe "$@")
+  grep -Eq 'web-|ping' <<<"$out" && return 0
+  if grep -q EXEC <<<"$out"; then echo "the exec ran; no answer from $2:$3"; else echo "the exec into $1 failed"; fi
+  policing_of "$2"
+  return 1
+}
+
+# policing_of IP: the chain of the node that holds IP's pod, and that node's agent's last words on
+# network policy (printed with a failed check).
+policing_of() {
+  local n table chain set
+  for n in "${NODES[@]}"; do
+    table=$(in_ns "$E2E_NS-$n" nft list table ip mini-netpol 2>/dev/null || true)
+    chain=$(grep -A6 "chain ingress:$1 " <<<"$table" || true)
+    [ -n "$chain" ] && sed "s/^/$n: /" <<<"$chain"
+    # the sets the chain matches on, with their elements (nft's own syntax cannot name them)
+    for set in $(grep -o '@[^ ]*' <<<"$chain" | tr -d @ | sort -u); do
+      awk -v s="set $set {" 'index($0, s) {f = 1} f {print} f && /^\t}/ {exit}' <<<"$table" | sed "s/^/$n: /"
+    done
+    grep -i "network policy" "$WORK/$n/agent.log" 2>/dev/null | tail -2 | sed "s/^/$n agent: /"
+  done
+}
 
 # blocked POD[@NS] IP PORT: succeeds when the exec ran and no answer came.
 blocked() {
