@@ -25,6 +25,7 @@ CACHE="${MINI_BUILD_CACHE:-/var/cache/mini-build}"
 VENV="${CACHE}/venv"
 TARGET_DIR="${CACHE}/target"
 DIST="${ROOT}/dist"
+HOT_FUNCTIONS="${ROOT}/scripts/hot-functions.txt"
 # the versions this script was tested with
 ZIGLANG_VERSION=0.17.1
 ZIGBUILD_VERSION=0.24.1
@@ -64,12 +65,45 @@ ensure_zigbuild() {
         "ziglang==${ZIGLANG_VERSION}" "cargo-zigbuild==${ZIGBUILD_VERSION}"
 }
 
-# build: cargo zigbuild of the `mini` binary for the glibc floor.
+# hot_text_script FILE: writes the linker script that puts the functions of scripts/hot-functions.txt
+# (what the server runs in its steady state, listed by scripts/hot_functions.sh) first, next to
+# each other, in an output section of their own before the rest of the code. A listed function
+# the build no longer has (or whose name's hash changed) matches nothing and stays among the cold
+# code; LLVM's `.llvm.N` suffixes of local names are matched whatever N.
+hot_text_script() {
+    local out=$1
+    {
+        echo "SECTIONS"
+        echo "{"
+        echo "  .text.hot : {"
+        echo "    *("
+        grep -v '^#' "${HOT_FUNCTIONS}" | sed -E -e 's/\.llvm\.[0-9]+$/*/' -e 's/^/      .text./' | sort -u
+        echo "    )"
+        echo "  }"
+        echo "}"
+        echo "INSERT BEFORE .text;"
+    } >"${out}.tmp"
+    mv "${out}.tmp" "${out}"
+}
+
+# build: cargo zigbuild of the `mini` binary for the glibc floor, its hot functions linked first.
 build() {
     log "building mini for ${TRIPLE} with glibc ${GLIBC_FLOOR} symbols (target dir ${TARGET_DIR})"
-    # the venv first on PATH: cargo-zigbuild runs zig through its python (`python -m ziglang`)
+    # the venv first on PATH: cargo-zigbuild runs zig through its python (`python -m ziglang`);
+    # `rustc` passes the linker script to the binary's link only (the dependencies stay built)
+    local script link_args=()
+    if [ -s "${HOT_FUNCTIONS}" ]; then
+        # named by its contents: cargo relinks when the argument changes, not when a file does
+        mkdir -p "${TARGET_DIR}"
+        rm -f "${TARGET_DIR}"/hot-text-*.ld
+        hot_text_script "${TARGET_DIR}/hot-text.ld"
+        script="${TARGET_DIR}/hot-text-$(sha256sum "${TARGET_DIR}/hot-text.ld" | cut -c1-16).ld"
+        mv "${TARGET_DIR}/hot-text.ld" "${script}"
+        link_args=(-C "link-arg=-Wl,-T,${script}")
+    fi
     (cd "${ROOT}" && PATH="${VENV}/bin:${PATH}" CARGO_TARGET_DIR="${TARGET_DIR}" PROTOC=/bin/false \
-        cargo zigbuild --release --locked -p mini --bin mini --target "${TRIPLE}.${GLIBC_FLOOR}")
+        cargo-zigbuild rustc --release --locked -p mini --bin mini --target "${TRIPLE}.${GLIBC_FLOOR}" \
+        -- "${link_args[@]}")
 }
 
 # glibc_versions FILE: every GLIBC_x.y symbol version FILE needs, oldest first.

@@ -126,11 +126,12 @@ impl HeapTrimmer {
 
 /// Asks the kernel to drop this process' mappings of its own executable file (code, read-only
 /// data) from its resident set (`madvise(MADV_PAGEOUT)`), and to read them back from then on one
-/// page at a time (`MADV_RANDOM`): the pages still in use come back on their next access. Without
-/// the second advice every such access would read ahead and map half a megabyte of code around
-/// it, most of it never run again — tens of megabytes of a large binary's code resident for a few
-/// hundred functions. Call it once startup is over: a large binary touches far more code while
-/// starting than while running. Returns the bytes advised.
+/// page at a time (`MADV_RANDOM`): the pages still in use come back on their next access. Call it
+/// once startup is over: a large binary touches far more code while starting than while running.
+/// The kernel still maps 64 KiB around each page touched (fault-around) where the page cache has
+/// them, and from Linux 6.16 it reads ahead around missed pages of executable mappings whatever
+/// the advice; that is why the release build links the functions the server runs all the time
+/// next to each other (scripts/hot_functions.sh). Returns the bytes advised.
 pub fn release_startup_code() -> Result<u64, crate::SysError> {
     let exe = std::fs::read_link("/proc/self/exe")
         .map_err(|e| crate::os_err("readlink", "/proc/self/exe", e))?;

@@ -40,8 +40,15 @@ impl Default for ChunkEncoder {
 
 impl ChunkEncoder {
     pub fn new() -> Self {
+        Self::with_capacity(0)
+    }
+
+    /// An encoder whose buffer holds `bytes` without growing: the head state re-encodes each
+    /// open chunk at load into exactly the bytes it had, in one allocation instead of a run of
+    /// doublings that each leave a freed block behind.
+    pub fn with_capacity(bytes: usize) -> Self {
         ChunkEncoder {
-            bits: BitRecorder::new(),
+            bits: BitRecorder::with_capacity(bytes),
             count: 0,
             min_t: 0,
             t: 0,

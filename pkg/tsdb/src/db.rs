@@ -618,7 +618,7 @@ impl Inner {
                 let count = r.u16()?;
                 let bytes = r.bytes()?;
                 // Keep only what no block holds yet (a crash between a block and this file).
-                let mut enc = ChunkEncoder::new();
+                let mut enc = ChunkEncoder::with_capacity(bytes.len());
                 for (t, v) in codec::decode(bytes, count)? {
                     if t > s.persisted[tier] {
                         enc.push(t, v);
