@@ -166,7 +166,7 @@ print("  %-52s %10s   (anonymous/file-backed: %s)" % ("server RSS idle (MiB)", i
 print("  %-52s %10s   (anonymous/file-backed: %s; no samples yet)" % ("server RSS idle, 35 s after the start (MiB)", settled, settled_parts))
 print("  %-52s %10s   (a day posted in one go)" % ("server RSS right after the history (MiB)", after))
 print("  %-52s %10s" % ("server RSS after a restart (MiB)", restart))
-print("  %-52s %10s   (goal <= 60 MB; anonymous/file-backed: %s)" % ("server RSS, steady: real time on a day of history", steady, steady_parts))
+print("  %-52s %10s   (%.1f MB; goal <= 60 MB; anonymous/file-backed: %s)" % ("server RSS steady: real time on a day of data (MiB)", steady, float(steady) * 1.048576, steady_parts))
 print("  %-52s %10.1f   (steady minus idle 35 s after the start)" % ("what the history and the live samples add (MiB)", float(steady) - float(settled)))
 print("  %-52s %10.0f" % ("samples stored", samples))
 print("  %-52s %10.2f   (mini sim's random walks; Prometheus: see the store bench below)" % ("chunk bytes per raw sample", float(chunk_bps)))

@@ -11,14 +11,15 @@
 #
 # How: the binary is linked once with every function on its own page (linker script SUBALIGN),
 # copied to a small ext4 image on a loop device with read-ahead off, and the server runs from it:
-# startup, a day of history, a restart, live samples. 32 s into the live phase (just after the
+# startup, a day of history, a restart, 11 minutes of live samples (the store flushes its head
+# every 10 minutes of data; that code runs too). 32 s into the live phase (just after the
 # server paged out its startup code itself) its code is paged out (process_madvise MADV_PAGEOUT,
 # and the image's page cache dropped), so from then on a page is mapped only when its function
 # runs. At the end the resident pages (/proc/PID/pagemap) name the functions (nm of the
 # unstripped profiling binary). Run it again after large changes: a function missing from the
 # list still works, it only sits among the cold code.
 #
-#   scripts/hot_functions.sh [--live 230s]     # needs root (loop device); ~10 minutes
+#   scripts/hot_functions.sh [--live 660s]     # needs root (loop device); ~15 minutes
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,14 +29,14 @@ VENV="${CACHE}/venv"
 TARGET_DIR="${CACHE}/target"
 TRIPLE=x86_64-unknown-linux-gnu
 GLIBC_FLOOR=2.17
-LIVE=230s
+LIVE=660s
 PAGEOUT_AFTER=32
 PORT=24443
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --live) LIVE=$2; shift 2 ;;
-        *) echo "usage: $0 [--live 230s]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--live 660s]" >&2; exit 2 ;;
     esac
 done
 if [[ "$(id -u)" -ne 0 ]]; then
@@ -152,7 +153,11 @@ syms = sorted((int(a, 16), int(s, 16), n) for a, s, _, n in (l.split() for l in 
 starts = [s[0] for s in syms]
 hot, code = set(), 0
 for page in pages:
-    i = max(bisect.bisect_right(starts, page) - 1, 0)
+    # every name on the page: functions LLVM merged share one body under several names (aliases
+    # at one address, in the section of one of them), and a long function reaches in from before
+    i = bisect.bisect_left(starts, page)
+    while i > 0 and syms[i - 1][0] + max(syms[i - 1][1], 1) > page:
+        i -= 1
     while i < len(syms) and syms[i][0] < page + 4096:
         addr, size, name = syms[i]
         if addr + max(size, 1) > page and name not in hot:
