@@ -648,9 +648,9 @@ main() {
             "${ROOT}/scripts/bench_ingress.sh" "$@"
             ;;
         observe)
-            echo "bench: building the release binary" >&2
-            (cd "${ROOT}" && cargo build --release -p mini --bin mini)
-            MINI_BIN="${BIN_DIR}/mini" "${ROOT}/scripts/bench_observe.sh" "$@"
+            # the binary users run: scripts/release.sh's, with the server's hot code linked first
+            build_release_dist
+            MINI_BIN="${MINI_BENCH_BIN:-${ROOT}/dist/mini}" "${ROOT}/scripts/bench_observe.sh" "$@"
             ;;
         loadtest)
             echo "bench: building the release binary" >&2
