@@ -46,6 +46,14 @@ fi
 
 log() { echo "hot functions: $*" >&2; }
 
+PROFILED="${TARGET_DIR}/${TRIPLE}/release/mini"
+# remove_profiled: the profiling binary leaves the build cache (the next release build relinks).
+remove_profiled() {
+    find "${TARGET_DIR}/${TRIPLE}/release/deps" -maxdepth 1 -samefile "${PROFILED}" -delete
+    rm -f "${PROFILED}"
+    PROFILED_PRESENT=0
+}
+
 WORK=$(mktemp -d /var/tmp/mini-hot-functions.XXXXXX)
 SERVER_PID=""
 SIM_PID=""
@@ -53,6 +61,8 @@ LOOP_MOUNT="${WORK}/mnt"
 
 cleanup() {
     local pid
+    # a run that stopped half-way leaves no profiling binary (~650 MB with its padding) behind
+    [[ "${PROFILED_PRESENT:-0}" -eq 1 ]] && remove_profiled
     for pid in "${SIM_PID}" "${SERVER_PID}"; do
         [[ -n "${pid}" ]] && { kill "${pid}" 2>/dev/null || true; wait "${pid}" 2>/dev/null || true; }
     done
@@ -77,7 +87,7 @@ log "linking the profiling binary (every function on its own page)"
 (cd "${ROOT}" && PATH="${VENV}/bin:${PATH}" CARGO_TARGET_DIR="${TARGET_DIR}" PROTOC=/bin/false \
     cargo-zigbuild rustc --release --locked -p mini --bin mini --target "${TRIPLE}.${GLIBC_FLOOR}" \
     -- -C strip=none -C "link-arg=-Wl,-T,${WORK}/spread.ld") >&2
-PROFILED="${TARGET_DIR}/${TRIPLE}/release/mini"
+PROFILED_PRESENT=1
 
 # 3. a file system whose device reads no more than the page asked for
 size=$(stat -c %s "${PROFILED}")
@@ -151,7 +161,7 @@ pages = [start + i * 4096 - bias for i in range(len(entries) // 8)
          if struct.unpack_from("<Q", entries, i * 8)[0] >> 63]
 syms = sorted((int(a, 16), int(s, 16), n) for a, s, _, n in (l.split() for l in open(symbols)))
 starts = [s[0] for s in syms]
-hot, code = set(), 0
+hot, bodies = set(), {}
 for page in pages:
     # every name on the page: functions LLVM merged share one body under several names (aliases
     # at one address, in the section of one of them), and a long function reaches in from before
@@ -160,18 +170,17 @@ for page in pages:
         i -= 1
     while i < len(syms) and syms[i][0] < page + 4096:
         addr, size, name = syms[i]
-        if addr + max(size, 1) > page and name not in hot:
+        if addr + max(size, 1) > page:
             hot.add(name)
-            code += size
+            bodies[addr] = size
         i += 1
-print("resident code pages %d, functions %d, %d bytes of code" % (len(pages), len(hot), code), file=sys.stderr)
+print("resident code pages %d, functions %d (%d bodies), %d bytes of code"
+      % (len(pages), len(hot), len(bodies), sum(bodies.values())), file=sys.stderr)
 print("\n".join(sorted(hot)))
 EOF
 kill -TERM "${SERVER_PID}"; wait "${SERVER_PID}" || true
 SERVER_PID=""
-# the profiling binary (~650 MB with its padding) leaves the build cache
-find "${TARGET_DIR}/${TRIPLE}/release/deps" -maxdepth 1 -samefile "${PROFILED}" -delete
-rm -f "${PROFILED}"
+remove_profiled
 {
     echo "# Functions \`mini server\` runs in the steady state of scripts/bench.sh observe, linked first by"
     echo "# scripts/release.sh. Written by scripts/hot_functions.sh on $(date -u +%Y-%m-%d) ($(cd "${ROOT}" && git rev-parse --short HEAD)); do not edit."
