@@ -65,25 +65,21 @@ ensure_zigbuild() {
         "ziglang==${ZIGLANG_VERSION}" "cargo-zigbuild==${ZIGBUILD_VERSION}"
 }
 
-# hot_text_script FILE: writes the linker script that puts the functions of scripts/hot-functions.txt
+# hot_text_script: prints the linker script that puts the functions of scripts/hot-functions.txt
 # (what the server runs in its steady state, listed by scripts/hot_functions.sh) first, next to
 # each other, in an output section of their own before the rest of the code. A listed function
 # the build no longer has (or whose name's hash changed) matches nothing and stays among the cold
 # code; LLVM's `.llvm.N` suffixes of local names are matched whatever N.
 hot_text_script() {
-    local out=$1
-    {
-        echo "SECTIONS"
-        echo "{"
-        echo "  .text.hot : {"
-        echo "    *("
-        grep -v '^#' "${HOT_FUNCTIONS}" | sed -E -e 's/\.llvm\.[0-9]+$/*/' -e 's/^/      .text./' | sort -u
-        echo "    )"
-        echo "  }"
-        echo "}"
-        echo "INSERT BEFORE .text;"
-    } >"${out}.tmp"
-    mv "${out}.tmp" "${out}"
+    echo "SECTIONS"
+    echo "{"
+    echo "  .text.hot : {"
+    echo "    *("
+    grep -v '^#' "${HOT_FUNCTIONS}" | sed -E -e 's/\.llvm\.[0-9]+$/*/' -e 's/^/      .text./' | sort -u
+    echo "    )"
+    echo "  }"
+    echo "}"
+    echo "INSERT BEFORE .text;"
 }
 
 # build: cargo zigbuild of the `mini` binary for the glibc floor, its hot functions linked first.
@@ -96,9 +92,9 @@ build() {
         # named by its contents: cargo relinks when the argument changes, not when a file does
         mkdir -p "${TARGET_DIR}"
         rm -f "${TARGET_DIR}"/hot-text-*.ld
-        hot_text_script "${TARGET_DIR}/hot-text.ld"
-        script="${TARGET_DIR}/hot-text-$(sha256sum "${TARGET_DIR}/hot-text.ld" | cut -c1-16).ld"
-        mv "${TARGET_DIR}/hot-text.ld" "${script}"
+        hot_text_script >"${TARGET_DIR}/hot-text.ld.tmp"
+        script="${TARGET_DIR}/hot-text-$(sha256sum "${TARGET_DIR}/hot-text.ld.tmp" | cut -c1-16).ld"
+        mv "${TARGET_DIR}/hot-text.ld.tmp" "${script}"
         link_args=(-C "link-arg=-Wl,-T,${script}")
     fi
     (cd "${ROOT}" && PATH="${VENV}/bin:${PATH}" CARGO_TARGET_DIR="${TARGET_DIR}" PROTOC=/bin/false \
